@@ -1,0 +1,121 @@
+//! Hotsock-style front end: `ws://HOST:PORT/hotsock?token=JWT` (any path
+//! below `/hotsock` too). Spec: ../shared/specs/hotsock.md.
+//!
+//! `wire.rs` parses and encodes frames, `session.rs` runs one connection;
+//! this file is the route and the adapter's config.
+
+pub mod session;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::app::App;
+use crate::auth::HotsockClaims;
+use crate::presence::{Codec, Identity};
+
+/// Hotsock adapter settings.
+#[derive(Clone, Debug)]
+pub struct HotsockConfig {
+    /// How long a connection may live (`connectionExpiresAt`); Hotsock: 2 h.
+    pub connection_lifetime: Duration,
+    /// Interval of `hotsock.keepAlive` for tokens with `keepAlive: true`.
+    pub keep_alive_interval: Duration,
+}
+
+impl Default for HotsockConfig {
+    fn default() -> Self {
+        HotsockConfig {
+            connection_lifetime: Duration::from_secs(2 * 3600),
+            keep_alive_interval: Duration::from_secs(570),
+        }
+    }
+}
+
+/// The protocol name used in logs and listings.
+pub const PROTOCOL: &str = "hotsock";
+
+fn codec() -> Arc<dyn Codec> {
+    // One codec instance for every Hotsock connection, so broadcasts are
+    // encoded once for all of them.
+    static CODEC: OnceLock<Arc<dyn Codec>> = OnceLock::new();
+    CODEC
+        .get_or_init(|| Arc::new(wire::HotsockCodec))
+        .clone()
+}
+
+/// The adapter's routes.
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/hotsock", get(upgrade))
+        .route("/hotsock/", get(upgrade))
+        .route("/hotsock/{*rest}", get(upgrade))
+}
+
+fn refuse(status: StatusCode, why: String) -> Response {
+    tracing::debug!(%status, reason = %why, "hotsock upgrade refused");
+    (status, why).into_response()
+}
+
+/// Verifies the connect token, registers the connection, then upgrades.
+/// Every token failure is an HTTP 401 before the upgrade (spec §1.2).
+async fn upgrade(
+    State(app): State<App>,
+    Query(query): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let Some(token) = query.get("token") else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "missing token: connect to /hotsock?token=<JWT with scope \"connect\">".into(),
+        );
+    };
+    let claims = match app
+        .verifier
+        .verify(token)
+        .and_then(|map| HotsockClaims::from_claims(&map))
+    {
+        Ok(c) => c,
+        Err(e) => return refuse(StatusCode::UNAUTHORIZED, format!("invalid token: {e}")),
+    };
+    if !claims.scope.connect {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "token scope must include \"connect\" to open a connection".into(),
+        );
+    }
+    if claims.connection_id.is_some() {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "a token with a connectionId claim cannot open a new connection".into(),
+        );
+    }
+    let identity = Identity {
+        user_id: claims.uid.as_deref().filter(|u| !u.is_empty()).map(Arc::from),
+        info: Arc::new(claims.umd.clone().unwrap_or(serde_json::Value::Null)),
+    };
+    let (conn, outbox_rx) = match app.presence.connect(identity, codec(), PROTOCOL) {
+        Ok(pair) => pair,
+        Err(e) => return refuse(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+    };
+    let transport = app.config.transport.clone();
+    let hotsock = app.config.hotsock.clone();
+    let shutdown = app.shutdown.handle();
+    let verifier = app.verifier.clone();
+    ws.max_message_size(transport.max_frame_bytes)
+        .max_frame_size(transport.max_frame_bytes)
+        .on_upgrade(move |socket| async move {
+            let secret = crate::ids::secret(20);
+            let mut session =
+                session::HotsockSession::new(conn, claims, verifier, Arc::new(hotsock));
+            session.open(&secret);
+            crate::transport::run(socket, outbox_rx, session, transport, shutdown).await;
+        })
+}

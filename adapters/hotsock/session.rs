@@ -1,0 +1,480 @@
+//! One Hotsock connection: decode a frame, call the core, queue the reply;
+//! plus the heartbeat, keep-alive and lifetime timers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::HotsockConfig;
+use super::wire::{self, ClientFrame, Meta, WireError, codes};
+use crate::auth::{ChannelRules, HotsockClaims, JwtVerifier};
+use crate::ids;
+use crate::outbox::CloseReason;
+use crate::presence::{
+    ChannelMessage, Connection, MessageSender, SubscribeError, SubscribeOptions, UpdateError,
+};
+use crate::transport::{Flow, Session, close};
+
+/// Channels whose name starts with this prefix track presence.
+pub const PRESENCE_PREFIX: &str = "presence.";
+
+/// What a subscription was made with.
+struct Subscription {
+    /// Rules of the subscribe token, if one was used (they add to the
+    /// connect token's rules for this channel).
+    token_rules: Option<Arc<ChannelRules>>,
+    /// The member data this subscription shows (subscribe-token umd wins).
+    umd: Arc<Value>,
+    /// The alias the client used, echoed back in `meta.channelAlias`.
+    alias: Option<String>,
+}
+
+/// A Hotsock session.
+pub struct HotsockSession {
+    conn: Connection,
+    claims: HotsockClaims,
+    verifier: JwtVerifier,
+    config: Arc<HotsockConfig>,
+    subs: HashMap<String, Subscription>,
+    expires_at: Instant,
+    heartbeat_deadline: Option<Instant>,
+    next_keep_alive: Option<Instant>,
+}
+
+impl HotsockSession {
+    /// A session for a connection accepted with `claims` (a verified
+    /// connect token).
+    pub fn new(
+        conn: Connection,
+        claims: HotsockClaims,
+        verifier: JwtVerifier,
+        config: Arc<HotsockConfig>,
+    ) -> Self {
+        let now = Instant::now();
+        let heartbeat_deadline = claims
+            .heartbeat_timeout
+            .map(|secs| now + Duration::from_secs(secs));
+        let next_keep_alive = claims.keep_alive.then(|| now + config.keep_alive_interval);
+        HotsockSession {
+            conn,
+            claims,
+            verifier,
+            expires_at: now + config.connection_lifetime,
+            config,
+            subs: HashMap::new(),
+            heartbeat_deadline,
+            next_keep_alive,
+        }
+    }
+
+    /// Sends `hotsock.connected`, then subscribes the autoSubscribe channels.
+    pub fn open(&mut self, connection_secret: &str) {
+        let expires = std::time::SystemTime::now() + self.config.connection_lifetime;
+        let info = self.conn.info();
+        let frame = wire::connected(
+            &self.conn.id().to_string(),
+            &crate::time::rfc3339(expires),
+            connection_secret,
+            Meta {
+                uid: self.conn.user_id().map(|u| &**u),
+                umd: &info,
+            },
+        );
+        self.conn.send_text(frame);
+        for channel in self.claims.channels.auto_subscribe_channels() {
+            self.subscribe(&channel, None, true);
+        }
+    }
+
+    fn send_error(&self, err: WireError) {
+        self.conn.send_text(wire::error(&err));
+    }
+
+    fn meta_uid(&self) -> Option<&str> {
+        self.conn.user_id().map(|u| &**u)
+    }
+
+    /// Resolves an alias from the connect token to the real channel name.
+    fn resolve(&self, name: &str) -> (String, Option<String>) {
+        match self.claims.channels.alias_for(name) {
+            Some(real) if real != name => (real, Some(name.to_string())),
+            _ => (name.to_string(), None),
+        }
+    }
+
+    fn handle(&mut self, frame: ClientFrame) {
+        match frame {
+            ClientFrame::Subscribe { channel, token } => self.subscribe(&channel, token, false),
+            ClientFrame::Unsubscribe { channel } => self.unsubscribe(&channel),
+            ClientFrame::Ping => {
+                self.conn.send_text(wire::pong());
+            }
+            ClientFrame::Pong => {}
+            ClientFrame::Heartbeat => {
+                if let Some(secs) = self.claims.heartbeat_timeout {
+                    self.heartbeat_deadline = Some(Instant::now() + Duration::from_secs(secs));
+                }
+            }
+            ClientFrame::UmdUpdate { channel, token } => self.umd_update(channel, &token),
+            ClientFrame::Message {
+                channel,
+                event,
+                data,
+            } => self.client_message(&channel, event, data),
+        }
+    }
+
+    /// Verifies a subscribe token for this connection (spec §2.2-2.5).
+    fn subscribe_token(&self, channel: &str, token: &str) -> Result<HotsockClaims, WireError> {
+        let invalid = |why: String| WireError::new(codes::INVALID_SUBSCRIBE_TOKEN, Some(channel), why);
+        let claims = self
+            .verifier
+            .verify(token)
+            .map_err(|e| invalid(format!("subscribe token rejected: {e}")))
+            .and_then(|map| {
+                HotsockClaims::from_claims(&map)
+                    .map_err(|e| invalid(format!("subscribe token rejected: {e}")))
+            })?;
+        if !claims.scope.subscribe {
+            return Err(invalid(
+                "subscribe token must have scope \"subscribe\"".to_string(),
+            ));
+        }
+        match (&claims.connection_id, &claims.uid) {
+            (Some(id), _) if *id != self.conn.id().to_string() => Err(invalid(format!(
+                "subscribe token is bound to connection {id}, not this one"
+            ))),
+            (Some(_), _) => Ok(claims),
+            (None, Some(uid)) if Some(uid.as_str()) == self.meta_uid() => Ok(claims),
+            (None, Some(uid)) => Err(invalid(format!(
+                "subscribe token is for uid {uid:?}, but this connection's uid is {:?}",
+                self.meta_uid()
+            ))),
+            (None, None) => Err(invalid(
+                "subscribe token needs a connectionId or uid claim".to_string(),
+            )),
+        }
+    }
+
+    fn subscribe(&mut self, name: &str, token: Option<String>, auto: bool) {
+        let (channel, alias) = self.resolve(name);
+        if let Err(e) = wire::check_channel_name(&channel) {
+            return self.send_error(e);
+        }
+        let (token_rules, umd) = match token {
+            Some(token) => match self.subscribe_token(&channel, &token) {
+                Ok(claims) => {
+                    if !claims.channels.can_subscribe(&channel) {
+                        return self.send_error(WireError::new(
+                            codes::SUBSCRIBE_PERMISSION_DENIED,
+                            Some(&channel),
+                            format!("the subscribe token does not allow subscribing to {channel}"),
+                        ));
+                    }
+                    let umd = claims.umd.clone().map(Arc::new).unwrap_or_else(|| self.conn.info());
+                    (Some(Arc::new(claims.channels)), umd)
+                }
+                Err(e) => return self.send_error(e),
+            },
+            None => {
+                if !self.claims.channels.can_subscribe(&channel) && !auto {
+                    return self.send_error(WireError::new(
+                        codes::SUBSCRIBE_PERMISSION_DENIED,
+                        Some(&channel),
+                        format!(
+                            "the connect token's channels claim does not allow subscribing to {channel}"
+                        ),
+                    ));
+                }
+                (None, self.conn.info())
+            }
+        };
+        if self.subs.contains_key(&channel) {
+            return self.send_error(WireError::new(
+                codes::ALREADY_SUBSCRIBED,
+                Some(&channel),
+                format!("already subscribed to {channel}"),
+            ));
+        }
+        let is_presence = channel.starts_with(PRESENCE_PREFIX);
+        if is_presence && self.meta_uid().is_none_or(str::is_empty) {
+            return self.send_error(WireError::new(
+                codes::PRESENCE_CHANNEL_USER_ID_REQUIRED,
+                Some(&channel),
+                "presence channels need a uid claim in the token",
+            ));
+        }
+        let opts = SubscribeOptions {
+            member_info: is_presence.then(|| umd.clone()),
+            presence_events: is_presence,
+            flavor: 0,
+        };
+        let conn = &self.conn;
+        let uid = conn.user_id().map(|u| &**u);
+        let result = self.conn.presence().subscribe(conn, &channel, opts, |snap| {
+            let frame = wire::subscribed(
+                &channel,
+                is_presence.then_some(snap.members),
+                auto,
+                alias.as_deref(),
+                Meta { uid, umd: &umd },
+            );
+            conn.send_text(frame);
+        });
+        match result {
+            Ok(_) => {
+                self.subs.insert(
+                    channel,
+                    Subscription {
+                        token_rules,
+                        umd,
+                        alias,
+                    },
+                );
+            }
+            Err(e) => {
+                let code = match e {
+                    SubscribeError::AlreadySubscribed => codes::ALREADY_SUBSCRIBED,
+                    SubscribeError::CapacityReached { .. } => {
+                        codes::PRESENCE_CHANNEL_CAPACITY_REACHED
+                    }
+                    SubscribeError::MemberLimitReached { .. } => {
+                        codes::PRESENCE_CHANNEL_MEMBER_LIMIT_REACHED
+                    }
+                    SubscribeError::TooManyChannels { .. } => codes::CHANNEL_LIMIT_REACHED,
+                    SubscribeError::Closed => return,
+                };
+                self.send_error(WireError::new(code, Some(&channel), e.to_string()));
+            }
+        }
+    }
+
+    fn unsubscribe(&mut self, name: &str) {
+        let (channel, alias) = self.resolve(name);
+        let Some(sub) = self.subs.get(&channel) else {
+            return self.send_error(WireError::new(
+                codes::NOT_SUBSCRIBED,
+                Some(&channel),
+                format!("not subscribed to {channel}"),
+            ));
+        };
+        let conn = &self.conn;
+        let uid = conn.user_id().map(|u| &**u);
+        let umd = sub.umd.clone();
+        let alias = alias.or_else(|| sub.alias.clone());
+        conn.presence().unsubscribe(conn, &channel, |_| {
+            conn.send_text(wire::unsubscribed(
+                &channel,
+                alias.as_deref(),
+                Meta { uid, umd: &umd },
+            ));
+        });
+        self.subs.remove(&channel);
+    }
+
+    fn client_message(
+        &mut self,
+        name: &str,
+        event: String,
+        data: Option<Box<serde_json::value::RawValue>>,
+    ) {
+        let (channel, _) = self.resolve(name);
+        let sub = self.subs.get(&channel);
+        let mut perm = self.claims.channels.message_permission(&channel, &event);
+        if let Some(rules) = sub.and_then(|s| s.token_rules.as_ref()) {
+            let extra = rules.message_permission(&channel, &event);
+            perm.publish |= extra.publish;
+            perm.echo |= extra.echo;
+        }
+        let allowed = if sub.is_some() {
+            perm.publish || perm.broadcast
+        } else {
+            perm.broadcast
+        };
+        if !allowed {
+            let why = if sub.is_none() && perm.publish {
+                format!("subscribe to {channel} before sending {event:?}, or get a broadcast grant")
+            } else {
+                format!(
+                    "the token's channels claim does not allow sending {event:?} to {channel} (messages.{event}.publish)"
+                )
+            };
+            return self.send_error(WireError::new(
+                codes::PUBLISH_PERMISSION_DENIED,
+                Some(&channel),
+                why,
+            ));
+        }
+        let umd = sub.map(|s| s.umd.clone()).unwrap_or_else(|| self.conn.info());
+        let msg = ChannelMessage {
+            id: ids::ulid(),
+            channel: Arc::from(channel.as_str()),
+            event,
+            data,
+            sender: Some(MessageSender {
+                conn: self.conn.id(),
+                user_id: self.conn.user_id().cloned(),
+                info: umd,
+                echo: perm.echo,
+            }),
+        };
+        self.conn.presence().publish(&msg);
+    }
+
+    /// `hotsock.umdUpdate` (spec §2.3, C8/C9).
+    fn umd_update(&mut self, channel: Option<String>, token: &str) {
+        let chan = channel.as_deref();
+        let invalid = |why: String| WireError::new(codes::INVALID_UMD_TOKEN, chan, why);
+        let claims = match self
+            .verifier
+            .verify(token)
+            .map_err(|e| invalid(format!("umd token rejected: {e}")))
+            .and_then(|m| {
+                HotsockClaims::from_claims(&m).map_err(|e| invalid(format!("umd token rejected: {e}")))
+            }) {
+            Ok(c) => c,
+            Err(e) => return self.send_error(e),
+        };
+        if !claims.scope.umd {
+            return self.send_error(invalid("umd token must have scope \"umd\"".into()));
+        }
+        let bound_ok = match (&claims.connection_id, &claims.uid) {
+            (Some(id), _) => *id == self.conn.id().to_string(),
+            (None, Some(uid)) => Some(uid.as_str()) == self.meta_uid(),
+            (None, None) => false,
+        };
+        if !bound_ok {
+            return self.send_error(invalid(
+                "umd token must carry this connection's connectionId or uid".into(),
+            ));
+        }
+        let umd = Arc::new(claims.umd.clone().unwrap_or(Value::Null));
+        match channel {
+            Some(name) => {
+                let (channel, _) = self.resolve(&name);
+                if !claims.channels.can_update_umd(&channel) {
+                    return self.send_error(WireError::new(
+                        codes::UMD_UPDATE_PERMISSION_DENIED,
+                        Some(&channel),
+                        format!("the umd token does not grant umdUpdate on {channel}"),
+                    ));
+                }
+                let Some(sub) = self.subs.get_mut(&channel) else {
+                    return self.send_error(WireError::new(
+                        codes::NOT_SUBSCRIBED,
+                        Some(&channel),
+                        format!("subscribe to {channel} before updating its umd"),
+                    ));
+                };
+                sub.umd = umd.clone();
+                if channel.starts_with(PRESENCE_PREFIX) {
+                    let result = self.conn.presence().update_member(&self.conn, &channel, umd);
+                    if let Err(e) = result {
+                        let code = match e {
+                            UpdateError::CapacityReached { .. } => {
+                                codes::PRESENCE_CHANNEL_CAPACITY_REACHED
+                            }
+                            UpdateError::NotSubscribed => codes::NOT_SUBSCRIBED,
+                        };
+                        self.send_error(WireError::new(code, Some(&channel), e.to_string()));
+                    }
+                }
+            }
+            None => {
+                if !claims.umd_update {
+                    return self.send_error(WireError::new(
+                        codes::UMD_UPDATE_PERMISSION_DENIED,
+                        None,
+                        "the umd token needs \"umdUpdate\": true for a connection-level update",
+                    ));
+                }
+                if claims.umd_propagate {
+                    for sub in self.subs.values_mut() {
+                        sub.umd = umd.clone();
+                    }
+                }
+                let failures =
+                    self.conn
+                        .presence()
+                        .set_connection_info(&self.conn, umd, claims.umd_propagate);
+                for (channel, e) in failures {
+                    self.send_error(WireError::new(
+                        codes::PRESENCE_CHANNEL_CAPACITY_REACHED,
+                        Some(&channel),
+                        e.to_string(),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+impl Session for HotsockSession {
+    fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn on_text(&mut self, text: &str) -> Flow {
+        match wire::decode(text) {
+            Ok(frame) => self.handle(frame),
+            Err(e) => self.send_error(e),
+        }
+        Flow::Continue
+    }
+
+    fn on_binary(&mut self, _data: &[u8]) -> Flow {
+        self.send_error(WireError::new(
+            codes::INVALID_MESSAGE,
+            None,
+            "binary frames are not supported; send JSON in text frames",
+        ));
+        Flow::Continue
+    }
+
+    fn on_rate_limited(&mut self, limit: u32) -> Flow {
+        self.send_error(WireError::new(
+            codes::RATE_LIMITED,
+            None,
+            format!("more than {limit} messages per second; this frame was dropped, slow down"),
+        ));
+        Flow::Continue
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        [
+            Some(self.expires_at),
+            self.heartbeat_deadline,
+            self.next_keep_alive,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn on_timer(&mut self, now: Instant) -> Flow {
+        if now >= self.expires_at {
+            return Flow::Close(CloseReason::new(
+                close::GOING_AWAY,
+                "Going away: the connection reached its maximum lifetime; reconnect",
+            ));
+        }
+        if let (Some(deadline), Some(secs)) = (self.heartbeat_deadline, self.claims.heartbeat_timeout)
+            && now >= deadline
+        {
+            return Flow::Close(CloseReason::new(
+                close::GOING_AWAY,
+                format!("no hotsock.heartbeat within {secs} s (heartbeatTimeout claim)"),
+            ));
+        }
+        if let Some(next) = self.next_keep_alive
+            && now >= next
+        {
+            self.conn.send_text(wire::keep_alive());
+            self.next_keep_alive = Some(now + self.config.keep_alive_interval);
+        }
+        Flow::Continue
+    }
+}

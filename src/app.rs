@@ -1,0 +1,34 @@
+//! The state shared by every route: the presence core, the token verifier,
+//! settings and the shutdown signal.
+
+use std::sync::Arc;
+
+use crate::auth::JwtVerifier;
+use crate::presence::Presence;
+use crate::shutdown::ShutdownController;
+use crate::transport::TransportConfig;
+
+/// Settings resolved once at start.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// WebSocket transport limits and timings.
+    pub transport: TransportConfig,
+    /// Hotsock adapter settings.
+    #[cfg(feature = "hotsock")]
+    pub hotsock: crate::hotsock::HotsockConfig,
+    /// Bearer key of the HTTP API.
+    pub api_key: String,
+}
+
+/// Shared state, cheap to clone (axum router state).
+#[derive(Clone)]
+pub struct App {
+    /// The presence core.
+    pub presence: Presence,
+    /// Verifies client tokens.
+    pub verifier: JwtVerifier,
+    /// Settings.
+    pub config: Arc<Settings>,
+    /// Server-wide shutdown.
+    pub shutdown: Arc<ShutdownController>,
+}

@@ -1,0 +1,186 @@
+//! Server configuration: defaults, an optional TOML file (`--config`), and
+//! flags / `ROLLCALL_*` environment variables, in rising precedence.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::{AuthConfig, parse_duration};
+use crate::presence::Limits;
+use crate::transport::TransportConfig;
+
+/// Everything `rollcall serve` can be told. Field names are the TOML keys
+/// (kebab-case) and, upper-cased with `ROLLCALL_`, the environment variables.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// HS256/384/512 secret for client tokens. Generated at start if unset.
+    pub jwt_secret: Option<String>,
+    /// PEM public keys (RSA / EC / Ed25519) for RS*/PS*/ES*/EdDSA tokens.
+    pub jwt_public_key: Vec<PathBuf>,
+    /// Required `iss` claim, if set.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim, if set.
+    pub jwt_audience: Option<String>,
+    /// Bearer key for the HTTP API. Generated at start if unset.
+    pub api_key: Option<String>,
+    /// Member-data bytes per presence channel (JSON size of uid+umd).
+    pub max_member_bytes: usize,
+    /// Distinct members per channel.
+    pub max_members_per_channel: usize,
+    /// Channels per connection.
+    pub max_channels_per_connection: usize,
+    /// Connections per user on one node.
+    pub max_connections_per_user: usize,
+    /// Largest WebSocket message a client may send, in bytes.
+    pub max_frame_bytes: usize,
+    /// Messages per second a client may send.
+    pub max_messages_per_second: u32,
+    /// Outbound queue per connection, in bytes; a client that falls further
+    /// behind is disconnected.
+    pub outbox_bytes: usize,
+    /// Maximum connection lifetime, e.g. "2h".
+    pub connection_lifetime: String,
+    /// Hotsock keepAlive interval, e.g. "570s".
+    pub keep_alive_interval: String,
+    /// WebSocket ping interval for dead-peer detection, e.g. "25s".
+    pub ping_interval: String,
+    /// Close a peer silent for this long, e.g. "60s".
+    pub idle_timeout: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let limits = Limits::default();
+        let transport = TransportConfig::default();
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            jwt_secret: None,
+            jwt_public_key: Vec::new(),
+            jwt_issuer: None,
+            jwt_audience: None,
+            api_key: None,
+            max_member_bytes: limits.max_member_bytes,
+            max_members_per_channel: limits.max_members_per_channel,
+            max_channels_per_connection: limits.max_channels_per_connection,
+            max_connections_per_user: limits.max_connections_per_user,
+            max_frame_bytes: transport.max_frame_bytes,
+            max_messages_per_second: transport.max_messages_per_second,
+            outbox_bytes: limits.outbox_bytes,
+            connection_lifetime: "2h".into(),
+            keep_alive_interval: "570s".into(),
+            ping_interval: "25s".into(),
+            idle_timeout: "60s".into(),
+        }
+    }
+}
+
+/// Durations parsed from a [`Config`].
+#[derive(Clone, Copy, Debug)]
+pub struct Timings {
+    /// See [`Config::connection_lifetime`].
+    pub connection_lifetime: Duration,
+    /// See [`Config::keep_alive_interval`].
+    pub keep_alive_interval: Duration,
+    /// See [`Config::ping_interval`].
+    pub ping_interval: Duration,
+    /// See [`Config::idle_timeout`].
+    pub idle_timeout: Duration,
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| format!("config file {} is invalid: {e}", path.display()))
+    }
+
+    /// The parsed durations, or an error naming the bad key.
+    pub fn timings(&self) -> Result<Timings, String> {
+        let parse = |key: &str, value: &str| {
+            parse_duration(value).map_err(|e| format!("{key} = {value:?}: {e}"))
+        };
+        Ok(Timings {
+            connection_lifetime: parse("connection-lifetime", &self.connection_lifetime)?,
+            keep_alive_interval: parse("keep-alive-interval", &self.keep_alive_interval)?,
+            ping_interval: parse("ping-interval", &self.ping_interval)?,
+            idle_timeout: parse("idle-timeout", &self.idle_timeout)?,
+        })
+    }
+
+    /// Limits for the presence core.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_member_bytes: self.max_member_bytes,
+            max_members_per_channel: self.max_members_per_channel,
+            max_channels_per_connection: self.max_channels_per_connection,
+            max_connections_per_user: self.max_connections_per_user,
+            outbox_bytes: self.outbox_bytes,
+        }
+    }
+
+    /// Settings for the WebSocket transport.
+    pub fn transport(&self) -> Result<TransportConfig, String> {
+        let t = self.timings()?;
+        Ok(TransportConfig {
+            max_frame_bytes: self.max_frame_bytes,
+            max_messages_per_second: self.max_messages_per_second,
+            ping_interval: t.ping_interval,
+            idle_timeout: t.idle_timeout,
+            ..TransportConfig::default()
+        })
+    }
+
+    /// Settings for JWT verification.
+    pub fn auth(&self) -> AuthConfig {
+        AuthConfig {
+            jwt_secret: self.jwt_secret.clone(),
+            public_keys: self.jwt_public_key.clone(),
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            leeway_secs: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults() {
+        let cfg: Config = toml::from_str(
+            r#"
+            listen = "0.0.0.0:9000"
+            jwt-secret = "s"
+            max-member-bytes = 5000
+            connection-lifetime = "30m"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.listen.port(), 9000);
+        assert_eq!(cfg.max_member_bytes, 5000);
+        assert_eq!(cfg.max_frame_bytes, Config::default().max_frame_bytes);
+        assert_eq!(
+            cfg.timings().unwrap().connection_lifetime,
+            Duration::from_secs(1800)
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_durations_are_errors() {
+        assert!(toml::from_str::<Config>("bogus = 1").is_err());
+        let cfg = Config {
+            idle_timeout: "soon".into(),
+            ..Config::default()
+        };
+        let err = cfg.timings().unwrap_err();
+        assert!(err.contains("idle-timeout"), "{err}");
+    }
+}

@@ -1,0 +1,24 @@
+//! rollcall: a presence server with pluggable wire-protocol front ends.
+//!
+//! The presence core ([`presence`]) knows who is connected, which channels
+//! each connection is in and what member data it carries. Front ends
+//! (`adapters/`, one Cargo feature each) translate their wire protocol into
+//! core calls and core events into frames. Shared machinery: [`auth`] (JWT),
+//! [`transport`] (WebSocket loop and limits), [`http_api`], [`server`].
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod conformance;
+pub mod http_api;
+pub mod ids;
+pub mod outbox;
+pub mod presence;
+pub mod server;
+pub mod shutdown;
+pub mod time;
+pub mod transport;
+
+#[cfg(feature = "hotsock")]
+#[path = "../adapters/hotsock/mod.rs"]
+pub mod hotsock;

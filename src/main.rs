@@ -1,0 +1,320 @@
+//! The `rollcall` command: `serve`, `token` and `conformance`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use rollcall::config::Config;
+
+#[derive(Parser)]
+#[command(name = "rollcall", version, about = "A presence server with pluggable wire-protocol front ends")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default when no command is given).
+    Serve(ServeArgs),
+    /// Print a development token signed with the configured secret.
+    Token(TokenArgs),
+    /// Run a scripted conformance suite against a server.
+    Conformance(ConformanceArgs),
+}
+
+/// Flags of `serve`; each also reads `ROLLCALL_<NAME>` and overrides the
+/// TOML file given with --config.
+#[derive(Args, Default)]
+struct ServeArgs {
+    /// TOML config file (keys as the long flags, e.g. `max-member-bytes = 100000`).
+    #[arg(long, env = "ROLLCALL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:4000].
+    #[arg(long, env = "ROLLCALL_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    auth: AuthArgs,
+    /// Bearer key for the HTTP API [default: generated and printed at start].
+    #[arg(long, env = "ROLLCALL_API_KEY")]
+    api_key: Option<String>,
+    /// Member-data bytes per presence channel [default: 100000].
+    #[arg(long, env = "ROLLCALL_MAX_MEMBER_BYTES")]
+    max_member_bytes: Option<usize>,
+    /// Distinct members per channel [default: 10000].
+    #[arg(long, env = "ROLLCALL_MAX_MEMBERS_PER_CHANNEL")]
+    max_members_per_channel: Option<usize>,
+    /// Channels per connection [default: 100].
+    #[arg(long, env = "ROLLCALL_MAX_CHANNELS_PER_CONNECTION")]
+    max_channels_per_connection: Option<usize>,
+    /// Connections per user [default: 100].
+    #[arg(long, env = "ROLLCALL_MAX_CONNECTIONS_PER_USER")]
+    max_connections_per_user: Option<usize>,
+    /// Largest WebSocket message from a client, in bytes [default: 131072].
+    #[arg(long, env = "ROLLCALL_MAX_FRAME_BYTES")]
+    max_frame_bytes: Option<usize>,
+    /// Messages per second per connection [default: 100].
+    #[arg(long, env = "ROLLCALL_MAX_MESSAGES_PER_SECOND")]
+    max_messages_per_second: Option<u32>,
+    /// Outbound queue per connection in bytes [default: 4194304].
+    #[arg(long, env = "ROLLCALL_OUTBOX_BYTES")]
+    outbox_bytes: Option<usize>,
+    /// Maximum connection lifetime [default: 2h].
+    #[arg(long, env = "ROLLCALL_CONNECTION_LIFETIME")]
+    connection_lifetime: Option<String>,
+    /// Hotsock keepAlive interval [default: 570s].
+    #[arg(long, env = "ROLLCALL_KEEP_ALIVE_INTERVAL")]
+    keep_alive_interval: Option<String>,
+    /// WebSocket ping interval [default: 25s].
+    #[arg(long, env = "ROLLCALL_PING_INTERVAL")]
+    ping_interval: Option<String>,
+    /// Close peers silent for this long [default: 60s].
+    #[arg(long, env = "ROLLCALL_IDLE_TIMEOUT")]
+    idle_timeout: Option<String>,
+}
+
+#[derive(Args, Default)]
+struct AuthArgs {
+    /// HS256/384/512 secret for tokens [default: generated and printed at start].
+    #[arg(long, env = "ROLLCALL_JWT_SECRET")]
+    jwt_secret: Option<String>,
+    /// PEM public key file for RS*/ES* tokens (repeatable; comma-separated in the env var).
+    #[arg(long, env = "ROLLCALL_JWT_PUBLIC_KEY", value_delimiter = ',')]
+    jwt_public_key: Vec<PathBuf>,
+    /// Required `iss` claim.
+    #[arg(long, env = "ROLLCALL_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// Required `aud` claim.
+    #[arg(long, env = "ROLLCALL_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// User id (`uid`; also `sub` and `username`).
+    #[arg(long)]
+    uid: Option<String>,
+    /// User metadata, JSON (`umd`).
+    #[arg(long)]
+    umd: Option<String>,
+    /// Channel pattern to allow subscribing to (repeatable), e.g. 'presence.*'.
+    #[arg(long = "channel")]
+    channels: Vec<String>,
+    /// Also allow sending client messages of any event on those channels.
+    #[arg(long)]
+    messages: bool,
+    /// Lifetime, e.g. 90s, 15m, 1h, 2d.
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+    /// Extra claims as a JSON object, merged last.
+    #[arg(long)]
+    claims: Option<String>,
+    /// Secret to sign with (or ROLLCALL_JWT_SECRET, or jwt-secret in --config).
+    #[arg(long, env = "ROLLCALL_JWT_SECRET")]
+    jwt_secret: Option<String>,
+    /// TOML config file to read jwt-secret from.
+    #[arg(long, env = "ROLLCALL_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ConformanceArgs {
+    /// Suite directory or file, e.g. conformance/hotsock.
+    #[arg(long)]
+    suite: PathBuf,
+    /// Server base URL, e.g. ws://127.0.0.1:4000.
+    #[arg(long)]
+    url: String,
+    /// The server's JWT secret, to mint the suite's tokens.
+    #[arg(long, env = "ROLLCALL_JWT_SECRET")]
+    jwt_secret: String,
+    /// The server's HTTP API key, for HTTP steps.
+    #[arg(long, env = "ROLLCALL_API_KEY")]
+    api_key: Option<String>,
+    /// Only run cases whose name contains this text.
+    #[arg(long)]
+    filter: Option<String>,
+}
+
+/// Overlays flags (and their env vars) on the file config.
+fn build_config(args: ServeArgs) -> Result<Config, String> {
+    let mut cfg = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    macro_rules! overlay {
+        ($($field:ident),*) => {$(
+            if let Some(v) = args.$field { cfg.$field = v; }
+        )*};
+    }
+    overlay!(
+        listen,
+        max_member_bytes,
+        max_members_per_channel,
+        max_channels_per_connection,
+        max_connections_per_user,
+        max_frame_bytes,
+        max_messages_per_second,
+        outbox_bytes,
+        connection_lifetime,
+        keep_alive_interval,
+        ping_interval,
+        idle_timeout
+    );
+    if args.api_key.is_some() {
+        cfg.api_key = args.api_key;
+    }
+    if args.auth.jwt_secret.is_some() {
+        cfg.jwt_secret = args.auth.jwt_secret;
+    }
+    if !args.auth.jwt_public_key.is_empty() {
+        cfg.jwt_public_key = args.auth.jwt_public_key;
+    }
+    if args.auth.jwt_issuer.is_some() {
+        cfg.jwt_issuer = args.auth.jwt_issuer;
+    }
+    if args.auth.jwt_audience.is_some() {
+        cfg.jwt_audience = args.auth.jwt_audience;
+    }
+    cfg.timings()?;
+    Ok(cfg)
+}
+
+fn banner(resolved: &rollcall::server::Resolved, addr: std::net::SocketAddr) {
+    let cfg = &resolved.config;
+    println!("rollcall {} listening on {addr}", env!("CARGO_PKG_VERSION"));
+    #[cfg(feature = "hotsock")]
+    println!("  Hotsock     ws://{addr}/hotsock?token=<JWT>");
+    println!("  HTTP API    http://{addr}/api/  (Authorization: Bearer <api key>)");
+    println!("  Health      http://{addr}/healthz");
+    if resolved.generated_api_key {
+        println!(
+            "  API key     {} (generated; set --api-key to choose one)",
+            cfg.api_key.as_deref().unwrap_or("")
+        );
+    }
+    if let Some(secret) = &cfg.jwt_secret {
+        if resolved.generated_secret {
+            println!("  JWT secret  {secret} (generated; set --jwt-secret to choose one)");
+        }
+        let shown = if resolved.generated_secret {
+            secret.as_str()
+        } else {
+            "$ROLLCALL_JWT_SECRET"
+        };
+        println!("Mint a token:");
+        println!(
+            "  rollcall token --jwt-secret {shown} --uid alice --umd '{{\"name\":\"Alice\"}}' --channel 'presence.*' --messages"
+        );
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let resolved = rollcall::server::resolve(build_config(args)?);
+    let server = rollcall::server::start(&resolved.config).await?;
+    banner(&resolved, server.local_addr());
+    wait_for_signal().await;
+    tracing::info!("shutting down: closing every connection with 1001");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn token(args: TokenArgs) -> Result<(), String> {
+    let secret = match (args.jwt_secret, &args.config) {
+        (Some(s), _) => s,
+        (None, Some(path)) => Config::from_file(path)?
+            .jwt_secret
+            .ok_or_else(|| format!("{} has no jwt-secret", path.display()))?,
+        (None, None) => {
+            return Err("no secret to sign with: pass --jwt-secret (the one `rollcall serve` printed or was started with), set ROLLCALL_JWT_SECRET, or --config".into());
+        }
+    };
+    let umd = args
+        .umd
+        .map(|s| serde_json::from_str(&s).map_err(|e| format!("--umd is not valid JSON: {e}")))
+        .transpose()?;
+    let extra_claims = match args.claims {
+        Some(s) => match serde_json::from_str(&s) {
+            Ok(serde_json::Value::Object(map)) => map,
+            Ok(_) => return Err("--claims must be a JSON object".into()),
+            Err(e) => return Err(format!("--claims is not valid JSON: {e}")),
+        },
+        None => Default::default(),
+    };
+    let request = rollcall::auth::TokenRequest {
+        uid: args.uid,
+        umd,
+        channels: args.channels,
+        ttl: rollcall::auth::parse_duration(&args.ttl).map_err(|e| format!("--ttl: {e}"))?,
+        allow_messages: args.messages,
+        extra_claims,
+    };
+    let claims = rollcall::auth::dev_token_claims(&request);
+    let token = rollcall::auth::mint_hs256(&secret, &claims).map_err(|e| e.to_string())?;
+    println!("{token}");
+    Ok(())
+}
+
+async fn conformance(args: ConformanceArgs) -> Result<bool, String> {
+    let summary = rollcall::conformance::run(&rollcall::conformance::RunOptions {
+        suite: args.suite,
+        url: args.url,
+        jwt_secret: args.jwt_secret,
+        api_key: args.api_key,
+        filter: args.filter,
+    })
+    .await?;
+    Ok(summary.failed == 0)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => runtime.block_on(serve(args)).map(|_| true),
+        Command::Token(args) => token(args).map(|_| true),
+        Command::Conformance(args) => runtime.block_on(conformance(args)),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

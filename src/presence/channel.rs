@@ -1,0 +1,412 @@
+//! The state of one channel: its local subscribers and its members.
+//!
+//! Members are keyed by user id. Each member has one or more *presences*:
+//! a local connection, a connection on another node, or a lease. The member
+//! exists while it has at least one presence; its data is the data of its
+//! most recent presence. This is plain data with no I/O, so the member rules
+//! (dedup, capacity, which change an operation causes) are unit-tested here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde_json::Value;
+
+use super::connection::ConnShared;
+use super::types::{MemberChange, MemberView, Members};
+use crate::ids::ConnId;
+
+/// Where a presence comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// A connection on this node.
+    Local(ConnId),
+    /// A connection on another node of the cluster.
+    Remote {
+        /// The node id.
+        node: Arc<str>,
+        /// The connection id on that node.
+        conn: ConnId,
+    },
+    /// A lease that lives until it is not refreshed.
+    Lease(Arc<str>),
+}
+
+/// A member and the presences that keep it in the channel.
+#[derive(Debug)]
+pub struct MemberEntry {
+    /// The member's data as others see it (that of its latest presence).
+    pub info: Arc<Value>,
+    /// Bytes this member counts against the channel's member-data budget.
+    pub weight: usize,
+    presences: Vec<(Origin, Arc<Value>)>,
+}
+
+/// A local connection subscribed to the channel.
+#[derive(Debug)]
+pub struct Subscriber {
+    pub conn: Arc<ConnShared>,
+    pub presence_events: bool,
+    pub flavor: u8,
+    /// The member key this subscription holds a presence under, if any.
+    pub member_key: Option<Arc<str>>,
+}
+
+/// Budget limits applied when members join or change.
+#[derive(Clone, Copy, Debug)]
+pub struct MemberBudget {
+    pub max_bytes: usize,
+    pub max_members: usize,
+}
+
+/// Why a presence could not be added or changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BudgetError {
+    Bytes,
+    Members,
+}
+
+/// One channel.
+#[derive(Debug)]
+pub struct Channel {
+    pub name: Arc<str>,
+    pub subscribers: HashMap<ConnId, Subscriber>,
+    members: IndexMap<Arc<str>, MemberEntry>,
+    member_bytes: usize,
+    /// Set when the channel was dropped from the channel map; a joiner that
+    /// raced with the removal must look the channel up again.
+    pub removed: bool,
+}
+
+/// The JSON size of `{"uid":<key>,"umd":<info>}`, the unit of the
+/// member-data budget.
+pub fn member_weight(key: &str, info: &Value) -> usize {
+    // 15 = `{"uid":` (7) + `,"umd":` (7) + `}` (1)
+    let key_len = serde_json::to_string(key).map(|s| s.len()).unwrap_or(0);
+    let info_len = serde_json::to_string(info).map(|s| s.len()).unwrap_or(4);
+    15 + key_len + info_len
+}
+
+impl Channel {
+    /// An empty channel.
+    pub fn new(name: Arc<str>) -> Self {
+        Channel {
+            name,
+            subscribers: HashMap::new(),
+            members: IndexMap::new(),
+            member_bytes: 0,
+            removed: false,
+        }
+    }
+
+    /// True when nothing keeps the channel alive.
+    pub fn is_empty(&self) -> bool {
+        self.subscribers.is_empty() && self.members.is_empty()
+    }
+
+    /// The members in join order.
+    pub fn members(&self) -> Members<'_> {
+        Members { map: &self.members }
+    }
+
+    /// Total member-data bytes.
+    pub fn member_bytes(&self) -> usize {
+        self.member_bytes
+    }
+
+    /// A member by key.
+    pub fn member(&self, key: &str) -> Option<MemberView<'_>> {
+        self.members.get_key_value(key).map(|(k, e)| MemberView {
+            user_id: k,
+            info: &e.info,
+        })
+    }
+
+    /// Adds a presence for `key`. Returns what others see: Added for the
+    /// first presence, Updated if the member's data changed, else Unchanged.
+    /// Re-adding an existing origin replaces its data.
+    pub fn add_presence(
+        &mut self,
+        key: &Arc<str>,
+        origin: Origin,
+        info: Arc<Value>,
+        budget: MemberBudget,
+    ) -> Result<MemberChange, BudgetError> {
+        let new_weight = member_weight(key, &info);
+        match self.members.get_mut(key) {
+            None => {
+                if self.members.len() >= budget.max_members {
+                    return Err(BudgetError::Members);
+                }
+                if self.member_bytes + new_weight > budget.max_bytes {
+                    return Err(BudgetError::Bytes);
+                }
+                self.member_bytes += new_weight;
+                self.members.insert(
+                    key.clone(),
+                    MemberEntry {
+                        info: info.clone(),
+                        weight: new_weight,
+                        presences: vec![(origin, info)],
+                    },
+                );
+                Ok(MemberChange::Added)
+            }
+            Some(entry) => {
+                let changed = *entry.info != *info;
+                if changed && self.member_bytes - entry.weight + new_weight > budget.max_bytes {
+                    return Err(BudgetError::Bytes);
+                }
+                entry.presences.retain(|(o, _)| *o != origin);
+                entry.presences.push((origin, info.clone()));
+                if changed {
+                    self.member_bytes = self.member_bytes - entry.weight + new_weight;
+                    entry.weight = new_weight;
+                    entry.info = info;
+                    Ok(MemberChange::Updated)
+                } else {
+                    Ok(MemberChange::Unchanged)
+                }
+            }
+        }
+    }
+
+    /// Changes the data of an existing presence. The member's data becomes
+    /// the new data (the latest change wins).
+    pub fn update_presence(
+        &mut self,
+        key: &str,
+        origin: &Origin,
+        info: Arc<Value>,
+        budget: MemberBudget,
+    ) -> Result<Option<MemberChange>, BudgetError> {
+        let Some(entry) = self.members.get_mut(key) else {
+            return Ok(None);
+        };
+        let Some(pos) = entry.presences.iter().position(|(o, _)| o == origin) else {
+            return Ok(None);
+        };
+        let new_weight = member_weight(key, &info);
+        let changed = *entry.info != *info;
+        if changed && self.member_bytes - entry.weight + new_weight > budget.max_bytes {
+            return Err(BudgetError::Bytes);
+        }
+        // The updated presence becomes the latest one.
+        let (o, _) = entry.presences.remove(pos);
+        entry.presences.push((o, info.clone()));
+        if !changed {
+            return Ok(Some(MemberChange::Unchanged));
+        }
+        self.member_bytes = self.member_bytes - entry.weight + new_weight;
+        entry.weight = new_weight;
+        entry.info = info;
+        Ok(Some(MemberChange::Updated))
+    }
+
+    /// Removes a presence. Returns None if it was not there; Removed (with
+    /// the member as it was) for the last presence; Updated if the member's
+    /// data falls back to a different remaining presence; else Unchanged.
+    pub fn remove_presence(
+        &mut self,
+        key: &str,
+        origin: &Origin,
+    ) -> Option<(MemberChange, Option<MemberEntry>)> {
+        let entry = self.members.get_mut(key)?;
+        let pos = entry.presences.iter().position(|(o, _)| o == origin)?;
+        entry.presences.remove(pos);
+        match entry.presences.last() {
+            None => {
+                let removed = self.members.shift_remove(key)?;
+                self.member_bytes -= removed.weight;
+                Some((MemberChange::Removed, Some(removed)))
+            }
+            Some((_, latest)) if **latest != *entry.info => {
+                let latest = latest.clone();
+                let new_weight = member_weight(key, &latest);
+                self.member_bytes = self.member_bytes - entry.weight + new_weight;
+                entry.weight = new_weight;
+                entry.info = latest;
+                Some((MemberChange::Updated, None))
+            }
+            Some(_) => Some((MemberChange::Unchanged, None)),
+        }
+    }
+
+    /// The presences matching `pred` (e.g. all of a dead node's), as
+    /// (member key, origin) pairs to pass to [`Channel::remove_presence`].
+    pub fn find_presences(
+        &mut self,
+        mut pred: impl FnMut(&Origin) -> bool,
+    ) -> Vec<(Arc<str>, Origin)> {
+        let mut victims = Vec::new();
+        for (key, entry) in &self.members {
+            for (origin, _) in &entry.presences {
+                if pred(origin) {
+                    victims.push((key.clone(), origin.clone()));
+                }
+            }
+        }
+        victims
+    }
+
+    /// The number of presences (connections and leases) behind the members.
+    pub fn presence_count(&self) -> usize {
+        self.members.values().map(|e| e.presences.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const BUDGET: MemberBudget = MemberBudget {
+        max_bytes: 100_000,
+        max_members: 1000,
+    };
+
+    fn key(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
+
+    fn local(n: u64) -> Origin {
+        Origin::Local(ConnId(n))
+    }
+
+    #[test]
+    fn weight_is_the_json_size_of_uid_and_umd() {
+        let info = json!({"name": "Jim"});
+        let expected = serde_json::to_string(&json!({"uid": "jim", "umd": info}))
+            .unwrap()
+            .len();
+        assert_eq!(member_weight("jim", &info), expected);
+        assert_eq!(
+            member_weight("a", &Value::Null),
+            r#"{"uid":"a","umd":null}"#.len()
+        );
+    }
+
+    #[test]
+    fn second_presence_of_a_user_is_one_member() {
+        let mut ch = Channel::new(key("c"));
+        let info = Arc::new(json!({"n": 1}));
+        assert_eq!(
+            ch.add_presence(&key("jim"), local(1), info.clone(), BUDGET),
+            Ok(MemberChange::Added)
+        );
+        assert_eq!(
+            ch.add_presence(&key("jim"), local(2), info.clone(), BUDGET),
+            Ok(MemberChange::Unchanged)
+        );
+        assert_eq!(ch.members().len(), 1);
+        assert_eq!(
+            ch.remove_presence("jim", &local(1)).map(|r| r.0),
+            Some(MemberChange::Unchanged)
+        );
+        assert_eq!(
+            ch.remove_presence("jim", &local(2)).map(|r| r.0),
+            Some(MemberChange::Removed)
+        );
+        assert!(ch.members().is_empty());
+        assert_eq!(ch.member_bytes(), 0);
+        assert_eq!(ch.remove_presence("jim", &local(2)).map(|r| r.0), None);
+    }
+
+    #[test]
+    fn latest_presence_data_wins_and_falls_back_on_leave() {
+        let mut ch = Channel::new(key("c"));
+        let a = Arc::new(json!("a"));
+        let b = Arc::new(json!("bb"));
+        ch.add_presence(&key("jim"), local(1), a.clone(), BUDGET)
+            .unwrap();
+        assert_eq!(
+            ch.add_presence(&key("jim"), local(2), b.clone(), BUDGET),
+            Ok(MemberChange::Updated)
+        );
+        assert_eq!(*ch.member("jim").unwrap().info, *b);
+        assert_eq!(ch.member_bytes(), member_weight("jim", &b));
+        assert_eq!(
+            ch.remove_presence("jim", &local(2)).map(|r| r.0),
+            Some(MemberChange::Updated)
+        );
+        assert_eq!(*ch.member("jim").unwrap().info, *a);
+        assert_eq!(ch.member_bytes(), member_weight("jim", &a));
+    }
+
+    #[test]
+    fn byte_budget_is_enforced_on_join_and_update() {
+        let budget = MemberBudget {
+            max_bytes: 2 * member_weight("u1", &json!("x")),
+            max_members: 10,
+        };
+        let mut ch = Channel::new(key("c"));
+        ch.add_presence(&key("u1"), local(1), Arc::new(json!("x")), budget)
+            .unwrap();
+        ch.add_presence(&key("u2"), local(2), Arc::new(json!("y")), budget)
+            .unwrap();
+        assert_eq!(
+            ch.add_presence(&key("u3"), local(3), Arc::new(json!("z")), budget),
+            Err(BudgetError::Bytes)
+        );
+        assert_eq!(
+            ch.update_presence("u1", &local(1), Arc::new(json!("longer")), budget),
+            Err(BudgetError::Bytes)
+        );
+        // Same-size update fits.
+        assert_eq!(
+            ch.update_presence("u1", &local(1), Arc::new(json!("q")), budget),
+            Ok(Some(MemberChange::Updated))
+        );
+    }
+
+    #[test]
+    fn member_count_is_enforced() {
+        let budget = MemberBudget {
+            max_bytes: 1 << 20,
+            max_members: 1,
+        };
+        let mut ch = Channel::new(key("c"));
+        ch.add_presence(&key("u1"), local(1), Arc::new(Value::Null), budget)
+            .unwrap();
+        assert_eq!(
+            ch.add_presence(&key("u2"), local(2), Arc::new(Value::Null), budget),
+            Err(BudgetError::Members)
+        );
+        // Another presence of an existing member is not a new member.
+        assert!(
+            ch.add_presence(&key("u1"), local(3), Arc::new(Value::Null), budget)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn members_keep_join_order() {
+        let mut ch = Channel::new(key("c"));
+        for (i, name) in ["c", "a", "b"].iter().enumerate() {
+            ch.add_presence(&key(name), local(i as u64), Arc::new(Value::Null), BUDGET)
+                .unwrap();
+        }
+        ch.remove_presence("a", &local(1));
+        let order: Vec<_> = ch.members().iter().map(|m| m.user_id.to_string()).collect();
+        assert_eq!(order, ["c", "b"]);
+    }
+
+    #[test]
+    fn presences_of_a_node_can_be_found() {
+        let mut ch = Channel::new(key("c"));
+        let remote = |n| Origin::Remote {
+            node: Arc::from("b"),
+            conn: ConnId(n),
+        };
+        ch.add_presence(&key("u1"), remote(1), Arc::new(Value::Null), BUDGET)
+            .unwrap();
+        ch.add_presence(&key("u1"), local(1), Arc::new(Value::Null), BUDGET)
+            .unwrap();
+        ch.add_presence(&key("u2"), remote(2), Arc::new(Value::Null), BUDGET)
+            .unwrap();
+        let victims =
+            ch.find_presences(|o| matches!(o, Origin::Remote { node, .. } if &**node == "b"));
+        assert_eq!(victims.len(), 2);
+        assert_eq!(ch.presence_count(), 3);
+    }
+}

@@ -1,0 +1,147 @@
+//! A connection as the core sees it: identity, codec, outbox, and the set
+//! of channels it is subscribed to.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::Presence;
+use super::types::{Codec, Identity};
+use crate::ids::ConnId;
+use crate::outbox::{CloseReason, Outbox};
+
+/// The part of a connection shared between its session and the core.
+pub struct ConnShared {
+    pub(crate) id: ConnId,
+    pub(crate) user_id: Option<Arc<str>>,
+    pub(crate) info: Mutex<Arc<Value>>,
+    pub(crate) codec: Arc<dyn Codec>,
+    pub(crate) protocol: &'static str,
+    pub(crate) outbox: Outbox,
+    /// Channel name -> member key held there (if a member).
+    pub(crate) subs: Mutex<HashMap<Arc<str>, Option<Arc<str>>>>,
+    pub(crate) closing: AtomicBool,
+}
+
+impl std::fmt::Debug for ConnShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnShared")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("protocol", &self.protocol)
+            .finish()
+    }
+}
+
+impl ConnShared {
+    pub(crate) fn subs(&self) -> MutexGuard<'_, HashMap<Arc<str>, Option<Arc<str>>>> {
+        self.subs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The codec pointer, used as the key of the encode-once cache.
+    pub(crate) fn codec_key(&self) -> usize {
+        Arc::as_ptr(&self.codec) as *const () as usize
+    }
+}
+
+/// A live connection, owned by its session. Dropping it disconnects it from
+/// the core (removing its memberships), so a session that ends for any
+/// reason, including a panic, leaves no ghost member behind.
+pub struct Connection {
+    pub(crate) shared: Arc<ConnShared>,
+    pub(crate) presence: Presence,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.shared.fmt(f)
+    }
+}
+
+impl Connection {
+    /// The connection id.
+    pub fn id(&self) -> ConnId {
+        self.shared.id
+    }
+
+    /// The user id, if authenticated.
+    pub fn user_id(&self) -> Option<&Arc<str>> {
+        self.shared.user_id.as_ref()
+    }
+
+    /// The connection's current member data.
+    pub fn info(&self) -> Arc<Value> {
+        self.shared
+            .info
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The identity (user id and current member data).
+    pub fn identity(&self) -> Identity {
+        Identity {
+            user_id: self.shared.user_id.clone(),
+            info: self.info(),
+        }
+    }
+
+    /// The outbound queue (to send replies and to watch for a forced close).
+    pub fn outbox(&self) -> &Outbox {
+        &self.shared.outbox
+    }
+
+    /// A handle on the outbox that outlives borrows of the connection (for
+    /// the transport's writer).
+    pub fn outbox_handle(&self) -> OutboxHandle {
+        OutboxHandle(self.shared.clone())
+    }
+
+    /// Queues a text frame for this connection only.
+    pub fn send_text(&self, frame: impl Into<Bytes>) -> bool {
+        self.shared.outbox.push_text(frame.into())
+    }
+
+    /// Asks the session to close the connection.
+    pub fn close(&self, reason: CloseReason) {
+        self.shared.outbox.close(reason);
+    }
+
+    /// True if the connection is subscribed to `channel`.
+    pub fn is_subscribed(&self, channel: &str) -> bool {
+        self.shared.subs().contains_key(channel)
+    }
+
+    /// The channels this connection is subscribed to.
+    pub fn channels(&self) -> Vec<Arc<str>> {
+        self.shared.subs().keys().cloned().collect()
+    }
+
+    /// The core this connection belongs to.
+    pub fn presence(&self) -> &Presence {
+        &self.presence
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if !self.shared.closing.swap(true, Ordering::AcqRel) {
+            self.presence.remove_connection(&self.shared);
+        }
+    }
+}
+
+/// A cloneable handle on a connection's outbox.
+#[derive(Clone, Debug)]
+pub struct OutboxHandle(Arc<ConnShared>);
+
+impl std::ops::Deref for OutboxHandle {
+    type Target = Outbox;
+
+    fn deref(&self) -> &Outbox {
+        &self.0.outbox
+    }
+}

@@ -1,0 +1,618 @@
+//! The presence core: connections, channels, members and event delivery.
+//!
+//! It knows nothing about wire formats. Adapters call [`Presence`] and get
+//! events through their [`Codec`]. Every channel has its own lock; all events
+//! of a channel are encoded and queued while that lock is held, which gives
+//! each connection one order of events per channel and makes the snapshot a
+//! joiner receives consistent with the events that follow it.
+
+mod channel;
+mod connection;
+mod fanout;
+mod types;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::Value;
+
+pub use channel::{Origin, member_weight};
+pub use connection::{Connection, OutboxHandle};
+pub use types::*;
+
+use channel::{BudgetError, Channel, MemberBudget, Subscriber};
+use connection::ConnShared;
+
+use crate::ids::ConnId;
+use crate::outbox::{Outbox, OutboxReceiver};
+
+const SHARDS: usize = 32;
+
+type ChannelMap = HashMap<Arc<str>, Arc<Mutex<Channel>>>;
+
+/// A summary of one channel, for listings.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ChannelSummary {
+    /// The channel name.
+    pub name: String,
+    /// Distinct members.
+    pub members: usize,
+    /// Subscribed connections plus member presences not backed by a local
+    /// subscription (remote connections, leases).
+    pub connections: usize,
+    /// Member-data bytes in use (JSON size of uid+umd per member).
+    pub member_bytes: usize,
+}
+
+/// The members and counts of one channel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelInfo {
+    /// The channel name.
+    pub name: String,
+    /// Subscribed connections (see [`ChannelSummary::connections`]).
+    pub connections: usize,
+    /// Members in join order.
+    pub members: Vec<Member>,
+}
+
+/// Counts for health and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Open connections on this node.
+    pub connections: usize,
+    /// Channels with at least one subscriber or member.
+    pub channels: usize,
+}
+
+struct Inner {
+    limits: Limits,
+    shards: Box<[Mutex<ChannelMap>]>,
+    conns: Mutex<HashMap<ConnId, Arc<ConnShared>>>,
+    users: Mutex<HashMap<Arc<str>, Vec<ConnId>>>,
+    hasher: std::hash::RandomState,
+}
+
+/// The presence core. Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct Presence {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Presence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Presence").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock must not take the whole server down; the
+    // state it protects is kept consistent by the code that mutates it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Presence {
+    /// A core with the given limits.
+    pub fn new(limits: Limits) -> Self {
+        let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
+        Presence {
+            inner: Arc::new(Inner {
+                limits,
+                shards,
+                conns: Mutex::new(HashMap::new()),
+                users: Mutex::new(HashMap::new()),
+                hasher: std::hash::RandomState::new(),
+            }),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    fn budget(&self) -> MemberBudget {
+        MemberBudget {
+            max_bytes: self.inner.limits.max_member_bytes,
+            max_members: self.inner.limits.max_members_per_channel,
+        }
+    }
+
+    fn shard(&self, name: &str) -> &Mutex<ChannelMap> {
+        let mut h = self.inner.hasher.build_hasher();
+        name.hash(&mut h);
+        &self.inner.shards[(h.finish() as usize) % SHARDS]
+    }
+
+    /// The channel, created if missing. Never returns a removed channel.
+    fn channel_for_join(&self, name: &str) -> (Arc<Mutex<Channel>>, Arc<str>) {
+        let mut shard = lock(self.shard(name));
+        if let Some((k, ch)) = shard.get_key_value(name) {
+            return (ch.clone(), k.clone());
+        }
+        let key: Arc<str> = Arc::from(name);
+        let ch = Arc::new(Mutex::new(Channel::new(key.clone())));
+        shard.insert(key.clone(), ch.clone());
+        (ch, key)
+    }
+
+    fn existing_channel(&self, name: &str) -> Option<Arc<Mutex<Channel>>> {
+        lock(self.shard(name)).get(name).cloned()
+    }
+
+    /// Drops the channel from the map if nothing keeps it alive any more.
+    fn drop_if_empty(&self, name: &str) {
+        let mut shard = lock(self.shard(name));
+        let Some(ch) = shard.get(name).cloned() else {
+            return;
+        };
+        let mut guard = lock(&ch);
+        if guard.is_empty() {
+            guard.removed = true;
+            shard.remove(name);
+        }
+    }
+
+    /// Registers a connection. The returned [`Connection`] disconnects when
+    /// dropped; the receiver is the connection's outbound queue.
+    pub fn connect(
+        &self,
+        identity: Identity,
+        codec: Arc<dyn Codec>,
+        protocol: &'static str,
+    ) -> Result<(Connection, OutboxReceiver), ConnectError> {
+        let id = ConnId::next();
+        if let Some(uid) = &identity.user_id {
+            let mut users = lock(&self.inner.users);
+            let list = users.entry(uid.clone()).or_default();
+            let limit = self.inner.limits.max_connections_per_user;
+            if list.len() >= limit {
+                return Err(ConnectError::TooManyConnections { limit });
+            }
+            list.push(id);
+        }
+        let (outbox, rx) = Outbox::new(self.inner.limits.outbox_bytes);
+        let shared = Arc::new(ConnShared {
+            id,
+            user_id: identity.user_id,
+            info: Mutex::new(identity.info),
+            codec,
+            protocol,
+            outbox,
+            subs: Mutex::new(HashMap::new()),
+            closing: std::sync::atomic::AtomicBool::new(false),
+        });
+        lock(&self.inner.conns).insert(id, shared.clone());
+        Ok((
+            Connection {
+                shared,
+                presence: self.clone(),
+            },
+            rx,
+        ))
+    }
+
+    /// Removes a connection: leaves all its channels (members removed at
+    /// once) and forgets it. Called by `Connection`'s drop.
+    fn remove_connection(&self, conn: &Arc<ConnShared>) {
+        let channels: Vec<Arc<str>> = conn.subs().keys().cloned().collect();
+        for name in channels {
+            self.leave(conn, &name, |_| {});
+        }
+        lock(&self.inner.conns).remove(&conn.id);
+        if let Some(uid) = &conn.user_id {
+            let mut users = lock(&self.inner.users);
+            if let Some(list) = users.get_mut(uid) {
+                list.retain(|c| *c != conn.id);
+                if list.is_empty() {
+                    users.remove(uid);
+                }
+            }
+        }
+    }
+
+    /// Subscribes `conn` to `channel`. `on_joined` runs under the channel
+    /// lock with the member snapshot, before any later event of the channel
+    /// is queued: queue the subscribe reply there. Member events caused by
+    /// the join are delivered after it.
+    pub fn subscribe(
+        &self,
+        conn: &Connection,
+        channel: &str,
+        opts: SubscribeOptions,
+        on_joined: impl FnOnce(&Snapshot<'_>),
+    ) -> Result<MemberChange, SubscribeError> {
+        let shared = &conn.shared;
+        if shared.closing.load(Ordering::Acquire) {
+            return Err(SubscribeError::Closed);
+        }
+        loop {
+            let (ch, name) = self.channel_for_join(channel);
+            let mut guard = lock(&ch);
+            if guard.removed {
+                continue;
+            }
+            let result = self.join_locked(&mut guard, &name, shared, &opts, on_joined);
+            let empty = guard.is_empty();
+            drop(guard);
+            if empty {
+                // A failed join may have created the channel just now.
+                self.drop_if_empty(channel);
+            }
+            return result;
+        }
+    }
+
+    fn join_locked(
+        &self,
+        ch: &mut Channel,
+        name: &Arc<str>,
+        shared: &Arc<ConnShared>,
+        opts: &SubscribeOptions,
+        on_joined: impl FnOnce(&Snapshot<'_>),
+    ) -> Result<MemberChange, SubscribeError> {
+        if ch.subscribers.contains_key(&shared.id) {
+            return Err(SubscribeError::AlreadySubscribed);
+        }
+        {
+            let subs = shared.subs();
+            let limit = self.inner.limits.max_channels_per_connection;
+            if subs.len() >= limit {
+                return Err(SubscribeError::TooManyChannels { limit });
+            }
+        }
+        let member_key: Option<Arc<str>> = opts.member_info.as_ref().map(|_| {
+            shared
+                .user_id
+                .clone()
+                .unwrap_or_else(|| Arc::from(shared.id.to_string()))
+        });
+        let change = match (&member_key, &opts.member_info) {
+            (Some(key), Some(info)) => ch
+                .add_presence(key, Origin::Local(shared.id), info.clone(), self.budget())
+                .map_err(|e| match e {
+                    BudgetError::Bytes => SubscribeError::CapacityReached {
+                        limit: self.inner.limits.max_member_bytes,
+                    },
+                    BudgetError::Members => SubscribeError::MemberLimitReached {
+                        limit: self.inner.limits.max_members_per_channel,
+                    },
+                })?,
+            _ => MemberChange::Unchanged,
+        };
+        ch.subscribers.insert(
+            shared.id,
+            Subscriber {
+                conn: shared.clone(),
+                presence_events: opts.presence_events,
+                flavor: opts.flavor,
+                member_key: member_key.clone(),
+            },
+        );
+        shared.subs().insert(name.clone(), member_key.clone());
+        on_joined(&Snapshot {
+            channel: name,
+            members: ch.members(),
+            change,
+        });
+        if let Some(key) = &member_key {
+            // The joiner learns of its own arrival from the snapshot.
+            let skip = (change == MemberChange::Added).then_some(shared.id);
+            fanout::member_event(ch, change, key, None, skip);
+        }
+        Ok(change)
+    }
+
+    /// Unsubscribes `conn` from `channel`. `on_left` runs under the channel
+    /// lock (queue the unsubscribe reply there). Returns false if the
+    /// connection was not subscribed.
+    pub fn unsubscribe(
+        &self,
+        conn: &Connection,
+        channel: &str,
+        on_left: impl FnOnce(&Snapshot<'_>),
+    ) -> bool {
+        self.leave(&conn.shared, channel, on_left)
+    }
+
+    fn leave(
+        &self,
+        shared: &Arc<ConnShared>,
+        channel: &str,
+        on_left: impl FnOnce(&Snapshot<'_>),
+    ) -> bool {
+        let Some(ch) = self.existing_channel(channel) else {
+            shared.subs().remove(channel);
+            return false;
+        };
+        let mut guard = lock(&ch);
+        let Some(sub) = guard.subscribers.remove(&shared.id) else {
+            drop(guard);
+            shared.subs().remove(channel);
+            return false;
+        };
+        shared.subs().remove(channel);
+        let mut change = MemberChange::Unchanged;
+        let mut removed_entry = None;
+        if let Some(key) = &sub.member_key {
+            if let Some((c, entry)) = guard.remove_presence(key, &Origin::Local(shared.id)) {
+                change = c;
+                removed_entry = entry;
+            }
+        }
+        on_left(&Snapshot {
+            channel,
+            members: guard.members(),
+            change,
+        });
+        if let Some(key) = &sub.member_key {
+            fanout::member_event(&guard, change, key, removed_entry.as_ref(), None);
+        }
+        let empty = guard.is_empty();
+        drop(guard);
+        if empty {
+            self.drop_if_empty(channel);
+        }
+        true
+    }
+
+    /// Changes `conn`'s member data in one channel; members see
+    /// memberUpdated (the updater too) if the data differs.
+    pub fn update_member(
+        &self,
+        conn: &Connection,
+        channel: &str,
+        info: Arc<Value>,
+    ) -> Result<MemberChange, UpdateError> {
+        let key = match conn.shared.subs().get(channel) {
+            Some(Some(key)) => key.clone(),
+            _ => return Err(UpdateError::NotSubscribed),
+        };
+        let ch = self
+            .existing_channel(channel)
+            .ok_or(UpdateError::NotSubscribed)?;
+        let mut guard = lock(&ch);
+        let change = guard
+            .update_presence(&key, &Origin::Local(conn.id()), info, self.budget())
+            .map_err(|_| UpdateError::CapacityReached {
+                limit: self.inner.limits.max_member_bytes,
+            })?
+            .ok_or(UpdateError::NotSubscribed)?;
+        fanout::member_event(&guard, change, &key, None, None);
+        Ok(change)
+    }
+
+    /// Changes the connection-level member data (used for new
+    /// subscriptions); with `propagate`, also every channel the connection
+    /// is a member of. Returns the channels where an update failed.
+    pub fn set_connection_info(
+        &self,
+        conn: &Connection,
+        info: Arc<Value>,
+        propagate: bool,
+    ) -> Vec<(Arc<str>, UpdateError)> {
+        *lock(&conn.shared.info) = info.clone();
+        let mut failures = Vec::new();
+        if propagate {
+            let channels: Vec<Arc<str>> = conn
+                .shared
+                .subs()
+                .iter()
+                .filter(|(_, key)| key.is_some())
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in channels {
+                if let Err(e) = self.update_member(conn, &name, info.clone()) {
+                    failures.push((name, e));
+                }
+            }
+        }
+        failures
+    }
+
+    /// Publishes a message to every subscriber of its channel on this node
+    /// (the sender only if `echo`). Returns the number of connections it
+    /// was queued for.
+    pub fn publish(&self, msg: &ChannelMessage) -> usize {
+        let Some(ch) = self.existing_channel(&msg.channel) else {
+            return 0;
+        };
+        let guard = lock(&ch);
+        let skip = msg
+            .sender
+            .as_ref()
+            .filter(|s| !s.echo)
+            .map(|s| s.conn);
+        fanout::deliver(
+            guard.subscribers.values(),
+            &Event::Message(msg),
+            |s| Some(s.id) != skip,
+        )
+    }
+
+    /// Sends a direct message to every connection of `user_id`. Returns the
+    /// number of connections reached.
+    pub fn send_to_user(&self, user_id: &str, msg: &DirectMessage) -> usize {
+        let targets: Vec<Arc<ConnShared>> = {
+            let users = lock(&self.inner.users);
+            let conns = lock(&self.inner.conns);
+            users
+                .get(user_id)
+                .map(|ids| ids.iter().filter_map(|id| conns.get(id).cloned()).collect())
+                .unwrap_or_default()
+        };
+        fanout::deliver_direct(&targets, msg)
+    }
+
+    /// Sends a direct message to one connection.
+    pub fn send_to_connection(&self, id: ConnId, msg: &DirectMessage) -> bool {
+        let target = lock(&self.inner.conns).get(&id).cloned();
+        match target {
+            Some(conn) => fanout::deliver_direct(&[conn], msg) == 1,
+            None => false,
+        }
+    }
+
+    /// Sends a direct message to every connection on this node.
+    pub fn broadcast(&self, msg: &DirectMessage) -> usize {
+        let targets: Vec<Arc<ConnShared>> = lock(&self.inner.conns).values().cloned().collect();
+        fanout::deliver_direct(&targets, msg)
+    }
+
+    /// Members and counts of a channel (empty if it does not exist).
+    pub fn channel_info(&self, name: &str) -> ChannelInfo {
+        match self.existing_channel(name) {
+            Some(ch) => {
+                let guard = lock(&ch);
+                ChannelInfo {
+                    name: name.to_string(),
+                    connections: connection_count(&guard),
+                    members: guard.members().to_vec(),
+                }
+            }
+            None => ChannelInfo {
+                name: name.to_string(),
+                connections: 0,
+                members: Vec::new(),
+            },
+        }
+    }
+
+    /// Members of a channel in join order.
+    pub fn members(&self, name: &str) -> Vec<Member> {
+        self.channel_info(name).members
+    }
+
+    /// All occupied channels, sorted by name.
+    pub fn channels(&self) -> Vec<ChannelSummary> {
+        let mut all = Vec::new();
+        for shard in self.inner.shards.iter() {
+            let list: Vec<Arc<Mutex<Channel>>> = lock(shard).values().cloned().collect();
+            for ch in list {
+                let guard = lock(&ch);
+                if guard.removed || guard.is_empty() {
+                    continue;
+                }
+                all.push(ChannelSummary {
+                    name: guard.name.to_string(),
+                    members: guard.members().len(),
+                    connections: connection_count(&guard),
+                    member_bytes: guard.member_bytes(),
+                });
+            }
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Counts for health and metrics.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            connections: lock(&self.inner.conns).len(),
+            channels: self.inner.shards.iter().map(|s| lock(s).len()).sum(),
+        }
+    }
+
+    /// Asks every connection to close (graceful shutdown).
+    pub fn close_all(&self, reason: crate::outbox::CloseReason) {
+        let all: Vec<Arc<ConnShared>> = lock(&self.inner.conns).values().cloned().collect();
+        for conn in all {
+            conn.outbox.close(reason.clone());
+        }
+    }
+
+    /// Adds a presence that is not a local connection (a connection on
+    /// another node, or a lease). Local subscribers see the member events.
+    pub fn add_external_presence(
+        &self,
+        channel: &str,
+        user_id: &Arc<str>,
+        origin: Origin,
+        info: Arc<Value>,
+    ) -> Result<MemberChange, SubscribeError> {
+        loop {
+            let (ch, _) = self.channel_for_join(channel);
+            let mut guard = lock(&ch);
+            if guard.removed {
+                continue;
+            }
+            let result = guard.add_presence(user_id, origin, info, self.budget());
+            let change = match result {
+                Ok(change) => change,
+                Err(e) => {
+                    let empty = guard.is_empty();
+                    drop(guard);
+                    if empty {
+                        self.drop_if_empty(channel);
+                    }
+                    return Err(match e {
+                        BudgetError::Bytes => SubscribeError::CapacityReached {
+                            limit: self.inner.limits.max_member_bytes,
+                        },
+                        BudgetError::Members => SubscribeError::MemberLimitReached {
+                            limit: self.inner.limits.max_members_per_channel,
+                        },
+                    });
+                }
+            };
+            fanout::member_event(&guard, change, user_id, None, None);
+            return Ok(change);
+        }
+    }
+
+    /// Removes a presence added with [`Presence::add_external_presence`].
+    pub fn remove_external_presence(
+        &self,
+        channel: &str,
+        user_id: &str,
+        origin: &Origin,
+    ) -> Option<MemberChange> {
+        let ch = self.existing_channel(channel)?;
+        let mut guard = lock(&ch);
+        let (change, entry) = guard.remove_presence(user_id, origin)?;
+        fanout::member_event(&guard, change, user_id, entry.as_ref(), None);
+        let empty = guard.is_empty();
+        drop(guard);
+        if empty {
+            self.drop_if_empty(channel);
+        }
+        Some(change)
+    }
+
+    /// Removes every external presence matching `pred` in every channel
+    /// (e.g. all presences of a node that died). Returns how many presences
+    /// were removed.
+    pub fn remove_external_presences_where(&self, pred: impl Fn(&Origin) -> bool) -> usize {
+        let mut removed = 0;
+        let names: Vec<Arc<str>> = self
+            .inner
+            .shards
+            .iter()
+            .flat_map(|s| lock(s).keys().cloned().collect::<Vec<_>>())
+            .collect();
+        for name in names {
+            let Some(ch) = self.existing_channel(&name) else {
+                continue;
+            };
+            let victims = lock(&ch).find_presences(|o| !matches!(o, Origin::Local(_)) && pred(o));
+            for (key, origin) in victims {
+                if self.remove_external_presence(&name, &key, &origin).is_some() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+}
+
+/// Local subscribers plus presences that have no local subscription.
+fn connection_count(ch: &Channel) -> usize {
+    let local_members = ch
+        .subscribers
+        .values()
+        .filter(|s| s.member_key.is_some())
+        .count();
+    ch.subscribers.len() + ch.presence_count().saturating_sub(local_members)
+}
+

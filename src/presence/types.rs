@@ -1,0 +1,320 @@
+//! The vocabulary of the presence core: identities, members, messages,
+//! events, and the codec trait through which adapters encode events.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::ids::ConnId;
+use crate::outbox::Outbound;
+
+/// Who a connection is. Comes from auth, never from an unchecked client field.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Identity {
+    /// The user id (Hotsock `uid`, SocketCluster `username`, JWT `sub`), or
+    /// None for an anonymous connection.
+    pub user_id: Option<Arc<str>>,
+    /// Member data shown to others (Hotsock `umd`); `null` when unset.
+    pub info: Arc<Value>,
+}
+
+impl Identity {
+    /// An identity with a user id and member data.
+    pub fn user(user_id: impl Into<Arc<str>>, info: Value) -> Self {
+        Identity {
+            user_id: Some(user_id.into()),
+            info: Arc::new(info),
+        }
+    }
+
+    /// An anonymous identity.
+    pub fn anonymous() -> Self {
+        Identity {
+            user_id: None,
+            info: Arc::new(Value::Null),
+        }
+    }
+}
+
+/// A member of a channel as everyone sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member {
+    /// The member key: the user id (or the connection id of an anonymous member).
+    pub user_id: Arc<str>,
+    /// The member's current data.
+    pub info: Arc<Value>,
+}
+
+/// A borrowed view of a member, used while encoding under the channel lock.
+#[derive(Clone, Copy, Debug)]
+pub struct MemberView<'a> {
+    /// The member key.
+    pub user_id: &'a str,
+    /// The member data.
+    pub info: &'a Value,
+}
+
+impl MemberView<'_> {
+    /// An owned copy.
+    pub fn to_member(&self) -> Member {
+        Member {
+            user_id: Arc::from(self.user_id),
+            info: Arc::new(self.info.clone()),
+        }
+    }
+}
+
+/// The current members of a channel in join order, borrowed from the
+/// channel state so codecs can encode the full list without copying it.
+#[derive(Clone, Copy)]
+pub struct Members<'a> {
+    pub(crate) map: &'a indexmap::IndexMap<Arc<str>, super::channel::MemberEntry>,
+}
+
+impl<'a> Members<'a> {
+    /// Members in join order.
+    pub fn iter(&self) -> impl Iterator<Item = MemberView<'a>> + 'a {
+        self.map.iter().map(|(k, e)| MemberView {
+            user_id: k,
+            info: &e.info,
+        })
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True if there are no members.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Owned copies of all members.
+    pub fn to_vec(&self) -> Vec<Member> {
+        self.iter().map(|m| m.to_member()).collect()
+    }
+}
+
+impl fmt::Debug for Members<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter().map(|m| m.user_id)).finish()
+    }
+}
+
+/// What happened to a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberChange {
+    /// First presence of this user in the channel.
+    Added,
+    /// The member's data changed.
+    Updated,
+    /// Last presence of this user left the channel.
+    Removed,
+    /// Nothing others can see changed (e.g. a second tab with equal data).
+    Unchanged,
+}
+
+/// Who sent a channel message, when a client (not the server) sent it.
+#[derive(Clone, Debug)]
+pub struct MessageSender {
+    /// The sending connection.
+    pub conn: ConnId,
+    /// Its user id, if any.
+    pub user_id: Option<Arc<str>>,
+    /// Its member data.
+    pub info: Arc<Value>,
+    /// Whether the sender also receives the message.
+    pub echo: bool,
+}
+
+/// A message published to a channel.
+#[derive(Clone, Debug)]
+pub struct ChannelMessage {
+    /// ULID, unique and increasing per publishing node.
+    pub id: String,
+    /// The channel name.
+    pub channel: Arc<str>,
+    /// The event name.
+    pub event: String,
+    /// The payload as raw JSON, or None when the publisher sent none.
+    pub data: Option<Box<RawValue>>,
+    /// The sending client, or None for a server publish (HTTP API).
+    pub sender: Option<MessageSender>,
+}
+
+/// A message sent straight to connections (send to user, to connection,
+/// broadcast), not through a channel.
+#[derive(Clone, Debug)]
+pub struct DirectMessage {
+    /// ULID.
+    pub id: String,
+    /// The event name.
+    pub event: String,
+    /// The payload as raw JSON, or None.
+    pub data: Option<Box<RawValue>>,
+}
+
+/// An event the core delivers to a connection, borrowed for encoding.
+#[derive(Clone, Copy, Debug)]
+pub enum Event<'a> {
+    /// A member joined, changed or left a channel. `members` is the list
+    /// after the change.
+    Member {
+        /// Added, Updated or Removed.
+        change: MemberChange,
+        /// The channel.
+        channel: &'a str,
+        /// The member concerned (for Removed: as it was).
+        member: MemberView<'a>,
+        /// All members after the change.
+        members: Members<'a>,
+    },
+    /// A channel message.
+    Message(&'a ChannelMessage),
+    /// A direct message.
+    Direct(&'a DirectMessage),
+}
+
+/// How a wire protocol renders core events. One codec instance is shared by
+/// all connections of a front end; a broadcast is encoded at most once per
+/// (codec, flavor) and the bytes are shared by all recipients.
+pub trait Codec: Send + Sync + 'static {
+    /// Encodes `event` for subscriptions of the given adapter-defined
+    /// `flavor`, or returns None if such subscribers do not see this event.
+    fn encode(&self, event: &Event<'_>, flavor: u8) -> Option<Outbound>;
+}
+
+/// How a connection takes part in a channel.
+#[derive(Clone, Debug, Default)]
+pub struct SubscribeOptions {
+    /// Join as a member with this data (None: subscriber only, no presence).
+    pub member_info: Option<Arc<Value>>,
+    /// Whether this subscription receives member events.
+    pub presence_events: bool,
+    /// Adapter-defined rendering variant passed to [`Codec::encode`].
+    pub flavor: u8,
+}
+
+/// The state of a channel handed to the joiner atomically with the join.
+#[derive(Debug)]
+pub struct Snapshot<'a> {
+    /// The channel.
+    pub channel: &'a str,
+    /// All members including the joiner.
+    pub members: Members<'a>,
+    /// What the join did to the joiner's member entry.
+    pub change: MemberChange,
+}
+
+/// Limits the core enforces (from config).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Member-data budget per channel: sum over members of the JSON size of
+    /// `{"uid":...,"umd":...}`.
+    pub max_member_bytes: usize,
+    /// Distinct members per channel.
+    pub max_members_per_channel: usize,
+    /// Channels one connection may be subscribed to.
+    pub max_channels_per_connection: usize,
+    /// Simultaneous connections of one user on this node.
+    pub max_connections_per_user: usize,
+    /// Outbound queue budget per connection, in bytes.
+    pub outbox_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_member_bytes: 100_000,
+            max_members_per_channel: 10_000,
+            max_channels_per_connection: 100,
+            max_connections_per_user: 100,
+            outbox_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a subscribe failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubscribeError {
+    /// The connection is already subscribed to the channel.
+    AlreadySubscribed,
+    /// The connection is at its channel limit.
+    TooManyChannels { limit: usize },
+    /// Joining would exceed the channel's member-data budget.
+    CapacityReached { limit: usize },
+    /// The channel is at its member limit.
+    MemberLimitReached { limit: usize },
+    /// The connection is closing.
+    Closed,
+}
+
+impl fmt::Display for SubscribeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubscribeError::AlreadySubscribed => {
+                write!(f, "already subscribed to this channel")
+            }
+            SubscribeError::TooManyChannels { limit } => write!(
+                f,
+                "this connection is already in {limit} channels, the maximum; unsubscribe from one first"
+            ),
+            SubscribeError::CapacityReached { limit } => write!(
+                f,
+                "joining would push the channel's member data over {limit} bytes; use smaller member data or another channel"
+            ),
+            SubscribeError::MemberLimitReached { limit } => {
+                write!(f, "the channel already has {limit} members, the maximum")
+            }
+            SubscribeError::Closed => write!(f, "the connection is closing"),
+        }
+    }
+}
+
+impl std::error::Error for SubscribeError {}
+
+/// Why a connection was refused by the core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectError {
+    /// The user already has the maximum number of connections.
+    TooManyConnections { limit: usize },
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::TooManyConnections { limit } => write!(
+                f,
+                "this user already has {limit} open connections, the maximum; close one first"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// Why an update of member data failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpdateError {
+    /// The connection is not a member of the channel.
+    NotSubscribed,
+    /// The new data would exceed the channel's member-data budget.
+    CapacityReached { limit: usize },
+}
+
+impl fmt::Display for UpdateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpdateError::NotSubscribed => write!(f, "not a member of this channel"),
+            UpdateError::CapacityReached { limit } => write!(
+                f,
+                "the new member data would push the channel over {limit} bytes of member data"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for UpdateError {}

@@ -1,0 +1,133 @@
+//! Builds the router from the enabled front ends and runs the server with
+//! graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::app::{App, Settings};
+use crate::auth::JwtVerifier;
+use crate::config::Config;
+use crate::outbox::CloseReason;
+use crate::presence::Presence;
+use crate::shutdown::ShutdownController;
+use crate::transport::close;
+
+/// How long shutdown waits for sessions to say goodbye.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A config with its generated parts (secret, API key) filled in.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// The config, with `jwt_secret` (unless public keys are used) and
+    /// `api_key` set.
+    pub config: Config,
+    /// True if the JWT secret was generated because none was given.
+    pub generated_secret: bool,
+    /// True if the API key was generated because none was given.
+    pub generated_api_key: bool,
+}
+
+/// Fills in a random JWT secret (when no keys are configured) and API key.
+pub fn resolve(mut config: Config) -> Resolved {
+    let generated_secret = config.jwt_secret.is_none() && config.jwt_public_key.is_empty();
+    if generated_secret {
+        config.jwt_secret = Some(crate::ids::secret(32));
+    }
+    let generated_api_key = config.api_key.is_none();
+    if generated_api_key {
+        config.api_key = Some(crate::ids::secret(40));
+    }
+    Resolved {
+        config,
+        generated_secret,
+        generated_api_key,
+    }
+}
+
+/// A running server.
+pub struct RunningServer {
+    addr: SocketAddr,
+    app: App,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The presence core (for embedding and tests).
+    pub fn presence(&self) -> &Presence {
+        &self.app.presence
+    }
+
+    /// Stops the server: stops accepting, closes every client with 1001
+    /// (removing their members at once) and waits for sessions to end.
+    pub async fn shutdown(self) {
+        self.app.presence.close_all(CloseReason::new(
+            close::GOING_AWAY,
+            "server shutting down",
+        ));
+        let drained = self.app.shutdown.drain(SHUTDOWN_GRACE).await;
+        if !drained {
+            tracing::warn!("some sessions did not end within {SHUTDOWN_GRACE:?}");
+        }
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.task).await;
+    }
+}
+
+/// The full router for an app.
+pub fn router(app: App) -> Router {
+    let router = Router::new().merge(crate::http_api::routes(app.clone()));
+    #[cfg(feature = "hotsock")]
+    let router = router.merge(crate::hotsock::routes());
+    router.with_state(app)
+}
+
+/// Binds and starts serving. The config must be resolved (see [`resolve`]).
+pub async fn start(config: &Config) -> Result<RunningServer, String> {
+    let verifier = JwtVerifier::new(&config.auth()).map_err(|e| e.to_string())?;
+    let timings = config.timings()?;
+    let settings = Settings {
+        transport: config.transport()?,
+        #[cfg(feature = "hotsock")]
+        hotsock: crate::hotsock::HotsockConfig {
+            connection_lifetime: timings.connection_lifetime,
+            keep_alive_interval: timings.keep_alive_interval,
+        },
+        api_key: config
+            .api_key
+            .clone()
+            .ok_or("no API key configured (--api-key)")?,
+    };
+    let _ = timings;
+    let app = App {
+        presence: Presence::new(config.limits()),
+        verifier,
+        config: Arc::new(settings),
+        shutdown: Arc::new(ShutdownController::new()),
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    let service = router(app.clone());
+    let mut stop = app.shutdown.handle();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, service)
+            .with_graceful_shutdown(async move { stop.wait().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "server stopped with an error");
+        }
+    });
+    tracing::info!(%addr, "rollcall listening");
+    Ok(RunningServer { addr, app, task })
+}

@@ -1,0 +1,288 @@
+//! The WebSocket transport shared by the raw-WebSocket front ends: reading
+//! and writing frames, frame-size and message-rate limits, liveness pings,
+//! timers, and closing with a reason. Adapters implement [`Session`] and
+//! only speak their protocol.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use tokio::time::{Instant, sleep_until, timeout};
+
+use crate::outbox::{CloseReason, Outbound, OutboxReceiver};
+use crate::presence::Connection;
+use crate::shutdown::Shutdown;
+
+/// Close codes used by the transport (RFC 6455).
+pub mod close {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// Going away: server shutdown, connection lifetime over, peer silent.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Unsupported data (binary frame where text is expected).
+    pub const UNSUPPORTED: u16 = 1003;
+    /// Policy violation (message rate, auth).
+    pub const POLICY: u16 = 1008;
+    /// Message too big.
+    pub const TOO_BIG: u16 = 1009;
+}
+
+/// Transport limits and timings.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// Largest accepted WebSocket message (and frame), in bytes.
+    pub max_frame_bytes: usize,
+    /// Messages per second a client may send; more are refused.
+    pub max_messages_per_second: u32,
+    /// Interval of WebSocket pings that detect dead peers.
+    pub ping_interval: Duration,
+    /// A peer that sends nothing (not even a pong) for this long is closed.
+    pub idle_timeout: Duration,
+    /// A single write that takes longer than this means the peer stopped
+    /// reading: the connection is dropped.
+    pub write_timeout: Duration,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            max_frame_bytes: 128 * 1024,
+            max_messages_per_second: 100,
+            ping_interval: Duration::from_secs(25),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a session wants after handling an input.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep going.
+    Continue,
+    /// Close the connection (queued frames are flushed first).
+    Close(CloseReason),
+}
+
+/// One protocol's per-connection logic.
+pub trait Session: Send + 'static {
+    /// The core connection this session drives.
+    fn connection(&self) -> &Connection;
+
+    /// A text frame arrived.
+    fn on_text(&mut self, text: &str) -> Flow;
+
+    /// A binary frame arrived.
+    fn on_binary(&mut self, _data: &[u8]) -> Flow {
+        Flow::Close(CloseReason::new(
+            close::UNSUPPORTED,
+            "binary frames are not supported; send JSON text frames",
+        ))
+    }
+
+    /// A frame was dropped because the client exceeded its message rate.
+    fn on_rate_limited(&mut self, limit: u32) -> Flow;
+
+    /// The next time [`Session::on_timer`] should run, if any.
+    fn next_timer(&self) -> Option<Instant> {
+        None
+    }
+
+    /// The time from [`Session::next_timer`] has come.
+    fn on_timer(&mut self, _now: Instant) -> Flow {
+        Flow::Continue
+    }
+}
+
+/// A token bucket: `rate` tokens per second, burst of `rate`.
+struct RateLimiter {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+    refused_in_a_row: u32,
+}
+
+impl RateLimiter {
+    fn new(rate: u32) -> Self {
+        RateLimiter {
+            rate: f64::from(rate.max(1)),
+            tokens: f64::from(rate.max(1)),
+            last: Instant::now(),
+            refused_in_a_row: 0,
+        }
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.refused_in_a_row = 0;
+            true
+        } else {
+            self.refused_in_a_row += 1;
+            false
+        }
+    }
+}
+
+fn to_message(item: &Outbound) -> Option<Message> {
+    match item {
+        Outbound::Text(bytes) => Utf8Bytes::try_from(bytes.clone())
+            .ok()
+            .map(Message::Text),
+        Outbound::Binary(bytes) => Some(Message::Binary(bytes.clone())),
+        Outbound::Ping => Some(Message::Ping(bytes::Bytes::new())),
+    }
+}
+
+/// Maps a read error to the close it calls for: 1009 for an oversized
+/// message, otherwise the peer is gone.
+fn read_error(e: axum::Error, limit: usize, conn: crate::ids::ConnId) -> Flow {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let inner = e.into_inner();
+    if let Some(WsError::Capacity(_)) = inner.downcast_ref::<WsError>() {
+        return Flow::Close(CloseReason::new(
+            close::TOO_BIG,
+            format!("message too big: the limit is {limit} bytes"),
+        ));
+    }
+    tracing::debug!(%conn, error = %inner, "websocket read error");
+    Flow::Close(CloseReason::new(close::NORMAL, "connection error"))
+}
+
+fn close_message(reason: &CloseReason) -> Message {
+    // A close frame's reason is limited to 123 bytes.
+    let mut text = reason.reason.to_string();
+    if text.len() > 123 {
+        let mut cut = 123;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    Message::Close(Some(CloseFrame {
+        code: reason.code,
+        reason: Utf8Bytes::from(text),
+    }))
+}
+
+/// Runs a session over an upgraded socket until either side closes. When it
+/// returns, the session (and so its core connection) is dropped, which
+/// removes the connection's memberships at once.
+pub async fn run<S: Session>(
+    socket: WebSocket,
+    mut outbox_rx: OutboxReceiver,
+    mut session: S,
+    cfg: TransportConfig,
+    mut shutdown: Shutdown,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let conn_id = session.connection().id();
+    let outbox = session.connection().outbox_handle();
+
+    let writer = async {
+        let mut client_gone = false;
+        loop {
+            tokio::select! {
+                biased;
+                _ = outbox.closed() => break,
+                item = outbox_rx.recv() => {
+                    let Some(item) = item else { break };
+                    if let Some(msg) = to_message(&item) {
+                        match timeout(cfg.write_timeout, sink.send(msg)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => { client_gone = true; break; }
+                            Err(_) => {
+                                outbox.close(CloseReason::new(
+                                    crate::outbox::CLOSE_SLOW_CONSUMER,
+                                    "client is not reading: a write did not complete in time",
+                                ));
+                                client_gone = true;
+                                break;
+                            }
+                        }
+                    }
+                    outbox.sent(&item);
+                }
+            }
+        }
+        if client_gone {
+            return;
+        }
+        // Flush what is already queued (e.g. a final error), then say why we
+        // close. Bounded in time: a peer that stopped reading gets dropped.
+        let reason = outbox
+            .close_reason()
+            .unwrap_or_else(|| CloseReason::new(close::NORMAL, "closing"));
+        let flush = async {
+            while let Some(item) = outbox_rx.try_recv() {
+                if let Some(msg) = to_message(&item) {
+                    if sink.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+                outbox.sent(&item);
+            }
+            let _ = sink.send(close_message(&reason)).await;
+        };
+        let _ = timeout(Duration::from_secs(2), flush).await;
+    };
+
+    let reader = async {
+        let mut limiter = RateLimiter::new(cfg.max_messages_per_second);
+        let mut last_heard = Instant::now();
+        let mut ping = tokio::time::interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);
+        let far_future = Instant::now() + Duration::from_secs(86400 * 365);
+        loop {
+            let timer = session.next_timer().unwrap_or(far_future);
+            let flow = tokio::select! {
+                _ = outbox.closed() => break,
+                _ = shutdown.wait() => Flow::Close(CloseReason::new(close::GOING_AWAY, "server shutting down")),
+                _ = sleep_until(timer) => session.on_timer(Instant::now()),
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > cfg.idle_timeout {
+                        Flow::Close(CloseReason::new(close::GOING_AWAY, "no traffic from the client within the idle timeout"))
+                    } else {
+                        outbox.push(Outbound::Ping);
+                        Flow::Continue
+                    }
+                }
+                msg = stream.next() => {
+                    last_heard = Instant::now();
+                    match msg {
+                        None => Flow::Close(CloseReason::new(close::NORMAL, "client disconnected")),
+                        Some(Err(e)) => read_error(e, cfg.max_frame_bytes, conn_id),
+                        Some(Ok(Message::Text(text))) => {
+                            if limiter.allow(Instant::now()) {
+                                session.on_text(text.as_str())
+                            } else if limiter.refused_in_a_row > cfg.max_messages_per_second.saturating_mul(2) {
+                                Flow::Close(CloseReason::new(close::POLICY, format!("message rate over {} per second for too long", cfg.max_messages_per_second)))
+                            } else {
+                                session.on_rate_limited(cfg.max_messages_per_second)
+                            }
+                        }
+                        Some(Ok(Message::Binary(data))) => {
+                            if limiter.allow(Instant::now()) {
+                                session.on_binary(&data)
+                            } else {
+                                session.on_rate_limited(cfg.max_messages_per_second)
+                            }
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,
+                        Some(Ok(Message::Close(_))) => Flow::Close(CloseReason::new(close::NORMAL, "client closed")),
+                    }
+                }
+            };
+            if let Flow::Close(reason) = flow {
+                tracing::debug!(conn = %conn_id, code = reason.code, reason = %reason.reason, "closing connection");
+                outbox.close(reason);
+                break;
+            }
+        }
+    };
+
+    tokio::join!(reader, writer);
+    drop(session);
+}
