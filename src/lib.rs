@@ -22,3 +22,15 @@ pub mod transport;
 #[cfg(feature = "hotsock")]
 #[path = "../adapters/hotsock/mod.rs"]
 pub mod hotsock;
+
+#[cfg(feature = "socketio")]
+#[path = "../adapters/socketio/mod.rs"]
+pub mod socketio;
+
+#[cfg(feature = "sc")]
+#[path = "../adapters/sc/mod.rs"]
+pub mod sc;
+
+#[cfg(feature = "sgc")]
+#[path = "../adapters/sgc/mod.rs"]
+pub mod sgc;

@@ -85,7 +85,13 @@ impl RunningServer {
 pub fn router(app: App) -> Router {
     let router = Router::new().merge(crate::http_api::routes(app.clone()));
     #[cfg(feature = "hotsock")]
-    let router = router.merge(crate::hotsock::routes());
+    let router = router.merge(crate::hotsock::routes(&app));
+    #[cfg(feature = "socketio")]
+    let router = router.merge(crate::socketio::routes(&app));
+    #[cfg(feature = "sc")]
+    let router = router.merge(crate::sc::routes(&app));
+    #[cfg(feature = "sgc")]
+    let router = router.merge(crate::sgc::routes(&app));
     router.with_state(app)
 }
 

@@ -52,7 +52,7 @@ fn codec() -> Arc<dyn Codec> {
 }
 
 /// The adapter's routes.
-pub fn routes() -> Router<App> {
+pub fn routes(_app: &App) -> Router<App> {
     Router::new()
         .route("/hotsock", get(upgrade))
         .route("/hotsock/", get(upgrade))

@@ -210,7 +210,7 @@ impl HotsockSession {
         let opts = SubscribeOptions {
             member_info: is_presence.then(|| umd.clone()),
             presence_events: is_presence,
-            flavor: 0,
+            ..SubscribeOptions::default()
         };
         let conn = &self.conn;
         let uid = conn.user_id().map(|u| &**u);

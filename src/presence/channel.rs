@@ -47,6 +47,7 @@ pub struct MemberEntry {
 pub struct Subscriber {
     pub conn: Arc<ConnShared>,
     pub presence_events: bool,
+    pub receive_messages: bool,
     pub flavor: u8,
     /// The member key this subscription holds a presence under, if any.
     pub member_key: Option<Arc<str>>,

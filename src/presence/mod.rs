@@ -286,6 +286,7 @@ impl Presence {
             Subscriber {
                 conn: shared.clone(),
                 presence_events: opts.presence_events,
+                receive_messages: opts.receive_messages,
                 flavor: opts.flavor,
                 member_key: member_key.clone(),
             },
@@ -425,7 +426,7 @@ impl Presence {
             .filter(|s| !s.echo)
             .map(|s| s.conn);
         fanout::deliver(
-            guard.subscribers.values(),
+            guard.subscribers.values().filter(|s| s.receive_messages),
             &Event::Message(msg),
             |s| Some(s.id) != skip,
         )

@@ -188,14 +188,28 @@ pub trait Codec: Send + Sync + 'static {
 }
 
 /// How a connection takes part in a channel.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SubscribeOptions {
     /// Join as a member with this data (None: subscriber only, no presence).
     pub member_info: Option<Arc<Value>>,
     /// Whether this subscription receives member events.
     pub presence_events: bool,
+    /// Whether this subscription receives channel messages.
+    pub receive_messages: bool,
     /// Adapter-defined rendering variant passed to [`Codec::encode`].
     pub flavor: u8,
+}
+
+impl Default for SubscribeOptions {
+    /// A plain subscriber: messages, no presence.
+    fn default() -> Self {
+        SubscribeOptions {
+            member_info: None,
+            presence_events: false,
+            receive_messages: true,
+            flavor: 0,
+        }
+    }
 }
 
 /// The state of a channel handed to the joiner atomically with the join.

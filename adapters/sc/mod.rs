@@ -1,0 +1,10 @@
+//! SocketCluster protocol v1 with sc-stateless-presence semantics front end (work in progress).
+
+use axum::Router;
+
+use crate::app::App;
+
+/// The adapter's routes.
+pub fn routes(_app: &App) -> Router<App> {
+    Router::new()
+}
