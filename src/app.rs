@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::auth::JwtVerifier;
+use crate::auth::{JwtVerifier, SingleUseGuard};
 use crate::presence::Presence;
 use crate::shutdown::ShutdownController;
 use crate::transport::TransportConfig;
@@ -27,6 +27,8 @@ pub struct App {
     pub presence: Presence,
     /// Verifies client tokens.
     pub verifier: JwtVerifier,
+    /// Remembers the `jti` of `singleUse` tokens already used.
+    pub single_use: Arc<SingleUseGuard>,
     /// Settings.
     pub config: Arc<Settings>,
     /// Server-wide shutdown.

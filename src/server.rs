@@ -115,6 +115,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, String> {
     let app = App {
         presence: Presence::new(config.limits()),
         verifier,
+        single_use: Arc::new(crate::auth::SingleUseGuard::new()),
         config: Arc::new(settings),
         shutdown: Arc::new(ShutdownController::new()),
     };

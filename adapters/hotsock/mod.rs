@@ -18,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::app::App;
-use crate::auth::HotsockClaims;
 use crate::presence::{Codec, Identity};
 
 /// Hotsock adapter settings.
@@ -77,26 +76,14 @@ async fn upgrade(
             "missing token: connect to /hotsock?token=<JWT with scope \"connect\">".into(),
         );
     };
-    let claims = match app
-        .verifier
-        .verify(token)
-        .and_then(|map| HotsockClaims::from_claims(&map))
-    {
+    let claims = match app.verifier.verify_hotsock(token).and_then(|claims| {
+        claims.ensure_can_connect()?;
+        app.single_use.check(&claims)?;
+        Ok(claims)
+    }) {
         Ok(c) => c,
         Err(e) => return refuse(StatusCode::UNAUTHORIZED, format!("invalid token: {e}")),
     };
-    if !claims.scope.connect {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "token scope must include \"connect\" to open a connection".into(),
-        );
-    }
-    if claims.connection_id.is_some() {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "a token with a connectionId claim cannot open a new connection".into(),
-        );
-    }
     let identity = Identity {
         user_id: claims.uid.as_deref().filter(|u| !u.is_empty()).map(Arc::from),
         info: Arc::new(claims.umd.clone().unwrap_or(serde_json::Value::Null)),
@@ -109,12 +96,19 @@ async fn upgrade(
     let hotsock = app.config.hotsock.clone();
     let shutdown = app.shutdown.handle();
     let verifier = app.verifier.clone();
+    let single_use = app.single_use.clone();
     ws.max_message_size(transport.max_frame_bytes)
         .max_frame_size(transport.max_frame_bytes)
         .on_upgrade(move |socket| async move {
             let secret = crate::ids::secret(20);
             let mut session =
-                session::HotsockSession::new(conn, claims, verifier, Arc::new(hotsock));
+                session::HotsockSession::new(
+                conn,
+                claims,
+                verifier,
+                single_use,
+                Arc::new(hotsock),
+            );
             session.open(&secret);
             crate::transport::run(socket, outbox_rx, session, transport, shutdown).await;
         })

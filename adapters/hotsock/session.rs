@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::HotsockConfig;
 use super::wire::{self, ClientFrame, Meta, WireError, codes};
-use crate::auth::{ChannelRules, HotsockClaims, JwtVerifier};
+use crate::auth::{ChannelRules, HotsockClaims, JwtVerifier, Scope, SingleUseGuard};
 use crate::ids;
 use crate::outbox::CloseReason;
 use crate::presence::{
@@ -37,6 +37,7 @@ pub struct HotsockSession {
     conn: Connection,
     claims: HotsockClaims,
     verifier: JwtVerifier,
+    single_use: Arc<SingleUseGuard>,
     config: Arc<HotsockConfig>,
     subs: HashMap<String, Subscription>,
     expires_at: Instant,
@@ -51,6 +52,7 @@ impl HotsockSession {
         conn: Connection,
         claims: HotsockClaims,
         verifier: JwtVerifier,
+        single_use: Arc<SingleUseGuard>,
         config: Arc<HotsockConfig>,
     ) -> Self {
         let now = Instant::now();
@@ -62,6 +64,7 @@ impl HotsockSession {
             conn,
             claims,
             verifier,
+            single_use,
             expires_at: now + config.connection_lifetime,
             config,
             subs: HashMap::new(),
@@ -127,36 +130,24 @@ impl HotsockSession {
         }
     }
 
-    /// Verifies a subscribe token for this connection (spec §2.2-2.5).
-    fn subscribe_token(&self, channel: &str, token: &str) -> Result<HotsockClaims, WireError> {
-        let invalid = |why: String| WireError::new(codes::INVALID_SUBSCRIBE_TOKEN, Some(channel), why);
-        let claims = self
-            .verifier
-            .verify(token)
-            .map_err(|e| invalid(format!("subscribe token rejected: {e}")))
-            .and_then(|map| {
-                HotsockClaims::from_claims(&map)
-                    .map_err(|e| invalid(format!("subscribe token rejected: {e}")))
-            })?;
-        if !claims.scope.subscribe {
-            return Err(invalid(
-                "subscribe token must have scope \"subscribe\"".to_string(),
-            ));
-        }
-        match (&claims.connection_id, &claims.uid) {
-            (Some(id), _) if *id != self.conn.id().to_string() => Err(invalid(format!(
-                "subscribe token is bound to connection {id}, not this one"
-            ))),
-            (Some(_), _) => Ok(claims),
-            (None, Some(uid)) if Some(uid.as_str()) == self.meta_uid() => Ok(claims),
-            (None, Some(uid)) => Err(invalid(format!(
-                "subscribe token is for uid {uid:?}, but this connection's uid is {:?}",
-                self.meta_uid()
-            ))),
-            (None, None) => Err(invalid(
-                "subscribe token needs a connectionId or uid claim".to_string(),
-            )),
-        }
+    /// Verifies a subscribe or umd token for this connection: signature,
+    /// scope, binding to this connection's id or uid, and single use.
+    fn scoped_token(
+        &self,
+        token: &str,
+        scope: Scope,
+        code: &'static str,
+        channel: Option<&str>,
+    ) -> Result<HotsockClaims, WireError> {
+        let conn_id = self.conn.id().to_string();
+        self.verifier
+            .verify_hotsock(token)
+            .and_then(|claims| {
+                claims.ensure_usable_on(scope, &conn_id, self.meta_uid())?;
+                self.single_use.check(&claims)?;
+                Ok(claims)
+            })
+            .map_err(|e| WireError::new(code, channel, format!("{scope} token rejected: {e}")))
     }
 
     fn subscribe(&mut self, name: &str, token: Option<String>, auto: bool) {
@@ -165,7 +156,12 @@ impl HotsockSession {
             return self.send_error(e);
         }
         let (token_rules, umd) = match token {
-            Some(token) => match self.subscribe_token(&channel, &token) {
+            Some(token) => match self.scoped_token(
+                &token,
+                Scope::Subscribe,
+                codes::INVALID_SUBSCRIBE_TOKEN,
+                Some(&channel),
+            ) {
                 Ok(claims) => {
                     if !claims.channels.can_subscribe(&channel) {
                         return self.send_error(WireError::new(
@@ -326,31 +322,15 @@ impl HotsockSession {
 
     /// `hotsock.umdUpdate` (spec §2.3, C8/C9).
     fn umd_update(&mut self, channel: Option<String>, token: &str) {
-        let chan = channel.as_deref();
-        let invalid = |why: String| WireError::new(codes::INVALID_UMD_TOKEN, chan, why);
-        let claims = match self
-            .verifier
-            .verify(token)
-            .map_err(|e| invalid(format!("umd token rejected: {e}")))
-            .and_then(|m| {
-                HotsockClaims::from_claims(&m).map_err(|e| invalid(format!("umd token rejected: {e}")))
-            }) {
+        let claims = match self.scoped_token(
+            token,
+            Scope::Umd,
+            codes::INVALID_UMD_TOKEN,
+            channel.as_deref(),
+        ) {
             Ok(c) => c,
             Err(e) => return self.send_error(e),
         };
-        if !claims.scope.umd {
-            return self.send_error(invalid("umd token must have scope \"umd\"".into()));
-        }
-        let bound_ok = match (&claims.connection_id, &claims.uid) {
-            (Some(id), _) => *id == self.conn.id().to_string(),
-            (None, Some(uid)) => Some(uid.as_str()) == self.meta_uid(),
-            (None, None) => false,
-        };
-        if !bound_ok {
-            return self.send_error(invalid(
-                "umd token must carry this connection's connectionId or uid".into(),
-            ));
-        }
         let umd = Arc::new(claims.umd.clone().unwrap_or(Value::Null));
         match channel {
             Some(name) => {
