@@ -97,8 +97,7 @@ impl Config {
     pub fn from_file(path: &Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        toml::from_str(&text)
-            .map_err(|e| format!("config file {} is invalid: {e}", path.display()))
+        toml::from_str(&text).map_err(|e| format!("config file {} is invalid: {e}", path.display()))
     }
 
     /// The parsed durations, or an error naming the bad key.

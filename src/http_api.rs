@@ -151,7 +151,10 @@ async fn publish(
     let Json(body) = body.map_err(|e| {
         ApiError::bad_request(
             "INVALID_BODY",
-            format!("{}; expected {{\"channel\":\"…\",\"event\":\"…\",\"data\":…}}", e.body_text()),
+            format!(
+                "{}; expected {{\"channel\":\"…\",\"event\":\"…\",\"data\":…}}",
+                e.body_text()
+            ),
         )
     })?;
     check_channel(&body.channel)?;
@@ -171,7 +174,10 @@ async fn publish(
     {
         return Err(ApiError::bad_request(
             "MESSAGE_TOO_LARGE",
-            format!("data is {} bytes; the limit is {MAX_DATA_BYTES}", data.get().len()),
+            format!(
+                "data is {} bytes; the limit is {MAX_DATA_BYTES}",
+                data.get().len()
+            ),
         ));
     }
     let msg = ChannelMessage {

@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use rollcall::config::Config;
 
 #[derive(Parser)]
-#[command(name = "rollcall", version, about = "A presence server with pluggable wire-protocol front ends")]
+#[command(
+    name = "rollcall",
+    version,
+    about = "A presence server with pluggable wire-protocol front ends"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -297,7 +301,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

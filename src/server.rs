@@ -69,10 +69,9 @@ impl RunningServer {
     /// Stops the server: stops accepting, closes every client with 1001
     /// (removing their members at once) and waits for sessions to end.
     pub async fn shutdown(self) {
-        self.app.presence.close_all(CloseReason::new(
-            close::GOING_AWAY,
-            "server shutting down",
-        ));
+        self.app
+            .presence
+            .close_all(CloseReason::new(close::GOING_AWAY, "server shutting down"));
         let drained = self.app.shutdown.drain(SHUTDOWN_GRACE).await;
         if !drained {
             tracing::warn!("some sessions did not end within {SHUTDOWN_GRACE:?}");

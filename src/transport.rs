@@ -129,9 +129,7 @@ impl RateLimiter {
 
 fn to_message(item: &Outbound) -> Option<Message> {
     match item {
-        Outbound::Text(bytes) => Utf8Bytes::try_from(bytes.clone())
-            .ok()
-            .map(Message::Text),
+        Outbound::Text(bytes) => Utf8Bytes::try_from(bytes.clone()).ok().map(Message::Text),
         Outbound::Binary(bytes) => Some(Message::Binary(bytes.clone())),
         Outbound::Ping => Some(Message::Ping(bytes::Bytes::new())),
     }
@@ -218,10 +216,10 @@ pub async fn run<S: Session>(
             .unwrap_or_else(|| CloseReason::new(close::NORMAL, "closing"));
         let flush = async {
             while let Some(item) = outbox_rx.try_recv() {
-                if let Some(msg) = to_message(&item) {
-                    if sink.send(msg).await.is_err() {
-                        return;
-                    }
+                if let Some(msg) = to_message(&item)
+                    && sink.send(msg).await.is_err()
+                {
+                    return;
                 }
                 outbox.sent(&item);
             }
@@ -233,7 +231,8 @@ pub async fn run<S: Session>(
     let reader = async {
         let mut limiter = RateLimiter::new(cfg.max_messages_per_second);
         let mut last_heard = Instant::now();
-        let mut ping = tokio::time::interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);
+        let mut ping =
+            tokio::time::interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);
         let far_future = Instant::now() + Duration::from_secs(86400 * 365);
         loop {
             let timer = session.next_timer().unwrap_or(far_future);

@@ -15,11 +15,17 @@ async fn two_users_see_each_other_join_and_leave() {
     );
     let mut dwight = srv.connect(user("dwight", json!(null))).await;
     let sub = dwight.subscribe("presence.room").await;
-    assert_eq!(sub["data"]["members"], json!([{"uid":"jim","umd":{"name":"Jim"}},{"uid":"dwight","umd":null}]));
+    assert_eq!(
+        sub["data"]["members"],
+        json!([{"uid":"jim","umd":{"name":"Jim"}},{"uid":"dwight","umd":null}])
+    );
     let added = jim.expect("hotsock.memberAdded").await;
     assert_eq!(added["data"]["member"], json!({"uid":"dwight","umd":null}));
     dwight.close().await;
     let removed = jim.expect("hotsock.memberRemoved").await;
-    assert_eq!(removed["data"]["members"], json!([{"uid":"jim","umd":{"name":"Jim"}}]));
+    assert_eq!(
+        removed["data"]["members"],
+        json!([{"uid":"jim","umd":{"name":"Jim"}}])
+    );
     srv.stop().await;
 }

@@ -45,9 +45,7 @@ fn codec() -> Arc<dyn Codec> {
     // One codec instance for every Hotsock connection, so broadcasts are
     // encoded once for all of them.
     static CODEC: OnceLock<Arc<dyn Codec>> = OnceLock::new();
-    CODEC
-        .get_or_init(|| Arc::new(wire::HotsockCodec))
-        .clone()
+    CODEC.get_or_init(|| Arc::new(wire::HotsockCodec)).clone()
 }
 
 /// The adapter's routes.
@@ -85,7 +83,11 @@ async fn upgrade(
         Err(e) => return refuse(StatusCode::UNAUTHORIZED, format!("invalid token: {e}")),
     };
     let identity = Identity {
-        user_id: claims.uid.as_deref().filter(|u| !u.is_empty()).map(Arc::from),
+        user_id: claims
+            .uid
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            .map(Arc::from),
         info: Arc::new(claims.umd.clone().unwrap_or(serde_json::Value::Null)),
     };
     let (conn, outbox_rx) = match app.presence.connect(identity, codec(), PROTOCOL) {
@@ -102,13 +104,7 @@ async fn upgrade(
         .on_upgrade(move |socket| async move {
             let secret = crate::ids::secret(20);
             let mut session =
-                session::HotsockSession::new(
-                conn,
-                claims,
-                verifier,
-                single_use,
-                Arc::new(hotsock),
-            );
+                session::HotsockSession::new(conn, claims, verifier, single_use, Arc::new(hotsock));
             session.open(&secret);
             crate::transport::run(socket, outbox_rx, session, transport, shutdown).await;
         })

@@ -170,7 +170,11 @@ impl HotsockSession {
                             format!("the subscribe token does not allow subscribing to {channel}"),
                         ));
                     }
-                    let umd = claims.umd.clone().map(Arc::new).unwrap_or_else(|| self.conn.info());
+                    let umd = claims
+                        .umd
+                        .clone()
+                        .map(Arc::new)
+                        .unwrap_or_else(|| self.conn.info());
                     (Some(Arc::new(claims.channels)), umd)
                 }
                 Err(e) => return self.send_error(e),
@@ -210,16 +214,19 @@ impl HotsockSession {
         };
         let conn = &self.conn;
         let uid = conn.user_id().map(|u| &**u);
-        let result = self.conn.presence().subscribe(conn, &channel, opts, |snap| {
-            let frame = wire::subscribed(
-                &channel,
-                is_presence.then_some(snap.members),
-                auto,
-                alias.as_deref(),
-                Meta { uid, umd: &umd },
-            );
-            conn.send_text(frame);
-        });
+        let result = self
+            .conn
+            .presence()
+            .subscribe(conn, &channel, opts, |snap| {
+                let frame = wire::subscribed(
+                    &channel,
+                    is_presence.then_some(snap.members),
+                    auto,
+                    alias.as_deref(),
+                    Meta { uid, umd: &umd },
+                );
+                conn.send_text(frame);
+            });
         match result {
             Ok(_) => {
                 self.subs.insert(
@@ -304,7 +311,9 @@ impl HotsockSession {
                 why,
             ));
         }
-        let umd = sub.map(|s| s.umd.clone()).unwrap_or_else(|| self.conn.info());
+        let umd = sub
+            .map(|s| s.umd.clone())
+            .unwrap_or_else(|| self.conn.info());
         let msg = ChannelMessage {
             id: ids::ulid(),
             channel: Arc::from(channel.as_str()),
@@ -351,7 +360,10 @@ impl HotsockSession {
                 };
                 sub.umd = umd.clone();
                 if channel.starts_with(PRESENCE_PREFIX) {
-                    let result = self.conn.presence().update_member(&self.conn, &channel, umd);
+                    let result = self
+                        .conn
+                        .presence()
+                        .update_member(&self.conn, &channel, umd);
                     if let Err(e) = result {
                         let code = match e {
                             UpdateError::CapacityReached { .. } => {
@@ -441,7 +453,8 @@ impl Session for HotsockSession {
                 "Going away: the connection reached its maximum lifetime; reconnect",
             ));
         }
-        if let (Some(deadline), Some(secs)) = (self.heartbeat_deadline, self.claims.heartbeat_timeout)
+        if let (Some(deadline), Some(secs)) =
+            (self.heartbeat_deadline, self.claims.heartbeat_timeout)
             && now >= deadline
         {
             return Flow::Close(CloseReason::new(

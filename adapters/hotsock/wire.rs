@@ -17,9 +17,7 @@ use serde::ser::SerializeSeq;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::presence::{
-    ChannelMessage, DirectMessage, Event, MemberChange, MemberView, Members,
-};
+use crate::presence::{ChannelMessage, DirectMessage, Event, MemberChange, MemberView, Members};
 
 /// Largest `data` payload of a client message (spec §7: 32 KiB).
 pub const MAX_DATA_BYTES: usize = 32 * 1024;
@@ -94,8 +92,7 @@ pub mod codes {
     pub const NOT_SUBSCRIBED: &str = "NOT_SUBSCRIBED";
     pub const PRESENCE_CHANNEL_CAPACITY_REACHED: &str = "PRESENCE_CHANNEL_CAPACITY_REACHED";
     pub const PRESENCE_CHANNEL_USER_ID_REQUIRED: &str = "PRESENCE_CHANNEL_USER_ID_REQUIRED";
-    pub const PRESENCE_CHANNEL_MEMBER_LIMIT_REACHED: &str =
-        "PRESENCE_CHANNEL_MEMBER_LIMIT_REACHED";
+    pub const PRESENCE_CHANNEL_MEMBER_LIMIT_REACHED: &str = "PRESENCE_CHANNEL_MEMBER_LIMIT_REACHED";
     pub const CHANNEL_LIMIT_REACHED: &str = "CHANNEL_LIMIT_REACHED";
     pub const INVALID_MESSAGE: &str = "INVALID_MESSAGE";
     pub const UNKNOWN_EVENT: &str = "UNKNOWN_EVENT";
@@ -122,7 +119,9 @@ fn as_string(raw: Option<&RawValue>) -> Result<Option<String>, ()> {
     match raw {
         None => Ok(None),
         Some(r) if r.get() == "null" => Ok(None),
-        Some(r) => serde_json::from_str::<String>(r.get()).map(Some).map_err(|_| ()),
+        Some(r) => serde_json::from_str::<String>(r.get())
+            .map(Some)
+            .map_err(|_| ()),
     }
 }
 
@@ -203,9 +202,8 @@ pub fn decode(text: &str) -> Result<ClientFrame, WireError> {
             ),
         )
     })?;
-    let event = as_string(raw.event).map_err(|_| {
-        WireError::new(codes::INVALID_MESSAGE, None, "\"event\" must be a string")
-    })?;
+    let event = as_string(raw.event)
+        .map_err(|_| WireError::new(codes::INVALID_MESSAGE, None, "\"event\" must be a string"))?;
     let channel = as_string(raw.channel).map_err(|_| {
         WireError::new(codes::INVALID_MESSAGE, None, "\"channel\" must be a string")
     })?;
@@ -575,7 +573,11 @@ mod tests {
             Ok(ClientFrame::Heartbeat)
         ));
         match decode(r#"{"channel":"room.123","event":"chat","data":"Hello!"}"#) {
-            Ok(ClientFrame::Message { channel, event, data }) => {
+            Ok(ClientFrame::Message {
+                channel,
+                event,
+                data,
+            }) => {
                 assert_eq!(channel, "room.123");
                 assert_eq!(event, "chat");
                 assert_eq!(data.unwrap().get(), r#""Hello!""#);
@@ -587,8 +589,13 @@ mod tests {
             Ok(ClientFrame::Message { data: None, .. })
         ));
         assert!(matches!(
-            decode(r#"{"event":"hotsock.umdUpdate","channel":"presence.chat","data":{"token":"t"}}"#),
-            Ok(ClientFrame::UmdUpdate { channel: Some(_), .. })
+            decode(
+                r#"{"event":"hotsock.umdUpdate","channel":"presence.chat","data":{"token":"t"}}"#
+            ),
+            Ok(ClientFrame::UmdUpdate {
+                channel: Some(_),
+                ..
+            })
         ));
     }
 
@@ -620,7 +627,10 @@ mod tests {
             decode_err(r##"{"event":"#x","channel":"c"}"##).code,
             codes::INVALID_EVENT_NAME
         );
-        let big = format!(r#"{{"event":"e","channel":"c","data":"{}"}}"#, "x".repeat(40_000));
+        let big = format!(
+            r#"{{"event":"e","channel":"c","data":"{}"}}"#,
+            "x".repeat(40_000)
+        );
         assert_eq!(decode_err(&big).code, codes::MESSAGE_TOO_LARGE);
         assert_eq!(
             decode_err(r#"{"event":"hotsock.subscribe","channel":"c","data":5}"#).code,
@@ -650,7 +660,15 @@ mod tests {
                 br#"{"event":"hotsock.subscribed","channel":"user.123","data":{"autoSubscribed":true},"meta":{"channelAlias":"user","uid":null,"umd":null}}"#
             )
         );
-        let c = connected("id1", "2024-10-13T19:09:23Z", "s3cr3t", Meta { uid: Some("Jim"), umd: &null });
+        let c = connected(
+            "id1",
+            "2024-10-13T19:09:23Z",
+            "s3cr3t",
+            Meta {
+                uid: Some("Jim"),
+                umd: &null,
+            },
+        );
         assert_eq!(
             c,
             Bytes::from_static(

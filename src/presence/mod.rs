@@ -12,7 +12,7 @@ mod fanout;
 mod types;
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -120,9 +120,8 @@ impl Presence {
     }
 
     fn shard(&self, name: &str) -> &Mutex<ChannelMap> {
-        let mut h = self.inner.hasher.build_hasher();
-        name.hash(&mut h);
-        &self.inner.shards[(h.finish() as usize) % SHARDS]
+        let hash = self.inner.hasher.hash_one(name);
+        &self.inner.shards[(hash as usize) % SHARDS]
     }
 
     /// The channel, created if missing. Never returns a removed channel.
@@ -336,11 +335,11 @@ impl Presence {
         shared.subs().remove(channel);
         let mut change = MemberChange::Unchanged;
         let mut removed_entry = None;
-        if let Some(key) = &sub.member_key {
-            if let Some((c, entry)) = guard.remove_presence(key, &Origin::Local(shared.id)) {
-                change = c;
-                removed_entry = entry;
-            }
+        if let Some(key) = &sub.member_key
+            && let Some((c, entry)) = guard.remove_presence(key, &Origin::Local(shared.id))
+        {
+            change = c;
+            removed_entry = entry;
         }
         on_left(&Snapshot {
             channel,
@@ -420,11 +419,7 @@ impl Presence {
             return 0;
         };
         let guard = lock(&ch);
-        let skip = msg
-            .sender
-            .as_ref()
-            .filter(|s| !s.echo)
-            .map(|s| s.conn);
+        let skip = msg.sender.as_ref().filter(|s| !s.echo).map(|s| s.conn);
         fanout::deliver(
             guard.subscribers.values().filter(|s| s.receive_messages),
             &Event::Message(msg),
@@ -598,7 +593,10 @@ impl Presence {
             };
             let victims = lock(&ch).find_presences(|o| !matches!(o, Origin::Local(_)) && pred(o));
             for (key, origin) in victims {
-                if self.remove_external_presence(&name, &key, &origin).is_some() {
+                if self
+                    .remove_external_presence(&name, &key, &origin)
+                    .is_some()
+                {
                     removed += 1;
                 }
             }
@@ -616,4 +614,3 @@ fn connection_count(ch: &Channel) -> usize {
         .count();
     ch.subscribers.len() + ch.presence_count().saturating_sub(local_members)
 }
-

@@ -100,7 +100,9 @@ impl<'a> Members<'a> {
 
 impl fmt::Debug for Members<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.iter().map(|m| m.user_id)).finish()
+        f.debug_list()
+            .entries(self.iter().map(|m| m.user_id))
+            .finish()
     }
 }
 

@@ -1,0 +1,333 @@
+//! Load generator: starts a release `rollcall serve` as a child process and
+//! measures it over real sockets on 127.0.0.1. Server CPU time and RSS are
+//! read from /proc/<pid>, because this generator shares the machine's cores.
+//!
+//! ```sh
+//! cargo bench --bench load                      # all scenarios
+//! cargo bench --bench load -- fanout            # one scenario
+//! ```
+//!
+//! Scenarios:
+//! - `fanout`: 1,000 Hotsock subscribers in one channel; server publishes
+//!   over the HTTP API at a fixed rate; deliveries/s, latency p50/p99, and
+//!   server CPU per delivered message.
+//! - `idle`: 15,000 idle Hotsock connections; server RSS per connection.
+//! - `storm`: 1,000 clients join one presence channel at once; time until
+//!   every client's member list has all 1,000 members.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+const SECRET: &str = "bench-secret";
+const API_KEY: &str = "bench-key";
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--jwt-secret",
+                SECRET,
+                "--api-key",
+                API_KEY,
+            ])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start rollcall");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("banner");
+        let addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected banner {line:?}"));
+        Server { child, addr }
+    }
+
+    /// (user+system CPU seconds, RSS bytes) of the server process.
+    fn usage(&self) -> (f64, u64) {
+        let pid = self.child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        // After the command name: state is field 0; utime 11, stime 12 (0-based).
+        let ticks: f64 = fields
+            .get(11)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            + fields
+                .get(12)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let rss_kb: u64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        (ticks / 100.0, rss_kb * 1024)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn token(uid: &str) -> String {
+    let claims = json!({
+        "exp": SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 3600,
+        "scope": "connect",
+        "uid": uid,
+        "channels": {"*": {"subscribe": true}},
+    });
+    rollcall::auth::mint_hs256(SECRET, &claims).expect("mint")
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+async fn connect(addr: SocketAddr, uid: &str) -> Ws {
+    let url = format!("ws://{addr}/hotsock?token={}", token(uid));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect");
+    next_json(&mut ws).await; // hotsock.connected
+    ws
+}
+
+async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).expect("json"),
+            Some(Ok(_)) => continue,
+            other => panic!("connection ended: {other:?}"),
+        }
+    }
+}
+
+async fn subscribe(ws: &mut Ws, channel: &str) -> Value {
+    ws.send(Message::Text(
+        json!({"event":"hotsock.subscribe","channel":channel})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .expect("send");
+    next_json(ws).await
+}
+
+async fn publish(stream: &mut TcpStream, addr: SocketAddr, body: &str) {
+    let req = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await.expect("write");
+    // Read one response (headers + small JSON body).
+    let mut buf = [0u8; 1024];
+    let mut got = Vec::new();
+    loop {
+        let n = stream.read(&mut buf).await.expect("read");
+        assert!(n > 0, "server closed the API connection");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(pos) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..pos]);
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if got.len() >= pos + 4 + len {
+                return;
+            }
+        }
+    }
+}
+
+fn micros_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn fanout(subscribers: usize, rate: u64, seconds: u64) {
+    let server = Server::start(&["--max-connections-per-user", "100000"]);
+    let addr = server.addr;
+    let delivered = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..subscribers {
+        let mut ws = connect(addr, &format!("sub{i}")).await;
+        subscribe(&mut ws, "bench").await;
+        let delivered = delivered.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while let Some(Ok(msg)) = ws.next().await {
+                if let Message::Text(t) = msg {
+                    let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+                    if v["event"] == "done" {
+                        break;
+                    }
+                    if let Some(sent) = v["data"]["t"].as_u64() {
+                        latencies.push(micros_now().saturating_sub(sent));
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut api = TcpStream::connect(addr).await.expect("api");
+    let (cpu0, _) = server.usage();
+    let start = Instant::now();
+    let total = rate * seconds;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut next = Instant::now();
+    for _ in 0..total {
+        let body = json!({"channel":"bench","event":"tick","data":{"t":micros_now()}}).to_string();
+        publish(&mut api, addr, &body).await;
+        next += interval;
+        tokio::time::sleep_until(next.into()).await;
+    }
+    publish(&mut api, addr, r#"{"channel":"bench","event":"done"}"#).await;
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("subscriber"));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let (cpu1, _) = server.usage();
+    all.sort_unstable();
+    let n = delivered.load(Ordering::Relaxed);
+    let expected = total * subscribers as u64;
+    println!(
+        "fanout: {subscribers} subscribers, {rate} msg/s for {seconds} s: {n}/{expected} delivered, {:.0} deliveries/s, latency p50 {:.2} ms p99 {:.2} ms, server CPU {:.3} us per delivery",
+        n as f64 / elapsed,
+        percentile(&all, 0.50) as f64 / 1000.0,
+        percentile(&all, 0.99) as f64 / 1000.0,
+        (cpu1 - cpu0) * 1e6 / n.max(1) as f64,
+    );
+}
+
+async fn idle(connections: usize) {
+    let server = Server::start(&["--max-connections-per-user", "100000"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, rss0) = server.usage();
+    let mut held = Vec::with_capacity(connections);
+    for i in 0..connections {
+        held.push(connect(server.addr, &format!("idle{i}")).await);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, rss1) = server.usage();
+    println!(
+        "idle: {connections} connections, server RSS {:.1} MiB -> {:.1} MiB, {:.2} KB per connection",
+        rss0 as f64 / 1048576.0,
+        rss1 as f64 / 1048576.0,
+        (rss1.saturating_sub(rss0)) as f64 / connections as f64 / 1024.0
+    );
+    drop(held);
+}
+
+async fn storm(clients: usize) {
+    let server = Server::start(&["--max-connections-per-user", "100000"]);
+    let addr = server.addr;
+    let mut conns = Vec::with_capacity(clients);
+    for i in 0..clients {
+        conns.push(connect(addr, &format!("m{i:04}")).await);
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for mut ws in conns {
+        tasks.push(tokio::spawn(async move {
+            let first = subscribe(&mut ws, "presence.storm").await;
+            let mut members: HashSet<String> = first["data"]["members"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|m| m["uid"].as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            while members.len() < clients {
+                let v = next_json(&mut ws).await;
+                if let Some(list) = v["data"]["members"].as_array() {
+                    members = list
+                        .iter()
+                        .filter_map(|m| m["uid"].as_str().map(String::from))
+                        .collect();
+                }
+            }
+            (Instant::now(), ws)
+        }));
+    }
+    let mut last = start;
+    let mut keep = Vec::new();
+    for t in tasks {
+        let (at, ws) = t.await.expect("joiner");
+        last = last.max(at);
+        keep.push(ws);
+    }
+    println!(
+        "storm: {clients} clients joined one presence channel; every member list complete after {:.0} ms",
+        (last - start).as_secs_f64() * 1000.0
+    );
+}
+
+fn main() {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wants = |name: &str| filter.is_empty() || filter.iter().any(|f| f == name);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        if wants("fanout") {
+            fanout(1000, 100, 5).await;
+        }
+        if wants("idle") {
+            idle(15_000).await;
+        }
+        if wants("storm") {
+            storm(1000).await;
+        }
+    });
+}
