@@ -614,3 +614,6 @@ fn connection_count(ch: &Channel) -> usize {
         .count();
     ch.subscribers.len() + ch.presence_count().saturating_sub(local_members)
 }
+
+#[cfg(test)]
+mod tests;

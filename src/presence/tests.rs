@@ -1,0 +1,323 @@
+//! Unit tests of the core's API with a recording codec (no sockets).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::outbox::{Outbound, OutboxReceiver};
+
+/// Encodes events as short text lines and counts how often it was called.
+#[derive(Default)]
+struct Recorder {
+    calls: AtomicUsize,
+}
+
+impl Codec for Recorder {
+    fn encode(&self, event: &Event<'_>, flavor: u8) -> Option<Outbound> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let text = match event {
+            Event::Member {
+                change,
+                channel,
+                member,
+                members,
+            } => {
+                let list: Vec<&str> = members.iter().map(|m| m.user_id).collect();
+                format!(
+                    "{change:?} {channel} {} {} [{}]",
+                    member.user_id,
+                    member.info,
+                    list.join(",")
+                )
+            }
+            Event::Message(m) => format!("msg {} {} f{flavor}", m.channel, m.event),
+            Event::Direct(m) => format!("direct {}", m.event),
+        };
+        Some(Outbound::Text(Bytes::from(text)))
+    }
+}
+
+fn drain(rx: &mut OutboxReceiver) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(item) = rx.try_recv() {
+        if let Outbound::Text(b) = item {
+            out.push(String::from_utf8_lossy(&b).into_owned());
+        }
+    }
+    out
+}
+
+fn member(info: Value) -> SubscribeOptions {
+    SubscribeOptions {
+        member_info: Some(Arc::new(info)),
+        presence_events: true,
+        ..SubscribeOptions::default()
+    }
+}
+
+fn connect(p: &Presence, codec: &Arc<Recorder>, uid: &str) -> (Connection, OutboxReceiver) {
+    let codec: Arc<dyn Codec> = codec.clone();
+    p.connect(Identity::user(uid, Value::Null), codec, "test")
+        .unwrap()
+}
+
+fn message(channel: &str, sender: Option<&Connection>, echo: bool) -> ChannelMessage {
+    ChannelMessage {
+        id: crate::ids::ulid(),
+        channel: Arc::from(channel),
+        event: "e".into(),
+        data: None,
+        sender: sender.map(|c| MessageSender {
+            conn: c.id(),
+            user_id: c.user_id().cloned(),
+            info: c.info(),
+            echo,
+        }),
+    }
+}
+
+#[test]
+fn join_snapshot_then_events_and_dedup() {
+    let p = Presence::new(Limits::default());
+    let codec = Arc::new(Recorder::default());
+    let (a, mut a_rx) = connect(&p, &codec, "alice");
+    let (b1, mut b1_rx) = connect(&p, &codec, "bob");
+    let (b2, mut b2_rx) = connect(&p, &codec, "bob");
+
+    let mut snap = Vec::new();
+    p.subscribe(&a, "room", member(json!(1)), |s| {
+        snap = s.members.iter().map(|m| m.user_id.to_string()).collect()
+    })
+    .unwrap();
+    assert_eq!(snap, ["alice"]);
+    assert_eq!(
+        p.subscribe(&b1, "room", member(json!(2)), |_| {}),
+        Ok(MemberChange::Added)
+    );
+    assert_eq!(drain(&mut a_rx), ["Added room bob 2 [alice,bob]"]);
+    assert!(
+        drain(&mut b1_rx).is_empty(),
+        "the joiner has it in its snapshot"
+    );
+
+    // Second connection of bob with equal data: nobody hears anything.
+    assert_eq!(
+        p.subscribe(&b2, "room", member(json!(2)), |_| {}),
+        Ok(MemberChange::Unchanged)
+    );
+    assert!(drain(&mut a_rx).is_empty());
+    assert_eq!(p.members("room").len(), 2);
+    assert_eq!(p.channel_info("room").connections, 3);
+
+    // The first of bob's connections leaves: still a member.
+    assert!(p.unsubscribe(&b1, "room", |_| {}));
+    assert!(drain(&mut a_rx).is_empty());
+    // The last one disconnects: one removal.
+    drop(b2);
+    assert_eq!(drain(&mut a_rx), ["Removed room bob 2 [alice]"]);
+    assert!(drain(&mut b2_rx).is_empty());
+    assert!(!p.unsubscribe(&b1, "room", |_| {}));
+}
+
+#[test]
+fn errors_and_limits() {
+    let limits = Limits {
+        max_channels_per_connection: 1,
+        max_members_per_channel: 1,
+        max_connections_per_user: 1,
+        ..Limits::default()
+    };
+    let p = Presence::new(limits);
+    let codec = Arc::new(Recorder::default());
+    let (a, _a_rx) = connect(&p, &codec, "alice");
+    let dyn_codec: Arc<dyn Codec> = codec.clone();
+    assert_eq!(
+        p.connect(Identity::user("alice", Value::Null), dyn_codec, "t")
+            .err(),
+        Some(ConnectError::TooManyConnections { limit: 1 })
+    );
+    p.subscribe(&a, "one", member(Value::Null), |_| {}).unwrap();
+    assert_eq!(
+        p.subscribe(&a, "one", member(Value::Null), |_| {}),
+        Err(SubscribeError::AlreadySubscribed)
+    );
+    assert_eq!(
+        p.subscribe(&a, "two", member(Value::Null), |_| {}),
+        Err(SubscribeError::TooManyChannels { limit: 1 })
+    );
+    let (b, _b_rx) = connect(&p, &codec, "bob");
+    assert_eq!(
+        p.subscribe(&b, "one", member(Value::Null), |_| {}),
+        Err(SubscribeError::MemberLimitReached { limit: 1 })
+    );
+    // A failed join leaves nothing behind.
+    assert!(!b.is_subscribed("one"));
+    assert_eq!(p.channel_info("one").connections, 1);
+    assert_eq!(p.stats().channels, 1);
+}
+
+#[test]
+fn publish_encodes_once_per_codec_and_flavor() {
+    let p = Presence::new(Limits::default());
+    let codec = Arc::new(Recorder::default());
+    let mut conns = Vec::new();
+    for i in 0..50 {
+        let (c, rx) = connect(&p, &codec, &format!("u{i}"));
+        let opts = SubscribeOptions {
+            flavor: (i % 2) as u8,
+            ..SubscribeOptions::default()
+        };
+        p.subscribe(&c, "news", opts, |_| {}).unwrap();
+        conns.push((c, rx));
+    }
+    codec.calls.store(0, Ordering::SeqCst);
+    assert_eq!(p.publish(&message("news", None, false)), 50);
+    assert_eq!(
+        codec.calls.load(Ordering::SeqCst),
+        2,
+        "one encode per flavor"
+    );
+    for (i, (_, rx)) in conns.iter_mut().enumerate() {
+        assert_eq!(drain(rx), [format!("msg news e f{}", i % 2)]);
+    }
+}
+
+#[test]
+fn echo_and_message_filters() {
+    let p = Presence::new(Limits::default());
+    let codec = Arc::new(Recorder::default());
+    let (a, mut a_rx) = connect(&p, &codec, "a");
+    let (b, mut b_rx) = connect(&p, &codec, "b");
+    let (w, mut w_rx) = connect(&p, &codec, "w");
+    p.subscribe(&a, "c", SubscribeOptions::default(), |_| {})
+        .unwrap();
+    p.subscribe(&b, "c", SubscribeOptions::default(), |_| {})
+        .unwrap();
+    let watcher = SubscribeOptions {
+        presence_events: true,
+        receive_messages: false,
+        ..SubscribeOptions::default()
+    };
+    p.subscribe(&w, "c", watcher, |_| {}).unwrap();
+    assert_eq!(p.publish(&message("c", Some(&a), false)), 1);
+    assert!(drain(&mut a_rx).is_empty());
+    assert_eq!(drain(&mut b_rx).len(), 1);
+    assert!(drain(&mut w_rx).is_empty(), "watchers get no messages");
+    assert_eq!(p.publish(&message("c", Some(&a), true)), 2);
+    assert_eq!(drain(&mut a_rx).len(), 1);
+    assert_eq!(p.publish(&message("nobody-here", None, false)), 0);
+}
+
+#[test]
+fn update_member_reaches_everyone_including_the_updater() {
+    let p = Presence::new(Limits::default());
+    let codec = Arc::new(Recorder::default());
+    let (a, mut a_rx) = connect(&p, &codec, "a");
+    let (b, mut b_rx) = connect(&p, &codec, "b");
+    p.subscribe(&a, "c", member(json!("x")), |_| {}).unwrap();
+    p.subscribe(&b, "c", member(json!("y")), |_| {}).unwrap();
+    drain(&mut a_rx);
+    assert_eq!(
+        p.update_member(&b, "c", Arc::new(json!("z"))),
+        Ok(MemberChange::Updated)
+    );
+    assert_eq!(drain(&mut a_rx), ["Updated c b \"z\" [a,b]"]);
+    assert_eq!(drain(&mut b_rx), ["Updated c b \"z\" [a,b]"]);
+    assert_eq!(
+        p.update_member(&b, "c", Arc::new(json!("z"))),
+        Ok(MemberChange::Unchanged)
+    );
+    assert_eq!(
+        p.update_member(&b, "other", Arc::new(json!("z"))),
+        Err(UpdateError::NotSubscribed)
+    );
+    // Connection-level update with propagation.
+    assert!(
+        p.set_connection_info(&a, Arc::new(json!("w")), true)
+            .is_empty()
+    );
+    assert_eq!(drain(&mut b_rx), ["Updated c a \"w\" [a,b]"]);
+    assert_eq!(*a.info(), json!("w"));
+}
+
+#[test]
+fn external_presences_feed_the_same_members() {
+    let p = Presence::new(Limits::default());
+    let codec = Arc::new(Recorder::default());
+    let (a, mut a_rx) = connect(&p, &codec, "a");
+    p.subscribe(&a, "c", member(Value::Null), |_| {}).unwrap();
+    let remote = |n| Origin::Remote {
+        node: Arc::from("node-b"),
+        conn: crate::ids::ConnId(n),
+    };
+    let bob: Arc<str> = Arc::from("bob");
+    let a_key: Arc<str> = Arc::from("a");
+    p.add_external_presence("c", &bob, remote(1), Arc::new(Value::Null))
+        .unwrap();
+    p.add_external_presence("c", &bob, remote(2), Arc::new(Value::Null))
+        .unwrap();
+    // The local user also has a connection on node b: still one member.
+    p.add_external_presence("c", &a_key, remote(3), Arc::new(Value::Null))
+        .unwrap();
+    assert_eq!(drain(&mut a_rx), ["Added c bob null [a,bob]"]);
+    assert_eq!(p.channel_info("c").connections, 4);
+    // Node b dies: bob is removed exactly once; a stays (local connection).
+    let removed = p.remove_external_presences_where(
+        |o| matches!(o, Origin::Remote { node, .. } if &**node == "node-b"),
+    );
+    assert_eq!(removed, 3);
+    assert_eq!(drain(&mut a_rx), ["Removed c bob null [a]"]);
+    assert_eq!(p.members("c").len(), 1);
+    // A lease on an empty channel keeps it listed, and its removal drops it.
+    let lease = Origin::Lease(Arc::from("l1"));
+    p.add_external_presence("content:42", &bob, lease.clone(), Arc::new(Value::Null))
+        .unwrap();
+    assert_eq!(p.channels().len(), 2);
+    assert_eq!(
+        p.remove_external_presence("content:42", "bob", &lease),
+        Some(MemberChange::Removed)
+    );
+    assert_eq!(p.channels().len(), 1);
+}
+
+#[test]
+fn direct_messages_reach_every_connection_of_a_user() {
+    let p = Presence::new(Limits::default());
+    let codec = Arc::new(Recorder::default());
+    let (a1, mut a1_rx) = connect(&p, &codec, "a");
+    let (_a2, mut a2_rx) = connect(&p, &codec, "a");
+    let (_b, mut b_rx) = connect(&p, &codec, "b");
+    let msg = DirectMessage {
+        id: crate::ids::ulid(),
+        event: "hi".into(),
+        data: None,
+    };
+    assert_eq!(p.send_to_user("a", &msg), 2);
+    assert_eq!(drain(&mut a1_rx), ["direct hi"]);
+    assert_eq!(drain(&mut a2_rx), ["direct hi"]);
+    assert!(drain(&mut b_rx).is_empty());
+    assert!(p.send_to_connection(a1.id(), &msg));
+    assert_eq!(p.broadcast(&msg), 3);
+    assert_eq!(p.send_to_user("nobody", &msg), 0);
+}
+
+#[test]
+fn slow_consumer_is_closed_not_buffered() {
+    let limits = Limits {
+        outbox_bytes: 1000,
+        ..Limits::default()
+    };
+    let p = Presence::new(limits);
+    let codec = Arc::new(Recorder::default());
+    let (a, _a_rx) = connect(&p, &codec, "a");
+    p.subscribe(&a, "c", SubscribeOptions::default(), |_| {})
+        .unwrap();
+    for _ in 0..100 {
+        p.publish(&message("c", None, false));
+    }
+    assert!(a.outbox().is_closed());
+    assert!(a.outbox().queued_bytes() <= 1000);
+}
