@@ -179,6 +179,12 @@ pub async fn run<S: Session>(
     let (mut sink, mut stream) = socket.split();
     let conn_id = session.connection().id();
     let outbox = session.connection().outbox_handle();
+    tracing::debug!(
+        conn = %conn_id,
+        protocol = session.connection().protocol(),
+        user = session.connection().user_id().map(|u| &**u).unwrap_or("-"),
+        "connection opened"
+    );
 
     let writer = async {
         let mut client_gone = false;
@@ -283,5 +289,12 @@ pub async fn run<S: Session>(
     };
 
     tokio::join!(reader, writer);
+    let reason = outbox.close_reason();
+    tracing::debug!(
+        conn = %conn_id,
+        code = reason.as_ref().map(|r| r.code),
+        reason = reason.as_ref().map(|r| &*r.reason).unwrap_or(""),
+        "connection closed"
+    );
     drop(session);
 }

@@ -67,6 +67,11 @@ impl Connection {
         self.shared.id
     }
 
+    /// The wire protocol this connection speaks (e.g. "hotsock").
+    pub fn protocol(&self) -> &'static str {
+        self.shared.protocol
+    }
+
     /// The user id, if authenticated.
     pub fn user_id(&self) -> Option<&Arc<str>> {
         self.shared.user_id.as_ref()
