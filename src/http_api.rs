@@ -4,7 +4,7 @@
 //! ```text
 //! POST /api/publish          {"channel","event","data"} -> 202 {"channel","event","id"}
 //! GET  /api/channels         -> {"channels":[{"name","members","connections"}]}
-//! GET  /api/channels/{name}  -> {"name","subscriptionsCount","members":[{"uid","umd"}]}
+//! GET  /api/channels/{name}  -> {"name","subscriptionsCount","members":[{"uid","umd"}]} (members: presence. channels and channels with members)
 //! GET  /healthz              -> {"status":"ok","connections","channels"}
 //! ```
 
@@ -210,11 +210,16 @@ async fn channel_info(
         .iter()
         .map(|m| json!({"uid": &*m.user_id, "umd": &*m.info}))
         .collect();
-    Ok(Json(json!({
+    let mut body = json!({
         "name": info.name,
         "subscriptionsCount": info.connections,
-        "members": members,
-    })))
+    });
+    // As Hotsock: `members` on presence channels (even when empty) and,
+    // since any front end can make members, on every channel that has some.
+    if name.starts_with("presence.") || !members.is_empty() {
+        body["members"] = Value::Array(members);
+    }
+    Ok(Json(body))
 }
 
 #[cfg(test)]

@@ -155,6 +155,13 @@ impl HotsockSession {
         if let Err(e) = wire::check_channel_name(&channel) {
             return self.send_error(e);
         }
+        if self.subs.contains_key(&channel) {
+            return self.send_error(WireError::new(
+                codes::ALREADY_SUBSCRIBED,
+                Some(&channel),
+                format!("already subscribed to {channel}"),
+            ));
+        }
         let (token_rules, umd) = match token {
             Some(token) => match self.scoped_token(
                 &token,
@@ -192,13 +199,6 @@ impl HotsockSession {
                 (None, self.conn.info())
             }
         };
-        if self.subs.contains_key(&channel) {
-            return self.send_error(WireError::new(
-                codes::ALREADY_SUBSCRIBED,
-                Some(&channel),
-                format!("already subscribed to {channel}"),
-            ));
-        }
         let is_presence = channel.starts_with(PRESENCE_PREFIX);
         if is_presence && self.meta_uid().is_none_or(str::is_empty) {
             return self.send_error(WireError::new(

@@ -193,6 +193,14 @@ fn check_event_name(event: &str, channel: &str) -> Result<(), WireError> {
 
 /// Decodes one text frame.
 pub fn decode(text: &str) -> Result<ClientFrame, WireError> {
+    // serde would also read the struct from a JSON array, field by field.
+    if !text.trim_start().starts_with('{') {
+        return Err(WireError::new(
+            codes::INVALID_MESSAGE,
+            None,
+            "frame must be a JSON object; send e.g. {\"event\":\"hotsock.ping\"}",
+        ));
+    }
     let raw: RawFrame<'_> = serde_json::from_str(text).map_err(|e| {
         WireError::new(
             codes::INVALID_MESSAGE,
@@ -603,6 +611,10 @@ mod tests {
     fn rejects_bad_frames_with_codes() {
         assert_eq!(decode_err("{not json").code, codes::INVALID_MESSAGE);
         assert_eq!(decode_err("[1,2]").code, codes::INVALID_MESSAGE);
+        assert_eq!(
+            decode_err(r#"["hotsock.ping"]"#).code,
+            codes::INVALID_MESSAGE
+        );
         assert_eq!(decode_err(r#"{"event":5}"#).code, codes::INVALID_MESSAGE);
         assert_eq!(
             decode_err(r#"{"event":"hotsock.subscribe","channel":7}"#).code,
