@@ -56,8 +56,11 @@ impl Server {
             .spawn()
             .expect("start rollcall");
         let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("banner");
+        reader.read_line(&mut line).expect("banner");
+        // Keep reading so the server never writes into a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
         let addr = line
             .trim()
             .rsplit(' ')

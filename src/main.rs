@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (the default when no command is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a development token signed with the configured secret.
     Token(TokenArgs),
     /// Run a scripted conformance suite against a server.
@@ -75,6 +75,95 @@ struct ServeArgs {
     /// Close peers silent for this long [default: 60s].
     #[arg(long, env = "ROLLCALL_IDLE_TIMEOUT")]
     idle_timeout: Option<String>,
+    #[command(flatten)]
+    sgc: SgcArgs,
+    /// Socket.IO: RFC 7662 introspection URL for tokenType=oauth, e.g.
+    /// http://client:secret@127.0.0.1:9000/introspect [default: OAuth off].
+    #[arg(long, env = "ROLLCALL_OAUTH_INTROSPECTION_URL")]
+    oauth_introspection_url: Option<String>,
+    /// Socket.IO: how long an introspection answer is reused [default: 30s].
+    #[arg(long, env = "ROLLCALL_OAUTH_CACHE_TTL")]
+    oauth_cache_ttl: Option<String>,
+    /// SocketCluster: presence `ping` period in ms [default: 10000].
+    #[arg(long, env = "ROLLCALL_SC_PRESENCE_INTERVAL")]
+    sc_presence_interval: Option<u64>,
+    /// SocketCluster: presence `timeout` in ms [default: interval x 1.3].
+    #[arg(long, env = "ROLLCALL_SC_PRESENCE_TIMEOUT")]
+    sc_presence_timeout: Option<u64>,
+    /// SocketCluster: `#1` ping period in ms [default: 8000].
+    #[arg(long, env = "ROLLCALL_SC_PING_INTERVAL")]
+    sc_ping_interval: Option<u64>,
+    /// SocketCluster: pingTimeout in ms, silent clients close with 4001 [default: 20000].
+    #[arg(long, env = "ROLLCALL_SC_PING_TIMEOUT")]
+    sc_ping_timeout: Option<u64>,
+    /// SocketCluster: close with 4005 without #handshake within this many ms [default: 10000].
+    #[arg(long, env = "ROLLCALL_SC_HANDSHAKE_TIMEOUT")]
+    sc_handshake_timeout: Option<u64>,
+}
+
+/// sgc front end flags (`sgc-*` keys in the TOML file).
+#[derive(Args, Default)]
+struct SgcArgs {
+    /// sgc: refuse /sgc connections without ?token=JWT [default: false].
+    #[arg(long, env = "ROLLCALL_SGC_REQUIRE_TOKEN", num_args = 0..=1, default_missing_value = "true")]
+    sgc_require_token: Option<bool>,
+    /// sgc: how long an invitation waits for an answer [default: 60s].
+    #[arg(long, env = "ROLLCALL_SGC_INVITATION_TTL")]
+    sgc_invitation_ttl: Option<String>,
+    /// sgc: ask every client to acknowledge server frames [default: false; per connection: ?acks=1].
+    #[arg(long, env = "ROLLCALL_SGC_SERVER_ACKS", num_args = 0..=1, default_missing_value = "true")]
+    sgc_server_acks: Option<bool>,
+    /// sgc: re-send an unacknowledged frame after this long [default: 10s].
+    #[arg(long, env = "ROLLCALL_SGC_ACK_TIMEOUT")]
+    sgc_ack_timeout: Option<String>,
+    /// sgc: re-sends of one frame before closing with 4008 [default: 5].
+    #[arg(long, env = "ROLLCALL_SGC_ACK_RETRIES")]
+    sgc_ack_retries: Option<u32>,
+    /// sgc: joined members on this server [default: 100000].
+    #[arg(long, env = "ROLLCALL_SGC_MAX_MEMBERS")]
+    sgc_max_members: Option<usize>,
+    /// sgc: channel patterns members may subscribe to, comma-separated [default: *].
+    #[arg(long, env = "ROLLCALL_SGC_CHANNELS", value_delimiter = ',')]
+    sgc_channels: Vec<String>,
+    /// sgc: channel patterns members may publish to, comma-separated [default: *].
+    #[arg(long, env = "ROLLCALL_SGC_PUBLISH_CHANNELS", value_delimiter = ',')]
+    sgc_publish_channels: Vec<String>,
+    /// sgc: allow publish with an empty channel (to every member) [default: true].
+    #[arg(long, env = "ROLLCALL_SGC_GLOBAL_PUBLISH")]
+    sgc_global_publish: Option<bool>,
+    /// sgc: get@members for a channel requires being subscribed [default: false].
+    #[arg(long, env = "ROLLCALL_SGC_MEMBERS_NEED_SUBSCRIPTION")]
+    sgc_members_need_subscription: Option<bool>,
+    /// sgc: inviting to a channel requires being subscribed [default: false].
+    #[arg(long, env = "ROLLCALL_SGC_INVITE_NEEDS_SUBSCRIPTION")]
+    sgc_invite_needs_subscription: Option<bool>,
+}
+
+impl SgcArgs {
+    fn overlay(self, cfg: &mut Config) {
+        macro_rules! set {
+            ($($field:ident),*) => {$(
+                if let Some(v) = self.$field { cfg.$field = v; }
+            )*};
+        }
+        set!(
+            sgc_require_token,
+            sgc_invitation_ttl,
+            sgc_server_acks,
+            sgc_ack_timeout,
+            sgc_ack_retries,
+            sgc_max_members,
+            sgc_global_publish,
+            sgc_members_need_subscription,
+            sgc_invite_needs_subscription
+        );
+        if !self.sgc_channels.is_empty() {
+            cfg.sgc_channels = self.sgc_channels;
+        }
+        if !self.sgc_publish_channels.is_empty() {
+            cfg.sgc_publish_channels = self.sgc_publish_channels;
+        }
+    }
 }
 
 #[derive(Args, Default)]
@@ -163,8 +252,22 @@ fn build_config(args: ServeArgs) -> Result<Config, String> {
         connection_lifetime,
         keep_alive_interval,
         ping_interval,
-        idle_timeout
+        idle_timeout,
+        sc_presence_interval,
+        sc_ping_interval,
+        sc_ping_timeout,
+        sc_handshake_timeout
     );
+    if args.sc_presence_timeout.is_some() {
+        cfg.sc_presence_timeout = args.sc_presence_timeout;
+    }
+    if args.oauth_introspection_url.is_some() {
+        cfg.oauth_introspection_url = args.oauth_introspection_url;
+    }
+    if let Some(ttl) = args.oauth_cache_ttl {
+        cfg.oauth_cache_ttl = ttl;
+    }
+    args.sgc.overlay(&mut cfg);
     if args.api_key.is_some() {
         cfg.api_key = args.api_key;
     }
@@ -184,33 +287,68 @@ fn build_config(args: ServeArgs) -> Result<Config, String> {
     Ok(cfg)
 }
 
+/// Prints where every endpoint is. Written in one go, ignoring errors: a
+/// closed stdout must not take the server down.
 fn banner(resolved: &rollcall::server::Resolved, addr: std::net::SocketAddr) {
+    use std::fmt::Write as _;
+    use std::io::Write as _;
     let cfg = &resolved.config;
-    println!("rollcall {} listening on {addr}", env!("CARGO_PKG_VERSION"));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "rollcall {} listening on {addr}",
+        env!("CARGO_PKG_VERSION")
+    );
     #[cfg(feature = "hotsock")]
-    println!("  Hotsock     ws://{addr}/hotsock?token=<JWT>");
-    println!("  HTTP API    http://{addr}/api/  (Authorization: Bearer <api key>)");
-    println!("  Health      http://{addr}/healthz");
+    let _ = writeln!(out, "  Hotsock     ws://{addr}/hotsock?token=<JWT>");
+    #[cfg(feature = "socketio")]
+    let _ = writeln!(
+        out,
+        "  Socket.IO   http://{addr}/chat  (?tokenType=jwt&token=<JWT>)"
+    );
+    #[cfg(feature = "sc")]
+    let _ = writeln!(
+        out,
+        "  SocketCluster ws://{addr}/socketcluster/  (token in #handshake)"
+    );
+    #[cfg(feature = "sgc")]
+    let _ = writeln!(
+        out,
+        "  sgc         ws://{addr}/sgc  (subprotocol presence.esegece.com)"
+    );
+    let _ = writeln!(
+        out,
+        "  HTTP API    http://{addr}/api/  (Authorization: Bearer <api key>)"
+    );
+    let _ = writeln!(out, "  Health      http://{addr}/healthz");
     if resolved.generated_api_key {
-        println!(
+        let _ = writeln!(
+            out,
             "  API key     {} (generated; set --api-key to choose one)",
             cfg.api_key.as_deref().unwrap_or("")
         );
     }
     if let Some(secret) = &cfg.jwt_secret {
         if resolved.generated_secret {
-            println!("  JWT secret  {secret} (generated; set --jwt-secret to choose one)");
+            let _ = writeln!(
+                out,
+                "  JWT secret  {secret} (generated; set --jwt-secret to choose one)"
+            );
         }
         let shown = if resolved.generated_secret {
             secret.as_str()
         } else {
             "$ROLLCALL_JWT_SECRET"
         };
-        println!("Mint a token:");
-        println!(
+        let _ = writeln!(out, "Mint a token:");
+        let _ = writeln!(
+            out,
             "  rollcall token --jwt-secret {shown} --uid alice --umd '{{\"name\":\"Alice\"}}' --channel 'presence.*' --messages"
         );
     }
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
@@ -311,8 +449,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
-        Command::Serve(args) => runtime.block_on(serve(args)).map(|_| true),
+    let result = match cli.command.unwrap_or(Command::Serve(Box::default())) {
+        Command::Serve(args) => runtime.block_on(serve(*args)).map(|_| true),
         Command::Token(args) => token(args).map(|_| true),
         Command::Conformance(args) => runtime.block_on(conformance(args)),
     };
