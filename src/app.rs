@@ -16,6 +16,15 @@ pub struct Settings {
     /// Hotsock adapter settings.
     #[cfg(feature = "hotsock")]
     pub hotsock: crate::hotsock::HotsockConfig,
+    /// SocketCluster adapter settings.
+    #[cfg(feature = "sc")]
+    pub sc: crate::sc::ScConfig,
+    /// Socket.IO adapter settings.
+    #[cfg(feature = "socketio")]
+    pub socketio: crate::socketio::SocketIoConfig,
+    /// sgc adapter settings.
+    #[cfg(feature = "sgc")]
+    pub sgc: crate::sgc::SgcConfig,
     /// Bearer key of the HTTP API.
     pub api_key: String,
 }

@@ -51,6 +51,44 @@ pub struct Config {
     pub ping_interval: String,
     /// Close a peer silent for this long, e.g. "60s".
     pub idle_timeout: String,
+    /// sgc: refuse /sgc connections without `?token=JWT`.
+    pub sgc_require_token: bool,
+    /// sgc: how long an invitation waits for an answer, e.g. "60s".
+    pub sgc_invitation_ttl: String,
+    /// sgc: ask every client to acknowledge server frames (`?acks=1` per connection).
+    pub sgc_server_acks: bool,
+    /// sgc: re-send an unacknowledged frame after this long, e.g. "10s".
+    pub sgc_ack_timeout: String,
+    /// sgc: re-sends of one frame before the connection is closed (4008).
+    pub sgc_ack_retries: u32,
+    /// sgc: joined members on this server.
+    pub sgc_max_members: usize,
+    /// sgc: channel patterns members may subscribe to (`*` wildcards, `#regex:`).
+    pub sgc_channels: Vec<String>,
+    /// sgc: channel patterns members may publish to.
+    pub sgc_publish_channels: Vec<String>,
+    /// sgc: allow publish with an empty channel (to every member).
+    pub sgc_global_publish: bool,
+    /// sgc: get@members for a channel requires being subscribed to it.
+    pub sgc_members_need_subscription: bool,
+    /// sgc: inviting to a channel requires being subscribed to it.
+    pub sgc_invite_needs_subscription: bool,
+    /// Socket.IO: RFC 7662 introspection URL (http://[id:secret@]host/path)
+    /// that checks `tokenType=oauth` tokens; unset: OAuth tokens are refused.
+    pub oauth_introspection_url: Option<String>,
+    /// Socket.IO: how long an introspection answer is reused, e.g. "30s".
+    pub oauth_cache_ttl: String,
+    /// SocketCluster: period of sc-stateless-presence `ping` packets, in ms.
+    pub sc_presence_interval: u64,
+    /// SocketCluster: `timeout` of presence packets in ms (default: the
+    /// interval × 1.3).
+    pub sc_presence_timeout: Option<u64>,
+    /// SocketCluster: period of `#1` pings, in ms.
+    pub sc_ping_interval: u64,
+    /// SocketCluster: `pingTimeout` in ms; a silent client is closed with 4001.
+    pub sc_ping_timeout: u64,
+    /// SocketCluster: a socket without `#handshake` this long (ms) is closed with 4005.
+    pub sc_handshake_timeout: u64,
 }
 
 impl Default for Config {
@@ -75,6 +113,24 @@ impl Default for Config {
             keep_alive_interval: "570s".into(),
             ping_interval: "25s".into(),
             idle_timeout: "60s".into(),
+            sgc_require_token: false,
+            sgc_invitation_ttl: "60s".into(),
+            sgc_server_acks: false,
+            sgc_ack_timeout: "10s".into(),
+            sgc_ack_retries: 5,
+            sgc_max_members: 100_000,
+            sgc_channels: vec!["*".into()],
+            sgc_publish_channels: vec!["*".into()],
+            sgc_global_publish: true,
+            sgc_members_need_subscription: false,
+            sgc_invite_needs_subscription: false,
+            oauth_introspection_url: None,
+            oauth_cache_ttl: "30s".into(),
+            sc_presence_interval: 10_000,
+            sc_presence_timeout: None,
+            sc_ping_interval: 8_000,
+            sc_ping_timeout: 20_000,
+            sc_handshake_timeout: 10_000,
         }
     }
 }

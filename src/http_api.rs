@@ -149,6 +149,13 @@ async fn publish(
     body: Result<Json<PublishBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "MESSAGE_TOO_LARGE",
+                format!("the request body is over {MAX_BODY_BYTES} bytes; data may be at most {MAX_DATA_BYTES} bytes"),
+            );
+        }
         ApiError::bad_request(
             "INVALID_BODY",
             format!(

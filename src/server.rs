@@ -105,6 +105,12 @@ pub async fn start(config: &Config) -> Result<RunningServer, String> {
             connection_lifetime: timings.connection_lifetime,
             keep_alive_interval: timings.keep_alive_interval,
         },
+        #[cfg(feature = "sc")]
+        sc: crate::sc::ScConfig::from_config(config)?,
+        #[cfg(feature = "socketio")]
+        socketio: crate::socketio::SocketIoConfig::from_config(config)?,
+        #[cfg(feature = "sgc")]
+        sgc: crate::sgc::SgcConfig::from_config(config)?,
         api_key: config
             .api_key
             .clone()

@@ -55,6 +55,10 @@ impl Default for TransportConfig {
     }
 }
 
+/// How long a write that is in flight when the connection is closed may
+/// still take before the peer is dropped without a close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// What a session wants after handling an input.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Flow {
@@ -195,7 +199,20 @@ pub async fn run<S: Session>(
                 item = outbox_rx.recv() => {
                     let Some(item) = item else { break };
                     if let Some(msg) = to_message(&item) {
-                        match timeout(cfg.write_timeout, sink.send(msg)).await {
+                        let send = timeout(cfg.write_timeout, sink.send(msg));
+                        tokio::pin!(send);
+                        let sent = tokio::select! {
+                            r = &mut send => r,
+                            // Closed (e.g. as a slow consumer) while this write
+                            // waits on a peer that may never read again: give
+                            // the write a moment, then drop the peer rather
+                            // than keep its members for the whole write timeout.
+                            _ = outbox.closed() => match timeout(CLOSE_GRACE, &mut send).await {
+                                Ok(r) => r,
+                                Err(_) => { client_gone = true; break; }
+                            },
+                        };
+                        match sent {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => { client_gone = true; break; }
                             Err(_) => {
@@ -259,18 +276,16 @@ pub async fn run<S: Session>(
                     match msg {
                         None => Flow::Close(CloseReason::new(close::NORMAL, "client disconnected")),
                         Some(Err(e)) => read_error(e, cfg.max_frame_bytes, conn_id),
-                        Some(Ok(Message::Text(text))) => {
+                        // Text and binary frames share one rate limit, and a
+                        // flood of either ends in the same policy close.
+                        Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
                             if limiter.allow(Instant::now()) {
-                                session.on_text(text.as_str())
+                                match &msg {
+                                    Message::Text(text) => session.on_text(text.as_str()),
+                                    _ => session.on_binary(&msg.into_data()),
+                                }
                             } else if limiter.refused_in_a_row > cfg.max_messages_per_second.saturating_mul(2) {
                                 Flow::Close(CloseReason::new(close::POLICY, format!("message rate over {} per second for too long", cfg.max_messages_per_second)))
-                            } else {
-                                session.on_rate_limited(cfg.max_messages_per_second)
-                            }
-                        }
-                        Some(Ok(Message::Binary(data))) => {
-                            if limiter.allow(Instant::now()) {
-                                session.on_binary(&data)
                             } else {
                                 session.on_rate_limited(cfg.max_messages_per_second)
                             }

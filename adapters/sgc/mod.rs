@@ -1,10 +1,321 @@
-//! sgcWebSockets Presence subprotocol front end (work in progress).
+//! sgcWebSockets Presence front end: `ws://HOST:PORT/sgc`, WebSocket
+//! subprotocol `presence.esegece.com`. Spec: ../shared/specs/sgc.md; the
+//! README next to this file documents the endpoint, the invitation
+//! response and the configuration.
+//!
+//! `lenient.rs` reads sgc's unescaped JSON, `wire.rs` decodes and encodes
+//! frames (and holds the codec), `session.rs` runs one connection,
+//! `acks.rs` the acknowledgments, `policy.rs` the configurable rules and
+//! the hook trait; this file is the route and the adapter's config.
+
+pub mod acks;
+pub mod lenient;
+pub mod policy;
+pub mod session;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Map, Value};
 
 use crate::app::App;
+use crate::presence::{ChannelLimits, Codec, Identity};
 
-/// The adapter's routes.
-pub fn routes(_app: &App) -> Router<App> {
+pub use policy::{AcceptAll, Decision, HookMember, SgcHooks, SgcRules};
+
+/// The protocol name used in logs and listings.
+pub const PROTOCOL: &str = "sgc";
+
+/// The WebSocket subprotocol selected in the upgrade response.
+pub const SUBPROTOCOL: &str = "presence.esegece.com";
+
+/// The core channel that holds every joined sgc member: server-wide
+/// member events, get@members without a channel and publish without a
+/// channel go through it. sgc clients cannot name it (channel names
+/// starting with `#` are refused), nor can Hotsock clients.
+pub const ROSTER_CHANNEL: &str = "#sgc/members";
+
+/// The core event name of messages published by sgc clients (other front
+/// ends see it as the event name; the text is the data).
+pub const MESSAGE_EVENT: &str = "message";
+
+/// sgc adapter settings.
+#[derive(Clone)]
+pub struct SgcConfig {
+    /// Refuse connections without a valid `?token=JWT`.
+    pub require_token: bool,
+    /// How long an invitation waits for an answer.
+    pub invitation_ttl: Duration,
+    /// Ask every client to acknowledge what the server sends (a client can
+    /// also ask with `?acks=1`, or opt out with `?acks=0`).
+    pub server_acks: bool,
+    /// Re-send a frame not acknowledged within this time.
+    pub ack_timeout: Duration,
+    /// Re-sends of one frame before the connection is closed (4008).
+    pub ack_retries: u32,
+    /// Joined sgc members on this server (member@new beyond: error 2).
+    pub max_members: usize,
+    /// Configurable accept/reject rules.
+    pub rules: Arc<SgcRules>,
+    /// Embedder hooks, run after the rules.
+    pub hooks: Arc<dyn SgcHooks>,
+}
+
+impl fmt::Debug for SgcConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SgcConfig")
+            .field("require_token", &self.require_token)
+            .field("invitation_ttl", &self.invitation_ttl)
+            .field("server_acks", &self.server_acks)
+            .field("ack_timeout", &self.ack_timeout)
+            .field("ack_retries", &self.ack_retries)
+            .field("max_members", &self.max_members)
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SgcConfig {
+    fn default() -> Self {
+        SgcConfig {
+            require_token: false,
+            invitation_ttl: Duration::from_secs(60),
+            server_acks: false,
+            ack_timeout: Duration::from_secs(10),
+            ack_retries: 5,
+            max_members: 100_000,
+            rules: Arc::new(SgcRules::default()),
+            hooks: Arc::new(AcceptAll),
+        }
+    }
+}
+
+impl SgcConfig {
+    /// The settings from the server configuration (`sgc-*` keys), with
+    /// hooks that accept everything.
+    pub fn from_config(cfg: &crate::config::Config) -> Result<Self, String> {
+        let duration = |key: &str, value: &str| {
+            crate::auth::parse_duration(value).map_err(|e| format!("{key} = {value:?}: {e}"))
+        };
+        let ack_timeout = duration("sgc-ack-timeout", &cfg.sgc_ack_timeout)?;
+        if ack_timeout.is_zero() {
+            return Err("sgc-ack-timeout must be longer than 0s".into());
+        }
+        let rules = SgcRules {
+            channels: policy::parse_patterns("sgc-channels", &cfg.sgc_channels)?,
+            publish_channels: policy::parse_patterns(
+                "sgc-publish-channels",
+                &cfg.sgc_publish_channels,
+            )?,
+            global_publish: cfg.sgc_global_publish,
+            members_need_subscription: cfg.sgc_members_need_subscription,
+            invite_needs_subscription: cfg.sgc_invite_needs_subscription,
+        };
+        Ok(SgcConfig {
+            require_token: cfg.sgc_require_token,
+            invitation_ttl: duration("sgc-invitation-ttl", &cfg.sgc_invitation_ttl)?,
+            server_acks: cfg.sgc_server_acks,
+            ack_timeout,
+            ack_retries: cfg.sgc_ack_retries,
+            max_members: cfg.sgc_max_members,
+            rules: Arc::new(rules),
+            hooks: Arc::new(AcceptAll),
+        })
+    }
+}
+
+fn shared_codec() -> Arc<wire::SgcCodec> {
+    // One codec for every connection without server-side acks, so that a
+    // broadcast is encoded once (per flavor) for all of them.
+    static CODEC: OnceLock<Arc<wire::SgcCodec>> = OnceLock::new();
+    CODEC
+        .get_or_init(|| Arc::new(wire::SgcCodec::default()))
+        .clone()
+}
+
+/// The adapter's routes. Also sets the member limit of the server-wide
+/// member list ([`ROSTER_CHANNEL`]).
+pub fn routes(app: &App) -> Router<App> {
+    app.presence.set_channel_limits(
+        ROSTER_CHANNEL,
+        Some(ChannelLimits {
+            max_members: app.config.sgc.max_members,
+            max_member_bytes: usize::MAX,
+        }),
+    );
     Router::new()
+        .route("/sgc", get(upgrade))
+        .route("/sgc/", get(upgrade))
+}
+
+fn refuse(status: StatusCode, why: String) -> Response {
+    tracing::debug!(%status, reason = %why, "sgc upgrade refused");
+    (status, why).into_response()
+}
+
+fn flag(query: &HashMap<String, String>, key: &str) -> Option<bool> {
+    query.get(key).map(|v| {
+        matches!(
+            v.to_ascii_lowercase().as_str(),
+            "" | "1" | "true" | "yes" | "on"
+        )
+    })
+}
+
+/// The member a verified token describes: id from `uid` (or `sub`), name
+/// from `name` (default: the id), info from `info` (a string, or any JSON
+/// as its text), publish permission from `publish` (default true).
+pub fn token_member(claims: &Map<String, Value>) -> Result<(String, session::TokenMember), String> {
+    let text = |key: &str| match claims.get(key) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Null) | None => None,
+        Some(other) => Some(other.to_string()),
+    };
+    let id = match (claims.get("uid"), claims.get("sub")) {
+        (Some(Value::String(s)), _) | (None, Some(Value::String(s))) if !s.is_empty() => s.clone(),
+        _ => {
+            return Err(
+                "the token needs a uid (or sub) claim: a non-empty string naming the member".into(),
+            );
+        }
+    };
+    let publish = match claims.get("publish") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err("the publish claim must be true or false".into()),
+    };
+    let member = session::TokenMember {
+        name: text("name").unwrap_or_else(|| id.clone()),
+        info: text("info").unwrap_or_default(),
+        publish,
+    };
+    Ok((id, member))
+}
+
+/// Checks the token (if any, or if required), registers the connection,
+/// then upgrades, selecting the `presence.esegece.com` subprotocol.
+async fn upgrade(
+    State(app): State<App>,
+    Query(query): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let config = app.config.sgc.clone();
+    let token = match query.get("token").filter(|t| !t.is_empty()) {
+        Some(token) => {
+            match app
+                .verifier
+                .verify(token)
+                .map_err(|e| e.to_string())
+                .and_then(|claims| token_member(&claims))
+            {
+                Ok(pair) => Some(pair),
+                Err(e) => return refuse(StatusCode::UNAUTHORIZED, format!("invalid token: {e}")),
+            }
+        }
+        None if config.require_token => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "missing token: this server requires /sgc?token=<JWT with a uid claim>".into(),
+            );
+        }
+        None => None,
+    };
+    let identity = match &token {
+        Some((id, m)) => Identity::user(id.as_str(), wire::WireMember::core_data(&m.name, &m.info)),
+        None => Identity::anonymous(),
+    };
+    let acks_wanted = flag(&query, "acks").unwrap_or(config.server_acks);
+    let base64 = flag(&query, "base64").unwrap_or(false);
+    let (codec, tracker) = if acks_wanted {
+        let tracker = Arc::new(acks::AckTracker::new(app.presence.limits().outbox_bytes));
+        (
+            Arc::new(wire::SgcCodec::with_acks(tracker.clone())),
+            Some(tracker),
+        )
+    } else {
+        (shared_codec(), None)
+    };
+    let core_codec: Arc<dyn Codec> = codec.clone();
+    let (conn, outbox_rx) = match app.presence.connect(identity, core_codec, PROTOCOL) {
+        Ok(pair) => pair,
+        Err(e) => return refuse(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+    };
+    if let Some(t) = &tracker {
+        t.attach(conn.outbox_handle());
+    }
+    let transport = app.config.transport.clone();
+    let shutdown = app.shutdown.handle();
+    ws.protocols([SUBPROTOCOL])
+        .max_message_size(transport.max_frame_bytes)
+        .max_frame_size(transport.max_frame_bytes)
+        .on_upgrade(move |socket| async move {
+            let mut session = session::SgcSession::new(
+                conn,
+                config,
+                codec,
+                tracker,
+                token.map(|(_, m)| m),
+                base64,
+            );
+            session.open();
+            crate::transport::run(socket, outbox_rx, session, transport, shutdown).await;
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    #[test]
+    fn token_claims_map_to_a_member() {
+        let (id, m) = token_member(&claims(
+            json!({"uid": "alice", "name": "Alice", "info": "a@x"}),
+        ))
+        .unwrap();
+        assert_eq!(id, "alice");
+        assert_eq!(
+            (m.name.as_str(), m.info.as_str(), m.publish),
+            ("Alice", "a@x", true)
+        );
+        let (id, m) = token_member(&claims(
+            json!({"sub": "bob", "info": {"k": 1}, "publish": false}),
+        ))
+        .unwrap();
+        assert_eq!(id, "bob");
+        assert_eq!(
+            (m.name.as_str(), m.info.as_str(), m.publish),
+            ("bob", r#"{"k":1}"#, false)
+        );
+        assert!(token_member(&claims(json!({"name": "x"}))).is_err());
+        assert!(token_member(&claims(json!({"uid": ""}))).is_err());
+        assert!(token_member(&claims(json!({"uid": "a", "publish": "yes"}))).is_err());
+    }
+
+    #[test]
+    fn query_flags() {
+        let q: HashMap<String, String> = [("acks", "1"), ("base64", "false"), ("x", "")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(flag(&q, "acks"), Some(true));
+        assert_eq!(flag(&q, "base64"), Some(false));
+        assert_eq!(flag(&q, "x"), Some(true));
+        assert_eq!(flag(&q, "missing"), None);
+    }
 }

@@ -1,10 +1,219 @@
-//! Socket.IO channel protocol (Avaya Spaces style) front end (work in progress).
+//! Socket.IO front end, Avaya Spaces style: path `/socket.io/`, namespaces
+//! `/` and `/chat`, socket.io-client 1.x/2.x (Engine.IO 3) and 3.x/4.x
+//! (Engine.IO 4). Spec: ../shared/specs/socketio-avaya.md.
+//!
+//! ```text
+//! io.connect("http://HOST:PORT/chat", {query: "tokenType=jwt&token=<JWT>", transports: ["websocket"]})
+//! ```
+//!
+//! socketioxide runs Engine.IO and Socket.IO; `shim.rs` fixes the 1.x/2.x
+//! namespace CONNECT, `auth.rs` checks tokens, `wire.rs` holds the Avaya
+//! payloads and the codec, `session.rs` runs one socket. This file is the
+//! route and the adapter's config.
+
+pub mod auth;
+pub mod session;
+pub mod shim;
+pub mod wire;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
+use axum::http::Request;
+use axum::routing::any;
+use hyper::service::Service as HyperService;
+use serde_json::Value;
+use socketioxide::extract::{Event, SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::{SocketIo, TransportType};
 
 use crate::app::App;
+use crate::presence::{Codec, Identity};
 
-/// The adapter's routes.
-pub fn routes(_app: &App) -> Router<App> {
+/// The protocol name used in logs and listings.
+pub const PROTOCOL: &str = "socketio";
+
+/// The namespaces served. `/` must exist for Engine.IO 3 clients, which
+/// are always connected to it.
+pub const NAMESPACES: [&str; 2] = ["/", "/chat"];
+
+/// Socket.IO adapter settings.
+#[derive(Clone, Debug)]
+pub struct SocketIoConfig {
+    /// Checks `tokenType=oauth` tokens (None: OAuth tokens are refused).
+    pub introspector: Option<Arc<auth::Introspector>>,
+    /// Largest SEND_MESSAGE / presence payload, in bytes; bigger ones get
+    /// SEND_MESSAGE_FAILED / PRESENCE_EVENT_RESPONSE errors.
+    pub max_payload_bytes: usize,
+    /// Largest WebSocket message socketioxide reads (larger ones close the
+    /// connection); also the polling body limit.
+    pub max_ws_message_bytes: usize,
+    /// Events per second a socket may send; more get an `error` event.
+    pub max_events_per_second: u32,
+    /// How long the pump waits for a socket whose buffer is full before
+    /// disconnecting it as a slow consumer.
+    pub write_timeout: Duration,
+    /// Engine.IO ping interval.
+    pub ping_interval: Duration,
+    /// Engine.IO ping timeout.
+    pub ping_timeout: Duration,
+}
+
+impl Default for SocketIoConfig {
+    fn default() -> Self {
+        SocketIoConfig {
+            introspector: None,
+            max_payload_bytes: 128 * 1024,
+            max_ws_message_bytes: 1024 * 1024,
+            max_events_per_second: 100,
+            write_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl SocketIoConfig {
+    /// The settings from the server config: the payload limit is
+    /// `max-frame-bytes`, the event rate `max-messages-per-second`; an
+    /// OAuth introspection URL must be a valid http:// URL.
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, String> {
+        let ttl = crate::auth::parse_duration(&config.oauth_cache_ttl)
+            .map_err(|e| format!("oauth-cache-ttl = {:?}: {e}", config.oauth_cache_ttl))?;
+        let introspector = config
+            .oauth_introspection_url
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            .map(|url| auth::Introspector::new(url, ttl).map(Arc::new))
+            .transpose()?;
+        let defaults = SocketIoConfig::default();
+        Ok(SocketIoConfig {
+            introspector,
+            max_payload_bytes: config.max_frame_bytes,
+            max_ws_message_bytes: defaults.max_ws_message_bytes.max(config.max_frame_bytes),
+            max_events_per_second: config.max_messages_per_second,
+            ..defaults
+        })
+    }
+}
+
+fn codec() -> Arc<dyn Codec> {
+    // One codec instance for every Socket.IO connection, so broadcasts are
+    // encoded once for all of them.
+    static CODEC: OnceLock<Arc<dyn Codec>> = OnceLock::new();
+    CODEC.get_or_init(|| Arc::new(wire::SocketIoCodec)).clone()
+}
+
+/// Checks the handshake token, registers the core connection and stores
+/// the session in the socket's extensions. An Err refuses the namespace
+/// connect: 1.x/2.x clients get an `error` event, 4.x `connect_error`,
+/// with this message.
+async fn authenticate(
+    app: &App,
+    s: &SocketRef,
+    auth_payload: Option<&Value>,
+) -> Result<(), String> {
+    let creds = auth::credentials(s.req_parts().uri.query(), auth_payload)?;
+    let cfg = &app.config.socketio;
+    let user = auth::authenticate(&creds, &app.verifier, cfg.introspector.as_deref()).await?;
+    let identity = Identity::user(user.user_id.clone(), user.profile.clone());
+    let (conn, rx) = app
+        .presence
+        .connect(identity, codec(), PROTOCOL)
+        .map_err(|e| format!("not authorized: {e}"))?;
+    let session = session::Session::new(conn, rx, user, s.id.to_string(), Arc::new(cfg.clone()));
+    s.extensions.insert(Arc::new(session));
+    Ok(())
+}
+
+/// Wires a connected socket: event handlers, disconnect, and the pump.
+fn on_connect(app: &App, s: SocketRef) {
+    let Some(session) = s.extensions.get::<Arc<session::Session>>() else {
+        let _ = s.disconnect();
+        return;
+    };
+    let handler = session.clone();
+    s.on_fallback(move |Event(event): Event, data: TryData<Value>| {
+        let session = handler.clone();
+        async move {
+            match data.0 {
+                Ok(payload) => session.on_event(&event, payload),
+                Err(e) => session.on_event(&event, malformed(&e)),
+            }
+        }
+    });
+    let closer = session.clone();
+    s.on_disconnect(move || {
+        let session = closer.clone();
+        async move { session.close() }
+    });
+    tokio::spawn(session.pump(s, app.shutdown.handle()));
+}
+
+/// A payload socketioxide could not parse: handed to the handlers as a
+/// value no decoder accepts, so the client gets the event's own error.
+fn malformed(e: &dyn std::fmt::Display) -> Value {
+    tracing::debug!(error = %e, "socket.io payload could not be read");
+    Value::Null
+}
+
+/// The adapter's routes: everything under `/socket.io`.
+pub fn routes(app: &App) -> Router<App> {
+    let cfg = &app.config.socketio;
+    let (svc, io) = SocketIo::builder()
+        .ping_interval(cfg.ping_interval)
+        .ping_timeout(cfg.ping_timeout)
+        .max_buffer_size(1024)
+        .max_payload(cfg.max_ws_message_bytes as u64)
+        .ws_max_message_size(cfg.max_ws_message_bytes)
+        .ws_max_frame_size(cfg.max_ws_message_bytes)
+        .transports([TransportType::Polling, TransportType::Websocket])
+        .build_svc();
+    for ns in NAMESPACES {
+        let mw_app = app.clone();
+        let middleware = move |s: SocketRef, auth: TryData<Value>| {
+            let app = mw_app.clone();
+            async move { authenticate(&app, &s, auth.0.as_ref().ok()).await }
+        };
+        let h_app = app.clone();
+        let handler = move |s: SocketRef| {
+            let app = h_app.clone();
+            async move { on_connect(&app, s) }
+        };
+        io.ns(ns, handler.with(middleware));
+    }
+    // On shutdown, close every Engine.IO connection (after the pumps have
+    // sent their going-away errors).
+    let mut stop = app.shutdown.handle();
+    let closer = io.clone();
+    tokio::spawn(async move {
+        stop.wait().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        closer.close().await;
+    });
+    // EIO3 WebSocket upgrades go through the CONNECT shim; everything else
+    // (EIO4, polling) straight to socketioxide.
+    let handle = move |req: Request<Body>| {
+        let svc = svc.clone();
+        async move {
+            if shim::is_eio3_websocket(&req) {
+                let start = move |stream: shim::Eio3Stream, head: Request<()>| {
+                    if let Err(e) = HyperService::call(&svc, (stream, head)).into_inner() {
+                        tracing::debug!(error = %e, "socket.io EIO3 websocket refused");
+                    }
+                };
+                return shim::upgrade(start, req);
+            }
+            match HyperService::call(&svc, req).await {
+                Ok(resp) => resp.map(Body::new),
+                Err(e) => match e {},
+            }
+        }
+    };
     Router::new()
+        .route("/socket.io", any(handle.clone()))
+        .route("/socket.io/", any(handle.clone()))
+        .route("/socket.io/{*rest}", any(handle))
 }

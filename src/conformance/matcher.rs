@@ -473,7 +473,10 @@ fn object_directive(
                 _ => {
                     return fail(
                         path,
-                        format!("expected a string starting with {prefix:?}, got {}", brief(actual)),
+                        format!(
+                            "expected a string starting with {prefix:?}, got {}",
+                            brief(actual)
+                        ),
                     );
                 }
             };
@@ -482,7 +485,10 @@ fn object_directive(
                 Err(e) => {
                     return fail(
                         path,
-                        format!("the text after {prefix:?} is not JSON ({e}): {}", brief(actual)),
+                        format!(
+                            "the text after {prefix:?} is not JSON ({e}): {}",
+                            brief(actual)
+                        ),
                     );
                 }
             };
@@ -864,11 +870,20 @@ mod tests {
         );
         assert_eq!(caps, vec![("id".to_string(), json!("x"))]);
         ok(json!({"$prefixed": "0"}), json!(r#"0{"sid":"a"}"#));
-        let m = no(json!({"$prefixed": "42/chat,", "json": ["A"]}), json!("42/other,[\"A\"]"));
+        let m = no(
+            json!({"$prefixed": "42/chat,", "json": ["A"]}),
+            json!("42/other,[\"A\"]"),
+        );
         assert!(m.message.contains("starting with"), "{m}");
-        let m = no(json!({"$prefixed": "42,", "json": "$any"}), json!("42,{oops"));
+        let m = no(
+            json!({"$prefixed": "42,", "json": "$any"}),
+            json!("42,{oops"),
+        );
         assert!(m.message.contains("not JSON"), "{m}");
-        let m = no(json!({"$prefixed": "42,", "json": ["A"]}), json!("42,[\"B\"]"));
+        let m = no(
+            json!({"$prefixed": "42,", "json": ["A"]}),
+            json!("42,[\"B\"]"),
+        );
         assert!(m.path.contains("<42,>"), "{m}");
     }
 }

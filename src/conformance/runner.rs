@@ -609,8 +609,24 @@ impl<'a> CaseRun<'a> {
         let shown_url = self.target.ws_url(&path, "");
         let timeout = self.timeout(s.timeout_ms);
         let want_refusal = s.status.filter(|c| *c != 101);
-        let res =
-            tokio::time::timeout(timeout, tokio_tungstenite::connect_async(url.as_str())).await;
+        let request = {
+            use tungstenite::client::IntoClientRequest;
+            let mut req = url
+                .as_str()
+                .into_client_request()
+                .map_err(|e| format!("invalid URL {shown_url}: {e}"))?;
+            let protocol = match s.protocol.as_ref().or(self.file.defaults.protocol.as_ref()) {
+                Some(p) => self.text(p)?,
+                None => String::new(),
+            };
+            if !protocol.is_empty() {
+                let value = tungstenite::http::HeaderValue::from_str(&protocol)
+                    .map_err(|e| format!("invalid protocol {protocol:?}: {e}"))?;
+                req.headers_mut().insert("Sec-WebSocket-Protocol", value);
+            }
+            req
+        };
+        let res = tokio::time::timeout(timeout, tokio_tungstenite::connect_async(request)).await;
         match res {
             Err(_) => Err(format!(
                 "upgrade of {shown_url} timed out after {} ms",

@@ -58,6 +58,9 @@ pub struct Defaults {
     pub timeout_ms: Option<u64>,
     /// Duration of `expect_none` steps without `for_ms` (runner default 500).
     pub expect_none_ms: Option<u64>,
+    /// WebSocket subprotocol `connect` steps offer when they give none
+    /// (e.g. `presence.esegece.com`).
+    pub protocol: Option<String>,
 }
 
 impl Defaults {
@@ -70,6 +73,9 @@ impl Defaults {
         }
         if self.expect_none_ms.is_none() {
             self.expect_none_ms = base.expect_none_ms;
+        }
+        if self.protocol.is_none() {
+            self.protocol.clone_from(&base.protocol);
         }
     }
 }
@@ -144,6 +150,10 @@ pub struct ConnectStep {
     pub path: Option<String>,
     /// Extra query string appended after the token (`a=1&b=2`).
     pub query: Option<String>,
+    /// WebSocket subprotocol to offer in `Sec-WebSocket-Protocol` (default
+    /// `defaults.protocol`); the upgrade then fails unless the server
+    /// selects it. `""` offers none.
+    pub protocol: Option<String>,
     /// Expected HTTP status when the upgrade must be refused (e.g. 401);
     /// absent or 101 means the upgrade must succeed.
     pub status: Option<u16>,

@@ -77,6 +77,10 @@ pub struct Channel {
     /// Set when the channel was dropped from the channel map; a joiner that
     /// raced with the removal must look the channel up again.
     pub removed: bool,
+    /// Limits set for this channel by name ([`super::Presence::set_channel_limits`]);
+    /// they replace the budget passed to [`Channel::add_presence`] and
+    /// [`Channel::update_presence`].
+    pub limits: Option<MemberBudget>,
 }
 
 /// The JSON size of `{"uid":<key>,"umd":<info>}`, the unit of the
@@ -97,6 +101,7 @@ impl Channel {
             members: IndexMap::new(),
             member_bytes: 0,
             removed: false,
+            limits: None,
         }
     }
 
@@ -133,6 +138,7 @@ impl Channel {
         info: Arc<Value>,
         budget: MemberBudget,
     ) -> Result<MemberChange, BudgetError> {
+        let budget = self.limits.unwrap_or(budget);
         let new_weight = member_weight(key, &info);
         match self.members.get_mut(key) {
             None => {
@@ -181,6 +187,7 @@ impl Channel {
         info: Arc<Value>,
         budget: MemberBudget,
     ) -> Result<Option<MemberChange>, BudgetError> {
+        let budget = self.limits.unwrap_or(budget);
         let Some(entry) = self.members.get_mut(key) else {
             return Ok(None);
         };
@@ -377,6 +384,29 @@ mod tests {
         assert!(
             ch.add_presence(&key("u1"), local(3), Arc::new(Value::Null), budget)
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn channel_limits_replace_the_default_budget() {
+        let tight = MemberBudget {
+            max_bytes: 1 << 20,
+            max_members: 1,
+        };
+        let mut ch = Channel::new(key("c"));
+        ch.limits = Some(MemberBudget {
+            max_bytes: 1 << 20,
+            max_members: 3,
+        });
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            assert_eq!(
+                ch.add_presence(&key(name), local(i as u64), Arc::new(Value::Null), tight),
+                Ok(MemberChange::Added)
+            );
+        }
+        assert_eq!(
+            ch.add_presence(&key("d"), local(9), Arc::new(Value::Null), BUDGET),
+            Err(BudgetError::Members)
         );
     }
 

@@ -2,7 +2,7 @@
 //! of channels it is subscribed to.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -24,6 +24,9 @@ pub struct ConnShared {
     /// Channel name -> member key held there (if a member).
     pub(crate) subs: Mutex<HashMap<Arc<str>, Option<Arc<str>>>>,
     pub(crate) closing: AtomicBool,
+    /// Codec flavor for events not tied to a subscription (direct messages,
+    /// invitations); 0 unless the adapter sets it.
+    pub(crate) flavor: AtomicU8,
 }
 
 impl std::fmt::Debug for ConnShared {
@@ -39,6 +42,19 @@ impl std::fmt::Debug for ConnShared {
 impl ConnShared {
     pub(crate) fn subs(&self) -> MutexGuard<'_, HashMap<Arc<str>, Option<Arc<str>>>> {
         self.subs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The key this connection's memberships are held under: the user id,
+    /// or the connection id of an anonymous connection.
+    pub(crate) fn member_key(&self) -> Arc<str> {
+        self.user_id
+            .clone()
+            .unwrap_or_else(|| Arc::from(self.id.to_string()))
+    }
+
+    /// The connection-level codec flavor.
+    pub(crate) fn flavor(&self) -> u8 {
+        self.flavor.load(Ordering::Acquire)
     }
 
     /// The codec pointer, used as the key of the encode-once cache.
@@ -84,6 +100,20 @@ impl Connection {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The key this connection is a member under in every channel: its
+    /// user id, or for an anonymous connection its connection id (the
+    /// `Display` form). Other front ends see this as the member's id.
+    pub fn member_key(&self) -> Arc<str> {
+        self.shared.member_key()
+    }
+
+    /// Sets the codec flavor used for events that are not tied to a
+    /// subscription: direct messages and invitations (default 0). A
+    /// subscription's own flavor comes from [`super::SubscribeOptions`].
+    pub fn set_flavor(&self, flavor: u8) {
+        self.shared.flavor.store(flavor, Ordering::Release);
     }
 
     /// The identity (user id and current member data).

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::channel::{Channel, MemberEntry, Subscriber};
 use super::connection::ConnShared;
+use super::invitations::InvitationEvent;
 use super::types::{DirectMessage, Event, MemberChange, MemberView};
 use crate::ids::ConnId;
 use crate::outbox::Outbound;
@@ -23,6 +24,22 @@ impl EncodeCache {
             return frame.clone();
         }
         let frame = conn.codec.encode(event, flavor);
+        self.entries.push((key, frame.clone()));
+        frame
+    }
+
+    /// Like [`EncodeCache::get`], for an invitation event.
+    fn get_invitation(
+        &mut self,
+        conn: &ConnShared,
+        flavor: u8,
+        event: &InvitationEvent<'_>,
+    ) -> Option<Outbound> {
+        let key = (conn.codec_key(), flavor);
+        if let Some((_, frame)) = self.entries.iter().find(|(k, _)| *k == key) {
+            return frame.clone();
+        }
+        let frame = conn.codec.encode_invitation(event, flavor);
         self.entries.push((key, frame.clone()));
         frame
     }
@@ -56,7 +73,25 @@ pub(super) fn deliver_direct(targets: &[Arc<ConnShared>], msg: &DirectMessage) -
     let mut cache = EncodeCache::default();
     let mut delivered = 0;
     for conn in targets {
-        if let Some(frame) = cache.get(conn, 0, &event)
+        if let Some(frame) = cache.get(conn, conn.flavor(), &event)
+            && conn.outbox.push(frame)
+        {
+            delivered += 1;
+        }
+    }
+    delivered
+}
+
+/// Queues an invitation event for each target connection whose codec can
+/// render it, encoded once per (codec, connection flavor).
+pub(super) fn deliver_invitation(
+    targets: &[Arc<ConnShared>],
+    event: &InvitationEvent<'_>,
+) -> usize {
+    let mut cache = EncodeCache::default();
+    let mut delivered = 0;
+    for conn in targets {
+        if let Some(frame) = cache.get_invitation(conn, conn.flavor(), event)
             && conn.outbox.push(frame)
         {
             delivered += 1;

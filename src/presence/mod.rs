@@ -9,7 +9,9 @@
 mod channel;
 mod connection;
 mod fanout;
+mod invitations;
 mod types;
+mod update;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -20,7 +22,12 @@ use serde_json::Value;
 
 pub use channel::{Origin, member_weight};
 pub use connection::{Connection, OutboxHandle};
+pub use invitations::{
+    AnswerError, Invitation, InvitationEvent, InvitationOutcome, InviteError,
+    MAX_PENDING_INVITATIONS_PER_CONNECTION,
+};
 pub use types::*;
+pub use update::{SubscriptionUpdate, UpdateSubscriptionError};
 
 use channel::{BudgetError, Channel, MemberBudget, Subscriber};
 use connection::ConnShared;
@@ -72,6 +79,10 @@ struct Inner {
     conns: Mutex<HashMap<ConnId, Arc<ConnShared>>>,
     users: Mutex<HashMap<Arc<str>, Vec<ConnId>>>,
     hasher: std::hash::RandomState,
+    /// Per-channel limits set with [`Presence::set_channel_limits`].
+    channel_limits: Mutex<HashMap<Arc<str>, ChannelLimits>>,
+    /// Pending invitations (see `invitations.rs`).
+    invitations: Mutex<invitations::Registry>,
 }
 
 /// The presence core. Cheap to clone; all clones share one state.
@@ -103,6 +114,8 @@ impl Presence {
                 conns: Mutex::new(HashMap::new()),
                 users: Mutex::new(HashMap::new()),
                 hasher: std::hash::RandomState::new(),
+                channel_limits: Mutex::new(HashMap::new()),
+                invitations: Mutex::new(invitations::Registry::default()),
             }),
         }
     }
@@ -131,9 +144,38 @@ impl Presence {
             return (ch.clone(), k.clone());
         }
         let key: Arc<str> = Arc::from(name);
-        let ch = Arc::new(Mutex::new(Channel::new(key.clone())));
+        let mut channel = Channel::new(key.clone());
+        channel.limits = self.channel_budget(name);
+        let ch = Arc::new(Mutex::new(channel));
         shard.insert(key.clone(), ch.clone());
         (ch, key)
+    }
+
+    fn channel_budget(&self, name: &str) -> Option<MemberBudget> {
+        lock(&self.inner.channel_limits)
+            .get(name)
+            .map(|l| MemberBudget {
+                max_bytes: l.max_member_bytes,
+                max_members: l.max_members,
+            })
+    }
+
+    /// Sets (or with None, clears) the member limits of the channel named
+    /// `name`, replacing the server-wide limits there, now and whenever the
+    /// channel is created again. Meant for channels an adapter reserves,
+    /// such as a server-wide member list that must hold more members than
+    /// an ordinary channel. Members already in the channel stay.
+    pub fn set_channel_limits(&self, name: &str, limits: Option<ChannelLimits>) {
+        {
+            let mut map = lock(&self.inner.channel_limits);
+            match limits {
+                Some(l) => map.insert(Arc::from(name), l),
+                None => map.remove(name),
+            };
+        }
+        if let Some(ch) = self.existing_channel(name) {
+            lock(&ch).limits = self.channel_budget(name);
+        }
     }
 
     fn existing_channel(&self, name: &str) -> Option<Arc<Mutex<Channel>>> {
@@ -181,6 +223,7 @@ impl Presence {
             outbox,
             subs: Mutex::new(HashMap::new()),
             closing: std::sync::atomic::AtomicBool::new(false),
+            flavor: std::sync::atomic::AtomicU8::new(0),
         });
         lock(&self.inner.conns).insert(id, shared.clone());
         Ok((
@@ -209,6 +252,7 @@ impl Presence {
                 }
             }
         }
+        self.invitations_on_disconnect(conn);
     }
 
     /// Subscribes `conn` to `channel`. `on_joined` runs under the channel
@@ -268,16 +312,19 @@ impl Presence {
                 .unwrap_or_else(|| Arc::from(shared.id.to_string()))
         });
         let change = match (&member_key, &opts.member_info) {
-            (Some(key), Some(info)) => ch
-                .add_presence(key, Origin::Local(shared.id), info.clone(), self.budget())
-                .map_err(|e| match e {
-                    BudgetError::Bytes => SubscribeError::CapacityReached {
-                        limit: self.inner.limits.max_member_bytes,
-                    },
-                    BudgetError::Members => SubscribeError::MemberLimitReached {
-                        limit: self.inner.limits.max_members_per_channel,
-                    },
-                })?,
+            (Some(key), Some(info)) => {
+                // The limits reported are the channel's own when it has any.
+                let budget = ch.limits.unwrap_or(self.budget());
+                ch.add_presence(key, Origin::Local(shared.id), info.clone(), budget)
+                    .map_err(|e| match e {
+                        BudgetError::Bytes => SubscribeError::CapacityReached {
+                            limit: budget.max_bytes,
+                        },
+                        BudgetError::Members => SubscribeError::MemberLimitReached {
+                            limit: budget.max_members,
+                        },
+                    })?
+            }
             _ => MemberChange::Unchanged,
         };
         ch.subscribers.insert(
@@ -478,6 +525,16 @@ impl Presence {
     /// Members of a channel in join order.
     pub fn members(&self, name: &str) -> Vec<Member> {
         self.channel_info(name).members
+    }
+
+    /// Runs `f` with the current members of `name` under the channel lock,
+    /// so frames `f` queues for a connection are ordered consistently with
+    /// the channel's member events (none is missed or seen out of order).
+    /// Returns None, without calling `f`, if the channel does not exist.
+    pub fn with_members<R>(&self, name: &str, f: impl FnOnce(Members<'_>) -> R) -> Option<R> {
+        let ch = self.existing_channel(name)?;
+        let guard = lock(&ch);
+        Some(f(guard.members()))
     }
 
     /// All occupied channels, sorted by name.

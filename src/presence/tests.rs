@@ -321,3 +321,114 @@ fn slow_consumer_is_closed_not_buffered() {
     assert!(a.outbox().is_closed());
     assert!(a.outbox().queued_bytes() <= 1000);
 }
+
+#[test]
+fn with_members_reads_under_the_channel_lock() {
+    let p = Presence::new(Limits::default());
+    let codec = Arc::new(Recorder::default());
+    assert!(p.with_members("c", |_| ()).is_none());
+    let (a, _a_rx) = connect(&p, &codec, "a");
+    let (b, _b_rx) = connect(&p, &codec, "b");
+    p.subscribe(&a, "c", member(json!(1)), |_| {}).unwrap();
+    p.subscribe(&b, "c", member(json!(2)), |_| {}).unwrap();
+    let seen = p.with_members("c", |m| {
+        m.iter().map(|v| v.user_id.to_string()).collect::<Vec<_>>()
+    });
+    assert_eq!(seen, Some(vec!["a".to_string(), "b".to_string()]));
+}
+
+#[test]
+fn channel_limits_override_the_server_wide_member_limit() {
+    let limits = Limits {
+        max_members_per_channel: 1,
+        ..Limits::default()
+    };
+    let p = Presence::new(limits);
+    let rec: Arc<dyn Codec> = Arc::new(Recorder::default());
+    let (a, _ra) = p
+        .connect(Identity::user("a", Value::Null), rec.clone(), "t")
+        .unwrap();
+    let (b, _rb) = p
+        .connect(Identity::user("b", Value::Null), rec.clone(), "t")
+        .unwrap();
+    let (c, _rc) = p
+        .connect(Identity::user("c", Value::Null), rec.clone(), "t")
+        .unwrap();
+    // Set before the channel exists: applies when it is created.
+    p.set_channel_limits(
+        "roster",
+        Some(ChannelLimits {
+            max_members: 2,
+            max_member_bytes: usize::MAX,
+        }),
+    );
+    p.subscribe(&a, "roster", member(Value::Null), |_| {})
+        .unwrap();
+    p.subscribe(&b, "roster", member(Value::Null), |_| {})
+        .unwrap();
+    assert_eq!(
+        p.subscribe(&c, "roster", member(Value::Null), |_| {}),
+        Err(SubscribeError::MemberLimitReached { limit: 2 })
+    );
+    // Other channels keep the server-wide limit.
+    p.subscribe(&a, "other", member(Value::Null), |_| {})
+        .unwrap();
+    assert_eq!(
+        p.subscribe(&b, "other", member(Value::Null), |_| {}),
+        Err(SubscribeError::MemberLimitReached { limit: 1 })
+    );
+    // Changing the limits of an existing channel applies at once.
+    p.set_channel_limits(
+        "roster",
+        Some(ChannelLimits {
+            max_members: 3,
+            max_member_bytes: usize::MAX,
+        }),
+    );
+    p.subscribe(&c, "roster", member(Value::Null), |_| {})
+        .unwrap();
+    assert_eq!(p.members("roster").len(), 3);
+    assert_eq!(
+        p.with_members("roster", |m| m.get("b").map(|v| v.user_id.to_string())),
+        Some(Some("b".to_string()))
+    );
+    assert_eq!(
+        p.with_members("roster", |m| m.get("zed").is_none()),
+        Some(true)
+    );
+}
+
+#[test]
+fn direct_messages_use_the_connection_flavor() {
+    /// Renders direct messages with the flavor they were encoded for.
+    struct Flavored;
+    impl Codec for Flavored {
+        fn encode(&self, event: &Event<'_>, flavor: u8) -> Option<Outbound> {
+            match event {
+                Event::Direct(m) => Some(Outbound::Text(Bytes::from(format!(
+                    "{} f{flavor}",
+                    m.event
+                )))),
+                _ => None,
+            }
+        }
+    }
+    let p = Presence::new(Limits::default());
+    let codec: Arc<dyn Codec> = Arc::new(Flavored);
+    let (a, mut ra) = p
+        .connect(Identity::user("u", Value::Null), codec.clone(), "t")
+        .unwrap();
+    let (_b, mut rb) = p
+        .connect(Identity::user("u", Value::Null), codec, "t")
+        .unwrap();
+    a.set_flavor(1);
+    let msg = DirectMessage {
+        id: crate::ids::ulid(),
+        event: "hi".into(),
+        data: None,
+    };
+    assert_eq!(p.send_to_user("u", &msg), 2);
+    assert_eq!(drain(&mut ra), ["hi f1"]);
+    assert_eq!(drain(&mut rb), ["hi f0"]);
+    assert_eq!(a.member_key().as_ref(), "u");
+}

@@ -87,6 +87,14 @@ impl<'a> Members<'a> {
         self.map.len()
     }
 
+    /// The member with this key, if present.
+    pub fn get(&self, key: &str) -> Option<MemberView<'a>> {
+        self.map.get_key_value(key).map(|(k, e)| MemberView {
+            user_id: k,
+            info: &e.info,
+        })
+    }
+
     /// True if there are no members.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
@@ -187,6 +195,30 @@ pub trait Codec: Send + Sync + 'static {
     /// Encodes `event` for subscriptions of the given adapter-defined
     /// `flavor`, or returns None if such subscribers do not see this event.
     fn encode(&self, event: &Event<'_>, flavor: u8) -> Option<Outbound>;
+
+    /// Encodes an invitation or an invitation answer for a connection of
+    /// the given connection-level `flavor` ([`super::Connection::set_flavor`]),
+    /// or returns None if the protocol cannot show invitations (the
+    /// default). The invitation is then not delivered to that connection.
+    fn encode_invitation(
+        &self,
+        _event: &super::invitations::InvitationEvent<'_>,
+        _flavor: u8,
+    ) -> Option<Outbound> {
+        None
+    }
+}
+
+/// Member limits of one channel, replacing the server-wide
+/// [`Limits::max_members_per_channel`] and [`Limits::max_member_bytes`]
+/// there (see [`super::Presence::set_channel_limits`]). For channels an
+/// adapter reserves for its own use, e.g. a server-wide member list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelLimits {
+    /// Distinct members.
+    pub max_members: usize,
+    /// Member-data bytes (JSON size of uid+umd per member).
+    pub max_member_bytes: usize,
 }
 
 /// How a connection takes part in a channel.

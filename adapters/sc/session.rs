@@ -1,0 +1,558 @@
+//! One SocketCluster connection: the handshake, ping/pong, pub/sub, auth
+//! and the sc-stateless-presence rules, on top of the presence core.
+//!
+//! How SC channels map onto the core (one core subscription per
+//! (connection, core channel)):
+//!
+//! * subscribing to `C` receives C's messages and, when authenticated with
+//!   a `username`, makes that user a member of C;
+//! * subscribing to `presence>C` receives the messages of channel
+//!   `presence>C` (anonymous joins, pings, pongs) *and* C's member events,
+//!   which [`super::wire::ScCodec`] renders as `join`/`leave` packets.
+//!
+//! So the core subscription of C says: receive messages = subscribed to C,
+//! presence events = subscribed to `presence>C`, member = subscribed to C
+//! and logged in. [`ScSession::sync`] applies that with
+//! `Presence::update_subscription`, which also covers logging in, out and
+//! switching user while subscribed. Leaves come from the core's member
+//! events, so they fire only when a user's last socket leaves, and a socket
+//! that goes away for any reason (close, kill, kick, failed re-auth) leaves
+//! no ghost.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde_json::Value;
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+
+use super::ScShared;
+use super::wire::{self, Cid, Frame, Packet, Request, ScError, TokenArg};
+use crate::outbox::CloseReason;
+use crate::presence::{
+    ChannelMessage, Connection, MessageSender, SubscribeOptions, SubscriptionUpdate,
+};
+use crate::transport::{Flow, Session};
+
+/// Which ping dialect the client speaks, learned from its first pong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Version {
+    /// Not known yet: both `#1` and `""` are sent (spec §3.4).
+    Unknown,
+    /// `#1` / `#2` (socketcluster-client ≤ 14).
+    V1,
+    /// `""` / `""` (socketcluster-client ≥ 15 with the default protocol).
+    V2,
+}
+
+/// A verified auth token.
+#[derive(Clone, Debug)]
+struct Auth {
+    /// The `username` claim, if it is a string.
+    username: Option<Arc<str>>,
+    /// The `exp` claim (seconds), re-checked on every inbound event.
+    exp: Option<u64>,
+}
+
+/// A SocketCluster session.
+pub struct ScSession {
+    conn: Connection,
+    shared: Arc<ScShared>,
+    socket_id: Arc<str>,
+    /// Some(deadline) until the handshake is answered.
+    handshake_deadline: Option<Instant>,
+    version: Version,
+    auth: Option<Auth>,
+    /// SC channel names this socket is subscribed to.
+    subs: BTreeSet<String>,
+    next_ping: Instant,
+    pong_deadline: Instant,
+}
+
+impl ScSession {
+    /// A session for a freshly upgraded socket (core connection anonymous
+    /// until the handshake or `#authenticate` brings a token).
+    pub fn new(conn: Connection, shared: Arc<ScShared>) -> Self {
+        let now = Instant::now();
+        let cfg = &shared.config;
+        ScSession {
+            conn,
+            socket_id: Arc::from(crate::ids::secret(20)),
+            handshake_deadline: Some(now + cfg.handshake_timeout),
+            version: Version::Unknown,
+            auth: None,
+            subs: BTreeSet::new(),
+            next_ping: now + cfg.ping_interval,
+            pong_deadline: now + cfg.ping_timeout,
+            shared,
+        }
+    }
+
+    fn send(&self, frame: impl Into<bytes::Bytes>) {
+        self.conn.send_text(frame);
+    }
+
+    fn reply_ok(&self, cid: Option<&Cid>) {
+        if let Some(cid) = cid {
+            self.send(wire::ok(cid));
+        }
+    }
+
+    fn reply_error(&self, cid: Option<&Cid>, err: &ScError) {
+        if let Some(cid) = cid {
+            self.send(wire::error(cid, err));
+        }
+    }
+
+    fn username(&self) -> Option<&Arc<str>> {
+        self.auth.as_ref().and_then(|a| a.username.as_ref())
+    }
+
+    /// Publishes a server-made packet (a join) on a channel, as the JS
+    /// server's `exchange.publish` does.
+    fn publish_packet(&self, channel: &str, packet: String) {
+        let Ok(data) = RawValue::from_string(packet) else {
+            return;
+        };
+        self.conn.presence().publish(&ChannelMessage {
+            id: crate::ids::ulid(),
+            channel: Arc::from(channel),
+            event: wire::PUBLISH_EVENT.to_string(),
+            data: Some(data),
+            sender: None,
+        });
+    }
+
+    /// Makes the core subscription of core channel `name` match the SC
+    /// subscriptions (see the module doc).
+    fn sync(&self, name: &str) -> Result<(), String> {
+        let presence = self.conn.presence();
+        let receive_messages = self.subs.contains(name);
+        let presence_events = self.subs.contains(&wire::presence_channel(name));
+        let member = match (
+            receive_messages,
+            wire::presence_target(name),
+            self.username(),
+        ) {
+            (true, None, Some(user)) => Some((user.clone(), Arc::new(Value::Null))),
+            _ => None,
+        };
+        if !receive_messages && !presence_events {
+            if self.conn.is_subscribed(name) {
+                presence.unsubscribe(&self.conn, name, |_| {});
+            }
+            return Ok(());
+        }
+        if !self.conn.is_subscribed(name) {
+            let opts = SubscribeOptions {
+                member_info: None,
+                presence_events,
+                receive_messages,
+                flavor: 0,
+            };
+            presence
+                .subscribe(&self.conn, name, opts, |_| {})
+                .map_err(|e| e.to_string())?;
+            if member.is_none() {
+                return Ok(());
+            }
+        }
+        presence
+            .update_subscription(
+                &self.conn,
+                name,
+                SubscriptionUpdate {
+                    member,
+                    presence_events,
+                    receive_messages,
+                },
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The core channels an SC channel touches: itself, and for
+    /// `presence>C` also C.
+    fn core_channels(channel: &str) -> impl Iterator<Item = &str> {
+        std::iter::once(channel).chain(wire::presence_target(channel))
+    }
+
+    fn sync_all(&self) {
+        for channel in &self.subs {
+            if wire::presence_target(channel).is_none()
+                && let Err(e) = self.sync(channel)
+            {
+                tracing::debug!(socket = %self.socket_id, %channel, error = %e, "membership change refused");
+            }
+        }
+    }
+
+    /// Sets (or clears) the auth token and moves memberships accordingly.
+    fn set_auth(&mut self, auth: Option<Auth>) {
+        let before = self.username().cloned();
+        self.auth = auth;
+        if self.username() != before.as_ref() {
+            self.sync_all();
+        }
+    }
+
+    /// Verifies a token argument; Err carries the error and whether the
+    /// token is bad (the client must drop it).
+    fn verify(&self, token: &TokenArg) -> Result<Option<Auth>, (ScError, bool)> {
+        let token = match token {
+            TokenArg::Absent => return Ok(None),
+            TokenArg::NotAString => {
+                return Err((
+                    ScError {
+                        message: "the auth token must be a string (a signed JWT)".into(),
+                        name: "AuthTokenInvalidError",
+                        expiry: None,
+                    },
+                    true,
+                ));
+            }
+            TokenArg::Token(t) => t,
+        };
+        match self.shared.verifier.verify(token) {
+            Ok(claims) => Ok(Some(Auth {
+                username: claims
+                    .get("username")
+                    .and_then(Value::as_str)
+                    .map(Arc::from),
+                exp: claims.get("exp").and_then(Value::as_u64),
+            })),
+            Err(e) => Err(ScError::from_auth(&e)),
+        }
+    }
+
+    /// Deauthenticates if the token's `exp` has passed (checked on every
+    /// inbound event and pong, as socketcluster-server 14 does).
+    fn check_expiry(&mut self) {
+        let expired = self
+            .auth
+            .as_ref()
+            .and_then(|a| a.exp)
+            .is_some_and(|exp| now_ms() > exp.saturating_mul(1000));
+        if expired {
+            self.send(wire::remove_auth_token());
+            self.set_auth(None);
+        }
+    }
+
+    fn handshake(&mut self, token: &TokenArg, cid: Option<&Cid>) {
+        let (auth, auth_error) = match self.verify(token) {
+            Ok(auth) => (auth, None),
+            Err((err, bad)) => {
+                if bad {
+                    self.send(wire::remove_auth_token());
+                }
+                (None, Some(err))
+            }
+        };
+        let authenticated = auth.is_some();
+        self.set_auth(auth);
+        self.handshake_deadline = None;
+        let now = Instant::now();
+        self.next_ping = now + self.shared.config.ping_interval;
+        self.pong_deadline = now + self.shared.config.ping_timeout;
+        if let Some(cid) = cid {
+            self.send(wire::handshake(
+                cid,
+                &self.socket_id,
+                super::millis(self.shared.config.ping_timeout),
+                auth_error.as_ref(),
+                authenticated,
+            ));
+        }
+    }
+
+    fn subscribe(&mut self, channel: String, cid: Option<&Cid>) {
+        if self.subs.contains(&channel) {
+            return self.reply_ok(cid);
+        }
+        let timeout = self.shared.config.presence_timeout_ms();
+        let anonymous_join = wire::packet::join(None, timeout, Some(&self.socket_id));
+        // The join goes out before the subscription exists, so a socket
+        // subscribing to a presence channel does not get its own join.
+        match wire::presence_target(&channel) {
+            Some(_) => self.publish_packet(&channel, anonymous_join),
+            None => self.publish_packet(&wire::presence_channel(&channel), anonymous_join),
+        }
+        self.subs.insert(channel.clone());
+        let result = Self::core_channels(&channel).try_for_each(|name| self.sync(name));
+        match result {
+            Ok(()) => {
+                if let Some(target) = wire::presence_target(&channel) {
+                    self.shared.watch(target);
+                }
+                self.reply_ok(cid);
+            }
+            Err(why) => {
+                self.subs.remove(&channel);
+                for name in Self::core_channels(&channel) {
+                    let _ = self.sync(name);
+                }
+                self.reply_error(
+                    cid,
+                    &ScError::broker(format!(
+                        "Failed to subscribe socket to the {channel} channel - {why}"
+                    )),
+                );
+            }
+        }
+    }
+
+    fn unsubscribe(&mut self, channel: &str, cid: Option<&Cid>) {
+        if !self.subs.remove(channel) {
+            return self.reply_error(
+                cid,
+                &ScError::broker(format!(
+                    "Failed to unsubscribe socket from the {channel} channel - Socket {} tried to unsubscribe from a channel which it is not subscribed to",
+                    self.socket_id
+                )),
+            );
+        }
+        for name in Self::core_channels(channel) {
+            if let Err(e) = self.sync(name) {
+                tracing::debug!(socket = %self.socket_id, %name, error = %e, "unsubscribe sync failed");
+            }
+        }
+        if let Some(target) = wire::presence_target(channel) {
+            self.shared.unwatch(target);
+        }
+        self.reply_ok(cid);
+    }
+
+    fn publish(&self, channel: String, data: Option<Box<RawValue>>, cid: Option<&Cid>) {
+        let msg = ChannelMessage {
+            id: crate::ids::ulid(),
+            channel: Arc::from(channel),
+            event: wire::PUBLISH_EVENT.to_string(),
+            data,
+            sender: Some(MessageSender {
+                conn: self.conn.id(),
+                user_id: self.username().cloned(),
+                info: Arc::new(Value::Null),
+                echo: true,
+            }),
+        };
+        self.conn.presence().publish(&msg);
+        // Acked after delivery, as the JS server does.
+        self.reply_ok(cid);
+    }
+
+    fn authenticate(&mut self, token: &TokenArg, cid: Option<&Cid>) {
+        let verified = match self.verify(token) {
+            Ok(Some(auth)) => Ok(auth),
+            Ok(None) => Err((
+                ScError {
+                    message: "no token given; #authenticate needs the signed JWT as data".into(),
+                    name: "AuthTokenInvalidError",
+                    expiry: None,
+                },
+                true,
+            )),
+            Err(pair) => Err(pair),
+        };
+        match verified {
+            Ok(auth) => {
+                self.set_auth(Some(auth));
+                if let Some(cid) = cid {
+                    self.send(wire::auth_status(cid, None, false));
+                }
+            }
+            Err((err, bad)) => {
+                if bad {
+                    self.send(wire::remove_auth_token());
+                }
+                // A failed #authenticate logs the socket out: no ghost of
+                // the previous user (spec §2.7 item 5).
+                self.set_auth(None);
+                if let Some(cid) = cid {
+                    self.send(wire::auth_status(cid, Some(&err), bad));
+                }
+            }
+        }
+    }
+
+    /// Handles one packet; Some(flow) ends the connection.
+    fn packet(&mut self, packet: Packet) -> Option<Flow> {
+        let (event, data, cid) = match packet {
+            Packet::Event { event, data, cid } => (event, data, cid),
+            Packet::Response => {
+                if self.handshake_deadline.is_some() {
+                    return Some(before_handshake());
+                }
+                return None;
+            }
+            Packet::Invalid { cid, why } => {
+                if self.handshake_deadline.is_some() {
+                    return Some(before_handshake());
+                }
+                self.reply_error(cid.as_ref(), &ScError::invalid_message(why));
+                return None;
+            }
+        };
+        if self.handshake_deadline.is_some() && event != "#handshake" {
+            return Some(before_handshake());
+        }
+        self.check_expiry();
+        let request = match Request::parse(&event, data.as_deref()) {
+            Ok(r) => r,
+            Err(e) => {
+                self.reply_error(cid.as_ref(), &e);
+                return None;
+            }
+        };
+        let cid = cid.as_ref();
+        match request {
+            Request::Handshake { token } => {
+                if self.handshake_deadline.is_some() {
+                    self.handshake(&token, cid);
+                } else {
+                    self.reply_error(
+                        cid,
+                        &ScError::invalid_action(
+                            "the handshake is already done; #handshake is sent once per connection",
+                        ),
+                    );
+                }
+            }
+            Request::Subscribe { channel } => self.subscribe(channel, cid),
+            Request::Unsubscribe { channel } => self.unsubscribe(&channel, cid),
+            Request::Publish { channel, data } => self.publish(channel, data, cid),
+            Request::Authenticate { token } => self.authenticate(&token, cid),
+            Request::RemoveAuthToken => {
+                self.set_auth(None);
+                self.reply_ok(cid);
+            }
+            Request::Disconnect { code } => {
+                // 1000 and 3000-4999 may appear in a close frame; anything
+                // else becomes a normal close.
+                let code = code
+                    .filter(|c| *c == 1000 || (3000..5000).contains(c))
+                    .unwrap_or(1000);
+                return Some(Flow::Close(CloseReason::new(code, "")));
+            }
+            Request::Other { event } => self.reply_error(
+                cid,
+                &ScError::invalid_action(format!(
+                    "rollcall has no handler for the {event:?} event; it supports #handshake, #subscribe, #unsubscribe, #publish, #authenticate, #removeAuthToken and #disconnect"
+                )),
+            ),
+        }
+        None
+    }
+}
+
+fn before_handshake() -> Flow {
+    Flow::Close(CloseReason::new(
+        4009,
+        "Server received a message before the client handshake; send #handshake first",
+    ))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Session for ScSession {
+    fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn on_text(&mut self, text: &str) -> Flow {
+        if self.handshake_deadline.is_none() {
+            // Any inbound frame proves the client alive (v14 server).
+            self.pong_deadline = Instant::now() + self.shared.config.ping_timeout;
+        }
+        match wire::decode(text) {
+            Frame::Pong { v2 } => {
+                if self.handshake_deadline.is_some() {
+                    return before_handshake();
+                }
+                if self.version == Version::Unknown {
+                    self.version = if v2 { Version::V2 } else { Version::V1 };
+                }
+                self.check_expiry();
+                Flow::Continue
+            }
+            Frame::Raw => {
+                if self.handshake_deadline.is_some() {
+                    return before_handshake();
+                }
+                Flow::Continue
+            }
+            Frame::Packets(packets) => {
+                for p in packets {
+                    if let Some(flow) = self.packet(p) {
+                        return flow;
+                    }
+                }
+                Flow::Continue
+            }
+        }
+    }
+
+    fn on_rate_limited(&mut self, limit: u32) -> Flow {
+        tracing::debug!(socket = %self.socket_id, limit, "SocketCluster frame dropped: over the message rate");
+        Flow::Continue
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        match self.handshake_deadline {
+            Some(deadline) => Some(deadline),
+            None => Some(self.next_ping.min(self.pong_deadline)),
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant) -> Flow {
+        if let Some(deadline) = self.handshake_deadline {
+            if now >= deadline {
+                self.send(wire::disconnect(4005));
+                return Flow::Close(CloseReason::new(
+                    4005,
+                    "Did not receive #handshake from client before timeout",
+                ));
+            }
+            return Flow::Continue;
+        }
+        if now >= self.pong_deadline {
+            return Flow::Close(CloseReason::new(
+                4001,
+                "Client pong timed out: nothing received within pingTimeout",
+            ));
+        }
+        if now >= self.next_ping {
+            match self.version {
+                Version::V1 => {
+                    self.send(wire::PING_V1);
+                }
+                Version::V2 => {
+                    self.send("");
+                }
+                Version::Unknown => {
+                    self.send(wire::PING_V1);
+                    self.send("");
+                }
+            }
+            self.next_ping = now + self.shared.config.ping_interval;
+        }
+        Flow::Continue
+    }
+}
+
+impl Drop for ScSession {
+    fn drop(&mut self) {
+        for channel in &self.subs {
+            if let Some(target) = wire::presence_target(channel) {
+                self.shared.unwatch(target);
+            }
+        }
+        // The core connection is dropped next, which removes every
+        // membership (leaves for users whose last socket this was).
+    }
+}

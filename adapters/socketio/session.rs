@@ -1,0 +1,483 @@
+//! One Socket.IO socket (one namespace of one client): its core connection,
+//! the Avaya event handlers, and the pump that emits the connection's
+//! outbox on the socketioxide socket.
+//!
+//! Every frame for the client, replies included, goes through the core
+//! outbox, so the client sees replies and channel events in one order.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use socketioxide::extract::SocketRef;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::SocketIoConfig;
+use super::auth::User;
+use super::wire::{self, PresenceAction, WireError, codes};
+use crate::ids;
+use crate::outbox::{Outbound, OutboxReceiver};
+use crate::presence::{
+    ChannelMessage, Connection, MemberChange, MessageSender, SubscribeError, SubscribeOptions,
+    SubscriptionUpdate, UpdateSubscriptionError,
+};
+use crate::shutdown::Shutdown;
+
+/// Per-channel state of this socket.
+#[derive(Debug)]
+struct Sub {
+    /// True while the user is a party (member) of the channel: from
+    /// SUBSCRIBE_CHANNEL until `party.leaves`.
+    party: bool,
+    /// The presence content last sent with `party.online`.
+    content: Option<Value>,
+}
+
+/// Counts events in one-second windows.
+#[derive(Debug)]
+struct RateWindow {
+    start: Instant,
+    count: u32,
+}
+
+/// The state of one socket, shared by its event handlers and its pump.
+#[derive(Debug)]
+pub struct Session {
+    /// The core connection; None once the socket is gone.
+    conn: Mutex<Option<Connection>>,
+    /// The outbox receiver until the pump takes it.
+    outbox_rx: Mutex<Option<OutboxReceiver>>,
+    user: User,
+    /// The socket id, sent as `sessionId`.
+    sid: String,
+    /// The core connection id, sent as `dtsid`.
+    dtsid: String,
+    subs: Mutex<HashMap<String, Sub>>,
+    rate: Mutex<RateWindow>,
+    config: Arc<SocketIoConfig>,
+    gone: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Session {
+    /// A session for an authenticated socket.
+    pub fn new(
+        conn: Connection,
+        outbox_rx: OutboxReceiver,
+        user: User,
+        sid: String,
+        config: Arc<SocketIoConfig>,
+    ) -> Self {
+        let dtsid = conn.id().to_string();
+        Session {
+            conn: Mutex::new(Some(conn)),
+            outbox_rx: Mutex::new(Some(outbox_rx)),
+            user,
+            sid,
+            dtsid,
+            subs: Mutex::new(HashMap::new()),
+            rate: Mutex::new(RateWindow {
+                start: Instant::now(),
+                count: 0,
+            }),
+            config,
+            gone: Notify::new(),
+        }
+    }
+
+    /// Runs `f` with the core connection, unless the socket is gone.
+    fn with_conn<R>(&self, f: impl FnOnce(&Connection) -> R) -> Option<R> {
+        let guard = lock(&self.conn);
+        guard.as_ref().map(f)
+    }
+
+    fn send(&self, frame: bytes::Bytes) {
+        self.with_conn(|c| c.send_text(frame));
+    }
+
+    /// The socket disconnected: leave every channel (others see
+    /// `party.leaves` if this was the user's last socket there) and stop
+    /// the pump.
+    pub fn close(&self) {
+        let conn = lock(&self.conn).take();
+        drop(conn);
+        lock(&self.subs).clear();
+        self.gone.notify_one();
+    }
+
+    /// True if the event is within the rate limit; otherwise sends an
+    /// `error` and returns false.
+    fn admit(&self) -> bool {
+        let limit = self.config.max_events_per_second;
+        let mut rate = lock(&self.rate);
+        let now = Instant::now();
+        if now.duration_since(rate.start) >= Duration::from_secs(1) {
+            rate.start = now;
+            rate.count = 0;
+        }
+        rate.count += 1;
+        if rate.count > limit {
+            drop(rate);
+            self.send(wire::error(&WireError::new(
+                codes::RATE_LIMITED,
+                format!("more than {limit} events per second; this event was dropped, slow down"),
+            )));
+            return false;
+        }
+        true
+    }
+
+    /// Dispatches one client event.
+    pub fn on_event(&self, event: &str, payload: Value) {
+        if !self.admit() {
+            return;
+        }
+        match event {
+            wire::client::SUBSCRIBE_CHANNEL => self.subscribe(&payload),
+            wire::client::UNSUBSCRIBE_CHANNEL => self.unsubscribe(&payload),
+            wire::client::SEND_MESSAGE => self.send_message(payload),
+            wire::client::SEND_PRESENCE_EVENT => self.presence(&payload),
+            other => self.send(wire::error(&WireError::new(
+                codes::UNKNOWN_EVENT,
+                format!(
+                    "unknown event {other:?}; this server handles SUBSCRIBE_CHANNEL, UNSUBSCRIBE_CHANNEL, SEND_MESSAGE and SEND_PRESENCE_EVENT"
+                ),
+            ))),
+        }
+    }
+
+    fn member_info(&self, content: Option<&Value>) -> Arc<Value> {
+        Arc::new(wire::member_info(&self.user.profile, content))
+    }
+
+    fn subscribe(&self, payload: &Value) {
+        let channel = match wire::decode_channel(payload) {
+            Ok(c) => c,
+            Err(e) => return self.send(wire::subscribe_failed(payload.get("channel"), &e)),
+        };
+        let original = payload.get("channel");
+        self.with_conn(|conn| {
+            if conn.is_subscribed(&channel.id) {
+                // Idempotent: a repeated subscribe gets the same answer.
+                conn.send_text(wire::channel_subscribed(&channel, &self.dtsid, &self.sid));
+                return;
+            }
+            let opts = SubscribeOptions {
+                member_info: Some(self.member_info(None)),
+                presence_events: true,
+                receive_messages: true,
+                flavor: 0,
+            };
+            let result = conn.presence().subscribe(conn, &channel.id, opts, |_| {
+                conn.send_text(wire::channel_subscribed(&channel, &self.dtsid, &self.sid));
+            });
+            match result {
+                Ok(_) => {
+                    lock(&self.subs).insert(
+                        channel.id.clone(),
+                        Sub {
+                            party: true,
+                            content: None,
+                        },
+                    );
+                }
+                Err(SubscribeError::Closed) => {}
+                Err(e) => {
+                    let err = WireError::new(codes::LIMIT_REACHED, e.to_string());
+                    conn.send_text(wire::subscribe_failed(original, &err));
+                }
+            }
+        });
+    }
+
+    fn unsubscribe(&self, payload: &Value) {
+        let channel = match wire::decode_channel(payload) {
+            Ok(c) => c,
+            Err(e) => return self.send(wire::error(&e)),
+        };
+        self.with_conn(|conn| {
+            let left = conn.presence().unsubscribe(conn, &channel.id, |_| {
+                conn.send_text(wire::channel_unsubscribed(&channel));
+            });
+            lock(&self.subs).remove(&channel.id);
+            if !left {
+                conn.send_text(wire::error(&not_subscribed(
+                    &channel.id,
+                    "unsubscribe from",
+                )));
+            }
+        });
+    }
+
+    fn send_message(&self, payload: Value) {
+        let topic_hint = payload
+            .get("topicId")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let msg = match wire::decode_send_message(payload) {
+            Ok(m) => m,
+            Err(e) => return self.send(wire::send_message_failed(topic_hint.as_deref(), &e)),
+        };
+        self.with_conn(|conn| {
+            if !conn.is_subscribed(&msg.topic_id) {
+                let err = not_subscribed(&msg.topic_id, "send messages to");
+                conn.send_text(wire::send_message_failed(Some(&msg.topic_id), &err));
+                return;
+            }
+            let id = ids::ulid();
+            let sender = wire::sender_json(Some(&self.user.user_id), &self.user.profile);
+            let created = crate::time::rfc3339(std::time::SystemTime::now());
+            let payload = wire::message_payload(&id, &msg, &sender, &created, None);
+            if payload.len() > self.config.max_payload_bytes {
+                let err = WireError::new(
+                    codes::TOO_LARGE,
+                    format!(
+                        "the message is {} bytes, more than the {} allowed; send a smaller message",
+                        payload.len(),
+                        self.config.max_payload_bytes
+                    ),
+                );
+                conn.send_text(wire::send_message_failed(Some(&msg.topic_id), &err));
+                return;
+            }
+            let Ok(data) = serde_json::value::RawValue::from_string(payload.clone()) else {
+                return;
+            };
+            let echo = msg.loopback.is_none();
+            if !echo {
+                // The sender's own copy carries its loopbackMetadata.
+                let own =
+                    wire::message_payload(&id, &msg, &sender, &created, msg.loopback.as_ref());
+                conn.send_text(wire::message_sent_raw(&own));
+            }
+            let core_msg = ChannelMessage {
+                id,
+                channel: Arc::from(msg.topic_id.as_str()),
+                event: msg.category.clone(),
+                data: Some(data),
+                sender: Some(MessageSender {
+                    conn: conn.id(),
+                    user_id: Some(self.user.user_id.clone()),
+                    info: conn.info(),
+                    echo,
+                }),
+            };
+            conn.presence().publish(&core_msg);
+        });
+    }
+
+    fn presence(&self, payload: &Value) {
+        let topic_hint = payload
+            .get("topicId")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let ev = match wire::decode_presence(payload) {
+            Ok(ev) => ev,
+            Err(e) => return self.send(wire::presence_failed(topic_hint.as_deref(), &e)),
+        };
+        if let Some(content) = &ev.content {
+            let size = serde_json::to_string(content).map(|s| s.len()).unwrap_or(0);
+            if size > self.config.max_payload_bytes {
+                let err = WireError::new(
+                    codes::TOO_LARGE,
+                    format!(
+                        "the presence content is {size} bytes, more than the {} allowed",
+                        self.config.max_payload_bytes
+                    ),
+                );
+                return self.send(wire::presence_failed(Some(&ev.topic_id), &err));
+            }
+        }
+        self.with_conn(|conn| {
+            let channel = ev.topic_id.as_str();
+            let mut subs = lock(&self.subs);
+            let Some(sub) = subs
+                .get_mut(channel)
+                .filter(|_| conn.is_subscribed(channel))
+            else {
+                let err = not_subscribed(channel, "send presence events to");
+                conn.send_text(wire::presence_failed(Some(channel), &err));
+                return;
+            };
+            let presence = conn.presence();
+            match ev.action {
+                PresenceAction::RequestParties => {
+                    // The server answers for every party, whatever front end
+                    // it joined through; under the channel lock, so the
+                    // answer is in order with the channel's member events.
+                    let me = &*self.user.user_id;
+                    presence.with_members(channel, |members| {
+                        for m in members.iter().filter(|m| m.user_id != me) {
+                            conn.send_text(wire::presence_event(
+                                wire::category::PARTY_ONLINE,
+                                channel,
+                                m,
+                            ));
+                        }
+                    });
+                }
+                PresenceAction::Online => {
+                    if ev.content.is_some() {
+                        sub.content = ev.content.clone();
+                    }
+                    let info = self.member_info(sub.content.as_ref());
+                    let update = SubscriptionUpdate {
+                        member: Some((self.user.user_id.clone(), info.clone())),
+                        presence_events: true,
+                        receive_messages: true,
+                    };
+                    match presence.update_subscription(conn, channel, update) {
+                        Ok(MemberChange::Unchanged) => {
+                            // Nothing changed for others; confirm to the sender.
+                            let view = crate::presence::MemberView {
+                                user_id: &self.user.user_id,
+                                info: &info,
+                            };
+                            conn.send_text(wire::presence_event(
+                                wire::category::PARTY_ONLINE,
+                                channel,
+                                view,
+                            ));
+                            sub.party = true;
+                        }
+                        Ok(_) => sub.party = true,
+                        Err(e) => {
+                            sub.party = false;
+                            let err = update_error(&e);
+                            conn.send_text(wire::presence_failed(Some(channel), &err));
+                        }
+                    }
+                }
+                PresenceAction::Leaves => {
+                    if !sub.party {
+                        return;
+                    }
+                    let update = SubscriptionUpdate {
+                        member: None,
+                        presence_events: true,
+                        receive_messages: true,
+                    };
+                    match presence.update_subscription(conn, channel, update) {
+                        Ok(MemberChange::Removed) => sub.party = false,
+                        Ok(_) => {
+                            // Another socket of the same user keeps the user
+                            // present; confirm to the sender only.
+                            sub.party = false;
+                            let info = self.member_info(sub.content.as_ref());
+                            let view = crate::presence::MemberView {
+                                user_id: &self.user.user_id,
+                                info: &info,
+                            };
+                            conn.send_text(wire::presence_event(
+                                wire::category::PARTY_LEAVES,
+                                channel,
+                                view,
+                            ));
+                        }
+                        Err(e) => {
+                            let err = update_error(&e);
+                            conn.send_text(wire::presence_failed(Some(channel), &err));
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Emits the connection's outbox on the socket until the socket goes
+    /// away, the core closes the connection (slow consumer, shutdown) or
+    /// the server shuts down.
+    pub async fn pump(self: Arc<Self>, socket: SocketRef, mut shutdown: Shutdown) {
+        let Some(mut rx) = lock(&self.outbox_rx).take() else {
+            return;
+        };
+        let Some(outbox) = self.with_conn(|c| c.outbox_handle()) else {
+            return;
+        };
+        let reason = loop {
+            tokio::select! {
+                item = rx.recv() => {
+                    let Some(item) = item else { break None };
+                    let ok = self.emit(&socket, &item).await;
+                    outbox.sent(&item);
+                    if !ok {
+                        break Some(format!(
+                            "the client did not read its events within {:?}; reconnect",
+                            self.config.write_timeout
+                        ));
+                    }
+                }
+                _ = outbox.closed() => {
+                    // Flush what was queued before the close.
+                    while let Some(item) = rx.try_recv() {
+                        let _ = self.emit(&socket, &item).await;
+                        outbox.sent(&item);
+                    }
+                    break Some(outbox
+                        .close_reason()
+                        .map(|r| r.reason.to_string())
+                        .unwrap_or_else(|| "closed by the server".into()));
+                }
+                _ = self.gone.notified() => break None,
+                _ = shutdown.wait() => break Some("server shutting down".into()),
+            }
+        };
+        if let Some(why) = reason {
+            let err = WireError::new(codes::CLOSING, why);
+            if let Some((event, payload)) = wire::split_event(&wire::error(&err)) {
+                let _ = socket.emit(event, &payload);
+            }
+            let _ = socket.disconnect();
+            self.close();
+        }
+    }
+
+    /// Emits one outbox item. Waits (up to the write timeout) while the
+    /// socket's own buffer is full; false if it stayed full.
+    async fn emit(&self, socket: &SocketRef, item: &Outbound) -> bool {
+        let Outbound::Text(bytes) = item else {
+            return true;
+        };
+        let Some((event, payload)) = wire::split_event(bytes) else {
+            tracing::warn!("socket.io outbox item is not [event, payload]; dropped");
+            return true;
+        };
+        let deadline = Instant::now() + self.config.write_timeout;
+        loop {
+            match socket.emit(&event, &payload) {
+                Ok(()) => return true,
+                Err(socketioxide::SendError::Socket(
+                    socketioxide::SocketError::InternalChannelFull,
+                )) => {
+                    if Instant::now() >= deadline {
+                        return false;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                // Closed socket or an encoding problem: nothing to retry.
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+fn not_subscribed(channel: &str, what: &str) -> WireError {
+    WireError::new(
+        codes::SUBSCRIPTION_REQUIRED,
+        format!("subscribe to {channel:?} (SUBSCRIBE_CHANNEL) before you {what} it"),
+    )
+}
+
+fn update_error(e: &UpdateSubscriptionError) -> WireError {
+    match e {
+        UpdateSubscriptionError::NotSubscribed => {
+            WireError::new(codes::SUBSCRIPTION_REQUIRED, e.to_string())
+        }
+        _ => WireError::new(codes::LIMIT_REACHED, e.to_string()),
+    }
+}

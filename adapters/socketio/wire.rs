@@ -1,0 +1,942 @@
+//! Avaya Spaces events over Socket.IO: decoding client payloads and
+//! encoding server payloads (spec §4.2-4.3), and the [`SocketIoCodec`] that
+//! renders core events once for every Socket.IO recipient.
+//!
+//! Client events (the Socket.IO event name, then its single argument):
+//!
+//! ```text
+//! 42/chat,["SUBSCRIBE_CHANNEL",{"channel":{"type":"topic","_id":"presence.room1"}}]
+//! 42/chat,["UNSUBSCRIBE_CHANNEL",{"channel":{"type":"topic","_id":"presence.room1"}}]
+//! 42/chat,["SEND_MESSAGE",{"category":"chat","content":{"bodyText":"hi"},"topicId":"presence.room1","loopbackMetadata":"m1"}]
+//! 42/chat,["SEND_PRESENCE_EVENT",{"category":"app.event.presence.request.parties","topicId":"presence.room1"}]
+//! ```
+//!
+//! Server events:
+//!
+//! ```text
+//! 42/chat,["CHANNEL_SUBSCRIBED",{"channel":{"_id":"presence.room1","type":"topic"},"dtsid":"c1","sessionId":"aQLgO1sT0Mj7rjjN"}]
+//! 42/chat,["SUBSCRIBE_CHANNEL_FAILED",{"channel":null,"error":{"code":"invalid.parameters","message":"channel data was not provided"}}]
+//! 42/chat,["CHANNEL_UNSUBSCRIBED",{"channel":{"_id":"presence.room1","type":"topic"}}]
+//! 42/chat,["MESSAGE_SENT",{"_id":"01J…","category":"chat","topicId":"presence.room1","content":{"bodyText":"hi"},"sender":{"_id":"alice","type":"user","displayname":"Alice"},"created":"2026-11-22T10:00:00Z"}]
+//! 42/chat,["SEND_MESSAGE_FAILED",{"topicId":"t","error":{"code":"app.event.channel.subscription.required","message":"…"}}]
+//! 42/chat,["PRESENCE_EVENT_RESPONSE",{"category":"app.event.presence.party.online","topicId":"presence.room1","sender":{"_id":"bob","type":"user","displayname":"Bob"},"content":{"desktop":false,"idle":false,"offline":false,"mediaSession":{…},"role":"member"}}]
+//! 42/chat,["error",{"code":"unknown.event","message":"…"}]
+//! ```
+//!
+//! Core events reach a Socket.IO connection as one text item in its
+//! outbox holding `["EVENT",payload]` (see [`split_event`]); the session's
+//! pump emits it on the socketioxide socket.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+
+use crate::outbox::Outbound;
+use crate::presence::{ChannelMessage, DirectMessage, Event, MemberChange, MemberView};
+
+/// Client → server event names.
+pub mod client {
+    /// Join a channel (`{"channel":{"_id","type"}}`).
+    pub const SUBSCRIBE_CHANNEL: &str = "SUBSCRIBE_CHANNEL";
+    /// Leave a channel.
+    pub const UNSUBSCRIBE_CHANNEL: &str = "UNSUBSCRIBE_CHANNEL";
+    /// Post a message to a subscribed channel.
+    pub const SEND_MESSAGE: &str = "SEND_MESSAGE";
+    /// Presence: party.online / party.leaves / request.parties.
+    pub const SEND_PRESENCE_EVENT: &str = "SEND_PRESENCE_EVENT";
+}
+
+/// Server → client event names.
+pub mod server {
+    /// Reply to a successful SUBSCRIBE_CHANNEL.
+    pub const CHANNEL_SUBSCRIBED: &str = "CHANNEL_SUBSCRIBED";
+    /// Reply to a failed SUBSCRIBE_CHANNEL.
+    pub const SUBSCRIBE_CHANNEL_FAILED: &str = "SUBSCRIBE_CHANNEL_FAILED";
+    /// Reply to UNSUBSCRIBE_CHANNEL.
+    pub const CHANNEL_UNSUBSCRIBED: &str = "CHANNEL_UNSUBSCRIBED";
+    /// A message in a subscribed channel.
+    pub const MESSAGE_SENT: &str = "MESSAGE_SENT";
+    /// Reply to a failed SEND_MESSAGE.
+    pub const SEND_MESSAGE_FAILED: &str = "SEND_MESSAGE_FAILED";
+    /// A presence event in a subscribed channel (or an error about one).
+    pub const PRESENCE_EVENT_RESPONSE: &str = "PRESENCE_EVENT_RESPONSE";
+    /// Any other problem: `{"code","message"}`. socket.io-client 1.x/2.x
+    /// also report connection refusals as `error`.
+    pub const ERROR: &str = "error";
+}
+
+/// Presence categories (`category` of SEND_PRESENCE_EVENT and
+/// PRESENCE_EVENT_RESPONSE).
+pub mod category {
+    /// A party joined or changed its state.
+    pub const PARTY_ONLINE: &str = "app.event.presence.party.online";
+    /// A party left.
+    pub const PARTY_LEAVES: &str = "app.event.presence.party.leaves";
+    /// Ask for the current parties (the server answers for everyone).
+    pub const REQUEST_PARTIES: &str = "app.event.presence.request.parties";
+    /// A SEND_PRESENCE_EVENT could not be processed.
+    pub const INVALID: &str = "app.event.presence.media.session.invalid";
+}
+
+/// Error codes (`error.code`).
+pub mod codes {
+    /// A required field is missing or has the wrong type (Avaya's own code).
+    pub const INVALID_PARAMETERS: &str = "invalid.parameters";
+    /// The channel must be subscribed first (Avaya's own code).
+    pub const SUBSCRIPTION_REQUIRED: &str = "app.event.channel.subscription.required";
+    /// A payload is larger than the server accepts.
+    pub const TOO_LARGE: &str = "payload.too.large";
+    /// A core limit (channels per connection, members per channel, member data).
+    pub const LIMIT_REACHED: &str = "limit.reached";
+    /// An event name the server does not know.
+    pub const UNKNOWN_EVENT: &str = "unknown.event";
+    /// More events per second than allowed.
+    pub const RATE_LIMITED: &str = "rate.limited";
+    /// The connection is being closed by the server.
+    pub const CLOSING: &str = "connection.closing";
+}
+
+/// Longest channel `_id` accepted, in bytes.
+pub const MAX_CHANNEL_ID_BYTES: usize = 256;
+
+/// Event names a server must not emit: the clients treat them as their own
+/// lifecycle events. Direct messages with these names are not delivered.
+pub const RESERVED_EVENTS: &[&str] = &[
+    "connect",
+    "connect_error",
+    "connect_timeout",
+    "connecting",
+    "disconnect",
+    "disconnecting",
+    "error",
+    "newListener",
+    "removeListener",
+    "reconnect",
+    "reconnect_attempt",
+    "reconnect_error",
+    "reconnect_failed",
+    "reconnecting",
+    "ping",
+    "pong",
+];
+
+/// A payload the server rejects, with Avaya's error shape
+/// `{"code": …, "message": …}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireError {
+    /// The error code (see [`codes`]).
+    pub code: &'static str,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+impl WireError {
+    /// A new error.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        WireError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({"code": self.code, "message": self.message})
+    }
+}
+
+/// The channel named by SUBSCRIBE_CHANNEL / UNSUBSCRIBE_CHANNEL:
+/// `{"channel":{"type":"topic","_id":"<name>"}}`. The `_id` is the core
+/// channel name, shared verbatim with every other front end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRef {
+    /// `channel._id`: the channel name.
+    pub id: String,
+    /// `channel.type` (default `topic`), echoed back.
+    pub kind: String,
+}
+
+impl ChannelRef {
+    /// The `{"_id","type"}` object sent back to the client.
+    pub fn json(&self) -> Value {
+        json!({"_id": self.id, "type": self.kind})
+    }
+}
+
+fn describe(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Checks a channel name: non-empty, at most [`MAX_CHANNEL_ID_BYTES`], no
+/// control characters.
+pub fn check_channel_id(id: &str) -> Result<(), WireError> {
+    if id.is_empty() {
+        return Err(WireError::new(
+            codes::INVALID_PARAMETERS,
+            "channel _id is empty; send {\"channel\":{\"type\":\"topic\",\"_id\":\"<channel>\"}}",
+        ));
+    }
+    if id.len() > MAX_CHANNEL_ID_BYTES {
+        return Err(WireError::new(
+            codes::INVALID_PARAMETERS,
+            format!("channel _id is longer than {MAX_CHANNEL_ID_BYTES} bytes"),
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(WireError::new(
+            codes::INVALID_PARAMETERS,
+            "channel _id contains control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes the argument of SUBSCRIBE_CHANNEL or UNSUBSCRIBE_CHANNEL.
+///
+/// ```text
+/// {"channel":{"type":"topic","_id":"presence.room1"}}
+/// ```
+pub fn decode_channel(payload: &Value) -> Result<ChannelRef, WireError> {
+    let missing = || {
+        WireError::new(
+            codes::INVALID_PARAMETERS,
+            "channel data was not provided; send {\"channel\":{\"type\":\"topic\",\"_id\":\"<channel>\"}}",
+        )
+    };
+    let obj = payload.as_object().ok_or_else(missing)?;
+    let channel = obj.get("channel").ok_or_else(missing)?;
+    let channel = channel.as_object().ok_or_else(|| {
+        WireError::new(
+            codes::INVALID_PARAMETERS,
+            format!(
+                "channel must be an object like {{\"type\":\"topic\",\"_id\":\"<channel>\"}}, not {}",
+                describe(channel)
+            ),
+        )
+    })?;
+    let id = match channel.get("_id") {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(WireError::new(
+                codes::INVALID_PARAMETERS,
+                format!("channel._id must be a string, not {}", describe(other)),
+            ));
+        }
+        None => {
+            return Err(WireError::new(
+                codes::INVALID_PARAMETERS,
+                "channel._id is missing; name the channel in channel._id",
+            ));
+        }
+    };
+    check_channel_id(&id)?;
+    let kind = match channel.get("type") {
+        None | Some(Value::Null) => "topic".to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(WireError::new(
+                codes::INVALID_PARAMETERS,
+                format!("channel.type must be a string, not {}", describe(other)),
+            ));
+        }
+    };
+    Ok(ChannelRef { id, kind })
+}
+
+fn topic_id(obj: &Map<String, Value>, event: &str) -> Result<String, WireError> {
+    match obj.get("topicId") {
+        Some(Value::String(s)) => {
+            check_channel_id(s)?;
+            Ok(s.clone())
+        }
+        Some(other) => Err(WireError::new(
+            codes::INVALID_PARAMETERS,
+            format!("topicId must be a string, not {}", describe(other)),
+        )),
+        None => Err(WireError::new(
+            codes::INVALID_PARAMETERS,
+            format!("topicId is missing; {event} needs the channel _id in topicId"),
+        )),
+    }
+}
+
+/// A decoded SEND_MESSAGE.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendMessage {
+    /// `topicId`: the channel.
+    pub topic_id: String,
+    /// `category` (default `chat`); the core event name.
+    pub category: String,
+    /// Every other field the client sent (content, parentMsg, …), without
+    /// `_id`, `sender`, `topicId`, `category` and `loopbackMetadata`.
+    pub fields: Map<String, Value>,
+    /// `loopbackMetadata`, returned only to the sender.
+    pub loopback: Option<Value>,
+}
+
+/// Decodes the argument of SEND_MESSAGE. `sender` and `_id` from the
+/// client are dropped: the server sets them.
+///
+/// ```text
+/// {"category":"chat","content":{"bodyText":"hi","data":[]},"topicId":"presence.room1","loopbackMetadata":"m1"}
+/// ```
+pub fn decode_send_message(payload: Value) -> Result<SendMessage, WireError> {
+    let Value::Object(mut obj) = payload else {
+        return Err(WireError::new(
+            codes::INVALID_PARAMETERS,
+            format!(
+                "SEND_MESSAGE needs an object like {{\"category\":\"chat\",\"content\":{{\"bodyText\":\"…\"}},\"topicId\":\"<channel>\"}}, not {}",
+                describe(&payload)
+            ),
+        ));
+    };
+    let topic_id = topic_id(&obj, client::SEND_MESSAGE)?;
+    let category = match obj.remove("category") {
+        None | Some(Value::Null) => "chat".to_string(),
+        Some(Value::String(s)) if !s.is_empty() => s,
+        Some(other) => {
+            return Err(WireError::new(
+                codes::INVALID_PARAMETERS,
+                format!(
+                    "category must be a non-empty string such as \"chat\", not {}",
+                    describe(&other)
+                ),
+            ));
+        }
+    };
+    let loopback = obj.remove("loopbackMetadata");
+    for key in ["topicId", "_id", "sender", "created"] {
+        obj.remove(key);
+    }
+    Ok(SendMessage {
+        topic_id,
+        category,
+        fields: obj,
+        loopback,
+    })
+}
+
+/// What a SEND_PRESENCE_EVENT asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceAction {
+    /// `party.online`: announce or change this party's state.
+    Online,
+    /// `party.leaves`: stop being a party of the channel (still subscribed).
+    Leaves,
+    /// `request.parties`: get every other party's `party.online`.
+    RequestParties,
+}
+
+/// A decoded SEND_PRESENCE_EVENT.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresenceEvent {
+    /// The category.
+    pub action: PresenceAction,
+    /// `topicId`: the channel.
+    pub topic_id: String,
+    /// `content` (desktop, idle, mediaSession, offline, role), if sent.
+    pub content: Option<Value>,
+}
+
+/// Decodes the argument of SEND_PRESENCE_EVENT. The category may be given
+/// in full (`app.event.presence.party.online`) or short (`party.online`).
+///
+/// ```text
+/// {"category":"app.event.presence.party.online","content":{"desktop":false,"idle":false,"offline":false,"role":"member"},"topicId":"presence.room1"}
+/// ```
+pub fn decode_presence(payload: &Value) -> Result<PresenceEvent, WireError> {
+    let obj = payload.as_object().ok_or_else(|| {
+        WireError::new(
+            codes::INVALID_PARAMETERS,
+            format!(
+                "SEND_PRESENCE_EVENT needs an object like {{\"category\":\"{}\",\"topicId\":\"<channel>\"}}, not {}",
+                category::PARTY_ONLINE,
+                describe(payload)
+            ),
+        )
+    })?;
+    let cat = match obj.get("category") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(other) => {
+            return Err(WireError::new(
+                codes::INVALID_PARAMETERS,
+                format!("category must be a string, not {}", describe(other)),
+            ));
+        }
+        None => {
+            return Err(WireError::new(
+                codes::INVALID_PARAMETERS,
+                "category is missing; use app.event.presence.party.online, .party.leaves or .request.parties",
+            ));
+        }
+    };
+    let short = cat.strip_prefix("app.event.presence.").unwrap_or(cat);
+    let action = match short {
+        "party.online" => PresenceAction::Online,
+        "party.leaves" => PresenceAction::Leaves,
+        "request.parties" => PresenceAction::RequestParties,
+        _ => {
+            return Err(WireError::new(
+                codes::INVALID_PARAMETERS,
+                format!(
+                    "unknown presence category {cat:?}; use app.event.presence.party.online, .party.leaves or .request.parties"
+                ),
+            ));
+        }
+    };
+    let topic_id = topic_id(obj, client::SEND_PRESENCE_EVENT)?;
+    let content = match obj.get("content") {
+        None | Some(Value::Null) => None,
+        Some(v @ Value::Object(_)) => Some(v.clone()),
+        Some(other) => {
+            return Err(WireError::new(
+                codes::INVALID_PARAMETERS,
+                format!("content must be an object, not {}", describe(other)),
+            ));
+        }
+    };
+    Ok(PresenceEvent {
+        action,
+        topic_id,
+        content,
+    })
+}
+
+/// The presence content a party has before it sends its own.
+pub fn default_presence_content() -> Value {
+    json!({
+        "desktop": false,
+        "idle": false,
+        "offline": false,
+        "mediaSession": {
+            "audio": false, "connected": false, "phone": false,
+            "screenshare": false, "selfMuted": false, "video": false
+        },
+        "role": "member"
+    })
+}
+
+/// Member data of a Socket.IO member as stored in the core (and seen by
+/// Hotsock clients as `umd`): the display fields from the token plus the
+/// party's presence content.
+///
+/// ```text
+/// {"displayname":"Alice","username":"alice","type":"user","presence":{"desktop":false,…}}
+/// ```
+pub fn member_info(profile: &Value, presence: Option<&Value>) -> Value {
+    let mut obj = profile.as_object().cloned().unwrap_or_default();
+    obj.insert(
+        "presence".into(),
+        presence.cloned().unwrap_or_else(default_presence_content),
+    );
+    Value::Object(obj)
+}
+
+/// The Avaya `sender` object for a member or message author: `_id` is the
+/// user id; display fields come from the member data (`displayname`, else
+/// `name`; `username`; `picture_url`; `type`, default `user`).
+pub fn sender_json(user_id: Option<&str>, info: &Value) -> Value {
+    let mut out = Map::new();
+    out.insert(
+        "_id".into(),
+        user_id.map(Value::from).unwrap_or(Value::Null),
+    );
+    let field = |k: &str| info.get(k).filter(|v| !v.is_null()).cloned();
+    let kind = field("type").unwrap_or_else(|| Value::from("user"));
+    out.insert("type".into(), kind);
+    let display = field("displayname")
+        .or_else(|| field("name"))
+        .or_else(|| user_id.map(Value::from));
+    if let Some(d) = display {
+        out.insert("displayname".into(), d);
+    }
+    if let Some(u) = field("username").or_else(|| user_id.map(Value::from)) {
+        out.insert("username".into(), u);
+    }
+    if let Some(p) = field("picture_url") {
+        out.insert("picture_url".into(), p);
+    }
+    Value::Object(out)
+}
+
+fn frame(event: &str, payload: &impl Serialize) -> Bytes {
+    // `[event, payload]` of plain JSON values never fails to serialize.
+    Bytes::from(serde_json::to_vec(&(event, payload)).unwrap_or_default())
+}
+
+/// `CHANNEL_SUBSCRIBED` (spec §4.3).
+pub fn channel_subscribed(channel: &ChannelRef, dtsid: &str, session_id: &str) -> Bytes {
+    frame(
+        server::CHANNEL_SUBSCRIBED,
+        &json!({"channel": channel.json(), "dtsid": dtsid, "sessionId": session_id}),
+    )
+}
+
+/// `SUBSCRIBE_CHANNEL_FAILED` with the channel as the client sent it.
+pub fn subscribe_failed(channel: Option<&Value>, err: &WireError) -> Bytes {
+    frame(
+        server::SUBSCRIBE_CHANNEL_FAILED,
+        &json!({"channel": channel.cloned().unwrap_or(Value::Null), "error": err.json()}),
+    )
+}
+
+/// `CHANNEL_UNSUBSCRIBED`.
+pub fn channel_unsubscribed(channel: &ChannelRef) -> Bytes {
+    frame(
+        server::CHANNEL_UNSUBSCRIBED,
+        &json!({"channel": channel.json()}),
+    )
+}
+
+/// `SEND_MESSAGE_FAILED`: `{"topicId", "category", "error":{"code","message"}}`.
+pub fn send_message_failed(topic_id: Option<&str>, err: &WireError) -> Bytes {
+    frame(
+        server::SEND_MESSAGE_FAILED,
+        &json!({"topicId": topic_id, "error": err.json()}),
+    )
+}
+
+/// `PRESENCE_EVENT_RESPONSE` with category `media.session.invalid`: a
+/// SEND_PRESENCE_EVENT that could not be processed.
+pub fn presence_failed(topic_id: Option<&str>, err: &WireError) -> Bytes {
+    frame(
+        server::PRESENCE_EVENT_RESPONSE,
+        &json!({"category": category::INVALID, "topicId": topic_id, "error": err.json()}),
+    )
+}
+
+/// The generic `error` event `{"code","message"}`.
+pub fn error(err: &WireError) -> Bytes {
+    frame(server::ERROR, &err.json())
+}
+
+/// A `PRESENCE_EVENT_RESPONSE` about one member.
+pub fn presence_event(category: &str, channel: &str, member: MemberView<'_>) -> Bytes {
+    let content = member
+        .info
+        .get("presence")
+        .filter(|p| p.is_object())
+        .cloned()
+        .unwrap_or_else(default_presence_content);
+    frame(
+        server::PRESENCE_EVENT_RESPONSE,
+        &json!({
+            "category": category,
+            "topicId": channel,
+            "sender": sender_json(Some(member.user_id), member.info),
+            "content": content,
+        }),
+    )
+}
+
+/// The `MESSAGE_SENT` payload built for a SEND_MESSAGE: the client's fields,
+/// then `_id` (the core message id), `category`, `topicId`, `sender` (from
+/// the token) and `created`. `_id` comes first: [`SocketIoCodec`]
+/// recognises payloads it built by that prefix.
+pub fn message_payload(
+    id: &str,
+    msg: &SendMessage,
+    sender: &Value,
+    created: &str,
+    loopback: Option<&Value>,
+) -> String {
+    let mut out = Map::new();
+    out.insert("_id".into(), Value::from(id));
+    out.insert("category".into(), Value::from(msg.category.as_str()));
+    out.insert("topicId".into(), Value::from(msg.topic_id.as_str()));
+    for (k, v) in &msg.fields {
+        out.insert(k.clone(), v.clone());
+    }
+    out.entry("content").or_insert_with(|| json!({}));
+    out.insert("sender".into(), sender.clone());
+    out.insert("created".into(), Value::from(created));
+    if let Some(meta) = loopback {
+        out.insert("loopbackMetadata".into(), meta.clone());
+    }
+    // serde_json's Map keeps insertion order only with `preserve_order`;
+    // write `_id` first by hand so the codec can recognise the payload.
+    let mut rest = out;
+    rest.remove("_id");
+    let body = serde_json::to_string(&rest).unwrap_or_else(|_| "{}".into());
+    let id_json = serde_json::to_string(id).unwrap_or_else(|_| "\"\"".into());
+    if body == "{}" {
+        format!("{{\"_id\":{id_json}}}")
+    } else {
+        format!("{{\"_id\":{id_json},{}", &body[1..])
+    }
+}
+
+/// `MESSAGE_SENT` with a payload from [`message_payload`].
+pub fn message_sent_raw(payload: &str) -> Bytes {
+    let mut out = Vec::with_capacity(payload.len() + 20);
+    out.extend_from_slice(b"[\"MESSAGE_SENT\",");
+    out.extend_from_slice(payload.as_bytes());
+    out.push(b']');
+    Bytes::from(out)
+}
+
+/// `MESSAGE_SENT` for a message that did not come from a Socket.IO client
+/// (a Hotsock client or an HTTP API publish): the core event name becomes
+/// `category`, a string payload becomes `content.bodyText`, an object
+/// payload becomes `content`, anything else `content.data`.
+///
+/// ```text
+/// {"channel":"presence.room1","event":"chat","data":"Hello!"}   (Hotsock, uid jim)
+/// → ["MESSAGE_SENT",{"_id":"01J…","category":"chat","topicId":"presence.room1","content":{"bodyText":"Hello!"},"sender":{"_id":"jim","type":"user","displayname":"Jim","username":"jim"},"created":"…"}]
+/// ```
+pub fn foreign_message(msg: &ChannelMessage) -> Bytes {
+    let data: Value = msg
+        .data
+        .as_deref()
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())
+        .unwrap_or(Value::Null);
+    let content = match data {
+        Value::Null => json!({}),
+        Value::String(s) => json!({"bodyText": s}),
+        obj @ Value::Object(_) => obj,
+        other => json!({"data": other}),
+    };
+    let sender = match &msg.sender {
+        Some(s) => sender_json(s.user_id.as_deref(), &s.info),
+        None => json!({"_id": null, "type": "system", "displayname": "server"}),
+    };
+    frame(
+        server::MESSAGE_SENT,
+        &json!({
+            "_id": msg.id,
+            "category": msg.event,
+            "topicId": &*msg.channel,
+            "content": content,
+            "sender": sender,
+            "created": crate::time::rfc3339(std::time::SystemTime::now()),
+        }),
+    )
+}
+
+/// True if `data` is a payload built by [`message_payload`] for message `id`.
+fn is_own_payload(data: &RawValue, id: &str) -> bool {
+    let raw = data.get().as_bytes();
+    let Some(rest) = raw.strip_prefix(b"{\"_id\":\"") else {
+        return false;
+    };
+    rest.strip_prefix(id.as_bytes())
+        .is_some_and(|r| r.first() == Some(&b'"'))
+}
+
+/// A direct message (HTTP API send-to-user / broadcast): emitted as the
+/// event it names, with its data. Reserved names are not delivered.
+pub fn direct(msg: &DirectMessage) -> Option<Bytes> {
+    if RESERVED_EVENTS.contains(&msg.event.as_str()) || msg.event.is_empty() {
+        return None;
+    }
+    let data = msg.data.as_deref();
+    Some(frame(&msg.event, &data))
+}
+
+/// Splits an outbox item `["EVENT",payload]` into the event name and the
+/// raw payload, or None if it is not in that form.
+pub fn split_event(item: &[u8]) -> Option<(String, Box<RawValue>)> {
+    let text = std::str::from_utf8(item).ok()?;
+    let (event, payload): (String, Box<RawValue>) = serde_json::from_str(text).ok()?;
+    Some((event, payload))
+}
+
+/// Renders core events for Socket.IO connections, once per event for all
+/// of them.
+#[derive(Debug, Default)]
+pub struct SocketIoCodec;
+
+impl crate::presence::Codec for SocketIoCodec {
+    fn encode(&self, event: &Event<'_>, _flavor: u8) -> Option<Outbound> {
+        let bytes = match event {
+            Event::Member {
+                change,
+                channel,
+                member,
+                ..
+            } => {
+                let cat = match change {
+                    MemberChange::Added | MemberChange::Updated => category::PARTY_ONLINE,
+                    MemberChange::Removed => category::PARTY_LEAVES,
+                    MemberChange::Unchanged => return None,
+                };
+                presence_event(cat, channel, *member)
+            }
+            Event::Message(msg) => match &msg.data {
+                Some(data) if is_own_payload(data, &msg.id) => message_sent_raw(data.get()),
+                _ => foreign_message(msg),
+            },
+            Event::Direct(msg) => direct(msg)?,
+        };
+        Some(Outbound::Text(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::ids::ConnId;
+    use crate::presence::{Codec, MessageSender};
+
+    fn text(o: Option<Outbound>) -> Value {
+        match o {
+            Some(Outbound::Text(b)) => serde_json::from_slice(&b).unwrap(),
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decodes_subscribe_from_the_spec() {
+        let v: Value = serde_json::from_str(r#"{"channel":{"type":"topic","_id":"t1"}}"#).unwrap();
+        assert_eq!(
+            decode_channel(&v).unwrap(),
+            ChannelRef {
+                id: "t1".into(),
+                kind: "topic".into()
+            }
+        );
+        let v = json!({"channel":{"_id":"presence.room1","password":"x"}});
+        assert_eq!(decode_channel(&v).unwrap().kind, "topic");
+    }
+
+    #[test]
+    fn rejects_bad_subscribe_payloads_with_reasons() {
+        let cases = [
+            (json!(null), "channel data was not provided"),
+            (json!("t1"), "channel data was not provided"),
+            (json!({}), "channel data was not provided"),
+            (json!({"channel": "t1"}), "must be an object"),
+            (json!({"channel": {}}), "_id is missing"),
+            (
+                json!({"channel": {"_id": 5}}),
+                "must be a string, not a number",
+            ),
+            (json!({"channel": {"_id": ""}}), "empty"),
+            (json!({"channel": {"_id": "x".repeat(300)}}), "longer than"),
+            (
+                json!({"channel": {"_id": "a", "type": 1}}),
+                "type must be a string",
+            ),
+        ];
+        for (payload, want) in cases {
+            let err = decode_channel(&payload).unwrap_err();
+            assert_eq!(err.code, codes::INVALID_PARAMETERS);
+            assert!(err.message.contains(want), "{payload}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn send_message_drops_client_sender_and_keeps_loopback_apart() {
+        let v: Value = serde_json::from_str(
+            r#"{"category":"chat","content":{"bodyText":"hi","data":[]},"topicId":"t1","sender":{"_id":"mallory","type":"user"},"_id":"forged","loopbackMetadata":{"k":1}}"#,
+        )
+        .unwrap();
+        let m = decode_send_message(v).unwrap();
+        assert_eq!(m.topic_id, "t1");
+        assert_eq!(m.category, "chat");
+        assert_eq!(m.loopback, Some(json!({"k":1})));
+        assert!(!m.fields.contains_key("sender"));
+        assert!(!m.fields.contains_key("_id"));
+        let sender = json!({"_id":"alice","type":"user"});
+        let p = message_payload("01ABC", &m, &sender, "2026-01-01T00:00:00Z", None);
+        assert!(p.starts_with(r#"{"_id":"01ABC","#), "{p}");
+        let parsed: Value = serde_json::from_str(&p).unwrap();
+        assert_eq!(parsed["sender"]["_id"], "alice");
+        assert_eq!(parsed["content"]["bodyText"], "hi");
+        assert!(parsed.get("loopbackMetadata").is_none());
+        let p = message_payload("01ABC", &m, &sender, "t", m.loopback.as_ref());
+        let parsed: Value = serde_json::from_str(&p).unwrap();
+        assert_eq!(parsed["loopbackMetadata"], json!({"k":1}));
+    }
+
+    #[test]
+    fn send_message_errors() {
+        assert!(
+            decode_send_message(json!("hi"))
+                .unwrap_err()
+                .message
+                .contains("not a string")
+        );
+        assert!(
+            decode_send_message(json!({}))
+                .unwrap_err()
+                .message
+                .contains("topicId is missing")
+        );
+        assert!(
+            decode_send_message(json!({"topicId": 3}))
+                .unwrap_err()
+                .message
+                .contains("topicId must be a string")
+        );
+        assert!(
+            decode_send_message(json!({"topicId": "t", "category": 1}))
+                .unwrap_err()
+                .message
+                .contains("category")
+        );
+    }
+
+    #[test]
+    fn decodes_presence_categories() {
+        let p = decode_presence(
+            &json!({"category":"app.event.presence.request.parties","topicId":"t"}),
+        )
+        .unwrap();
+        assert_eq!(p.action, PresenceAction::RequestParties);
+        let p = decode_presence(&json!({"category":"party.leaves","topicId":"t"})).unwrap();
+        assert_eq!(p.action, PresenceAction::Leaves);
+        let p = decode_presence(&json!({"category":"app.event.presence.party.online","topicId":"t","content":{"idle":true}})).unwrap();
+        assert_eq!(p.content, Some(json!({"idle": true})));
+        assert!(
+            decode_presence(&json!({"category":"x","topicId":"t"}))
+                .unwrap_err()
+                .message
+                .contains("unknown presence category")
+        );
+        assert!(
+            decode_presence(&json!({"category":"party.online","topicId":"t","content":1})).is_err()
+        );
+        assert!(decode_presence(&json!([1])).is_err());
+    }
+
+    #[test]
+    fn codec_renders_member_events() {
+        let info = member_info(&json!({"displayname":"Bob","type":"user"}), None);
+        let view = MemberView {
+            user_id: "bob",
+            info: &info,
+        };
+        let map = indexmap::IndexMap::new();
+        let members = crate::presence::Members { map: &map };
+        let ev = Event::Member {
+            change: MemberChange::Added,
+            channel: "presence.room1",
+            member: view,
+            members,
+        };
+        let v = text(SocketIoCodec.encode(&ev, 0));
+        assert_eq!(v[0], "PRESENCE_EVENT_RESPONSE");
+        assert_eq!(v[1]["category"], category::PARTY_ONLINE);
+        assert_eq!(v[1]["topicId"], "presence.room1");
+        assert_eq!(
+            v[1]["sender"],
+            json!({"_id":"bob","type":"user","displayname":"Bob","username":"bob"})
+        );
+        assert_eq!(v[1]["content"]["role"], "member");
+        let ev = Event::Member {
+            change: MemberChange::Removed,
+            channel: "presence.room1",
+            member: view,
+            members,
+        };
+        assert_eq!(
+            text(SocketIoCodec.encode(&ev, 0))[1]["category"],
+            category::PARTY_LEAVES
+        );
+        let ev = Event::Member {
+            change: MemberChange::Unchanged,
+            channel: "presence.room1",
+            member: view,
+            members,
+        };
+        assert!(SocketIoCodec.encode(&ev, 0).is_none());
+    }
+
+    #[test]
+    fn codec_passes_own_payloads_and_wraps_foreign_ones() {
+        let m = decode_send_message(json!({"topicId":"t","content":{"bodyText":"x"}})).unwrap();
+        let payload = message_payload("01XYZ", &m, &json!({"_id":"a"}), "c", None);
+        let msg = ChannelMessage {
+            id: "01XYZ".into(),
+            channel: Arc::from("t"),
+            event: "chat".into(),
+            data: Some(RawValue::from_string(payload.clone()).unwrap()),
+            sender: None,
+        };
+        let v = text(SocketIoCodec.encode(&Event::Message(&msg), 0));
+        assert_eq!(
+            v,
+            json!([
+                "MESSAGE_SENT",
+                serde_json::from_str::<Value>(&payload).unwrap()
+            ])
+        );
+
+        // A Hotsock client's message (spec hotsock §3.2 C5).
+        let hot = ChannelMessage {
+            id: "01HOT".into(),
+            channel: Arc::from("presence.room1"),
+            event: "chat".into(),
+            data: Some(RawValue::from_string("\"Hello!\"".into()).unwrap()),
+            sender: Some(MessageSender {
+                conn: ConnId::next(),
+                user_id: Some(Arc::from("jim")),
+                info: Arc::new(json!({"name":"Jim"})),
+                echo: false,
+            }),
+        };
+        let v = text(SocketIoCodec.encode(&Event::Message(&hot), 0));
+        assert_eq!(v[0], "MESSAGE_SENT");
+        assert_eq!(v[1]["_id"], "01HOT");
+        assert_eq!(v[1]["category"], "chat");
+        assert_eq!(v[1]["topicId"], "presence.room1");
+        assert_eq!(v[1]["content"], json!({"bodyText":"Hello!"}));
+        assert_eq!(v[1]["sender"]["_id"], "jim");
+        assert_eq!(v[1]["sender"]["displayname"], "Jim");
+
+        // A forged `_id` does not pass as our own payload.
+        let forged = ChannelMessage {
+            data: Some(RawValue::from_string(r#"{"_id":"01HOTX"}"#.into()).unwrap()),
+            ..hot
+        };
+        let v = text(SocketIoCodec.encode(&Event::Message(&forged), 0));
+        assert_eq!(v[1]["content"], json!({"_id":"01HOTX"}));
+    }
+
+    #[test]
+    fn direct_messages_skip_reserved_names() {
+        let msg = DirectMessage {
+            id: "1".into(),
+            event: "NOTICE".into(),
+            data: Some(RawValue::from_string("{\"a\":1}".into()).unwrap()),
+        };
+        assert_eq!(
+            text(SocketIoCodec.encode(&Event::Direct(&msg), 0)),
+            json!(["NOTICE", {"a":1}])
+        );
+        let msg = DirectMessage {
+            event: "disconnect".into(),
+            ..msg
+        };
+        assert!(SocketIoCodec.encode(&Event::Direct(&msg), 0).is_none());
+    }
+
+    #[test]
+    fn split_event_round_trips() {
+        let (event, payload) = split_event(&channel_subscribed(
+            &ChannelRef {
+                id: "t".into(),
+                kind: "topic".into(),
+            },
+            "c1",
+            "s1",
+        ))
+        .unwrap();
+        assert_eq!(event, "CHANNEL_SUBSCRIBED");
+        assert_eq!(
+            payload.get(),
+            r#"{"channel":{"_id":"t","type":"topic"},"dtsid":"c1","sessionId":"s1"}"#
+        );
+        assert!(split_event(b"not json").is_none());
+    }
+}
