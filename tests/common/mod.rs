@@ -85,6 +85,30 @@ impl TestServer {
             .await
     }
 
+    /// Connects with a 4 KiB socket receive buffer and reads
+    /// `hotsock.connected`: a client that stops reading then backs up into
+    /// the server after a few KiB instead of megabytes of kernel buffers.
+    pub async fn connect_small_buffer(&self, claims: Value) -> Client {
+        let url = self.url(&self.token(claims));
+        let handshake = async {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+            let stream = socket.connect(self.addr).await.expect("connect");
+            tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await
+        };
+        let (ws, _) = tokio::time::timeout(WAIT, handshake)
+            .await
+            .expect("the upgrade is answered within the timeout")
+            .expect("upgrade accepted");
+        let mut client = Client {
+            ws,
+            connection_id: String::new(),
+            connected: Value::Null,
+        };
+        client.read_connected().await;
+        client
+    }
+
     async fn connect_url(&self, url: &str) -> Result<Client, u16> {
         let attempt = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
             .await
@@ -514,16 +538,4 @@ pub fn is_ulid(s: &str) -> bool {
     s.len() == 26
         && s.bytes()
             .all(|b| b"0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(&b))
-}
-
-/// The resident memory of this process in KiB (Linux), if readable.
-pub fn rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
