@@ -13,6 +13,7 @@ use indexmap::IndexMap;
 use serde_json::Value;
 
 use super::connection::ConnShared;
+use super::observe::PresenceDelta;
 use super::types::{MemberChange, MemberView, Members};
 use crate::ids::ConnId;
 
@@ -81,6 +82,10 @@ pub struct Channel {
     /// they replace the budget passed to [`Channel::add_presence`] and
     /// [`Channel::update_presence`].
     pub limits: Option<MemberBudget>,
+    /// Presence changes not yet reported to observers (only recorded when
+    /// the core has observers).
+    deltas: Vec<PresenceDelta>,
+    pub(super) record_deltas: bool,
 }
 
 /// The JSON size of `{"uid":<key>,"umd":<info>}`, the unit of the
@@ -102,6 +107,30 @@ impl Channel {
             member_bytes: 0,
             removed: false,
             limits: None,
+            deltas: Vec::new(),
+            record_deltas: false,
+        }
+    }
+
+    /// Takes the presence changes recorded since the last call.
+    pub(super) fn take_deltas(&mut self) -> Vec<PresenceDelta> {
+        std::mem::take(&mut self.deltas)
+    }
+
+    fn record(
+        &mut self,
+        user_id: &Arc<str>,
+        origin: &Origin,
+        info: Option<&Arc<Value>>,
+        change: MemberChange,
+    ) {
+        if self.record_deltas {
+            self.deltas.push(PresenceDelta {
+                user_id: user_id.clone(),
+                origin: origin.clone(),
+                info: info.cloned(),
+                change,
+            });
         }
     }
 
@@ -131,7 +160,7 @@ impl Channel {
     /// Adds a presence for `key`. Returns what others see: Added for the
     /// first presence, Updated if the member's data changed, else Unchanged.
     /// Re-adding an existing origin replaces its data.
-    pub fn add_presence(
+    fn add_presence_inner(
         &mut self,
         key: &Arc<str>,
         origin: Origin,
@@ -180,7 +209,7 @@ impl Channel {
 
     /// Changes the data of an existing presence. The member's data becomes
     /// the new data (the latest change wins).
-    pub fn update_presence(
+    fn update_presence_inner(
         &mut self,
         key: &str,
         origin: &Origin,
@@ -214,7 +243,7 @@ impl Channel {
     /// Removes a presence. Returns None if it was not there; Removed (with
     /// the member as it was) for the last presence; Updated if the member's
     /// data falls back to a different remaining presence; else Unchanged.
-    pub fn remove_presence(
+    fn remove_presence_inner(
         &mut self,
         key: &str,
         origin: &Origin,
@@ -238,6 +267,55 @@ impl Channel {
             }
             Some(_) => Some((MemberChange::Unchanged, None)),
         }
+    }
+
+    /// Adds a presence for `key`. Returns what others see: Added for the
+    /// first presence, Updated if the member's data changed, else Unchanged.
+    /// Re-adding an existing origin replaces its data.
+    pub fn add_presence(
+        &mut self,
+        key: &Arc<str>,
+        origin: Origin,
+        info: Arc<Value>,
+        budget: MemberBudget,
+    ) -> Result<MemberChange, BudgetError> {
+        let change = self.add_presence_inner(key, origin.clone(), info.clone(), budget)?;
+        self.record(key, &origin, Some(&info), change);
+        Ok(change)
+    }
+
+    /// Changes the data of an existing presence. The member's data becomes
+    /// the new data (the latest change wins). None if there is no such
+    /// presence.
+    pub fn update_presence(
+        &mut self,
+        key: &str,
+        origin: &Origin,
+        info: Arc<Value>,
+        budget: MemberBudget,
+    ) -> Result<Option<MemberChange>, BudgetError> {
+        let result = self.update_presence_inner(key, origin, info.clone(), budget)?;
+        if let (Some(change), true) = (result, self.record_deltas) {
+            let key: Arc<str> = Arc::from(key);
+            self.record(&key, origin, Some(&info), change);
+        }
+        Ok(result)
+    }
+
+    /// Removes a presence. Returns None if it was not there; Removed (with
+    /// the member as it was) for the last presence; Updated if the member's
+    /// data falls back to a different remaining presence; else Unchanged.
+    pub fn remove_presence(
+        &mut self,
+        key: &str,
+        origin: &Origin,
+    ) -> Option<(MemberChange, Option<MemberEntry>)> {
+        let result = self.remove_presence_inner(key, origin)?;
+        if self.record_deltas {
+            let key: Arc<str> = Arc::from(key);
+            self.record(&key, origin, None, result.0);
+        }
+        Some(result)
     }
 
     /// The presences matching `pred` (e.g. all of a dead node's), as

@@ -10,6 +10,7 @@ mod channel;
 mod connection;
 mod fanout;
 mod invitations;
+mod observe;
 mod types;
 mod update;
 
@@ -26,6 +27,7 @@ pub use invitations::{
     AnswerError, Invitation, InvitationEvent, InvitationOutcome, InviteError,
     MAX_PENDING_INVITATIONS_PER_CONNECTION,
 };
+pub use observe::{PresenceDelta, PresenceObserver};
 pub use types::*;
 pub use update::{SubscriptionUpdate, UpdateSubscriptionError};
 
@@ -83,6 +85,8 @@ struct Inner {
     channel_limits: Mutex<HashMap<Arc<str>, ChannelLimits>>,
     /// Pending invitations (see `invitations.rs`).
     invitations: Mutex<invitations::Registry>,
+    /// Modules that follow the core's changes (see `observe.rs`).
+    observers: Vec<Arc<dyn PresenceObserver>>,
 }
 
 /// The presence core. Cheap to clone; all clones share one state.
@@ -106,6 +110,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Presence {
     /// A core with the given limits.
     pub fn new(limits: Limits) -> Self {
+        Self::with_observers(limits, Vec::new())
+    }
+
+    /// A core with the given limits and observers, which see every
+    /// presence change, publish and connection of this node.
+    pub fn with_observers(limits: Limits, observers: Vec<Arc<dyn PresenceObserver>>) -> Self {
         let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
         Presence {
             inner: Arc::new(Inner {
@@ -116,6 +126,7 @@ impl Presence {
                 hasher: std::hash::RandomState::new(),
                 channel_limits: Mutex::new(HashMap::new()),
                 invitations: Mutex::new(invitations::Registry::default()),
+                observers,
             }),
         }
     }
@@ -146,6 +157,7 @@ impl Presence {
         let key: Arc<str> = Arc::from(name);
         let mut channel = Channel::new(key.clone());
         channel.limits = self.channel_budget(name);
+        channel.record_deltas = !self.inner.observers.is_empty();
         let ch = Arc::new(Mutex::new(channel));
         shard.insert(key.clone(), ch.clone());
         (ch, key)
@@ -174,7 +186,19 @@ impl Presence {
             };
         }
         if let Some(ch) = self.existing_channel(name) {
-            lock(&ch).limits = self.channel_budget(name);
+            self.lock_channel(&ch).limits = self.channel_budget(name);
+        }
+    }
+
+    /// Locks a channel; presence changes made under the guard reach the
+    /// observers when it is dropped, still under the lock.
+    fn lock_channel<'a>(&'a self, ch: &'a Mutex<Channel>) -> observe::ChannelGuard<'a> {
+        let guard = lock(ch);
+        let was_empty = guard.is_empty();
+        observe::ChannelGuard {
+            guard,
+            observers: &self.inner.observers,
+            was_empty,
         }
     }
 
@@ -188,7 +212,7 @@ impl Presence {
         let Some(ch) = shard.get(name).cloned() else {
             return;
         };
-        let mut guard = lock(&ch);
+        let mut guard = self.lock_channel(&ch);
         if guard.is_empty() {
             guard.removed = true;
             shard.remove(name);
@@ -226,6 +250,9 @@ impl Presence {
             flavor: std::sync::atomic::AtomicU8::new(0),
         });
         lock(&self.inner.conns).insert(id, shared.clone());
+        for observer in &self.inner.observers {
+            observer.connected(id, shared.user_id.as_ref(), protocol);
+        }
         Ok((
             Connection {
                 shared,
@@ -253,6 +280,9 @@ impl Presence {
             }
         }
         self.invitations_on_disconnect(conn);
+        for observer in &self.inner.observers {
+            observer.disconnected(conn.id, conn.user_id.as_ref(), conn.protocol);
+        }
     }
 
     /// Subscribes `conn` to `channel`. `on_joined` runs under the channel
@@ -272,7 +302,7 @@ impl Presence {
         }
         loop {
             let (ch, name) = self.channel_for_join(channel);
-            let mut guard = lock(&ch);
+            let mut guard = self.lock_channel(&ch);
             if guard.removed {
                 continue;
             }
@@ -373,7 +403,7 @@ impl Presence {
             shared.subs().remove(channel);
             return false;
         };
-        let mut guard = lock(&ch);
+        let mut guard = self.lock_channel(&ch);
         let Some(sub) = guard.subscribers.remove(&shared.id) else {
             drop(guard);
             shared.subs().remove(channel);
@@ -419,7 +449,7 @@ impl Presence {
         let ch = self
             .existing_channel(channel)
             .ok_or(UpdateError::NotSubscribed)?;
-        let mut guard = lock(&ch);
+        let mut guard = self.lock_channel(&ch);
         let change = guard
             .update_presence(&key, &Origin::Local(conn.id()), info, self.budget())
             .map_err(|_| UpdateError::CapacityReached {
@@ -462,16 +492,39 @@ impl Presence {
     /// (the sender only if `echo`). Returns the number of connections it
     /// was queued for.
     pub fn publish(&self, msg: &ChannelMessage) -> usize {
+        self.deliver(msg, true)
+    }
+
+    /// Delivers a message that was published on another node to this
+    /// node's subscribers; observers are not told (it is not a local
+    /// publish).
+    pub fn deliver_remote(&self, msg: &ChannelMessage) -> usize {
+        self.deliver(msg, false)
+    }
+
+    fn deliver(&self, msg: &ChannelMessage, local: bool) -> usize {
+        let notify = |msg: &ChannelMessage| {
+            if local {
+                for observer in &self.inner.observers {
+                    observer.published(msg);
+                }
+            }
+        };
         let Some(ch) = self.existing_channel(&msg.channel) else {
+            notify(msg);
             return 0;
         };
-        let guard = lock(&ch);
+        let guard = self.lock_channel(&ch);
         let skip = msg.sender.as_ref().filter(|s| !s.echo).map(|s| s.conn);
-        fanout::deliver(
+        let delivered = fanout::deliver(
             guard.subscribers.values().filter(|s| s.receive_messages),
             &Event::Message(msg),
             |s| Some(s.id) != skip,
-        )
+        );
+        // Under the lock, so observers see messages and presence changes of
+        // a channel in one order.
+        notify(msg);
+        delivered
     }
 
     /// Sends a direct message to every connection of `user_id`. Returns the
@@ -507,7 +560,7 @@ impl Presence {
     pub fn channel_info(&self, name: &str) -> ChannelInfo {
         match self.existing_channel(name) {
             Some(ch) => {
-                let guard = lock(&ch);
+                let guard = self.lock_channel(&ch);
                 ChannelInfo {
                     name: name.to_string(),
                     connections: connection_count(&guard),
@@ -533,7 +586,7 @@ impl Presence {
     /// Returns None, without calling `f`, if the channel does not exist.
     pub fn with_members<R>(&self, name: &str, f: impl FnOnce(Members<'_>) -> R) -> Option<R> {
         let ch = self.existing_channel(name)?;
-        let guard = lock(&ch);
+        let guard = self.lock_channel(&ch);
         Some(f(guard.members()))
     }
 
@@ -543,7 +596,7 @@ impl Presence {
         for shard in self.inner.shards.iter() {
             let list: Vec<Arc<Mutex<Channel>>> = lock(shard).values().cloned().collect();
             for ch in list {
-                let guard = lock(&ch);
+                let guard = self.lock_channel(&ch);
                 if guard.removed || guard.is_empty() {
                     continue;
                 }
@@ -586,7 +639,7 @@ impl Presence {
     ) -> Result<MemberChange, SubscribeError> {
         loop {
             let (ch, _) = self.channel_for_join(channel);
-            let mut guard = lock(&ch);
+            let mut guard = self.lock_channel(&ch);
             if guard.removed {
                 continue;
             }
@@ -622,7 +675,7 @@ impl Presence {
         origin: &Origin,
     ) -> Option<MemberChange> {
         let ch = self.existing_channel(channel)?;
-        let mut guard = lock(&ch);
+        let mut guard = self.lock_channel(&ch);
         let (change, entry) = guard.remove_presence(user_id, origin)?;
         fanout::member_event(&guard, change, user_id, entry.as_ref(), None);
         let empty = guard.is_empty();
@@ -648,7 +701,9 @@ impl Presence {
             let Some(ch) = self.existing_channel(&name) else {
                 continue;
             };
-            let victims = lock(&ch).find_presences(|o| !matches!(o, Origin::Local(_)) && pred(o));
+            let victims = self
+                .lock_channel(&ch)
+                .find_presences(|o| !matches!(o, Origin::Local(_)) && pred(o));
             for (key, origin) in victims {
                 if self
                     .remove_external_presence(&name, &key, &origin)

@@ -432,3 +432,91 @@ fn direct_messages_use_the_connection_flavor() {
     assert_eq!(drain(&mut rb), ["hi f0"]);
     assert_eq!(a.member_key().as_ref(), "u");
 }
+
+/// Records everything observers are told, as text.
+#[derive(Default)]
+struct Journal {
+    lines: std::sync::Mutex<Vec<String>>,
+}
+
+impl Journal {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.lines.lock().unwrap())
+    }
+    fn push(&self, line: String) {
+        self.lines.lock().unwrap().push(line);
+    }
+}
+
+impl PresenceObserver for Journal {
+    fn presence_changed(&self, channel: &str, d: &PresenceDelta) {
+        let origin = match &d.origin {
+            Origin::Local(_) => "local".to_string(),
+            Origin::Remote { node, .. } => format!("remote:{node}"),
+            Origin::Lease(id) => format!("lease:{id}"),
+        };
+        let info = d.info.as_ref().map(|i| i.to_string()).unwrap_or("-".into());
+        self.push(format!(
+            "{channel} {} {origin} {info} {:?}",
+            d.user_id, d.change
+        ));
+    }
+    fn channel_occupied(&self, channel: &str) {
+        self.push(format!("occupied {channel}"));
+    }
+    fn channel_vacated(&self, channel: &str) {
+        self.push(format!("vacated {channel}"));
+    }
+    fn published(&self, msg: &ChannelMessage) {
+        self.push(format!("published {} {}", msg.channel, msg.event));
+    }
+    fn connected(&self, _: crate::ids::ConnId, user: Option<&Arc<str>>, protocol: &'static str) {
+        self.push(format!(
+            "connected {} {protocol}",
+            user.map(|u| &**u).unwrap_or("-")
+        ));
+    }
+    fn disconnected(&self, _: crate::ids::ConnId, user: Option<&Arc<str>>, _: &'static str) {
+        self.push(format!(
+            "disconnected {}",
+            user.map(|u| &**u).unwrap_or("-")
+        ));
+    }
+}
+
+#[test]
+fn observers_see_every_change_in_order() {
+    let journal = Arc::new(Journal::default());
+    let p = Presence::with_observers(Limits::default(), vec![journal.clone()]);
+    let codec = Arc::new(Recorder::default());
+    let (a1, _r1) = connect(&p, &codec, "a");
+    let (a2, _r2) = connect(&p, &codec, "a");
+    assert_eq!(journal.take(), ["connected a test", "connected a test"]);
+    p.subscribe(&a1, "c", member(json!(1)), |_| {}).unwrap();
+    p.subscribe(&a2, "c", member(json!(1)), |_| {}).unwrap();
+    p.update_member(&a2, "c", Arc::new(json!(2))).unwrap();
+    p.publish(&message("c", Some(&a1), false));
+    p.deliver_remote(&message("c", None, false));
+    p.publish(&message("elsewhere", None, false));
+    // A failed join reports nothing.
+    assert!(p.subscribe(&a1, "c", member(json!(1)), |_| {}).is_err());
+    drop(a1);
+    drop(a2);
+    assert_eq!(
+        journal.take(),
+        [
+            "occupied c",
+            "c a local 1 Added",
+            "c a local 1 Unchanged",
+            "c a local 2 Updated",
+            "published c e",
+            "published elsewhere e",
+            // a1 leaves; a2's newer data was already the member's.
+            "c a local - Unchanged",
+            "disconnected a",
+            "c a local - Removed",
+            "vacated c",
+            "disconnected a",
+        ]
+    );
+}

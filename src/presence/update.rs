@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::channel::{BudgetError, Origin};
 use super::fanout;
 use super::types::MemberChange;
-use super::{Connection, Presence, lock};
+use super::{Connection, Presence};
 
 /// The new state of a subscription, for [`Presence::update_subscription`].
 #[derive(Clone, Debug, PartialEq)]
@@ -95,7 +95,7 @@ impl Presence {
         let ch = self
             .existing_channel(channel)
             .ok_or(UpdateSubscriptionError::NotSubscribed)?;
-        let mut guard = lock(&ch);
+        let mut guard = self.lock_channel(&ch);
         let origin = Origin::Local(shared.id);
         let old_key = {
             let Some(sub) = guard.subscribers.get_mut(&shared.id) else {

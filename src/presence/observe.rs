@@ -1,0 +1,92 @@
+//! Observers: modules that follow the core's changes without being part of
+//! it (cluster replication, webhooks, user presence).
+//!
+//! Every presence change is recorded by the channel as a [`PresenceDelta`]
+//! and handed to the observers when the channel's lock is released, still
+//! under the lock, so an observer sees the changes of one channel in the
+//! order they happened. Observers must be quick and must not call back into
+//! the core: queue the work (e.g. on a channel) and do it elsewhere.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, MutexGuard};
+
+use serde_json::Value;
+
+use super::channel::{Channel, Origin};
+use super::types::{ChannelMessage, MemberChange};
+use crate::ids::ConnId;
+
+/// One presence added, changed or removed in a channel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PresenceDelta {
+    /// The member key (user id).
+    pub user_id: Arc<str>,
+    /// Where the presence comes from (a local connection, another node, a lease).
+    pub origin: Origin,
+    /// The presence's data, or None if the presence was removed.
+    pub info: Option<Arc<Value>>,
+    /// What the change did to the member as others see it.
+    pub change: MemberChange,
+}
+
+/// Follows the core's changes. Every method has an empty default.
+pub trait PresenceObserver: Send + Sync + 'static {
+    /// A presence was added, changed or removed (called under the channel
+    /// lock, in order per channel).
+    fn presence_changed(&self, _channel: &str, _delta: &PresenceDelta) {}
+    /// The channel got its first subscriber or member.
+    fn channel_occupied(&self, _channel: &str) {}
+    /// The channel lost its last subscriber and member.
+    fn channel_vacated(&self, _channel: &str) {}
+    /// A message was published on this node by a local client or the HTTP
+    /// API (not for messages delivered with [`super::Presence::deliver_remote`]).
+    fn published(&self, _msg: &ChannelMessage) {}
+    /// A connection opened on this node.
+    fn connected(&self, _conn: ConnId, _user_id: Option<&Arc<str>>, _protocol: &'static str) {}
+    /// A connection on this node closed (after its memberships were removed).
+    fn disconnected(&self, _conn: ConnId, _user_id: Option<&Arc<str>>, _protocol: &'static str) {}
+}
+
+/// A locked channel that reports its recorded deltas to the observers when
+/// it is unlocked.
+pub(super) struct ChannelGuard<'a> {
+    pub(super) guard: MutexGuard<'a, Channel>,
+    pub(super) observers: &'a [Arc<dyn PresenceObserver>],
+    pub(super) was_empty: bool,
+}
+
+impl Deref for ChannelGuard<'_> {
+    type Target = Channel;
+
+    fn deref(&self) -> &Channel {
+        &self.guard
+    }
+}
+
+impl DerefMut for ChannelGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Channel {
+        &mut self.guard
+    }
+}
+
+impl Drop for ChannelGuard<'_> {
+    fn drop(&mut self) {
+        if self.observers.is_empty() {
+            return;
+        }
+        let deltas = self.guard.take_deltas();
+        let name = self.guard.name.clone();
+        let now_empty = self.guard.is_empty();
+        for observer in self.observers {
+            if self.was_empty && !now_empty {
+                observer.channel_occupied(&name);
+            }
+            for delta in &deltas {
+                observer.presence_changed(&name, delta);
+            }
+            if !self.was_empty && now_empty {
+                observer.channel_vacated(&name);
+            }
+        }
+    }
+}
