@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 use crate::outbox::{CloseReason, Outbound, OutboxReceiver};
 use crate::presence::Connection;
@@ -192,6 +192,80 @@ fn close_message(reason: &CloseReason) -> Message {
     }))
 }
 
+/// Most frames written in one flush.
+const WRITE_BATCH: usize = 64;
+
+/// Writes queued frames until the outbox is closed or the peer is gone.
+/// Frames that are already queued are written together with one flush, and
+/// a write that completes at once costs no timer. Returns true if the peer
+/// is gone (nothing more can be written).
+async fn write_loop(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    rx: &mut OutboxReceiver,
+    outbox: &crate::presence::OutboxHandle,
+    cfg: &TransportConfig,
+) -> bool {
+    let closed = outbox.closed();
+    tokio::pin!(closed);
+    let mut batch: Vec<Outbound> = Vec::with_capacity(WRITE_BATCH);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut closed => return false,
+            item = rx.recv() => match item {
+                Some(item) => batch.push(item),
+                None => return false,
+            },
+        }
+        while batch.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Some(item) => batch.push(item),
+                None => break,
+            }
+        }
+        let result = {
+            let write = async {
+                for item in &batch {
+                    if let Some(msg) = to_message(item) {
+                        sink.feed(msg).await?;
+                    }
+                }
+                sink.flush().await
+            };
+            tokio::pin!(write);
+            // Most writes complete at once; only a blocked one needs the timers.
+            let first =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+            match first {
+                std::task::Poll::Ready(r) => Ok(r),
+                std::task::Poll::Pending => tokio::select! {
+                    r = &mut write => Ok(r),
+                    _ = sleep(cfg.write_timeout) => Err(()),
+                    // Closed (e.g. as a slow consumer) while this write waits on a
+                    // peer that may never read again: give the write a moment, then
+                    // drop the peer rather than keep its members for the whole
+                    // write timeout.
+                    _ = &mut closed => timeout(CLOSE_GRACE, &mut write).await.map_err(|_| ()),
+                },
+            }
+        };
+        for item in batch.drain(..) {
+            outbox.sent(&item);
+        }
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return true,
+            Err(()) => {
+                outbox.close(CloseReason::new(
+                    crate::outbox::CLOSE_SLOW_CONSUMER,
+                    "client is not reading: a write did not complete in time",
+                ));
+                return true;
+            }
+        }
+    }
+}
+
 /// Runs a session over an upgraded socket until either side closes. When it
 /// returns, the session (and so its core connection) is dropped, which
 /// removes the connection's memberships at once.
@@ -213,44 +287,7 @@ pub async fn run<S: Session>(
     );
 
     let writer = async {
-        let mut client_gone = false;
-        loop {
-            tokio::select! {
-                biased;
-                _ = outbox.closed() => break,
-                item = outbox_rx.recv() => {
-                    let Some(item) = item else { break };
-                    if let Some(msg) = to_message(&item) {
-                        let send = timeout(cfg.write_timeout, sink.send(msg));
-                        tokio::pin!(send);
-                        let sent = tokio::select! {
-                            r = &mut send => r,
-                            // Closed (e.g. as a slow consumer) while this write
-                            // waits on a peer that may never read again: give
-                            // the write a moment, then drop the peer rather
-                            // than keep its members for the whole write timeout.
-                            _ = outbox.closed() => match timeout(CLOSE_GRACE, &mut send).await {
-                                Ok(r) => r,
-                                Err(_) => { client_gone = true; break; }
-                            },
-                        };
-                        match sent {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => { client_gone = true; break; }
-                            Err(_) => {
-                                outbox.close(CloseReason::new(
-                                    crate::outbox::CLOSE_SLOW_CONSUMER,
-                                    "client is not reading: a write did not complete in time",
-                                ));
-                                client_gone = true;
-                                break;
-                            }
-                        }
-                    }
-                    outbox.sent(&item);
-                }
-            }
-        }
+        let client_gone = write_loop(&mut sink, &mut outbox_rx, &outbox, &cfg).await;
         if client_gone {
             return;
         }
@@ -279,11 +316,17 @@ pub async fn run<S: Session>(
         let mut ping =
             tokio::time::interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);
         let far_future = Instant::now() + Duration::from_secs(86400 * 365);
+        // Created once: re-creating them on every frame costs a waiter
+        // registration each time.
+        let closed = outbox.closed();
+        tokio::pin!(closed);
+        let stopping = shutdown.wait();
+        tokio::pin!(stopping);
         loop {
             let timer = session.next_timer().unwrap_or(far_future);
             let flow = tokio::select! {
-                _ = outbox.closed() => break,
-                _ = shutdown.wait() => Flow::Close(CloseReason::new(close::GOING_AWAY, "server shutting down")),
+                _ = &mut closed => break,
+                _ = &mut stopping => Flow::Close(CloseReason::new(close::GOING_AWAY, "server shutting down")),
                 _ = sleep_until(timer) => session.on_timer(Instant::now()),
                 _ = ping.tick() => {
                     if last_heard.elapsed() > cfg.idle_timeout {
