@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
@@ -190,6 +190,20 @@ fn close_message(reason: &CloseReason) -> Message {
         code: reason.code,
         reason: Utf8Bytes::from(text),
     }))
+}
+
+/// Bytes tungstenite reads per syscall. It zeroes this much buffer on
+/// every read, so its 128 KiB default made zeroing the largest cost of a
+/// delivery; client frames are small.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Applies the transport's limits to a WebSocket upgrade: largest message
+/// and frame, and the read buffer size. Every raw-WebSocket front end
+/// upgrades through this.
+pub fn limit_upgrade<F>(ws: WebSocketUpgrade<F>, cfg: &TransportConfig) -> WebSocketUpgrade<F> {
+    ws.max_message_size(cfg.max_frame_bytes)
+        .max_frame_size(cfg.max_frame_bytes)
+        .read_buffer_size(READ_BUFFER_BYTES)
 }
 
 /// Most frames written in one flush.

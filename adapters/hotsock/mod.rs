@@ -99,13 +99,13 @@ async fn upgrade(
     let shutdown = app.shutdown.handle();
     let verifier = app.verifier.clone();
     let single_use = app.single_use.clone();
-    ws.max_message_size(transport.max_frame_bytes)
-        .max_frame_size(transport.max_frame_bytes)
-        .on_upgrade(move |socket| async move {
-            let secret = crate::ids::secret(20);
-            let mut session =
-                session::HotsockSession::new(conn, claims, verifier, single_use, Arc::new(hotsock));
-            session.open(&secret);
-            crate::transport::run(socket, outbox_rx, session, transport, shutdown).await;
-        })
+    crate::transport::limit_upgrade(ws, &transport).on_upgrade(move |socket| async move {
+        let secret = crate::ids::secret(20);
+        // Lets the client act on its connection over HTTP (leases, privacy).
+        conn.set_secret(&secret);
+        let mut session =
+            session::HotsockSession::new(conn, claims, verifier, single_use, Arc::new(hotsock));
+        session.open(&secret);
+        crate::transport::run(socket, outbox_rx, session, transport, shutdown).await;
+    })
 }

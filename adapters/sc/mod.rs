@@ -234,10 +234,8 @@ fn upgrade(app: App, shared: Arc<ScShared>, ws: WebSocketUpgrade) -> Response {
     shared.ensure_ticker(&app);
     let transport = app.config.transport.clone();
     let shutdown = app.shutdown.handle();
-    ws.max_message_size(transport.max_frame_bytes)
-        .max_frame_size(transport.max_frame_bytes)
-        .on_upgrade(move |socket| async move {
-            let session = session::ScSession::new(conn, shared);
-            crate::transport::run(socket, outbox_rx, session, transport, shutdown).await;
-        })
+    crate::transport::limit_upgrade(ws, &transport).on_upgrade(move |socket| async move {
+        let session = session::ScSession::new(conn, shared);
+        crate::transport::run(socket, outbox_rx, session, transport, shutdown).await;
+    })
 }

@@ -253,10 +253,8 @@ async fn upgrade(
     }
     let transport = app.config.transport.clone();
     let shutdown = app.shutdown.handle();
-    ws.protocols([SUBPROTOCOL])
-        .max_message_size(transport.max_frame_bytes)
-        .max_frame_size(transport.max_frame_bytes)
-        .on_upgrade(move |socket| async move {
+    crate::transport::limit_upgrade(ws.protocols([SUBPROTOCOL]), &transport).on_upgrade(
+        move |socket| async move {
             let mut session = session::SgcSession::new(
                 conn,
                 config,
@@ -267,7 +265,8 @@ async fn upgrade(
             );
             session.open();
             crate::transport::run(socket, outbox_rx, session, transport, shutdown).await;
-        })
+        },
+    )
 }
 
 #[cfg(test)]
