@@ -390,5 +390,18 @@ pub async fn run<S: Session>(
         reason = reason.as_ref().map(|r| &*r.reason).unwrap_or(""),
         "connection closed"
     );
+    // Memberships end now, not after the closing handshake.
     drop(session);
+    // Finish the closing handshake: read (and drop) what the peer still
+    // sends until its close frame. Closing a socket with unread input makes
+    // the kernel reset the connection, and the peer would lose our close
+    // frame and its reason.
+    let _ = timeout(CLOSE_GRACE, async {
+        while let Some(Ok(msg)) = stream.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
