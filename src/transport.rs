@@ -194,8 +194,8 @@ fn close_message(reason: &CloseReason) -> Message {
 
 /// Bytes tungstenite reads per syscall. It zeroes this much buffer on
 /// every read, so its 128 KiB default made zeroing the largest cost of a
-/// delivery; client frames are small.
-const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// delivery; client frames are small (engineioxide uses 4 KiB too).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// Applies the transport's limits to a WebSocket upgrade: largest message
 /// and frame, and the read buffer size. Every raw-WebSocket front end
