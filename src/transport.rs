@@ -222,6 +222,8 @@ async fn write_loop(
     let closed = outbox.closed();
     tokio::pin!(closed);
     let mut batch: Vec<Outbound> = Vec::with_capacity(WRITE_BATCH);
+    // Set once `closed` has completed: it must not be polled again.
+    let mut closing = false;
     loop {
         tokio::select! {
             biased;
@@ -259,7 +261,10 @@ async fn write_loop(
                     // peer that may never read again: give the write a moment, then
                     // drop the peer rather than keep its members for the whole
                     // write timeout.
-                    _ = &mut closed => timeout(CLOSE_GRACE, &mut write).await.map_err(|_| ()),
+                    _ = &mut closed => {
+                        closing = true;
+                        timeout(CLOSE_GRACE, &mut write).await.map_err(|_| ())
+                    }
                 },
             }
         };
@@ -267,6 +272,7 @@ async fn write_loop(
             outbox.sent(&item);
         }
         match result {
+            Ok(Ok(())) if closing => return false,
             Ok(Ok(())) => {}
             Ok(Err(_)) => return true,
             Err(()) => {
