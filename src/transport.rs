@@ -213,12 +213,15 @@ const WRITE_BATCH: usize = 64;
 /// Frames that are already queued are written together with one flush, and
 /// a write that completes at once costs no timer. Returns true if the peer
 /// is gone (nothing more can be written).
-async fn write_loop(
-    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+async fn write_loop<W, E>(
+    sink: &mut W,
     rx: &mut OutboxReceiver,
-    outbox: &crate::presence::OutboxHandle,
+    outbox: &crate::outbox::Outbox,
     cfg: &TransportConfig,
-) -> bool {
+) -> bool
+where
+    W: futures_util::Sink<Message, Error = E> + Unpin,
+{
     let closed = outbox.closed();
     tokio::pin!(closed);
     let mut batch: Vec<Outbound> = Vec::with_capacity(WRITE_BATCH);
@@ -410,4 +413,95 @@ pub async fn run<S: Session>(
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+    use crate::outbox::Outbox;
+
+    /// A sink that accepts nothing until it is opened.
+    #[derive(Clone, Default)]
+    struct Gate {
+        state: Arc<Mutex<(bool, Option<Waker>, usize)>>,
+    }
+
+    impl Gate {
+        fn open(&self) {
+            let mut s = self.state.lock().unwrap();
+            s.0 = true;
+            if let Some(w) = s.1.take() {
+                w.wake();
+            }
+        }
+        fn written(&self) -> usize {
+            self.state.lock().unwrap().2
+        }
+    }
+
+    impl futures_util::Sink<Message> for Gate {
+        type Error = ();
+        fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+            let mut s = self.state.lock().unwrap();
+            if s.0 {
+                Poll::Ready(Ok(()))
+            } else {
+                s.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+        fn start_send(self: Pin<&mut Self>, _: Message) -> Result<(), ()> {
+            self.state.lock().unwrap().2 += 1;
+            Ok(())
+        }
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+            self.poll_ready(cx)
+        }
+        fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+            self.poll_ready(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_that_finishes_during_close_ends_the_loop_cleanly() {
+        let (outbox, mut rx) = Outbox::new(1 << 20);
+        let mut gate = Gate::default();
+        outbox.push_text(bytes::Bytes::from_static(b"{}"));
+        let cfg = TransportConfig::default();
+        let opener = gate.clone();
+        let closer = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            outbox.close(CloseReason::new(close::GOING_AWAY, "bye"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            // The peer reads again within the grace period.
+            opener.open();
+        };
+        let (gone, ()) = tokio::join!(write_loop(&mut gate, &mut rx, &outbox, &cfg), closer);
+        assert!(
+            !gone,
+            "the peer is still there: the caller sends the close frame"
+        );
+        assert_eq!(gate.written(), 1);
+        assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_never_reads_is_dropped_after_the_grace_period() {
+        let (outbox, mut rx) = Outbox::new(1 << 20);
+        let mut gate = Gate::default();
+        outbox.push_text(bytes::Bytes::from_static(b"{}"));
+        let cfg = TransportConfig::default();
+        let closer = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            outbox.close(CloseReason::new(close::GOING_AWAY, "bye"));
+        };
+        let started = Instant::now();
+        let (gone, ()) = tokio::join!(write_loop(&mut gate, &mut rx, &outbox, &cfg), closer);
+        assert!(gone);
+        assert!(started.elapsed() < CLOSE_GRACE + Duration::from_millis(500));
+    }
 }
