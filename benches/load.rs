@@ -284,16 +284,18 @@ async fn storm(clients: usize) {
             // Every member event carries the full list; counting `"uid":`
             // in the last list is enough, and much cheaper than parsing the
             // megabytes of JSON each client receives.
-            while !joined_last {
-                match ws.next().await {
-                    Some(Ok(Message::Text(t))) => {
-                        let members = t.split("\"members\":").nth(1).unwrap_or("");
-                        if members.matches("\"uid\":").count() >= clients {
-                            break;
+            if !joined_last {
+                loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Text(t))) => {
+                            let members = t.split("\"members\":").nth(1).unwrap_or("");
+                            if members.matches("\"uid\":").count() >= clients {
+                                break;
+                            }
                         }
+                        Some(Ok(_)) => continue,
+                        other => panic!("connection ended: {other:?}"),
                     }
-                    Some(Ok(_)) => continue,
-                    other => panic!("connection ended: {other:?}"),
                 }
             }
             (Instant::now(), ws)

@@ -42,4 +42,8 @@ pub struct App {
     pub config: Arc<Settings>,
     /// Server-wide shutdown.
     pub shutdown: Arc<ShutdownController>,
+    /// This node's cluster membership (standalone with `--bus memory`).
+    pub cluster: crate::cluster::Cluster,
+    /// Presence services: leases, user presence, privacy, webhooks.
+    pub services: crate::services::Services,
 }

@@ -89,6 +89,36 @@ pub struct Config {
     pub sc_ping_timeout: u64,
     /// SocketCluster: a socket without `#handshake` this long (ms) is closed with 4005.
     pub sc_handshake_timeout: u64,
+    /// Cluster bus: `memory` (one standalone node) or a Redis URL
+    /// (`redis://`, `rediss://`, `redis+cluster://host1:port1,host2:port2`).
+    pub bus: String,
+    /// This node's id in the cluster (generated when unset).
+    pub node_id: Option<String>,
+    /// Cluster heartbeat period, e.g. "500ms".
+    pub heartbeat_interval: String,
+    /// A cluster node silent this long is removed with its members, e.g. "2500ms".
+    pub node_timeout: String,
+    /// Presence services: "on" tracks presence; "off" hides every user.
+    pub presence_tracking: String,
+    /// Presence services: users may hide themselves (privacy API).
+    pub allow_user_toggle: bool,
+    /// Presence services: visibility of users who did not choose.
+    pub default_visible: bool,
+    /// Presence services: directory of the durable privacy store (none:
+    /// privacy choices are kept in memory only).
+    pub data_dir: Option<PathBuf>,
+    /// Presence services: lease TTL when a refresh gives none, e.g. "30s".
+    pub lease_ttl: String,
+    /// Webhooks: receiver URLs (http://).
+    pub webhook_url: Vec<String>,
+    /// Webhooks: HMAC-SHA256 key for the `X-Rollcall-Signature` header.
+    pub webhook_secret: Option<String>,
+    /// Webhooks: how long events are collected into one request, in ms.
+    pub webhook_batch_ms: u64,
+    /// Webhooks: first retry delay in ms (doubles per attempt).
+    pub webhook_retry_ms: u64,
+    /// Webhooks: attempts per request, the first included.
+    pub webhook_max_attempts: u32,
 }
 
 impl Default for Config {
@@ -131,6 +161,20 @@ impl Default for Config {
             sc_ping_interval: 8_000,
             sc_ping_timeout: 20_000,
             sc_handshake_timeout: 10_000,
+            bus: "memory".into(),
+            node_id: None,
+            heartbeat_interval: "500ms".into(),
+            node_timeout: "2500ms".into(),
+            presence_tracking: "on".into(),
+            allow_user_toggle: true,
+            default_visible: true,
+            data_dir: None,
+            lease_ttl: "30s".into(),
+            webhook_url: Vec::new(),
+            webhook_secret: None,
+            webhook_batch_ms: 100,
+            webhook_retry_ms: 500,
+            webhook_max_attempts: 8,
         }
     }
 }
@@ -169,6 +213,25 @@ impl Config {
         })
     }
 
+    /// Cluster settings (the node id must have been filled in, see
+    /// [`crate::server::resolve`], or one is generated).
+    pub fn cluster(&self) -> Result<crate::cluster::ClusterConfig, String> {
+        let parse = |key: &str, value: &str| {
+            parse_duration(value).map_err(|e| format!("{key} = {value:?}: {e}"))
+        };
+        let config = crate::cluster::ClusterConfig {
+            bus: crate::cluster::BusSpec::parse(&self.bus)?,
+            node_id: self
+                .node_id
+                .clone()
+                .unwrap_or_else(crate::cluster::generated_node_id),
+            heartbeat: parse("heartbeat-interval", &self.heartbeat_interval)?,
+            node_timeout: parse("node-timeout", &self.node_timeout)?,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Limits for the presence core.
     pub fn limits(&self) -> Limits {
         Limits {
@@ -189,6 +252,50 @@ impl Config {
             ping_interval: t.ping_interval,
             idle_timeout: t.idle_timeout,
             ..TransportConfig::default()
+        })
+    }
+
+    /// Settings of the presence services (leases, user presence, privacy,
+    /// webhooks), or an error naming the bad key.
+    pub fn services(&self) -> Result<crate::services::ServicesConfig, String> {
+        let tracking = match self.presence_tracking.as_str() {
+            "on" | "true" => true,
+            "off" | "false" => false,
+            other => {
+                return Err(format!(
+                    "presence-tracking = {other:?}: use \"on\" or \"off\""
+                ));
+            }
+        };
+        let lease_ttl = parse_duration(&self.lease_ttl)
+            .map_err(|e| format!("lease-ttl = {:?}: {e}", self.lease_ttl))?;
+        if self.webhook_max_attempts == 0 {
+            return Err("webhook-max-attempts must be at least 1".into());
+        }
+        let defaults = crate::services::ServicesConfig::default();
+        if lease_ttl.is_zero() || lease_ttl > defaults.max_lease_ttl {
+            return Err(format!(
+                "lease-ttl = {:?}: must be more than 0 and at most {:?}",
+                self.lease_ttl, defaults.max_lease_ttl
+            ));
+        }
+        Ok(crate::services::ServicesConfig {
+            privacy: crate::services::privacy::PrivacySettings {
+                tracking,
+                allow_user_toggle: self.allow_user_toggle,
+                default_visible: self.default_visible,
+            },
+            data_dir: self.data_dir.clone(),
+            lease_ttl,
+            max_lease_ids: self.max_channels_per_connection,
+            webhooks: crate::services::webhooks::WebhookConfig {
+                urls: self.webhook_url.clone(),
+                secret: self.webhook_secret.clone(),
+                batch_window: Duration::from_millis(self.webhook_batch_ms),
+                retry_base: Duration::from_millis(self.webhook_retry_ms),
+                max_attempts: self.webhook_max_attempts,
+            },
+            ..defaults
         })
     }
 

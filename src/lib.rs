@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod conformance;
 pub mod http_api;
@@ -15,6 +16,7 @@ pub mod ids;
 pub mod outbox;
 pub mod presence;
 pub mod server;
+pub mod services;
 pub mod shutdown;
 pub mod time;
 pub mod transport;

@@ -77,6 +77,10 @@ struct ServeArgs {
     idle_timeout: Option<String>,
     #[command(flatten)]
     sgc: SgcArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    services: ServicesArgs,
     /// Socket.IO: RFC 7662 introspection URL for tokenType=oauth, e.g.
     /// http://client:secret@127.0.0.1:9000/introspect [default: OAuth off].
     #[arg(long, env = "ROLLCALL_OAUTH_INTROSPECTION_URL")]
@@ -162,6 +166,104 @@ impl SgcArgs {
         }
         if !self.sgc_publish_channels.is_empty() {
             cfg.sgc_publish_channels = self.sgc_publish_channels;
+        }
+    }
+}
+
+/// Presence services flags: privacy, leases, webhooks.
+#[derive(Args, Default)]
+struct ServicesArgs {
+    /// Track presence: on, or off to hide every user [default: on].
+    #[arg(long, env = "ROLLCALL_PRESENCE_TRACKING", value_parser = ["on", "off"])]
+    presence_tracking: Option<String>,
+    /// Users may hide themselves (privacy API) [default: true].
+    #[arg(long, env = "ROLLCALL_ALLOW_USER_TOGGLE", num_args = 0..=1, default_missing_value = "true")]
+    allow_user_toggle: Option<bool>,
+    /// Visibility of users who did not choose [default: true].
+    #[arg(long, env = "ROLLCALL_DEFAULT_VISIBLE", num_args = 0..=1, default_missing_value = "true")]
+    default_visible: Option<bool>,
+    /// Directory for durable state (privacy choices) [default: none, in memory].
+    #[arg(long, env = "ROLLCALL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Lease TTL when a refresh gives no ttl_ms [default: 30s].
+    #[arg(long, env = "ROLLCALL_LEASE_TTL")]
+    lease_ttl: Option<String>,
+    /// Webhook receiver, http:// (repeatable; comma-separated in the env var).
+    #[arg(long, env = "ROLLCALL_WEBHOOK_URL", value_delimiter = ',')]
+    webhook_url: Vec<String>,
+    /// HMAC-SHA256 key for the X-Rollcall-Signature header [default: unsigned].
+    #[arg(long, env = "ROLLCALL_WEBHOOK_SECRET")]
+    webhook_secret: Option<String>,
+    /// Collect webhook events this long into one request, in ms [default: 100].
+    #[arg(long, env = "ROLLCALL_WEBHOOK_BATCH_MS")]
+    webhook_batch_ms: Option<u64>,
+    /// First webhook retry delay in ms, doubling per attempt [default: 500].
+    #[arg(long, env = "ROLLCALL_WEBHOOK_RETRY_MS")]
+    webhook_retry_ms: Option<u64>,
+    /// Attempts per webhook request [default: 8].
+    #[arg(long, env = "ROLLCALL_WEBHOOK_MAX_ATTEMPTS")]
+    webhook_max_attempts: Option<u32>,
+}
+
+impl ServicesArgs {
+    fn overlay(self, cfg: &mut Config) {
+        macro_rules! set {
+            ($($field:ident),*) => {$(
+                if let Some(v) = self.$field { cfg.$field = v; }
+            )*};
+        }
+        set!(
+            presence_tracking,
+            allow_user_toggle,
+            default_visible,
+            lease_ttl,
+            webhook_batch_ms,
+            webhook_retry_ms,
+            webhook_max_attempts
+        );
+        if self.data_dir.is_some() {
+            cfg.data_dir = self.data_dir;
+        }
+        if self.webhook_secret.is_some() {
+            cfg.webhook_secret = self.webhook_secret;
+        }
+        if !self.webhook_url.is_empty() {
+            cfg.webhook_url = self.webhook_url;
+        }
+    }
+}
+
+/// Cluster flags.
+#[derive(Args, Default)]
+struct ClusterArgs {
+    /// Cluster bus: memory (standalone), redis://[:password@]host:port, rediss://…,
+    /// or redis+cluster://host1:port1,host2:port2 [default: memory].
+    #[arg(long, env = "ROLLCALL_BUS")]
+    bus: Option<String>,
+    /// This node's id, unique in the cluster [default: generated].
+    #[arg(long, env = "ROLLCALL_NODE_ID")]
+    node_id: Option<String>,
+    /// Cluster heartbeat period [default: 500ms].
+    #[arg(long, env = "ROLLCALL_HEARTBEAT_INTERVAL")]
+    heartbeat_interval: Option<String>,
+    /// Remove a silent node's members after this long [default: 2500ms].
+    #[arg(long, env = "ROLLCALL_NODE_TIMEOUT")]
+    node_timeout: Option<String>,
+}
+
+impl ClusterArgs {
+    fn overlay(self, cfg: &mut Config) {
+        if let Some(v) = self.bus {
+            cfg.bus = v;
+        }
+        if self.node_id.is_some() {
+            cfg.node_id = self.node_id;
+        }
+        if let Some(v) = self.heartbeat_interval {
+            cfg.heartbeat_interval = v;
+        }
+        if let Some(v) = self.node_timeout {
+            cfg.node_timeout = v;
         }
     }
 }
@@ -268,6 +370,8 @@ fn build_config(args: ServeArgs) -> Result<Config, String> {
         cfg.oauth_cache_ttl = ttl;
     }
     args.sgc.overlay(&mut cfg);
+    args.cluster.overlay(&mut cfg);
+    args.services.overlay(&mut cfg);
     if args.api_key.is_some() {
         cfg.api_key = args.api_key;
     }
@@ -284,6 +388,8 @@ fn build_config(args: ServeArgs) -> Result<Config, String> {
         cfg.jwt_audience = args.auth.jwt_audience;
     }
     cfg.timings()?;
+    cfg.cluster()?;
+    cfg.services()?;
     Ok(cfg)
 }
 
@@ -320,7 +426,17 @@ fn banner(resolved: &rollcall::server::Resolved, addr: std::net::SocketAddr) {
         out,
         "  HTTP API    http://{addr}/api/  (Authorization: Bearer <api key>)"
     );
-    let _ = writeln!(out, "  Health      http://{addr}/healthz");
+    let _ = writeln!(
+        out,
+        "  Health      http://{addr}/healthz  http://{addr}/readyz"
+    );
+    let _ = writeln!(
+        out,
+        "  Cluster     bus {} as node {}",
+        rollcall::cluster::BusSpec::describe(&cfg.bus),
+        cfg.node_id.as_deref().unwrap_or("?")
+    );
+    let _ = writeln!(out, "  OpenAPI     http://{addr}/api/openapi.json");
     if resolved.generated_api_key {
         let _ = writeln!(
             out,

@@ -37,6 +37,9 @@ pub fn resolve(mut config: Config) -> Resolved {
     if generated_secret {
         config.jwt_secret = Some(crate::ids::secret(32));
     }
+    if config.node_id.is_none() {
+        config.node_id = Some(crate::cluster::generated_node_id());
+    }
     let generated_api_key = config.api_key.is_none();
     if generated_api_key {
         config.api_key = Some(crate::ids::secret(40));
@@ -66,9 +69,16 @@ impl RunningServer {
         &self.app.presence
     }
 
+    /// This node's cluster membership.
+    pub fn cluster(&self) -> &crate::cluster::Cluster {
+        &self.app.cluster
+    }
+
     /// Stops the server: stops accepting, closes every client with 1001
     /// (removing their members at once) and waits for sessions to end.
     pub async fn shutdown(self) {
+        // The other nodes drop this node's members at once.
+        self.app.cluster.leave().await;
         self.app
             .presence
             .close_all(CloseReason::new(close::GOING_AWAY, "server shutting down"));
@@ -82,7 +92,9 @@ impl RunningServer {
 
 /// The full router for an app.
 pub fn router(app: App) -> Router {
-    let router = Router::new().merge(crate::http_api::routes(app.clone()));
+    let router = Router::new()
+        .merge(crate::http_api::routes(app.clone()))
+        .merge(crate::cluster::http::routes());
     #[cfg(feature = "hotsock")]
     let router = router.merge(crate::hotsock::routes(&app));
     #[cfg(feature = "socketio")]
@@ -117,8 +129,19 @@ pub async fn start(config: &Config) -> Result<RunningServer, String> {
             .ok_or("no API key configured (--api-key)")?,
     };
     let _ = timings;
+    let services = crate::services::Services::new(config.services()?)?;
+    let cluster_config = config.cluster()?;
+    let cluster = crate::cluster::prepare(&cluster_config)?;
+    let mut observers: Vec<Arc<dyn crate::presence::PresenceObserver>> = Vec::new();
+    observers.extend(services.observers());
+    observers.extend(cluster.as_ref().map(|c| c.observer()));
+    let presence = Presence::with_observers(config.limits(), observers);
+    services.start(&presence);
+    let cluster = crate::cluster::start(cluster, &presence, &cluster_config.node_id);
     let app = App {
-        presence: Presence::new(config.limits()),
+        presence,
+        services,
+        cluster,
         verifier,
         single_use: Arc::new(crate::auth::SingleUseGuard::new()),
         config: Arc::new(settings),

@@ -101,6 +101,8 @@ async fn upgrade(
     let single_use = app.single_use.clone();
     crate::transport::limit_upgrade(ws, &transport).on_upgrade(move |socket| async move {
         let secret = crate::ids::secret(20);
+        // Lets the client act on its connection over HTTP (leases, privacy).
+        conn.set_secret(&secret);
         let mut session =
             session::HotsockSession::new(conn, claims, verifier, single_use, Arc::new(hotsock));
         session.open(&secret);

@@ -52,6 +52,12 @@ pub struct Subscriber {
     pub flavor: u8,
     /// The member key this subscription holds a presence under, if any.
     pub member_key: Option<Arc<str>>,
+    /// The connection's user is hidden (privacy): the subscription holds no
+    /// presence and counts in no connection count.
+    pub hidden: bool,
+    /// While hidden: the membership (key, data) the subscription would
+    /// hold if the user were visible, restored when they become visible.
+    pub hidden_member: Option<(Arc<str>, Arc<Value>)>,
 }
 
 /// Budget limits applied when members join or change.
@@ -137,6 +143,23 @@ impl Channel {
     /// True when nothing keeps the channel alive.
     pub fn is_empty(&self) -> bool {
         self.subscribers.is_empty() && self.members.is_empty()
+    }
+
+    /// True when nobody others may see is in the channel: no member and no
+    /// subscriber of a visible user (hidden users' subscriptions keep the
+    /// channel alive but do not occupy it).
+    pub fn is_vacant(&self) -> bool {
+        self.members.is_empty() && self.subscribers.values().all(|s| s.hidden)
+    }
+
+    /// The data of one presence of a member, if it exists.
+    pub fn presence_info(&self, key: &str, origin: &Origin) -> Option<Arc<Value>> {
+        self.members
+            .get(key)?
+            .presences
+            .iter()
+            .find(|(o, _)| o == origin)
+            .map(|(_, info)| info.clone())
     }
 
     /// The members in join order.

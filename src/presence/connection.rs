@@ -27,6 +27,12 @@ pub struct ConnShared {
     /// Codec flavor for events not tied to a subscription (direct messages,
     /// invitations); 0 unless the adapter sets it.
     pub(crate) flavor: AtomicU8,
+    /// The user is hidden (privacy): new subscriptions hold no presence.
+    /// Written under the `subs` lock (see `visibility.rs`).
+    pub(crate) hidden: AtomicBool,
+    /// A secret the adapter showed the client (Hotsock `connectionSecret`),
+    /// with which the client proves it owns the connection over HTTP.
+    pub(crate) secret: std::sync::OnceLock<Box<str>>,
 }
 
 impl std::fmt::Debug for ConnShared {
@@ -158,6 +164,20 @@ impl Connection {
     /// The core this connection belongs to.
     pub fn presence(&self) -> &Presence {
         &self.presence
+    }
+
+    /// Records the secret the adapter gave the client (e.g. Hotsock's
+    /// `connectionSecret`), so the client can act on its own connection
+    /// over HTTP ([`Presence::find_connection`]). Set once; returns false
+    /// if a secret was already set.
+    pub fn set_secret(&self, secret: &str) -> bool {
+        self.shared.secret.set(Box::from(secret)).is_ok()
+    }
+
+    /// True while the connection's user is hidden by the visibility
+    /// policy ([`super::VisibilityPolicy`]).
+    pub fn is_hidden(&self) -> bool {
+        self.shared.hidden.load(Ordering::Acquire)
     }
 }
 

@@ -13,6 +13,7 @@ mod invitations;
 mod observe;
 mod types;
 mod update;
+mod visibility;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -30,6 +31,7 @@ pub use invitations::{
 pub use observe::{PresenceDelta, PresenceObserver};
 pub use types::*;
 pub use update::{SubscriptionUpdate, UpdateSubscriptionError};
+pub use visibility::{ConnectionRef, VisibilityPolicy};
 
 use channel::{BudgetError, Channel, MemberBudget, Subscriber};
 use connection::ConnShared;
@@ -87,6 +89,8 @@ struct Inner {
     invitations: Mutex<invitations::Registry>,
     /// Modules that follow the core's changes (see `observe.rs`).
     observers: Vec<Arc<dyn PresenceObserver>>,
+    /// Which users may be seen (see `visibility.rs`); everyone if unset.
+    visibility: std::sync::OnceLock<Arc<dyn VisibilityPolicy>>,
 }
 
 /// The presence core. Cheap to clone; all clones share one state.
@@ -127,6 +131,7 @@ impl Presence {
                 channel_limits: Mutex::new(HashMap::new()),
                 invitations: Mutex::new(invitations::Registry::default()),
                 observers,
+                visibility: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -194,7 +199,7 @@ impl Presence {
     /// observers when it is dropped, still under the lock.
     fn lock_channel<'a>(&'a self, ch: &'a Mutex<Channel>) -> observe::ChannelGuard<'a> {
         let guard = lock(ch);
-        let was_empty = guard.is_empty();
+        let was_empty = guard.is_vacant();
         observe::ChannelGuard {
             guard,
             observers: &self.inner.observers,
@@ -248,8 +253,18 @@ impl Presence {
             subs: Mutex::new(HashMap::new()),
             closing: std::sync::atomic::AtomicBool::new(false),
             flavor: std::sync::atomic::AtomicU8::new(0),
+            hidden: std::sync::atomic::AtomicBool::new(false),
+            secret: std::sync::OnceLock::new(),
         });
-        lock(&self.inner.conns).insert(id, shared.clone());
+        {
+            // The policy is read under the connections lock so that a
+            // concurrent `refresh_visibility` either sees this connection
+            // or this read sees its new setting.
+            let mut conns = lock(&self.inner.conns);
+            let visible = self.is_user_visible(shared.user_id.as_deref());
+            shared.hidden.store(!visible, Ordering::Release);
+            conns.insert(id, shared.clone());
+        }
         for observer in &self.inner.observers {
             observer.connected(id, shared.user_id.as_ref(), protocol);
         }
@@ -328,34 +343,48 @@ impl Presence {
         if ch.subscribers.contains_key(&shared.id) {
             return Err(SubscribeError::AlreadySubscribed);
         }
-        {
-            let subs = shared.subs();
+        let hidden = {
+            let mut subs = shared.subs();
             let limit = self.inner.limits.max_channels_per_connection;
             if subs.len() >= limit {
                 return Err(SubscribeError::TooManyChannels { limit });
             }
-        }
-        let member_key: Option<Arc<str>> = opts.member_info.as_ref().map(|_| {
+            // Reserve the entry (its member key is written below) and read
+            // the hidden flag under the same lock `refresh_visibility`
+            // takes: it then either sees this channel or we see its flag.
+            subs.insert(name.clone(), None);
+            shared.hidden.load(Ordering::Acquire)
+        };
+        let mut member_key: Option<Arc<str>> = opts.member_info.as_ref().map(|_| {
             shared
                 .user_id
                 .clone()
                 .unwrap_or_else(|| Arc::from(shared.id.to_string()))
         });
         let change = match (&member_key, &opts.member_info) {
-            (Some(key), Some(info)) => {
+            (Some(key), Some(info)) if !hidden => {
                 // The limits reported are the channel's own when it has any.
                 let budget = ch.limits.unwrap_or(self.budget());
                 ch.add_presence(key, Origin::Local(shared.id), info.clone(), budget)
-                    .map_err(|e| match e {
-                        BudgetError::Bytes => SubscribeError::CapacityReached {
-                            limit: budget.max_bytes,
-                        },
-                        BudgetError::Members => SubscribeError::MemberLimitReached {
-                            limit: budget.max_members,
-                        },
+                    .map_err(|e| {
+                        shared.subs().remove(name);
+                        match e {
+                            BudgetError::Bytes => SubscribeError::CapacityReached {
+                                limit: budget.max_bytes,
+                            },
+                            BudgetError::Members => SubscribeError::MemberLimitReached {
+                                limit: budget.max_members,
+                            },
+                        }
                     })?
             }
             _ => MemberChange::Unchanged,
+        };
+        // A hidden user subscribes without a presence; the membership is
+        // kept aside for when they become visible.
+        let hidden_member = match hidden {
+            true => member_key.take().zip(opts.member_info.clone()),
+            false => None,
         };
         ch.subscribers.insert(
             shared.id,
@@ -365,6 +394,8 @@ impl Presence {
                 receive_messages: opts.receive_messages,
                 flavor: opts.flavor,
                 member_key: member_key.clone(),
+                hidden,
+                hidden_member,
             },
         );
         shared.subs().insert(name.clone(), member_key.clone());
@@ -444,7 +475,8 @@ impl Presence {
     ) -> Result<MemberChange, UpdateError> {
         let key = match conn.shared.subs().get(channel) {
             Some(Some(key)) => key.clone(),
-            _ => return Err(UpdateError::NotSubscribed),
+            Some(None) => return self.update_hidden_member(conn, channel, info),
+            None => return Err(UpdateError::NotSubscribed),
         };
         let ch = self
             .existing_channel(channel)
@@ -597,7 +629,7 @@ impl Presence {
             let list: Vec<Arc<Mutex<Channel>>> = lock(shard).values().cloned().collect();
             for ch in list {
                 let guard = self.lock_channel(&ch);
-                if guard.removed || guard.is_empty() {
+                if guard.removed || guard.is_vacant() {
                     continue;
                 }
                 all.push(ChannelSummary {
@@ -724,7 +756,9 @@ fn connection_count(ch: &Channel) -> usize {
         .values()
         .filter(|s| s.member_key.is_some())
         .count();
-    ch.subscribers.len() + ch.presence_count().saturating_sub(local_members)
+    // Hidden users' subscriptions count nowhere (privacy).
+    let visible = ch.subscribers.values().filter(|s| !s.hidden).count();
+    visible + ch.presence_count().saturating_sub(local_members)
 }
 
 #[cfg(test)]

@@ -34,9 +34,11 @@ pub trait PresenceObserver: Send + Sync + 'static {
     /// A presence was added, changed or removed (called under the channel
     /// lock, in order per channel).
     fn presence_changed(&self, _channel: &str, _delta: &PresenceDelta) {}
-    /// The channel got its first subscriber or member.
+    /// The channel got its first subscriber or member (subscriptions of
+    /// users hidden by the visibility policy do not count).
     fn channel_occupied(&self, _channel: &str) {}
-    /// The channel lost its last subscriber and member.
+    /// The channel lost its last subscriber and member (hidden users'
+    /// subscriptions do not count).
     fn channel_vacated(&self, _channel: &str) {}
     /// A message was published on this node by a local client or the HTTP
     /// API (not for messages delivered with [`super::Presence::deliver_remote`]).
@@ -45,6 +47,19 @@ pub trait PresenceObserver: Send + Sync + 'static {
     fn connected(&self, _conn: ConnId, _user_id: Option<&Arc<str>>, _protocol: &'static str) {}
     /// A connection on this node closed (after its memberships were removed).
     fn disconnected(&self, _conn: ConnId, _user_id: Option<&Arc<str>>, _protocol: &'static str) {}
+    /// Everything one locked change of a channel did, in one call, after
+    /// the per-item calls above (still under the lock): whether it occupied
+    /// or vacated the channel, and its deltas. Lets an observer relate an
+    /// occupancy change to its cause (e.g. only report it when a local
+    /// presence or subscription caused it). Not called when nothing changed.
+    fn channel_batch(
+        &self,
+        _channel: &str,
+        _occupied: bool,
+        _vacated: bool,
+        _deltas: &[PresenceDelta],
+    ) {
+    }
 }
 
 /// A locked channel that reports its recorded deltas to the observers when
@@ -76,16 +91,22 @@ impl Drop for ChannelGuard<'_> {
         }
         let deltas = self.guard.take_deltas();
         let name = self.guard.name.clone();
-        let now_empty = self.guard.is_empty();
+        // Occupancy as others see it: hidden users' subscriptions do not count.
+        let now_empty = self.guard.is_vacant();
+        let occupied = self.was_empty && !now_empty;
+        let vacated = !self.was_empty && now_empty;
         for observer in self.observers {
-            if self.was_empty && !now_empty {
+            if occupied {
                 observer.channel_occupied(&name);
             }
             for delta in &deltas {
                 observer.presence_changed(&name, delta);
             }
-            if !self.was_empty && now_empty {
+            if vacated {
                 observer.channel_vacated(&name);
+            }
+            if occupied || vacated || !deltas.is_empty() {
+                observer.channel_batch(&name, occupied, vacated, &deltas);
             }
         }
     }

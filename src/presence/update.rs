@@ -103,6 +103,30 @@ impl Presence {
             };
             sub.presence_events = update.presence_events;
             sub.receive_messages = update.receive_messages;
+            // A hidden user (the connection's, or the one named here, for
+            // protocols that log in on an open connection) holds no
+            // presence; the membership is kept for when they become
+            // visible (see `visibility.rs`).
+            let member_hidden = update
+                .member
+                .as_ref()
+                .is_some_and(|(key, _)| !self.is_user_visible(Some(key)));
+            if member_hidden || shared.hidden.load(std::sync::atomic::Ordering::Acquire) {
+                sub.hidden = true;
+                sub.hidden_member = update.member;
+                let old = sub.member_key.take();
+                let mut change = MemberChange::Unchanged;
+                if let Some(old) = old {
+                    if let Some((c, entry)) = guard.remove_presence(&old, &origin) {
+                        fanout::member_event(&guard, c, &old, entry.as_ref(), None);
+                        change = c;
+                    }
+                    shared.subs().insert(guard.name.clone(), None);
+                }
+                return Ok(change);
+            }
+            sub.hidden = false;
+            sub.hidden_member = None;
             sub.member_key.clone()
         };
         let name = guard.name.clone();

@@ -1,0 +1,379 @@
+//! The replication task: one per node. It owns the [`ClusterState`] and
+//! moves things between it, the local presence core and the bus:
+//! - this node's presence changes and publishes (from [`ClusterObserver`])
+//!   become `ops` frames, in the order the core reported them;
+//! - frames from the bus go through the state, whose effects are applied
+//!   to the core as `Origin::Remote` presences and remote deliveries;
+//! - a timer sends heartbeats and runs the state's periodic checks.
+//!
+//! Everything happens on this one task, so the state needs no lock and the
+//! effects reach the core in the order the state produced them.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::bus::{BusEvent, BusLink, Outgoing};
+use super::state::{ClusterState, Effect, Notice};
+use super::wire::{Frame, Op, PresenceRecord, WireMessage, pid_to_conn};
+use super::{BusState, ClusterStats};
+use crate::presence::{ChannelMessage, Origin, Presence, PresenceDelta, PresenceObserver};
+
+/// Ops sent in one frame at most.
+const MAX_OPS_PER_FRAME: usize = 512;
+/// How long leaving waits for the goodbye frame to go out.
+const BYE_WAIT: Duration = Duration::from_secs(1);
+
+/// Feeds this node's presence changes and publishes to the engine. Only
+/// local presences (connections, leases) are replicated; presences of
+/// other nodes come from the bus and are not sent back.
+pub struct ClusterObserver {
+    tx: mpsc::UnboundedSender<Op>,
+}
+
+impl ClusterObserver {
+    pub(super) fn new() -> (Self, mpsc::UnboundedReceiver<Op>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (ClusterObserver { tx }, rx)
+    }
+}
+
+/// The presence id of a local origin, or None for a remote one.
+fn local_pid(origin: &Origin) -> Option<String> {
+    match origin {
+        Origin::Local(conn) => Some(conn.to_string()),
+        Origin::Lease(id) => Some(format!("lease:{id}")),
+        Origin::Remote { .. } => None,
+    }
+}
+
+impl PresenceObserver for ClusterObserver {
+    fn presence_changed(&self, channel: &str, delta: &PresenceDelta) {
+        let Some(pid) = local_pid(&delta.origin) else {
+            return;
+        };
+        let op = match &delta.info {
+            Some(info) => Op::Put(PresenceRecord {
+                ch: channel.to_string(),
+                pid,
+                uid: delta.user_id.to_string(),
+                info: (**info).clone(),
+            }),
+            None => Op::Del {
+                ch: channel.to_string(),
+                pid,
+                uid: delta.user_id.to_string(),
+            },
+        };
+        // Fails only once the engine has stopped (node leaving).
+        let _ = self.tx.send(op);
+    }
+
+    fn published(&self, msg: &ChannelMessage) {
+        let _ = self.tx.send(Op::Msg(WireMessage::from_message(msg)));
+    }
+}
+
+/// Requests to the engine.
+pub(super) enum Command {
+    /// Say goodbye to the cluster and stop.
+    Leave(oneshot::Sender<()>),
+}
+
+/// The replication task's state.
+pub(super) struct Engine {
+    pub(super) state: ClusterState,
+    pub(super) presence: Presence,
+    pub(super) local_rx: mpsc::UnboundedReceiver<Op>,
+    pub(super) link: BusLink,
+    pub(super) commands: mpsc::Receiver<Command>,
+    pub(super) stats: Arc<Mutex<ClusterStats>>,
+    pub(super) clock: Instant,
+    pub(super) bus_state: BusState,
+    pub(super) last_error: Option<String>,
+    pub(super) frames_sent: u64,
+    pub(super) frames_received: u64,
+    pub(super) frames_dropped: u64,
+    pub(super) malformed_frames: u64,
+    pub(super) local_conns: usize,
+    pub(super) last_duplicate_warning: Option<Instant>,
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Engine {
+    fn now(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    pub(super) async fn run(mut self) {
+        let timing = self.state.timing();
+        let mut heartbeat = tokio::time::interval(Duration::from_millis(timing.heartbeat));
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let tick_every = Duration::from_millis((timing.heartbeat / 5).clamp(20, 100));
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut link_open = true;
+        loop {
+            tokio::select! {
+                op = self.local_rx.recv() => match op {
+                    Some(op) => self.local(op),
+                    // The core is gone: nothing left to replicate.
+                    None => {
+                        self.leave().await;
+                        return;
+                    }
+                },
+                event = self.link.rx.recv(), if link_open => match event {
+                    Some(event) => self.on_bus(event),
+                    None => {
+                        link_open = false;
+                        self.bus_state = BusState::Disconnected;
+                        self.last_error = Some("the bus transport stopped".into());
+                        self.state.bus_down();
+                        tracing::error!("the cluster bus transport stopped; this node now serves local clients only");
+                    }
+                },
+                _ = heartbeat.tick() => {
+                    self.local_conns = self.presence.stats().connections;
+                    if self.bus_state != BusState::Disconnected && self.bus_state != BusState::Connecting {
+                        let frame = self.state.heartbeat(wall_ms(), self.local_conns);
+                        self.send(frame, None);
+                    }
+                },
+                _ = tick.tick() => {
+                    let now = self.now();
+                    let fx = self.state.tick(now);
+                    self.apply(fx);
+                    self.publish_stats();
+                },
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Leave(reply)) => {
+                        self.leave().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    None => {
+                        self.leave().await;
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Sends this node's changes, batching what is already queued.
+    fn local(&mut self, first: Op) {
+        let mut ops = vec![first];
+        while ops.len() < MAX_OPS_PER_FRAME {
+            match self.local_rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let frame = self.state.local_ops(ops);
+        self.send(frame, None);
+    }
+
+    fn on_bus(&mut self, event: BusEvent) {
+        let now = self.now();
+        match event {
+            BusEvent::Up => {
+                tracing::info!(node = %self.state.node(), "connected to the cluster bus");
+                self.bus_state = BusState::Connected;
+                self.last_error = None;
+                let fx = self.state.bus_up(now);
+                self.apply(fx);
+                self.publish_stats();
+            }
+            BusEvent::Down(reason) => {
+                self.bus_state = BusState::Disconnected;
+                self.last_error = Some(reason);
+                self.state.bus_down();
+                self.publish_stats();
+            }
+            BusEvent::Frame(bytes) => {
+                self.frames_received += 1;
+                match Frame::decode(&bytes) {
+                    Ok(frame) => {
+                        let fx = self.state.receive(frame, now, wall_ms());
+                        self.apply(fx);
+                    }
+                    Err(e) => {
+                        self.malformed_frames += 1;
+                        tracing::debug!(error = %e, "ignored a frame on the cluster bus");
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, frame: Frame, done: Option<oneshot::Sender<bool>>) {
+        let out = Outgoing {
+            frame: frame.encode(),
+            done,
+        };
+        if self.bus_state == BusState::Disconnected {
+            out.finish(false);
+            return;
+        }
+        match self.link.tx.try_send(out) {
+            Ok(()) => self.frames_sent += 1,
+            Err(mpsc::error::TrySendError::Full(out) | mpsc::error::TrySendError::Closed(out)) => {
+                // The other nodes notice the seq gap and resync.
+                self.frames_dropped += 1;
+                out.finish(false);
+            }
+        }
+    }
+
+    fn apply(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Add { node, key, value } => {
+                    let origin = Origin::Remote {
+                        node: node.clone(),
+                        conn: pid_to_conn(&key.pid),
+                    };
+                    if let Err(e) = self
+                        .presence
+                        .add_external_presence(&key.ch, &value.uid, origin, value.info)
+                    {
+                        tracing::warn!(%node, channel = %key.ch, user = %value.uid, error = %e, "a member of another node does not fit in this node's channel limits; make the limits equal on every node");
+                    }
+                }
+                Effect::Remove { node, key, uid } => {
+                    let origin = Origin::Remote {
+                        node,
+                        conn: pid_to_conn(&key.pid),
+                    };
+                    self.presence
+                        .remove_external_presence(&key.ch, &uid, &origin);
+                }
+                Effect::Deliver(msg) => match msg.to_message() {
+                    Some(msg) => {
+                        self.presence.deliver_remote(&msg);
+                    }
+                    None => self.malformed_frames += 1,
+                },
+                Effect::Send(frame) => self.send(frame, None),
+                Effect::Notice(notice) => self.log(notice),
+            }
+        }
+    }
+
+    fn log(&mut self, notice: Notice) {
+        let timeout = self.state.timing().node_timeout;
+        match notice {
+            Notice::NodeSeen { node } => tracing::info!(%node, "node joined the cluster"),
+            Notice::Resynced {
+                node,
+                added,
+                removed,
+            } => {
+                tracing::debug!(%node, added, removed, "replica replaced by the node's full state")
+            }
+            Notice::Gap {
+                node,
+                expected,
+                got,
+            } => {
+                tracing::info!(%node, expected, got, "missed frames of a node; asked for its full state")
+            }
+            Notice::NodeTimedOut { node, presences } => {
+                tracing::warn!(%node, presences, "node silent for over {timeout} ms; removed its members")
+            }
+            Notice::NodeLeft { node, presences } => {
+                tracing::info!(%node, presences, "node left the cluster; removed its members")
+            }
+            Notice::NodeRestarted { node, presences } => {
+                tracing::info!(%node, presences, "node restarted; removed the members of its previous run")
+            }
+            Notice::DuplicateNodeId { epoch } => {
+                let due = self
+                    .last_duplicate_warning
+                    .is_none_or(|at| at.elapsed() > Duration::from_secs(10));
+                if due {
+                    self.last_duplicate_warning = Some(Instant::now());
+                    tracing::error!(node = %self.state.node(), other_epoch = epoch, "another process uses this node id; give every node its own --node-id");
+                }
+            }
+            Notice::BusStalled => {
+                self.bus_state = BusState::Stalled;
+                tracing::warn!(
+                    "this node's heartbeats stopped coming back over the bus; no node is timed out until they do"
+                );
+            }
+            Notice::BusRecovered => {
+                if self.bus_state == BusState::Stalled {
+                    self.bus_state = BusState::Connected;
+                    tracing::info!("the bus delivers again; resyncing with every node");
+                }
+            }
+        }
+    }
+
+    fn publish_stats(&self) {
+        let now = self.now();
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        stats.bus_state = self.bus_state;
+        stats.ready = self.bus_state == BusState::Connected && self.state.healthy();
+        stats.last_error = self.last_error.clone();
+        stats.nodes = self.state.node_count();
+        stats.cluster_connections = self.local_conns + self.state.remote_connections();
+        stats.bus_lag_ms = self.state.bus_lag_ms;
+        stats.seq = self.state.seq();
+        stats.frames_sent = self.frames_sent;
+        stats.frames_received = self.frames_received;
+        stats.frames_dropped = self.frames_dropped;
+        stats.malformed_frames = self.malformed_frames;
+        stats.counters = self.state.counters;
+        stats.peers = self.state.peers(now);
+    }
+
+    async fn leave(&mut self) {
+        let (done, published) = oneshot::channel();
+        let bye = self.state.bye();
+        self.send(bye, Some(done));
+        let _ = tokio::time::timeout(BYE_WAIT, published).await;
+        self.bus_state = BusState::Left;
+        self.publish_stats();
+        tracing::info!(node = %self.state.node(), "left the cluster");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::ConnId;
+
+    fn conn(n: u64) -> ConnId {
+        ConnId(n)
+    }
+
+    #[test]
+    fn only_local_origins_are_replicated() {
+        assert_eq!(
+            local_pid(&Origin::Local(conn(255))).as_deref(),
+            Some("00000000000000ff")
+        );
+        assert_eq!(
+            local_pid(&Origin::Lease(Arc::from("x"))).as_deref(),
+            Some("lease:x")
+        );
+        assert_eq!(
+            local_pid(&Origin::Remote {
+                node: Arc::from("b"),
+                conn: conn(1)
+            }),
+            None
+        );
+    }
+}

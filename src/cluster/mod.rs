@@ -1,0 +1,385 @@
+//! Cluster mode: several rollcall nodes act as one through a bus (Redis).
+//!
+//! Every node keeps the presences of its own connections and a replica of
+//! every other node's, fed by that node's ordered deltas, heartbeats and,
+//! on a gap or a new node, its full state (the Phoenix.Tracker model; see
+//! [`state`]). Remote presences enter the local core as
+//! [`Origin::Remote`](crate::presence::Origin) presences in the same member
+//! lists, so per-user dedup, member events, the HTTP API and every front
+//! end work unchanged across nodes. Messages published on a node travel in
+//! the same ordered stream and are delivered with
+//! [`Presence::deliver_remote`].
+//!
+//! - [`wire`]: the frames (JSON), [`state`]: the replica state and its merge
+//!   rules (pure, unit-tested), [`engine`]: the task that connects the
+//!   state to the core and the bus, [`bus`]: the transport trait,
+//!   [`memory`] and [`redis`]: transports.
+//!
+//! With `--bus memory` (the default) a node is standalone: no replication
+//! runs and nothing is added to the core's work.
+
+pub mod bus;
+pub mod engine;
+pub mod http;
+pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
+pub mod state;
+pub mod wire;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::presence::{Presence, PresenceObserver};
+use bus::Bus;
+use engine::{ClusterObserver, Command, Engine};
+use state::{ClusterState, Counters, PeerInfo, Timing};
+
+/// The Redis pub/sub channel the nodes share.
+pub const BUS_CHANNEL: &str = "rollcall:cluster";
+
+/// Which bus to use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BusSpec {
+    /// One standalone node, no bus.
+    Memory,
+    /// Redis (or Redis Cluster) at this URL.
+    Redis(String),
+}
+
+impl BusSpec {
+    /// Parses `--bus`: `memory` or a Redis URL (checked here, so a typo
+    /// stops the server at start instead of retrying forever).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() || s == "memory" {
+            return Ok(BusSpec::Memory);
+        }
+        #[cfg(feature = "redis")]
+        {
+            redis::RedisTarget::parse(s)?;
+            Ok(BusSpec::Redis(s.to_string()))
+        }
+        #[cfg(not(feature = "redis"))]
+        {
+            Err(format!(
+                "--bus {s:?}: this build has no Redis support; rebuild with `--features redis` or use --bus memory"
+            ))
+        }
+    }
+}
+
+impl BusSpec {
+    /// The `--bus` value for the banner and logs, password hidden.
+    pub fn describe(bus: &str) -> String {
+        match bus.trim() {
+            "" | "memory" => "memory (standalone)".into(),
+            #[cfg(feature = "redis")]
+            url => redis::redact(url),
+            #[cfg(not(feature = "redis"))]
+            url => url.to_string(),
+        }
+    }
+}
+
+/// Cluster settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The bus.
+    pub bus: BusSpec,
+    /// This node's id, unique in the cluster.
+    pub node_id: String,
+    /// How often heartbeats are sent.
+    pub heartbeat: Duration,
+    /// A node silent this long is removed with all its members.
+    pub node_timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// Checks the timings: the timeout must allow a few lost heartbeats.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.heartbeat < Duration::from_millis(10) {
+            return Err("heartbeat-interval must be at least 10ms".into());
+        }
+        if self.node_timeout < self.heartbeat * 2 {
+            return Err(format!(
+                "node-timeout ({:?}) must be at least twice heartbeat-interval ({:?}), or a single late heartbeat removes a live node",
+                self.node_timeout, self.heartbeat
+            ));
+        }
+        if self.node_id.is_empty() || self.node_id.len() > 128 {
+            return Err("node-id must be 1 to 128 characters".into());
+        }
+        Ok(())
+    }
+
+    fn timing(&self) -> Timing {
+        Timing::new(
+            self.heartbeat.as_millis() as u64,
+            self.node_timeout.as_millis() as u64,
+        )
+    }
+}
+
+/// A generated node id, `node-` and six random characters.
+pub fn generated_node_id() -> String {
+    format!("node-{}", crate::ids::secret(6).to_lowercase())
+}
+
+/// The state of this node's bus link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusState {
+    /// `--bus memory`: a single node, nothing to connect to.
+    Standalone,
+    /// Not connected yet.
+    Connecting,
+    /// Connected and subscribed; this node's heartbeats come back.
+    Connected,
+    /// Connected, but this node's own heartbeats stopped coming back.
+    Stalled,
+    /// Not connected; retrying with backoff.
+    Disconnected,
+    /// The node left the cluster (shutting down).
+    Left,
+}
+
+/// Cluster numbers for `/readyz` and metrics.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClusterStats {
+    /// This node's id.
+    pub node_id: String,
+    /// This node's epoch (start time in µs; grows with each restart).
+    pub epoch: u64,
+    /// `memory`, `redis` or `redis-cluster`.
+    pub bus: &'static str,
+    /// Where the bus connects (password hidden).
+    pub bus_target: String,
+    /// The link's state.
+    pub bus_state: BusState,
+    /// True when the node sees the whole cluster (or is standalone).
+    pub ready: bool,
+    /// Why the link is down, if it is.
+    pub last_error: Option<String>,
+    /// Nodes alive, this one included.
+    pub nodes: usize,
+    /// Open connections on all nodes (others as last reported).
+    pub cluster_connections: usize,
+    /// Last round trip of this node's heartbeat over the bus, in ms.
+    pub bus_lag_ms: Option<u64>,
+    /// Delta frames this node has sent in this run.
+    pub seq: u64,
+    /// Frames handed to the transport.
+    pub frames_sent: u64,
+    /// Frames received (this node's own included).
+    pub frames_received: u64,
+    /// Frames dropped because the transport queue was full.
+    pub frames_dropped: u64,
+    /// Frames that could not be parsed.
+    pub malformed_frames: u64,
+    /// Replication counters (resyncs, gaps, timeouts, …).
+    #[serde(flatten)]
+    pub counters: Counters,
+    /// The other nodes.
+    pub peers: Vec<PeerInfo>,
+}
+
+struct Shared {
+    stats: Arc<Mutex<ClusterStats>>,
+    commands: Option<mpsc::Sender<Command>>,
+}
+
+/// A handle on this node's cluster membership. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+fn epoch_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+impl Cluster {
+    /// A standalone node (`--bus memory`).
+    pub fn standalone(node_id: &str) -> Self {
+        let stats = ClusterStats {
+            node_id: node_id.to_string(),
+            epoch: epoch_now(),
+            bus: "memory",
+            bus_target: "none (standalone)".into(),
+            bus_state: BusState::Standalone,
+            ready: true,
+            last_error: None,
+            nodes: 1,
+            cluster_connections: 0,
+            bus_lag_ms: None,
+            seq: 0,
+            frames_sent: 0,
+            frames_received: 0,
+            frames_dropped: 0,
+            malformed_frames: 0,
+            counters: Counters::default(),
+            peers: Vec::new(),
+        };
+        Cluster {
+            shared: Arc::new(Shared {
+                stats: Arc::new(Mutex::new(stats)),
+                commands: None,
+            }),
+        }
+    }
+
+    /// A snapshot of the cluster numbers.
+    pub fn stats(&self) -> ClusterStats {
+        self.shared
+            .stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// True when this node can serve the whole cluster's presence.
+    pub fn ready(&self) -> bool {
+        self.shared
+            .stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ready
+    }
+
+    /// Tells the other nodes this node is leaving (they drop its members
+    /// at once) and stops replicating. Waits at most about a second.
+    pub async fn leave(&self) {
+        let Some(commands) = &self.shared.commands else {
+            return;
+        };
+        let (reply, done) = oneshot::channel();
+        if commands.send(Command::Leave(reply)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
+        }
+    }
+}
+
+/// A cluster member that has its observer but is not running yet: build
+/// the core with [`Prepared::observer`], then [`Prepared::start`] it.
+pub struct Prepared {
+    config: ClusterConfig,
+    bus: Box<dyn Bus>,
+    observer: Arc<ClusterObserver>,
+    local_rx: mpsc::UnboundedReceiver<wire::Op>,
+}
+
+impl Prepared {
+    /// The observer to pass to [`Presence::with_observers`].
+    pub fn observer(&self) -> Arc<dyn PresenceObserver> {
+        self.observer.clone()
+    }
+
+    /// Starts replication for `presence` (which must have been built with
+    /// [`Prepared::observer`]) on the current Tokio runtime.
+    pub fn start(self, presence: Presence) -> Cluster {
+        let epoch = epoch_now();
+        let stats = Arc::new(Mutex::new(ClusterStats {
+            node_id: self.config.node_id.clone(),
+            epoch,
+            bus: self.bus.kind(),
+            bus_target: self.bus.describe(),
+            bus_state: BusState::Connecting,
+            ready: false,
+            last_error: None,
+            nodes: 1,
+            cluster_connections: 0,
+            bus_lag_ms: None,
+            seq: 0,
+            frames_sent: 0,
+            frames_received: 0,
+            frames_dropped: 0,
+            malformed_frames: 0,
+            counters: Counters::default(),
+            peers: Vec::new(),
+        }));
+        let (link, end) = bus::link();
+        tracing::info!(node = %self.config.node_id, bus = %self.bus.describe(), "joining the cluster");
+        self.bus.start(end);
+        let (commands, commands_rx) = mpsc::channel(4);
+        let engine = Engine {
+            state: ClusterState::new(&self.config.node_id, epoch, self.config.timing()),
+            presence,
+            local_rx: self.local_rx,
+            link,
+            commands: commands_rx,
+            stats: stats.clone(),
+            clock: tokio::time::Instant::now(),
+            bus_state: BusState::Connecting,
+            last_error: None,
+            frames_sent: 0,
+            frames_received: 0,
+            frames_dropped: 0,
+            malformed_frames: 0,
+            local_conns: 0,
+            last_duplicate_warning: None,
+        };
+        tokio::spawn(engine.run());
+        Cluster {
+            shared: Arc::new(Shared {
+                stats,
+                commands: Some(commands),
+            }),
+        }
+    }
+}
+
+/// Prepares cluster membership over `bus` (any transport, e.g. a
+/// [`memory::MemoryHub`] for several nodes in one process).
+pub fn prepare_with_bus(config: ClusterConfig, bus: Box<dyn Bus>) -> Prepared {
+    let (observer, local_rx) = ClusterObserver::new();
+    Prepared {
+        config,
+        bus,
+        observer: Arc::new(observer),
+        local_rx,
+    }
+}
+
+/// Starts a prepared membership for `presence`, or a standalone one.
+pub fn start(prepared: Option<Prepared>, presence: &Presence, node_id: &str) -> Cluster {
+    match prepared {
+        Some(prepared) => prepared.start(presence.clone()),
+        None => Cluster::standalone(node_id),
+    }
+}
+
+/// Prepares cluster membership as configured, or None for a standalone
+/// node (`--bus memory`).
+pub fn prepare(config: &ClusterConfig) -> Result<Option<Prepared>, String> {
+    config.validate()?;
+    match &config.bus {
+        BusSpec::Memory => Ok(None),
+        #[cfg(feature = "redis")]
+        BusSpec::Redis(url) => {
+            let bus = redis::RedisBus::new(url, BUS_CHANNEL)?;
+            Ok(Some(prepare_with_bus(config.clone(), Box::new(bus))))
+        }
+        #[cfg(not(feature = "redis"))]
+        BusSpec::Redis(url) => Err(format!(
+            "--bus {url:?}: this build has no Redis support; rebuild with `--features redis`"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,376 @@
+//! The Redis transport: frames go out with `PUBLISH` on one channel and
+//! come back through a `SUBSCRIBE` connection; on Redis Cluster with
+//! `SPUBLISH`/`SSUBSCRIBE` (sharded pub/sub) over RESP3.
+//!
+//! It only moves bytes and watches the link. Any error (connect, subscribe,
+//! publish, the subscription closing) takes the link down: it tells the
+//! engine, drops the frames queued meanwhile (the replication protocol
+//! resyncs), and reconnects with exponential backoff (100 ms doubling to
+//! 2 s, with jitter) for as long as the node runs.
+//!
+//! URLs: `redis://[user:password@]host:port[/db]`, `rediss://…` (TLS with
+//! the system's root certificates), and for Redis Cluster
+//! `redis+cluster://[user:password@]host1:port1,host2:port2` (or
+//! `rediss+cluster://…`), which lists seed nodes.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rand::Rng;
+use tokio::sync::mpsc;
+
+use super::bus::{Bus, BusEvent, Outgoing, TransportEnd};
+
+/// Time allowed to connect, subscribe, or publish one batch.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// First and largest wait between reconnection attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// See [`BACKOFF_MIN`].
+pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Frames published in one pipeline.
+const MAX_BATCH: usize = 64;
+
+/// Where the Redis bus connects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One Redis server (`redis://` or `rediss://` URL).
+    Single(String),
+    /// Seed nodes of a Redis Cluster (`redis://` or `rediss://` URLs).
+    Cluster(Vec<String>),
+}
+
+impl RedisTarget {
+    /// Parses a `--bus` URL. Errors say what is wrong with it.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| format!("--bus {url:?} is not a URL"))?;
+        let target = match scheme {
+            "redis" | "rediss" => RedisTarget::Single(url.to_string()),
+            "redis+cluster" | "rediss+cluster" => {
+                let base = scheme.trim_end_matches("+cluster");
+                let (userinfo, hosts) = match rest.rsplit_once('@') {
+                    Some((u, h)) => (format!("{u}@"), h),
+                    None => (String::new(), rest),
+                };
+                let (hosts, path) = match hosts.split_once('/') {
+                    Some((h, p)) => (h, format!("/{p}")),
+                    None => (hosts, String::new()),
+                };
+                let nodes: Vec<String> = hosts
+                    .split(',')
+                    .filter(|h| !h.trim().is_empty())
+                    .map(|h| format!("{base}://{userinfo}{}{path}", h.trim()))
+                    .collect();
+                if nodes.is_empty() {
+                    return Err(format!(
+                        "--bus {url:?} names no cluster node; use redis+cluster://host1:port1,host2:port2"
+                    ));
+                }
+                RedisTarget::Cluster(nodes)
+            }
+            _ => {
+                return Err(format!(
+                    "--bus {url:?}: unknown scheme {scheme:?}; use memory, redis://, rediss://, redis+cluster:// or rediss+cluster://"
+                ));
+            }
+        };
+        // Let the client check the rest (host, port, db, credentials).
+        match &target {
+            RedisTarget::Single(u) => {
+                redis::Client::open(u.as_str()).map_err(|e| format!("--bus {}: {e}", redact(u)))?;
+            }
+            RedisTarget::Cluster(nodes) => {
+                redis::cluster::ClusterClient::new(nodes.iter().map(String::as_str))
+                    .map_err(|e| format!("--bus {}: {e}", redact(url)))?;
+            }
+        }
+        Ok(target)
+    }
+}
+
+/// The URL with any password replaced by `***`, for logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{hosts}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// The Redis bus.
+#[derive(Debug)]
+pub struct RedisBus {
+    target: RedisTarget,
+    channel: String,
+    described: String,
+}
+
+impl RedisBus {
+    /// A bus on `channel` of the Redis server(s) at `url` (see
+    /// [`RedisTarget::parse`]).
+    pub fn new(url: &str, channel: &str) -> Result<Self, String> {
+        Ok(RedisBus {
+            target: RedisTarget::parse(url)?,
+            channel: channel.to_string(),
+            described: redact(url),
+        })
+    }
+}
+
+impl Bus for RedisBus {
+    fn kind(&self) -> &'static str {
+        match self.target {
+            RedisTarget::Single(_) => "redis",
+            RedisTarget::Cluster(_) => "redis-cluster",
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.described.clone()
+    }
+
+    fn start(self: Box<Self>, end: TransportEnd) {
+        tokio::spawn(run(*self, end));
+    }
+}
+
+/// Why a connected session ended.
+enum Ended {
+    /// The engine is gone: stop.
+    Stop,
+    /// The link broke: reconnect.
+    Lost(String),
+}
+
+async fn run(bus: RedisBus, mut end: TransportEnd) {
+    let mut backoff = BACKOFF_MIN;
+    let mut failures: u64 = 0;
+    loop {
+        let session = match &bus.target {
+            RedisTarget::Single(url) => single_session(url, &bus.channel, &mut end).await,
+            RedisTarget::Cluster(nodes) => cluster_session(nodes, &bus.channel, &mut end).await,
+        };
+        match session {
+            Ok(Ended::Stop) => return,
+            Ok(Ended::Lost(reason)) => {
+                // It was up: the first retry comes quickly.
+                backoff = BACKOFF_MIN;
+                failures = 1;
+                tracing::warn!(bus = %bus.described, %reason, "lost the Redis bus; reconnecting (local clients are still served)");
+                if end.tx.send(BusEvent::Down(reason)).is_err() {
+                    return;
+                }
+            }
+            Err(reason) => {
+                failures += 1;
+                if failures == 1 {
+                    if end.tx.send(BusEvent::Down(reason.clone())).is_err() {
+                        return;
+                    }
+                    tracing::warn!(bus = %bus.described, %reason, "cannot reach Redis; serving local clients only and retrying every {BACKOFF_MAX:?} at most");
+                } else if failures.is_multiple_of(20) {
+                    tracing::warn!(bus = %bus.described, %reason, attempts = failures, "still cannot reach Redis; retrying");
+                } else {
+                    tracing::debug!(bus = %bus.described, %reason, "Redis connect attempt failed");
+                }
+            }
+        }
+        let jitter = rand::rng().random_range(0.75..1.25);
+        if !discard_for(&mut end, backoff.mul_f64(jitter)).await {
+            return;
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Drops queued frames for `wait`; false if the engine is gone.
+async fn discard_for(end: &mut TransportEnd, wait: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, end.rx.recv()).await {
+            Err(_) => return true,
+            Ok(None) => return false,
+            Ok(Some(out)) => out.finish(false),
+        }
+    }
+}
+
+/// Drops whatever was queued while the link was down.
+fn discard_queued(end: &mut TransportEnd) {
+    while let Ok(out) = end.rx.try_recv() {
+        out.finish(false);
+    }
+}
+
+async fn timed<T>(
+    what: &str,
+    fut: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(IO_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: no answer within {IO_TIMEOUT:?}")),
+    }
+}
+
+/// Takes up to [`MAX_BATCH`] queued frames after `first`.
+fn batch(first: Outgoing, end: &mut TransportEnd) -> Vec<Outgoing> {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match end.rx.try_recv() {
+            Ok(out) => batch.push(out),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// One connected session on a single Redis server.
+async fn single_session(url: &str, channel: &str, end: &mut TransportEnd) -> Result<Ended, String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(IO_TIMEOUT))
+        .set_response_timeout(Some(IO_TIMEOUT));
+    let mut publisher = timed(
+        "connect",
+        client.get_multiplexed_async_connection_with_config(&config),
+    )
+    .await?;
+    let pubsub = timed("connect for SUBSCRIBE", client.get_async_pubsub()).await?;
+    let (mut sink, mut stream) = pubsub.split();
+    timed("SUBSCRIBE", sink.subscribe(channel)).await?;
+    discard_queued(end);
+    if end.tx.send(BusEvent::Up).is_err() {
+        return Ok(Ended::Stop);
+    }
+    loop {
+        tokio::select! {
+            msg = stream.next() => match msg {
+                Some(msg) => {
+                    if end.tx.send(BusEvent::Frame(msg.get_payload_bytes().to_vec())).is_err() {
+                        return Ok(Ended::Stop);
+                    }
+                }
+                None => return Ok(Ended::Lost("the SUBSCRIBE connection closed".into())),
+            },
+            out = end.rx.recv() => {
+                let Some(first) = out else {
+                    return Ok(Ended::Stop);
+                };
+                let batch = batch(first, end);
+                let mut pipe = redis::pipe();
+                for out in &batch {
+                    pipe.cmd("PUBLISH").arg(channel).arg(&out.frame[..]).ignore();
+                }
+                let result = timed("PUBLISH", pipe.query_async::<()>(&mut publisher)).await;
+                let ok = result.is_ok();
+                for out in batch {
+                    out.finish(ok);
+                }
+                if let Err(e) = result {
+                    return Ok(Ended::Lost(e));
+                }
+            }
+        }
+    }
+}
+
+/// One connected session on a Redis Cluster (sharded pub/sub, RESP3).
+async fn cluster_session(
+    nodes: &[String],
+    channel: &str,
+    end: &mut TransportEnd,
+) -> Result<Ended, String> {
+    let (push_tx, mut push_rx) = mpsc::unbounded_channel::<redis::PushInfo>();
+    let client = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .push_sender(push_tx)
+        .connection_timeout(IO_TIMEOUT)
+        .response_timeout(IO_TIMEOUT)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut conn = timed("connect", client.get_async_connection()).await?;
+    timed("SSUBSCRIBE", conn.ssubscribe(channel)).await?;
+    discard_queued(end);
+    if end.tx.send(BusEvent::Up).is_err() {
+        return Ok(Ended::Stop);
+    }
+    loop {
+        tokio::select! {
+            push = push_rx.recv() => match push {
+                Some(push) => match push.kind {
+                    redis::PushKind::SMessage | redis::PushKind::Message => {
+                        if let Some(redis::Value::BulkString(payload)) = push.data.into_iter().nth(1)
+                            && end.tx.send(BusEvent::Frame(payload)).is_err()
+                        {
+                            return Ok(Ended::Stop);
+                        }
+                    }
+                    redis::PushKind::Disconnection => {
+                        return Ok(Ended::Lost("a cluster connection closed".into()));
+                    }
+                    _ => {}
+                },
+                None => return Ok(Ended::Lost("the cluster connection closed".into())),
+            },
+            out = end.rx.recv() => {
+                let Some(first) = out else {
+                    return Ok(Ended::Stop);
+                };
+                // One at a time: every frame goes to the channel's shard in order.
+                for out in batch(first, end) {
+                    let result = timed(
+                        "SPUBLISH",
+                        redis::cmd("SPUBLISH").arg(channel).arg(&out.frame[..]).query_async::<i64>(&mut conn),
+                    )
+                    .await;
+                    let ok = result.is_ok();
+                    out.finish(ok);
+                    if let Err(e) = result {
+                        return Ok(Ended::Lost(e));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_parsed_and_checked() {
+        assert_eq!(
+            RedisTarget::parse("redis://127.0.0.1:6379"),
+            Ok(RedisTarget::Single("redis://127.0.0.1:6379".into()))
+        );
+        assert_eq!(
+            RedisTarget::parse("rediss+cluster://u:pw@10.0.0.1:7000,10.0.0.2:7001/0"),
+            Ok(RedisTarget::Cluster(vec![
+                "rediss://u:pw@10.0.0.1:7000/0".into(),
+                "rediss://u:pw@10.0.0.2:7001/0".into()
+            ]))
+        );
+        let err = RedisTarget::parse("http://x").unwrap_err();
+        assert!(err.contains("unknown scheme"), "{err}");
+        assert!(RedisTarget::parse("redis+cluster://").is_err());
+        assert!(RedisTarget::parse("localhost:6379").is_err());
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("redis://:s3cret@127.0.0.1:6379/1"),
+            "redis://:***@127.0.0.1:6379/1"
+        );
+        assert_eq!(redact("rediss://app:pw@h:1"), "rediss://app:***@h:1");
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
+    }
+}

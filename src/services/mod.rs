@@ -1,0 +1,344 @@
+//! Presence services on top of the core, for clients of every front end
+//! (the Telligent seed's content, service and user presence):
+//!
+//! - [`leases`]: presence to ids (channels) kept alive by refreshes;
+//! - [`user_presence`]: online while any connection or lease lives, pushed
+//!   to `user:<uid>` as `user.presence` messages;
+//! - [`privacy`]: who may be seen, durable in `--data-dir`
+//!   ([`privacy_file`]);
+//! - [`webhooks`]: signed, batched, retried presence events.
+//!
+//! [`Services`] wires them to the core: one [`PresenceObserver`] follows
+//! connections and presence deltas (it only counts and queues), and a task
+//! does the work that calls back into the core (pushing user presence,
+//! ending a closed connection's lease).
+
+pub mod leases;
+pub mod privacy;
+pub mod privacy_file;
+pub mod user_presence;
+pub mod webhooks;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+use crate::ids::ConnId;
+use crate::presence::{ChannelMessage, DirectMessage, Presence, PresenceObserver};
+use leases::{LeaseOwner, Leases};
+use privacy::{Privacy, PrivacyError, PrivacySettings, PrivacyStatus, PrivacyStore};
+use user_presence::{UserChange, UserPresence};
+use webhooks::{WebhookConfig, WebhookEvent, WebhookObserver, Webhooks};
+
+/// The event of user presence messages on `user:<uid>`.
+pub const USER_PRESENCE_EVENT: &str = "user.presence";
+
+/// Settings of the presence services.
+#[derive(Clone, Debug)]
+pub struct ServicesConfig {
+    /// Privacy options.
+    pub privacy: PrivacySettings,
+    /// Where the privacy store lives; None: in memory (lost on restart).
+    pub data_dir: Option<PathBuf>,
+    /// Lease TTL when a refresh gives none.
+    pub lease_ttl: Duration,
+    /// Longest TTL a refresh may ask for.
+    pub max_lease_ttl: Duration,
+    /// Most ids in one lease.
+    pub max_lease_ids: usize,
+    /// Webhooks (no URLs: none).
+    pub webhooks: WebhookConfig,
+}
+
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        ServicesConfig {
+            privacy: PrivacySettings::default(),
+            data_dir: None,
+            lease_ttl: Duration::from_secs(30),
+            max_lease_ttl: Duration::from_secs(3600),
+            max_lease_ids: 100,
+            webhooks: WebhookConfig {
+                urls: Vec::new(),
+                secret: None,
+                batch_window: Duration::from_millis(100),
+                retry_base: Duration::from_millis(500),
+                max_attempts: 8,
+            },
+        }
+    }
+}
+
+/// Work the observer hands to the services task.
+enum Task {
+    /// A user's online status changed: push it to `user:<uid>`.
+    User(UserChange),
+    /// A connection closed: end its lease.
+    Closed(ConnId),
+}
+
+/// The presence services. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Services {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ServicesConfig,
+    privacy: Arc<Privacy>,
+    users: Arc<UserPresence>,
+    leases: Arc<Leases>,
+    webhooks: Option<Arc<Webhooks>>,
+    tasks: mpsc::UnboundedSender<Task>,
+    task_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Task>>>,
+    presence: OnceLock<Presence>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Follows the core for the services: counts connections per user, ends
+/// closed connections' leases, forwards presence deltas to webhooks.
+struct Observer {
+    users: Arc<UserPresence>,
+    tasks: mpsc::UnboundedSender<Task>,
+    webhooks: Option<WebhookObserver>,
+}
+
+impl PresenceObserver for Observer {
+    fn connected(&self, _conn: ConnId, user_id: Option<&Arc<str>>, _protocol: &'static str) {
+        if let Some(uid) = user_id {
+            self.users.connection_opened(uid);
+        }
+    }
+
+    fn disconnected(&self, conn: ConnId, user_id: Option<&Arc<str>>, _protocol: &'static str) {
+        if let Some(uid) = user_id {
+            self.users.connection_closed(uid);
+        }
+        let _ = self.tasks.send(Task::Closed(conn));
+    }
+
+    fn channel_batch(
+        &self,
+        channel: &str,
+        occupied: bool,
+        vacated: bool,
+        deltas: &[crate::presence::PresenceDelta],
+    ) {
+        if let Some(w) = &self.webhooks {
+            w.channel_batch(channel, occupied, vacated, deltas);
+        }
+    }
+}
+
+impl Services {
+    /// Opens the privacy store (in `data_dir`, or in memory) and starts the
+    /// webhook senders. Needs a Tokio runtime.
+    pub fn new(config: ServicesConfig) -> Result<Services, String> {
+        let store: Box<dyn PrivacyStore> = match &config.data_dir {
+            Some(dir) => Box::new(privacy_file::FileStore::open(dir)?),
+            None => Box::new(privacy::MemoryStore),
+        };
+        Self::with_store(config, store)
+    }
+
+    /// Like [`Services::new`] with a given privacy store (e.g. a
+    /// cluster-wide one).
+    pub fn with_store(
+        config: ServicesConfig,
+        store: Box<dyn PrivacyStore>,
+    ) -> Result<Services, String> {
+        let privacy = Arc::new(Privacy::new(config.privacy, store)?);
+        let webhooks = match config.webhooks.urls.is_empty() {
+            true => None,
+            false => Some(Webhooks::start(config.webhooks.clone())?),
+        };
+        let (tasks, task_rx) = mpsc::unbounded_channel();
+        let sink_tasks = tasks.clone();
+        let sink_hooks = webhooks.clone();
+        let users = Arc::new(UserPresence::new(
+            privacy.clone(),
+            Box::new(move |change: UserChange| {
+                if let Some(hooks) = &sink_hooks {
+                    let name = if change.online {
+                        "user_online"
+                    } else {
+                        "user_offline"
+                    };
+                    hooks.push(WebhookEvent::new(name, None, Some(change.uid.clone())));
+                }
+                let _ = sink_tasks.send(Task::User(change));
+            }),
+        ));
+        let leases = Arc::new(Leases::new(privacy.clone(), users.clone()));
+        Ok(Services {
+            inner: Arc::new(Inner {
+                config,
+                privacy,
+                users,
+                leases,
+                webhooks,
+                tasks,
+                task_rx: std::sync::Mutex::new(Some(task_rx)),
+                presence: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// The observers to build the core with ([`Presence::with_observers`]).
+    pub fn observers(&self) -> Vec<Arc<dyn PresenceObserver>> {
+        vec![Arc::new(Observer {
+            users: self.inner.users.clone(),
+            tasks: self.inner.tasks.clone(),
+            webhooks: self.inner.webhooks.clone().map(WebhookObserver::new),
+        })]
+    }
+
+    /// Connects the services to the core built with [`Services::observers`]
+    /// (installs the privacy policy) and starts their tasks. Call once,
+    /// before clients connect.
+    pub fn start(&self, presence: &Presence) {
+        if self.inner.presence.set(presence.clone()).is_err() {
+            return;
+        }
+        presence.set_visibility_policy(self.inner.privacy.clone());
+        self.inner.leases.attach(presence.clone());
+        tokio::spawn(self.inner.leases.clone().run_expiry());
+        let rx = self
+            .inner
+            .task_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(mut rx) = rx {
+            let services = self.clone();
+            tokio::spawn(async move {
+                while let Some(task) = rx.recv().await {
+                    match task {
+                        Task::User(change) => services.push_user_presence(&change),
+                        Task::Closed(conn) => services.inner.leases.end(&LeaseOwner::Conn(conn)),
+                    }
+                }
+            });
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ServicesConfig {
+        &self.inner.config
+    }
+
+    /// The lease registry.
+    pub fn leases(&self) -> &Leases {
+        &self.inner.leases
+    }
+
+    /// User presence.
+    pub fn users(&self) -> &UserPresence {
+        &self.inner.users
+    }
+
+    /// The privacy policy.
+    pub fn privacy(&self) -> &Privacy {
+        &self.inner.privacy
+    }
+
+    /// The webhook queue, if webhooks are configured.
+    pub fn webhooks(&self) -> Option<&Webhooks> {
+        self.inner.webhooks.as_deref()
+    }
+
+    fn presence(&self) -> Option<&Presence> {
+        self.inner.presence.get()
+    }
+
+    /// Stores `uid`'s privacy choice durably and applies it everywhere:
+    /// their connections' memberships on every front end, their leases and
+    /// their user presence. Blocking (the store fsyncs): call it from
+    /// `spawn_blocking`.
+    pub fn set_privacy(
+        &self,
+        uid: &str,
+        visible: Option<bool>,
+    ) -> Result<PrivacyStatus, PrivacyError> {
+        if self.inner.privacy.set(uid, visible)? {
+            self.apply_privacy(uid);
+        }
+        Ok(self.inner.privacy.status(uid))
+    }
+
+    /// Re-applies `uid`'s visibility after the policy's answer changed
+    /// (e.g. another node stored a new choice, see [`Privacy::apply`]).
+    pub fn apply_privacy(&self, uid: &str) {
+        if let Some(p) = self.presence() {
+            p.refresh_visibility(uid);
+        }
+        self.inner.leases.refresh_visibility(uid);
+        self.inner.users.refresh(&Arc::from(uid));
+    }
+
+    fn push_user_presence(&self, change: &UserChange) {
+        let data = serde_json::json!({"uid": &*change.uid, "online": change.online});
+        let data = RawValue::from_string(data.to_string()).ok();
+        self.send_to_present(&format!("user:{}", change.uid), USER_PRESENCE_EVENT, data);
+    }
+
+    /// Sends a message to everyone present to `channel` on this node: as a
+    /// channel message to its subscribers (hidden users included: they
+    /// still receive), and as a direct message (same event and data) to
+    /// the connections of lease holders that are not subscribed. Returns
+    /// (message id, connections reached).
+    pub fn send_to_present(
+        &self,
+        channel: &str,
+        event: &str,
+        data: Option<Box<RawValue>>,
+    ) -> (String, usize) {
+        let id = crate::ids::ulid();
+        let Some(presence) = self.presence() else {
+            return (id, 0);
+        };
+        let msg = ChannelMessage {
+            id: id.clone(),
+            channel: Arc::from(channel),
+            event: event.to_string(),
+            data: data.clone(),
+            sender: None,
+        };
+        let mut reached = presence.publish(&msg);
+        let mut targets: HashSet<ConnId> = HashSet::new();
+        for owner in self.inner.leases.holders(channel) {
+            match owner {
+                LeaseOwner::Conn(c) => {
+                    targets.insert(c);
+                }
+                LeaseOwner::User(uid) => targets.extend(presence.user_connections(&uid)),
+            }
+        }
+        if !targets.is_empty() {
+            let direct = DirectMessage {
+                id: id.clone(),
+                event: event.to_string(),
+                data,
+            };
+            for conn in targets {
+                if !presence.is_connection_subscribed(conn, channel)
+                    && presence.send_to_connection(conn, &direct)
+                {
+                    reached += 1;
+                }
+            }
+        }
+        (id, reached)
+    }
+}

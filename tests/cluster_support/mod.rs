@@ -1,0 +1,579 @@
+//! Cluster test harness: a private `redis-server` on a free port and
+//! `rollcall serve` processes pointed at it, with Hotsock and SocketCluster
+//! clients over real sockets. Every child process is killed when its guard
+//! drops, so a failing test leaves nothing running.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::common::{self, API_KEY, Client, SECRET, WAIT};
+
+/// Cluster tests start several processes; running two such tests at once
+/// on a 2-core machine would make their timing measurements meaningless.
+/// (An async mutex: a failed test releases it without poisoning it.)
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Holds the cluster-test lock for the duration of a test.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Where test processes write their logs.
+fn log_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join("rollcall-cluster-tests");
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+/// A private redis-server (no persistence) on 127.0.0.1.
+pub struct Redis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    /// Starts redis-server on a free port and waits until it answers PING.
+    pub fn start() -> Redis {
+        let mut r = Redis {
+            port: free_port(),
+            child: None,
+        };
+        r.spawn();
+        r
+    }
+
+    /// A Redis that is not running (yet), on a free port.
+    pub fn not_running() -> Redis {
+        Redis {
+            port: free_port(),
+            child: None,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on its port.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "redis-server already running");
+        let child = Command::new("redis-server")
+            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .args(["--port", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server ({e}); install it (apt-get install redis-server)")
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.pings() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING on port {} within 5 s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pings(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        if s.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 7];
+        s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    /// SIGKILL, as if the machine running Redis died.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Timings and extra flags for a node.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub heartbeat: &'static str,
+    pub node_timeout: &'static str,
+    pub extra: Vec<String>,
+}
+
+impl Default for NodeOptions {
+    /// The defaults of `rollcall serve` (500ms heartbeat, 2500ms timeout).
+    fn default() -> Self {
+        NodeOptions {
+            heartbeat: "500ms",
+            node_timeout: "2500ms",
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// A `rollcall serve` process.
+pub struct Node {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// Starts a node on `bus` and waits for its banner.
+    pub fn start(name: &str, bus: &str, opts: &NodeOptions) -> Node {
+        let log = log_dir().join(format!("{name}-{}.log", free_port()));
+        let log_file = std::fs::File::create(&log).expect("create node log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--bus",
+                bus,
+                "--node-id",
+                name,
+            ])
+            .args(["--jwt-secret", SECRET, "--api-key", API_KEY])
+            .args(["--heartbeat-interval", opts.heartbeat])
+            .args(["--node-timeout", opts.node_timeout])
+            // Fast SocketCluster presence packets for the SC clients.
+            .args([
+                "--sc-presence-interval",
+                "300",
+                "--sc-presence-timeout",
+                "1000",
+            ])
+            .args(&opts.extra)
+            .env("RUST_LOG", "rollcall=debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .expect("start rollcall serve");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on ").nth(1)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(rest.trim().to_string());
+                }
+                // Keep draining so the node never blocks on a full pipe.
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(15)) {
+            Ok(a) => a.parse().expect("banner address"),
+            Err(_) => {
+                let _ = child.kill();
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("node {name} printed no banner within 15 s; its log:\n{text}");
+            }
+        };
+        Node {
+            name: name.to_string(),
+            addr,
+            log,
+            child: Some(child),
+        }
+    }
+
+    /// SIGKILL: no goodbye, no cleanup.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM (graceful shutdown) without waiting.
+    pub fn send_term(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Waits (at most 10 s, then SIGKILL and panic) for the process to exit.
+    pub fn wait_exit(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("node {} did not exit within 10 s of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and wait for the process to exit.
+    pub fn terminate(&mut self) {
+        self.send_term();
+        self.wait_exit();
+    }
+
+    /// The node's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A Hotsock client with these claims (after `hotsock.connected`).
+    pub async fn hotsock(&self, mut claims: Value) -> Client {
+        let url = format!(
+            "ws://{}/hotsock?token={}",
+            self.addr,
+            common::sign(&mut claims)
+        );
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("upgrade in time")
+            .expect("upgrade accepted");
+        let mut client = Client {
+            ws,
+            connection_id: String::new(),
+            connected: Value::Null,
+        };
+        client.read_connected().await;
+        client
+    }
+
+    pub async fn http(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        common::http(self.addr, method, path, body, Some(API_KEY)).await
+    }
+
+    /// Member uids of a channel from this node's HTTP API, sorted.
+    pub async fn member_set(&self, channel: &str) -> Vec<String> {
+        let (status, body) = self
+            .http("GET", &format!("/api/channels/{channel}"), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let mut uids: Vec<String> = body["members"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m["uid"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        uids.sort();
+        uids
+    }
+
+    /// `GET /readyz`.
+    pub async fn readyz(&self) -> (u16, Value) {
+        common::http(self.addr, "GET", "/readyz", None, None).await
+    }
+
+    /// Publishes through this node's HTTP API.
+    pub async fn publish(&self, channel: &str, event: &str, data: Value) {
+        let (status, body) = self
+            .http(
+                "POST",
+                "/api/publish",
+                Some(json!({"channel": channel, "event": event, "data": data})),
+            )
+            .await;
+        assert_eq!(status, 202, "publish refused: {body}");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits until every node reports the cluster ready with `nodes` members.
+pub async fn wait_for_cluster(nodes: &[&Node], count: usize) {
+    let ok = common::eventually(Duration::from_secs(10), || async {
+        for n in nodes {
+            let (status, body) = n.readyz().await;
+            if status != 200 || body["cluster"]["nodes"] != count {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(
+        ok,
+        "the cluster did not form with {count} nodes within 10 s"
+    );
+}
+
+/// Polls until `check` holds on every node for the channel's member set.
+pub async fn wait_for_members(nodes: &[&Node], channel: &str, want: &[&str], within: Duration) {
+    let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    let ok = common::eventually(within, || async {
+        for n in nodes {
+            if n.member_set(channel).await != want {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    if !ok {
+        let mut seen = Vec::new();
+        for n in nodes {
+            seen.push((n.name.clone(), n.member_set(channel).await));
+        }
+        panic!("members of {channel} are {seen:?}, expected {want:?} on every node");
+    }
+}
+
+/// Claims for a Hotsock user allowed on every channel, with messages.
+pub fn user(uid: &str, umd: Value) -> Value {
+    common::user(uid, umd)
+}
+
+/// A Hotsock client that follows one channel's member list from its
+/// subscribe snapshot and member events, checking each event against the
+/// full list it carries (a missed, repeated or reordered event fails).
+pub struct Watcher {
+    pub client: Client,
+    pub channel: String,
+    pub list: Vec<Value>,
+    /// Member events seen, as ("added"|"removed"|"updated", uid).
+    pub events: Vec<(String, String)>,
+    /// Channel messages seen, in order.
+    pub messages: Vec<Value>,
+}
+
+impl Watcher {
+    /// Connects as `uid` to `node` and subscribes to `channel` (making
+    /// `uid` a member too).
+    pub async fn join(node: &Node, uid: &str, channel: &str) -> Watcher {
+        let mut client = node.hotsock(user(uid, Value::Null)).await;
+        let sub = client.join(channel).await;
+        let list = sub["data"]["members"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        Watcher {
+            client,
+            channel: channel.to_string(),
+            list,
+            events: Vec::new(),
+            messages: Vec::new(),
+        }
+    }
+
+    /// Handles one frame: member events update the list; messages are kept.
+    fn take(&mut self, frame: Value) {
+        let event = frame["event"].as_str().unwrap_or("").to_string();
+        if frame["channel"] != self.channel.as_str() {
+            return;
+        }
+        match event.as_str() {
+            "hotsock.memberAdded" | "hotsock.memberRemoved" | "hotsock.memberUpdated" => {
+                common::apply_member_event(&mut self.list, &frame);
+                let kind = event.trim_start_matches("hotsock.member").to_lowercase();
+                let uid = frame["data"]["member"]["uid"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                self.events.push((kind, uid));
+            }
+            e if !e.starts_with("hotsock.") => self.messages.push(frame),
+            _ => {}
+        }
+    }
+
+    /// Reads frames for `ms` milliseconds.
+    pub async fn pump(&mut self, ms: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+        loop {
+            match tokio::time::timeout_at(deadline, self.client.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let frame: Value = serde_json::from_str(&t).expect("JSON frame");
+                    self.take(frame);
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(other) => panic!("watcher {} connection ended: {other:?}", self.channel),
+            }
+        }
+    }
+
+    /// Reads frames until `pred` holds on the watcher (panics after `within`).
+    pub async fn until(&mut self, what: &str, within: Duration, pred: impl Fn(&Watcher) -> bool) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !pred(self) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not seen within {within:?}; events {:?}, members {:?}",
+                self.events,
+                self.uids()
+            );
+            match tokio::time::timeout_at(deadline, self.client.ws.next()).await {
+                Err(_) => {}
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let frame: Value = serde_json::from_str(&t).expect("JSON frame");
+                    self.take(frame);
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(other) => panic!("watcher connection ended: {other:?}"),
+            }
+        }
+    }
+
+    /// Member uids, sorted.
+    pub fn uids(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .list
+            .iter()
+            .filter_map(|m| m["uid"].as_str().map(String::from))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// How often `kind` ("added", "removed", "updated") was seen for `uid`.
+    pub fn count(&self, kind: &str, uid: &str) -> usize {
+        self.events
+            .iter()
+            .filter(|(k, u)| k == kind && u == uid)
+            .count()
+    }
+}
+
+/// A raw SocketCluster client (protocol v1 text frames).
+pub struct Sc {
+    pub ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    cid: u64,
+}
+
+impl Sc {
+    /// Connects to `node` and handshakes with a token for `username`.
+    pub async fn connect(node: &Node, username: &str) -> Sc {
+        let url = format!("ws://{}/socketcluster/", node.addr);
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("upgrade in time")
+            .expect("upgrade accepted");
+        let mut sc = Sc { ws, cid: 0 };
+        let token = common::sign(&mut json!({ "username": username }));
+        let cid = sc
+            .request("#handshake", json!({ "authToken": token }))
+            .await;
+        let reply = sc.seek(|f| f["rid"] == cid).await;
+        assert_eq!(reply["data"]["isAuthenticated"], true, "{reply}");
+        sc
+    }
+
+    async fn request(&mut self, event: &str, data: Value) -> u64 {
+        self.cid += 1;
+        let frame = json!({"event": event, "data": data, "cid": self.cid});
+        self.ws
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .expect("send");
+        self.cid
+    }
+
+    /// The next JSON frame matching `pred`, answering pings.
+    pub async fn seek(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .expect("SC frame within the timeout")
+                .expect("stream open")
+                .expect("frame");
+            let Message::Text(t) = msg else { continue };
+            if t.as_str() == "#1" {
+                let _ = self.ws.send(Message::Text("#2".into())).await;
+                continue;
+            }
+            if t.is_empty() {
+                continue;
+            }
+            let f: Value = serde_json::from_str(&t).expect("JSON");
+            if pred(&f) {
+                return f;
+            }
+        }
+    }
+
+    /// Subscribes (a presence channel makes the user a member).
+    pub async fn subscribe(&mut self, channel: &str) {
+        let cid = self
+            .request("#subscribe", json!({ "channel": channel }))
+            .await;
+        self.seek(|f| f["rid"] == cid).await;
+    }
+
+    /// Unsubscribes (fire and forget).
+    pub async fn unsubscribe(&mut self, channel: &str) {
+        self.request("#unsubscribe", json!(channel)).await;
+    }
+
+    /// Publishes a message on a channel.
+    pub async fn publish(&mut self, channel: &str, data: Value) {
+        self.request("#publish", json!({ "channel": channel, "data": data }))
+            .await;
+    }
+
+    /// The data of the next `#publish` on `channel`.
+    pub async fn publish_on(&mut self, channel: &str) -> Value {
+        self.seek(|f| f["event"] == "#publish" && f["data"]["channel"] == channel)
+            .await["data"]["data"]
+            .clone()
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(WAIT, self.ws.next()).await {}
+    }
+}
+
+/// p50 and p99 of durations, in ms.
+pub fn percentiles(samples: &mut [Duration]) -> (f64, f64) {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples[i].as_secs_f64() * 1000.0
+    };
+    (at(0.50), at(0.99))
+}

@@ -1,0 +1,334 @@
+//! Webhooks over real HTTP: a local receiver checks the HMAC-SHA256
+//! signature and collects the events; a failing receiver proves the
+//! retries (same body, same ids); a receiver that never answers proves that
+//! presence work and the other receivers are not held up.
+#![cfg(feature = "hotsock")]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+const HOOK_SECRET: &str = "hook-secret";
+
+/// One request as the receiver saw it.
+#[derive(Debug, Clone)]
+struct Hit {
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Hit {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+}
+
+/// Reads one HTTP/1.1 request (head + Content-Length body).
+async fn read_request(stream: &mut TcpStream) -> Option<Hit> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some(Hit {
+        headers,
+        body: buf[head_end..head_end + len].to_vec(),
+    })
+}
+
+/// A receiver: answers 500 to the first `fail_first` requests, then 200
+/// (or never answers at all with `hang`). Every request is reported.
+async fn receiver(
+    fail_first: usize,
+    hang: bool,
+) -> (String, mpsc::UnboundedReceiver<Hit>, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hooks", listener.local_addr().expect("addr"));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let Some(hit) = read_request(&mut stream).await else {
+                    return;
+                };
+                let _ = tx.send(hit);
+                if hang {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    return;
+                }
+                let status = if n < fail_first {
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                let reply =
+                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = stream.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (url, rx, count)
+}
+
+/// Checks the signature and returns the body's events.
+fn verified_events(hit: &Hit) -> Vec<Value> {
+    let expected = rollcall::services::webhooks::sign(HOOK_SECRET, &hit.body);
+    assert_eq!(
+        hit.header("X-Rollcall-Signature"),
+        Some(expected.as_str()),
+        "bad signature"
+    );
+    assert_eq!(hit.header("Content-Type"), Some("application/json"));
+    let body = hit.json();
+    assert_eq!(hit.header("X-Rollcall-Webhook-Id"), body["id"].as_str());
+    assert!(is_ulid(body["id"].as_str().unwrap()));
+    body["events"].as_array().expect("events").clone()
+}
+
+/// Collects events (name, channel, user) until `want` of them arrived.
+async fn collect(
+    rx: &mut mpsc::UnboundedReceiver<Hit>,
+    want: usize,
+    ids: &mut HashSet<String>,
+) -> Vec<(String, Value, Value, Value)> {
+    let mut events = Vec::new();
+    while events.len() < want {
+        let hit = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {events:?} arrived"))
+            .expect("receiver open");
+        for e in verified_events(&hit) {
+            let id = e["id"].as_str().expect("event id").to_string();
+            assert!(ids.insert(id), "duplicate event id in {e}");
+            events.push((
+                e["name"].as_str().unwrap().to_string(),
+                e["channel"].clone(),
+                e["user_id"].clone(),
+                e["data"].clone(),
+            ));
+        }
+    }
+    events
+}
+
+fn ev(name: &str, channel: Value, user: Value, data: Value) -> (String, Value, Value, Value) {
+    (name.to_string(), channel, user, data)
+}
+
+#[tokio::test]
+async fn presence_events_arrive_signed_and_batched() {
+    let (url, mut rx, _) = receiver(0, false).await;
+    let srv = TestServer::start_with(|c| {
+        c.webhook_url = vec![url];
+        c.webhook_secret = Some(HOOK_SECRET.into());
+        c.webhook_batch_ms = 150;
+    })
+    .await;
+    let mut ids = HashSet::new();
+    let mut alice = srv.connect(user("alice", json!({"name": "Alice"}))).await;
+    alice.join("presence.room").await;
+    let got = collect(&mut rx, 3, &mut ids).await;
+    assert_eq!(
+        got,
+        [
+            ev("user_online", Value::Null, json!("alice"), Value::Null),
+            ev(
+                "channel_occupied",
+                json!("presence.room"),
+                Value::Null,
+                Value::Null
+            ),
+            ev(
+                "member_added",
+                json!("presence.room"),
+                json!("alice"),
+                json!({"name": "Alice"})
+            ),
+        ],
+        "one batch, in order"
+    );
+    // A lease is a member too; a hidden user is not.
+    srv.http(
+        "PUT",
+        "/api/users/eve/privacy",
+        Some(json!({"visible": false})),
+    )
+    .await;
+    let mut eve = srv.connect(user("eve", json!(null))).await;
+    eve.join("presence.room").await;
+    srv.http(
+        "POST",
+        "/api/presence/refresh",
+        Some(json!({"user": "bob", "ids": ["content:9"], "ttl_ms": 200})),
+    )
+    .await;
+    let got = collect(&mut rx, 6, &mut ids).await;
+    let content = json!("content:9");
+    assert_eq!(
+        got,
+        [
+            ev(
+                "channel_occupied",
+                content.clone(),
+                Value::Null,
+                Value::Null
+            ),
+            ev("member_added", content.clone(), json!("bob"), Value::Null),
+            ev("user_online", Value::Null, json!("bob"), Value::Null),
+            // The lease was not refreshed.
+            ev("member_removed", content.clone(), json!("bob"), Value::Null),
+            ev("channel_vacated", content, Value::Null, Value::Null),
+            ev("user_offline", Value::Null, json!("bob"), Value::Null),
+        ],
+        "the hidden eve is in none of them"
+    );
+    // alice leaves; the room then holds only the hidden eve: vacated.
+    alice.close().await;
+    let room = json!("presence.room");
+    assert_eq!(
+        collect(&mut rx, 3, &mut ids).await,
+        [
+            ev("member_removed", room.clone(), json!("alice"), Value::Null),
+            ev("channel_vacated", room, Value::Null, Value::Null),
+            ev("user_offline", Value::Null, json!("alice"), Value::Null),
+        ]
+    );
+    eve.close().await;
+    let quiet = tokio::time::timeout(Duration::from_millis(400), rx.recv()).await;
+    assert!(quiet.is_err(), "nothing about eve: {quiet:?}");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn failures_are_retried_and_never_block_presence() {
+    // One receiver fails twice before accepting; another never answers.
+    let (flaky, mut flaky_rx, flaky_count) = receiver(2, false).await;
+    let (stuck, mut stuck_rx, _) = receiver(0, true).await;
+    let srv = TestServer::start_with(|c| {
+        c.webhook_url = vec![flaky, stuck];
+        c.webhook_secret = Some(HOOK_SECRET.into());
+        c.webhook_batch_ms = 50;
+        c.webhook_retry_ms = 100;
+    })
+    .await;
+    let mut watcher = srv.connect(user("watch", json!(null))).await;
+    watcher.join("presence.busy").await;
+
+    // Presence work goes on at full speed while both receivers misbehave.
+    let started = Instant::now();
+    for i in 0..20 {
+        let mut c = srv.connect(user(&format!("u{i}"), json!(null))).await;
+        c.join("presence.busy").await;
+        assert_eq!(
+            watcher.expect("hotsock.memberAdded").await["data"]["member"]["uid"],
+            format!("u{i}")
+        );
+        c.close().await;
+        watcher.expect("hotsock.memberRemoved").await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "presence slowed down: {:?}",
+        started.elapsed()
+    );
+
+    // The flaky receiver gets the first batch three times: same id, same
+    // body, attempts 1, 2, 3.
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        let hit = tokio::time::timeout(WAIT, flaky_rx.recv())
+            .await
+            .expect("a retry in time")
+            .expect("open");
+        first.push(hit);
+    }
+    assert_eq!(
+        first[0].header("X-Rollcall-Webhook-Id"),
+        first[2].header("X-Rollcall-Webhook-Id")
+    );
+    assert_eq!(first[0].body, first[2].body);
+    let attempts: Vec<_> = first
+        .iter()
+        .map(|h| h.header("X-Rollcall-Attempt").map(str::to_string))
+        .collect();
+    assert_eq!(
+        attempts,
+        [Some("1".into()), Some("2".into()), Some("3".into())]
+    );
+    let events = verified_events(&first[0]);
+    assert_eq!(events[0]["name"], "user_online");
+    // Then everything else arrives, in order, each event once.
+    let mut ids: HashSet<String> = events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut added = events
+        .iter()
+        .filter(|e| e["name"] == "member_added")
+        .count();
+    while added < 21 {
+        let hit = tokio::time::timeout(WAIT, flaky_rx.recv())
+            .await
+            .expect("more batches")
+            .expect("open");
+        for e in verified_events(&hit) {
+            assert!(
+                ids.insert(e["id"].as_str().unwrap().to_string()),
+                "duplicate {e}"
+            );
+            if e["name"] == "member_added" {
+                added += 1;
+            }
+        }
+    }
+    assert!(flaky_count.load(Ordering::SeqCst) >= 4);
+    // The stuck receiver got its first request and is still waiting on it.
+    assert!(stuck_rx.recv().await.is_some());
+    srv.stop().await;
+}
