@@ -345,8 +345,9 @@ async fn a_node_starts_without_redis_and_joins_when_it_comes() {
         "{body}"
     );
     assert_eq!(body["cluster"]["bus_state"], "disconnected", "{body}");
-    let (status, _) = common::http(a.addr, "GET", "/healthz", None, None).await;
+    let (status, health) = common::http(a.addr, "GET", "/healthz", None, None).await;
     assert_eq!(status, 200);
+    assert_eq!(health["bus"], "disconnected", "{health}");
     assert!(
         a.log_text().contains("cannot reach Redis"),
         "the log says Redis is unreachable:\n{}",

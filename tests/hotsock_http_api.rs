@@ -295,6 +295,22 @@ async fn channel_info_has_name_count_and_members_in_join_order() {
 }
 
 #[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let srv = TestServer::start().await;
+    let (status, _) = http(srv.addr, "GET", "/api/channels", None, None).await;
+    assert_eq!(status, 401);
+    let mut stream = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!(
+        "GET /api/channels HTTP/1.1\r\nHost: x\r\nAuthorization: bearer {API_KEY}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}
+
+#[tokio::test]
 async fn healthz_reports_connections_and_channels() {
     let srv = TestServer::start().await;
     let (status, body) = http(srv.addr, "GET", "/healthz", None, None).await;
@@ -302,7 +318,7 @@ async fn healthz_reports_connections_and_channels() {
         (status, body),
         (
             200,
-            json!({"status": "ok", "connections": 0, "channels": 0})
+            json!({"status": "ok", "connections": 0, "channels": 0, "bus": "standalone", "nodes": 1})
         )
     );
     let mut a = srv.connect(user("a", json!(null))).await;
@@ -314,14 +330,14 @@ async fn healthz_reports_connections_and_channels() {
         (status, body),
         (
             200,
-            json!({"status": "ok", "connections": 2, "channels": 2})
+            json!({"status": "ok", "connections": 2, "channels": 2, "bus": "standalone", "nodes": 1})
         )
     );
     a.close().await;
     b.close().await;
     let idle = eventually(WAIT, || async {
         http(srv.addr, "GET", "/healthz", None, None).await.1
-            == json!({"status": "ok", "connections": 0, "channels": 0})
+            == json!({"status": "ok", "connections": 0, "channels": 0, "bus": "standalone", "nodes": 1})
     })
     .await;
     assert!(

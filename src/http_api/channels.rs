@@ -18,10 +18,15 @@ use crate::presence::ChannelMessage;
 
 pub(super) async fn healthz(State(app): State<App>) -> Json<Value> {
     let stats = app.presence.stats();
+    let cluster = app.cluster.stats();
+    // Alive as long as it answers; `bus` says whether the cluster link is up
+    // (`/readyz` turns that into a status code for load balancers).
     Json(json!({
         "status": "ok",
         "connections": stats.connections,
         "channels": stats.channels,
+        "bus": cluster.bus_state,
+        "nodes": cluster.nodes,
     }))
 }
 

@@ -293,7 +293,13 @@ fn check_api_key(app: &App, headers: &axum::http::HeaderMap) -> Result<bool, Api
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(false);
     };
-    let given = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer "));
+    // The auth scheme is case-insensitive (RFC 9110 §11.1).
+    let given = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key);
     match given {
         Some(key) if keys_match(key.trim().as_bytes(), app.config.api_key.as_bytes()) => Ok(true),
         _ => Err(ApiError::new(
