@@ -309,11 +309,13 @@ pub async fn run<S: Session>(
         "connection opened"
     );
 
+    let (session_gone_tx, session_gone_rx) = tokio::sync::oneshot::channel::<()>();
     let writer = async {
         let client_gone = write_loop(&mut sink, &mut outbox_rx, &outbox, &cfg).await;
         if client_gone {
             return;
         }
+        let _ = timeout(CLOSE_GRACE, session_gone_rx).await;
         // Flush what is already queued (e.g. a final error), then say why we
         // close. Bounded in time: a peer that stopped reading gets dropped.
         let reason = outbox
@@ -389,6 +391,10 @@ pub async fn run<S: Session>(
                 break;
             }
         }
+        // Memberships end before the close frame goes out, so a peer that
+        // saw our close frame knows the others were told it left.
+        drop(session);
+        let _ = session_gone_tx.send(());
     };
 
     tokio::join!(reader, writer);
@@ -399,8 +405,6 @@ pub async fn run<S: Session>(
         reason = reason.as_ref().map(|r| &*r.reason).unwrap_or(""),
         "connection closed"
     );
-    // Memberships end now, not after the closing handshake.
-    drop(session);
     // Finish the closing handshake: read (and drop) what the peer still
     // sends until its close frame. Closing a socket with unread input makes
     // the kernel reset the connection, and the peer would lose our close

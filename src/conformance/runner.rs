@@ -411,17 +411,31 @@ impl<'a> CaseRun<'a> {
         self.exec_steps(&case.steps, "").await
     }
 
+    /// Closes every client still open and waits (up to a second, all at
+    /// once) for the server's close replies: a server that removes members
+    /// before replying has then told everyone, so this case's clients
+    /// cannot leak events into the next case.
     async fn teardown(&mut self) {
-        for (_, mut c) in self.clients.drain() {
+        let clients: Vec<Client> = self.clients.drain().map(|(_, c)| c).collect();
+        let deadline = Instant::now() + Duration::from_millis(1000);
+        let closing = clients.into_iter().map(|mut c| async move {
             if c.closed.is_none() {
-                let _ = tokio::time::timeout(
+                let sent = tokio::time::timeout(
                     Duration::from_millis(200),
                     c.sink.send(Message::Close(None)),
                 )
                 .await;
+                if matches!(sent, Ok(Ok(()))) {
+                    while let Some(ev) = c.next(deadline).await {
+                        if matches!(ev, Incoming::Closed { .. }) {
+                            break;
+                        }
+                    }
+                }
             }
             c.reader.abort();
-        }
+        });
+        futures_util::future::join_all(closing).await;
     }
 
     fn env(&self) -> Env<'_> {
