@@ -13,7 +13,8 @@
 //!   server CPU per delivered message.
 //! - `idle`: 15,000 idle Hotsock connections; server RSS per connection.
 //! - `storm`: 1,000 clients join one presence channel at once; time until
-//!   every client's member list has all 1,000 members.
+//!   every client's member list has all 1,000 members (`--outbox-bytes`
+//!   64 MiB: each client receives about 15 MB of member lists).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -267,7 +268,15 @@ async fn idle(connections: usize) {
 }
 
 async fn storm(clients: usize) {
-    let server = Server::start(&["--max-connections-per-user", "100000"]);
+    // Every member event carries the full member list (Hotsock), so each
+    // client receives O(n^2) bytes in all; the outbound queue must hold the
+    // backlog of a client that reads slower than the storm arrives.
+    let server = Server::start(&[
+        "--max-connections-per-user",
+        "100000",
+        "--outbox-bytes",
+        "67108864",
+    ]);
     let addr = server.addr;
     let mut conns = Vec::with_capacity(clients);
     for i in 0..clients {
