@@ -6,6 +6,13 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use rollcall::config::Config;
 
+/// Copies each flag that was given (`Some`) over the config's value.
+macro_rules! overlay {
+    ($args:expr, $cfg:expr; $($field:ident),* $(,)?) => {$(
+        if let Some(v) = $args.$field { $cfg.$field = v; }
+    )*};
+}
+
 #[derive(Parser)]
 #[command(
     name = "rollcall",
@@ -145,12 +152,8 @@ struct SgcArgs {
 
 impl SgcArgs {
     fn overlay(self, cfg: &mut Config) {
-        macro_rules! set {
-            ($($field:ident),*) => {$(
-                if let Some(v) = self.$field { cfg.$field = v; }
-            )*};
-        }
-        set!(
+        overlay!(
+            self, cfg;
             sgc_require_token,
             sgc_invitation_ttl,
             sgc_server_acks,
@@ -207,12 +210,8 @@ struct ServicesArgs {
 
 impl ServicesArgs {
     fn overlay(self, cfg: &mut Config) {
-        macro_rules! set {
-            ($($field:ident),*) => {$(
-                if let Some(v) = self.$field { cfg.$field = v; }
-            )*};
-        }
-        set!(
+        overlay!(
+            self, cfg;
             presence_tracking,
             allow_user_toggle,
             default_visible,
@@ -337,12 +336,8 @@ fn build_config(args: ServeArgs) -> Result<Config, String> {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
     };
-    macro_rules! overlay {
-        ($($field:ident),*) => {$(
-            if let Some(v) = args.$field { cfg.$field = v; }
-        )*};
-    }
     overlay!(
+        args, cfg;
         listen,
         max_member_bytes,
         max_members_per_channel,
