@@ -560,7 +560,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command.unwrap_or(Command::Serve(Box::default())) {
+    // No command means `serve`, with its environment variables read as usual.
+    let command = match cli.command {
+        Some(command) => command,
+        None => Cli::parse_from(["rollcall", "serve"])
+            .command
+            .unwrap_or_else(|| Command::Serve(Box::default())),
+    };
+    let result = match command {
         Command::Serve(args) => runtime.block_on(serve(*args)).map(|_| true),
         Command::Token(args) => token(args).map(|_| true),
         Command::Conformance(args) => runtime.block_on(conformance(args)),

@@ -1,0 +1,110 @@
+//! The `rollcall` command line: config precedence and `rollcall token`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+/// The banner: every line up to the one that shows how to mint a token.
+fn banner(cmd: &mut Command) -> Vec<String> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start rollcall");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        let last = line.contains("rollcall token");
+        lines.push(line);
+        if last {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines
+}
+
+#[test]
+fn no_command_serves_and_reads_env_and_the_config_file() {
+    let dir = std::env::temp_dir().join(format!("rollcall-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("rollcall.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:1\"\napi-key = \"from-file\"\n").unwrap();
+    // The environment overrides the file; no flags at all.
+    let lines = banner(
+        Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .env("ROLLCALL_CONFIG", &file)
+            .env("ROLLCALL_LISTEN", "127.0.0.1:0")
+            .env("ROLLCALL_JWT_SECRET", "from-env"),
+    );
+    assert!(lines[0].starts_with("rollcall "), "{lines:?}");
+    assert!(
+        !lines[0].ends_with(":1"),
+        "env must beat the file: {lines:?}"
+    );
+    let text = lines.join("\n");
+    assert!(!text.contains("JWT secret"), "secret was given: {text}");
+    assert!(!text.contains("API key"), "the file's key was used: {text}");
+    assert!(text.contains("$ROLLCALL_JWT_SECRET"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_bad_config_value_is_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--idle-timeout", "soon"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("idle-timeout"), "{err}");
+}
+
+#[test]
+fn token_mints_a_verifiable_token() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args([
+            "token",
+            "--jwt-secret",
+            "s3cret",
+            "--uid",
+            "alice",
+            "--umd",
+            r#"{"name":"Alice"}"#,
+            "--channel",
+            "presence.*",
+            "--ttl",
+            "1h",
+        ])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let verifier = rollcall::auth::JwtVerifier::new(&rollcall::auth::AuthConfig {
+        jwt_secret: Some("s3cret".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let claims = verifier.verify_hotsock(&token).expect("valid token");
+    assert_eq!(claims.uid.as_deref(), Some("alice"));
+    assert!(claims.scope.connect);
+    assert!(claims.channels.can_subscribe("presence.room"));
+    assert!(!claims.channels.can_subscribe("other"));
+    let exp = claims.exp;
+    let now = rollcall::time::unix_now();
+    assert!((now + 3500..=now + 3700).contains(&exp), "exp {exp}");
+    // Without a secret it says where to get one.
+    let out = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args(["token", "--uid", "alice"])
+        .env_remove("ROLLCALL_JWT_SECRET")
+        .env_remove("ROLLCALL_CONFIG")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--jwt-secret"));
+}
