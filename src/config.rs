@@ -286,6 +286,10 @@ impl Config {
                 default_visible: self.default_visible,
             },
             data_dir: self.data_dir.clone(),
+            privacy_redis: match crate::cluster::BusSpec::parse(&self.bus)? {
+                crate::cluster::BusSpec::Redis(url) => Some(url),
+                crate::cluster::BusSpec::Memory => None,
+            },
             lease_ttl,
             max_lease_ids: self.max_channels_per_connection,
             webhooks: crate::services::webhooks::WebhookConfig {

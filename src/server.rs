@@ -137,7 +137,9 @@ pub async fn start(config: &Config) -> Result<RunningServer, String> {
     observers.extend(cluster.as_ref().map(|c| c.observer()));
     let presence = Presence::with_observers(config.limits(), observers);
     services.start(&presence);
-    let cluster = crate::cluster::start(cluster, &presence, &cluster_config.node_id);
+    let handler: Arc<dyn crate::cluster::RemoteHandler> = Arc::new(services.clone());
+    let cluster = crate::cluster::start(cluster, &presence, &cluster_config.node_id, Some(handler));
+    services.attach_cluster(&cluster);
     let app = App {
         presence,
         services,

@@ -11,6 +11,13 @@ fn banner(cmd: &mut Command) -> Vec<String> {
         .spawn()
         .expect("start rollcall");
     let stdout = child.stdout.take().expect("stdout");
+    // If the banner never completes, kill the server so the read below
+    // ends (at EOF) and the assertions report what was printed.
+    let pid = child.id().to_string();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(10));
+        let _ = Command::new("kill").args(["-9", &pid]).status();
+    });
     let mut lines = Vec::new();
     for line in BufReader::new(stdout).lines() {
         let line = line.expect("line");

@@ -9,17 +9,30 @@
 //! Everything happens on this one task, so the state needs no lock and the
 //! effects reach the core in the order the state produced them.
 
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::bus::{BusEvent, BusLink, Outgoing};
-use super::state::{ClusterState, Effect, Notice};
-use super::wire::{Frame, Op, PresenceRecord, WireMessage, pid_to_conn};
-use super::{BusState, ClusterStats};
+use super::state::{ClusterState, Effect, Notice, PresenceKey};
+use super::wire::{
+    CONNS_CHANNEL, DirectTarget, Frame, Op, PresenceRecord, WireMessage, pid_to_conn,
+};
+use super::{BusState, ClusterStats, RemoteHandler};
+use crate::ids::ConnId;
 use crate::presence::{ChannelMessage, Origin, Presence, PresenceDelta, PresenceObserver};
+
+/// The presence id prefix of a user's lease on another node.
+const USER_LEASE_PREFIX: &str = "lease:user:";
+
+/// Users holding a lease on other nodes: channel → user → presences.
+pub(super) type LeaseUsers = Arc<Mutex<HashMap<String, HashMap<Arc<str>, usize>>>>;
+
+/// Other nodes' subscriptions that are not memberships: channel → count.
+pub(super) type RemoteSubs = Arc<Mutex<HashMap<String, usize>>>;
 
 /// Ops sent in one frame at most.
 const MAX_OPS_PER_FRAME: usize = 512;
@@ -37,6 +50,11 @@ impl ClusterObserver {
     pub(super) fn new() -> (Self, mpsc::UnboundedReceiver<Op>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (ClusterObserver { tx }, rx)
+    }
+
+    /// Another sender into the same ordered op stream.
+    pub(super) fn sender(&self) -> mpsc::UnboundedSender<Op> {
+        self.tx.clone()
     }
 }
 
@@ -74,6 +92,27 @@ impl PresenceObserver for ClusterObserver {
     fn published(&self, msg: &ChannelMessage) {
         let _ = self.tx.send(Op::Msg(WireMessage::from_message(msg)));
     }
+
+    fn connected(&self, conn: ConnId, user_id: Option<&Arc<str>>, _protocol: &'static str) {
+        if let Some(uid) = user_id {
+            let _ = self.tx.send(Op::Put(PresenceRecord {
+                ch: CONNS_CHANNEL.to_string(),
+                pid: conn.to_string(),
+                uid: uid.to_string(),
+                info: serde_json::Value::Null,
+            }));
+        }
+    }
+
+    fn disconnected(&self, conn: ConnId, user_id: Option<&Arc<str>>, _protocol: &'static str) {
+        if let Some(uid) = user_id {
+            let _ = self.tx.send(Op::Del {
+                ch: CONNS_CHANNEL.to_string(),
+                pid: conn.to_string(),
+                uid: uid.to_string(),
+            });
+        }
+    }
 }
 
 /// Requests to the engine.
@@ -99,6 +138,15 @@ pub(super) struct Engine {
     pub(super) malformed_frames: u64,
     pub(super) local_conns: usize,
     pub(super) last_duplicate_warning: Option<Instant>,
+    /// The services that act on remote users (set once the node runs).
+    pub(super) handler: Arc<OnceLock<Arc<dyn RemoteHandler>>>,
+    /// Remote connections and user leases counted for user presence.
+    pub(super) counted: HashSet<(Arc<str>, PresenceKey)>,
+    /// Users holding a lease on other nodes, per channel.
+    pub(super) lease_users: LeaseUsers,
+    /// Other nodes' subscriptions that are not memberships, per channel
+    /// (refreshed every tick).
+    pub(super) remote_subs: RemoteSubs,
 }
 
 fn wall_ms() -> u64 {
@@ -144,7 +192,8 @@ impl Engine {
                 _ = heartbeat.tick() => {
                     self.local_conns = self.presence.stats().connections;
                     if self.bus_state != BusState::Disconnected && self.bus_state != BusState::Connecting {
-                        let frame = self.state.heartbeat(wall_ms(), self.local_conns);
+                        let subs = self.presence.subscriptions_without_membership().into_iter().collect();
+                        let frame = self.state.heartbeat_with_subs(wall_ms(), self.local_conns, subs);
                         self.send(frame, None);
                     }
                 },
@@ -152,6 +201,8 @@ impl Engine {
                     let now = self.now();
                     let fx = self.state.tick(now);
                     self.apply(fx);
+                    *self.remote_subs.lock().unwrap_or_else(|p| p.into_inner()) =
+                        self.state.remote_subscriptions();
                     self.publish_stats();
                 },
                 cmd = self.commands.recv() => match cmd {
@@ -237,7 +288,16 @@ impl Engine {
     fn apply(&mut self, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
+                Effect::Add { node, key, value } if &*key.ch == CONNS_CHANNEL => {
+                    self.count_remote(node, key, &value.uid, true);
+                }
+                Effect::Remove { node, key, uid } if &*key.ch == CONNS_CHANNEL => {
+                    self.count_remote(node, key, &uid, false);
+                }
                 Effect::Add { node, key, value } => {
+                    if key.pid.starts_with(USER_LEASE_PREFIX) {
+                        self.count_remote(node.clone(), key.clone(), &value.uid, true);
+                    }
                     let origin = Origin::Remote {
                         node: node.clone(),
                         conn: pid_to_conn(&key.pid),
@@ -250,6 +310,9 @@ impl Engine {
                     }
                 }
                 Effect::Remove { node, key, uid } => {
+                    if key.pid.starts_with(USER_LEASE_PREFIX) {
+                        self.count_remote(node.clone(), key.clone(), &uid, false);
+                    }
                     let origin = Origin::Remote {
                         node,
                         conn: pid_to_conn(&key.pid),
@@ -263,9 +326,67 @@ impl Engine {
                     }
                     None => self.malformed_frames += 1,
                 },
+                Effect::Direct(d) => {
+                    let Some(msg) = d.to_message() else {
+                        self.malformed_frames += 1;
+                        continue;
+                    };
+                    match d.to {
+                        DirectTarget::User(uid) => {
+                            self.presence.send_to_user(&uid, &msg);
+                        }
+                        DirectTarget::All => {
+                            self.presence.broadcast(&msg);
+                        }
+                        DirectTarget::Present(ch) => {
+                            if let Some(h) = self.handler.get() {
+                                let users = remote_lease_users(&self.lease_users, &ch);
+                                h.send_to_present(&ch, &msg, &users);
+                            }
+                        }
+                    }
+                }
+                Effect::Privacy { uid, visible } => {
+                    if let Some(h) = self.handler.get() {
+                        h.privacy_changed(&uid, visible);
+                    }
+                }
                 Effect::Send(frame) => self.send(frame, None),
                 Effect::Notice(notice) => self.log(notice),
             }
+        }
+    }
+
+    /// Counts a remote connection or user lease presence once, however
+    /// often its data changes, and tells user presence.
+    fn count_remote(&mut self, node: Arc<str>, key: PresenceKey, uid: &Arc<str>, up: bool) {
+        let is_conn = &*key.ch == CONNS_CHANNEL;
+        let ch = key.ch.to_string();
+        let changed = if up {
+            self.counted.insert((node, key))
+        } else {
+            self.counted.remove(&(node, key))
+        };
+        if !changed {
+            return;
+        }
+        if !is_conn {
+            let mut map = self.lease_users.lock().unwrap_or_else(|p| p.into_inner());
+            let users = map.entry(ch.clone()).or_default();
+            if up {
+                *users.entry(uid.clone()).or_default() += 1;
+            } else if let Some(n) = users.get_mut(uid) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    users.remove(uid);
+                }
+            }
+            if users.is_empty() {
+                map.remove(&ch);
+            }
+        }
+        if let Some(h) = self.handler.get() {
+            h.remote_user(uid, is_conn, up);
         }
     }
 
@@ -349,10 +470,19 @@ impl Engine {
     }
 }
 
+/// The users holding a lease on `channel` on other nodes.
+pub(super) fn remote_lease_users(lease_users: &LeaseUsers, channel: &str) -> Vec<Arc<str>> {
+    lease_users
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(channel)
+        .map(|users| users.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::ConnId;
 
     fn conn(n: u64) -> ConnId {
         ConnId(n)

@@ -27,16 +27,17 @@ pub mod redis;
 pub mod state;
 pub mod wire;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::presence::{Presence, PresenceObserver};
+use crate::presence::{DirectMessage, Presence, PresenceObserver};
 use bus::Bus;
-use engine::{ClusterObserver, Command, Engine};
+use engine::{ClusterObserver, Command, Engine, LeaseUsers, RemoteSubs};
 use state::{ClusterState, Counters, PeerInfo, Timing};
+use wire::{DirectTarget, Op, WireDirect};
 
 /// The Redis pub/sub channel the nodes share.
 pub const BUS_CHANNEL: &str = "rollcall:cluster";
@@ -187,9 +188,29 @@ pub struct ClusterStats {
     pub peers: Vec<PeerInfo>,
 }
 
+/// What the presence services do with what other nodes report; set with
+/// [`Prepared::start`]. Called on the replication task, in bus order:
+/// implementations must be quick and must not block.
+pub trait RemoteHandler: Send + Sync + 'static {
+    /// A direct message for everyone present to `channel` came from
+    /// another node: deliver it to this node's lease holders that are not
+    /// subscribed, and to this node's connections of `lease_users` (users
+    /// holding a lease on `channel` on other nodes).
+    fn send_to_present(&self, channel: &str, msg: &DirectMessage, lease_users: &[Arc<str>]);
+    /// Another node stored a privacy choice for `uid`.
+    fn privacy_changed(&self, uid: &str, visible: Option<bool>);
+    /// A connection (`conn`) or a lease presence (`!conn`) of `uid` on
+    /// another node appeared (`up`) or went away.
+    fn remote_user(&self, uid: &Arc<str>, conn: bool, up: bool);
+}
+
 struct Shared {
     stats: Arc<Mutex<ClusterStats>>,
     commands: Option<mpsc::Sender<Command>>,
+    /// This node's ordered op stream (the one the observer feeds).
+    ops: Option<mpsc::UnboundedSender<Op>>,
+    lease_users: LeaseUsers,
+    remote_subs: RemoteSubs,
 }
 
 /// A handle on this node's cluster membership. Cheap to clone.
@@ -239,6 +260,9 @@ impl Cluster {
             shared: Arc::new(Shared {
                 stats: Arc::new(Mutex::new(stats)),
                 commands: None,
+                ops: None,
+                lease_users: LeaseUsers::default(),
+                remote_subs: RemoteSubs::default(),
             }),
         }
     }
@@ -259,6 +283,47 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .ready
+    }
+
+    /// Sends `msg` to the connections `to` names on every other node
+    /// (after this node's earlier publishes). Returns false on a
+    /// standalone node, where there is nobody else to tell.
+    pub fn forward_direct(&self, to: DirectTarget, msg: &DirectMessage) -> bool {
+        self.send_op(Op::Direct(WireDirect::from_message(to, msg)))
+    }
+
+    /// Tells the other nodes that `uid`'s privacy choice, already in the
+    /// shared store, is now `visible`.
+    pub fn forward_privacy(&self, uid: &str, visible: Option<bool>) -> bool {
+        self.send_op(Op::Privacy {
+            uid: uid.to_string(),
+            visible,
+        })
+    }
+
+    fn send_op(&self, op: Op) -> bool {
+        match &self.shared.ops {
+            Some(ops) => ops.send(op).is_ok(),
+            None => false,
+        }
+    }
+
+    /// The users holding a lease on `channel` on other nodes.
+    pub fn remote_lease_users(&self, channel: &str) -> Vec<Arc<str>> {
+        engine::remote_lease_users(&self.shared.lease_users, channel)
+    }
+
+    /// Subscriptions to `channel` on other nodes that are not memberships
+    /// (memberships arrive as remote presences and count already), as of
+    /// their last heartbeats. 0 on a standalone node.
+    pub fn remote_subscriptions(&self, channel: &str) -> usize {
+        self.shared
+            .remote_subs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(channel)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Tells the other nodes this node is leaving (they drop its members
@@ -290,8 +355,16 @@ impl Prepared {
     }
 
     /// Starts replication for `presence` (which must have been built with
-    /// [`Prepared::observer`]) on the current Tokio runtime.
-    pub fn start(self, presence: Presence) -> Cluster {
+    /// [`Prepared::observer`]) on the current Tokio runtime; `handler`
+    /// (the presence services) learns what the other nodes report.
+    pub fn start(self, presence: Presence, handler: Option<Arc<dyn RemoteHandler>>) -> Cluster {
+        let handler_cell = Arc::new(OnceLock::new());
+        if let Some(h) = handler {
+            let _ = handler_cell.set(h);
+        }
+        let lease_users = LeaseUsers::default();
+        let remote_subs = RemoteSubs::default();
+        let ops = self.observer.sender();
         let epoch = epoch_now();
         let stats = Arc::new(Mutex::new(ClusterStats {
             node_id: self.config.node_id.clone(),
@@ -332,12 +405,19 @@ impl Prepared {
             malformed_frames: 0,
             local_conns: 0,
             last_duplicate_warning: None,
+            handler: handler_cell,
+            counted: Default::default(),
+            lease_users: lease_users.clone(),
+            remote_subs: remote_subs.clone(),
         };
         tokio::spawn(engine.run());
         Cluster {
             shared: Arc::new(Shared {
                 stats,
                 commands: Some(commands),
+                ops: Some(ops),
+                lease_users,
+                remote_subs,
             }),
         }
     }
@@ -355,10 +435,16 @@ pub fn prepare_with_bus(config: ClusterConfig, bus: Box<dyn Bus>) -> Prepared {
     }
 }
 
-/// Starts a prepared membership for `presence`, or a standalone one.
-pub fn start(prepared: Option<Prepared>, presence: &Presence, node_id: &str) -> Cluster {
+/// Starts a prepared membership for `presence` (see [`Prepared::start`]),
+/// or a standalone one.
+pub fn start(
+    prepared: Option<Prepared>,
+    presence: &Presence,
+    node_id: &str,
+    handler: Option<Arc<dyn RemoteHandler>>,
+) -> Cluster {
     match prepared {
-        Some(prepared) => prepared.start(presence.clone()),
+        Some(prepared) => prepared.start(presence.clone(), handler),
         None => Cluster::standalone(node_id),
     }
 }

@@ -27,12 +27,12 @@
 //!   stale and replaced by a fresh state, so changes made meanwhile become
 //!   exact adds and removes (no ghost, no lost leave, no second join).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::wire::{Body, Frame, Op, PresenceRecord, WireMessage};
+use super::wire::{Body, Frame, Op, PresenceRecord, WireDirect, WireMessage};
 
 /// Monotonic time in milliseconds (the engine's clock).
 pub type Millis = u64;
@@ -108,6 +108,16 @@ pub enum Effect {
     },
     /// Deliver a message published on another node to local subscribers.
     Deliver(WireMessage),
+    /// Deliver a direct message sent on another node's HTTP API to local
+    /// connections.
+    Direct(WireDirect),
+    /// Apply a privacy choice stored by another node.
+    Privacy {
+        /// The user id.
+        uid: String,
+        /// The choice; None: back to the default.
+        visible: Option<bool>,
+    },
     /// Publish a frame on the bus.
     Send(Frame),
     /// Something worth a log line.
@@ -178,6 +188,8 @@ struct Replica {
     last_heard: Millis,
     sync_asked: Option<Millis>,
     conns: usize,
+    /// The node's subscriptions that are not memberships, per channel.
+    subs: BTreeMap<String, usize>,
     presences: HashMap<PresenceKey, PresenceValue>,
 }
 
@@ -190,6 +202,7 @@ impl Replica {
             last_heard: now,
             sync_asked: None,
             conns: 0,
+            subs: BTreeMap::new(),
             presences: HashMap::new(),
         }
     }
@@ -364,7 +377,7 @@ impl ClusterState {
                         pid: Arc::from(pid.as_str()),
                     });
                 }
-                Op::Msg(_) => {}
+                Op::Msg(_) | Op::Direct(_) | Op::Privacy { .. } => {}
             }
         }
         self.seq += 1;
@@ -373,11 +386,36 @@ impl ClusterState {
 
     /// A heartbeat frame (`wall_ms`: this node's wall clock).
     pub fn heartbeat(&self, wall_ms: u64, conns: usize) -> Frame {
+        self.heartbeat_with_subs(wall_ms, conns, BTreeMap::new())
+    }
+
+    /// A heartbeat frame that also carries this node's subscriptions that
+    /// are not memberships, per channel.
+    pub fn heartbeat_with_subs(
+        &self,
+        wall_ms: u64,
+        conns: usize,
+        subs: BTreeMap<String, usize>,
+    ) -> Frame {
         self.frame(Body::Hb {
             seq: self.seq,
             sent: wall_ms,
             conns,
+            subs,
         })
+    }
+
+    /// Per channel, the other nodes' subscriptions that are not
+    /// memberships, as of their last heartbeats (a node that is gone no
+    /// longer counts).
+    pub fn remote_subscriptions(&self) -> HashMap<String, usize> {
+        let mut all: HashMap<String, usize> = HashMap::new();
+        for r in self.remotes.values() {
+            for (ch, n) in &r.subs {
+                *all.entry(ch.clone()).or_default() += n;
+            }
+        }
+        all
     }
 
     /// The goodbye frame.
@@ -532,14 +570,20 @@ impl ClusterState {
                 }
                 // Presence changes wait for the state; messages go out now.
                 for op in ops {
-                    if let Op::Msg(m) = op {
-                        fx.push(Effect::Deliver(m));
+                    match op {
+                        Op::Msg(m) => fx.push(Effect::Deliver(m)),
+                        Op::Direct(d) => fx.push(Effect::Direct(d)),
+                        Op::Privacy { uid, visible } => fx.push(Effect::Privacy { uid, visible }),
+                        Op::Put(_) | Op::Del { .. } => {}
                     }
                 }
                 need_sync = true;
             }
-            Body::Hb { seq, conns, .. } => {
+            Body::Hb {
+                seq, conns, subs, ..
+            } => {
                 r.conns = conns;
+                r.subs = subs;
                 if r.synced && seq > r.seq {
                     self.counters.gaps += 1;
                     fx.push(Effect::Notice(Notice::Gap {
@@ -707,6 +751,8 @@ fn apply_op(node: &Arc<str>, r: &mut Replica, op: Op, fx: &mut Vec<Effect>) {
             }
         }
         Op::Msg(m) => fx.push(Effect::Deliver(m)),
+        Op::Direct(d) => fx.push(Effect::Direct(d)),
+        Op::Privacy { uid, visible } => fx.push(Effect::Privacy { uid, visible }),
     }
 }
 
@@ -1148,6 +1194,22 @@ mod tests {
             0,
         );
         assert!(sent(&other).is_empty());
+    }
+
+    #[test]
+    fn heartbeats_carry_subscriber_counts_until_the_node_leaves() {
+        let (a, mut b) = pair();
+        let subs = BTreeMap::from([("news".to_string(), 2)]);
+        deliver(&mut b, &a.heartbeat_with_subs(0, 2, subs.clone()), 100);
+        assert_eq!(
+            b.remote_subscriptions(),
+            HashMap::from([("news".to_string(), 2)])
+        );
+        deliver(&mut b, &a.heartbeat_with_subs(0, 1, BTreeMap::new()), 200);
+        assert!(b.remote_subscriptions().is_empty());
+        deliver(&mut b, &a.heartbeat_with_subs(0, 2, subs), 300);
+        deliver(&mut b, &a.bye(), 400);
+        assert!(b.remote_subscriptions().is_empty());
     }
 
     #[test]

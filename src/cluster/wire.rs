@@ -13,7 +13,8 @@
 //!    {"op":"del","ch":"presence.room","pid":"8f3a0c1200000003","uid":"ann"},
 //!    {"op":"msg","id":"01J0…","ch":"presence.room","event":"chat","data":"{\"text\":\"hi\"}",
 //!     "sender":{"conn":"8f3a0c1200000004","uid":"jim","info":{"name":"Jim"},"echo":false}}]}
-//! {"node":"a","epoch":1718000000123456,"t":"hb","seq":7,"sent":1718000004000,"conns":12}
+//! {"node":"a","epoch":1718000000123456,"t":"hb","seq":7,"sent":1718000004000,"conns":12,
+//!  "subs":{"news":3}}
 //! {"node":"b","epoch":1718000000999999,"t":"sync","target":"a"}      (target null: every node)
 //! {"node":"a","epoch":1718000000123456,"t":"state","seq":7,"presences":[
 //!    {"ch":"presence.room","pid":"8f3a0c1200000004","uid":"jim","info":{"name":"Jim"}}]}
@@ -26,16 +27,27 @@
 //!   receiver that sees `seq` jump has missed a frame and asks for a state.
 //! - `hb`: heartbeat, with the last `ops` seq sent (so a lost last frame is
 //!   noticed too), the sender's wall clock in ms (its own echo measures the
-//!   bus lag) and its number of open connections.
+//!   bus lag), its number of open connections and, per channel, its
+//!   subscriptions that are not memberships (`subs`, for cluster-wide
+//!   `subscriptionsCount`; omitted when empty).
 //! - `sync`: asks `target` (or every node) to publish its full state.
 //! - `state`: all presences of the sender as of `ops` frame `seq`.
 //! - `bye`: the sender is shutting down; drop its presences now.
+//!
+//! `ops` also carry, in the same order as the sender's publishes:
+//! `{"op":"direct",…}` ([`WireDirect`]: send to a user, broadcast, send to
+//! everyone present, asked on the sender's HTTP API and delivered by each
+//! node to its own connections) and `{"op":"privacy","uid":"jim",
+//! "visible":false}` (a privacy choice stored in the shared store). A
+//! node's connections with a user id are replicated as presences of the
+//! pseudo-channel [`CONNS_CHANNEL`], so user presence is cluster-wide.
 //!
 //! A presence is identified by (`ch`, `pid`): `pid` is the connection id on
 //! the sender (16 hex digits) or `lease:<id>` for a lease. Message `data`
 //! is the published JSON as a string, so it reaches remote subscribers
 //! byte for byte as it was published.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -43,7 +55,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::ids::ConnId;
-use crate::presence::{ChannelMessage, MessageSender};
+use crate::presence::{ChannelMessage, DirectMessage, MessageSender};
 
 /// One bus message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -77,6 +89,10 @@ pub enum Body {
         /// Open connections on the sender.
         #[serde(default)]
         conns: usize,
+        /// Per channel, the sender's subscriptions that are not
+        /// memberships (only channels that have some).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        subs: BTreeMap<String, usize>,
     },
     /// Asks a node (or every node when None) for its full state.
     Sync {
@@ -111,6 +127,90 @@ pub enum Op {
     },
     /// A message published on the sender.
     Msg(WireMessage),
+    /// A direct message sent through the sender's HTTP API, for the
+    /// receivers' own connections (see [`WireDirect`]).
+    Direct(WireDirect),
+    /// A user's privacy choice changed on the sender (already stored in
+    /// the shared store): receivers apply it to their in-memory copy.
+    Privacy {
+        /// The user id.
+        uid: String,
+        /// The choice; None: back to the default.
+        #[serde(default)]
+        visible: Option<bool>,
+    },
+}
+
+/// The pseudo-channel under which a node replicates its open connections
+/// that have a user id (`pid`: connection id, `uid`: user, `info`: null),
+/// so every node knows who is online anywhere even without memberships.
+/// It never reaches the core: a NUL character is in no channel name.
+///
+/// ```text
+/// {"op":"put","ch":"\u0000conns","pid":"8f3a0c1200000004","uid":"jim","info":null}
+/// ```
+pub const CONNS_CHANNEL: &str = "\u{0}conns";
+
+/// Who a forwarded direct message is for, on each receiving node.
+///
+/// ```text
+/// "to":{"user":"jim"}            every connection of user jim
+/// "to":"all"                     every connection
+/// "to":{"present":"content:42"}  lease holders of content:42 not subscribed to it
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectTarget {
+    /// Every connection of one user.
+    User(String),
+    /// Every connection.
+    All,
+    /// Everyone present to a channel through a lease but not subscribed to
+    /// it (its subscribers get the channel message, replicated as `msg`).
+    Present(String),
+}
+
+/// A direct message forwarded to the other nodes.
+///
+/// ```text
+/// {"op":"direct","to":{"user":"jim"},"id":"01J0…","event":"note","data":"{\"a\":1}"}
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WireDirect {
+    /// The receivers.
+    pub to: DirectTarget,
+    /// ULID (the same on every node).
+    pub id: String,
+    /// Event name.
+    pub event: String,
+    /// The payload's JSON text, or None.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+}
+
+impl WireDirect {
+    /// The wire form of a core direct message.
+    pub fn from_message(to: DirectTarget, msg: &DirectMessage) -> Self {
+        WireDirect {
+            to,
+            id: msg.id.clone(),
+            event: msg.event.clone(),
+            data: msg.data.as_ref().map(|d| d.get().to_string()),
+        }
+    }
+
+    /// The core message, or None if `data` is not valid JSON.
+    pub fn to_message(&self) -> Option<DirectMessage> {
+        let data = match &self.data {
+            Some(text) => Some(RawValue::from_string(text.clone()).ok()?),
+            None => None,
+        };
+        Some(DirectMessage {
+            id: self.id.clone(),
+            event: self.event.clone(),
+            data,
+        })
+    }
 }
 
 /// A presence: one connection (or lease) as a member of one channel.
@@ -278,7 +378,8 @@ mod tests {
             Body::Hb {
                 seq: 7,
                 sent: 1_718_000_004_000,
-                conns: 12
+                conns: 12,
+                subs: BTreeMap::new(),
             }
         );
         assert_eq!(
@@ -322,6 +423,49 @@ mod tests {
         };
         let Op::Msg(m) = &ops[0] else { panic!() };
         assert_eq!(m.to_message().unwrap().data.unwrap().get(), raw);
+    }
+
+    #[test]
+    fn heartbeat_carries_subscriber_counts() {
+        let frame = roundtrip(
+            r#"{"node":"a","epoch":1,"t":"hb","seq":7,"sent":1,"conns":12,"subs":{"news":3}}"#,
+        );
+        let Body::Hb { subs, .. } = frame.body else {
+            panic!("not hb")
+        };
+        assert_eq!(subs, BTreeMap::from([("news".to_string(), 3)]));
+    }
+
+    #[test]
+    fn direct_and_privacy_ops_from_the_doc() {
+        let frame = roundtrip(
+            r#"{"node":"a","epoch":1,"t":"ops","seq":2,"ops":[
+               {"op":"direct","to":{"user":"jim"},"id":"01J0","event":"note","data":"{\"a\":1}"},
+               {"op":"direct","to":"all","id":"01J1","event":"e"},
+               {"op":"direct","to":{"present":"content:42"},"id":"01J2","event":"e"},
+               {"op":"privacy","uid":"jim","visible":false},
+               {"op":"put","ch":"\u0000conns","pid":"8f3a0c1200000004","uid":"jim","info":null}]}"#,
+        );
+        let Body::Ops { ops, .. } = frame.body else {
+            panic!("not ops")
+        };
+        let Op::Direct(d) = &ops[0] else {
+            panic!("not direct")
+        };
+        assert_eq!(d.to, DirectTarget::User("jim".into()));
+        assert_eq!(d.to_message().unwrap().data.unwrap().get(), r#"{"a":1}"#);
+        assert!(matches!(&ops[1], Op::Direct(d) if d.to == DirectTarget::All && d.data.is_none()));
+        assert!(
+            matches!(&ops[2], Op::Direct(d) if d.to == DirectTarget::Present("content:42".into()))
+        );
+        assert_eq!(
+            ops[3],
+            Op::Privacy {
+                uid: "jim".into(),
+                visible: Some(false)
+            }
+        );
+        assert!(matches!(&ops[4], Op::Put(r) if r.ch == CONNS_CHANNEL));
     }
 
     #[test]

@@ -133,11 +133,11 @@ pub fn table() -> Vec<Route> {
             .request(json!({"channel": "presence.room1", "event": "news", "data": {"text": "hi"}}))
             .response(202, json!({"channel": "presence.room1", "event": "news", "id": "01JA2Z4K8Q3W7E5R9T1Y6U0I2O"})),
         Route::new(M::POST, "/api/broadcast", post(users::broadcast))
-            .doc("messages", "Send to everyone", "A direct message to every connection on this node, on every front end.")
+            .doc("messages", "Send to everyone", "A direct message to every connection, on every front end and (in a cluster) every node. `connections` counts those reached on the node asked; the other nodes deliver to theirs.")
             .request(msg.clone())
             .response(202, json!({"event": "ideavoted", "id": "01JA2Z4K8Q3W7E5R9T1Y6U0I2O", "connections": 42})),
         Route::new(M::POST, "/api/users/{uid}/send", post(users::send_to_user))
-            .doc("messages", "Send to one user", "A direct message to every connection of the user (all front ends). `connections` is how many were reached (0 if the user is offline).")
+            .doc("messages", "Send to one user", "A direct message to every connection of the user (all front ends, and in a cluster all nodes). `connections` is how many were reached on the node asked (0 if the user has none there); the other nodes deliver to theirs.")
             .request(msg.clone())
             .response(202, json!({"uid": "alice", "event": "ideavoted", "id": "01JA2Z4K8Q3W7E5R9T1Y6U0I2O", "connections": 2})),
         Route::new(M::POST, "/api/channels/{name}/send", post(channels::send_to_present))
@@ -157,7 +157,7 @@ pub fn table() -> Vec<Route> {
             .query(&[("prefix", "only channels whose name starts with this, e.g. `content:`")])
             .response(200, json!({"channels": [{"name": "content:42", "members": 2, "connections": 3, "member_bytes": 64}]})),
         Route::new(M::GET, "/api/channels/{name}", get(channels::info))
-            .doc("channels", "A channel's members", "`subscriptionsCount` counts connections; `members` (join order) is present on `presence.` channels, even when empty, and on any channel that has members. For large channels use `/members`.")
+            .doc("channels", "A channel's members", "`subscriptionsCount` counts connections (in a cluster: on every node, other nodes' non-member subscriptions as of their last heartbeat); `members` (join order) is present on `presence.` channels, even when empty, and on any channel that has members. For large channels use `/members`.")
             .response(200, json!({"name": "content:42", "subscriptionsCount": 3, "members": [{"uid": "alice", "umd": {"name": "Alice"}}]})),
         Route::new(M::GET, "/api/channels/{name}/members", get(channels::members))
             .doc("channels", "A channel's members, one page at a time", "Members in join order from `offset` (default 0), at most `limit` (default 100, at most 1000). `next_offset` is null on the last page.")
@@ -178,7 +178,7 @@ pub fn table() -> Vec<Route> {
             .request(json!({"user": "u1", "ids": ["content:42", "service:abc"], "ttl_ms": 30000}))
             .response(200, json!({"ids": ["content:42", "service:abc"], "ttl_ms": 30000, "expires_at": "2024-10-13T19:09:53Z", "rejected": []})),
         Route::new(M::GET, "/api/users/{uid}", get(users::status))
-            .doc("users", "A user's presence", "Online while any connection or lease of the user is live on this node. `since`: when they came online (null while offline). A hidden user is reported offline with 0 connections.")
+            .doc("users", "A user's presence", "Online while any connection or lease of the user is live (on any node of a cluster; `connections` counts all nodes). `since`: when they came online (null while offline). A hidden user is reported offline with 0 connections.")
             .response(200, json!({"uid": "alice", "online": true, "since": "2024-10-13T19:09:23Z", "connections": 2})),
         Route::new(M::GET, "/api/users/{uid}/privacy", get(users::get_privacy))
             .doc("privacy", "A user's privacy", "`visible`: whether others see the user now; `choice`: the user's stored choice (null: the default, `--default-visible`); `tracking`: `--presence-tracking`; `user_toggle`: `--allow-user-toggle`.")
@@ -195,7 +195,7 @@ pub fn table() -> Vec<Route> {
     ]
 }
 
-const MESSAGE_TO_PRESENT: &str = "Everyone present to the channel gets the message: its subscribers as a channel message `{\"id\",\"event\",\"channel\",\"data\"}` (as `POST /api/publish`), and lease holders that are not subscribed as a direct message with the same `id`, `event` and `data`. Hidden users still receive it.";
+const MESSAGE_TO_PRESENT: &str = "Everyone present to the channel gets the message: its subscribers as a channel message `{\"id\",\"event\",\"channel\",\"data\"}` (as `POST /api/publish`), and lease holders that are not subscribed as a direct message with the same `id`, `event` and `data`, on every node of a cluster (`connections` counts the node asked). Hidden users still receive it.";
 
 const LEASE_DOC: &str = "Replaces the caller's list of ids (channel names) it is present to; each id is a membership of that channel while the lease lives (`GET /api/channels/content:42` lists the user). Not refreshed within `ttl_ms` (default `--lease-ttl`), the lease expires and its memberships end; `ids: []` ends it at once. A backend uses the API key and names the `user` (optionally its member `info`); any channel may be leased. A client sends its `connection_id` and `connection_secret` instead; it may lease only `content:`, `service:` and `user:` ids, its lease ends with the connection, and its member data is the connection's. Several connections or tabs of one user are one member.";
 

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::channels::{MessageBody, check_data};
 use super::{ApiError, ApiPath, JsonBody, check_event, check_uid};
 use crate::app::App;
+use crate::cluster::wire::DirectTarget;
 use crate::ids::{self, ConnId};
 use crate::presence::DirectMessage;
 use crate::services::privacy::{PrivacyError, PrivacyStatus};
@@ -32,6 +33,8 @@ pub(super) async fn send_to_user(
     check_uid(&uid)?;
     let msg = direct(body)?;
     let reached = app.presence.send_to_user(&uid, &msg);
+    app.cluster
+        .forward_direct(DirectTarget::User(uid.clone()), &msg);
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"uid": uid, "event": msg.event, "id": msg.id, "connections": reached})),
@@ -45,6 +48,7 @@ pub(super) async fn broadcast(
 ) -> Result<Response, ApiError> {
     let msg = direct(body)?;
     let reached = app.presence.broadcast(&msg);
+    app.cluster.forward_direct(DirectTarget::All, &msg);
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"event": msg.event, "id": msg.id, "connections": reached})),

@@ -644,6 +644,33 @@ impl Presence {
         all
     }
 
+    /// Per channel, this node's visible subscriptions that are not
+    /// memberships (e.g. Hotsock standard-channel subscribers), for
+    /// channels that have any. A cluster shares these so that every node's
+    /// `subscriptionsCount` includes the other nodes' subscribers (their
+    /// memberships already arrive as remote presences).
+    pub fn subscriptions_without_membership(&self) -> Vec<(String, usize)> {
+        let mut all = Vec::new();
+        for shard in self.inner.shards.iter() {
+            let list: Vec<Arc<Mutex<Channel>>> = lock(shard).values().cloned().collect();
+            for ch in list {
+                let guard = self.lock_channel(&ch);
+                if guard.removed {
+                    continue;
+                }
+                let n = guard
+                    .subscribers
+                    .values()
+                    .filter(|s| s.member_key.is_none() && !s.hidden)
+                    .count();
+                if n > 0 {
+                    all.push((guard.name.to_string(), n));
+                }
+            }
+        }
+        all
+    }
+
     /// Counts for health and metrics.
     pub fn stats(&self) -> Stats {
         Stats {

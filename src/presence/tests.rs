@@ -520,3 +520,24 @@ fn observers_see_every_change_in_order() {
         ]
     );
 }
+
+#[test]
+fn subscriptions_without_membership_per_channel() {
+    let p = Presence::new(Limits::default());
+    let codec = Arc::new(Recorder::default());
+    let (a, _a_rx) = connect(&p, &codec, "alice");
+    let (b, _b_rx) = connect(&p, &codec, "bob");
+    p.subscribe(&a, "news", SubscribeOptions::default(), |_| {})
+        .unwrap();
+    p.subscribe(&b, "news", SubscribeOptions::default(), |_| {})
+        .unwrap();
+    p.subscribe(&a, "room", member(json!(1)), |_| {}).unwrap();
+    let mut got = p.subscriptions_without_membership();
+    got.sort();
+    assert_eq!(got, [("news".to_string(), 2)], "members are not counted");
+    drop(b);
+    assert_eq!(
+        p.subscriptions_without_membership(),
+        [("news".to_string(), 1)]
+    );
+}

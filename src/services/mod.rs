@@ -16,6 +16,8 @@
 pub mod leases;
 pub mod privacy;
 pub mod privacy_file;
+#[cfg(feature = "redis")]
+pub mod privacy_redis;
 pub mod user_presence;
 pub mod webhooks;
 
@@ -27,6 +29,8 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
+use crate::cluster::RemoteHandler;
+use crate::cluster::wire::DirectTarget;
 use crate::ids::ConnId;
 use crate::presence::{ChannelMessage, DirectMessage, Presence, PresenceObserver};
 use leases::{LeaseOwner, Leases};
@@ -44,6 +48,9 @@ pub struct ServicesConfig {
     pub privacy: PrivacySettings,
     /// Where the privacy store lives; None: in memory (lost on restart).
     pub data_dir: Option<PathBuf>,
+    /// In a cluster, the Redis URL of the bus: privacy choices are kept
+    /// there (shared by every node) instead of in `data_dir`.
+    pub privacy_redis: Option<String>,
     /// Lease TTL when a refresh gives none.
     pub lease_ttl: Duration,
     /// Longest TTL a refresh may ask for.
@@ -59,6 +66,7 @@ impl Default for ServicesConfig {
         ServicesConfig {
             privacy: PrivacySettings::default(),
             data_dir: None,
+            privacy_redis: None,
             lease_ttl: Duration::from_secs(30),
             max_lease_ttl: Duration::from_secs(3600),
             max_lease_ids: 100,
@@ -96,6 +104,7 @@ struct Inner {
     tasks: mpsc::UnboundedSender<Task>,
     task_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Task>>>,
     presence: OnceLock<Presence>,
+    cluster: OnceLock<crate::cluster::Cluster>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -145,9 +154,15 @@ impl Services {
     /// Opens the privacy store (in `data_dir`, or in memory) and starts the
     /// webhook senders. Needs a Tokio runtime.
     pub fn new(config: ServicesConfig) -> Result<Services, String> {
-        let store: Box<dyn PrivacyStore> = match &config.data_dir {
-            Some(dir) => Box::new(privacy_file::FileStore::open(dir)?),
-            None => Box::new(privacy::MemoryStore),
+        let store: Box<dyn PrivacyStore> = match (&config.privacy_redis, &config.data_dir) {
+            #[cfg(feature = "redis")]
+            (Some(url), _) => Box::new(privacy_redis::RedisStore::new(url)?),
+            #[cfg(not(feature = "redis"))]
+            (Some(_), _) => {
+                return Err("privacy in Redis needs a build with `--features redis`".into());
+            }
+            (None, Some(dir)) => Box::new(privacy_file::FileStore::open(dir)?),
+            (None, None) => Box::new(privacy::MemoryStore),
         };
         Self::with_store(config, store)
     }
@@ -169,7 +184,7 @@ impl Services {
         let users = Arc::new(UserPresence::new(
             privacy.clone(),
             Box::new(move |change: UserChange| {
-                if let Some(hooks) = &sink_hooks {
+                if let (Some(hooks), true) = (&sink_hooks, change.local) {
                     let name = if change.online {
                         "user_online"
                     } else {
@@ -191,6 +206,7 @@ impl Services {
                 tasks,
                 task_rx: std::sync::Mutex::new(Some(task_rx)),
                 presence: OnceLock::new(),
+                cluster: OnceLock::new(),
             }),
         })
     }
@@ -214,6 +230,18 @@ impl Services {
         presence.set_visibility_policy(self.inner.privacy.clone());
         self.inner.leases.attach(presence.clone());
         tokio::spawn(self.inner.leases.clone().run_expiry());
+        if let Some(late) = self.inner.privacy.take_late_load() {
+            let services = self.clone();
+            tokio::spawn(async move {
+                if let Ok(choices) = late.await {
+                    for (uid, visible) in choices {
+                        if services.inner.privacy.apply(&uid, Some(visible)) {
+                            services.apply_remote_privacy(&uid);
+                        }
+                    }
+                }
+            });
+        }
         let rx = self
             .inner
             .task_rx
@@ -274,7 +302,19 @@ impl Services {
         if self.inner.privacy.set(uid, visible)? {
             self.apply_privacy(uid);
         }
+        if let Some(cluster) = self.inner.cluster.get() {
+            cluster.forward_privacy(uid, visible);
+        }
         Ok(self.inner.privacy.status(uid))
+    }
+
+    /// Re-applies `uid`'s visibility after another node stored a change.
+    fn apply_remote_privacy(&self, uid: &str) {
+        if let Some(p) = self.presence() {
+            p.refresh_visibility(uid);
+        }
+        self.inner.leases.refresh_visibility(uid);
+        self.inner.users.refresh_remote(&Arc::from(uid));
     }
 
     /// Re-applies `uid`'s visibility after the policy's answer changed
@@ -287,17 +327,52 @@ impl Services {
         self.inner.users.refresh(&Arc::from(uid));
     }
 
+    /// Pushes a change to this node's watchers of `user:<uid>` only: in a
+    /// cluster every node sees the change and pushes to its own.
     fn push_user_presence(&self, change: &UserChange) {
+        let Some(presence) = self.presence() else {
+            return;
+        };
         let data = serde_json::json!({"uid": &*change.uid, "online": change.online});
         let data = RawValue::from_string(data.to_string()).ok();
-        self.send_to_present(&format!("user:{}", change.uid), USER_PRESENCE_EVENT, data);
+        let channel = format!("user:{}", change.uid);
+        let id = crate::ids::ulid();
+        let msg = ChannelMessage {
+            id: id.clone(),
+            channel: Arc::from(channel.as_str()),
+            event: USER_PRESENCE_EVENT.to_string(),
+            data: data.clone(),
+            sender: None,
+        };
+        presence.deliver_remote(&msg);
+        let direct = DirectMessage {
+            id,
+            event: USER_PRESENCE_EVENT.to_string(),
+            data,
+        };
+        let remote_lease_users = self.remote_lease_users(&channel);
+        self.deliver_to_lease_holders(&channel, &direct, &remote_lease_users);
     }
 
-    /// Sends a message to everyone present to `channel` on this node: as a
-    /// channel message to its subscribers (hidden users included: they
-    /// still receive), and as a direct message (same event and data) to
-    /// the connections of lease holders that are not subscribed. Returns
-    /// (message id, connections reached).
+    fn remote_lease_users(&self, channel: &str) -> Vec<Arc<str>> {
+        match self.inner.cluster.get() {
+            Some(cluster) => cluster.remote_lease_users(channel),
+            None => Vec::new(),
+        }
+    }
+
+    /// Connects the services to this node's cluster membership, so
+    /// privacy changes and sends reach the other nodes. Call once.
+    pub fn attach_cluster(&self, cluster: &crate::cluster::Cluster) {
+        let _ = self.inner.cluster.set(cluster.clone());
+    }
+
+    /// Sends a message to everyone present to `channel`, on every node:
+    /// as a channel message to its subscribers (hidden users included:
+    /// they still receive), and as a direct message (same event and data)
+    /// to the connections of lease holders that are not subscribed. In a
+    /// cluster the other nodes deliver to their own connections. Returns
+    /// (message id, connections reached on this node).
     pub fn send_to_present(
         &self,
         channel: &str,
@@ -316,6 +391,31 @@ impl Services {
             sender: None,
         };
         let mut reached = presence.publish(&msg);
+        let direct = DirectMessage {
+            id: id.clone(),
+            event: event.to_string(),
+            data,
+        };
+        let remote_lease_users = self.remote_lease_users(channel);
+        reached += self.deliver_to_lease_holders(channel, &direct, &remote_lease_users);
+        if let Some(cluster) = self.inner.cluster.get() {
+            cluster.forward_direct(DirectTarget::Present(channel.to_string()), &direct);
+        }
+        (id, reached)
+    }
+
+    /// Delivers `msg` to this node's connections that hold a lease on
+    /// `channel` or whose user does (here, or on another node: `lease_users`)
+    /// and that are not subscribed to it. Returns the connections reached.
+    pub fn deliver_to_lease_holders(
+        &self,
+        channel: &str,
+        msg: &DirectMessage,
+        lease_users: &[Arc<str>],
+    ) -> usize {
+        let Some(presence) = self.presence() else {
+            return 0;
+        };
         let mut targets: HashSet<ConnId> = HashSet::new();
         for owner in self.inner.leases.holders(channel) {
             match owner {
@@ -325,20 +425,31 @@ impl Services {
                 LeaseOwner::User(uid) => targets.extend(presence.user_connections(&uid)),
             }
         }
-        if !targets.is_empty() {
-            let direct = DirectMessage {
-                id: id.clone(),
-                event: event.to_string(),
-                data,
-            };
-            for conn in targets {
-                if !presence.is_connection_subscribed(conn, channel)
-                    && presence.send_to_connection(conn, &direct)
-                {
-                    reached += 1;
-                }
-            }
+        for uid in lease_users {
+            targets.extend(presence.user_connections(uid));
         }
-        (id, reached)
+        targets
+            .into_iter()
+            .filter(|&conn| {
+                !presence.is_connection_subscribed(conn, channel)
+                    && presence.send_to_connection(conn, msg)
+            })
+            .count()
+    }
+}
+
+impl RemoteHandler for Services {
+    fn send_to_present(&self, channel: &str, msg: &DirectMessage, lease_users: &[Arc<str>]) {
+        self.deliver_to_lease_holders(channel, msg, lease_users);
+    }
+
+    fn privacy_changed(&self, uid: &str, visible: Option<bool>) {
+        if self.inner.privacy.apply(uid, visible) {
+            self.apply_remote_privacy(uid);
+        }
+    }
+
+    fn remote_user(&self, uid: &Arc<str>, conn: bool, up: bool) {
+        self.inner.users.remote_changed(uid, conn, up);
     }
 }

@@ -29,6 +29,12 @@ pub trait PrivacyStore: Send + Sync + 'static {
     /// Records `user_id`'s choice (None: forget it, back to the default).
     /// Blocking; called off the async runtime.
     fn save(&self, user_id: &str, visible: Option<bool>) -> Result<(), String>;
+    /// Choices that could not be read at start (the store was
+    /// unreachable) and arrive later; the services apply them when they
+    /// do. None (the default): [`PrivacyStore::load`] read everything.
+    fn late_load(&self) -> Option<tokio::sync::oneshot::Receiver<HashMap<String, bool>>> {
+        None
+    }
 }
 
 /// A store that forgets everything on restart (no `--data-dir`).
@@ -133,6 +139,12 @@ impl Privacy {
             choices: RwLock::new(choices),
             write: Mutex::new(()),
         })
+    }
+
+    /// The choices that the store reads late (see
+    /// [`PrivacyStore::late_load`]), at most once.
+    pub fn take_late_load(&self) -> Option<tokio::sync::oneshot::Receiver<HashMap<String, bool>>> {
+        self.store.late_load()
     }
 
     /// The server-wide options.

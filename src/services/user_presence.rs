@@ -1,5 +1,7 @@
-//! User presence: a user is online while any of their connections on this
-//! node or any of their leases is live, and visible ([`super::Privacy`]).
+//! User presence: a user is online while any of their connections or
+//! leases is live, on this node or (in a cluster) on any other, and
+//! visible ([`super::Privacy`]). Other nodes' connections and leases come
+//! from the cluster replica ([`crate::cluster::RemoteHandler`]).
 //!
 //! Every change of what others see (online → offline and back, including
 //! a user hiding or showing themselves) is handed, in order, to a sink:
@@ -20,6 +22,11 @@ pub struct UserChange {
     pub uid: Arc<str>,
     /// Online now?
     pub online: bool,
+    /// Whether something on this node caused the change (a local
+    /// connection, lease or privacy call), as opposed to a report from
+    /// another node. Every node pushes to its own `user:<uid>` watchers;
+    /// only the node that caused a change sends its webhook.
+    pub local: bool,
 }
 
 /// A user's status as `GET /api/users/{uid}` reports it.
@@ -35,7 +42,7 @@ pub struct UserStatus {
     pub online: bool,
     /// When the user came online (RFC 3339), or None while offline.
     pub since: Option<String>,
-    /// The user's open connections on this node (0 while hidden).
+    /// The user's open connections on all nodes (0 while hidden).
     pub connections: usize,
 }
 
@@ -43,6 +50,8 @@ pub struct UserStatus {
 struct UserState {
     conns: usize,
     leases: usize,
+    remote_conns: usize,
+    remote_leases: usize,
     online: bool,
     since: SystemTime,
 }
@@ -75,15 +84,21 @@ impl UserPresence {
     }
 
     fn update(&self, uid: &Arc<str>, f: impl FnOnce(&mut UserState)) {
+        self.update_from(uid, true, f);
+    }
+
+    fn update_from(&self, uid: &Arc<str>, local: bool, f: impl FnOnce(&mut UserState)) {
         let mut map = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let entry = map.entry(uid.clone()).or_insert(UserState {
             conns: 0,
             leases: 0,
+            remote_conns: 0,
+            remote_leases: 0,
             online: false,
             since: SystemTime::now(),
         });
         f(entry);
-        let live = entry.conns + entry.leases > 0;
+        let live = entry.conns + entry.leases + entry.remote_conns + entry.remote_leases > 0;
         let online = live && self.privacy.visible(uid);
         if online != entry.online {
             entry.online = online;
@@ -91,6 +106,7 @@ impl UserPresence {
             (self.sink)(UserChange {
                 uid: uid.clone(),
                 online,
+                local,
             });
         }
         if !live {
@@ -118,9 +134,29 @@ impl UserPresence {
         self.update(uid, |s| s.leases = s.leases.saturating_sub(1));
     }
 
-    /// Re-reads the user's visibility (after a privacy change).
+    /// Re-reads the user's visibility (after a privacy change made on this
+    /// node).
     pub fn refresh(&self, uid: &Arc<str>) {
         self.update(uid, |_| {});
+    }
+
+    /// Re-reads the user's visibility after another node changed it.
+    pub fn refresh_remote(&self, uid: &Arc<str>) {
+        self.update_from(uid, false, |_| {});
+    }
+
+    /// A connection (`conn`) or a lease presence (`!conn`) of `uid` on
+    /// another node appeared (`up`) or went away. Lease presences count
+    /// one per leased id; the user is online while any remains.
+    pub fn remote_changed(&self, uid: &Arc<str>, conn: bool, up: bool) {
+        self.update_from(uid, false, |s| {
+            let n = if conn {
+                &mut s.remote_conns
+            } else {
+                &mut s.remote_leases
+            };
+            *n = if up { *n + 1 } else { n.saturating_sub(1) };
+        });
     }
 
     /// The user's status (offline with no connections while hidden).
@@ -131,7 +167,7 @@ impl UserPresence {
                 uid: uid.to_string(),
                 online: true,
                 since: Some(crate::time::rfc3339(s.since)),
-                connections: s.conns,
+                connections: s.conns + s.remote_conns,
             },
             _ => UserStatus {
                 uid: uid.to_string(),
@@ -210,6 +246,28 @@ mod tests {
                 ("bob".to_string(), false),
                 ("bob".to_string(), true)
             ]
+        );
+    }
+
+    #[test]
+    fn remote_connections_and_leases_count_until_the_last_goes() {
+        let (users, _privacy, log) = setup();
+        let kim: Arc<str> = Arc::from("kim");
+        users.remote_changed(&kim, true, true);
+        users.connection_opened(&kim);
+        users.remote_changed(&kim, false, true);
+        assert_eq!(users.status("kim").connections, 2);
+        users.remote_changed(&kim, true, false);
+        users.connection_closed(&kim);
+        assert!(
+            users.status("kim").online,
+            "the remote lease keeps kim online"
+        );
+        users.remote_changed(&kim, false, false);
+        assert!(!users.status("kim").online);
+        assert_eq!(
+            *log.lock().unwrap(),
+            [("kim".to_string(), true), ("kim".to_string(), false)]
         );
     }
 

@@ -1,0 +1,256 @@
+//! A [`PrivacyStore`] in Redis, used when the node runs in a cluster
+//! (`--bus redis://…`): every node reads and writes one hash, so a choice
+//! stored through any node survives a restart of every node.
+//!
+//! # Format
+//!
+//! One hash, [`PRIVACY_KEY`], user id → `"1"` (visible) or `"0"` (hidden):
+//!
+//! ```text
+//! HSET rollcall:privacy zed 0
+//! HDEL rollcall:privacy zed        (back to --default-visible)
+//! ```
+//!
+//! A save returns once Redis has acknowledged the write (with Redis
+//! persistence configured as the operator chose: AOF `appendfsync always`
+//! for no loss on a Redis crash). The other nodes learn of the change from
+//! a `privacy` op on the cluster bus.
+//!
+//! If Redis is unreachable when the node starts, the node starts anyway
+//! (as the cluster bus does) with no stored choices, says so in its log,
+//! and loads the hash in the background once Redis answers
+//! ([`PrivacyStore::late_load`]).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis::ConnectionLike;
+use tokio::sync::oneshot;
+
+use super::privacy::PrivacyStore;
+use crate::cluster::redis::RedisTarget;
+
+/// The Redis hash that holds every user's choice.
+pub const PRIVACY_KEY: &str = "rollcall:privacy";
+
+/// How long a connection attempt or a command may take.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often a failed start-up load is retried.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// The client for the `--bus` target (both boxed: clippy's variant-size
+/// rule; there is one per node).
+enum Client {
+    Single(Box<redis::Client>),
+    Cluster(Box<redis::cluster::ClusterClient>),
+}
+
+enum Conn {
+    Single(redis::Connection),
+    Cluster(Box<redis::cluster::ClusterConnection>),
+}
+
+impl Client {
+    fn connect(&self) -> Result<Conn, String> {
+        match self {
+            Client::Single(c) => {
+                let conn = c
+                    .get_connection_with_timeout(TIMEOUT)
+                    .map_err(|e| format!("cannot connect to Redis: {e}"))?;
+                conn.set_read_timeout(Some(TIMEOUT))
+                    .and_then(|_| conn.set_write_timeout(Some(TIMEOUT)))
+                    .map_err(|e| format!("cannot set Redis timeouts: {e}"))?;
+                Ok(Conn::Single(conn))
+            }
+            Client::Cluster(c) => c
+                .get_connection()
+                .map(|c| Conn::Cluster(Box::new(c)))
+                .map_err(|e| format!("cannot connect to Redis Cluster: {e}")),
+        }
+    }
+}
+
+impl Conn {
+    fn get(&mut self) -> &mut dyn ConnectionLike {
+        match self {
+            Conn::Single(c) => c,
+            Conn::Cluster(c) => &mut **c,
+        }
+    }
+}
+
+/// Privacy choices in a Redis hash (see the module doc).
+pub struct RedisStore {
+    client: Client,
+    conn: Mutex<Option<Conn>>,
+    late: Mutex<Option<oneshot::Receiver<HashMap<String, bool>>>>,
+    describe: String,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("target", &self.describe)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses the hash's values: `"1"` visible, `"0"` hidden; anything else
+/// is skipped with a warning.
+fn parse_hash(raw: HashMap<String, String>) -> HashMap<String, bool> {
+    raw.into_iter()
+        .filter_map(|(uid, v)| match v.as_str() {
+            "1" => Some((uid, true)),
+            "0" => Some((uid, false)),
+            other => {
+                tracing::warn!(%uid, value = %other, key = PRIVACY_KEY, "ignored a privacy value that is not 0 or 1");
+                None
+            }
+        })
+        .collect()
+}
+
+impl RedisStore {
+    /// A store on the Redis of `url` (the `--bus` URL). Connects lazily.
+    pub fn new(url: &str) -> Result<Self, String> {
+        let client = match RedisTarget::parse(url)? {
+            RedisTarget::Single(u) => Client::Single(Box::new(
+                redis::Client::open(u.as_str()).map_err(|e| format!("--bus: {e}"))?,
+            )),
+            RedisTarget::Cluster(urls) => Client::Cluster(Box::new(
+                redis::cluster::ClusterClientBuilder::new(urls)
+                    .connection_timeout(TIMEOUT)
+                    .response_timeout(TIMEOUT)
+                    .build()
+                    .map_err(|e| format!("--bus: {e}"))?,
+            )),
+        };
+        Ok(RedisStore {
+            client,
+            conn: Mutex::new(None),
+            late: Mutex::new(None),
+            describe: crate::cluster::redis::redact(url),
+        })
+    }
+
+    /// Runs `f` on a connection, reconnecting once if the cached one fails.
+    fn with_conn<T>(
+        &self,
+        f: impl Fn(&mut dyn ConnectionLike) -> redis::RedisResult<T>,
+    ) -> Result<T, String> {
+        let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = String::new();
+        for _ in 0..2 {
+            if slot.is_none() {
+                *slot = Some(self.client.connect()?);
+            }
+            let Some(conn) = slot.as_mut() else {
+                continue;
+            };
+            match f(conn.get()) {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    last = format!("Redis at {}: {e}", self.describe);
+                    *slot = None;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn read_all(&self) -> Result<HashMap<String, bool>, String> {
+        let raw: HashMap<String, String> =
+            self.with_conn(|c| redis::cmd("HGETALL").arg(PRIVACY_KEY).query(c))?;
+        Ok(parse_hash(raw))
+    }
+}
+
+impl PrivacyStore for RedisStore {
+    fn load(&self) -> Result<HashMap<String, bool>, String> {
+        match self.read_all() {
+            Ok(map) => Ok(map),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the privacy choices from Redis; every user has the default visibility until Redis answers (retrying every second)");
+                let (tx, rx) = oneshot::channel();
+                *self.late.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx);
+                let retry = RedisStore {
+                    client: match &self.client {
+                        Client::Single(c) => Client::Single(c.clone()),
+                        Client::Cluster(c) => Client::Cluster(c.clone()),
+                    },
+                    conn: Mutex::new(None),
+                    late: Mutex::new(None),
+                    describe: self.describe.clone(),
+                };
+                std::thread::Builder::new()
+                    .name("privacy-load".into())
+                    .spawn(move || {
+                        loop {
+                            std::thread::sleep(RETRY);
+                            if tx.is_closed() {
+                                return;
+                            }
+                            if let Ok(map) = retry.read_all() {
+                                tracing::info!(
+                                    users = map.len(),
+                                    "loaded the privacy choices from Redis"
+                                );
+                                let _ = tx.send(map);
+                                return;
+                            }
+                        }
+                    })
+                    .map_err(|e| format!("cannot start the privacy loader thread: {e}"))?;
+                Ok(HashMap::new())
+            }
+        }
+    }
+
+    fn save(&self, user_id: &str, visible: Option<bool>) -> Result<(), String> {
+        match visible {
+            Some(v) => self.with_conn(|c| {
+                redis::cmd("HSET")
+                    .arg(PRIVACY_KEY)
+                    .arg(user_id)
+                    .arg(if v { "1" } else { "0" })
+                    .query::<()>(c)
+            }),
+            None => self.with_conn(|c| {
+                redis::cmd("HDEL")
+                    .arg(PRIVACY_KEY)
+                    .arg(user_id)
+                    .query::<()>(c)
+            }),
+        }
+    }
+
+    fn late_load(&self) -> Option<oneshot::Receiver<HashMap<String, bool>>> {
+        self.late.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_values_are_0_or_1() {
+        let raw = HashMap::from([
+            ("zed".to_string(), "0".to_string()),
+            ("amy".to_string(), "1".to_string()),
+            ("odd".to_string(), "yes".to_string()),
+        ]);
+        let map = parse_hash(raw);
+        assert_eq!(map.len(), 2);
+        assert_eq!(map.get("zed"), Some(&false));
+        assert_eq!(map.get("amy"), Some(&true));
+    }
+
+    #[test]
+    fn bad_urls_are_refused() {
+        assert!(RedisStore::new("http://x").is_err());
+        assert!(RedisStore::new("redis://127.0.0.1:1").is_ok());
+    }
+}
