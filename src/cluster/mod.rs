@@ -188,6 +188,38 @@ pub struct ClusterStats {
     pub peers: Vec<PeerInfo>,
 }
 
+impl ClusterStats {
+    /// The numbers of a node that has just started: alone, nothing sent or
+    /// received; ready only when standalone.
+    fn initial(
+        node_id: String,
+        epoch: u64,
+        bus: &'static str,
+        bus_target: String,
+        bus_state: BusState,
+    ) -> Self {
+        ClusterStats {
+            node_id,
+            epoch,
+            bus,
+            bus_target,
+            bus_state,
+            ready: bus_state == BusState::Standalone,
+            last_error: None,
+            nodes: 1,
+            cluster_connections: 0,
+            bus_lag_ms: None,
+            seq: 0,
+            frames_sent: 0,
+            frames_received: 0,
+            frames_dropped: 0,
+            malformed_frames: 0,
+            counters: Counters::default(),
+            peers: Vec::new(),
+        }
+    }
+}
+
 /// What the presence services do with what other nodes report; set with
 /// [`Prepared::start`]. Called on the replication task, in bus order:
 /// implementations must be quick and must not block.
@@ -237,25 +269,13 @@ fn epoch_now() -> u64 {
 impl Cluster {
     /// A standalone node (`--bus memory`).
     pub fn standalone(node_id: &str) -> Self {
-        let stats = ClusterStats {
-            node_id: node_id.to_string(),
-            epoch: epoch_now(),
-            bus: "memory",
-            bus_target: "none (standalone)".into(),
-            bus_state: BusState::Standalone,
-            ready: true,
-            last_error: None,
-            nodes: 1,
-            cluster_connections: 0,
-            bus_lag_ms: None,
-            seq: 0,
-            frames_sent: 0,
-            frames_received: 0,
-            frames_dropped: 0,
-            malformed_frames: 0,
-            counters: Counters::default(),
-            peers: Vec::new(),
-        };
+        let stats = ClusterStats::initial(
+            node_id.to_string(),
+            epoch_now(),
+            "memory",
+            "none (standalone)".into(),
+            BusState::Standalone,
+        );
         Cluster {
             shared: Arc::new(Shared {
                 stats: Arc::new(Mutex::new(stats)),
@@ -366,25 +386,13 @@ impl Prepared {
         let remote_subs = RemoteSubs::default();
         let ops = self.observer.sender();
         let epoch = epoch_now();
-        let stats = Arc::new(Mutex::new(ClusterStats {
-            node_id: self.config.node_id.clone(),
+        let stats = Arc::new(Mutex::new(ClusterStats::initial(
+            self.config.node_id.clone(),
             epoch,
-            bus: self.bus.kind(),
-            bus_target: self.bus.describe(),
-            bus_state: BusState::Connecting,
-            ready: false,
-            last_error: None,
-            nodes: 1,
-            cluster_connections: 0,
-            bus_lag_ms: None,
-            seq: 0,
-            frames_sent: 0,
-            frames_received: 0,
-            frames_dropped: 0,
-            malformed_frames: 0,
-            counters: Counters::default(),
-            peers: Vec::new(),
-        }));
+            self.bus.kind(),
+            self.bus.describe(),
+            BusState::Connecting,
+        )));
         let (link, end) = bus::link();
         tracing::info!(node = %self.config.node_id, bus = %self.bus.describe(), "joining the cluster");
         self.bus.start(end);
