@@ -46,4 +46,6 @@ pub struct App {
     pub cluster: crate::cluster::Cluster,
     /// Presence services: leases, user presence, privacy, webhooks.
     pub services: crate::services::Services,
+    /// Presence counters for `/metrics`.
+    pub metrics: Arc<crate::metrics::MetricsObserver>,
 }

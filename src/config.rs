@@ -73,7 +73,7 @@ pub struct Config {
     pub sgc_members_need_subscription: bool,
     /// sgc: inviting to a channel requires being subscribed to it.
     pub sgc_invite_needs_subscription: bool,
-    /// Socket.IO: RFC 7662 introspection URL (http://[id:secret@]host/path)
+    /// Socket.IO: RFC 7662 introspection URL (http(s)://[id:secret@]host/path)
     /// that checks `tokenType=oauth` tokens; unset: OAuth tokens are refused.
     pub oauth_introspection_url: Option<String>,
     /// Socket.IO: how long an introspection answer is reused, e.g. "30s".
@@ -109,7 +109,7 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// Presence services: lease TTL when a refresh gives none, e.g. "30s".
     pub lease_ttl: String,
-    /// Webhooks: receiver URLs (http://).
+    /// Webhooks: receiver URLs (http:// or https://).
     pub webhook_url: Vec<String>,
     /// Webhooks: HMAC-SHA256 key for the `X-Rollcall-Signature` header.
     pub webhook_secret: Option<String>,
@@ -119,6 +119,10 @@ pub struct Config {
     pub webhook_retry_ms: u64,
     /// Webhooks: attempts per request, the first included.
     pub webhook_max_attempts: u32,
+    /// Extra root certificates (a PEM file) trusted by rollcall's outgoing
+    /// TLS connections (rediss:// bus, https webhooks, https OAuth
+    /// introspection), on top of the system's.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -175,6 +179,7 @@ impl Default for Config {
             webhook_batch_ms: 100,
             webhook_retry_ms: 500,
             webhook_max_attempts: 8,
+            tls_ca_file: None,
         }
     }
 }
@@ -227,6 +232,7 @@ impl Config {
                 .unwrap_or_else(crate::cluster::generated_node_id),
             heartbeat: parse("heartbeat-interval", &self.heartbeat_interval)?,
             node_timeout: parse("node-timeout", &self.node_timeout)?,
+            tls_ca_file: self.tls_ca_file.clone(),
         };
         config.validate()?;
         Ok(config)
@@ -286,6 +292,7 @@ impl Config {
                 default_visible: self.default_visible,
             },
             data_dir: self.data_dir.clone(),
+            tls_ca_file: self.tls_ca_file.clone(),
             privacy_redis: match crate::cluster::BusSpec::parse(&self.bus)? {
                 crate::cluster::BusSpec::Redis(url) => Some(url),
                 crate::cluster::BusSpec::Memory => None,
@@ -294,13 +301,25 @@ impl Config {
             max_lease_ids: self.max_channels_per_connection,
             webhooks: crate::services::webhooks::WebhookConfig {
                 urls: self.webhook_url.clone(),
+                tls_ca_file: self.tls_ca_file.clone(),
                 secret: self.webhook_secret.clone(),
                 batch_window: Duration::from_millis(self.webhook_batch_ms),
                 retry_base: Duration::from_millis(self.webhook_retry_ms),
                 max_attempts: self.webhook_max_attempts,
             },
+            clustered: crate::cluster::BusSpec::parse(&self.bus)?
+                != crate::cluster::BusSpec::Memory,
             ..defaults
         })
+    }
+
+    /// Checks `tls-ca-file`: readable, and holding PEM certificates usable
+    /// as roots. Errors say what is wrong and what the file must hold.
+    pub fn check_tls(&self) -> Result<(), String> {
+        match &self.tls_ca_file {
+            Some(path) => crate::tls::read_ca_file(path).map(|_| ()),
+            None => Ok(()),
+        }
     }
 
     /// Settings for JWT verification.
@@ -337,6 +356,19 @@ mod tests {
             cfg.timings().unwrap().connection_lifetime,
             Duration::from_secs(1800)
         );
+    }
+
+    #[test]
+    fn tls_ca_file_reaches_every_outgoing_client() {
+        let cfg: Config = toml::from_str(r#"tls-ca-file = "/etc/rollcall/ca.pem""#).unwrap();
+        let path = Some(PathBuf::from("/etc/rollcall/ca.pem"));
+        assert_eq!(cfg.cluster().unwrap().tls_ca_file, path);
+        let services = cfg.services().unwrap();
+        assert_eq!(services.tls_ca_file, path);
+        assert_eq!(services.webhooks.tls_ca_file, path);
+        let err = cfg.check_tls().unwrap_err();
+        assert!(err.contains("no such file"), "{err}");
+        assert!(Config::default().check_tls().is_ok());
     }
 
     #[test]

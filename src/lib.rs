@@ -4,7 +4,8 @@
 //! each connection is in and what member data it carries. Front ends
 //! (`adapters/`, one Cargo feature each) translate their wire protocol into
 //! core calls and core events into frames. Shared machinery: [`auth`] (JWT),
-//! [`transport`] (WebSocket loop and limits), [`http_api`], [`server`].
+//! [`transport`] (WebSocket loop and limits), [`http_api`], [`server`],
+//! [`tls`] (outgoing TLS).
 
 pub mod app;
 pub mod auth;
@@ -13,12 +14,14 @@ pub mod config;
 pub mod conformance;
 pub mod http_api;
 pub mod ids;
+pub mod metrics;
 pub mod outbox;
 pub mod presence;
 pub mod server;
 pub mod services;
 pub mod shutdown;
 pub mod time;
+pub mod tls;
 pub mod transport;
 
 #[cfg(feature = "hotsock")]

@@ -88,13 +88,17 @@ struct ServeArgs {
     cluster: ClusterArgs,
     #[command(flatten)]
     services: ServicesArgs,
-    /// Socket.IO: RFC 7662 introspection URL for tokenType=oauth, e.g.
+    /// Socket.IO: RFC 7662 introspection URL (http:// or https://) for tokenType=oauth, e.g.
     /// http://client:secret@127.0.0.1:9000/introspect [default: OAuth off].
     #[arg(long, env = "ROLLCALL_OAUTH_INTROSPECTION_URL")]
     oauth_introspection_url: Option<String>,
     /// Socket.IO: how long an introspection answer is reused [default: 30s].
     #[arg(long, env = "ROLLCALL_OAUTH_CACHE_TTL")]
     oauth_cache_ttl: Option<String>,
+    /// Extra root certificates (PEM file) trusted by rollcall's outgoing TLS connections
+    /// (rediss:// bus, https webhooks, https OAuth introspection), besides the system's.
+    #[arg(long, env = "ROLLCALL_TLS_CA_FILE")]
+    tls_ca_file: Option<PathBuf>,
     /// SocketCluster: presence `ping` period in ms [default: 10000].
     #[arg(long, env = "ROLLCALL_SC_PRESENCE_INTERVAL")]
     sc_presence_interval: Option<u64>,
@@ -191,7 +195,7 @@ struct ServicesArgs {
     /// Lease TTL when a refresh gives no ttl_ms [default: 30s].
     #[arg(long, env = "ROLLCALL_LEASE_TTL")]
     lease_ttl: Option<String>,
-    /// Webhook receiver, http:// (repeatable; comma-separated in the env var).
+    /// Webhook receiver, http:// or https:// (repeatable; comma-separated in the env var).
     #[arg(long, env = "ROLLCALL_WEBHOOK_URL", value_delimiter = ',')]
     webhook_url: Vec<String>,
     /// HMAC-SHA256 key for the X-Rollcall-Signature header [default: unsigned].
@@ -364,6 +368,9 @@ fn build_config(args: ServeArgs) -> Result<Config, String> {
     if let Some(ttl) = args.oauth_cache_ttl {
         cfg.oauth_cache_ttl = ttl;
     }
+    if args.tls_ca_file.is_some() {
+        cfg.tls_ca_file = args.tls_ca_file;
+    }
     args.sgc.overlay(&mut cfg);
     args.cluster.overlay(&mut cfg);
     args.services.overlay(&mut cfg);
@@ -385,6 +392,7 @@ fn build_config(args: ServeArgs) -> Result<Config, String> {
     cfg.timings()?;
     cfg.cluster()?;
     cfg.services()?;
+    cfg.check_tls()?;
     Ok(cfg)
 }
 
@@ -432,6 +440,10 @@ fn banner(resolved: &rollcall::server::Resolved, addr: std::net::SocketAddr) {
         cfg.node_id.as_deref().unwrap_or("?")
     );
     let _ = writeln!(out, "  OpenAPI     http://{addr}/api/openapi.json");
+    let _ = writeln!(
+        out,
+        "  Metrics     http://{addr}/metrics  dashboard http://{addr}/dashboard"
+    );
     if resolved.generated_api_key {
         let _ = writeln!(
             out,

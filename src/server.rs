@@ -86,6 +86,14 @@ impl RunningServer {
         if !drained {
             tracing::warn!("some sessions did not end within {SHUTDOWN_GRACE:?}");
         }
+        // The members just removed are reported before the process ends.
+        if let Some(hooks) = self.app.services.webhooks()
+            && !hooks.flush(SHUTDOWN_GRACE).await
+        {
+            tracing::warn!(
+                "some webhook events were not delivered within {SHUTDOWN_GRACE:?} of shutdown"
+            );
+        }
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.task).await;
     }
 }
@@ -94,7 +102,8 @@ impl RunningServer {
 pub fn router(app: App) -> Router {
     let router = Router::new()
         .merge(crate::http_api::routes(app.clone()))
-        .merge(crate::cluster::http::routes());
+        .merge(crate::cluster::http::routes())
+        .merge(crate::metrics::routes());
     #[cfg(feature = "hotsock")]
     let router = router.merge(crate::hotsock::routes(&app));
     #[cfg(feature = "socketio")]
@@ -135,6 +144,8 @@ pub async fn start(config: &Config) -> Result<RunningServer, String> {
     let mut observers: Vec<Arc<dyn crate::presence::PresenceObserver>> = Vec::new();
     observers.extend(services.observers());
     observers.extend(cluster.as_ref().map(|c| c.observer()));
+    let metrics = crate::metrics::MetricsObserver::shared();
+    observers.push(metrics.clone());
     let presence = Presence::with_observers(config.limits(), observers);
     services.start(&presence);
     let handler: Arc<dyn crate::cluster::RemoteHandler> = Arc::new(services.clone());
@@ -144,6 +155,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, String> {
         presence,
         services,
         cluster,
+        metrics,
         verifier,
         single_use: Arc::new(crate::auth::SingleUseGuard::new()),
         config: Arc::new(settings),

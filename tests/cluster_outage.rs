@@ -197,3 +197,97 @@ async fn redis_down_for_10s_mid_traffic_then_everything_converges() {
     }
     drop(truth);
 }
+
+/// Messages a client publishes while Redis is down reach the other nodes'
+/// subscribers once it is back: all of them, once each, in publish order.
+#[tokio::test]
+async fn messages_published_while_redis_is_down_arrive_in_order_after() {
+    let _serial = serial().await;
+    let mut redis = Redis::start();
+    let opts = NodeOptions::default();
+    let a = Node::start("a", &redis.url(), &opts);
+    let b = Node::start("b", &redis.url(), &opts);
+    wait_for_cluster(&[&a, &b], 2).await;
+    let mut far = Watcher::join(&b, "far", ROOM).await;
+    let mut near = Watcher::join(&a, "near", ROOM).await;
+    let mut sender = a.hotsock(user("sender", Value::Null)).await;
+    sender.join(ROOM).await;
+    far.until("sender added", Duration::from_secs(3), |w| {
+        w.count("added", "sender") == 1
+    })
+    .await;
+
+    redis.kill();
+    // Node a knows its link is down before the messages go out.
+    let down = common::eventually(Duration::from_secs(5), || async {
+        a.readyz().await.1["cluster"]["bus_state"] == "disconnected"
+    })
+    .await;
+    assert!(
+        down,
+        "node a did not notice Redis going away: {:?}",
+        a.readyz().await
+    );
+    // Under the per-connection limit of 100 messages a second.
+    const N: u64 = 80;
+    for i in 0..N {
+        sender
+            .send(serde_json::json!({"event": "chat", "channel": ROOM, "data": {"i": i}}))
+            .await;
+    }
+    // Local subscribers get them at once; node a keeps them for the others.
+    near.until("local delivery", Duration::from_secs(3), |w| {
+        w.messages.len() as u64 == N
+    })
+    .await;
+    let kept = common::eventually(Duration::from_secs(3), || async {
+        a.readyz().await.1["cluster"]["messages_waiting"] == N
+    })
+    .await;
+    assert!(
+        kept,
+        "node a does not keep the messages: {:?}",
+        a.readyz().await
+    );
+    far.pump(300).await;
+    assert!(
+        far.messages.is_empty(),
+        "nothing can cross while Redis is down"
+    );
+
+    redis.spawn();
+    let back = Instant::now();
+    far.until(
+        "every message after Redis is back",
+        Duration::from_secs(10),
+        |w| w.messages.len() as u64 >= N,
+    )
+    .await;
+    let took = back.elapsed();
+    far.pump(500).await;
+    let got: Vec<u64> = far
+        .messages
+        .iter()
+        .map(|m| m["data"]["i"].as_u64().expect("i"))
+        .collect();
+    assert_eq!(
+        got,
+        (0..N).collect::<Vec<_>>(),
+        "lost, repeated or out of order"
+    );
+    println!(
+        "cluster: {N} messages published during a Redis outage reached node b {} ms after Redis restarted",
+        took.as_millis()
+    );
+    let (_, ready) = a.readyz().await;
+    assert_eq!(ready["cluster"]["messages_waiting"], 0, "{ready}");
+    assert_eq!(ready["cluster"]["messages_dropped"], 0, "{ready}");
+    // Messages after the outage go straight through, after the others.
+    sender
+        .send(serde_json::json!({"event": "chat", "channel": ROOM, "data": {"i": N}}))
+        .await;
+    far.until("a message after the outage", Duration::from_secs(3), |w| {
+        w.messages.len() as u64 == N + 1
+    })
+    .await;
+}

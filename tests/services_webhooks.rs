@@ -5,131 +5,17 @@
 #![cfg(feature = "hotsock")]
 
 mod common;
+#[path = "webhook_support/mod.rs"]
+mod webhook_support;
 
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-
-const HOOK_SECRET: &str = "hook-secret";
-
-/// One request as the receiver saw it.
-#[derive(Debug, Clone)]
-struct Hit {
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Hit {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).expect("JSON body")
-    }
-}
-
-/// Reads one HTTP/1.1 request (head + Content-Length body).
-async fn read_request(stream: &mut TcpStream) -> Option<Hit> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let headers: Vec<(String, String)> = head
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_once(": "))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    while buf.len() < head_end + len {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Some(Hit {
-        headers,
-        body: buf[head_end..head_end + len].to_vec(),
-    })
-}
-
-/// A receiver: answers 500 to the first `fail_first` requests, then 200
-/// (or never answers at all with `hang`). Every request is reported.
-async fn receiver(
-    fail_first: usize,
-    hang: bool,
-) -> (String, mpsc::UnboundedReceiver<Hit>, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}/hooks", listener.local_addr().expect("addr"));
-    let (tx, rx) = mpsc::unbounded_channel();
-    let count = Arc::new(AtomicUsize::new(0));
-    let seen = count.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let tx = tx.clone();
-            let n = seen.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let Some(hit) = read_request(&mut stream).await else {
-                    return;
-                };
-                let _ = tx.send(hit);
-                if hang {
-                    tokio::time::sleep(Duration::from_secs(60)).await;
-                    return;
-                }
-                let status = if n < fail_first {
-                    "500 Internal Server Error"
-                } else {
-                    "200 OK"
-                };
-                let reply =
-                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                let _ = stream.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
-    (url, rx, count)
-}
-
-/// Checks the signature and returns the body's events.
-fn verified_events(hit: &Hit) -> Vec<Value> {
-    let expected = rollcall::services::webhooks::sign(HOOK_SECRET, &hit.body);
-    assert_eq!(
-        hit.header("X-Rollcall-Signature"),
-        Some(expected.as_str()),
-        "bad signature"
-    );
-    assert_eq!(hit.header("Content-Type"), Some("application/json"));
-    let body = hit.json();
-    assert_eq!(hit.header("X-Rollcall-Webhook-Id"), body["id"].as_str());
-    assert!(is_ulid(body["id"].as_str().unwrap()));
-    body["events"].as_array().expect("events").clone()
-}
+use webhook_support::*;
 
 /// Collects events (name, channel, user) until `want` of them arrived.
 async fn collect(
@@ -331,4 +217,40 @@ async fn failures_are_retried_and_never_block_presence() {
     // The stuck receiver got its first request and is still waiting on it.
     assert!(stuck_rx.recv().await.is_some());
     srv.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_delivers_the_last_removals_before_it_returns() {
+    let (url, mut rx, _) = receiver(0, false).await;
+    let srv = TestServer::start_with(|c| {
+        c.webhook_url = vec![url];
+        c.webhook_secret = Some(HOOK_SECRET.into());
+        // Longer than the test waits: only the flush can send the batch.
+        c.webhook_batch_ms = 30_000;
+    })
+    .await;
+    let mut fin = srv.connect(user("fin", json!(null))).await;
+    fin.join("presence.last").await;
+    srv.stop().await;
+    let mut ids = HashSet::new();
+    let mut names: Vec<String> = Vec::new();
+    while let Ok(Some(hit)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+        for e in verified_events(&hit) {
+            assert!(ids.insert(e["id"].as_str().unwrap().to_string()));
+            names.push(e["name"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(
+        names,
+        [
+            "user_online",
+            "channel_occupied",
+            "member_added",
+            "member_removed",
+            "channel_vacated",
+            "user_offline"
+        ],
+        "every event, delivered by the time shutdown returned"
+    );
+    drop(fin);
 }

@@ -186,9 +186,10 @@ pub fn identify(claims: &Map<String, Value>) -> Result<User, String> {
     })
 }
 
-/// An `http://` introspection endpoint, parsed once.
+/// An `http://` or `https://` introspection endpoint, parsed once.
 #[derive(Debug, Clone)]
 struct Endpoint {
+    https: bool,
     host: String,
     port: u16,
     path: String,
@@ -218,15 +219,15 @@ fn base64(input: &[u8]) -> String {
 
 impl Endpoint {
     fn parse(url: &str) -> Result<Endpoint, String> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            if url.starts_with("https://") {
-                format!(
-                    "oauth-introspection-url {url:?}: https is not supported by the built-in client; use an http:// URL on a private network or a local TLS-terminating proxy"
-                )
-            } else {
-                format!("oauth-introspection-url {url:?} must start with http://")
+        let (https, default_port, rest) = match url.split_once("://") {
+            Some(("http", rest)) => (false, 80, rest),
+            Some(("https", rest)) => (true, 443, rest),
+            _ => {
+                return Err(format!(
+                    "oauth-introspection-url {url:?} must start with http:// or https://"
+                ));
             }
-        })?;
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -236,12 +237,19 @@ impl Endpoint {
             None => (None, authority),
         };
         let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+            // Not the inside of a bracketed IPv6 address without a port.
+            Some((h, p)) if !p.contains(']') => (
                 h.trim_start_matches('[').trim_end_matches(']').to_string(),
                 p.parse::<u16>()
                     .map_err(|_| format!("oauth-introspection-url {url:?}: bad port {p:?}"))?,
             ),
-            _ => (hostport.to_string(), 80),
+            _ => (
+                hostport
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+                default_port,
+            ),
         };
         if host.is_empty() {
             return Err(format!("oauth-introspection-url {url:?} has no host"));
@@ -252,6 +260,7 @@ impl Endpoint {
             format!("Basic {}", base64(pair.as_bytes()))
         });
         Ok(Endpoint {
+            https,
             host,
             port,
             path: path.to_string(),
@@ -271,9 +280,13 @@ impl Endpoint {
 ///
 /// Client credentials go in the URL's user info
 /// (`http://client:secret@host/introspect`) and are sent as HTTP Basic.
+/// An `https://` endpoint is verified against the platform's roots plus
+/// `--tls-ca-file` ([`crate::tls`]).
 #[derive(Debug)]
 pub struct Introspector {
     endpoint: Endpoint,
+    /// For an https endpoint.
+    tls: Option<Arc<rustls::ClientConfig>>,
     ttl: Duration,
     cache: Mutex<HashMap<String, CacheEntry>>,
 }
@@ -282,10 +295,21 @@ pub struct Introspector {
 type CacheEntry = (Instant, Result<User, String>);
 
 impl Introspector {
-    /// An introspector for `url` (http only) caching answers for `ttl`.
-    pub fn new(url: &str, ttl: Duration) -> Result<Introspector, String> {
+    /// An introspector for `url` caching answers for `ttl`; an https `url`
+    /// also trusts the roots of `ca_file` (`--tls-ca-file`).
+    pub fn new(
+        url: &str,
+        ttl: Duration,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Introspector, String> {
+        let endpoint = Endpoint::parse(url)?;
+        let tls = match endpoint.https {
+            true => Some(crate::tls::client_config(ca_file)?),
+            false => None,
+        };
         Ok(Introspector {
-            endpoint: Endpoint::parse(url)?,
+            endpoint,
+            tls,
             ttl,
             cache: Mutex::new(HashMap::new()),
         })
@@ -358,9 +382,9 @@ impl Introspector {
         let unavailable = |what: &str, e: &dyn std::fmt::Display| {
             IntrospectError::Unavailable(format!("{what} {}:{}{}: {e}", ep.host, ep.port, ep.path))
         };
-        let stream = tokio::net::TcpStream::connect((ep.host.as_str(), ep.port))
+        let stream = crate::tls::connect(&ep.host, ep.port, self.tls.as_ref())
             .await
-            .map_err(|e| unavailable("cannot connect to", &e))?;
+            .map_err(|e| unavailable("cannot reach", &e))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| unavailable("HTTP handshake failed with", &e))?;
@@ -371,10 +395,15 @@ impl Introspector {
             "token={}&token_type_hint=access_token",
             percent_encode(token)
         );
-        let host = if ep.port == 80 {
-            ep.host.clone()
+        let bracketed = match ep.host.contains(':') {
+            true => format!("[{}]", ep.host),
+            false => ep.host.clone(),
+        };
+        let default_port = if ep.https { 443 } else { 80 };
+        let host = if ep.port == default_port {
+            bracketed
         } else {
-            format!("{}:{}", ep.host, ep.port)
+            format!("{bracketed}:{}", ep.port)
         };
         let mut req = Request::post(ep.path.as_str())
             .header(header::HOST, host)
@@ -534,13 +563,18 @@ mod tests {
         assert_eq!(e.path, "/oauth/introspect");
         assert_eq!(e.authorization.as_deref(), Some("Basic aWQ6czpjcmV0"));
         let e = Endpoint::parse("http://auth.local").unwrap();
-        assert_eq!((e.port, e.path.as_str()), (80, "/"));
+        assert_eq!((e.port, e.path.as_str(), e.https), (80, "/", false));
+        let e = Endpoint::parse("https://x/y").unwrap();
+        assert_eq!((e.port, e.path.as_str(), e.https), (443, "/y", true));
+        let e = Endpoint::parse("https://[::1]:8443/i").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("::1", 8443));
+        let e = Endpoint::parse("https://[::1]/i").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("::1", 443));
         assert!(
-            Endpoint::parse("https://x/y")
+            Endpoint::parse("ftp://x")
                 .unwrap_err()
-                .contains("https is not supported")
+                .contains("http:// or https://")
         );
-        assert!(Endpoint::parse("ftp://x").is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! route and the adapter's config.
 
 pub mod auth;
+pub mod polling_shim;
 pub mod session;
 pub mod shim;
 pub mod wire;
@@ -78,7 +79,7 @@ impl Default for SocketIoConfig {
 impl SocketIoConfig {
     /// The settings from the server config: the payload limit is
     /// `max-frame-bytes`, the event rate `max-messages-per-second`; an
-    /// OAuth introspection URL must be a valid http:// URL.
+    /// OAuth introspection URL must be a valid http:// or https:// URL.
     pub fn from_config(config: &crate::config::Config) -> Result<Self, String> {
         let ttl = crate::auth::parse_duration(&config.oauth_cache_ttl)
             .map_err(|e| format!("oauth-cache-ttl = {:?}: {e}", config.oauth_cache_ttl))?;
@@ -86,7 +87,9 @@ impl SocketIoConfig {
             .oauth_introspection_url
             .as_deref()
             .filter(|u| !u.is_empty())
-            .map(|url| auth::Introspector::new(url, ttl).map(Arc::new))
+            .map(|url| {
+                auth::Introspector::new(url, ttl, config.tls_ca_file.as_deref()).map(Arc::new)
+            })
             .transpose()?;
         let defaults = SocketIoConfig::default();
         Ok(SocketIoConfig {
@@ -193,11 +196,16 @@ pub fn routes(app: &App) -> Router<App> {
         tokio::time::sleep(Duration::from_millis(50)).await;
         closer.close().await;
     });
-    // EIO3 WebSocket upgrades go through the CONNECT shim; everything else
-    // (EIO4, polling) straight to socketioxide.
+    // EIO3 WebSocket upgrades and polling POSTs go through the CONNECT
+    // shims; everything else (EIO4) straight to socketioxide.
+    let polling_limit = cfg.max_ws_message_bytes;
     let handle = move |req: Request<Body>| {
         let svc = svc.clone();
         async move {
+            let req = match polling_shim::is_eio3_polling_post(&req) {
+                true => polling_shim::rewrite_request(req, polling_limit).await,
+                false => req,
+            };
             if shim::is_eio3_websocket(&req) {
                 let start = move |stream: shim::Eio3Stream, head: Request<()>| {
                     if let Err(e) = HyperService::call(&svc, (stream, head)).into_inner() {

@@ -192,6 +192,23 @@ async function main() {
     }
   });
 
+  await test('each client also works with its default transports (polling, then upgrade) and with polling only', async () => {
+    const pollRoom = `presence.poll-${run}`;
+    for (const transports of [undefined, ['polling']]) {
+      const label = transports ? 'polling only' : 'default transports';
+      for (const v of versions) {
+        const options = { transports };
+        const c = new Client(v, { query: `tokenType=jwt&token=${user(`p${v}-${run}`)}`, options });
+        await until(() => c.connected, `${v} connects (${label})`);
+        c.emit('SUBSCRIBE_CHANNEL', { channel: { type: 'topic', _id: pollRoom } });
+        await c.waitFor('CHANNEL_SUBSCRIBED', (d) => d.channel && d.channel._id === pollRoom, `${v} subscribed (${label})`);
+        c.emit('SEND_MESSAGE', { category: 'chat', topicId: pollRoom, content: { bodyText: `poll ${v} ${label}` } });
+        await c.waitFor('MESSAGE_SENT', (d) => d.content && d.content.bodyText === `poll ${v} ${label}`, `${v} own message (${label})`);
+        c.close();
+      }
+    }
+  });
+
   await test('bad input gets the event\'s error with a reason, and the socket stays usable', async () => {
     const c = clients['2.0.4'];
     c.emit('SUBSCRIBE_CHANNEL', {});

@@ -1,7 +1,8 @@
 //! The replication task: one per node. It owns the [`ClusterState`] and
 //! moves things between it, the local presence core and the bus:
-//! - this node's presence changes and publishes (from [`ClusterObserver`])
-//!   become `ops` frames, in the order the core reported them;
+//! - this node's presence changes, subscriber counts and publishes (from
+//!   [`ClusterObserver`]) become `ops` frames, in the order the core
+//!   reported them; messages that cannot go out wait in the [`Backlog`];
 //! - frames from the bus go through the state, whose effects are applied
 //!   to the core as `Origin::Remote` presences and remote deliveries;
 //! - a timer sends heartbeats and runs the state's periodic checks.
@@ -16,10 +17,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::backlog::Backlog;
 use super::bus::{BusEvent, BusLink, Outgoing};
 use super::state::{ClusterState, Effect, Notice, PresenceKey};
 use super::wire::{
-    CONNS_CHANNEL, DirectTarget, Frame, Op, PresenceRecord, WireMessage, pid_to_conn,
+    Body, CONNS_CHANNEL, DirectTarget, Frame, Op, PresenceRecord, WireMessage, pid_to_conn,
 };
 use super::{BusState, ClusterStats, RemoteHandler};
 use crate::ids::ConnId;
@@ -30,9 +32,6 @@ const USER_LEASE_PREFIX: &str = "lease:user:";
 
 /// Users holding a lease on other nodes: channel → user → presences.
 pub(super) type LeaseUsers = Arc<Mutex<HashMap<String, HashMap<Arc<str>, usize>>>>;
-
-/// Other nodes' subscriptions that are not memberships: channel → count.
-pub(super) type RemoteSubs = Arc<Mutex<HashMap<String, usize>>>;
 
 /// Ops sent in one frame at most.
 const MAX_OPS_PER_FRAME: usize = 512;
@@ -93,6 +92,13 @@ impl PresenceObserver for ClusterObserver {
         let _ = self.tx.send(Op::Msg(WireMessage::from_message(msg)));
     }
 
+    fn subscribers_changed(&self, channel: &str, count: usize) {
+        let _ = self.tx.send(Op::Subs {
+            ch: channel.to_string(),
+            n: count,
+        });
+    }
+
     fn connected(&self, conn: ConnId, user_id: Option<&Arc<str>>, _protocol: &'static str) {
         if let Some(uid) = user_id {
             let _ = self.tx.send(Op::Put(PresenceRecord {
@@ -142,11 +148,15 @@ pub(super) struct Engine {
     pub(super) handler: Arc<OnceLock<Arc<dyn RemoteHandler>>>,
     /// Remote connections and user leases counted for user presence.
     pub(super) counted: HashSet<(Arc<str>, PresenceKey)>,
+    /// Whether this node reports the cluster's presence events.
+    pub(super) event_sender: bool,
+    /// The last moment (Unix ms) this node knew some node was reporting
+    /// events: a node taking over replays what it saw since then.
+    pub(super) replay_from_ms: u64,
     /// Users holding a lease on other nodes, per channel.
     pub(super) lease_users: LeaseUsers,
-    /// Other nodes' subscriptions that are not memberships, per channel
-    /// (refreshed every tick).
-    pub(super) remote_subs: RemoteSubs,
+    /// Messages that could not be published yet.
+    pub(super) backlog: Backlog,
 }
 
 fn wall_ms() -> u64 {
@@ -192,8 +202,7 @@ impl Engine {
                 _ = heartbeat.tick() => {
                     self.local_conns = self.presence.stats().connections;
                     if self.bus_state != BusState::Disconnected && self.bus_state != BusState::Connecting {
-                        let subs = self.presence.subscriptions_without_membership().into_iter().collect();
-                        let frame = self.state.heartbeat_with_subs(wall_ms(), self.local_conns, subs);
+                        let frame = self.state.heartbeat(wall_ms(), self.local_conns);
                         self.send(frame, None);
                     }
                 },
@@ -201,8 +210,8 @@ impl Engine {
                     let now = self.now();
                     let fx = self.state.tick(now);
                     self.apply(fx);
-                    *self.remote_subs.lock().unwrap_or_else(|p| p.into_inner()) =
-                        self.state.remote_subscriptions();
+                    self.flush();
+                    self.update_event_sender(now);
                     self.publish_stats();
                 },
                 cmd = self.commands.recv() => match cmd {
@@ -221,6 +230,8 @@ impl Engine {
     }
 
     /// Sends this node's changes, batching what is already queued.
+    /// Messages go out with them unless older ones wait in the backlog or
+    /// the link is down: then they wait too, in order.
     fn local(&mut self, first: Op) {
         let mut ops = vec![first];
         while ops.len() < MAX_OPS_PER_FRAME {
@@ -229,8 +240,114 @@ impl Engine {
                 Err(_) => break,
             }
         }
-        let frame = self.state.local_ops(ops);
-        self.send(frame, None);
+        self.settle();
+        let count = ops.iter().filter(|op| op.is_message()).count();
+        let numbers = self.backlog.numbers(count);
+        if self.link_up() && self.backlog.is_empty() {
+            let frame = self.state.local_ops(ops);
+            self.send_ops(frame, numbers.collect());
+            return;
+        }
+        let (msgs, changes): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(Op::is_message);
+        for (n, op) in numbers.zip(msgs) {
+            self.keep(n, op);
+        }
+        if !changes.is_empty() {
+            let frame = self.state.local_ops(changes);
+            self.send(frame, None);
+        }
+        self.flush();
+    }
+
+    /// True while frames can reach the bus.
+    fn link_up(&self) -> bool {
+        matches!(self.bus_state, BusState::Connected | BusState::Stalled)
+    }
+
+    /// Puts message `n` in the backlog.
+    fn keep(&mut self, n: u64, op: Op) {
+        if self.backlog.push(n, op) {
+            self.warn_overflow();
+        }
+    }
+
+    fn warn_overflow(&self) {
+        tracing::warn!(
+            max_messages = super::backlog::MAX_MESSAGES,
+            max_bytes = super::backlog::MAX_BYTES,
+            "too many messages wait for the cluster bus; dropping the oldest (other nodes will not get them)"
+        );
+    }
+
+    /// Learns which frames with messages were published; the others'
+    /// messages go back to the backlog.
+    fn settle(&mut self) {
+        let (requeued, overflow) = self.backlog.settle();
+        if requeued > 0 {
+            tracing::debug!(
+                messages = requeued,
+                "messages not published on the cluster bus; kept to send again"
+            );
+        }
+        if overflow {
+            self.warn_overflow();
+        }
+    }
+
+    /// Publishes waiting messages, oldest first, while the link is up and
+    /// the transport has room (after a reconnect, once the other nodes
+    /// have resynced: see [`Backlog::may_flush`]).
+    fn flush(&mut self) {
+        self.settle();
+        if !self.link_up() || !self.backlog.may_flush(self.now(), self.state.all_synced()) {
+            return;
+        }
+        let waiting = self.backlog.len();
+        while !self.backlog.is_empty() && self.link.tx.capacity() > 0 {
+            let (numbers, ops): (Vec<u64>, Vec<Op>) =
+                self.backlog.take(MAX_OPS_PER_FRAME).into_iter().unzip();
+            let frame = self.state.local_ops(ops);
+            if !self.send_ops(frame, numbers) {
+                break;
+            }
+        }
+        if self.backlog.is_empty() {
+            tracing::info!(
+                messages = waiting,
+                "published the messages that waited for the cluster bus"
+            );
+        }
+    }
+
+    /// Sends an `ops` frame whose messages are numbered `numbers` (in
+    /// order), keeping them until the transport says they went out.
+    /// Returns false if the frame could not be handed to the transport
+    /// (its messages are back in the backlog).
+    fn send_ops(&mut self, frame: Frame, numbers: Vec<u64>) -> bool {
+        if numbers.is_empty() {
+            return self.send(frame, None);
+        }
+        let bytes = frame.encode();
+        let Body::Ops { ops, .. } = frame.body else {
+            return self.send(frame, None);
+        };
+        let msgs: Vec<(u64, Op)> = numbers
+            .into_iter()
+            .zip(ops.into_iter().filter(Op::is_message))
+            .collect();
+        let (done, outcome) = oneshot::channel();
+        let out = Outgoing {
+            frame: bytes,
+            done: Some(done),
+        };
+        if self.link_up() && self.try_send(out) {
+            self.backlog.track(outcome, msgs);
+            return true;
+        }
+        for (n, op) in msgs {
+            self.keep(n, op);
+        }
+        false
     }
 
     fn on_bus(&mut self, event: BusEvent) {
@@ -242,6 +359,16 @@ impl Engine {
                 self.last_error = None;
                 let fx = self.state.bus_up(now);
                 self.apply(fx);
+                if let Some(h) = self.handler.get() {
+                    h.bus_reconnected();
+                }
+                // Messages published meanwhile go after the resync frames,
+                // once the other nodes are back too.
+                self.settle();
+                let timing = self.state.timing();
+                self.backlog
+                    .hold(now + timing.recovery_grace + timing.node_timeout);
+                self.flush();
                 self.publish_stats();
             }
             BusEvent::Down(reason) => {
@@ -256,6 +383,10 @@ impl Engine {
                     Ok(frame) => {
                         let fx = self.state.receive(frame, now, wall_ms());
                         self.apply(fx);
+                        // A state may be the last one waited for.
+                        if !self.backlog.is_empty() {
+                            self.flush();
+                        }
                     }
                     Err(e) => {
                         self.malformed_frames += 1;
@@ -266,21 +397,31 @@ impl Engine {
         }
     }
 
-    fn send(&mut self, frame: Frame, done: Option<oneshot::Sender<bool>>) {
+    /// Hands a frame to the transport; false if it was dropped.
+    fn send(&mut self, frame: Frame, done: Option<oneshot::Sender<bool>>) -> bool {
         let out = Outgoing {
             frame: frame.encode(),
             done,
         };
         if self.bus_state == BusState::Disconnected {
             out.finish(false);
-            return;
+            return false;
         }
+        self.try_send(out)
+    }
+
+    fn try_send(&mut self, out: Outgoing) -> bool {
         match self.link.tx.try_send(out) {
-            Ok(()) => self.frames_sent += 1,
+            Ok(()) => {
+                self.frames_sent += 1;
+                true
+            }
             Err(mpsc::error::TrySendError::Full(out) | mpsc::error::TrySendError::Closed(out)) => {
-                // The other nodes notice the seq gap and resync.
+                // The other nodes notice the seq gap and resync; messages
+                // in it are kept by the caller.
                 self.frames_dropped += 1;
                 out.finish(false);
+                false
             }
         }
     }
@@ -320,6 +461,9 @@ impl Engine {
                     self.presence
                         .remove_external_presence(&key.ch, &uid, &origin);
                 }
+                Effect::Subscribers { node, ch, count } => {
+                    self.presence.set_remote_subscribers(&ch, &node, count);
+                }
                 Effect::Deliver(msg) => match msg.to_message() {
                     Some(msg) => {
                         self.presence.deliver_remote(&msg);
@@ -351,7 +495,9 @@ impl Engine {
                         h.privacy_changed(&uid, visible);
                     }
                 }
-                Effect::Send(frame) => self.send(frame, None),
+                Effect::Send(frame) => {
+                    self.send(frame, None);
+                }
                 Effect::Notice(notice) => self.log(notice),
             }
         }
@@ -441,6 +587,43 @@ impl Engine {
         }
     }
 
+    /// Decides whether this node reports the cluster's presence events: the
+    /// oldest live node (smallest epoch, then id) that is connected and
+    /// synced. Every node runs the same rule on the same membership, so one
+    /// node sends, and a node that dies or leaves is replaced once the
+    /// others drop it.
+    fn update_event_sender(&mut self, now: u64) {
+        let wall = wall_ms();
+        let connected = self.bus_state == BusState::Connected && self.state.healthy();
+        let me = (self.state.epoch(), self.state.node().to_string());
+        let peers = self.state.peers(now);
+        let older: Vec<_> = peers
+            .iter()
+            .filter(|p| (p.epoch, p.node.clone()) < me)
+            .collect();
+        let sending = connected && older.is_empty();
+        if self.event_sender {
+            self.replay_from_ms = wall;
+        } else if connected && let Some(silent) = older.iter().map(|p| p.silent_ms).min() {
+            // An older node is sending; it was last heard `silent` ms ago.
+            self.replay_from_ms = wall.saturating_sub(silent);
+        }
+        if sending != self.event_sender {
+            self.event_sender = sending;
+            // A sender that died may not have sent its last batch: replay
+            // from one heartbeat before it was last heard.
+            let from = self
+                .replay_from_ms
+                .saturating_sub(self.state.timing().heartbeat);
+            if sending {
+                tracing::info!(node = %self.state.node(), "this node now reports the cluster's presence events (webhooks)");
+            }
+            if let Some(h) = self.handler.get() {
+                h.event_sender_changed(sending, from);
+            }
+        }
+    }
+
     fn publish_stats(&self) {
         let now = self.now();
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
@@ -448,18 +631,32 @@ impl Engine {
         stats.ready = self.bus_state == BusState::Connected && self.state.healthy();
         stats.last_error = self.last_error.clone();
         stats.nodes = self.state.node_count();
+        stats.event_sender = self.event_sender;
         stats.cluster_connections = self.local_conns + self.state.remote_connections();
         stats.bus_lag_ms = self.state.bus_lag_ms;
         stats.seq = self.state.seq();
         stats.frames_sent = self.frames_sent;
         stats.frames_received = self.frames_received;
         stats.frames_dropped = self.frames_dropped;
+        stats.messages_waiting = self.backlog.len();
+        stats.messages_dropped = self.backlog.dropped;
         stats.malformed_frames = self.malformed_frames;
         stats.counters = self.state.counters;
         stats.peers = self.state.peers(now);
     }
 
     async fn leave(&mut self) {
+        // The next oldest node reports from here on, this node's own
+        // members' removal included.
+        if self.event_sender {
+            self.event_sender = false;
+            if let Some(h) = self.handler.get() {
+                h.event_sender_changed(false, 0);
+            }
+        }
+        // What still waits goes out if it can, before the goodbye.
+        self.backlog.release();
+        self.flush();
         let (done, published) = oneshot::channel();
         let bye = self.state.bye();
         self.send(bye, Some(done));

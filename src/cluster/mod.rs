@@ -12,12 +12,14 @@
 //!
 //! - [`wire`]: the frames (JSON), [`state`]: the replica state and its merge
 //!   rules (pure, unit-tested), [`engine`]: the task that connects the
-//!   state to the core and the bus, [`bus`]: the transport trait,
-//!   [`memory`] and [`redis`]: transports.
+//!   state to the core and the bus, [`backlog`]: messages waiting while
+//!   the bus is down, [`bus`]: the transport trait, [`memory`] and
+//!   [`redis`]: transports.
 //!
 //! With `--bus memory` (the default) a node is standalone: no replication
 //! runs and nothing is added to the core's work.
 
+pub mod backlog;
 pub mod bus;
 pub mod engine;
 pub mod http;
@@ -35,7 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::presence::{DirectMessage, Presence, PresenceObserver};
 use bus::Bus;
-use engine::{ClusterObserver, Command, Engine, LeaseUsers, RemoteSubs};
+use engine::{ClusterObserver, Command, Engine, LeaseUsers};
 use state::{ClusterState, Counters, PeerInfo, Timing};
 use wire::{DirectTarget, Op, WireDirect};
 
@@ -97,6 +99,8 @@ pub struct ClusterConfig {
     pub heartbeat: Duration,
     /// A node silent this long is removed with all its members.
     pub node_timeout: Duration,
+    /// Extra roots for a `rediss://` bus (`--tls-ca-file`).
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl ClusterConfig {
@@ -167,6 +171,9 @@ pub struct ClusterStats {
     pub last_error: Option<String>,
     /// Nodes alive, this one included.
     pub nodes: usize,
+    /// True on the one node that reports the cluster's presence events
+    /// (webhooks): the oldest live node that is connected and synced.
+    pub event_sender: bool,
     /// Open connections on all nodes (others as last reported).
     pub cluster_connections: usize,
     /// Last round trip of this node's heartbeat over the bus, in ms.
@@ -179,6 +186,12 @@ pub struct ClusterStats {
     pub frames_received: u64,
     /// Frames dropped because the transport queue was full.
     pub frames_dropped: u64,
+    /// Messages (publishes, direct sends, privacy changes) waiting to be
+    /// published on the bus (while it is down, until the other nodes are
+    /// back).
+    pub messages_waiting: usize,
+    /// Messages dropped because too many waited for the bus.
+    pub messages_dropped: u64,
     /// Frames that could not be parsed.
     pub malformed_frames: u64,
     /// Replication counters (resyncs, gaps, timeouts, …).
@@ -207,12 +220,15 @@ impl ClusterStats {
             ready: bus_state == BusState::Standalone,
             last_error: None,
             nodes: 1,
+            event_sender: bus_state == BusState::Standalone,
             cluster_connections: 0,
             bus_lag_ms: None,
             seq: 0,
             frames_sent: 0,
             frames_received: 0,
             frames_dropped: 0,
+            messages_waiting: 0,
+            messages_dropped: 0,
             malformed_frames: 0,
             counters: Counters::default(),
             peers: Vec::new(),
@@ -234,6 +250,14 @@ pub trait RemoteHandler: Send + Sync + 'static {
     /// A connection (`conn`) or a lease presence (`!conn`) of `uid` on
     /// another node appeared (`up`) or went away.
     fn remote_user(&self, uid: &Arc<str>, conn: bool, up: bool);
+    /// This node became (`sending`) or stopped being the one that reports
+    /// the cluster's presence events (webhooks): the oldest live node that
+    /// is connected and synced. On becoming it, events seen since
+    /// `replay_from_ms` (Unix ms) may not have been reported by anyone.
+    fn event_sender_changed(&self, sending: bool, replay_from_ms: u64);
+    /// The bus link came (back) up: anything shared that other nodes
+    /// changed meanwhile (privacy choices) must be re-read.
+    fn bus_reconnected(&self);
 }
 
 struct Shared {
@@ -242,7 +266,6 @@ struct Shared {
     /// This node's ordered op stream (the one the observer feeds).
     ops: Option<mpsc::UnboundedSender<Op>>,
     lease_users: LeaseUsers,
-    remote_subs: RemoteSubs,
 }
 
 /// A handle on this node's cluster membership. Cheap to clone.
@@ -282,7 +305,6 @@ impl Cluster {
                 commands: None,
                 ops: None,
                 lease_users: LeaseUsers::default(),
-                remote_subs: RemoteSubs::default(),
             }),
         }
     }
@@ -333,19 +355,6 @@ impl Cluster {
         engine::remote_lease_users(&self.shared.lease_users, channel)
     }
 
-    /// Subscriptions to `channel` on other nodes that are not memberships
-    /// (memberships arrive as remote presences and count already), as of
-    /// their last heartbeats. 0 on a standalone node.
-    pub fn remote_subscriptions(&self, channel: &str) -> usize {
-        self.shared
-            .remote_subs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(channel)
-            .copied()
-            .unwrap_or(0)
-    }
-
     /// Tells the other nodes this node is leaving (they drop its members
     /// at once) and stops replicating. Waits at most about a second.
     pub async fn leave(&self) {
@@ -383,7 +392,6 @@ impl Prepared {
             let _ = handler_cell.set(h);
         }
         let lease_users = LeaseUsers::default();
-        let remote_subs = RemoteSubs::default();
         let ops = self.observer.sender();
         let epoch = epoch_now();
         let stats = Arc::new(Mutex::new(ClusterStats::initial(
@@ -415,8 +423,10 @@ impl Prepared {
             last_duplicate_warning: None,
             handler: handler_cell,
             counted: Default::default(),
+            event_sender: false,
+            replay_from_ms: 0,
             lease_users: lease_users.clone(),
-            remote_subs: remote_subs.clone(),
+            backlog: Default::default(),
         };
         tokio::spawn(engine.run());
         Cluster {
@@ -425,7 +435,6 @@ impl Prepared {
                 commands: Some(commands),
                 ops: Some(ops),
                 lease_users,
-                remote_subs,
             }),
         }
     }
@@ -465,7 +474,7 @@ pub fn prepare(config: &ClusterConfig) -> Result<Option<Prepared>, String> {
         BusSpec::Memory => Ok(None),
         #[cfg(feature = "redis")]
         BusSpec::Redis(url) => {
-            let bus = redis::RedisBus::new(url, BUS_CHANNEL)?;
+            let bus = redis::RedisBus::new(url, BUS_CHANNEL, config.tls_ca_file.as_deref())?;
             Ok(Some(prepare_with_bus(config.clone(), Box::new(bus))))
         }
         #[cfg(not(feature = "redis"))]

@@ -9,10 +9,12 @@
 //! 2 s, with jitter) for as long as the node runs.
 //!
 //! URLs: `redis://[user:password@]host:port[/db]`, `rediss://…` (TLS with
-//! the system's root certificates), and for Redis Cluster
+//! the system's root certificates plus those of `--tls-ca-file`), and for
+//! Redis Cluster
 //! `redis+cluster://[user:password@]host1:port1,host2:port2` (or
 //! `rediss+cluster://…`), which lists seed nodes.
 
+use std::path::Path;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -103,22 +105,77 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// For a `rediss://` URL (or `rediss+cluster://`) and a `--tls-ca-file`,
+/// the PEM roots to give the redis client (the platform's plus the
+/// file's); None when the client's default (the platform's) will do.
+pub fn tls_roots(url: &str, ca_file: Option<&Path>) -> Result<Option<Vec<u8>>, String> {
+    match ca_file {
+        Some(path) if url.trim_start().starts_with("rediss") => {
+            crate::tls::roots_pem(path).map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
+fn certs(roots: &[u8]) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(roots.to_vec()),
+    }
+}
+
+/// A client for one server, trusting `roots` (from [`tls_roots`]) if any.
+pub fn single_client(url: &str, roots: Option<&[u8]>) -> redis::RedisResult<redis::Client> {
+    match roots {
+        Some(roots) => redis::Client::build_with_tls(url, certs(roots)),
+        None => redis::Client::open(url),
+    }
+}
+
+/// A Redis Cluster client builder for the seed `nodes`, trusting `roots`
+/// (from [`tls_roots`]) if any.
+pub fn cluster_builder(
+    nodes: &[String],
+    roots: Option<&[u8]>,
+) -> redis::cluster::ClusterClientBuilder {
+    let builder = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str));
+    match roots {
+        Some(roots) => builder.certs(certs(roots)),
+        None => builder,
+    }
+}
+
+/// A redis error, with what to do when it is an untrusted certificate.
+pub fn describe(e: &redis::RedisError) -> String {
+    let text = e.to_string();
+    if text.contains("UnknownIssuer") {
+        format!(
+            "{text} (the Redis server's certificate is not trusted; pass --tls-ca-file with the CA certificate that signed it)"
+        )
+    } else {
+        text
+    }
+}
+
 /// The Redis bus.
 #[derive(Debug)]
 pub struct RedisBus {
     target: RedisTarget,
     channel: String,
     described: String,
+    /// PEM roots for `rediss://` with `--tls-ca-file` (see [`tls_roots`]).
+    roots: Option<Vec<u8>>,
 }
 
 impl RedisBus {
     /// A bus on `channel` of the Redis server(s) at `url` (see
-    /// [`RedisTarget::parse`]).
-    pub fn new(url: &str, channel: &str) -> Result<Self, String> {
+    /// [`RedisTarget::parse`]), trusting `ca_file`'s roots too for TLS.
+    pub fn new(url: &str, channel: &str, ca_file: Option<&Path>) -> Result<Self, String> {
         Ok(RedisBus {
             target: RedisTarget::parse(url)?,
             channel: channel.to_string(),
             described: redact(url),
+            roots: tls_roots(url, ca_file)?,
         })
     }
 }
@@ -153,8 +210,12 @@ async fn run(bus: RedisBus, mut end: TransportEnd) {
     let mut failures: u64 = 0;
     loop {
         let session = match &bus.target {
-            RedisTarget::Single(url) => single_session(url, &bus.channel, &mut end).await,
-            RedisTarget::Cluster(nodes) => cluster_session(nodes, &bus.channel, &mut end).await,
+            RedisTarget::Single(url) => {
+                single_session(url, bus.roots.as_deref(), &bus.channel, &mut end).await
+            }
+            RedisTarget::Cluster(nodes) => {
+                cluster_session(nodes, bus.roots.as_deref(), &bus.channel, &mut end).await
+            }
         };
         match session {
             Ok(Ended::Stop) => return,
@@ -214,7 +275,7 @@ async fn timed<T>(
 ) -> Result<T, String> {
     match tokio::time::timeout(IO_TIMEOUT, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Ok(Err(e)) => Err(format!("{what}: {}", describe(&e))),
         Err(_) => Err(format!("{what}: no answer within {IO_TIMEOUT:?}")),
     }
 }
@@ -232,8 +293,13 @@ fn batch(first: Outgoing, end: &mut TransportEnd) -> Vec<Outgoing> {
 }
 
 /// One connected session on a single Redis server.
-async fn single_session(url: &str, channel: &str, end: &mut TransportEnd) -> Result<Ended, String> {
-    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+async fn single_session(
+    url: &str,
+    roots: Option<&[u8]>,
+    channel: &str,
+    end: &mut TransportEnd,
+) -> Result<Ended, String> {
+    let client = single_client(url, roots).map_err(|e| e.to_string())?;
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(IO_TIMEOUT))
         .set_response_timeout(Some(IO_TIMEOUT));
@@ -284,11 +350,12 @@ async fn single_session(url: &str, channel: &str, end: &mut TransportEnd) -> Res
 /// One connected session on a Redis Cluster (sharded pub/sub, RESP3).
 async fn cluster_session(
     nodes: &[String],
+    roots: Option<&[u8]>,
     channel: &str,
     end: &mut TransportEnd,
 ) -> Result<Ended, String> {
     let (push_tx, mut push_rx) = mpsc::unbounded_channel::<redis::PushInfo>();
-    let client = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+    let client = cluster_builder(nodes, roots)
         .use_protocol(redis::ProtocolVersion::RESP3)
         .push_sender(push_tx)
         .connection_timeout(IO_TIMEOUT)
@@ -296,7 +363,9 @@ async fn cluster_session(
         .build()
         .map_err(|e| e.to_string())?;
     let mut conn = timed("connect", client.get_async_connection()).await?;
-    timed("SSUBSCRIBE", conn.ssubscribe(channel)).await?;
+    // Fails while the master serving the channel's slot is down.
+    let what = format!("SSUBSCRIBE {channel} (on the master serving its slot)");
+    timed(&what, conn.ssubscribe(channel)).await?;
     discard_queued(end);
     if end.tx.send(BusEvent::Up).is_err() {
         return Ok(Ended::Stop);
@@ -313,7 +382,17 @@ async fn cluster_session(
                         }
                     }
                     redis::PushKind::Disconnection => {
-                        return Ok(Ended::Lost("a cluster connection closed".into()));
+                        // Maybe not the channel's shard, but frames may have been lost:
+                        // reconnect and let the nodes resync.
+                        return Ok(Ended::Lost("a Redis Cluster node closed its connection".into()));
+                    }
+                    // This node never unsubscribes: the shard dropped the
+                    // subscription because the channel's slot moved (resharding,
+                    // failover). Subscribe again where the slot now lives.
+                    redis::PushKind::SUnsubscribe | redis::PushKind::Unsubscribe => {
+                        return Ok(Ended::Lost(
+                            "the Redis Cluster node dropped the bus subscription (the channel's slot moved)".into(),
+                        ));
                     }
                     _ => {}
                 },

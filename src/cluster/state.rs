@@ -1,6 +1,7 @@
 //! The replicated presence state of one node, as plain data.
 //!
-//! Modelled on Phoenix.Tracker's `State`: each node owns its presences and
+//! Modelled on Phoenix.Tracker's `State`: each node owns its presences (and
+//! its per-channel counts of subscriptions that are not memberships) and
 //! is the only one that changes them; every other node keeps a *replica*
 //! of them, fed by that node's ordered `ops` frames. Each replica remembers
 //! the owner's epoch and the last `ops` seq applied, so a missed frame is
@@ -20,7 +21,11 @@
 //!   add or remove per presence, and the core turns presences into member
 //!   events (a member leaves when its last presence, on any node, goes).
 //! - A replica is dropped once (timeout, `bye`, or a newer epoch of its
-//!   node), removing each of its presences once.
+//!   node), removing each of its presences once and setting each of its
+//!   subscriber counts to 0 once.
+//! - Subscriber counts follow the same path as presences (ordered ops,
+//!   replaced by a state, dropped with the replica): each change yields
+//!   one [`Effect::Subscribers`] with the node's new count for a channel.
 //! - While this node's own bus link is down or stalled (its own heartbeats
 //!   do not come back), nobody is timed out: silence then says nothing
 //!   about the other nodes. When the link recovers, every replica is marked
@@ -106,6 +111,16 @@ pub enum Effect {
         /// Member key.
         uid: Arc<str>,
     },
+    /// Set another node's number of subscriptions to a channel that are
+    /// not memberships (0: it has none left).
+    Subscribers {
+        /// Owning node.
+        node: Arc<str>,
+        /// Channel.
+        ch: Arc<str>,
+        /// The node's count.
+        count: usize,
+    },
     /// Deliver a message published on another node to local subscribers.
     Deliver(WireMessage),
     /// Deliver a direct message sent on another node's HTTP API to local
@@ -188,8 +203,9 @@ struct Replica {
     last_heard: Millis,
     sync_asked: Option<Millis>,
     conns: usize,
-    /// The node's subscriptions that are not memberships, per channel.
-    subs: BTreeMap<String, usize>,
+    /// The node's subscriptions that are not memberships, per channel
+    /// (only channels that have some).
+    subs: HashMap<Arc<str>, usize>,
     presences: HashMap<PresenceKey, PresenceValue>,
 }
 
@@ -202,7 +218,7 @@ impl Replica {
             last_heard: now,
             sync_asked: None,
             conns: 0,
-            subs: BTreeMap::new(),
+            subs: HashMap::new(),
             presences: HashMap::new(),
         }
     }
@@ -221,6 +237,8 @@ pub struct PeerInfo {
     pub synced: bool,
     /// Presences held for it.
     pub presences: usize,
+    /// Its subscriptions that are not memberships, all channels together.
+    pub subscriptions: usize,
     /// Open connections it last reported.
     pub connections: usize,
     /// Ms since it was last heard from.
@@ -236,6 +254,8 @@ pub struct ClusterState {
     timing: Timing,
     seq: u64,
     local: HashMap<PresenceKey, PresenceValue>,
+    /// This node's subscriptions that are not memberships, per channel.
+    local_subs: HashMap<Arc<str>, usize>,
     remotes: HashMap<Arc<str>, Replica>,
     /// (node, epoch) that said goodbye, with when.
     departed: HashMap<(Arc<str>, u64), Millis>,
@@ -263,6 +283,7 @@ impl ClusterState {
             timing,
             seq: 0,
             local: HashMap::new(),
+            local_subs: HashMap::new(),
             remotes: HashMap::new(),
             departed: HashMap::new(),
             bus_up: false,
@@ -306,6 +327,13 @@ impl ClusterState {
         self.remotes.len() + 1
     }
 
+    /// True when every other node known alive has its replica complete:
+    /// after a recovery, each has shown its state since, so each is
+    /// subscribed to the bus again.
+    pub fn all_synced(&self) -> bool {
+        self.remotes.values().all(|r| r.synced)
+    }
+
     /// Connections on the other nodes, as they last reported them.
     pub fn remote_connections(&self) -> usize {
         self.remotes.values().map(|r| r.conns).sum()
@@ -322,12 +350,24 @@ impl ClusterState {
                 seq: r.seq,
                 synced: r.synced,
                 presences: r.presences.len(),
+                subscriptions: r.subs.values().sum(),
                 connections: r.conns,
                 silent_ms: now.saturating_sub(r.last_heard),
             })
             .collect();
         peers.sort_by(|a, b| a.node.cmp(&b.node));
         peers
+    }
+
+    /// The subscriber counts this node holds for `node`, sorted by channel.
+    pub fn subscribers_of(&self, node: &str) -> Vec<(Arc<str>, usize)> {
+        let mut list: Vec<_> = self
+            .remotes
+            .get(node)
+            .map(|r| r.subs.iter().map(|(c, n)| (c.clone(), *n)).collect())
+            .unwrap_or_default();
+        list.sort();
+        list
     }
 
     /// The presences this node holds for `node` (empty if unknown).
@@ -377,6 +417,9 @@ impl ClusterState {
                         pid: Arc::from(pid.as_str()),
                     });
                 }
+                Op::Subs { ch, n } => {
+                    set_count(&mut self.local_subs, ch, *n);
+                }
                 Op::Msg(_) | Op::Direct(_) | Op::Privacy { .. } => {}
             }
         }
@@ -386,36 +429,11 @@ impl ClusterState {
 
     /// A heartbeat frame (`wall_ms`: this node's wall clock).
     pub fn heartbeat(&self, wall_ms: u64, conns: usize) -> Frame {
-        self.heartbeat_with_subs(wall_ms, conns, BTreeMap::new())
-    }
-
-    /// A heartbeat frame that also carries this node's subscriptions that
-    /// are not memberships, per channel.
-    pub fn heartbeat_with_subs(
-        &self,
-        wall_ms: u64,
-        conns: usize,
-        subs: BTreeMap<String, usize>,
-    ) -> Frame {
         self.frame(Body::Hb {
             seq: self.seq,
             sent: wall_ms,
             conns,
-            subs,
         })
-    }
-
-    /// Per channel, the other nodes' subscriptions that are not
-    /// memberships, as of their last heartbeats (a node that is gone no
-    /// longer counts).
-    pub fn remote_subscriptions(&self) -> HashMap<String, usize> {
-        let mut all: HashMap<String, usize> = HashMap::new();
-        for r in self.remotes.values() {
-            for (ch, n) in &r.subs {
-                *all.entry(ch.clone()).or_default() += n;
-            }
-        }
-        all
     }
 
     /// The goodbye frame.
@@ -439,9 +457,15 @@ impl ClusterState {
             })
             .collect();
         presences.sort_by(|a, b| (&a.ch, &a.pid).cmp(&(&b.ch, &b.pid)));
+        let subs = self
+            .local_subs
+            .iter()
+            .map(|(ch, n)| (ch.to_string(), *n))
+            .collect();
         self.frame(Body::State {
             seq: self.seq,
             presences,
+            subs,
         })
     }
 
@@ -574,16 +598,13 @@ impl ClusterState {
                         Op::Msg(m) => fx.push(Effect::Deliver(m)),
                         Op::Direct(d) => fx.push(Effect::Direct(d)),
                         Op::Privacy { uid, visible } => fx.push(Effect::Privacy { uid, visible }),
-                        Op::Put(_) | Op::Del { .. } => {}
+                        Op::Put(_) | Op::Del { .. } | Op::Subs { .. } => {}
                     }
                 }
                 need_sync = true;
             }
-            Body::Hb {
-                seq, conns, subs, ..
-            } => {
+            Body::Hb { seq, conns, .. } => {
                 r.conns = conns;
-                r.subs = subs;
                 if r.synced && seq > r.seq {
                     self.counters.gaps += 1;
                     fx.push(Effect::Notice(Notice::Gap {
@@ -599,11 +620,15 @@ impl ClusterState {
             Body::Sync { target } => {
                 want_state = target.as_deref().is_none_or(|t| *t == *self.node);
             }
-            Body::State { seq, presences } => {
+            Body::State {
+                seq,
+                presences,
+                subs,
+            } => {
                 if r.synced && seq <= r.seq {
                     return fx;
                 }
-                let (added, removed) = replace_replica(&node, r, presences, &mut fx);
+                let (added, removed) = replace_replica(&node, r, presences, subs, &mut fx);
                 r.seq = seq;
                 r.synced = true;
                 r.sync_asked = None;
@@ -750,19 +775,43 @@ fn apply_op(node: &Arc<str>, r: &mut Replica, op: Op, fx: &mut Vec<Effect>) {
                 });
             }
         }
+        Op::Subs { ch, n } => {
+            if set_count(&mut r.subs, &ch, n) {
+                fx.push(Effect::Subscribers {
+                    node: node.clone(),
+                    ch: Arc::from(ch.as_str()),
+                    count: n,
+                });
+            }
+        }
         Op::Msg(m) => fx.push(Effect::Deliver(m)),
         Op::Direct(d) => fx.push(Effect::Direct(d)),
         Op::Privacy { uid, visible } => fx.push(Effect::Privacy { uid, visible }),
     }
 }
 
-/// Replaces a replica's presences with a full state; returns (added or
-/// changed, removed). Adds come first, then removes: a user who moved from
-/// one connection to another on that node stays a member throughout.
+/// Sets a channel's count in `counts` (0 removes it); true if it changed.
+fn set_count(counts: &mut HashMap<Arc<str>, usize>, ch: &str, n: usize) -> bool {
+    let old = match n {
+        0 => counts.remove(ch),
+        _ => match counts.get_mut(ch) {
+            Some(count) => Some(std::mem::replace(count, n)),
+            None => counts.insert(Arc::from(ch), n),
+        },
+    };
+    old.unwrap_or(0) != n
+}
+
+/// Replaces a replica's presences and subscriber counts with a full
+/// state; returns the presences (added or changed, removed). Adds and new
+/// counts come first, then removes and counts gone to 0: a user who moved
+/// from one connection to another on that node stays a member throughout,
+/// and a channel that stays occupied is not vacated on the way.
 fn replace_replica(
     node: &Arc<str>,
     r: &mut Replica,
     presences: Vec<PresenceRecord>,
+    subs: BTreeMap<String, usize>,
     fx: &mut Vec<Effect>,
 ) -> (usize, usize) {
     let mut fresh = HashMap::with_capacity(presences.len());
@@ -797,6 +846,21 @@ fn replace_replica(
             value: value.clone(),
         });
     }
+    let fresh_subs: HashMap<Arc<str>, usize> = subs
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(ch, n)| (Arc::from(ch.as_str()), n))
+        .collect();
+    let old_subs = std::mem::replace(&mut r.subs, fresh_subs);
+    for (ch, n) in &r.subs {
+        if old_subs.get(ch) != Some(n) {
+            fx.push(Effect::Subscribers {
+                node: node.clone(),
+                ch: ch.clone(),
+                count: *n,
+            });
+        }
+    }
     let mut removed = 0;
     for (key, prev) in old {
         if !r.presences.contains_key(&key) {
@@ -805,6 +869,15 @@ fn replace_replica(
                 node: node.clone(),
                 key,
                 uid: prev.uid,
+            });
+        }
+    }
+    for ch in old_subs.into_keys() {
+        if !r.subs.contains_key(&ch) {
+            fx.push(Effect::Subscribers {
+                node: node.clone(),
+                ch,
+                count: 0,
             });
         }
     }
@@ -817,6 +890,13 @@ fn remove_all(node: &Arc<str>, replica: Replica, fx: &mut Vec<Effect>) {
             node: node.clone(),
             key,
             uid: value.uid,
+        });
+    }
+    for ch in replica.subs.into_keys() {
+        fx.push(Effect::Subscribers {
+            node: node.clone(),
+            ch,
+            count: 0,
         });
     }
 }
@@ -1196,20 +1276,121 @@ mod tests {
         assert!(sent(&other).is_empty());
     }
 
+    fn subs(ch: &str, n: usize) -> Op {
+        Op::Subs { ch: ch.into(), n }
+    }
+
+    /// Subscriber count changes as (node, channel, count), in order.
+    fn counts(fx: &[Effect]) -> Vec<(String, String, usize)> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Subscribers { node, ch, count } => {
+                    Some((node.to_string(), ch.to_string(), *count))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn n(node: &str, ch: &str, count: usize) -> (String, String, usize) {
+        (node.into(), ch.into(), count)
+    }
+
     #[test]
-    fn heartbeats_carry_subscriber_counts_until_the_node_leaves() {
-        let (a, mut b) = pair();
-        let subs = BTreeMap::from([("news".to_string(), 2)]);
-        deliver(&mut b, &a.heartbeat_with_subs(0, 2, subs.clone()), 100);
+    fn subscriber_counts_replicate_as_ordered_ops() {
+        let (mut a, mut b) = pair();
+        sync(&mut a, &mut b, 0);
+        let f1 = a.local_ops(vec![subs("news", 1), subs("sport", 2)]);
         assert_eq!(
-            b.remote_subscriptions(),
-            HashMap::from([("news".to_string(), 2)])
+            counts(&deliver(&mut b, &f1, 10)),
+            [n("a", "news", 1), n("a", "sport", 2)]
         );
-        deliver(&mut b, &a.heartbeat_with_subs(0, 1, BTreeMap::new()), 200);
-        assert!(b.remote_subscriptions().is_empty());
-        deliver(&mut b, &a.heartbeat_with_subs(0, 2, subs), 300);
-        deliver(&mut b, &a.bye(), 400);
-        assert!(b.remote_subscriptions().is_empty());
+        // The same count again is no change; 0 removes the channel.
+        let f2 = a.local_ops(vec![subs("news", 1), subs("news", 3), subs("sport", 0)]);
+        assert_eq!(
+            counts(&deliver(&mut b, &f2, 11)),
+            [n("a", "news", 3), n("a", "sport", 0)]
+        );
+        assert_eq!(b.subscribers_of("a"), [(Arc::from("news"), 3)]);
+        assert_eq!(b.peers(11)[0].subscriptions, 3);
+        // The owner's state lists what is left, and nothing at 0.
+        let Body::State { subs: listed, .. } = a.state_frame(12).body else {
+            panic!("not a state")
+        };
+        assert_eq!(listed, BTreeMap::from([("news".to_string(), 3)]));
+    }
+
+    #[test]
+    fn subscriber_counts_past_a_gap_wait_for_the_state_which_repairs_them() {
+        let (mut a, mut b) = pair();
+        sync(&mut a, &mut b, 0);
+        deliver(
+            &mut b,
+            &a.local_ops(vec![subs("news", 1), subs("old", 4)]),
+            10,
+        );
+        // Lost: news grows, old empties, fresh appears.
+        let _lost = a.local_ops(vec![subs("news", 2), subs("old", 0)]);
+        let f3 = a.local_ops(vec![subs("fresh", 5)]);
+        assert!(
+            counts(&deliver(&mut b, &f3, 20)).is_empty(),
+            "not past a gap"
+        );
+        let fx = deliver(&mut b, &a.state_frame(30), 31);
+        let got = counts(&fx);
+        // New counts first, counts gone to 0 last.
+        assert_eq!(got.last(), Some(&n("a", "old", 0)));
+        let mut sorted = got.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            [n("a", "fresh", 5), n("a", "news", 2), n("a", "old", 0)]
+        );
+        // A later state with the same counts changes nothing.
+        let _ = a.local_ops(vec![put("c", "p1", "jim")]);
+        let fx = deliver(&mut b, &a.state_frame(40), 41);
+        assert!(counts(&fx).is_empty(), "{fx:?}");
+    }
+
+    #[test]
+    fn subscriber_counts_go_with_their_node() {
+        // Timeout.
+        let (mut a, mut b) = pair();
+        sync(&mut a, &mut b, 0);
+        deliver(&mut b, &a.local_ops(vec![subs("news", 2)]), 0);
+        let own = b.heartbeat(0, 0);
+        deliver(&mut b, &own, 2600);
+        assert_eq!(counts(&b.tick(2600)), [n("a", "news", 0)]);
+        assert!(counts(&b.tick(2700)).is_empty(), "only once");
+        // Goodbye.
+        let (mut a, mut b) = pair();
+        sync(&mut a, &mut b, 0);
+        deliver(&mut b, &a.local_ops(vec![subs("news", 2)]), 0);
+        assert_eq!(counts(&deliver(&mut b, &a.bye(), 1)), [n("a", "news", 0)]);
+        // Restart: the old life's counts go, the new life's state brings its own.
+        let (mut a, mut b) = pair();
+        sync(&mut a, &mut b, 0);
+        deliver(&mut b, &a.local_ops(vec![subs("news", 2)]), 0);
+        let mut a2 = ClusterState::new("a", 2, T);
+        a2.local_ops(vec![subs("sport", 1)]);
+        let mut got = Vec::new();
+        for f in sent(&a2.bus_up(100)) {
+            got.extend(counts(&deliver(&mut b, &f, 100)));
+        }
+        assert_eq!(got, [n("a", "news", 0), n("a", "sport", 1)]);
+    }
+
+    #[test]
+    fn all_synced_waits_for_every_node_state_after_a_recovery() {
+        let (mut a, mut b) = pair();
+        assert!(b.all_synced(), "nobody known yet");
+        sync(&mut a, &mut b, 0);
+        assert!(b.all_synced());
+        b.bus_down();
+        b.bus_up(1000);
+        assert!(!b.all_synced(), "a's replica is stale after the outage");
+        deliver(&mut b, &a.state_frame(1001), 1002);
+        assert!(b.all_synced());
     }
 
     #[test]

@@ -11,28 +11,36 @@
 //! {"node":"a","epoch":1718000000123456,"t":"ops","seq":7,"ops":[
 //!    {"op":"put","ch":"presence.room","pid":"8f3a0c1200000004","uid":"jim","info":{"name":"Jim"}},
 //!    {"op":"del","ch":"presence.room","pid":"8f3a0c1200000003","uid":"ann"},
+//!    {"op":"subs","ch":"news","n":3},
 //!    {"op":"msg","id":"01J0…","ch":"presence.room","event":"chat","data":"{\"text\":\"hi\"}",
 //!     "sender":{"conn":"8f3a0c1200000004","uid":"jim","info":{"name":"Jim"},"echo":false}}]}
-//! {"node":"a","epoch":1718000000123456,"t":"hb","seq":7,"sent":1718000004000,"conns":12,
-//!  "subs":{"news":3}}
+//! {"node":"a","epoch":1718000000123456,"t":"hb","seq":7,"sent":1718000004000,"conns":12}
 //! {"node":"b","epoch":1718000000999999,"t":"sync","target":"a"}      (target null: every node)
 //! {"node":"a","epoch":1718000000123456,"t":"state","seq":7,"presences":[
-//!    {"ch":"presence.room","pid":"8f3a0c1200000004","uid":"jim","info":{"name":"Jim"}}]}
+//!    {"ch":"presence.room","pid":"8f3a0c1200000004","uid":"jim","info":{"name":"Jim"}}],
+//!  "subs":{"news":3}}
 //! {"node":"a","epoch":1718000000123456,"t":"bye"}
 //! ```
 //!
 //! - `ops`: a batch of changes to the sender's own presences (`put` adds or
-//!   replaces, `del` removes) and messages published on the sender, in the
-//!   order they happened. `seq` counts the sender's `ops` frames: a
-//!   receiver that sees `seq` jump has missed a frame and asks for a state.
+//!   replaces, `del` removes), its subscriber counts (`subs`, below) and
+//!   messages published on the sender, in the order they happened. `seq`
+//!   counts the sender's `ops` frames: a receiver that sees `seq` jump has
+//!   missed a frame and asks for a state.
+//! - `subs`: the sender's number of subscriptions to `ch` that are not
+//!   memberships (plain pub/sub subscribers, e.g. Hotsock standard
+//!   channels or anonymous SocketCluster sockets; hidden users' do not
+//!   count), sent whenever it changes; `n` 0 means none. Receivers count
+//!   them in the channel's connections and occupancy, so a channel whose
+//!   only subscribers are on another node exists everywhere.
 //! - `hb`: heartbeat, with the last `ops` seq sent (so a lost last frame is
 //!   noticed too), the sender's wall clock in ms (its own echo measures the
-//!   bus lag), its number of open connections and, per channel, its
-//!   subscriptions that are not memberships (`subs`, for cluster-wide
-//!   `subscriptionsCount`; omitted when empty).
+//!   bus lag) and its number of open connections.
 //! - `sync`: asks `target` (or every node) to publish its full state.
-//! - `state`: all presences of the sender as of `ops` frame `seq`.
-//! - `bye`: the sender is shutting down; drop its presences now.
+//! - `state`: all presences of the sender as of `ops` frame `seq`, and its
+//!   non-zero subscriber counts (`subs`, omitted when empty).
+//! - `bye`: the sender is shutting down; drop its presences and
+//!   subscriber counts now.
 //!
 //! `ops` also carry, in the same order as the sender's publishes:
 //! `{"op":"direct",…}` ([`WireDirect`]: send to a user, broadcast, send to
@@ -41,6 +49,9 @@
 //! "visible":false}` (a privacy choice stored in the shared store). A
 //! node's connections with a user id are replicated as presences of the
 //! pseudo-channel [`CONNS_CHANNEL`], so user presence is cluster-wide.
+//! Messages (`msg`, `direct`, `privacy`) published while the sender's bus
+//! link is down are kept and sent after its next `state` (see
+//! [`super::backlog`]), in publish order.
 //!
 //! A presence is identified by (`ch`, `pid`): `pid` is the connection id on
 //! the sender (16 hex digits) or `lease:<id>` for a lease. Message `data`
@@ -89,10 +100,6 @@ pub enum Body {
         /// Open connections on the sender.
         #[serde(default)]
         conns: usize,
-        /// Per channel, the sender's subscriptions that are not
-        /// memberships (only channels that have some).
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        subs: BTreeMap<String, usize>,
     },
     /// Asks a node (or every node when None) for its full state.
     Sync {
@@ -105,6 +112,10 @@ pub enum Body {
         seq: u64,
         /// Every presence of the sender.
         presences: Vec<PresenceRecord>,
+        /// Per channel, the sender's subscriptions that are not
+        /// memberships (only channels that have some).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        subs: BTreeMap<String, usize>,
     },
     /// The sender is leaving the cluster.
     Bye,
@@ -125,6 +136,14 @@ pub enum Op {
         /// Member key.
         uid: String,
     },
+    /// The sender's subscriptions to a channel that are not memberships
+    /// are now `n` (0: none).
+    Subs {
+        /// Channel.
+        ch: String,
+        /// How many.
+        n: usize,
+    },
     /// A message published on the sender.
     Msg(WireMessage),
     /// A direct message sent through the sender's HTTP API, for the
@@ -139,6 +158,15 @@ pub enum Op {
         #[serde(default)]
         visible: Option<bool>,
     },
+}
+
+impl Op {
+    /// True for what is delivered once (`msg`, `direct`, `privacy`), false
+    /// for changes to the sender's state (`put`, `del`, `subs`), which a
+    /// `state` frame repairs when one is lost.
+    pub fn is_message(&self) -> bool {
+        matches!(self, Op::Msg(_) | Op::Direct(_) | Op::Privacy { .. })
+    }
 }
 
 /// The pseudo-channel under which a node replicates its open connections
@@ -343,6 +371,7 @@ mod tests {
             r#"{"node":"a","epoch":1718000000123456,"t":"ops","seq":7,"ops":[
                {"op":"put","ch":"presence.room","pid":"8f3a0c1200000004","uid":"jim","info":{"name":"Jim"}},
                {"op":"del","ch":"presence.room","pid":"8f3a0c1200000003","uid":"ann"},
+               {"op":"subs","ch":"news","n":3},
                {"op":"msg","id":"01J0","ch":"presence.room","event":"chat","data":"{\"text\":\"hi\"}",
                 "sender":{"conn":"8f3a0c1200000004","uid":"jim","info":{"name":"Jim"},"echo":false}}]}"#,
         );
@@ -360,7 +389,15 @@ mod tests {
                 info: json!({"name": "Jim"}),
             })
         );
-        let Op::Msg(msg) = &ops[2] else {
+        assert_eq!(
+            ops[2],
+            Op::Subs {
+                ch: "news".into(),
+                n: 3
+            }
+        );
+        assert!(!ops[2].is_message() && !ops[0].is_message() && ops[3].is_message());
+        let Op::Msg(msg) = &ops[3] else {
             panic!("not msg")
         };
         let core = msg.to_message().unwrap();
@@ -379,7 +416,6 @@ mod tests {
                 seq: 7,
                 sent: 1_718_000_004_000,
                 conns: 12,
-                subs: BTreeMap::new(),
             }
         );
         assert_eq!(
@@ -394,7 +430,7 @@ mod tests {
             r#"{"node":"a","epoch":1,"t":"state","seq":7,"presences":[{"ch":"c","pid":"lease:x","uid":"u","info":null}]}"#,
         );
         assert!(
-            matches!(state.body, Body::State { seq: 7, ref presences } if presences.len() == 1)
+            matches!(state.body, Body::State { seq: 7, ref presences, ref subs } if presences.len() == 1 && subs.is_empty())
         );
     }
 
@@ -426,14 +462,26 @@ mod tests {
     }
 
     #[test]
-    fn heartbeat_carries_subscriber_counts() {
+    fn state_carries_subscriber_counts() {
         let frame = roundtrip(
-            r#"{"node":"a","epoch":1,"t":"hb","seq":7,"sent":1,"conns":12,"subs":{"news":3}}"#,
+            r#"{"node":"a","epoch":1,"t":"state","seq":7,"presences":[],"subs":{"news":3}}"#,
         );
-        let Body::Hb { subs, .. } = frame.body else {
-            panic!("not hb")
+        let Body::State { subs, .. } = frame.body else {
+            panic!("not state")
         };
         assert_eq!(subs, BTreeMap::from([("news".to_string(), 3)]));
+        // A heartbeat of an older node that still carries counts parses.
+        let old = roundtrip(
+            r#"{"node":"a","epoch":1,"t":"hb","seq":7,"sent":1,"conns":12,"subs":{"news":3}}"#,
+        );
+        assert!(matches!(
+            old.body,
+            Body::Hb {
+                seq: 7,
+                conns: 12,
+                ..
+            }
+        ));
     }
 
     #[test]

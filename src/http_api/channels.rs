@@ -130,10 +130,8 @@ pub(super) struct ListQuery {
 }
 
 pub(super) async fn list(State(app): State<App>, ApiQuery(q): ApiQuery<ListQuery>) -> Json<Value> {
+    // Cluster-wide: other nodes' members and subscribers are in the core.
     let mut channels = app.presence.channels();
-    for c in &mut channels {
-        c.connections += app.cluster.remote_subscriptions(&c.name);
-    }
     if let Some(prefix) = &q.prefix {
         channels.retain(|c| c.name.starts_with(prefix.as_str()));
     }
@@ -153,7 +151,7 @@ pub(super) async fn info(
         .collect();
     let mut body = json!({
         "name": info.name,
-        "subscriptionsCount": info.connections + app.cluster.remote_subscriptions(&name),
+        "subscriptionsCount": info.connections,
     });
     // As Hotsock: `members` on presence channels (even when empty) and,
     // since any front end can make members, on every channel that has some.
@@ -215,7 +213,7 @@ fn summary_of(app: &App, channel: &str) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({
         "channel": channel,
         "members": info.members.len(),
-        "connections": info.connections + app.cluster.remote_subscriptions(channel),
+        "connections": info.connections,
     })))
 }
 

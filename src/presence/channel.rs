@@ -3,7 +3,10 @@
 //! Members are keyed by user id. Each member has one or more *presences*:
 //! a local connection, a connection on another node, or a lease. The member
 //! exists while it has at least one presence; its data is the data of its
-//! most recent presence. This is plain data with no I/O, so the member rules
+//! most recent presence. In a cluster the channel also counts, per other
+//! node, that node's subscribers that are not members (they have no
+//! presence to replicate), so they count in the channel's connections and
+//! occupancy here too. This is plain data with no I/O, so the member rules
 //! (dedup, capacity, which change an operation causes) are unit-tested here.
 
 use std::collections::HashMap;
@@ -74,11 +77,29 @@ pub enum BudgetError {
     Members,
 }
 
+impl Subscriber {
+    /// A visible subscription that holds no membership: what other nodes
+    /// count as this node's subscribers of the channel.
+    fn is_plain(&self) -> bool {
+        self.member_key.is_none() && !self.hidden
+    }
+}
+
 /// One channel.
 #[derive(Debug)]
 pub struct Channel {
     pub name: Arc<str>,
+    /// Local subscriptions. Add and remove them with
+    /// [`Channel::insert_subscriber`] and [`Channel::remove_subscriber`],
+    /// and report an in-place change of membership or visibility with
+    /// [`Channel::subscriber_changed`], so the plain count stays right.
     pub subscribers: HashMap<ConnId, Subscriber>,
+    /// How many of `subscribers` are plain (see [`Subscriber::is_plain`]).
+    plain_subscribers: usize,
+    /// Other nodes' plain subscribers, per node (only nodes that have some).
+    remote_subscribers: HashMap<Arc<str>, usize>,
+    /// The sum of `remote_subscribers`.
+    remote_subscriber_total: usize,
     members: IndexMap<Arc<str>, MemberEntry>,
     member_bytes: usize,
     /// Set when the channel was dropped from the channel map; a joiner that
@@ -109,6 +130,9 @@ impl Channel {
         Channel {
             name,
             subscribers: HashMap::new(),
+            plain_subscribers: 0,
+            remote_subscribers: HashMap::new(),
+            remote_subscriber_total: 0,
             members: IndexMap::new(),
             member_bytes: 0,
             removed: false,
@@ -142,14 +166,81 @@ impl Channel {
 
     /// True when nothing keeps the channel alive.
     pub fn is_empty(&self) -> bool {
-        self.subscribers.is_empty() && self.members.is_empty()
+        self.subscribers.is_empty() && self.members.is_empty() && self.remote_subscriber_total == 0
     }
 
-    /// True when nobody others may see is in the channel: no member and no
-    /// subscriber of a visible user (hidden users' subscriptions keep the
-    /// channel alive but do not occupy it).
+    /// True when nobody others may see is in the channel: no member, no
+    /// subscriber of a visible user and no subscriber on another node
+    /// (hidden users' subscriptions keep the channel alive but do not
+    /// occupy it).
     pub fn is_vacant(&self) -> bool {
-        self.members.is_empty() && self.subscribers.values().all(|s| s.hidden)
+        self.members.is_empty()
+            && self.remote_subscriber_total == 0
+            && self.subscribers.values().all(|s| s.hidden)
+    }
+
+    /// Adds (or replaces) a local subscription.
+    pub fn insert_subscriber(&mut self, id: ConnId, sub: Subscriber) {
+        if sub.is_plain() {
+            self.plain_subscribers += 1;
+        }
+        if let Some(old) = self.subscribers.insert(id, sub)
+            && old.is_plain()
+        {
+            self.plain_subscribers -= 1;
+        }
+    }
+
+    /// Removes a local subscription.
+    pub fn remove_subscriber(&mut self, id: &ConnId) -> Option<Subscriber> {
+        let sub = self.subscribers.remove(id)?;
+        if sub.is_plain() {
+            self.plain_subscribers -= 1;
+        }
+        Some(sub)
+    }
+
+    /// Whether the subscription of `id` is plain now (false if there is
+    /// none); pass it to [`Channel::subscriber_changed`] after changing
+    /// the subscription in place.
+    pub fn is_plain_subscriber(&self, id: &ConnId) -> bool {
+        self.subscribers.get(id).is_some_and(Subscriber::is_plain)
+    }
+
+    /// Recounts the subscription of `id` after an in-place change of its
+    /// membership or visibility; `was_plain` is what
+    /// [`Channel::is_plain_subscriber`] said before the change.
+    pub fn subscriber_changed(&mut self, id: &ConnId, was_plain: bool) {
+        match (was_plain, self.is_plain_subscriber(id)) {
+            (false, true) => self.plain_subscribers += 1,
+            (true, false) => self.plain_subscribers -= 1,
+            _ => {}
+        }
+    }
+
+    /// Local subscriptions that are visible and hold no membership: what
+    /// the other nodes of a cluster count as this node's subscribers.
+    pub fn plain_subscribers(&self) -> usize {
+        self.plain_subscribers
+    }
+
+    /// Sets `node`'s number of plain subscribers (0: none). Returns true
+    /// if it changed.
+    pub fn set_remote_subscribers(&mut self, node: &Arc<str>, count: usize) -> bool {
+        let old = match count {
+            0 => self.remote_subscribers.remove(node).unwrap_or(0),
+            _ => self
+                .remote_subscribers
+                .insert(node.clone(), count)
+                .unwrap_or(0),
+        };
+        self.remote_subscriber_total = self.remote_subscriber_total - old + count;
+        old != count
+    }
+
+    /// The other nodes' plain subscribers, all nodes together.
+    pub fn remote_subscribers(&self) -> usize {
+        self.remote_subscriber_total
     }
 
     /// The data of one presence of a member, if it exists.
@@ -521,6 +612,24 @@ mod tests {
         ch.remove_presence("a", &local(1));
         let order: Vec<_> = ch.members().iter().map(|m| m.user_id.to_string()).collect();
         assert_eq!(order, ["c", "b"]);
+    }
+
+    #[test]
+    fn other_nodes_subscribers_keep_the_channel_alive_and_occupied() {
+        let mut ch = Channel::new(key("c"));
+        let (b, c) = (key("b"), key("c"));
+        assert!(ch.is_empty() && ch.is_vacant());
+        assert!(ch.set_remote_subscribers(&b, 2));
+        assert!(!ch.set_remote_subscribers(&b, 2), "no change");
+        assert!(ch.set_remote_subscribers(&c, 1));
+        assert_eq!(ch.remote_subscribers(), 3);
+        assert!(!ch.is_empty() && !ch.is_vacant());
+        assert!(ch.set_remote_subscribers(&b, 0));
+        assert!(!ch.set_remote_subscribers(&b, 0), "already none");
+        assert_eq!(ch.remote_subscribers(), 1);
+        ch.set_remote_subscribers(&c, 0);
+        assert!(ch.is_empty() && ch.is_vacant());
+        assert_eq!(ch.plain_subscribers(), 0);
     }
 
     #[test]

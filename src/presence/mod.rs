@@ -51,7 +51,8 @@ pub struct ChannelSummary {
     /// Distinct members.
     pub members: usize,
     /// Subscribed connections plus member presences not backed by a local
-    /// subscription (remote connections, leases).
+    /// subscription (remote connections, leases), plus other nodes'
+    /// subscribers that are not members.
     pub connections: usize,
     /// Member-data bytes in use (JSON size of uid+umd per member).
     pub member_bytes: usize,
@@ -200,10 +201,12 @@ impl Presence {
     fn lock_channel<'a>(&'a self, ch: &'a Mutex<Channel>) -> observe::ChannelGuard<'a> {
         let guard = lock(ch);
         let was_empty = guard.is_vacant();
+        let plain_before = guard.plain_subscribers();
         observe::ChannelGuard {
             guard,
             observers: &self.inner.observers,
             was_empty,
+            plain_before,
         }
     }
 
@@ -386,7 +389,7 @@ impl Presence {
             true => member_key.take().zip(opts.member_info.clone()),
             false => None,
         };
-        ch.subscribers.insert(
+        ch.insert_subscriber(
             shared.id,
             Subscriber {
                 conn: shared.clone(),
@@ -435,7 +438,7 @@ impl Presence {
             return false;
         };
         let mut guard = self.lock_channel(&ch);
-        let Some(sub) = guard.subscribers.remove(&shared.id) else {
+        let Some(sub) = guard.remove_subscriber(&shared.id) else {
             drop(guard);
             shared.subs().remove(channel);
             return false;
@@ -644,31 +647,34 @@ impl Presence {
         all
     }
 
-    /// Per channel, this node's visible subscriptions that are not
-    /// memberships (e.g. Hotsock standard-channel subscribers), for
-    /// channels that have any. A cluster shares these so that every node's
-    /// `subscriptionsCount` includes the other nodes' subscribers (their
-    /// memberships already arrive as remote presences).
-    pub fn subscriptions_without_membership(&self) -> Vec<(String, usize)> {
-        let mut all = Vec::new();
-        for shard in self.inner.shards.iter() {
-            let list: Vec<Arc<Mutex<Channel>>> = lock(shard).values().cloned().collect();
-            for ch in list {
-                let guard = self.lock_channel(&ch);
-                if guard.removed {
-                    continue;
-                }
-                let n = guard
-                    .subscribers
-                    .values()
-                    .filter(|s| s.member_key.is_none() && !s.hidden)
-                    .count();
-                if n > 0 {
-                    all.push((guard.name.to_string(), n));
-                }
+    /// Sets another node's number of subscribers of `channel` that are not
+    /// members (0: none left). They count in the channel's connections and
+    /// occupancy like local subscribers: a channel whose only subscribers
+    /// are on other nodes exists here, and observers see it occupied and
+    /// vacated.
+    pub fn set_remote_subscribers(&self, channel: &str, node: &Arc<str>, count: usize) {
+        if count == 0 {
+            let Some(ch) = self.existing_channel(channel) else {
+                return;
+            };
+            let mut guard = self.lock_channel(&ch);
+            guard.set_remote_subscribers(node, 0);
+            let empty = guard.is_empty();
+            drop(guard);
+            if empty {
+                self.drop_if_empty(channel);
             }
+            return;
         }
-        all
+        loop {
+            let (ch, _) = self.channel_for_join(channel);
+            let mut guard = self.lock_channel(&ch);
+            if guard.removed {
+                continue;
+            }
+            guard.set_remote_subscribers(node, count);
+            return;
+        }
     }
 
     /// Counts for health and metrics.
@@ -776,7 +782,8 @@ impl Presence {
     }
 }
 
-/// Local subscribers plus presences that have no local subscription.
+/// Local subscribers plus presences that have no local subscription, plus
+/// other nodes' subscribers that are not members.
 fn connection_count(ch: &Channel) -> usize {
     let local_members = ch
         .subscribers
@@ -785,7 +792,7 @@ fn connection_count(ch: &Channel) -> usize {
         .count();
     // Hidden users' subscriptions count nowhere (privacy).
     let visible = ch.subscribers.values().filter(|s| !s.hidden).count();
-    visible + ch.presence_count().saturating_sub(local_members)
+    visible + ch.presence_count().saturating_sub(local_members) + ch.remote_subscribers()
 }
 
 #[cfg(test)]

@@ -35,11 +35,19 @@ pub trait PresenceObserver: Send + Sync + 'static {
     /// lock, in order per channel).
     fn presence_changed(&self, _channel: &str, _delta: &PresenceDelta) {}
     /// The channel got its first subscriber or member (subscriptions of
-    /// users hidden by the visibility policy do not count).
+    /// users hidden by the visibility policy do not count; in a cluster,
+    /// every node's subscribers and members count).
     fn channel_occupied(&self, _channel: &str) {}
     /// The channel lost its last subscriber and member (hidden users'
-    /// subscriptions do not count).
+    /// subscriptions do not count; in a cluster, every node's do).
     fn channel_vacated(&self, _channel: &str) {}
+    /// The number of this node's subscriptions to the channel that are
+    /// visible and hold no membership (plain pub/sub subscribers) changed
+    /// to `count` (called under the channel lock, in order per channel: a
+    /// rise before the batch's presence changes, a fall after them, so a
+    /// subscription turning into a membership or back never looks like an
+    /// empty channel). Cluster replication sends it to the other nodes.
+    fn subscribers_changed(&self, _channel: &str, _count: usize) {}
     /// A message was published on this node by a local client or the HTTP
     /// API (not for messages delivered with [`super::Presence::deliver_remote`]).
     fn published(&self, _msg: &ChannelMessage) {}
@@ -50,8 +58,9 @@ pub trait PresenceObserver: Send + Sync + 'static {
     /// Everything one locked change of a channel did, in one call, after
     /// the per-item calls above (still under the lock): whether it occupied
     /// or vacated the channel, and its deltas. Lets an observer relate an
-    /// occupancy change to its cause (e.g. only report it when a local
-    /// presence or subscription caused it). Not called when nothing changed.
+    /// occupancy change to its cause; with no delta, a subscription caused
+    /// it (a local one, or in a cluster another node's subscriber count).
+    /// Not called when nothing changed.
     fn channel_batch(
         &self,
         _channel: &str,
@@ -68,6 +77,8 @@ pub(super) struct ChannelGuard<'a> {
     pub(super) guard: MutexGuard<'a, Channel>,
     pub(super) observers: &'a [Arc<dyn PresenceObserver>],
     pub(super) was_empty: bool,
+    /// [`Channel::plain_subscribers`] when the lock was taken.
+    pub(super) plain_before: usize,
 }
 
 impl Deref for ChannelGuard<'_> {
@@ -95,12 +106,21 @@ impl Drop for ChannelGuard<'_> {
         let now_empty = self.guard.is_vacant();
         let occupied = self.was_empty && !now_empty;
         let vacated = !self.was_empty && now_empty;
+        let plain = self.guard.plain_subscribers();
+        let rose = plain > self.plain_before;
+        let fell = plain < self.plain_before;
         for observer in self.observers {
             if occupied {
                 observer.channel_occupied(&name);
             }
+            if rose {
+                observer.subscribers_changed(&name, plain);
+            }
             for delta in &deltas {
                 observer.presence_changed(&name, delta);
+            }
+            if fell {
+                observer.subscribers_changed(&name, plain);
             }
             if vacated {
                 observer.channel_vacated(&name);

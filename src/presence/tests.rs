@@ -467,6 +467,9 @@ impl PresenceObserver for Journal {
     fn channel_vacated(&self, channel: &str) {
         self.push(format!("vacated {channel}"));
     }
+    fn subscribers_changed(&self, channel: &str, count: usize) {
+        self.push(format!("subs {channel} {count}"));
+    }
     fn published(&self, msg: &ChannelMessage) {
         self.push(format!("published {} {}", msg.channel, msg.event));
     }
@@ -521,23 +524,193 @@ fn observers_see_every_change_in_order() {
     );
 }
 
+/// The plain-subscriber count kept by the channel, checked against a
+/// recount of its subscriptions.
+fn plain_count(p: &Presence, channel: &str) -> usize {
+    let Some(ch) = p.existing_channel(channel) else {
+        return 0;
+    };
+    let guard = p.lock_channel(&ch);
+    let recount = guard
+        .subscribers
+        .values()
+        .filter(|s| s.member_key.is_none() && !s.hidden)
+        .count();
+    assert_eq!(guard.plain_subscribers(), recount, "count drifted");
+    recount
+}
+
+fn plain() -> SubscribeOptions {
+    SubscribeOptions::default()
+}
+
+fn as_member(uid: &str) -> update::SubscriptionUpdate {
+    update::SubscriptionUpdate {
+        member: Some((Arc::from(uid), Arc::new(Value::Null))),
+        presence_events: false,
+        receive_messages: true,
+    }
+}
+
+fn as_plain() -> update::SubscriptionUpdate {
+    update::SubscriptionUpdate {
+        member: None,
+        presence_events: false,
+        receive_messages: true,
+    }
+}
+
 #[test]
-fn subscriptions_without_membership_per_channel() {
-    let p = Presence::new(Limits::default());
+fn plain_subscriber_counts_reach_observers_in_an_order_that_never_empties_the_channel() {
+    let journal = Arc::new(Journal::default());
+    let p = Presence::with_observers(Limits::default(), vec![journal.clone()]);
     let codec = Arc::new(Recorder::default());
-    let (a, _a_rx) = connect(&p, &codec, "alice");
-    let (b, _b_rx) = connect(&p, &codec, "bob");
-    p.subscribe(&a, "news", SubscribeOptions::default(), |_| {})
-        .unwrap();
-    p.subscribe(&b, "news", SubscribeOptions::default(), |_| {})
-        .unwrap();
+    let (a, _ra) = connect(&p, &codec, "a");
+    let (b, _rb) = connect(&p, &codec, "b");
+    journal.take();
+    p.subscribe(&a, "news", plain(), |_| {}).unwrap();
+    p.subscribe(&b, "news", plain(), |_| {}).unwrap();
+    // A membership is no plain subscription.
     p.subscribe(&a, "room", member(json!(1)), |_| {}).unwrap();
-    let mut got = p.subscriptions_without_membership();
-    got.sort();
-    assert_eq!(got, [("news".to_string(), 2)], "members are not counted");
-    drop(b);
+    assert_eq!(plain_count(&p, "news"), 2);
+    assert_eq!(plain_count(&p, "room"), 0);
     assert_eq!(
-        p.subscriptions_without_membership(),
-        [("news".to_string(), 1)]
+        journal.take(),
+        [
+            "occupied news",
+            "subs news 1",
+            "subs news 2",
+            "occupied room",
+            "room a local 1 Added",
+        ]
+    );
+    // A plain subscription becoming a membership: the presence first, the
+    // lower count after; and back: the higher count first.
+    p.update_subscription(&b, "news", as_member("b")).unwrap();
+    assert_eq!(plain_count(&p, "news"), 1);
+    p.update_subscription(&b, "news", as_plain()).unwrap();
+    assert_eq!(plain_count(&p, "news"), 2);
+    assert_eq!(
+        journal.take(),
+        [
+            "news b local null Added",
+            "subs news 1",
+            "subs news 2",
+            "news b local - Removed",
+        ]
+    );
+    // Unchanged counts say nothing (a message, a member's own change).
+    p.publish(&message("news", None, false));
+    p.update_member(&a, "room", Arc::new(json!(2))).unwrap();
+    assert_eq!(
+        journal.take(),
+        ["published news e", "room a local 2 Updated"]
+    );
+    p.unsubscribe(&a, "news", |_| {});
+    drop(b);
+    assert_eq!(plain_count(&p, "news"), 0);
+    assert_eq!(
+        journal.take(),
+        [
+            "subs news 1",
+            "subs news 0",
+            "vacated news",
+            "disconnected b"
+        ]
+    );
+}
+
+#[test]
+fn hidden_users_plain_subscriptions_are_not_counted() {
+    /// Hides eve while `hide` is set.
+    struct HideEve {
+        hide: std::sync::atomic::AtomicBool,
+    }
+    impl VisibilityPolicy for HideEve {
+        fn is_visible(&self, uid: &str) -> bool {
+            uid != "eve" || !self.hide.load(Ordering::SeqCst)
+        }
+    }
+    let journal = Arc::new(Journal::default());
+    let p = Presence::with_observers(Limits::default(), vec![journal.clone()]);
+    let policy = Arc::new(HideEve {
+        hide: std::sync::atomic::AtomicBool::new(true),
+    });
+    p.set_visibility_policy(policy.clone());
+    let codec = Arc::new(Recorder::default());
+    let (eve, _re) = connect(&p, &codec, "eve");
+    journal.take();
+    p.subscribe(&eve, "news", plain(), |_| {}).unwrap();
+    assert_eq!(plain_count(&p, "news"), 0);
+    assert!(
+        journal.take().is_empty(),
+        "hidden: not occupied, not counted"
+    );
+    assert_eq!(p.channel_info("news").connections, 0);
+    // Shown, then hidden again: counted, then not.
+    policy.hide.store(false, Ordering::SeqCst);
+    p.refresh_visibility("eve");
+    assert_eq!(plain_count(&p, "news"), 1);
+    policy.hide.store(true, Ordering::SeqCst);
+    p.refresh_visibility("eve");
+    assert_eq!(plain_count(&p, "news"), 0);
+    assert_eq!(
+        journal.take(),
+        [
+            "occupied news",
+            "subs news 1",
+            "subs news 0",
+            "vacated news"
+        ]
+    );
+    drop(eve);
+    assert_eq!(journal.take(), ["disconnected eve"]);
+}
+
+#[test]
+fn other_nodes_subscribers_make_the_channel_exist_and_count() {
+    let journal = Arc::new(Journal::default());
+    let p = Presence::with_observers(Limits::default(), vec![journal.clone()]);
+    let (b, c): (Arc<str>, Arc<str>) = (Arc::from("b"), Arc::from("c"));
+    p.set_remote_subscribers("news", &b, 2);
+    let listed = p.channels();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (
+            listed[0].name.as_str(),
+            listed[0].members,
+            listed[0].connections
+        ),
+        ("news", 0, 2)
+    );
+    p.set_remote_subscribers("news", &b, 3);
+    p.set_remote_subscribers("news", &c, 1);
+    assert_eq!(p.channel_info("news").connections, 4);
+    // Local subscribers add to them.
+    let codec = Arc::new(Recorder::default());
+    let (a, mut ra) = connect(&p, &codec, "a");
+    p.subscribe(&a, "news", plain(), |_| {}).unwrap();
+    assert_eq!(p.channel_info("news").connections, 5);
+    p.unsubscribe(&a, "news", |_| {});
+    drain(&mut ra);
+    p.set_remote_subscribers("news", &b, 0);
+    assert_eq!(p.channel_info("news").connections, 1);
+    p.set_remote_subscribers("news", &c, 0);
+    assert!(p.channels().is_empty());
+    assert_eq!(p.stats().channels, 0, "the channel is gone");
+    // Setting 0 on an unknown channel creates nothing.
+    p.set_remote_subscribers("other", &b, 0);
+    assert_eq!(p.stats().channels, 0);
+    // Occupancy is cluster-wide; other nodes' counts are not this node's
+    // to report, so no `subs` line.
+    assert_eq!(
+        journal.take(),
+        [
+            "occupied news",
+            "connected a test",
+            "subs news 1",
+            "subs news 0",
+            "vacated news",
+        ]
     );
 }

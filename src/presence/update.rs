@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::channel::{BudgetError, Origin};
+use super::channel::{BudgetError, Channel, Origin};
 use super::fanout;
 use super::types::MemberChange;
 use super::{Connection, Presence};
@@ -91,11 +91,25 @@ impl Presence {
         channel: &str,
         update: SubscriptionUpdate,
     ) -> Result<MemberChange, UpdateSubscriptionError> {
-        let shared = &conn.shared;
         let ch = self
             .existing_channel(channel)
             .ok_or(UpdateSubscriptionError::NotSubscribed)?;
         let mut guard = self.lock_channel(&ch);
+        let id = conn.id();
+        let was_plain = guard.is_plain_subscriber(&id);
+        let result = self.update_locked(&mut guard, conn, update);
+        guard.subscriber_changed(&id, was_plain);
+        result
+    }
+
+    /// [`Presence::update_subscription`] on the locked channel.
+    fn update_locked(
+        &self,
+        guard: &mut Channel,
+        conn: &Connection,
+        update: SubscriptionUpdate,
+    ) -> Result<MemberChange, UpdateSubscriptionError> {
+        let shared = &conn.shared;
         let origin = Origin::Local(shared.id);
         let old_key = {
             let Some(sub) = guard.subscribers.get_mut(&shared.id) else {
@@ -118,7 +132,7 @@ impl Presence {
                 let mut change = MemberChange::Unchanged;
                 if let Some(old) = old {
                     if let Some((c, entry)) = guard.remove_presence(&old, &origin) {
-                        fanout::member_event(&guard, c, &old, entry.as_ref(), None);
+                        fanout::member_event(guard, c, &old, entry.as_ref(), None);
                         change = c;
                     }
                     shared.subs().insert(guard.name.clone(), None);
@@ -130,7 +144,7 @@ impl Presence {
             sub.member_key.clone()
         };
         let name = guard.name.clone();
-        let set_key = |guard: &mut super::channel::Channel, key: Option<Arc<str>>| {
+        let set_key = |guard: &mut Channel, key: Option<Arc<str>>| {
             if let Some(sub) = guard.subscribers.get_mut(&shared.id) {
                 sub.member_key = key.clone();
             }
@@ -149,13 +163,13 @@ impl Presence {
             (Some(old), Some((key, info))) if old == key => {
                 match guard.update_presence(&key, &origin, info, self.budget()) {
                     Ok(Some(change)) => {
-                        fanout::member_event(&guard, change, &key, None, None);
+                        fanout::member_event(guard, change, &key, None, None);
                         Ok(change)
                     }
                     // The subscription's presence is always there; keep
                     // the state consistent if it somehow is not.
                     Ok(None) => {
-                        set_key(&mut guard, None);
+                        set_key(guard, None);
                         Ok(MemberChange::Unchanged)
                     }
                     Err(e) => Err(budget_error(e)),
@@ -165,16 +179,16 @@ impl Presence {
                 let mut result = Ok(MemberChange::Unchanged);
                 if let Some(old) = old {
                     if let Some((change, entry)) = guard.remove_presence(&old, &origin) {
-                        fanout::member_event(&guard, change, &old, entry.as_ref(), None);
+                        fanout::member_event(guard, change, &old, entry.as_ref(), None);
                         result = Ok(change);
                     }
-                    set_key(&mut guard, None);
+                    set_key(guard, None);
                 }
                 if let Some((key, info)) = new {
                     result = match guard.add_presence(&key, origin, info, self.budget()) {
                         Ok(change) => {
-                            set_key(&mut guard, Some(key.clone()));
-                            fanout::member_event(&guard, change, &key, None, None);
+                            set_key(guard, Some(key.clone()));
+                            fanout::member_event(guard, change, &key, None, None);
                             Ok(change)
                         }
                         Err(e) => Err(budget_error(e)),

@@ -101,9 +101,11 @@ impl Presence {
                     continue;
                 };
                 let mut guard = self.lock_channel(&ch);
+                let was_plain = guard.is_plain_subscriber(&conn.id);
                 if self.apply_visibility(&mut guard, &conn, user_id, visible) {
                     changed += 1;
                 }
+                guard.subscriber_changed(&conn.id, was_plain);
             }
         }
         changed

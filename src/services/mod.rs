@@ -19,6 +19,8 @@ pub mod privacy_file;
 #[cfg(feature = "redis")]
 pub mod privacy_redis;
 pub mod user_presence;
+pub mod webhook_handover;
+pub mod webhook_http;
 pub mod webhooks;
 
 use std::collections::HashSet;
@@ -36,7 +38,12 @@ use crate::presence::{ChannelMessage, DirectMessage, Presence, PresenceObserver}
 use leases::{LeaseOwner, Leases};
 use privacy::{Privacy, PrivacyError, PrivacySettings, PrivacyStatus, PrivacyStore};
 use user_presence::{UserChange, UserPresence};
+use webhook_handover::Handover;
 use webhooks::{WebhookConfig, WebhookEvent, WebhookObserver, Webhooks};
+
+/// How long a node that does not send webhooks keeps its events, to replay
+/// them if it takes over: longer than a node timeout or a Redis outage.
+const HELD_EVENTS_RETENTION: Duration = Duration::from_secs(120);
 
 /// The event of user presence messages on `user:<uid>`.
 pub const USER_PRESENCE_EVENT: &str = "user.presence";
@@ -51,6 +58,8 @@ pub struct ServicesConfig {
     /// In a cluster, the Redis URL of the bus: privacy choices are kept
     /// there (shared by every node) instead of in `data_dir`.
     pub privacy_redis: Option<String>,
+    /// Extra roots for a `rediss://` privacy store (`--tls-ca-file`).
+    pub tls_ca_file: Option<PathBuf>,
     /// Lease TTL when a refresh gives none.
     pub lease_ttl: Duration,
     /// Longest TTL a refresh may ask for.
@@ -59,6 +68,9 @@ pub struct ServicesConfig {
     pub max_lease_ids: usize,
     /// Webhooks (no URLs: none).
     pub webhooks: WebhookConfig,
+    /// Part of a cluster: webhooks wait until the cluster makes this node
+    /// their sender (see [`webhook_handover`]).
+    pub clustered: bool,
 }
 
 impl Default for ServicesConfig {
@@ -67,16 +79,19 @@ impl Default for ServicesConfig {
             privacy: PrivacySettings::default(),
             data_dir: None,
             privacy_redis: None,
+            tls_ca_file: None,
             lease_ttl: Duration::from_secs(30),
             max_lease_ttl: Duration::from_secs(3600),
             max_lease_ids: 100,
             webhooks: WebhookConfig {
                 urls: Vec::new(),
+                tls_ca_file: None,
                 secret: None,
                 batch_window: Duration::from_millis(100),
                 retry_base: Duration::from_millis(500),
                 max_attempts: 8,
             },
+            clustered: false,
         }
     }
 }
@@ -156,7 +171,10 @@ impl Services {
     pub fn new(config: ServicesConfig) -> Result<Services, String> {
         let store: Box<dyn PrivacyStore> = match (&config.privacy_redis, &config.data_dir) {
             #[cfg(feature = "redis")]
-            (Some(url), _) => Box::new(privacy_redis::RedisStore::new(url)?),
+            (Some(url), _) => Box::new(privacy_redis::RedisStore::new(
+                url,
+                config.tls_ca_file.as_deref(),
+            )?),
             #[cfg(not(feature = "redis"))]
             (Some(_), _) => {
                 return Err("privacy in Redis needs a build with `--features redis`".into());
@@ -176,7 +194,13 @@ impl Services {
         let privacy = Arc::new(Privacy::new(config.privacy, store)?);
         let webhooks = match config.webhooks.urls.is_empty() {
             true => None,
-            false => Some(Webhooks::start(config.webhooks.clone())?),
+            false => {
+                let handover = match config.clustered {
+                    false => Handover::sending(),
+                    true => Handover::standby(HELD_EVENTS_RETENTION),
+                };
+                Some(Webhooks::start(config.webhooks.clone(), handover)?)
+            }
         };
         let (tasks, task_rx) = mpsc::unbounded_channel();
         let sink_tasks = tasks.clone();
@@ -184,7 +208,7 @@ impl Services {
         let users = Arc::new(UserPresence::new(
             privacy.clone(),
             Box::new(move |change: UserChange| {
-                if let (Some(hooks), true) = (&sink_hooks, change.local) {
+                if let Some(hooks) = &sink_hooks {
                     let name = if change.online {
                         "user_online"
                     } else {
@@ -236,7 +260,7 @@ impl Services {
                 if let Ok(choices) = late.await {
                     for (uid, visible) in choices {
                         if services.inner.privacy.apply(&uid, Some(visible)) {
-                            services.apply_remote_privacy(&uid);
+                            services.apply_privacy(&uid);
                         }
                     }
                 }
@@ -306,15 +330,6 @@ impl Services {
             cluster.forward_privacy(uid, visible);
         }
         Ok(self.inner.privacy.status(uid))
-    }
-
-    /// Re-applies `uid`'s visibility after another node stored a change.
-    fn apply_remote_privacy(&self, uid: &str) {
-        if let Some(p) = self.presence() {
-            p.refresh_visibility(uid);
-        }
-        self.inner.leases.refresh_visibility(uid);
-        self.inner.users.refresh_remote(&Arc::from(uid));
     }
 
     /// Re-applies `uid`'s visibility after the policy's answer changed
@@ -445,11 +460,35 @@ impl RemoteHandler for Services {
 
     fn privacy_changed(&self, uid: &str, visible: Option<bool>) {
         if self.inner.privacy.apply(uid, visible) {
-            self.apply_remote_privacy(uid);
+            self.apply_privacy(uid);
         }
     }
 
     fn remote_user(&self, uid: &Arc<str>, conn: bool, up: bool) {
         self.inner.users.remote_changed(uid, conn, up);
+    }
+
+    fn bus_reconnected(&self) {
+        let services = self.clone();
+        tokio::spawn(async move {
+            let privacy = services.inner.privacy.clone();
+            match tokio::task::spawn_blocking(move || privacy.reload()).await {
+                Ok(Ok(changed)) => {
+                    for uid in changed {
+                        services.apply_privacy(&uid);
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not re-read privacy choices after the bus came back; changes made meanwhile on other nodes apply when their users next change them")
+                }
+                Err(e) => tracing::error!(error = %e, "privacy reload task failed"),
+            }
+        });
+    }
+
+    fn event_sender_changed(&self, sending: bool, replay_from_ms: u64) {
+        if let Some(hooks) = &self.inner.webhooks {
+            hooks.set_sending(sending, replay_from_ms);
+        }
     }
 }

@@ -35,6 +35,12 @@ pub trait PrivacyStore: Send + Sync + 'static {
     fn late_load(&self) -> Option<tokio::sync::oneshot::Receiver<HashMap<String, bool>>> {
         None
     }
+    /// Every stored choice as it is now, for a store other nodes write too
+    /// (read again after this node was cut off from them); an error if it
+    /// cannot be read. None (the default): only this node writes here.
+    fn reread(&self) -> Result<Option<HashMap<String, bool>>, String> {
+        Ok(None)
+    }
 }
 
 /// A store that forgets everything on restart (no `--data-dir`).
@@ -209,6 +215,32 @@ impl Privacy {
             };
         }
         before != self.visible(user_id)
+    }
+}
+
+impl Privacy {
+    /// Re-reads every choice from the store and makes it current: for a
+    /// shared store, after this node was cut off from the others and may
+    /// have missed their changes. Blocking. Returns the users whose
+    /// visibility changed.
+    pub fn reload(&self) -> Result<Vec<String>, String> {
+        let _order = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(stored) = self.store.reread()? else {
+            return Ok(Vec::new());
+        };
+        let current = self
+            .choices
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let users: std::collections::HashSet<&String> =
+            stored.keys().chain(current.keys()).collect();
+        Ok(users
+            .into_iter()
+            .filter(|uid| stored.get(*uid) != current.get(*uid))
+            .filter(|uid| self.apply(uid, stored.get(*uid).copied()))
+            .cloned()
+            .collect())
     }
 }
 

@@ -29,7 +29,7 @@ use redis::ConnectionLike;
 use tokio::sync::oneshot;
 
 use super::privacy::PrivacyStore;
-use crate::cluster::redis::RedisTarget;
+use crate::cluster::redis::{self as redis_bus, RedisTarget};
 
 /// The Redis hash that holds every user's choice.
 pub const PRIVACY_KEY: &str = "rollcall:privacy";
@@ -58,7 +58,7 @@ impl Client {
             Client::Single(c) => {
                 let conn = c
                     .get_connection_with_timeout(TIMEOUT)
-                    .map_err(|e| format!("cannot connect to Redis: {e}"))?;
+                    .map_err(|e| format!("cannot connect to Redis: {}", redis_bus::describe(&e)))?;
                 conn.set_read_timeout(Some(TIMEOUT))
                     .and_then(|_| conn.set_write_timeout(Some(TIMEOUT)))
                     .map_err(|e| format!("cannot set Redis timeouts: {e}"))?;
@@ -67,7 +67,12 @@ impl Client {
             Client::Cluster(c) => c
                 .get_connection()
                 .map(|c| Conn::Cluster(Box::new(c)))
-                .map_err(|e| format!("cannot connect to Redis Cluster: {e}")),
+                .map_err(|e| {
+                    format!(
+                        "cannot connect to Redis Cluster: {}",
+                        redis_bus::describe(&e)
+                    )
+                }),
         }
     }
 }
@@ -113,14 +118,17 @@ fn parse_hash(raw: HashMap<String, String>) -> HashMap<String, bool> {
 }
 
 impl RedisStore {
-    /// A store on the Redis of `url` (the `--bus` URL). Connects lazily.
-    pub fn new(url: &str) -> Result<Self, String> {
+    /// A store on the Redis of `url` (the `--bus` URL), trusting
+    /// `ca_file`'s roots too for TLS. Connects lazily.
+    pub fn new(url: &str, ca_file: Option<&std::path::Path>) -> Result<Self, String> {
+        let roots = redis_bus::tls_roots(url, ca_file)?;
         let client = match RedisTarget::parse(url)? {
             RedisTarget::Single(u) => Client::Single(Box::new(
-                redis::Client::open(u.as_str()).map_err(|e| format!("--bus: {e}"))?,
+                redis_bus::single_client(&u, roots.as_deref())
+                    .map_err(|e| format!("--bus: {e}"))?,
             )),
             RedisTarget::Cluster(urls) => Client::Cluster(Box::new(
-                redis::cluster::ClusterClientBuilder::new(urls)
+                redis_bus::cluster_builder(&urls, roots.as_deref())
                     .connection_timeout(TIMEOUT)
                     .response_timeout(TIMEOUT)
                     .build()
@@ -168,6 +176,10 @@ impl RedisStore {
 }
 
 impl PrivacyStore for RedisStore {
+    fn reread(&self) -> Result<Option<HashMap<String, bool>>, String> {
+        self.read_all().map(Some)
+    }
+
     fn load(&self) -> Result<HashMap<String, bool>, String> {
         match self.read_all() {
             Ok(map) => Ok(map),
@@ -250,7 +262,7 @@ mod tests {
 
     #[test]
     fn bad_urls_are_refused() {
-        assert!(RedisStore::new("http://x").is_err());
-        assert!(RedisStore::new("redis://127.0.0.1:1").is_ok());
+        assert!(RedisStore::new("http://x", None).is_err());
+        assert!(RedisStore::new("redis://127.0.0.1:1", None).is_ok());
     }
 }

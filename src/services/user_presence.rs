@@ -22,11 +22,6 @@ pub struct UserChange {
     pub uid: Arc<str>,
     /// Online now?
     pub online: bool,
-    /// Whether something on this node caused the change (a local
-    /// connection, lease or privacy call), as opposed to a report from
-    /// another node. Every node pushes to its own `user:<uid>` watchers;
-    /// only the node that caused a change sends its webhook.
-    pub local: bool,
 }
 
 /// A user's status as `GET /api/users/{uid}` reports it.
@@ -84,10 +79,6 @@ impl UserPresence {
     }
 
     fn update(&self, uid: &Arc<str>, f: impl FnOnce(&mut UserState)) {
-        self.update_from(uid, true, f);
-    }
-
-    fn update_from(&self, uid: &Arc<str>, local: bool, f: impl FnOnce(&mut UserState)) {
         let mut map = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let entry = map.entry(uid.clone()).or_insert(UserState {
             conns: 0,
@@ -106,7 +97,6 @@ impl UserPresence {
             (self.sink)(UserChange {
                 uid: uid.clone(),
                 online,
-                local,
             });
         }
         if !live {
@@ -135,21 +125,16 @@ impl UserPresence {
     }
 
     /// Re-reads the user's visibility (after a privacy change made on this
-    /// node).
+    /// node or another).
     pub fn refresh(&self, uid: &Arc<str>) {
         self.update(uid, |_| {});
-    }
-
-    /// Re-reads the user's visibility after another node changed it.
-    pub fn refresh_remote(&self, uid: &Arc<str>) {
-        self.update_from(uid, false, |_| {});
     }
 
     /// A connection (`conn`) or a lease presence (`!conn`) of `uid` on
     /// another node appeared (`up`) or went away. Lease presences count
     /// one per leased id; the user is online while any remains.
     pub fn remote_changed(&self, uid: &Arc<str>, conn: bool, up: bool) {
-        self.update_from(uid, false, |s| {
+        self.update(uid, |s| {
             let n = if conn {
                 &mut s.remote_conns
             } else {

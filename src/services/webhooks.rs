@@ -1,5 +1,5 @@
 //! Webhooks: presence events POSTed, signed and batched, to every
-//! `--webhook-url`.
+//! `--webhook-url` (http:// or https://, see [`super::webhook_http`]).
 //!
 //! # Format
 //!
@@ -31,27 +31,29 @@
 //!
 //! # In a cluster
 //!
-//! Each node reports only the changes it owns: member events for
-//! presences whose origin is a local connection or a lease held on this
-//! node (not `Origin::Remote` replicas), occupancy changes caused by such
-//! a change or by a local subscription, and user online/offline computed
-//! from its own connections and leases. So every member event is sent
-//! once; occupancy and user events are per node until the cluster
-//! provides cluster-wide occupancy and user presence.
+//! Every node sees every change (other nodes' presences are replicas in the
+//! same member lists), so one node reports them all: the oldest live node
+//! that is connected and synced. The others hold their events and replay
+//! them if they take over ([`super::webhook_handover`]). So each event is
+//! sent once, channel occupancy and user online/offline are cluster-wide,
+//! and a node that dies still gets its members' `member_removed` and
+//! `user_offline` (sent by the node that sees it time out).
 
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::Uri;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::Sha256;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::presence::{MemberChange, Origin, PresenceDelta, PresenceObserver};
+use super::webhook_handover::Handover;
+use super::webhook_http::{Signed, Target, parse_targets, post};
+use crate::presence::{MemberChange, PresenceDelta, PresenceObserver};
 
 /// The signature header: `sha256=<hex HMAC-SHA256 of the body>`.
 pub const SIGNATURE_HEADER: &str = "X-Rollcall-Signature";
@@ -72,8 +74,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Webhook settings.
 #[derive(Clone, Debug)]
 pub struct WebhookConfig {
-    /// Receivers (http:// URLs).
+    /// Receivers (http:// or https:// URLs).
     pub urls: Vec<String>,
+    /// Extra roots for https receivers (`--tls-ca-file`).
+    pub tls_ca_file: Option<PathBuf>,
     /// HMAC-SHA256 key; requests are unsigned without it.
     pub secret: Option<String>,
     /// How long events are collected into one request.
@@ -139,8 +143,10 @@ impl WebhookEvent {
 /// The webhook queue: cheap to call from observers.
 #[derive(Debug)]
 pub struct Webhooks {
-    tx: mpsc::Sender<WebhookEvent>,
+    tx: mpsc::Sender<Queued>,
     dropped: AtomicU64,
+    /// Whether this node sends (always, unless clustered), and what it holds.
+    handover: Mutex<Handover>,
 }
 
 /// One signed request body, sent to every URL.
@@ -168,53 +174,12 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
     hex
 }
 
-/// A parsed receiver URL.
-#[derive(Clone, Debug)]
-struct Target {
-    url: String,
-    host: String,
-    port: u16,
-    authority: String,
-    path: String,
-}
-
-fn parse_target(url: &str) -> Result<Target, String> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| format!("--webhook-url {url:?} is not a URL: {e}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "--webhook-url {url:?}: https is not supported; use an http:// URL (e.g. a local TLS-terminating proxy)"
-            ));
-        }
-        _ => return Err(format!("--webhook-url {url:?} must start with http://")),
-    }
-    let authority = uri
-        .authority()
-        .ok_or_else(|| format!("--webhook-url {url:?} has no host"))?;
-    Ok(Target {
-        url: url.to_string(),
-        host: authority.host().to_string(),
-        port: authority.port_u16().unwrap_or(80),
-        authority: authority.to_string(),
-        path: uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into()),
-    })
-}
-
 impl Webhooks {
     /// Checks the URLs and starts the batcher and one sender per URL.
-    /// Needs a Tokio runtime.
-    pub fn start(config: WebhookConfig) -> Result<Arc<Webhooks>, String> {
-        let targets = config
-            .urls
-            .iter()
-            .map(|u| parse_target(u))
-            .collect::<Result<Vec<_>, _>>()?;
+    /// `handover` says whether this node sends from the start (see "In a
+    /// cluster"). Needs a Tokio runtime.
+    pub fn start(config: WebhookConfig, handover: Handover) -> Result<Arc<Webhooks>, String> {
+        let targets = parse_targets(&config.urls, config.tls_ca_file.as_deref())?;
         let (tx, rx) = mpsc::channel(QUEUE_EVENTS);
         let mut senders = Vec::new();
         for target in targets {
@@ -226,12 +191,59 @@ impl Webhooks {
         Ok(Arc::new(Webhooks {
             tx,
             dropped: AtomicU64::new(0),
+            handover: Mutex::new(handover),
         }))
     }
 
-    /// Queues an event; never waits.
+    /// Queues an event (or holds it on a node that does not send); never
+    /// waits.
     pub fn push(&self, event: WebhookEvent) {
-        if self.tx.try_send(event).is_err() {
+        let mut handover = self.handover.lock().unwrap_or_else(|p| p.into_inner());
+        // Queued under the lock, so a replay on takeover stays in order.
+        if let Some(event) = handover.admit(event) {
+            self.queue(event);
+        }
+    }
+
+    /// Makes this node the cluster's webhook sender (replaying what it
+    /// holds from `replay_from_ms`, Unix ms) or a standby.
+    pub fn set_sending(&self, sending: bool, replay_from_ms: u64) {
+        let mut handover = self.handover.lock().unwrap_or_else(|p| p.into_inner());
+        let replay = handover.set_sending(sending, replay_from_ms);
+        if !replay.is_empty() {
+            tracing::info!(
+                events = replay.len(),
+                "this node now sends the cluster's webhooks; replaying the events another node may not have sent"
+            );
+        }
+        for event in replay {
+            self.queue(event);
+        }
+    }
+
+    /// Whether this node sends webhooks.
+    pub fn is_sending(&self) -> bool {
+        self.handover
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_sending()
+    }
+
+    /// Sends what is queued and waits, at most `within`, until every
+    /// receiver has had it (or its attempts ran out). For shutdown, so the
+    /// last events (members removed as clients close) are not lost.
+    /// Returns false if time ran out.
+    pub async fn flush(&self, within: Duration) -> bool {
+        let (done, flushed) = oneshot::channel();
+        tokio::time::timeout(within, async {
+            self.tx.send(Queued::Flush(done)).await.is_ok() && flushed.await.is_ok()
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    fn queue(&self, event: WebhookEvent) {
+        if self.tx.try_send(Queued::Event(event)).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 tracing::warn!(
@@ -248,6 +260,22 @@ impl Webhooks {
     }
 }
 
+/// What the batcher receives.
+#[derive(Debug)]
+enum Queued {
+    Event(WebhookEvent),
+    /// Send what is collected now; tell `done` once every receiver has
+    /// had everything queued before (or given up on it).
+    Flush(oneshot::Sender<()>),
+}
+
+/// What a URL's sender receives.
+enum Work {
+    Batch(Batch),
+    /// Tell the flusher once the batches before this are done.
+    Flush(oneshot::Sender<()>),
+}
+
 #[derive(Serialize)]
 struct Body<'a> {
     id: &'a str,
@@ -258,54 +286,94 @@ struct Body<'a> {
 /// Collects events for the batch window and hands each batch to every
 /// URL's sender.
 async fn batch(
-    mut rx: mpsc::Receiver<WebhookEvent>,
-    senders: Vec<mpsc::Sender<Batch>>,
+    mut rx: mpsc::Receiver<Queued>,
+    senders: Vec<mpsc::Sender<Work>>,
     config: WebhookConfig,
 ) {
     while let Some(first) = rx.recv().await {
-        let mut events = vec![first];
+        let mut events = Vec::new();
+        let mut flush = None;
+        match first {
+            Queued::Event(e) => events.push(e),
+            Queued::Flush(done) => flush = Some(done),
+        }
         let until = tokio::time::Instant::now() + config.batch_window;
-        while events.len() < MAX_BATCH_EVENTS {
+        while flush.is_none() && events.len() < MAX_BATCH_EVENTS {
             match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Some(e)) => events.push(e),
+                Ok(Some(Queued::Event(e))) => events.push(e),
+                Ok(Some(Queued::Flush(done))) => flush = Some(done),
                 Ok(None) | Err(_) => break,
             }
         }
-        let id = crate::ids::ulid();
-        let body = match serde_json::to_vec(&Body {
-            id: &id,
-            time_ms: now_ms(),
-            events: &events,
-        }) {
-            Ok(b) => Bytes::from(b),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode a webhook batch");
-                continue;
+        if let Some(batch) = encode(&events, &config) {
+            for sender in &senders {
+                if sender.try_send(Work::Batch(batch.clone())).is_err() {
+                    tracing::warn!(
+                        "a webhook receiver is {QUEUE_BATCHES} batches behind: a batch was dropped"
+                    );
+                }
             }
-        };
-        let signature = config.secret.as_deref().map(|s| sign(s, &body));
-        let batch = Batch {
-            id,
-            body,
-            signature,
-        };
-        for sender in &senders {
-            if sender.try_send(batch.clone()).is_err() {
-                tracing::warn!(
-                    "a webhook receiver is {QUEUE_BATCHES} batches behind: a batch was dropped"
-                );
-            }
+        }
+        if let Some(done) = flush {
+            // Off the batcher, so events keep being collected meanwhile.
+            let senders = senders.clone();
+            tokio::spawn(async move {
+                for sender in senders {
+                    let (reached, ack) = oneshot::channel();
+                    if sender.send(Work::Flush(reached)).await.is_ok() {
+                        let _ = ack.await;
+                    }
+                }
+                let _ = done.send(());
+            });
         }
     }
 }
 
+/// One signed request body for `events`, or None if there are none.
+fn encode(events: &[WebhookEvent], config: &WebhookConfig) -> Option<Batch> {
+    if events.is_empty() {
+        return None;
+    }
+    let id = crate::ids::ulid();
+    let body = match serde_json::to_vec(&Body {
+        id: &id,
+        time_ms: now_ms(),
+        events,
+    }) {
+        Ok(b) => Bytes::from(b),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a webhook batch");
+            return None;
+        }
+    };
+    let signature = config.secret.as_deref().map(|s| sign(s, &body));
+    Some(Batch {
+        id,
+        body,
+        signature,
+    })
+}
+
 /// Sends batches to one URL in order, retrying each with backoff.
-async fn deliver(target: Target, mut rx: mpsc::Receiver<Batch>, config: WebhookConfig) {
-    while let Some(batch) = rx.recv().await {
+async fn deliver(target: Target, mut rx: mpsc::Receiver<Work>, config: WebhookConfig) {
+    while let Some(work) = rx.recv().await {
+        let batch = match work {
+            Work::Batch(batch) => batch,
+            Work::Flush(reached) => {
+                let _ = reached.send(());
+                continue;
+            }
+        };
         let mut delay = config.retry_base;
         for attempt in 1..=config.max_attempts.max(1) {
-            let result =
-                tokio::time::timeout(REQUEST_TIMEOUT, post(&target, &batch, attempt)).await;
+            let request = Signed {
+                id: &batch.id,
+                signature: batch.signature.as_deref(),
+                attempt,
+                body: &batch.body,
+            };
+            let result = tokio::time::timeout(REQUEST_TIMEOUT, post(&target, request)).await;
             let error = match result {
                 Ok(Ok(status)) if (200..300).contains(&status) => None,
                 Ok(Ok(status)) => Some(format!("HTTP {status}")),
@@ -328,42 +396,6 @@ async fn deliver(target: Target, mut rx: mpsc::Receiver<Batch>, config: WebhookC
     }
 }
 
-/// One POST; returns the status code.
-async fn post(target: &Target, batch: &Batch, attempt: u32) -> Result<u16, String> {
-    use http_body_util::Full;
-    use hyper_util::rt::TokioIo;
-
-    let stream = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
-    let driver = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut req = hyper::Request::post(target.path.as_str())
-        .header(hyper::header::HOST, target.authority.as_str())
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .header(
-            hyper::header::USER_AGENT,
-            concat!("rollcall/", env!("CARGO_PKG_VERSION")),
-        )
-        .header(ID_HEADER, batch.id.as_str())
-        .header("X-Rollcall-Attempt", attempt.to_string());
-    if let Some(sig) = &batch.signature {
-        req = req.header(SIGNATURE_HEADER, sig.as_str());
-    }
-    let req = req
-        .body(Full::new(batch.body.clone()))
-        .map_err(|e| format!("bad request: {e}"))?;
-    let result = sender.send_request(req).await;
-    driver.abort();
-    result
-        .map(|resp| resp.status().as_u16())
-        .map_err(|e| format!("request failed: {e}"))
-}
-
 /// Turns core changes into webhook events (see "In a cluster" above).
 #[derive(Debug)]
 pub struct WebhookObserver {
@@ -377,10 +409,6 @@ impl WebhookObserver {
     }
 }
 
-fn owned_here(origin: &Origin) -> bool {
-    !matches!(origin, Origin::Remote { .. })
-}
-
 impl PresenceObserver for WebhookObserver {
     fn channel_batch(
         &self,
@@ -389,17 +417,15 @@ impl PresenceObserver for WebhookObserver {
         vacated: bool,
         deltas: &[PresenceDelta],
     ) {
-        // No delta: a local subscription changed occupancy.
-        let caused_here = deltas.is_empty() || deltas.iter().any(|d| owned_here(&d.origin));
         let channel: Arc<str> = Arc::from(channel);
-        if occupied && caused_here {
+        if occupied {
             self.hooks.push(WebhookEvent::new(
                 "channel_occupied",
                 Some(channel.clone()),
                 None,
             ));
         }
-        for d in deltas.iter().filter(|d| owned_here(&d.origin)) {
+        for d in deltas {
             let name = match d.change {
                 MemberChange::Added => "member_added",
                 MemberChange::Removed => "member_removed",
@@ -412,7 +438,7 @@ impl PresenceObserver for WebhookObserver {
             }
             self.hooks.push(event);
         }
-        if vacated && caused_here {
+        if vacated {
             self.hooks
                 .push(WebhookEvent::new("channel_vacated", Some(channel), None));
         }
@@ -433,21 +459,6 @@ mod tests {
     }
 
     #[test]
-    fn urls_are_checked() {
-        let t = parse_target("http://127.0.0.1:9000/hooks?x=1").unwrap();
-        assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 9000));
-        assert_eq!(t.path, "/hooks?x=1");
-        assert_eq!(parse_target("http://example.com").unwrap().port, 80);
-        assert!(
-            parse_target("https://example.com")
-                .unwrap_err()
-                .contains("https")
-        );
-        assert!(parse_target("ftp://x").is_err());
-        assert!(parse_target("not a url").is_err());
-    }
-
-    #[test]
     fn events_serialize_as_documented() {
         let mut e = WebhookEvent::new(
             "member_added",
@@ -465,14 +476,23 @@ mod tests {
         assert!(v.get("channel").is_none() && v.get("data").is_none());
     }
 
+    fn name(queued: Result<Queued, mpsc::error::TryRecvError>) -> &'static str {
+        match queued {
+            Ok(Queued::Event(e)) => e.name,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
     #[tokio::test]
-    async fn remote_origins_are_not_reported() {
+    async fn every_origin_is_reported_by_the_sender_and_held_by_a_standby() {
+        use crate::presence::Origin;
         let (tx, mut rx) = mpsc::channel(16);
         let hooks = Arc::new(Webhooks {
             tx,
             dropped: AtomicU64::new(0),
+            handover: Mutex::new(Handover::standby(Duration::from_secs(60))),
         });
-        let obs = WebhookObserver::new(hooks);
+        let obs = WebhookObserver::new(hooks.clone());
         let remote = PresenceDelta {
             user_id: Arc::from("bob"),
             origin: Origin::Remote {
@@ -483,19 +503,18 @@ mod tests {
             change: MemberChange::Added,
         };
         obs.channel_batch("room", true, false, std::slice::from_ref(&remote));
-        assert!(
-            rx.try_recv().is_err(),
-            "a replica's join is the other node's to report"
-        );
+        assert!(rx.try_recv().is_err(), "a standby holds its events");
+        hooks.set_sending(true, 0);
+        assert_eq!(name(rx.try_recv()), "channel_occupied");
+        assert_eq!(name(rx.try_recv()), "member_added");
         let local = PresenceDelta {
             origin: Origin::Local(crate::ids::ConnId(2)),
             user_id: Arc::from("carol"),
+            change: MemberChange::Removed,
             ..remote
         };
         obs.channel_batch("room", false, true, &[local]);
-        assert_eq!(rx.try_recv().unwrap().name, "member_added");
-        assert_eq!(rx.try_recv().unwrap().name, "channel_vacated");
-        obs.channel_batch("solo", true, false, &[]);
-        assert_eq!(rx.try_recv().unwrap().name, "channel_occupied");
+        assert_eq!(name(rx.try_recv()), "member_removed");
+        assert_eq!(name(rx.try_recv()), "channel_vacated");
     }
 }

@@ -56,6 +56,43 @@ impl Redis {
         r
     }
 
+    /// Starts redis-server speaking only TLS (`rediss://`, no plain port)
+    /// on a free port with this certificate and key (clients need no
+    /// certificate), and waits until it accepts connections. Not for
+    /// [`Redis::spawn`], which restarts it without TLS.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path, ca: &std::path::Path) -> Redis {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .arg("--tls-cert-file")
+            .arg(cert)
+            .arg("--tls-key-file")
+            .arg(key)
+            .arg("--tls-ca-cert-file")
+            .arg(ca)
+            .args(["--tls-auth-clients", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server ({e}); install it (apt-get install redis-server)")
+            });
+        let redis = Redis {
+            port,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server (TLS) did not listen on port {port} within 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
     /// A Redis that is not running (yet), on a free port.
     pub fn not_running() -> Redis {
         Redis {
@@ -576,4 +613,260 @@ pub fn percentiles(samples: &mut [Duration]) -> (f64, f64) {
         samples[i].as_secs_f64() * 1000.0
     };
     (at(0.50), at(0.99))
+}
+
+/// A private Redis Cluster on 127.0.0.1: three masters (no replicas, no
+/// persistence) in their own temp dir, slots assigned by
+/// `redis-cli --cluster create`. Every server is killed on drop.
+pub struct RedisCluster {
+    /// The masters' client ports (each also uses port + 10000 for the
+    /// cluster bus).
+    pub ports: Vec<u16>,
+    dir: PathBuf,
+    children: Vec<Option<Child>>,
+}
+
+impl RedisCluster {
+    /// Starts three masters, creates the cluster and waits (at most 20 s)
+    /// until every node says `cluster_state:ok`.
+    pub fn start() -> RedisCluster {
+        let mut ports: Vec<u16> = Vec::new();
+        while ports.len() < 3 {
+            let p = cluster_port(&ports);
+            ports.push(p);
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "rollcall-redis-cluster-{}-{}",
+            std::process::id(),
+            ports[0]
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the Redis Cluster temp dir");
+        let mut cluster = RedisCluster {
+            children: ports.iter().map(|_| None).collect(),
+            ports,
+            dir,
+        };
+        for i in 0..cluster.ports.len() {
+            cluster.spawn(i);
+        }
+        let mut create = Command::new("timeout");
+        create.args(["20", "redis-cli", "--cluster", "create"]);
+        for p in &cluster.ports {
+            create.arg(format!("127.0.0.1:{p}"));
+        }
+        let out = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cluster.wait_ok(Duration::from_secs(20));
+        cluster
+    }
+
+    /// The `--bus` URL listing every master as a seed.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// Starts master `i` on its port with its own nodes file (so a
+    /// restarted master rejoins with its slots), waiting for PING.
+    fn spawn(&mut self, i: usize) {
+        assert!(
+            self.children[i].is_none(),
+            "redis-server {i} already running"
+        );
+        let port = self.ports[i];
+        let log = std::fs::File::create(log_dir().join(format!("redis-cluster-{port}.log")))
+            .expect("create the redis-server log");
+        let child = Command::new("redis-server")
+            .args(["--cluster-enabled", "yes"])
+            .arg("--cluster-config-file")
+            .arg(self.dir.join(format!("nodes-{port}.conf")))
+            .args(["--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server ({e}); install it (apt-get install redis-server)")
+            });
+        self.children[i] = Some(child);
+        let probe = Redis { port, child: None };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !probe.pings() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server (cluster) did not answer PING on port {port} within 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs `redis-cli -p port args…` (at most 3 s); None if it failed.
+    fn cli(port: u16, args: &[&str]) -> Option<String> {
+        let out = Command::new("timeout")
+            .args(["3", "redis-cli", "-p", &port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Waits until every running master says `cluster_state:ok` (and knows
+    /// all the others), or panics after `within`.
+    pub fn wait_ok(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut states = Vec::new();
+            for (i, p) in self.ports.iter().enumerate() {
+                if self.children[i].is_none() {
+                    continue;
+                }
+                let info = Self::cli(*p, &["CLUSTER", "INFO"]).unwrap_or_default();
+                let field = |name: &str| {
+                    info.lines()
+                        .find_map(|l| l.trim().strip_prefix(name).map(str::to_string))
+                        .unwrap_or_default()
+                };
+                states.push((*p, field("cluster_state:"), field("cluster_known_nodes:")));
+            }
+            let want = self.ports.len().to_string();
+            if states.iter().all(|(_, s, n)| s == "ok" && *n == want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Redis Cluster is not ok within {within:?}: {states:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The index of the master serving `key`'s slot.
+    pub fn owner_of(&self, key: &str) -> usize {
+        let port = self.ports[0];
+        let slot: u16 = Self::cli(port, &["CLUSTER", "KEYSLOT", key])
+            .and_then(|s| s.trim().parse().ok())
+            .expect("CLUSTER KEYSLOT");
+        let nodes = Self::cli(port, &["CLUSTER", "NODES"]).expect("CLUSTER NODES");
+        for line in nodes.lines() {
+            // <id> <ip:port@cport> <flags> <master> <ping> <pong> <epoch> <link> <slot ranges…>
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 9 || !fields[2].contains("master") {
+                continue;
+            }
+            let owns = fields[8..].iter().any(|range| {
+                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if lo <= slot && slot <= hi)
+            });
+            let node_port = fields[1]
+                .split('@')
+                .next()
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse::<u16>().ok());
+            if owns && let Some(i) = self.ports.iter().position(|p| Some(*p) == node_port) {
+                return i;
+            }
+        }
+        panic!("no master serves slot {slot} ({key}):\n{nodes}");
+    }
+
+    /// Moves `key`'s slot (which must hold no keys) to master `to`, as a
+    /// resharding does: the old owner drops its sharded subscribers
+    /// (a `sunsubscribe` push) and answers MOVED from then on.
+    pub fn move_slot_of(&self, key: &str, to: usize) {
+        let from = self.owner_of(key);
+        assert_ne!(from, to, "{key} is already served by master {to}");
+        let id = |i: usize| {
+            Self::cli(self.ports[i], &["CLUSTER", "MYID"])
+                .map(|s| s.trim().to_string())
+                .expect("CLUSTER MYID")
+        };
+        let (from_id, to_id) = (id(from), id(to));
+        let slot = Self::cli(self.ports[0], &["CLUSTER", "KEYSLOT", key])
+            .map(|s| s.trim().to_string())
+            .expect("CLUSTER KEYSLOT");
+        let steps = [
+            (to, vec!["IMPORTING", from_id.as_str()]),
+            (from, vec!["MIGRATING", to_id.as_str()]),
+            (to, vec!["NODE", to_id.as_str()]),
+            (from, vec!["NODE", to_id.as_str()]),
+        ];
+        for (i, args) in steps {
+            let mut cmd = vec!["CLUSTER", "SETSLOT", slot.as_str()];
+            cmd.extend(args);
+            let out = Self::cli(self.ports[i], &cmd).unwrap_or_default();
+            assert_eq!(out.trim(), "OK", "{cmd:?} on master {i}: {out}");
+        }
+        for i in (0..self.ports.len()).filter(|i| *i != from && *i != to) {
+            let out = Self::cli(
+                self.ports[i],
+                &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id],
+            )
+            .unwrap_or_default();
+            assert_eq!(out.trim(), "OK", "SETSLOT NODE on master {i}: {out}");
+        }
+        self.wait_ok(Duration::from_secs(10));
+        assert_eq!(self.owner_of(key), to, "{key}'s slot did not move");
+    }
+
+    /// SIGKILL master `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts master `i` again (same port, same nodes file) and waits until
+    /// the cluster is ok on every node.
+    pub fn restart(&mut self, i: usize) {
+        self.spawn(i);
+        self.wait_ok(Duration::from_secs(20));
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A free port P whose cluster bus port P + 10000 is free too (and under
+/// 65535), distinct from the ports (and bus ports) already `taken`.
+fn cluster_port(taken: &[u16]) -> u16 {
+    for _ in 0..200 {
+        let p = free_port();
+        if p >= 55_000 {
+            continue;
+        }
+        let clash = taken
+            .iter()
+            .any(|&t| t == p || t + 10_000 == p || t == p + 10_000);
+        if !clash && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+            return p;
+        }
+    }
+    panic!("found no free port P with P + 10000 free for a Redis Cluster node");
 }
