@@ -305,7 +305,7 @@ pub async fn run<S: Session>(
     tracing::debug!(
         conn = %conn_id,
         protocol = session.connection().protocol(),
-        user = session.connection().user_id().map(|u| &**u).unwrap_or("-"),
+        user = session.connection().user_id().as_deref().unwrap_or("-"),
         "connection opened"
     );
 

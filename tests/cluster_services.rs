@@ -105,10 +105,13 @@ async fn direct_messages_user_presence_and_privacy_span_the_cluster() {
     let mut c = Node::start("c", &redis.url(), &opts);
     wait_for_cluster(&[&a, &b, &c], 3).await;
 
-    // 1. Send to one user: jim on nodes a and c, asked on node b.
+    // 1. Send to one user: jim on nodes a and c (Hotsock) and b
+    // (SocketCluster, logged in by its handshake token), asked on node b.
     let mut jim_a = a.hotsock(user("jim", Value::Null)).await;
     let mut jim_c = c.hotsock(user("jim", Value::Null)).await;
+    let mut jim_sc_b = Sc::connect(&b, "jim").await;
     let mut bob_b = b.hotsock(user("bob", Value::Null)).await;
+    wait_for_user(&[&a, &b, &c], "jim", true, 3).await;
     let (status, body) = b
         .http(
             "POST",
@@ -122,6 +125,10 @@ async fn direct_messages_user_presence_and_privacy_span_the_cluster() {
         assert_eq!(frame["data"], json!({"n": 1}), "{frame}");
         assert_eq!(frame["id"], body["id"], "one id on every node: {frame}");
     }
+    let frame = jim_sc_b.seek(|f| f["event"] == "note").await;
+    assert_eq!(frame["data"], json!({"n": 1}), "SocketCluster jim: {frame}");
+    jim_sc_b.close().await;
+    wait_for_user(&[&a, &b, &c], "jim", true, 2).await;
 
     // Broadcast from node c: every connection on every node, once.
     let (status, body) = c

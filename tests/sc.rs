@@ -573,3 +573,66 @@ impl SeekEvent for Client {
         }
     }
 }
+
+/// `GET /api/users/{uid}` as (online, connections).
+async fn user_status(srv: &TestServer, uid: &str) -> (Value, Value) {
+    let (status, body) = srv.http("GET", &format!("/api/users/{uid}"), None).await;
+    assert_eq!(status, 200, "{body}");
+    (body["online"].clone(), body["connections"].clone())
+}
+
+#[tokio::test]
+async fn a_socket_that_logs_in_is_that_users_connection() {
+    let srv = TestServer::start_with(|cfg| cfg.max_connections_per_user = 2).await;
+    // Anonymous at first: nobody's connection.
+    let mut sc = Sc::connect(&srv, None).await;
+    assert_eq!(user_status(&srv, "dora").await, (json!(false), json!(0)));
+
+    // #authenticate: dora is online with this socket, and a send to dora
+    // reaches it (as a custom event).
+    let cid = sc.request("#authenticate", json!(token("dora"))).await;
+    sc.seek("auth reply", |f| f["rid"] == cid).await;
+    assert_eq!(user_status(&srv, "dora").await, (json!(true), json!(1)));
+    let (status, body) = srv
+        .http(
+            "POST",
+            "/api/users/dora/send",
+            Some(json!({"event": "note", "data": {"n": 1}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let got = sc.seek("the note", |f| f["event"] == "note").await;
+    assert_eq!(got["data"], json!({"n": 1}));
+
+    // A handshake token counts the same way; the per-user limit applies.
+    let _second = Sc::connect(&srv, Some("dora")).await;
+    assert_eq!(user_status(&srv, "dora").await, (json!(true), json!(2)));
+    let mut third = Sc::connect(&srv, None).await;
+    let cid = third.request("#authenticate", json!(token("dora"))).await;
+    let refused = third.seek("auth reply", |f| f["rid"] == cid).await;
+    assert_eq!(refused["data"]["isAuthenticated"], false, "{refused}");
+    assert!(
+        refused["data"]["authError"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("open connections")),
+        "{refused}"
+    );
+    assert_eq!(user_status(&srv, "dora").await, (json!(true), json!(2)));
+
+    // Logging in as someone else, then out, moves the connection along.
+    let cid = sc.request("#authenticate", json!(token("erin"))).await;
+    sc.seek("auth reply", |f| f["rid"] == cid).await;
+    assert_eq!(user_status(&srv, "dora").await, (json!(true), json!(1)));
+    assert_eq!(user_status(&srv, "erin").await, (json!(true), json!(1)));
+    let cid = sc.request("#removeAuthToken", Value::Null).await;
+    sc.seek("logout reply", |f| f["rid"] == cid).await;
+    assert_eq!(user_status(&srv, "erin").await, (json!(false), json!(0)));
+    let (_, body) = srv
+        .http(
+            "POST",
+            "/api/users/erin/send",
+            Some(json!({"event": "note"})),
+        )
+        .await;
+    assert_eq!(body["connections"], 0, "{body}");
+}

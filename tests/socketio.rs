@@ -619,16 +619,16 @@ async fn unreachable_introspection_says_so() {
 }
 
 #[tokio::test]
-async fn https_introspection_url_is_a_startup_error() {
+async fn a_bad_introspection_url_is_a_startup_error() {
     let mut config = rollcall::config::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         jwt_secret: Some(SECRET.into()),
         api_key: Some(API_KEY.into()),
         ..rollcall::config::Config::default()
     };
-    config.oauth_introspection_url = Some("https://idp.example/introspect".into());
+    config.oauth_introspection_url = Some("ftp://idp.example/introspect".into());
     match rollcall::server::start(&config).await {
-        Err(e) => assert!(e.contains("https is not supported"), "{e}"),
-        Ok(_) => panic!("an https introspection URL must be refused at start"),
+        Err(e) => assert!(e.contains("must start with http:// or https://"), "{e}"),
+        Ok(_) => panic!("an ftp introspection URL must be refused at start"),
     }
 }

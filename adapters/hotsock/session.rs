@@ -35,6 +35,9 @@ struct Subscription {
 /// A Hotsock session.
 pub struct HotsockSession {
     conn: Connection,
+    /// The connection's user id (fixed for Hotsock: it comes from the
+    /// connect token).
+    uid: Option<Arc<str>>,
     claims: HotsockClaims,
     verifier: JwtVerifier,
     single_use: Arc<SingleUseGuard>,
@@ -61,6 +64,7 @@ impl HotsockSession {
             .map(|secs| now + Duration::from_secs(secs));
         let next_keep_alive = claims.keep_alive.then(|| now + config.keep_alive_interval);
         HotsockSession {
+            uid: conn.user_id(),
             conn,
             claims,
             verifier,
@@ -82,7 +86,7 @@ impl HotsockSession {
             &crate::time::rfc3339(expires),
             connection_secret,
             Meta {
-                uid: self.conn.user_id().map(|u| &**u),
+                uid: self.meta_uid(),
                 umd: &info,
             },
         );
@@ -97,7 +101,7 @@ impl HotsockSession {
     }
 
     fn meta_uid(&self) -> Option<&str> {
-        self.conn.user_id().map(|u| &**u)
+        self.uid.as_deref()
     }
 
     /// Resolves an alias from the connect token to the real channel name.
@@ -213,7 +217,7 @@ impl HotsockSession {
             ..SubscribeOptions::default()
         };
         let conn = &self.conn;
-        let uid = conn.user_id().map(|u| &**u);
+        let uid = self.uid.as_deref();
         let result = self
             .conn
             .presence()
@@ -265,7 +269,7 @@ impl HotsockSession {
             ));
         };
         let conn = &self.conn;
-        let uid = conn.user_id().map(|u| &**u);
+        let uid = self.uid.as_deref();
         let umd = sub.umd.clone();
         let alias = alias.or_else(|| sub.alias.clone());
         conn.presence().unsubscribe(conn, &channel, |_| {
@@ -321,7 +325,7 @@ impl HotsockSession {
             data,
             sender: Some(MessageSender {
                 conn: self.conn.id(),
-                user_id: self.conn.user_id().cloned(),
+                user_id: self.uid.clone(),
                 info: umd,
                 echo: perm.echo,
             }),

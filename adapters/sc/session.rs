@@ -188,12 +188,32 @@ impl ScSession {
     }
 
     /// Sets (or clears) the auth token and moves memberships accordingly.
-    fn set_auth(&mut self, auth: Option<Auth>) {
+    /// Logs the socket in as `auth`'s user (or out): the core then counts
+    /// the connection as that user's (send to a user, user presence), and
+    /// the memberships follow. Fails, logging the socket out, if the user
+    /// already has the maximum number of connections.
+    fn set_auth(&mut self, auth: Option<Auth>) -> Result<(), ScError> {
         let before = self.username().cloned();
-        self.auth = auth;
+        let user = auth.as_ref().and_then(|a| a.username.clone());
+        let result = match self.conn.presence().set_user(&self.conn, user) {
+            Ok(()) => {
+                self.auth = auth;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.conn.presence().set_user(&self.conn, None);
+                self.auth = None;
+                Err(ScError {
+                    message: format!("cannot log in: {e}"),
+                    name: "AuthError",
+                    expiry: None,
+                })
+            }
+        };
         if self.username() != before.as_ref() {
             self.sync_all();
         }
+        result
     }
 
     /// Verifies a token argument; Err carries the error and whether the
@@ -235,7 +255,7 @@ impl ScSession {
             .is_some_and(|exp| now_ms() > exp.saturating_mul(1000));
         if expired {
             self.send(wire::remove_auth_token());
-            self.set_auth(None);
+            let _ = self.set_auth(None);
         }
     }
 
@@ -249,8 +269,10 @@ impl ScSession {
                 (None, Some(err))
             }
         };
-        let authenticated = auth.is_some();
-        self.set_auth(auth);
+        let (authenticated, auth_error) = match self.set_auth(auth) {
+            Ok(()) => (self.auth.is_some(), auth_error),
+            Err(e) => (false, Some(e)),
+        };
         self.handshake_deadline = None;
         let now = Instant::now();
         self.next_ping = now + self.shared.config.ping_interval;
@@ -356,9 +378,9 @@ impl ScSession {
         };
         match verified {
             Ok(auth) => {
-                self.set_auth(Some(auth));
+                let refused = self.set_auth(Some(auth)).err();
                 if let Some(cid) = cid {
-                    self.send(wire::auth_status(cid, None, false));
+                    self.send(wire::auth_status(cid, refused.as_ref(), false));
                 }
             }
             Err((err, bad)) => {
@@ -367,7 +389,7 @@ impl ScSession {
                 }
                 // A failed #authenticate logs the socket out: no ghost of
                 // the previous user (spec §2.7 item 5).
-                self.set_auth(None);
+                let _ = self.set_auth(None);
                 if let Some(cid) = cid {
                     self.send(wire::auth_status(cid, Some(&err), bad));
                 }
@@ -423,7 +445,7 @@ impl ScSession {
             Request::Publish { channel, data } => self.publish(channel, data, cid),
             Request::Authenticate { token } => self.authenticate(&token, cid),
             Request::RemoveAuthToken => {
-                self.set_auth(None);
+                let _ = self.set_auth(None);
                 self.reply_ok(cid);
             }
             Request::Disconnect { code } => {

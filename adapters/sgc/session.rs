@@ -515,7 +515,7 @@ impl SgcSession {
             data: wire::message_data(text),
             sender: Some(MessageSender {
                 conn: self.conn.id(),
-                user_id: self.conn.user_id().cloned(),
+                user_id: self.conn.user_id(),
                 info: self.member_data(),
                 echo: true,
             }),

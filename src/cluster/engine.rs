@@ -110,6 +110,17 @@ impl PresenceObserver for ClusterObserver {
         }
     }
 
+    fn user_changed(
+        &self,
+        conn: ConnId,
+        old: Option<&Arc<str>>,
+        new: Option<&Arc<str>>,
+        protocol: &'static str,
+    ) {
+        self.disconnected(conn, old, protocol);
+        self.connected(conn, new, protocol);
+    }
+
     fn disconnected(&self, conn: ConnId, user_id: Option<&Arc<str>>, _protocol: &'static str) {
         if let Some(uid) = user_id {
             let _ = self.tx.send(Op::Del {

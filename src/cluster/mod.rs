@@ -135,8 +135,7 @@ pub fn generated_node_id() -> String {
 }
 
 /// The state of this node's bus link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BusState {
     /// `--bus memory`: a single node, nothing to connect to.
     Standalone,
@@ -150,6 +149,26 @@ pub enum BusState {
     Disconnected,
     /// The node left the cluster (shutting down).
     Left,
+}
+
+impl BusState {
+    /// The state as `/readyz` and `/metrics` spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BusState::Standalone => "standalone",
+            BusState::Connecting => "connecting",
+            BusState::Connected => "connected",
+            BusState::Stalled => "stalled",
+            BusState::Disconnected => "disconnected",
+            BusState::Left => "left",
+        }
+    }
+}
+
+impl Serialize for BusState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
 }
 
 /// Cluster numbers for `/readyz` and metrics.

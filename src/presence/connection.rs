@@ -16,7 +16,9 @@ use crate::outbox::{CloseReason, Outbox};
 /// The part of a connection shared between its session and the core.
 pub struct ConnShared {
     pub(crate) id: ConnId,
-    pub(crate) user_id: Option<Arc<str>>,
+    /// The user id; most protocols set it at connect, some log in later
+    /// ([`Presence::set_user`]).
+    pub(crate) user_id: Mutex<Option<Arc<str>>>,
     pub(crate) info: Mutex<Arc<Value>>,
     pub(crate) codec: Arc<dyn Codec>,
     pub(crate) protocol: &'static str,
@@ -39,7 +41,7 @@ impl std::fmt::Debug for ConnShared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnShared")
             .field("id", &self.id)
-            .field("user_id", &self.user_id)
+            .field("user_id", &self.user_id())
             .field("protocol", &self.protocol)
             .finish()
     }
@@ -50,11 +52,18 @@ impl ConnShared {
         self.subs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The user id, if authenticated.
+    pub(crate) fn user_id(&self) -> Option<Arc<str>> {
+        self.user_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The key this connection's memberships are held under: the user id,
     /// or the connection id of an anonymous connection.
     pub(crate) fn member_key(&self) -> Arc<str> {
-        self.user_id
-            .clone()
+        self.user_id()
             .unwrap_or_else(|| Arc::from(self.id.to_string()))
     }
 
@@ -95,8 +104,8 @@ impl Connection {
     }
 
     /// The user id, if authenticated.
-    pub fn user_id(&self) -> Option<&Arc<str>> {
-        self.shared.user_id.as_ref()
+    pub fn user_id(&self) -> Option<Arc<str>> {
+        self.shared.user_id()
     }
 
     /// The connection's current member data.
@@ -125,7 +134,7 @@ impl Connection {
     /// The identity (user id and current member data).
     pub fn identity(&self) -> Identity {
         Identity {
-            user_id: self.shared.user_id.clone(),
+            user_id: self.shared.user_id(),
             info: self.info(),
         }
     }

@@ -276,7 +276,7 @@ impl Presence {
         }
         ConnId::parse(key)
             .and_then(|id| conns.get(&id).cloned())
-            .filter(|c| c.user_id.is_none())
+            .filter(|c| c.user_id().is_none())
             .into_iter()
             .collect()
     }

@@ -9,6 +9,7 @@
 mod channel;
 mod connection;
 mod fanout;
+mod identity;
 mod invitations;
 mod observe;
 mod types;
@@ -35,6 +36,7 @@ pub use visibility::{ConnectionRef, VisibilityPolicy};
 
 use channel::{BudgetError, Channel, MemberBudget, Subscriber};
 use connection::ConnShared;
+use identity::forget_user_connection;
 
 use crate::ids::ConnId;
 use crate::outbox::{Outbox, OutboxReceiver};
@@ -248,7 +250,7 @@ impl Presence {
         let (outbox, rx) = Outbox::new(self.inner.limits.outbox_bytes);
         let shared = Arc::new(ConnShared {
             id,
-            user_id: identity.user_id,
+            user_id: Mutex::new(identity.user_id.clone()),
             info: Mutex::new(identity.info),
             codec,
             protocol,
@@ -264,12 +266,12 @@ impl Presence {
             // concurrent `refresh_visibility` either sees this connection
             // or this read sees its new setting.
             let mut conns = lock(&self.inner.conns);
-            let visible = self.is_user_visible(shared.user_id.as_deref());
+            let visible = self.is_user_visible(identity.user_id.as_deref());
             shared.hidden.store(!visible, Ordering::Release);
             conns.insert(id, shared.clone());
         }
         for observer in &self.inner.observers {
-            observer.connected(id, shared.user_id.as_ref(), protocol);
+            observer.connected(id, identity.user_id.as_ref(), protocol);
         }
         Ok((
             Connection {
@@ -288,18 +290,17 @@ impl Presence {
             self.leave(conn, &name, |_| {});
         }
         lock(&self.inner.conns).remove(&conn.id);
-        if let Some(uid) = &conn.user_id {
+        let user_id = {
             let mut users = lock(&self.inner.users);
-            if let Some(list) = users.get_mut(uid) {
-                list.retain(|c| *c != conn.id);
-                if list.is_empty() {
-                    users.remove(uid);
-                }
+            let user_id = conn.user_id();
+            if let Some(uid) = &user_id {
+                forget_user_connection(&mut users, uid, conn.id);
             }
-        }
+            user_id
+        };
         self.invitations_on_disconnect(conn);
         for observer in &self.inner.observers {
-            observer.disconnected(conn.id, conn.user_id.as_ref(), conn.protocol);
+            observer.disconnected(conn.id, user_id.as_ref(), conn.protocol);
         }
     }
 
@@ -358,12 +359,8 @@ impl Presence {
             subs.insert(name.clone(), None);
             shared.hidden.load(Ordering::Acquire)
         };
-        let mut member_key: Option<Arc<str>> = opts.member_info.as_ref().map(|_| {
-            shared
-                .user_id
-                .clone()
-                .unwrap_or_else(|| Arc::from(shared.id.to_string()))
-        });
+        let mut member_key: Option<Arc<str>> =
+            opts.member_info.as_ref().map(|_| shared.member_key());
         let change = match (&member_key, &opts.member_info) {
             (Some(key), Some(info)) if !hidden => {
                 // The limits reported are the channel's own when it has any.

@@ -55,6 +55,17 @@ pub trait PresenceObserver: Send + Sync + 'static {
     fn connected(&self, _conn: ConnId, _user_id: Option<&Arc<str>>, _protocol: &'static str) {}
     /// A connection on this node closed (after its memberships were removed).
     fn disconnected(&self, _conn: ConnId, _user_id: Option<&Arc<str>>, _protocol: &'static str) {}
+    /// An open connection on this node logged in, out, or as another user
+    /// ([`super::Presence::set_user`]): it is no longer `old`'s connection
+    /// and is now `new`'s.
+    fn user_changed(
+        &self,
+        _conn: ConnId,
+        _old: Option<&Arc<str>>,
+        _new: Option<&Arc<str>>,
+        _protocol: &'static str,
+    ) {
+    }
     /// Everything one locked change of a channel did, in one call, after
     /// the per-item calls above (still under the lock): whether it occupied
     /// or vacated the channel, and its deltas. Lets an observer relate an

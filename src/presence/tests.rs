@@ -72,7 +72,7 @@ fn message(channel: &str, sender: Option<&Connection>, echo: bool) -> ChannelMes
         data: None,
         sender: sender.map(|c| MessageSender {
             conn: c.id(),
-            user_id: c.user_id().cloned(),
+            user_id: c.user_id(),
             info: c.info(),
             echo,
         }),
@@ -485,6 +485,68 @@ impl PresenceObserver for Journal {
             user.map(|u| &**u).unwrap_or("-")
         ));
     }
+    fn user_changed(
+        &self,
+        _: crate::ids::ConnId,
+        old: Option<&Arc<str>>,
+        new: Option<&Arc<str>>,
+        _: &'static str,
+    ) {
+        let name = |u: Option<&Arc<str>>| u.map(|u| u.to_string()).unwrap_or("-".into());
+        self.push(format!("user {} -> {}", name(old), name(new)));
+    }
+}
+
+#[test]
+fn a_connection_can_log_in_and_out_after_connect() {
+    let journal = Arc::new(Journal::default());
+    let limits = Limits {
+        max_connections_per_user: 1,
+        ..Limits::default()
+    };
+    let p = Presence::with_observers(limits, vec![journal.clone()]);
+    let codec: Arc<dyn Codec> = Arc::new(Recorder::default());
+    let (anon, mut rx) = p
+        .connect(Identity::anonymous(), codec.clone(), "test")
+        .unwrap();
+    let msg = DirectMessage {
+        id: "1".into(),
+        event: "hi".into(),
+        data: None,
+    };
+    assert_eq!(p.send_to_user("kim", &msg), 0);
+    p.set_user(&anon, Some(Arc::from("kim"))).unwrap();
+    assert_eq!(anon.user_id().as_deref(), Some("kim"));
+    assert_eq!(p.send_to_user("kim", &msg), 1);
+    assert_eq!(drain(&mut rx), ["direct hi"]);
+    assert_eq!(p.user_connection_count("kim"), 1);
+    // The per-user limit holds for logins as for connects.
+    let (other, _rx2) = p
+        .connect(Identity::anonymous(), codec.clone(), "test")
+        .unwrap();
+    assert!(matches!(
+        p.set_user(&other, Some(Arc::from("kim"))),
+        Err(ConnectError::TooManyConnections { limit: 1 })
+    ));
+    assert_eq!(other.user_id(), None);
+    // Switching user, then logging out.
+    p.set_user(&anon, Some(Arc::from("lou"))).unwrap();
+    assert_eq!(p.user_connection_count("kim"), 0);
+    assert_eq!(p.send_to_user("lou", &msg), 1);
+    p.set_user(&anon, None).unwrap();
+    assert_eq!(p.send_to_user("lou", &msg), 0);
+    drop(anon);
+    assert_eq!(
+        journal.take(),
+        [
+            "connected - test",
+            "user - -> kim",
+            "connected - test",
+            "user kim -> lou",
+            "user lou -> -",
+            "disconnected -",
+        ]
+    );
 }
 
 #[test]

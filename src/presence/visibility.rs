@@ -82,12 +82,12 @@ impl Presence {
         // `update_subscription`, so their memberships may be this user's.
         let conns: Vec<Arc<ConnShared>> = lock(&self.inner.conns)
             .values()
-            .filter(|c| c.user_id.as_deref().is_none_or(|u| u == user_id))
+            .filter(|c| c.user_id().as_deref().is_none_or(|u| u == user_id))
             .cloned()
             .collect();
         let mut changed = 0;
         for conn in conns {
-            let own = conn.user_id.is_some();
+            let own = conn.user_id().is_some();
             let names: Vec<Arc<str>> = {
                 // Same lock as the join's reservation (see `join_locked`).
                 let subs = conn.subs();
@@ -123,7 +123,7 @@ impl Presence {
         let Some(sub) = ch.subscribers.get_mut(&conn.id) else {
             return false;
         };
-        let own = conn.user_id.as_deref() == Some(user_id);
+        let own = conn.user_id().as_deref() == Some(user_id);
         let origin = Origin::Local(conn.id);
         let name = ch.name.clone();
         if !visible {
@@ -218,7 +218,7 @@ impl Presence {
         }
         Some(ConnectionRef {
             id: conn.id,
-            user_id: conn.user_id.clone(),
+            user_id: conn.user_id(),
             member_key: conn.member_key(),
             info: lock(&conn.info).clone(),
             protocol: conn.protocol,

@@ -152,6 +152,21 @@ impl PresenceObserver for Observer {
         let _ = self.tasks.send(Task::Closed(conn));
     }
 
+    fn user_changed(
+        &self,
+        _conn: ConnId,
+        old: Option<&Arc<str>>,
+        new: Option<&Arc<str>>,
+        _protocol: &'static str,
+    ) {
+        if let Some(uid) = new {
+            self.users.connection_opened(uid);
+        }
+        if let Some(uid) = old {
+            self.users.connection_closed(uid);
+        }
+    }
+
     fn channel_batch(
         &self,
         channel: &str,
