@@ -421,6 +421,51 @@ async fn subscribe_tokens_by_uid_and_by_connection_id() {
 }
 
 #[tokio::test]
+async fn a_subscribe_tokens_uid_wins_for_its_channel() {
+    let srv = TestServer::start().await;
+    let mut dwight = srv.connect(user("dwight", json!(null))).await;
+    dwight.join("presence.doc-9").await;
+    // An anonymous connection cannot join a presence channel by itself...
+    let mut anon = srv
+        .connect(json!({"channels": {"presence.*": {"subscribe": true}}}))
+        .await;
+    anon.send(json!({"event": "hotsock.subscribe", "channel": "presence.doc-9"}))
+        .await;
+    anon.expect_error("PRESENCE_CHANNEL_USER_ID_REQUIRED", Some("presence.doc-9"))
+        .await;
+    // ...but a subscribe token bound to it by connectionId names the member.
+    let t = token_with(
+        json!({"scope": "subscribe", "connectionId": anon.connection_id,
+        "uid": "pam", "umd": {"n": "Pam"},
+        "channels": {"presence.doc-9": {"subscribe": true, "messages": {"chat": {"publish": true}}}}}),
+    );
+    anon.send(subscribe_frame("presence.doc-9", &t)).await;
+    let sub = anon.expect("hotsock.subscribed").await;
+    assert_eq!(sub["meta"], json!({"uid": "pam", "umd": {"n": "Pam"}}));
+    assert_eq!(
+        sub["data"]["members"],
+        json!([{"uid": "dwight", "umd": null}, {"uid": "pam", "umd": {"n": "Pam"}}])
+    );
+    let added = dwight.expect("hotsock.memberAdded").await;
+    assert_eq!(
+        added["data"]["member"],
+        json!({"uid": "pam", "umd": {"n": "Pam"}})
+    );
+    // Messages sent on that channel carry the subscription's uid.
+    anon.send(json!({"event": "chat", "channel": "presence.doc-9", "data": "hi"}))
+        .await;
+    let msg = dwight.expect("chat").await;
+    assert_eq!(msg["meta"], json!({"uid": "pam", "umd": {"n": "Pam"}}));
+    // Leaving removes pam.
+    anon.send(json!({"event": "hotsock.unsubscribe", "channel": "presence.doc-9"}))
+        .await;
+    let gone = anon.expect("hotsock.unsubscribed").await;
+    assert_eq!(gone["meta"]["uid"], "pam");
+    let removed = dwight.expect("hotsock.memberRemoved").await;
+    assert_eq!(removed["data"]["member"]["uid"], "pam");
+}
+
+#[tokio::test]
 async fn invalid_subscribe_tokens() {
     let srv = TestServer::start().await;
     let mut jim = srv.connect(json!({"uid": "jim"})).await;

@@ -26,6 +26,8 @@ struct Subscription {
     /// Rules of the subscribe token, if one was used (they add to the
     /// connect token's rules for this channel).
     token_rules: Option<Arc<ChannelRules>>,
+    /// The user this subscription is (subscribe-token uid wins).
+    uid: Option<Arc<str>>,
     /// The member data this subscription shows (subscribe-token umd wins).
     umd: Arc<Value>,
     /// The alias the client used, echoed back in `meta.channelAlias`.
@@ -166,7 +168,7 @@ impl HotsockSession {
                 format!("already subscribed to {channel}"),
             ));
         }
-        let (token_rules, umd) = match token {
+        let (token_rules, uid, umd) = match token {
             Some(token) => match self.scoped_token(
                 &token,
                 Scope::Subscribe,
@@ -181,12 +183,19 @@ impl HotsockSession {
                             format!("the subscribe token does not allow subscribing to {channel}"),
                         ));
                     }
+                    // The subscribe token's uid and umd win for this channel
+                    // (spec §2.5); its uid is this connection's or the
+                    // token is bound to this connection by connectionId.
+                    let uid = match claims.uid.as_deref() {
+                        Some(u) if !u.is_empty() => Some(Arc::from(u)),
+                        _ => self.uid.clone(),
+                    };
                     let umd = claims
                         .umd
                         .clone()
                         .map(Arc::new)
                         .unwrap_or_else(|| self.conn.info());
-                    (Some(Arc::new(claims.channels)), umd)
+                    (Some(Arc::new(claims.channels)), uid, umd)
                 }
                 Err(e) => return self.send_error(e),
             },
@@ -200,11 +209,11 @@ impl HotsockSession {
                         ),
                     ));
                 }
-                (None, self.conn.info())
+                (None, self.uid.clone(), self.conn.info())
             }
         };
         let is_presence = channel.starts_with(PRESENCE_PREFIX);
-        if is_presence && self.meta_uid().is_none_or(str::is_empty) {
+        if is_presence && uid.as_deref().is_none_or(str::is_empty) {
             return self.send_error(WireError::new(
                 codes::PRESENCE_CHANNEL_USER_ID_REQUIRED,
                 Some(&channel),
@@ -213,11 +222,12 @@ impl HotsockSession {
         }
         let opts = SubscribeOptions {
             member_info: is_presence.then(|| umd.clone()),
+            member_key: uid.clone().filter(|u| Some(u) != self.uid.as_ref()),
             presence_events: is_presence,
             ..SubscribeOptions::default()
         };
         let conn = &self.conn;
-        let uid = self.uid.as_deref();
+        let meta_uid = uid.as_deref();
         let result = self
             .conn
             .presence()
@@ -227,7 +237,10 @@ impl HotsockSession {
                     is_presence.then_some(snap.members),
                     auto,
                     alias.as_deref(),
-                    Meta { uid, umd: &umd },
+                    Meta {
+                        uid: meta_uid,
+                        umd: &umd,
+                    },
                 );
                 conn.send_text(frame);
             });
@@ -237,6 +250,7 @@ impl HotsockSession {
                     channel,
                     Subscription {
                         token_rules,
+                        uid,
                         umd,
                         alias,
                     },
@@ -269,14 +283,17 @@ impl HotsockSession {
             ));
         };
         let conn = &self.conn;
-        let uid = self.uid.as_deref();
+        let uid = sub.uid.clone();
         let umd = sub.umd.clone();
         let alias = alias.or_else(|| sub.alias.clone());
         conn.presence().unsubscribe(conn, &channel, |_| {
             conn.send_text(wire::unsubscribed(
                 &channel,
                 alias.as_deref(),
-                Meta { uid, umd: &umd },
+                Meta {
+                    uid: uid.as_deref(),
+                    umd: &umd,
+                },
             ));
         });
         self.subs.remove(&channel);
@@ -315,9 +332,10 @@ impl HotsockSession {
                 why,
             ));
         }
-        let umd = sub
-            .map(|s| s.umd.clone())
-            .unwrap_or_else(|| self.conn.info());
+        let (uid, umd) = match sub {
+            Some(s) => (s.uid.clone(), s.umd.clone()),
+            None => (self.uid.clone(), self.conn.info()),
+        };
         let msg = ChannelMessage {
             id: ids::ulid(),
             channel: Arc::from(channel.as_str()),
@@ -325,7 +343,7 @@ impl HotsockSession {
             data,
             sender: Some(MessageSender {
                 conn: self.conn.id(),
-                user_id: self.uid.clone(),
+                user_id: uid,
                 info: umd,
                 echo: perm.echo,
             }),

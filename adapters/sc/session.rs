@@ -149,6 +149,7 @@ impl ScSession {
                 presence_events,
                 receive_messages,
                 flavor: 0,
+                member_key: None,
             };
             presence
                 .subscribe(&self.conn, name, opts, |_| {})

@@ -316,6 +316,7 @@ impl SgcSession {
             presence_events: true,
             receive_messages: true,
             flavor: self.flavor(),
+            member_key: None,
         };
         let (conn, codec, b64) = (&self.conn, &self.codec, self.base64);
         let result = conn
@@ -408,6 +409,7 @@ impl SgcSession {
             presence_events: true,
             receive_messages: true,
             flavor: self.flavor(),
+            member_key: None,
         };
         let me = self.me_wire();
         let (conn, codec, b64) = (&self.conn, &self.codec, self.base64);

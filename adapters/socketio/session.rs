@@ -172,6 +172,7 @@ impl Session {
                 presence_events: true,
                 receive_messages: true,
                 flavor: 0,
+                member_key: None,
             };
             let result = conn.presence().subscribe(conn, &channel.id, opts, |_| {
                 conn.send_text(wire::channel_subscribed(&channel, &self.dtsid, &self.sid));

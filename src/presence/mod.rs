@@ -357,10 +357,19 @@ impl Presence {
             // the hidden flag under the same lock `refresh_visibility`
             // takes: it then either sees this channel or we see its flag.
             subs.insert(name.clone(), None);
-            shared.hidden.load(Ordering::Acquire)
+            match &opts.member_key {
+                // Another user's membership follows that user's privacy.
+                Some(key) if Some(key) != shared.user_id().as_ref() => {
+                    !self.is_user_visible(Some(key))
+                }
+                _ => shared.hidden.load(Ordering::Acquire),
+            }
         };
-        let mut member_key: Option<Arc<str>> =
-            opts.member_info.as_ref().map(|_| shared.member_key());
+        let mut member_key: Option<Arc<str>> = opts.member_info.as_ref().map(|_| {
+            opts.member_key
+                .clone()
+                .unwrap_or_else(|| shared.member_key())
+        });
         let change = match (&member_key, &opts.member_info) {
             (Some(key), Some(info)) if !hidden => {
                 // The limits reported are the channel's own when it has any.

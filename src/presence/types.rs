@@ -226,6 +226,10 @@ pub struct ChannelLimits {
 pub struct SubscribeOptions {
     /// Join as a member with this data (None: subscriber only, no presence).
     pub member_info: Option<Arc<Value>>,
+    /// Join as this member instead of the connection's own key (its user
+    /// id, or its connection id when anonymous): e.g. a Hotsock subscribe
+    /// token's `uid`, which wins over the connect token's for its channel.
+    pub member_key: Option<Arc<str>>,
     /// Whether this subscription receives member events.
     pub presence_events: bool,
     /// Whether this subscription receives channel messages.
@@ -239,6 +243,7 @@ impl Default for SubscribeOptions {
     fn default() -> Self {
         SubscribeOptions {
             member_info: None,
+            member_key: None,
             presence_events: false,
             receive_messages: true,
             flavor: 0,

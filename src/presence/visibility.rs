@@ -331,6 +331,7 @@ mod tests {
             presence_events: true,
             receive_messages: true,
             flavor: 0,
+            member_key: None,
         }
     }
 
