@@ -75,10 +75,7 @@ async fn pump_all(watchers: &mut [Watcher], ms: u64) {
 async fn redis_down_for_10s_mid_traffic_then_everything_converges() {
     let _serial = serial().await;
     let mut redis = Redis::start();
-    let opts = NodeOptions::default();
-    let a = Node::start("a", &redis.url(), &opts);
-    let b = Node::start("b", &redis.url(), &opts);
-    let c = Node::start("c", &redis.url(), &opts);
+    let (a, b, c) = start_three(&redis.url(), &NodeOptions::default());
     let nodes = [&a, &b, &c];
     wait_for_cluster(&nodes, 3).await;
     let names = ["w-a", "w-b", "w-c"];
@@ -129,16 +126,7 @@ async fn redis_down_for_10s_mid_traffic_then_everything_converges() {
     truth.join(&nodes, 2, "outage-c", false).await;
     truth.join(&nodes, 1, "stay-a", false).await;
     // Nodes say so.
-    let ok = common::eventually(Duration::from_secs(5), || async {
-        for n in nodes {
-            if n.readyz().await.0 != 503 {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
-    assert!(ok, "every node reports not ready while Redis is down");
+    wait_for_not_ready(&nodes, Duration::from_secs(5)).await;
     while down_at.elapsed() < Duration::from_secs(10) {
         pump_all(&mut watchers, 100).await;
     }
@@ -230,11 +218,7 @@ async fn messages_published_while_redis_is_down_arrive_in_order_after() {
     );
     // Under the per-connection limit of 100 messages a second.
     const N: u64 = 80;
-    for i in 0..N {
-        sender
-            .send(serde_json::json!({"event": "chat", "channel": ROOM, "data": {"i": i}}))
-            .await;
-    }
+    send_numbered(&mut sender, ROOM, N).await;
     // Local subscribers get them at once; node a keeps them for the others.
     near.until("local delivery", Duration::from_secs(3), |w| {
         w.messages.len() as u64 == N

@@ -12,7 +12,7 @@ mod support;
 use std::time::Duration;
 
 use common::WAIT;
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -84,14 +84,7 @@ async fn a_privacy_change_made_while_a_node_was_cut_off_applies_when_it_reconnec
     })
     .await;
     assert!(cut_off, "node c never noticed it lost Redis");
-    let (status, body) = a
-        .http(
-            "PUT",
-            "/api/users/eve/privacy",
-            Some(json!({"visible": false})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    a.set_visible("eve", false).await;
     watcher.pump(300).await;
     assert_eq!(watcher.count("removed", "eve"), 0, "c cannot know yet");
 

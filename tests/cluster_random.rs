@@ -51,11 +51,7 @@ struct Live {
 }
 
 fn options() -> NodeOptions {
-    NodeOptions {
-        heartbeat: "200ms",
-        node_timeout: "1000ms",
-        extra: Vec::new(),
-    }
+    NodeOptions::timings("200ms", "1000ms")
 }
 
 #[tokio::test]

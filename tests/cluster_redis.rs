@@ -11,17 +11,13 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::scenarios::{CrossNodeRoom, sigkill_removal};
 use support::*;
 
 const ROOM: &str = "presence.room";
 
 fn three(redis: &Redis) -> (Node, Node, Node) {
-    let opts = NodeOptions::default();
-    (
-        Node::start("a", &redis.url(), &opts),
-        Node::start("b", &redis.url(), &opts),
-        Node::start("c", &redis.url(), &opts),
-    )
+    start_three(&redis.url(), &NodeOptions::default())
 }
 
 /// A `hotsock.umdUpdate` for one channel.
@@ -40,33 +36,13 @@ async fn members_updates_dedup_and_messages_span_the_cluster() {
     let (a, b, c) = three(&redis);
     wait_for_cluster(&[&a, &b, &c], 3).await;
 
-    // pam watches from node b; jim joins on node a.
-    let mut pam = Watcher::join(&b, "pam", ROOM).await;
-    let mut jim_a = a.hotsock(user("jim", json!({"n": 1}))).await;
-    jim_a.join(ROOM).await;
-    pam.until("jim added", Duration::from_secs(3), |w| {
-        w.count("added", "jim") == 1
-    })
-    .await;
-    wait_for_members(&[&a, &b, &c], ROOM, &["jim", "pam"], Duration::from_secs(3)).await;
-
-    // alice (SocketCluster) joins on node c: a member on every node.
-    let mut alice = Sc::connect(&c, "alice").await;
-    alice.subscribe(ROOM).await;
-    pam.until("alice added", Duration::from_secs(3), |w| {
-        w.count("added", "alice") == 1
-    })
-    .await;
-    wait_for_members(
-        &[&a, &b, &c],
-        ROOM,
-        &["alice", "jim", "pam"],
-        Duration::from_secs(3),
-    )
-    .await;
+    // pam watches from node b; jim joins on node a, alice (SocketCluster)
+    // on node c: members on every node.
+    let (mut room, mut jim_a) = CrossNodeRoom::open(&a, &b, &c, ROOM).await;
 
     // jim changes his data on node a: memberUpdated on node b.
     jim_a.send(umd_update("jim", ROOM, json!({"n": 2}))).await;
+    let pam = &mut room.pam;
     pam.until("jim updated", Duration::from_secs(3), |w| {
         w.count("updated", "jim") == 1
     })
@@ -75,104 +51,13 @@ async fn members_updates_dedup_and_messages_span_the_cluster() {
 
     // Dedup: jim also connects on node c. No second memberAdded; when the
     // node-a connection goes, jim stays; when the last goes, one removal.
-    let mut jim_c = c.hotsock(user("jim", json!({"n": 2}))).await;
-    jim_c.join(ROOM).await;
-    jim_a.close().await;
-    pam.pump(800).await;
-    assert_eq!(pam.count("added", "jim"), 1, "{:?}", pam.events);
-    assert_eq!(pam.count("removed", "jim"), 0, "{:?}", pam.events);
-    wait_for_members(
-        &[&a, &b, &c],
-        ROOM,
-        &["alice", "jim", "pam"],
-        Duration::from_secs(3),
-    )
-    .await;
-    jim_c.close().await;
-    pam.until("jim removed", Duration::from_secs(3), |w| {
-        w.count("removed", "jim") == 1
-    })
-    .await;
-    pam.pump(300).await;
-    assert_eq!(pam.count("removed", "jim"), 1);
-    wait_for_members(
-        &[&a, &b, &c],
-        ROOM,
-        &["alice", "pam"],
-        Duration::from_secs(3),
-    )
-    .await;
+    room.dedup_jim(jim_a, json!({"n": 2})).await;
 
     // Publish order: client messages from node a and HTTP publishes on
-    // node c reach pam (node b) and alice (SC, node c) in publish order.
-    let mut sender = a.hotsock(user("dwight", Value::Null)).await;
-    sender.join(ROOM).await;
-    pam.until("dwight added", Duration::from_secs(3), |w| {
-        w.count("added", "dwight") == 1
-    })
-    .await;
-    const N: usize = 50;
-    for i in 0..N {
-        sender
-            .send(json!({"event": "chat", "channel": ROOM, "data": {"i": i}}))
-            .await;
-    }
-    for i in 0..N {
-        c.publish(ROOM, "notice", json!({"j": i})).await;
-    }
-    pam.until("all messages", Duration::from_secs(5), |w| {
-        w.messages.len() >= 2 * N
-    })
-    .await;
-    let chat: Vec<u64> = pam
-        .messages
-        .iter()
-        .filter(|m| m["event"] == "chat")
-        .map(|m| m["data"]["i"].as_u64().expect("i"))
-        .collect();
-    let notices: Vec<u64> = pam
-        .messages
-        .iter()
-        .filter(|m| m["event"] == "notice")
-        .map(|m| m["data"]["j"].as_u64().expect("j"))
-        .collect();
-    let want: Vec<u64> = (0..N as u64).collect();
-    assert_eq!(
-        chat, want,
-        "client messages from node a out of order on node b"
-    );
-    assert_eq!(
-        notices, want,
-        "HTTP publishes on node c out of order on node b"
-    );
-    // The SC client on node c sees both publishers' messages in order too
-    // (interleaved: order holds per publisher).
-    let mut from_a = Vec::new();
-    let mut from_c = Vec::new();
-    for _ in 0..2 * N {
-        let data = alice.publish_on(ROOM).await;
-        match (data["i"].as_u64(), data["j"].as_u64()) {
-            (Some(i), None) => from_a.push(i),
-            (None, Some(j)) => from_c.push(j),
-            _ => panic!("unexpected message {data}"),
-        }
-    }
-    assert_eq!(
-        from_a, want,
-        "node a's messages out of order on node c (SC)"
-    );
-    assert_eq!(
-        from_c, want,
-        "node c's publishes out of order on node c (SC)"
-    );
-    // And an SC publish on node c reaches Hotsock on node b.
-    alice.publish(ROOM, json!({"from": "sc"})).await;
-    pam.until("sc message", Duration::from_secs(3), |w| {
-        w.messages
-            .iter()
-            .any(|m| m["data"] == json!({"from": "sc"}))
-    })
-    .await;
+    // node c reach pam (node b) and alice (SC, node c) in publish order,
+    // and an SC publish on node c reaches Hotsock on node b.
+    let (_dwight, _) = room.publish_order(50, 50, Duration::from_secs(5)).await;
+    let CrossNodeRoom { mut pam, alice, .. } = room;
 
     // Cross-node join latency: a member joining on node a, seen on node b.
     let mut samples = Vec::new();
@@ -218,80 +103,7 @@ async fn a_killed_node_is_removed_within_the_bound_exactly_once() {
     let redis = Redis::start();
     let (a, b, mut c) = three(&redis);
     wait_for_cluster(&[&a, &b, &c], 3).await;
-    let mut watch_a = Watcher::join(&a, "watch-a", ROOM).await;
-    let mut watch_b = Watcher::join(&b, "watch-b", ROOM).await;
-    // Five users only on node c (Hotsock and SocketCluster), and one user
-    // on both b and c.
-    let mut hs = Vec::new();
-    for i in 0..3 {
-        let mut cl = c.hotsock(user(&format!("c{i}"), Value::Null)).await;
-        cl.join(ROOM).await;
-        hs.push(cl);
-    }
-    let mut scs = Vec::new();
-    for i in 3..5 {
-        let mut sc = Sc::connect(&c, &format!("c{i}")).await;
-        sc.subscribe(ROOM).await;
-        scs.push(sc);
-    }
-    let mut both_b = b.hotsock(user("both", Value::Null)).await;
-    both_b.join(ROOM).await;
-    let mut both_c = c.hotsock(user("both", Value::Null)).await;
-    both_c.join(ROOM).await;
-    let everyone = ["both", "c0", "c1", "c2", "c3", "c4", "watch-a", "watch-b"];
-    wait_for_members(&[&a, &b, &c], ROOM, &everyone, Duration::from_secs(3)).await;
-    watch_a.pump(300).await;
-    watch_b.pump(300).await;
-
-    let killed = Instant::now();
-    c.kill();
-    let gone = ["c0", "c1", "c2", "c3", "c4"];
-    let all_gone = |w: &Watcher| gone.iter().all(|u| w.count("removed", u) == 1);
-    watch_a
-        .until(
-            "node c's members removed on a",
-            Duration::from_secs(6),
-            all_gone,
-        )
-        .await;
-    let on_a = killed.elapsed();
-    watch_b
-        .until(
-            "node c's members removed on b",
-            Duration::from_secs(6),
-            all_gone,
-        )
-        .await;
-    let on_b = killed.elapsed();
-    println!(
-        "cluster: SIGKILLed node's members removed after {} ms (node a) and {} ms (node b); heartbeat 500ms, node timeout 2500ms",
-        on_a.as_millis(),
-        on_b.as_millis()
-    );
-    assert!(
-        on_a <= Duration::from_millis(3000) && on_b <= Duration::from_millis(3000),
-        "removal took {on_a:?} / {on_b:?}, over the 3 s bound"
-    );
-    // Exactly once, and "both" (still on node b) stays.
-    watch_a.pump(1500).await;
-    watch_b.pump(200).await;
-    for w in [&watch_a, &watch_b] {
-        for u in gone {
-            assert_eq!(w.count("removed", u), 1, "{u}: {:?}", w.events);
-        }
-        assert_eq!(w.count("removed", "both"), 0, "{:?}", w.events);
-        assert_eq!(w.uids(), ["both", "watch-a", "watch-b"]);
-    }
-    wait_for_members(
-        &[&a, &b],
-        ROOM,
-        &["both", "watch-a", "watch-b"],
-        Duration::from_secs(1),
-    )
-    .await;
-    let (_, ready) = a.readyz().await;
-    assert_eq!(ready["cluster"]["nodes"], 2, "{ready}");
-    assert_eq!(ready["cluster"]["nodes_timed_out"], 1, "{ready}");
+    sigkill_removal(&a, &b, &mut c, ROOM, "cluster").await;
 }
 
 #[tokio::test]

@@ -42,47 +42,27 @@ async fn user_status(node: &Node, uid: &str) -> Value {
 /// Waits until `GET /api/users/{uid}` on every node says `online` with
 /// `connections`.
 async fn wait_for_user(nodes: &[&Node], uid: &str, online: bool, connections: u64) {
-    let ok = common::eventually(WAIT_MSG, || async {
-        for n in nodes {
-            let s = user_status(n, uid).await;
-            if s["online"] != online || s["connections"] != connections {
-                return false;
-            }
-        }
-        true
-    })
+    until_every_node(
+        nodes,
+        WAIT_MSG,
+        &format!("{uid} online={online} with {connections} connections"),
+        |n| user_status(n, uid),
+        |s| s["online"] == online && s["connections"] == connections,
+    )
     .await;
-    if !ok {
-        let mut seen = Vec::new();
-        for n in nodes {
-            seen.push((n.name.clone(), user_status(n, uid).await));
-        }
-        panic!(
-            "{uid}: expected online={online} connections={connections} on every node, got {seen:?}"
-        );
-    }
 }
 
 /// Waits until `subscriptionsCount` of `channel` is `count` on every node.
 async fn wait_for_subscriptions(nodes: &[&Node], channel: &str, count: u64) {
     let path = format!("/api/channels/{channel}");
-    let ok = common::eventually(WAIT_MSG, || async {
-        for n in nodes {
-            let (_, body) = n.http("GET", &path, None).await;
-            if body["subscriptionsCount"] != count {
-                return false;
-            }
-        }
-        true
-    })
+    until_every_node(
+        nodes,
+        WAIT_MSG,
+        &format!("subscriptionsCount {count} for {channel}"),
+        |n| n.http("GET", &path, None),
+        |(_, body)| body["subscriptionsCount"] == count,
+    )
     .await;
-    if !ok {
-        let mut seen = Vec::new();
-        for n in nodes {
-            seen.push((n.name.clone(), n.http("GET", &path, None).await.1));
-        }
-        panic!("{channel}: expected subscriptionsCount {count} on every node, got {seen:?}");
-    }
 }
 
 /// The `user.presence` messages a watcher of `user:<uid>` has seen, as
@@ -240,14 +220,7 @@ async fn direct_messages_user_presence_and_privacy_span_the_cluster() {
     zed_b.join("presence.room").await;
     wait_for_members(&[&a, &b, &c], "presence.room", &["zed"], WAIT_MSG).await;
     wait_for_user(&[&a, &b, &c], "zed", true, 1).await;
-    let (status, body) = a
-        .http(
-            "PUT",
-            "/api/users/zed/privacy",
-            Some(json!({"visible": false})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    a.set_visible("zed", false).await;
     wait_for_members(&[&a, &b, &c], "presence.room", &[], WAIT_MSG).await;
     wait_for_user(&[&a, &b, &c], "zed", false, 0).await;
     for n in [&a, &b, &c] {
@@ -266,14 +239,7 @@ async fn direct_messages_user_presence_and_privacy_span_the_cluster() {
     assert_eq!(body["choice"], false, "restarted node: {body}");
     assert_eq!(c2.member_set("presence.room").await, Vec::<String>::new());
     // Showing zed again from the restarted node shows him everywhere.
-    let (status, body) = c2
-        .http(
-            "PUT",
-            "/api/users/zed/privacy",
-            Some(json!({"visible": true})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    c2.set_visible("zed", true).await;
     wait_for_members(&[&a, &b, &c2], "presence.room", &["zed"], WAIT_MSG).await;
     wait_for_user(&[&a, &b, &c2], "zed", true, 1).await;
 }

@@ -12,6 +12,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::scenarios::{CrossNodeRoom, sigkill_removal};
 use support::*;
 
 const ROOM: &str = "presence.room";
@@ -25,12 +26,7 @@ fn three(cluster: &RedisCluster) -> (Node, Node, Node) {
         extra: vec!["--max-messages-per-second".into(), "1000".into()],
         ..NodeOptions::default()
     };
-    let url = cluster.url();
-    (
-        Node::start("a", &url, &opts),
-        Node::start("b", &url, &opts),
-        Node::start("c", &url, &opts),
-    )
+    start_three(&cluster.url(), &opts)
 }
 
 /// Every node answers `/readyz` 200 with the Redis Cluster bus connected.
@@ -53,6 +49,14 @@ async fn assert_ready_on_redis_cluster(nodes: &[&Node]) {
     }
 }
 
+/// "watch" follows ROOM from node b; "stay" joins it on node a, seen by
+/// watch, for the whole test.
+async fn watch_on_b_stay_on_a(a: &Node, b: &Node) -> (Watcher, common::Client) {
+    let mut watch = Watcher::join(b, "watch", ROOM).await;
+    let stay = join_seen(a, "stay", Value::Null, &mut watch, Duration::from_secs(3)).await;
+    (watch, stay)
+}
+
 #[tokio::test]
 async fn sharded_pubsub_carries_members_dedup_and_ordered_messages() {
     let _serial = serial().await;
@@ -68,139 +72,27 @@ async fn sharded_pubsub_carries_members_dedup_and_ordered_messages() {
     );
     assert_ready_on_redis_cluster(&[&a, &b, &c]).await;
 
-    // pam watches from node b; jim joins on node a.
-    let mut pam = Watcher::join(&b, "pam", ROOM).await;
-    let mut jim_a = a.hotsock(user("jim", json!({"n": 1}))).await;
-    jim_a.join(ROOM).await;
-    pam.until("jim added", Duration::from_secs(3), |w| {
-        w.count("added", "jim") == 1
-    })
-    .await;
-    // alice (SocketCluster) joins on node c.
-    let mut alice = Sc::connect(&c, "alice").await;
-    alice.subscribe(ROOM).await;
-    pam.until("alice added", Duration::from_secs(3), |w| {
-        w.count("added", "alice") == 1
-    })
-    .await;
-    wait_for_members(
-        &[&a, &b, &c],
-        ROOM,
-        &["alice", "jim", "pam"],
-        Duration::from_secs(3),
-    )
-    .await;
+    // pam watches from node b; jim joins on node a, alice (SocketCluster)
+    // on node c.
+    let (mut room, jim_a) = CrossNodeRoom::open(&a, &b, &c, ROOM).await;
 
     // Dedup across the cluster: jim also connects on node c. No second
     // memberAdded; when the node-a connection goes, jim stays; when the
     // last goes, exactly one memberRemoved.
-    let mut jim_c = c.hotsock(user("jim", json!({"n": 1}))).await;
-    jim_c.join(ROOM).await;
-    let (_, room) = b.http("GET", &format!("/api/channels/{ROOM}"), None).await;
-    let jims = room["members"]
-        .as_array()
-        .map(|m| m.iter().filter(|m| m["uid"] == "jim").count())
-        .unwrap_or(0);
-    assert_eq!(jims, 1, "jim listed once on node b: {room}");
-    jim_a.close().await;
-    pam.pump(800).await;
-    assert_eq!(pam.count("added", "jim"), 1, "{:?}", pam.events);
-    assert_eq!(pam.count("removed", "jim"), 0, "{:?}", pam.events);
-    wait_for_members(
-        &[&a, &b, &c],
-        ROOM,
-        &["alice", "jim", "pam"],
-        Duration::from_secs(3),
-    )
-    .await;
-    jim_c.close().await;
-    pam.until("jim removed", Duration::from_secs(3), |w| {
-        w.count("removed", "jim") == 1
-    })
-    .await;
-    wait_for_members(
-        &[&a, &b, &c],
-        ROOM,
-        &["alice", "pam"],
-        Duration::from_secs(3),
-    )
-    .await;
+    room.dedup_jim(jim_a, json!({"n": 1})).await;
 
     // Publish order: 200 client messages from one publisher on node a
     // reach pam (Hotsock, node b) and alice (SocketCluster, node c) in
-    // order, and so do 50 HTTP publishes on node c.
-    let mut sender = a.hotsock(user("dwight", Value::Null)).await;
-    sender.join(ROOM).await;
-    pam.until("dwight added", Duration::from_secs(3), |w| {
-        w.count("added", "dwight") == 1
-    })
-    .await;
-    const N: usize = 200;
-    const M: usize = 50;
-    let t0 = Instant::now();
-    for i in 0..N {
-        sender
-            .send(json!({"event": "chat", "channel": ROOM, "data": {"i": i}}))
-            .await;
-    }
-    for j in 0..M {
-        c.publish(ROOM, "notice", json!({"j": j})).await;
-    }
-    pam.until("all messages on node b", Duration::from_secs(10), |w| {
-        w.messages.len() >= N + M
-    })
-    .await;
-    let took = t0.elapsed();
-    let field = |event: &str, key: &str| -> Vec<u64> {
-        pam.messages
-            .iter()
-            .filter(|m| m["event"] == event)
-            .map(|m| m["data"][key].as_u64().expect("sequence number"))
-            .collect()
-    };
-    assert_eq!(
-        field("chat", "i"),
-        (0..N as u64).collect::<Vec<_>>(),
-        "node a's client messages out of order on node b"
-    );
-    assert_eq!(
-        field("notice", "j"),
-        (0..M as u64).collect::<Vec<_>>(),
-        "node c's HTTP publishes out of order on node b"
-    );
+    // order, and so do 50 HTTP publishes on node c; an SC publish on node
+    // c reaches Hotsock on node b.
+    let (n, m) = (200, 50);
+    let (sender, took) = room.publish_order(n, m, Duration::from_secs(10)).await;
     println!(
         "redis cluster: {} messages from nodes a and c reached node b in order in {} ms",
-        N + M,
+        n + m,
         took.as_millis()
     );
-    let mut from_a = Vec::new();
-    let mut from_c = Vec::new();
-    for _ in 0..N + M {
-        let data = alice.publish_on(ROOM).await;
-        match (data["i"].as_u64(), data["j"].as_u64()) {
-            (Some(i), None) => from_a.push(i),
-            (None, Some(j)) => from_c.push(j),
-            _ => panic!("unexpected message {data}"),
-        }
-    }
-    assert_eq!(
-        from_a,
-        (0..N as u64).collect::<Vec<_>>(),
-        "node a's messages out of order on node c (SC)"
-    );
-    assert_eq!(
-        from_c,
-        (0..M as u64).collect::<Vec<_>>(),
-        "node c's publishes out of order on node c (SC)"
-    );
-    // An SC publish on node c reaches Hotsock on node b.
-    alice.publish(ROOM, json!({"from": "sc"})).await;
-    pam.until("sc message", Duration::from_secs(3), |w| {
-        w.messages
-            .iter()
-            .any(|m| m["data"] == json!({"from": "sc"}))
-    })
-    .await;
+    let CrossNodeRoom { mut pam, alice, .. } = room;
 
     // Leaves cross nodes too.
     sender.close().await;
@@ -224,68 +116,7 @@ async fn a_killed_node_is_removed_within_the_bound_on_redis_cluster() {
     let cluster = RedisCluster::start();
     let (a, b, mut c) = three(&cluster);
     wait_for_cluster(&[&a, &b, &c], 3).await;
-    let mut watch_a = Watcher::join(&a, "watch-a", ROOM).await;
-    let mut watch_b = Watcher::join(&b, "watch-b", ROOM).await;
-    let mut hs = Vec::new();
-    for i in 0..3 {
-        let mut cl = c.hotsock(user(&format!("c{i}"), Value::Null)).await;
-        cl.join(ROOM).await;
-        hs.push(cl);
-    }
-    let mut sc = Sc::connect(&c, "c3").await;
-    sc.subscribe(ROOM).await;
-    // One user on both b and c stays when c dies.
-    let mut both_b = b.hotsock(user("both", Value::Null)).await;
-    both_b.join(ROOM).await;
-    let mut both_c = c.hotsock(user("both", Value::Null)).await;
-    both_c.join(ROOM).await;
-    let everyone = ["both", "c0", "c1", "c2", "c3", "watch-a", "watch-b"];
-    wait_for_members(&[&a, &b, &c], ROOM, &everyone, Duration::from_secs(3)).await;
-    watch_a.pump(200).await;
-    watch_b.pump(200).await;
-
-    let killed = Instant::now();
-    c.kill();
-    let gone = ["c0", "c1", "c2", "c3"];
-    let all_gone = |w: &Watcher| gone.iter().all(|u| w.count("removed", u) == 1);
-    watch_a
-        .until(
-            "node c's members removed on a",
-            Duration::from_secs(6),
-            all_gone,
-        )
-        .await;
-    let on_a = killed.elapsed();
-    watch_b
-        .until(
-            "node c's members removed on b",
-            Duration::from_secs(6),
-            all_gone,
-        )
-        .await;
-    let on_b = killed.elapsed();
-    println!(
-        "redis cluster: SIGKILLed node's members removed after {} ms (node a) and {} ms (node b); heartbeat 500ms, node timeout 2500ms",
-        on_a.as_millis(),
-        on_b.as_millis()
-    );
-    assert!(
-        on_a <= Duration::from_millis(3000) && on_b <= Duration::from_millis(3000),
-        "removal took {on_a:?} / {on_b:?}, over the 3 s bound (node timeout 2.5 s + a heartbeat)"
-    );
-    watch_a.pump(500).await;
-    watch_b.pump(100).await;
-    for w in [&watch_a, &watch_b] {
-        for u in gone {
-            assert_eq!(w.count("removed", u), 1, "{u}: {:?}", w.events);
-        }
-        assert_eq!(w.count("removed", "both"), 0, "{:?}", w.events);
-        assert_eq!(w.uids(), ["both", "watch-a", "watch-b"]);
-    }
-    let (status, ready) = a.readyz().await;
-    assert_eq!(status, 200, "{ready}");
-    assert_eq!(ready["cluster"]["nodes"], 2, "{ready}");
-    assert_eq!(ready["cluster"]["nodes_timed_out"], 1, "{ready}");
+    sigkill_removal(&a, &b, &mut c, ROOM, "redis cluster").await;
 }
 
 #[tokio::test]
@@ -295,11 +126,8 @@ async fn the_bus_shard_master_restarts_and_the_nodes_resync() {
     let (a, b, c) = three(&cluster);
     let nodes = [&a, &b, &c];
     wait_for_cluster(&nodes, 3).await;
-    let mut watch = Watcher::join(&b, "watch", ROOM).await;
-    let mut stay = a.hotsock(user("stay", Value::Null)).await;
-    stay.join(ROOM).await;
-    let leaver = c.hotsock(user("leaver", Value::Null)).await;
-    let mut leaver = leaver;
+    let (mut watch, _stay) = watch_on_b_stay_on_a(&a, &b).await;
+    let mut leaver = c.hotsock(user("leaver", Value::Null)).await;
     leaver.join(ROOM).await;
     wait_for_members(
         &nodes,
@@ -315,15 +143,14 @@ async fn the_bus_shard_master_restarts_and_the_nodes_resync() {
     let other = (owner + 1) % cluster.ports.len();
     cluster.kill(other);
     let t0 = Instant::now();
-    let mut bystander = c.hotsock(user("bystander", Value::Null)).await;
-    bystander.join(ROOM).await;
-    watch
-        .until(
-            "a join while another master is down",
-            Duration::from_secs(5),
-            |w| w.count("added", "bystander") == 1,
-        )
-        .await;
+    let bystander = join_seen(
+        &c,
+        "bystander",
+        Value::Null,
+        &mut watch,
+        Duration::from_secs(5),
+    )
+    .await;
     bystander.close().await;
     watch
         .until(
@@ -343,20 +170,8 @@ async fn the_bus_shard_master_restarts_and_the_nodes_resync() {
     // bus (the other masters are fine, but they do not carry it).
     cluster.kill(owner);
     let down_at = Instant::now();
-    let down = common::eventually(Duration::from_secs(6), || async {
-        for n in nodes {
-            if n.readyz().await.0 != 503 {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
-    assert!(
-        down,
-        "every node reports not ready without the bus's shard: {:?}",
-        a.readyz().await
-    );
+    // Every node reports not ready without the bus's shard.
+    wait_for_not_ready(&nodes, Duration::from_secs(6)).await;
     println!(
         "redis cluster: all nodes not ready {} ms after the bus shard's master died",
         down_at.elapsed().as_millis()
@@ -403,22 +218,10 @@ async fn the_bus_shard_master_restarts_and_the_nodes_resync() {
     // Traffic flows again, in order.
     let mut sender = a.hotsock(user("after", Value::Null)).await;
     sender.join(ROOM).await;
-    for i in 0..20 {
-        sender
-            .send(json!({"event": "chat", "channel": ROOM, "data": {"i": i}}))
-            .await;
-    }
+    send_numbered(&mut sender, ROOM, 20).await;
     watch
-        .until("messages after the restart", Duration::from_secs(5), |w| {
-            w.messages.len() >= 20
-        })
+        .expect_numbered("messages after the restart", 20, Duration::from_secs(5))
         .await;
-    let got: Vec<u64> = watch
-        .messages
-        .iter()
-        .map(|m| m["data"]["i"].as_u64().expect("i"))
-        .collect();
-    assert_eq!(got, (0..20).collect::<Vec<u64>>());
     assert_ready_on_redis_cluster(&nodes).await;
     for n in nodes {
         let (_, ready) = n.readyz().await;
@@ -437,9 +240,7 @@ async fn the_bus_channel_slot_moves_and_the_nodes_follow_it() {
     let (a, b, c) = three(&cluster);
     let nodes = [&a, &b, &c];
     wait_for_cluster(&nodes, 3).await;
-    let mut watch = Watcher::join(&b, "watch", ROOM).await;
-    let mut stay = a.hotsock(user("stay", Value::Null)).await;
-    stay.join(ROOM).await;
+    let (mut watch, mut stay) = watch_on_b_stay_on_a(&a, &b).await;
     wait_for_members(&nodes, ROOM, &["stay", "watch"], Duration::from_secs(3)).await;
 
     // Resharding moves the bus channel's slot to another master: the old
@@ -448,13 +249,7 @@ async fn the_bus_channel_slot_moves_and_the_nodes_follow_it() {
     let owner = cluster.owner_of(BUS_CHANNEL);
     let moved_at = Instant::now();
     cluster.move_slot_of(BUS_CHANNEL, (owner + 1) % cluster.ports.len());
-    let mut mover = c.hotsock(user("mover", Value::Null)).await;
-    mover.join(ROOM).await;
-    watch
-        .until("a join after the slot moved", Duration::from_secs(5), |w| {
-            w.count("added", "mover") == 1
-        })
-        .await;
+    let _mover = join_seen(&c, "mover", Value::Null, &mut watch, Duration::from_secs(5)).await;
     println!(
         "redis cluster: after the bus channel's slot moved, a join on node c reached node b {} ms after the move began",
         moved_at.elapsed().as_millis()
@@ -467,21 +262,10 @@ async fn the_bus_channel_slot_moves_and_the_nodes_follow_it() {
     )
     .await;
     wait_for_cluster(&nodes, 3).await;
-    for i in 0..20 {
-        stay.send(json!({"event": "chat", "channel": ROOM, "data": {"i": i}}))
-            .await;
-    }
+    send_numbered(&mut stay, ROOM, 20).await;
     watch
-        .until("messages after the move", Duration::from_secs(5), |w| {
-            w.messages.len() >= 20
-        })
+        .expect_numbered("messages after the move", 20, Duration::from_secs(5))
         .await;
-    let got: Vec<u64> = watch
-        .messages
-        .iter()
-        .map(|m| m["data"]["i"].as_u64().expect("i"))
-        .collect();
-    assert_eq!(got, (0..20).collect::<Vec<u64>>());
     watch.pump(300).await;
     assert_eq!(watch.count("removed", "stay"), 0, "{:?}", watch.events);
     assert_ready_on_redis_cluster(&nodes).await;

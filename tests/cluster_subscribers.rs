@@ -11,76 +11,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use support::*;
-use tokio_tungstenite::tungstenite::Message;
 
 const NEWS: &str = "news";
 /// Well under the 2 s heartbeat: what arrives within it did not wait for one.
 const PROMPT: Duration = Duration::from_millis(700);
-
-/// A SocketCluster socket with no auth token: its subscriptions are plain
-/// pub/sub, never memberships.
-struct AnonSc {
-    ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    cid: u64,
-}
-
-impl AnonSc {
-    async fn connect(node: &Node) -> AnonSc {
-        let url = format!("ws://{}/socketcluster/", node.addr);
-        let (ws, _) = tokio::time::timeout(common::WAIT, tokio_tungstenite::connect_async(url))
-            .await
-            .expect("upgrade in time")
-            .expect("upgrade accepted");
-        let mut sc = AnonSc { ws, cid: 0 };
-        let reply = sc.call("#handshake", json!({})).await;
-        assert_eq!(reply["data"]["isAuthenticated"], false, "{reply}");
-        sc
-    }
-
-    /// Sends a request and waits for its reply (answering pings).
-    async fn call(&mut self, event: &str, data: Value) -> Value {
-        self.cid += 1;
-        let cid = self.cid;
-        let frame = json!({"event": event, "data": data, "cid": cid});
-        self.ws
-            .send(Message::Text(frame.to_string().into()))
-            .await
-            .expect("send");
-        let deadline = tokio::time::Instant::now() + common::WAIT;
-        loop {
-            let msg = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .expect("SC reply within the timeout")
-                .expect("stream open")
-                .expect("frame");
-            let Message::Text(t) = msg else { continue };
-            if t.as_str() == "#1" {
-                let _ = self.ws.send(Message::Text("#2".into())).await;
-                continue;
-            }
-            let Ok(f) = serde_json::from_str::<Value>(&t) else {
-                continue;
-            };
-            if f["rid"] == cid {
-                assert!(f.get("error").is_none(), "{event} refused: {f}");
-                return f;
-            }
-        }
-    }
-
-    async fn subscribe(&mut self, channel: &str) {
-        self.call("#subscribe", json!({ "channel": channel })).await;
-    }
-
-    async fn unsubscribe(&mut self, channel: &str) {
-        self.call("#unsubscribe", json!(channel)).await;
-    }
-}
 
 /// The channel's `connections` in `GET /api/channels` on `node`, or None
 /// if it is not listed.
@@ -121,19 +57,15 @@ async fn subscriptions_count(node: &Node, channel: &str) -> Value {
 async fn plain_subscribers_on_another_node_are_listed_at_once() {
     let _serial = serial().await;
     let redis = Redis::start();
-    let opts = NodeOptions {
-        heartbeat: "2s",
-        node_timeout: "5s",
-        extra: Vec::new(),
-    };
+    let opts = NodeOptions::timings("2s", "5s");
     let a = Node::start("a", &redis.url(), &opts);
     let mut b = Node::start("b", &redis.url(), &opts);
     wait_for_cluster(&[&a, &b], 2).await;
     assert_eq!(listed(&a, NEWS).await, None);
 
     // An anonymous SocketCluster subscriber on b: news exists on a at once.
-    let mut sc = AnonSc::connect(&b).await;
-    sc.subscribe(NEWS).await;
+    let mut sc = Sc::connect_anonymous(&b).await;
+    sc.call("#subscribe", json!({ "channel": NEWS })).await;
     let took = until_listed(&a, NEWS, Some(1), PROMPT).await;
     println!(
         "cluster: a plain SocketCluster subscriber on node b listed on node a after {} ms (heartbeat 2 s)",
@@ -154,7 +86,7 @@ async fn plain_subscribers_on_another_node_are_listed_at_once() {
     until_listed(&c, NEWS, Some(2), Duration::from_secs(3)).await;
 
     // Unsubscribing takes them away at once, the channel with the last.
-    sc.unsubscribe(NEWS).await;
+    sc.call("#unsubscribe", json!(NEWS)).await;
     until_listed(&a, NEWS, Some(1), PROMPT).await;
     until_listed(&c, NEWS, Some(1), PROMPT).await;
     let unsubscribed = hs.unsubscribe(NEWS).await;
@@ -168,7 +100,7 @@ async fn plain_subscribers_on_another_node_are_listed_at_once() {
 
     // A node leaving takes its subscribers with it, long before its
     // timeout (5 s).
-    sc.subscribe(NEWS).await;
+    sc.call("#subscribe", json!({ "channel": NEWS })).await;
     until_listed(&c, NEWS, Some(1), PROMPT).await;
     b.send_term();
     until_listed(&c, NEWS, None, Duration::from_secs(2)).await;

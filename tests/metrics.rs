@@ -353,15 +353,7 @@ async fn counters_and_gauges_follow_clients() {
     expect_metrics(&srv, &exp(&[(events("updated", "local"), 1.0)])).await;
 
     // A lease comes and goes: its own origin, its own channel.
-    let lease = |ids: serde_json::Value| json!({"user": "lee", "ids": ids, "ttl_ms": 30000});
-    let (status, body) = srv
-        .http(
-            "POST",
-            "/api/presence/refresh",
-            Some(lease(json!(["content:42"]))),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    lease(&srv, json!(["content:42"])).await;
     expect_metrics(
         &srv,
         &exp(&[
@@ -371,10 +363,7 @@ async fn counters_and_gauges_follow_clients() {
         ]),
     )
     .await;
-    let (status, body) = srv
-        .http("POST", "/api/presence/refresh", Some(lease(json!([]))))
-        .await;
-    assert_eq!(status, 200, "{body}");
+    lease(&srv, json!([])).await;
     expect_metrics(
         &srv,
         &exp(&[
@@ -442,6 +431,13 @@ async fn counters_and_gauges_follow_clients() {
     assert_eq!(end.get(&events("updated", "local")), Some(&1.0));
     assert_eq!(end.get("rollcall_messages_published_total"), Some(&2.0));
     srv.stop().await;
+}
+
+/// Refreshes lee's lease on `ids` (an empty list ends it).
+async fn lease(srv: &TestServer, ids: serde_json::Value) {
+    let lease = json!({"user": "lee", "ids": ids, "ttl_ms": 30000});
+    let (status, body) = srv.http("POST", "/api/presence/refresh", Some(lease)).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 /// Opens an sgc session (anonymous) and reads its session message.
@@ -587,11 +583,7 @@ async fn cluster_figures_on_a_redis_bus() {
     use support::{Node, NodeOptions, Redis};
     let _serial = support::serial().await;
     let redis = Redis::start();
-    let opts = NodeOptions {
-        heartbeat: "100ms",
-        node_timeout: "1s",
-        extra: Vec::new(),
-    };
+    let opts = NodeOptions::timings("100ms", "1s");
     let a = Node::start("ma", &redis.url(), &opts);
     let mut b = Node::start("mb", &redis.url(), &opts);
     support::wait_for_cluster(&[&a, &b], 2).await;

@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::{self, API_KEY, Client, SECRET, WAIT};
+
+pub mod scenarios;
 
 /// Cluster tests start several processes; running two such tests at once
 /// on a 2-core machine would make their timing measurements meaningless.
@@ -60,36 +62,15 @@ impl Redis {
     /// on a free port with this certificate and key (clients need no
     /// certificate), and waits until it accepts connections. Not for
     /// [`Redis::spawn`], which restarts it without TLS.
-    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path, ca: &std::path::Path) -> Redis {
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Redis {
         let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
-            .args(["--port", "0", "--tls-port", &port.to_string()])
-            .arg("--tls-cert-file")
-            .arg(cert)
-            .arg("--tls-key-file")
-            .arg(key)
-            .arg("--tls-ca-cert-file")
-            .arg(ca)
-            .args(["--tls-auth-clients", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}); install it (apt-get install redis-server)")
-            });
+        let mut cmd = redis_server();
+        RedisTls::new(cert, key, ca).serve_on(&mut cmd, port);
         let redis = Redis {
             port,
-            child: Some(child),
+            child: Some(spawn_redis(&mut cmd)),
         };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server (TLS) did not listen on port {port} within 5 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(port, Instant::now() + Duration::from_secs(5));
         redis
     }
 
@@ -108,16 +89,9 @@ impl Redis {
     /// Starts it (again) on its port.
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "redis-server already running");
-        let child = Command::new("redis-server")
-            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
-            .args(["--port", &self.port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}); install it (apt-get install redis-server)")
-            });
-        self.child = Some(child);
+        let mut cmd = redis_server();
+        cmd.args(["--port", &self.port.to_string()]);
+        self.child = Some(spawn_redis(&mut cmd));
         let deadline = Instant::now() + Duration::from_secs(5);
         while !self.pings() {
             assert!(
@@ -156,6 +130,64 @@ impl Drop for Redis {
     }
 }
 
+/// `redis-server` without persistence, bound to 127.0.0.1, quiet.
+fn redis_server() -> Command {
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+fn spawn_redis(cmd: &mut Command) -> Child {
+    cmd.spawn().unwrap_or_else(|e| {
+        panic!("cannot run redis-server ({e}); install it (apt-get install redis-server)")
+    })
+}
+
+/// Waits until something accepts connections on `port` (a TLS-only
+/// redis-server cannot be PINGed in plain text); panics at `deadline`.
+fn wait_listening(port: u16, deadline: Instant) {
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "redis-server (TLS) did not listen on port {port} in time"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The files of a TLS-only redis-server: its certificate and key, and the
+/// CA that `redis-cli` checks them with (clients need no certificate).
+#[derive(Clone, Debug)]
+struct RedisTls {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+}
+
+impl RedisTls {
+    fn new(cert: &Path, key: &Path, ca: &Path) -> RedisTls {
+        RedisTls {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            ca: ca.to_path_buf(),
+        }
+    }
+
+    /// Makes `cmd` serve TLS only, on `port`.
+    fn serve_on(&self, cmd: &mut Command, port: u16) {
+        cmd.args(["--port", "0", "--tls-port", &port.to_string()])
+            .arg("--tls-cert-file")
+            .arg(&self.cert)
+            .arg("--tls-key-file")
+            .arg(&self.key)
+            .arg("--tls-ca-cert-file")
+            .arg(&self.ca)
+            .args(["--tls-auth-clients", "no"]);
+    }
+}
+
 /// Timings and extra flags for a node.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
@@ -170,6 +202,17 @@ impl Default for NodeOptions {
         NodeOptions {
             heartbeat: "500ms",
             node_timeout: "2500ms",
+            extra: Vec::new(),
+        }
+    }
+}
+
+impl NodeOptions {
+    /// These heartbeat and node timeout, no extra flags.
+    pub fn timings(heartbeat: &'static str, node_timeout: &'static str) -> Self {
+        NodeOptions {
+            heartbeat,
+            node_timeout,
             extra: Vec::new(),
         }
     }
@@ -349,6 +392,18 @@ impl Node {
             .await;
         assert_eq!(status, 202, "publish refused: {body}");
     }
+
+    /// Stores `uid`'s privacy choice through this node's HTTP API.
+    pub async fn set_visible(&self, uid: &str, visible: bool) {
+        let (status, body) = self
+            .http(
+                "PUT",
+                &format!("/api/users/{uid}/privacy"),
+                Some(json!({ "visible": visible })),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
 }
 
 impl Drop for Node {
@@ -357,49 +412,116 @@ impl Drop for Node {
     }
 }
 
-/// Waits until every node reports the cluster ready with `nodes` members.
-pub async fn wait_for_cluster(nodes: &[&Node], count: usize) {
-    let ok = common::eventually(Duration::from_secs(10), || async {
+/// Nodes "a", "b" and "c" on `bus`.
+pub fn start_three(bus: &str, opts: &NodeOptions) -> (Node, Node, Node) {
+    (
+        Node::start("a", bus, opts),
+        Node::start("b", bus, opts),
+        Node::start("c", bus, opts),
+    )
+}
+
+/// Polls `probe` on every node until `ok` holds for each answer; panics
+/// after `within`, saying `what` was expected and what each node answered.
+pub async fn until_every_node<'a, T, F>(
+    nodes: &[&'a Node],
+    within: Duration,
+    what: &str,
+    probe: impl Fn(&'a Node) -> F,
+    ok: impl Fn(&T) -> bool,
+) where
+    T: std::fmt::Debug,
+    F: std::future::Future<Output = T>,
+{
+    let done = common::eventually(within, || async {
         for n in nodes {
-            let (status, body) = n.readyz().await;
-            if status != 200 || body["cluster"]["nodes"] != count {
+            if !ok(&probe(n).await) {
                 return false;
             }
         }
         true
     })
     .await;
-    assert!(
-        ok,
-        "the cluster did not form with {count} nodes within 10 s"
-    );
+    if !done {
+        let mut seen = Vec::new();
+        for n in nodes {
+            seen.push((n.name.clone(), probe(n).await));
+        }
+        panic!("expected {what} on every node within {within:?}; they answered {seen:?}");
+    }
 }
 
-/// Polls until `check` holds on every node for the channel's member set.
+/// Waits until every node reports the cluster ready with `nodes` members.
+pub async fn wait_for_cluster(nodes: &[&Node], count: usize) {
+    until_every_node(
+        nodes,
+        Duration::from_secs(10),
+        &format!("a ready cluster of {count} nodes"),
+        |n| n.readyz(),
+        |(status, body)| *status == 200 && body["cluster"]["nodes"] == count,
+    )
+    .await;
+}
+
+/// Waits until every node answers `/readyz` with 503 (cut off from its
+/// bus); panics after `within`.
+pub async fn wait_for_not_ready(nodes: &[&Node], within: Duration) {
+    until_every_node(
+        nodes,
+        within,
+        "not ready (503)",
+        |n| n.readyz(),
+        |(status, _)| *status == 503,
+    )
+    .await;
+}
+
+/// Polls until every node lists exactly `want` as the channel's members.
 pub async fn wait_for_members(nodes: &[&Node], channel: &str, want: &[&str], within: Duration) {
     let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
     want.sort();
-    let ok = common::eventually(within, || async {
-        for n in nodes {
-            if n.member_set(channel).await != want {
-                return false;
-            }
-        }
-        true
-    })
+    until_every_node(
+        nodes,
+        within,
+        &format!("members {want:?} of {channel}"),
+        |n| n.member_set(channel),
+        |members| *members == want,
+    )
     .await;
-    if !ok {
-        let mut seen = Vec::new();
-        for n in nodes {
-            seen.push((n.name.clone(), n.member_set(channel).await));
-        }
-        panic!("members of {channel} are {seen:?}, expected {want:?} on every node");
-    }
 }
 
 /// Claims for a Hotsock user allowed on every channel, with messages.
 pub fn user(uid: &str, umd: Value) -> Value {
     common::user(uid, umd)
+}
+
+/// Sends `count` numbered chat messages (`{"i": 0}`, `{"i": 1}`, …) on
+/// `channel`.
+pub async fn send_numbered(client: &mut Client, channel: &str, count: u64) {
+    for i in 0..count {
+        client
+            .send(json!({"event": "chat", "channel": channel, "data": {"i": i}}))
+            .await;
+    }
+}
+
+/// `uid` (with `umd`) connects to `node` and joins the watcher's channel;
+/// waits (at most `within`) until the watcher sees it added.
+pub async fn join_seen(
+    node: &Node,
+    uid: &str,
+    umd: Value,
+    watcher: &mut Watcher,
+    within: Duration,
+) -> Client {
+    let mut client = node.hotsock(user(uid, umd)).await;
+    client.join(&watcher.channel).await;
+    watcher
+        .until(&format!("{uid} added on node {}", node.name), within, |w| {
+            w.count("added", uid) == 1
+        })
+        .await;
+    client
 }
 
 /// A Hotsock client that follows one channel's member list from its
@@ -511,6 +633,28 @@ impl Watcher {
             .filter(|(k, u)| k == kind && u == uid)
             .count()
     }
+
+    /// `data[key]` of each message with this event, in arrival order.
+    pub fn numbers(&self, event: &str, key: &str) -> Vec<u64> {
+        self.messages
+            .iter()
+            .filter(|m| m["event"] == event)
+            .map(|m| m["data"][key].as_u64().expect("sequence number"))
+            .collect()
+    }
+
+    /// Waits (at most `within`) for `count` messages, which must be the
+    /// chats of [`send_numbered`]: all of them, once each, in order.
+    pub async fn expect_numbered(&mut self, what: &str, count: u64, within: Duration) {
+        self.until(what, within, |w| w.messages.len() as u64 >= count)
+            .await;
+        let got: Vec<u64> = self
+            .messages
+            .iter()
+            .map(|m| m["data"]["i"].as_u64().expect("i"))
+            .collect();
+        assert_eq!(got, (0..count).collect::<Vec<u64>>(), "{what}");
+    }
 }
 
 /// A raw SocketCluster client (protocol v1 text frames).
@@ -522,21 +666,40 @@ pub struct Sc {
 }
 
 impl Sc {
-    /// Connects to `node` and handshakes with a token for `username`.
-    pub async fn connect(node: &Node, username: &str) -> Sc {
+    /// A WebSocket to `node`'s SocketCluster endpoint, not handshaken yet.
+    async fn open(node: &Node) -> Sc {
         let url = format!("ws://{}/socketcluster/", node.addr);
         let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
             .await
             .expect("upgrade in time")
             .expect("upgrade accepted");
-        let mut sc = Sc { ws, cid: 0 };
+        Sc { ws, cid: 0 }
+    }
+
+    /// Connects to `node` and handshakes with a token for `username`.
+    pub async fn connect(node: &Node, username: &str) -> Sc {
+        let mut sc = Sc::open(node).await;
         let token = common::sign(&mut json!({ "username": username }));
-        let cid = sc
-            .request("#handshake", json!({ "authToken": token }))
-            .await;
-        let reply = sc.seek(|f| f["rid"] == cid).await;
+        let reply = sc.call("#handshake", json!({ "authToken": token })).await;
         assert_eq!(reply["data"]["isAuthenticated"], true, "{reply}");
         sc
+    }
+
+    /// Connects to `node` without an auth token: its subscriptions are
+    /// plain pub/sub, never memberships.
+    pub async fn connect_anonymous(node: &Node) -> Sc {
+        let mut sc = Sc::open(node).await;
+        let reply = sc.call("#handshake", json!({})).await;
+        assert_eq!(reply["data"]["isAuthenticated"], false, "{reply}");
+        sc
+    }
+
+    /// Sends a request and returns its reply, which must not be an error.
+    pub async fn call(&mut self, event: &str, data: Value) -> Value {
+        let cid = self.request(event, data).await;
+        let reply = self.seek(|f| f["rid"] == cid).await;
+        assert!(reply.get("error").is_none(), "{event} refused: {reply}");
+        reply
     }
 
     async fn request(&mut self, event: &str, data: Value) -> u64 {
@@ -617,19 +780,32 @@ pub fn percentiles(samples: &mut [Duration]) -> (f64, f64) {
 
 /// A private Redis Cluster on 127.0.0.1: three masters (no replicas, no
 /// persistence) in their own temp dir, slots assigned by
-/// `redis-cli --cluster create`. Every server is killed on drop.
+/// `redis-cli --cluster create`, optionally speaking only TLS (clients
+/// and the cluster bus). Every server is killed on drop.
 pub struct RedisCluster {
     /// The masters' client ports (each also uses port + 10000 for the
     /// cluster bus).
     pub ports: Vec<u16>,
     dir: PathBuf,
     children: Vec<Option<Child>>,
+    tls: Option<RedisTls>,
 }
 
 impl RedisCluster {
     /// Starts three masters, creates the cluster and waits (at most 20 s)
     /// until every node says `cluster_state:ok`.
     pub fn start() -> RedisCluster {
+        RedisCluster::start_with(None)
+    }
+
+    /// [`RedisCluster::start`] with masters speaking only TLS, with this
+    /// certificate and key (which must also serve as a client certificate,
+    /// for the cluster bus) signed by `ca`.
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> RedisCluster {
+        RedisCluster::start_with(Some(RedisTls::new(cert, key, ca)))
+    }
+
+    fn start_with(tls: Option<RedisTls>) -> RedisCluster {
         let mut ports: Vec<u16> = Vec::new();
         while ports.len() < 3 {
             let p = cluster_port(&ports);
@@ -646,18 +822,18 @@ impl RedisCluster {
             children: ports.iter().map(|_| None).collect(),
             ports,
             dir,
+            tls,
         };
         for i in 0..cluster.ports.len() {
             cluster.spawn(i);
         }
-        let mut create = Command::new("timeout");
-        create.args(["20", "redis-cli", "--cluster", "create"]);
+        let mut create = cluster.redis_cli(20);
+        create.args(["--cluster", "create"]);
         for p in &cluster.ports {
             create.arg(format!("127.0.0.1:{p}"));
         }
         let out = create
             .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdin(Stdio::null())
             .output()
             .expect("run redis-cli --cluster create");
         assert!(
@@ -678,11 +854,16 @@ impl RedisCluster {
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
-        format!("redis+cluster://{}", hosts.join(","))
+        let scheme = if self.tls.is_some() {
+            "rediss+cluster"
+        } else {
+            "redis+cluster"
+        };
+        format!("{scheme}://{}", hosts.join(","))
     }
 
     /// Starts master `i` on its port with its own nodes file (so a
-    /// restarted master rejoins with its slots), waiting for PING.
+    /// restarted master rejoins with its slots), waiting until it answers.
     fn spawn(&mut self, i: usize) {
         assert!(
             self.children[i].is_none(),
@@ -691,23 +872,29 @@ impl RedisCluster {
         let port = self.ports[i];
         let log = std::fs::File::create(log_dir().join(format!("redis-cluster-{port}.log")))
             .expect("create the redis-server log");
-        let child = Command::new("redis-server")
-            .args(["--cluster-enabled", "yes"])
+        let mut cmd = redis_server();
+        cmd.args(["--cluster-enabled", "yes"])
             .arg("--cluster-config-file")
             .arg(self.dir.join(format!("nodes-{port}.conf")))
-            .args(["--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(&self.dir)
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}); install it (apt-get install redis-server)")
-            });
-        self.children[i] = Some(child);
-        let probe = Redis { port, child: None };
+            .stdout(Stdio::from(log));
+        match &self.tls {
+            Some(tls) => {
+                tls.serve_on(&mut cmd, port);
+                cmd.args(["--tls-cluster", "yes"]);
+            }
+            None => {
+                cmd.args(["--port", &port.to_string()]);
+            }
+        }
+        self.children[i] = Some(spawn_redis(&mut cmd));
         let deadline = Instant::now() + Duration::from_secs(5);
+        if self.tls.is_some() {
+            wait_listening(port, deadline);
+            return;
+        }
+        let probe = Redis { port, child: None };
         while !probe.pings() {
             assert!(
                 Instant::now() < deadline,
@@ -717,12 +904,25 @@ impl RedisCluster {
         }
     }
 
+    /// `redis-cli` (over TLS when the cluster speaks it), stopped after
+    /// `secs` seconds.
+    fn redis_cli(&self, secs: u32) -> Command {
+        let mut cmd = Command::new("timeout");
+        cmd.arg(secs.to_string())
+            .arg("redis-cli")
+            .stdin(Stdio::null());
+        if let Some(tls) = &self.tls {
+            cmd.args(["--tls", "--cacert"]).arg(&tls.ca);
+        }
+        cmd
+    }
+
     /// Runs `redis-cli -p port args…` (at most 3 s); None if it failed.
-    fn cli(port: u16, args: &[&str]) -> Option<String> {
-        let out = Command::new("timeout")
-            .args(["3", "redis-cli", "-p", &port.to_string()])
+    fn cli(&self, port: u16, args: &[&str]) -> Option<String> {
+        let out = self
+            .redis_cli(3)
+            .args(["-p", &port.to_string()])
             .args(args)
-            .stdin(Stdio::null())
             .output()
             .ok()?;
         out.status
@@ -740,7 +940,7 @@ impl RedisCluster {
                 if self.children[i].is_none() {
                     continue;
                 }
-                let info = Self::cli(*p, &["CLUSTER", "INFO"]).unwrap_or_default();
+                let info = self.cli(*p, &["CLUSTER", "INFO"]).unwrap_or_default();
                 let field = |name: &str| {
                     info.lines()
                         .find_map(|l| l.trim().strip_prefix(name).map(str::to_string))
@@ -763,10 +963,13 @@ impl RedisCluster {
     /// The index of the master serving `key`'s slot.
     pub fn owner_of(&self, key: &str) -> usize {
         let port = self.ports[0];
-        let slot: u16 = Self::cli(port, &["CLUSTER", "KEYSLOT", key])
+        let slot: u16 = self
+            .cli(port, &["CLUSTER", "KEYSLOT", key])
             .and_then(|s| s.trim().parse().ok())
             .expect("CLUSTER KEYSLOT");
-        let nodes = Self::cli(port, &["CLUSTER", "NODES"]).expect("CLUSTER NODES");
+        let nodes = self
+            .cli(port, &["CLUSTER", "NODES"])
+            .expect("CLUSTER NODES");
         for line in nodes.lines() {
             // <id> <ip:port@cport> <flags> <master> <ping> <pong> <epoch> <link> <slot ranges…>
             let fields: Vec<&str> = line.split_whitespace().collect();
@@ -796,12 +999,13 @@ impl RedisCluster {
         let from = self.owner_of(key);
         assert_ne!(from, to, "{key} is already served by master {to}");
         let id = |i: usize| {
-            Self::cli(self.ports[i], &["CLUSTER", "MYID"])
+            self.cli(self.ports[i], &["CLUSTER", "MYID"])
                 .map(|s| s.trim().to_string())
                 .expect("CLUSTER MYID")
         };
         let (from_id, to_id) = (id(from), id(to));
-        let slot = Self::cli(self.ports[0], &["CLUSTER", "KEYSLOT", key])
+        let slot = self
+            .cli(self.ports[0], &["CLUSTER", "KEYSLOT", key])
             .map(|s| s.trim().to_string())
             .expect("CLUSTER KEYSLOT");
         let steps = [
@@ -813,15 +1017,16 @@ impl RedisCluster {
         for (i, args) in steps {
             let mut cmd = vec!["CLUSTER", "SETSLOT", slot.as_str()];
             cmd.extend(args);
-            let out = Self::cli(self.ports[i], &cmd).unwrap_or_default();
+            let out = self.cli(self.ports[i], &cmd).unwrap_or_default();
             assert_eq!(out.trim(), "OK", "{cmd:?} on master {i}: {out}");
         }
         for i in (0..self.ports.len()).filter(|i| *i != from && *i != to) {
-            let out = Self::cli(
-                self.ports[i],
-                &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id],
-            )
-            .unwrap_or_default();
+            let out = self
+                .cli(
+                    self.ports[i],
+                    &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id],
+                )
+                .unwrap_or_default();
             assert_eq!(out.trim(), "OK", "SETSLOT NODE on master {i}: {out}");
         }
         self.wait_ok(Duration::from_secs(10));

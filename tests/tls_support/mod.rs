@@ -1,7 +1,8 @@
 //! TLS test support: a throwaway CA and a server certificate for
 //! 127.0.0.1 made with the `openssl` command line in a private temporary
 //! directory, and a small HTTPS receiver (tokio-rustls) that records the
-//! requests it gets and the handshakes that failed.
+//! requests it gets (read as the webhook receiver reads them) and the
+//! handshakes that failed.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -11,9 +12,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+
+// The plain HTTP receiver's request reading serves HTTPS too.
+#[path = "../webhook_support/mod.rs"]
+mod webhook_support;
+pub use webhook_support::Hit;
+use webhook_support::read_request;
 
 /// A CA (`ca.pem`) and a server certificate (`server.pem`, key
 /// `server.key`) valid for IP 127.0.0.1, signed by that CA (also usable
@@ -135,63 +142,6 @@ impl Drop for TestPki {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// One request as the receiver saw it.
-#[derive(Debug, Clone)]
-pub struct Hit {
-    pub head: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Hit {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Reads one HTTP/1.1 request (head + Content-Length body).
-async fn read_request(stream: &mut (impl AsyncRead + Unpin)) -> Option<Hit> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let headers: Vec<(String, String)> = head
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_once(": "))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    while buf.len() < head_end + len {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Some(Hit {
-        head: head.lines().next().unwrap_or_default().to_string(),
-        headers,
-        body: buf[head_end..head_end + len].to_vec(),
-    })
 }
 
 /// An HTTPS server on 127.0.0.1 that answers every request with 200 and

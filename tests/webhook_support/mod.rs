@@ -17,6 +17,8 @@ pub const HOOK_SECRET: &str = "hook-secret";
 /// One request as the receiver saw it.
 #[derive(Debug, Clone)]
 pub struct Hit {
+    /// The request line, e.g. `POST /hooks HTTP/1.1`.
+    pub head: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
@@ -68,6 +70,7 @@ pub async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Option<Hit> {
         buf.extend_from_slice(&chunk[..n]);
     }
     Some(Hit {
+        head: head.lines().next().unwrap_or_default().to_string(),
         headers,
         body: buf[head_end..head_end + len].to_vec(),
     })

@@ -1,0 +1,235 @@
+//! Scenarios that the Redis suite (`cluster_redis`) and the Redis Cluster
+//! suite (`cluster_sharded`) both run on their three nodes a, b and c, so
+//! that both buses are held to the same checks.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::{Node, Sc, Watcher, join_seen, send_numbered, user, wait_for_members};
+use crate::common::Client;
+
+/// The channel both Redis suites share across their nodes a, b and c: pam
+/// watches it from node b, alice (SocketCluster) is a member on node c.
+pub struct CrossNodeRoom<'a> {
+    pub nodes: [&'a Node; 3],
+    pub pam: Watcher,
+    pub alice: Sc,
+}
+
+impl<'a> CrossNodeRoom<'a> {
+    /// pam joins `channel` on node b, jim (umd `{"n": 1}`) on node a and
+    /// alice on node c; pam sees each join and every node lists them.
+    /// Returns the room and jim's connection.
+    pub async fn open(
+        a: &'a Node,
+        b: &'a Node,
+        c: &'a Node,
+        channel: &str,
+    ) -> (CrossNodeRoom<'a>, Client) {
+        let nodes = [a, b, c];
+        let mut pam = Watcher::join(b, "pam", channel).await;
+        let jim = join_seen(a, "jim", json!({"n": 1}), &mut pam, Duration::from_secs(3)).await;
+        wait_for_members(&nodes, channel, &["jim", "pam"], Duration::from_secs(3)).await;
+        let mut alice = Sc::connect(c, "alice").await;
+        alice.subscribe(channel).await;
+        pam.until("alice added", Duration::from_secs(3), |w| {
+            w.count("added", "alice") == 1
+        })
+        .await;
+        wait_for_members(
+            &nodes,
+            channel,
+            &["alice", "jim", "pam"],
+            Duration::from_secs(3),
+        )
+        .await;
+        (CrossNodeRoom { nodes, pam, alice }, jim)
+    }
+
+    /// Dedup across nodes: jim, a member through `jim_a` (node a), joins
+    /// again on node c with `umd`. Every node lists jim once and pam sees
+    /// no second memberAdded; closing `jim_a` removes nothing; closing the
+    /// node-c connection removes jim exactly once.
+    pub async fn dedup_jim(&mut self, jim_a: Client, umd: Value) {
+        let [_, _, c] = self.nodes;
+        let channel = self.pam.channel.clone();
+        let mut jim_c = c.hotsock(user("jim", umd)).await;
+        jim_c.join(&channel).await;
+        for n in self.nodes {
+            let (_, room) = n
+                .http("GET", &format!("/api/channels/{channel}"), None)
+                .await;
+            let listed = room["members"]
+                .as_array()
+                .map(|m| m.iter().filter(|m| m["uid"] == "jim").count())
+                .unwrap_or(0);
+            assert_eq!(listed, 1, "jim listed once on node {}: {room}", n.name);
+        }
+        let pam = &mut self.pam;
+        jim_a.close().await;
+        pam.pump(800).await;
+        assert_eq!(pam.count("added", "jim"), 1, "{:?}", pam.events);
+        assert_eq!(pam.count("removed", "jim"), 0, "{:?}", pam.events);
+        let within = Duration::from_secs(3);
+        wait_for_members(&self.nodes, &channel, &["alice", "jim", "pam"], within).await;
+        jim_c.close().await;
+        pam.until("jim removed", within, |w| w.count("removed", "jim") == 1)
+            .await;
+        pam.pump(300).await;
+        assert_eq!(pam.count("removed", "jim"), 1, "{:?}", pam.events);
+        wait_for_members(&self.nodes, &channel, &["alice", "pam"], within).await;
+    }
+
+    /// Publish order across nodes: dwight joins on node a and sends
+    /// `chats` numbered client messages, node c takes `notices` HTTP
+    /// publishes; pam (Hotsock, node b; within `within`) and alice
+    /// (SocketCluster, node c) get both in order, per publisher. Then
+    /// alice's publish on node c reaches pam. Returns dwight's connection
+    /// (still a member) and how long pam took to get the first
+    /// `chats + notices`.
+    pub async fn publish_order(
+        &mut self,
+        chats: u64,
+        notices: u64,
+        within: Duration,
+    ) -> (Client, Duration) {
+        let [a, _, c] = self.nodes;
+        let channel = self.pam.channel.clone();
+        let (pam, alice) = (&mut self.pam, &mut self.alice);
+        let mut dwight = join_seen(a, "dwight", Value::Null, pam, Duration::from_secs(3)).await;
+        let t0 = Instant::now();
+        send_numbered(&mut dwight, &channel, chats).await;
+        for j in 0..notices {
+            c.publish(&channel, "notice", json!({"j": j})).await;
+        }
+        pam.until("all messages on node b", within, |w| {
+            w.messages.len() as u64 >= chats + notices
+        })
+        .await;
+        let took = t0.elapsed();
+        let want_chats: Vec<u64> = (0..chats).collect();
+        let want_notices: Vec<u64> = (0..notices).collect();
+        assert_eq!(
+            pam.numbers("chat", "i"),
+            want_chats,
+            "node a's client messages out of order on node b"
+        );
+        assert_eq!(
+            pam.numbers("notice", "j"),
+            want_notices,
+            "node c's HTTP publishes out of order on node b"
+        );
+        // alice sees both publishers' messages in order too (interleaved:
+        // order holds per publisher).
+        let mut from_a = Vec::new();
+        let mut from_c = Vec::new();
+        for _ in 0..chats + notices {
+            let data = alice.publish_on(&channel).await;
+            match (data["i"].as_u64(), data["j"].as_u64()) {
+                (Some(i), None) => from_a.push(i),
+                (None, Some(j)) => from_c.push(j),
+                _ => panic!("unexpected message {data}"),
+            }
+        }
+        assert_eq!(
+            from_a, want_chats,
+            "node a's messages out of order on node c (SC)"
+        );
+        assert_eq!(
+            from_c, want_notices,
+            "node c's publishes out of order on node c (SC)"
+        );
+        // And an SC publish on node c reaches Hotsock on node b.
+        alice.publish(&channel, json!({"from": "sc"})).await;
+        pam.until("sc message", Duration::from_secs(3), |w| {
+            w.messages
+                .iter()
+                .any(|m| m["data"] == json!({"from": "sc"}))
+        })
+        .await;
+        (dwight, took)
+    }
+}
+
+/// Node c is SIGKILLed while it holds five members of `channel` (c0-c2 on
+/// Hotsock, c3-c4 on SocketCluster) and one of two connections of "both"
+/// (the other is on node b). Watchers on nodes a and b see each of the
+/// five removed exactly once within 3 s (the default 2.5 s node timeout
+/// plus a heartbeat) and "both" stay; node a counts node c as timed out.
+/// Prints the removal times after `label` and returns them (on a, on b).
+pub async fn sigkill_removal(
+    a: &Node,
+    b: &Node,
+    c: &mut Node,
+    channel: &str,
+    label: &str,
+) -> (Duration, Duration) {
+    let mut watch_a = Watcher::join(a, "watch-a", channel).await;
+    let mut watch_b = Watcher::join(b, "watch-b", channel).await;
+    let mut hs = Vec::new();
+    for i in 0..3 {
+        let mut cl = c.hotsock(user(&format!("c{i}"), json!(null))).await;
+        cl.join(channel).await;
+        hs.push(cl);
+    }
+    let mut scs = Vec::new();
+    for i in 3..5 {
+        let mut sc = Sc::connect(c, &format!("c{i}")).await;
+        sc.subscribe(channel).await;
+        scs.push(sc);
+    }
+    let mut both_b = b.hotsock(user("both", json!(null))).await;
+    both_b.join(channel).await;
+    let mut both_c = c.hotsock(user("both", json!(null))).await;
+    both_c.join(channel).await;
+    let everyone = ["both", "c0", "c1", "c2", "c3", "c4", "watch-a", "watch-b"];
+    wait_for_members(&[a, b, &*c], channel, &everyone, Duration::from_secs(3)).await;
+    watch_a.pump(300).await;
+    watch_b.pump(300).await;
+
+    let killed = Instant::now();
+    c.kill();
+    let gone = ["c0", "c1", "c2", "c3", "c4"];
+    let all_gone = |w: &Watcher| gone.iter().all(|u| w.count("removed", u) == 1);
+    let mut removed_after = Vec::new();
+    for (w, node) in [(&mut watch_a, a), (&mut watch_b, b)] {
+        let what = format!("node c's members removed on {}", node.name);
+        w.until(&what, Duration::from_secs(6), all_gone).await;
+        removed_after.push(killed.elapsed());
+    }
+    let (on_a, on_b) = (removed_after[0], removed_after[1]);
+    println!(
+        "{label}: SIGKILLed node's members removed after {} ms (node {}) and {} ms (node {}); heartbeat 500ms, node timeout 2500ms",
+        on_a.as_millis(),
+        a.name,
+        on_b.as_millis(),
+        b.name
+    );
+    assert!(
+        on_a <= Duration::from_millis(3000) && on_b <= Duration::from_millis(3000),
+        "removal took {on_a:?} / {on_b:?}, over the 3 s bound (node timeout 2.5 s + a heartbeat)"
+    );
+    // Exactly once, and "both" (still on node b) stays.
+    watch_a.pump(1500).await;
+    watch_b.pump(200).await;
+    for w in [&watch_a, &watch_b] {
+        for u in gone {
+            assert_eq!(w.count("removed", u), 1, "{u}: {:?}", w.events);
+        }
+        assert_eq!(w.count("removed", "both"), 0, "{:?}", w.events);
+        assert_eq!(w.uids(), ["both", "watch-a", "watch-b"]);
+    }
+    wait_for_members(
+        &[a, b],
+        channel,
+        &["both", "watch-a", "watch-b"],
+        Duration::from_secs(1),
+    )
+    .await;
+    let (status, ready) = a.readyz().await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["cluster"]["nodes"], 2, "{ready}");
+    assert_eq!(ready["cluster"]["nodes_timed_out"], 1, "{ready}");
+    (on_a, on_b)
+}
