@@ -47,6 +47,9 @@ pub struct BusLink {
     pub tx: mpsc::Sender<Outgoing>,
     /// Link state and received frames.
     pub rx: mpsc::UnboundedReceiver<BusEvent>,
+    /// Asks the transport to drop its connection and connect again (the
+    /// reason is for its logs): the link looks up but delivers nothing.
+    pub reset: mpsc::UnboundedSender<String>,
 }
 
 /// The transport's end of a link.
@@ -56,6 +59,9 @@ pub struct TransportEnd {
     pub rx: mpsc::Receiver<Outgoing>,
     /// Where to report link state and received frames.
     pub tx: mpsc::UnboundedSender<BusEvent>,
+    /// Requests to reconnect (see [`BusLink::reset`]); a transport that
+    /// cannot go stale may ignore them.
+    pub reset: mpsc::UnboundedReceiver<String>,
 }
 
 /// Frames that may wait to be published before new ones are dropped.
@@ -65,14 +71,17 @@ pub const OUTGOING_CAPACITY: usize = 4096;
 pub fn link() -> (BusLink, TransportEnd) {
     let (out_tx, out_rx) = mpsc::channel(OUTGOING_CAPACITY);
     let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let (reset_tx, reset_rx) = mpsc::unbounded_channel();
     (
         BusLink {
             tx: out_tx,
             rx: in_rx,
+            reset: reset_tx,
         },
         TransportEnd {
             rx: out_rx,
             tx: in_tx,
+            reset: reset_rx,
         },
     )
 }

@@ -586,8 +586,13 @@ impl Engine {
             Notice::BusStalled => {
                 self.bus_state = BusState::Stalled;
                 tracing::warn!(
-                    "this node's heartbeats stopped coming back over the bus; no node is timed out until they do"
+                    "this node's heartbeats stopped coming back over the bus; no node is timed out until they do, and the bus reconnects"
                 );
+                // A connection can hang without closing: start afresh.
+                let _ = self
+                    .link
+                    .reset
+                    .send("this node's own heartbeats stopped coming back".into());
             }
             Notice::BusRecovered => {
                 if self.bus_state == BusState::Stalled {

@@ -253,6 +253,8 @@ async fn run(bus: RedisBus, mut end: TransportEnd) {
 /// Drops queued frames for `wait`; false if the engine is gone.
 async fn discard_for(end: &mut TransportEnd, wait: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + wait;
+    // Not connected: there is nothing to reset.
+    while end.reset.try_recv().is_ok() {}
     loop {
         match tokio::time::timeout_at(deadline, end.rx.recv()).await {
             Err(_) => return true,
@@ -262,8 +264,10 @@ async fn discard_for(end: &mut TransportEnd, wait: Duration) -> bool {
     }
 }
 
-/// Drops whatever was queued while the link was down.
+/// Drops whatever was queued while the link was down (frames, and requests
+/// to reset a connection that is new anyway).
 fn discard_queued(end: &mut TransportEnd) {
+    while end.reset.try_recv().is_ok() {}
     while let Ok(out) = end.rx.try_recv() {
         out.finish(false);
     }
@@ -317,6 +321,7 @@ async fn single_session(
     }
     loop {
         tokio::select! {
+            Some(reason) = end.reset.recv() => return Ok(Ended::Lost(reason)),
             msg = stream.next() => match msg {
                 Some(msg) => {
                     if end.tx.send(BusEvent::Frame(msg.get_payload_bytes().to_vec())).is_err() {
@@ -372,6 +377,7 @@ async fn cluster_session(
     }
     loop {
         tokio::select! {
+            Some(reason) = end.reset.recv() => return Ok(Ended::Lost(reason)),
             push = push_rx.recv() => match push {
                 Some(push) => match push.kind {
                     redis::PushKind::SMessage | redis::PushKind::Message => {
