@@ -7,11 +7,14 @@
 //! reason instead of letting the server buffer without limit.
 
 use std::borrow::Cow;
-use std::sync::Mutex;
+use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::Notify;
 
 /// Fixed per-item overhead counted against the budget, so that a flood of
 /// tiny frames is bounded too.
@@ -61,36 +64,76 @@ impl CloseReason {
 }
 
 /// The sending half, shared by the core and the connection's session.
+///
+/// The queue is a plain `VecDeque` under a mutex rather than a tokio mpsc
+/// channel: an idle connection then holds no queue memory at all (the
+/// channel kept about 1.8 KB per connection: its first block and its
+/// cache-padded state), and only the writer ever waits on it.
 #[derive(Debug)]
 pub struct Outbox {
-    tx: mpsc::UnboundedSender<Outbound>,
+    queue: Arc<Queue>,
     queued: AtomicUsize,
     limit: usize,
     closed: AtomicBool,
     close_reason: Mutex<Option<CloseReason>>,
-    close_signal: watch::Sender<bool>,
+    close_signal: Notify,
 }
 
 /// The receiving half, owned by the connection's writer.
 #[derive(Debug)]
 pub struct OutboxReceiver {
-    rx: mpsc::UnboundedReceiver<Outbound>,
+    queue: Arc<Queue>,
+}
+
+/// The queue shared by both halves.
+#[derive(Debug, Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    items: VecDeque<Outbound>,
+    /// The writer waiting in [`OutboxReceiver::recv`].
+    waker: Option<Waker>,
+    sender_gone: bool,
+    receiver_gone: bool,
+}
+
+/// A drained queue whose capacity grew past this many items (a burst or a
+/// slow reader) gives its memory back.
+const SHRINK_ABOVE_ITEMS: usize = 64;
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl QueueState {
+    fn pop(&mut self) -> Option<Outbound> {
+        let item = self.items.pop_front();
+        if self.items.is_empty() && self.items.capacity() > SHRINK_ABOVE_ITEMS {
+            self.items = VecDeque::new();
+        }
+        item
+    }
 }
 
 impl Outbox {
     /// Creates an outbox that holds at most `limit_bytes` of queued frames.
     pub fn new(limit_bytes: usize) -> (Outbox, OutboxReceiver) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let queue = Arc::new(Queue::default());
         (
             Outbox {
-                tx,
+                queue: queue.clone(),
                 queued: AtomicUsize::new(0),
                 limit: limit_bytes,
                 closed: AtomicBool::new(false),
                 close_reason: Mutex::new(None),
-                close_signal: watch::Sender::new(false),
+                close_signal: Notify::new(),
             },
-            OutboxReceiver { rx },
+            OutboxReceiver { queue },
         )
     }
 
@@ -114,9 +157,19 @@ impl Outbox {
             ));
             return false;
         }
-        if self.tx.send(item).is_err() {
-            self.queued.fetch_sub(cost, Ordering::AcqRel);
-            return false;
+        let waker = {
+            let mut state = self.queue.lock();
+            if state.receiver_gone {
+                drop(state);
+                self.queued.fetch_sub(cost, Ordering::AcqRel);
+                return false;
+            }
+            state.items.push_back(item);
+            state.waker.take()
+        };
+        // Woken outside the lock, so the writer does not wait on it.
+        if let Some(waker) = waker {
+            waker.wake();
         }
         true
     }
@@ -147,7 +200,7 @@ impl Outbox {
             *slot = Some(reason);
         }
         self.closed.store(true, Ordering::Release);
-        self.close_signal.send_replace(true);
+        self.close_signal.notify_waiters();
     }
 
     /// True once [`Outbox::close`] was called.
@@ -165,21 +218,66 @@ impl Outbox {
 
     /// Resolves once the connection has been asked to close.
     pub async fn closed(&self) {
-        let mut rx = self.close_signal.subscribe();
-        // The sender lives in `self`, so this only ends when closed.
-        let _ = rx.wait_for(|closed| *closed).await;
+        // A `Notified` sees `notify_waiters` calls made after its creation,
+        // so a close between this line and the check below is not missed.
+        let notified = self.close_signal.notified();
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let waker = {
+            let mut state = self.queue.lock();
+            state.sender_gone = true;
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 }
 
 impl OutboxReceiver {
-    /// The next queued item, or None when every sender is gone.
+    /// The next queued item, or None when the sender is gone and the queue
+    /// is empty. Cancel-safe: dropping the future loses no item.
     pub async fn recv(&mut self) -> Option<Outbound> {
-        self.rx.recv().await
+        poll_fn(|cx| {
+            let mut state = self.queue.lock();
+            if let Some(item) = state.pop() {
+                return Poll::Ready(Some(item));
+            }
+            if state.sender_gone {
+                return Poll::Ready(None);
+            }
+            match &mut state.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// A queued item if one is ready now.
     pub fn try_recv(&mut self) -> Option<Outbound> {
-        self.rx.try_recv().ok()
+        self.queue.lock().pop()
+    }
+}
+
+impl Drop for OutboxReceiver {
+    fn drop(&mut self) {
+        // Later pushes are refused; what is queued will never be written.
+        let items = {
+            let mut state = self.queue.lock();
+            state.receiver_gone = true;
+            state.waker = None;
+            std::mem::take(&mut state.items)
+        };
+        drop(items);
     }
 }
 
@@ -202,5 +300,51 @@ mod tests {
         outbox.sent(&item);
         assert_eq!(outbox.queued_bytes(), 0);
         outbox.closed().await;
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_is_woken_by_a_push() {
+        let (outbox, mut rx) = Outbox::new(1 << 20);
+        let outbox = Arc::new(outbox);
+        let pusher = outbox.clone();
+        let push = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            pusher.push_text(Bytes::from_static(b"late"))
+        });
+        let item = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+            .await
+            .expect("the push wakes the receiver");
+        assert!(matches!(item, Some(Outbound::Text(b)) if b == "late"));
+        assert!(push.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn pushes_after_the_receiver_is_gone_are_refused() {
+        let (outbox, rx) = Outbox::new(1 << 20);
+        drop(rx);
+        assert!(!outbox.push_text(Bytes::from_static(b"x")));
+        assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn recv_ends_when_the_sender_is_gone() {
+        let (outbox, mut rx) = Outbox::new(1 << 20);
+        assert!(outbox.push_text(Bytes::from_static(b"x")));
+        drop(outbox);
+        assert!(
+            rx.recv().await.is_some(),
+            "queued items are still delivered"
+        );
+        assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_drained_queue_gives_back_a_large_capacity() {
+        let (outbox, mut rx) = Outbox::new(1 << 20);
+        for _ in 0..1000 {
+            assert!(outbox.push_text(Bytes::from_static(b"x")));
+        }
+        while rx.try_recv().is_some() {}
+        assert_eq!(rx.queue.lock().items.capacity(), 0);
     }
 }
