@@ -86,17 +86,23 @@ impl Proxy {
     }
 }
 
-// Multi-threaded: the proxy must keep running while the test thread waits
-// for a node's banner.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_privacy_change_made_while_a_node_was_cut_off_applies_when_it_reconnects() {
-    let _serial = serial().await;
+/// A private Redis; node a on it directly, node c through a [`Proxy`];
+/// both ready. (Tests using it run multi-threaded: the proxy must keep
+/// running while the test thread waits for a node's banner.)
+async fn two_nodes_c_behind_a_proxy() -> (Redis, Proxy, Node, Node) {
     let redis = Redis::start();
     let proxy = Proxy::start(redis.port).await;
     let opts = NodeOptions::default();
     let a = Node::start("a", &redis.url(), &opts);
     let c = Node::start("c", &proxy.url(), &opts);
     wait_for_cluster(&[&a, &c], 2).await;
+    (redis, proxy, a, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_privacy_change_made_while_a_node_was_cut_off_applies_when_it_reconnects() {
+    let _serial = serial().await;
+    let (_redis, proxy, a, c) = two_nodes_c_behind_a_proxy().await;
 
     // eve is a member on c; a watcher on c sees her.
     let mut eve = c.hotsock(user("eve", Value::Null)).await;
@@ -135,12 +141,7 @@ async fn a_privacy_change_made_while_a_node_was_cut_off_applies_when_it_reconnec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_redis_connections_hang_reconnects() {
     let _serial = serial().await;
-    let redis = Redis::start();
-    let proxy = Proxy::start(redis.port).await;
-    let opts = NodeOptions::default();
-    let a = Node::start("a", &redis.url(), &opts);
-    let c = Node::start("c", &proxy.url(), &opts);
-    wait_for_cluster(&[&a, &c], 2).await;
+    let (_redis, proxy, a, c) = two_nodes_c_behind_a_proxy().await;
     let mut watcher = Watcher::join(&c, "wat", "presence.room").await;
 
     // Node c's SUBSCRIBE connection (its last: after the privacy store's
