@@ -264,6 +264,13 @@ async fn discard_for(end: &mut TransportEnd, wait: Duration) -> bool {
     }
 }
 
+/// A new session is connected and subscribed: drops what was queued while
+/// the link was down and tells the engine. False if the engine is gone.
+fn announce_up(end: &mut TransportEnd) -> bool {
+    discard_queued(end);
+    end.tx.send(BusEvent::Up).is_ok()
+}
+
 /// Drops whatever was queued while the link was down (frames, and requests
 /// to reset a connection that is new anyway).
 fn discard_queued(end: &mut TransportEnd) {
@@ -315,8 +322,7 @@ async fn single_session(
     let pubsub = timed("connect for SUBSCRIBE", client.get_async_pubsub()).await?;
     let (mut sink, mut stream) = pubsub.split();
     timed("SUBSCRIBE", sink.subscribe(channel)).await?;
-    discard_queued(end);
-    if end.tx.send(BusEvent::Up).is_err() {
+    if !announce_up(end) {
         return Ok(Ended::Stop);
     }
     loop {
@@ -371,8 +377,7 @@ async fn cluster_session(
     // Fails while the master serving the channel's slot is down.
     let what = format!("SSUBSCRIBE {channel} (on the master serving its slot)");
     timed(&what, conn.ssubscribe(channel)).await?;
-    discard_queued(end);
-    if end.tx.send(BusEvent::Up).is_err() {
+    if !announce_up(end) {
         return Ok(Ended::Stop);
     }
     loop {

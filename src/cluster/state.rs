@@ -583,14 +583,7 @@ impl ClusterState {
                     return fx;
                 }
                 if r.synced {
-                    self.counters.gaps += 1;
-                    fx.push(Effect::Notice(Notice::Gap {
-                        node: node.clone(),
-                        expected: r.seq + 1,
-                        got: seq,
-                    }));
-                    r.synced = false;
-                    r.sync_asked = None;
+                    missed_frames(&mut self.counters, &node, r, seq, &mut fx);
                 }
                 // Presence changes wait for the state; messages go out now.
                 for op in ops {
@@ -606,14 +599,7 @@ impl ClusterState {
             Body::Hb { seq, conns, .. } => {
                 r.conns = conns;
                 if r.synced && seq > r.seq {
-                    self.counters.gaps += 1;
-                    fx.push(Effect::Notice(Notice::Gap {
-                        node: node.clone(),
-                        expected: r.seq + 1,
-                        got: seq,
-                    }));
-                    r.synced = false;
-                    r.sync_asked = None;
+                    missed_frames(&mut self.counters, &node, r, seq, &mut fx);
                 }
                 need_sync = !r.synced;
             }
@@ -733,6 +719,25 @@ impl ClusterState {
         }
         fx
     }
+}
+
+/// A synced replica of `node` learned that frames up to `seq` exist that it
+/// never got: it is no longer synced, and asks for the node's state again.
+fn missed_frames(
+    counters: &mut Counters,
+    node: &Arc<str>,
+    r: &mut Replica,
+    seq: u64,
+    fx: &mut Vec<Effect>,
+) {
+    counters.gaps += 1;
+    fx.push(Effect::Notice(Notice::Gap {
+        node: node.clone(),
+        expected: r.seq + 1,
+        got: seq,
+    }));
+    r.synced = false;
+    r.sync_asked = None;
 }
 
 fn apply_op(node: &Arc<str>, r: &mut Replica, op: Op, fx: &mut Vec<Effect>) {
