@@ -281,6 +281,19 @@ impl Drop for OutboxReceiver {
     }
 }
 
+/// The text frames queued now, in order (for tests of what the core
+/// queued).
+#[cfg(test)]
+pub(crate) fn drain_text(rx: &mut OutboxReceiver) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(item) = rx.try_recv() {
+        if let Outbound::Text(b) = item {
+            out.push(String::from_utf8_lossy(&b).into_owned());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,15 +40,7 @@ impl Codec for Recorder {
     }
 }
 
-fn drain(rx: &mut OutboxReceiver) -> Vec<String> {
-    let mut out = Vec::new();
-    while let Some(item) = rx.try_recv() {
-        if let Outbound::Text(b) = item {
-            out.push(String::from_utf8_lossy(&b).into_owned());
-        }
-    }
-    out
-}
+use crate::outbox::drain_text as drain;
 
 fn member(info: Value) -> SubscribeOptions {
     SubscribeOptions {

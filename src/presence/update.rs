@@ -230,15 +230,7 @@ mod tests {
         }
     }
 
-    fn drain(rx: &mut OutboxReceiver) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Some(item) = rx.try_recv() {
-            if let Outbound::Text(b) = item {
-                out.push(String::from_utf8_lossy(&b).into_owned());
-            }
-        }
-        out
-    }
+    use crate::outbox::drain_text as drain;
 
     fn connect(p: &Presence) -> (Connection, OutboxReceiver) {
         p.connect(Identity::anonymous(), Arc::new(TextCodec), "test")

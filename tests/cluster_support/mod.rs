@@ -341,15 +341,9 @@ impl Node {
             self.addr,
             common::sign(&mut claims)
         );
-        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        let mut client = common::connect_url(&url)
             .await
-            .expect("upgrade in time")
-            .expect("upgrade accepted");
-        let mut client = Client {
-            ws,
-            connection_id: String::new(),
-            connected: Value::Null,
-        };
+            .unwrap_or_else(|status| panic!("{}: upgrade refused with {status}", self.name));
         client.read_connected().await;
         client
     }

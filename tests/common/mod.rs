@@ -75,14 +75,13 @@ impl TestServer {
 
     /// Connects with a raw token; Err(status) if the upgrade is refused.
     pub async fn connect_raw(&self, token: &str) -> Result<Client, u16> {
-        self.connect_url(&self.url(token)).await
+        connect_url(&self.url(token)).await
     }
 
     /// Connects to `path` (which carries its own query string, if any);
     /// Err(status) if the upgrade is refused.
     pub async fn connect_path(&self, path_and_query: &str) -> Result<Client, u16> {
-        self.connect_url(&format!("ws://{}{path_and_query}", self.addr))
-            .await
+        connect_url(&format!("ws://{}{path_and_query}", self.addr)).await
     }
 
     /// Connects with a 4 KiB socket receive buffer and reads
@@ -107,21 +106,6 @@ impl TestServer {
         };
         client.read_connected().await;
         client
-    }
-
-    async fn connect_url(&self, url: &str) -> Result<Client, u16> {
-        let attempt = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
-            .await
-            .expect("the upgrade is answered within the timeout");
-        match attempt {
-            Ok((ws, _)) => Ok(Client {
-                ws,
-                connection_id: String::new(),
-                connected: Value::Null,
-            }),
-            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
-            Err(e) => panic!("connect failed: {e}"),
-        }
     }
 
     /// One HTTP request with the API key; returns status and JSON body.
@@ -172,6 +156,23 @@ impl TestServer {
 
     pub async fn stop(self) {
         self.server.shutdown().await;
+    }
+}
+
+/// Opens a WebSocket to `url` (within [`WAIT`]); Err(status) if the
+/// upgrade is refused.
+pub async fn connect_url(url: &str) -> Result<Client, u16> {
+    let attempt = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("the upgrade is answered within the timeout");
+    match attempt {
+        Ok((ws, _)) => Ok(Client {
+            ws,
+            connection_id: String::new(),
+            connected: Value::Null,
+        }),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("connect failed: {e}"),
     }
 }
 
