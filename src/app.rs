@@ -27,6 +27,8 @@ pub struct Settings {
     pub sgc: crate::sgc::SgcConfig,
     /// Bearer key of the HTTP API.
     pub api_key: String,
+    /// The front ends served (`--frontends`), by name.
+    pub frontends: Vec<&'static str>,
 }
 
 /// Shared state, cheap to clone (axum router state).

@@ -63,10 +63,11 @@ pub struct Config {
     pub sgc_ack_retries: u32,
     /// sgc: joined members on this server.
     pub sgc_max_members: usize,
-    /// sgc: channel patterns members may subscribe to (`*` wildcards, `#regex:`).
-    pub sgc_channels: Vec<String>,
-    /// sgc: channel patterns members may publish to.
-    pub sgc_publish_channels: Vec<String>,
+    /// Replaced by the channel policy (`open-channels`); set: a startup
+    /// error that says so.
+    pub sgc_channels: Option<Vec<String>>,
+    /// Replaced by the channel policy (`[[channel-rules]]` `publish`).
+    pub sgc_publish_channels: Option<Vec<String>>,
     /// sgc: allow publish with an empty channel (to every member).
     pub sgc_global_publish: bool,
     /// sgc: get@members for a channel requires being subscribed to it.
@@ -119,6 +120,23 @@ pub struct Config {
     pub webhook_retry_ms: u64,
     /// Webhooks: attempts per request, the first included.
     pub webhook_max_attempts: u32,
+    /// Channel patterns anyone may subscribe to, whose subscribers may
+    /// publish (`*` wildcards, `#regex:`).
+    pub open_channels: Vec<String>,
+    /// Channel patterns any authenticated connection may subscribe to,
+    /// whose subscribers may publish.
+    pub authenticated_channels: Vec<String>,
+    /// Full channel rules (`[[channel-rules]]` tables), tried before the
+    /// two lists above.
+    pub channel_rules: Vec<crate::policy::RuleConfig>,
+    /// URL asked about channels no grant or rule settles (none: refused).
+    pub channel_check_url: Option<String>,
+    /// How long an answer of the channel check is reused, e.g. "10s".
+    pub channel_check_cache_ttl: String,
+    /// How long the channel check may take to answer, e.g. "2s".
+    pub channel_check_timeout: String,
+    /// Front ends to serve (empty: every one compiled in).
+    pub frontends: Vec<String>,
     /// Extra root certificates (a PEM file) trusted by rollcall's outgoing
     /// TLS connections (rediss:// bus, https webhooks, https OAuth
     /// introspection), on top of the system's.
@@ -153,8 +171,8 @@ impl Default for Config {
             sgc_ack_timeout: "10s".into(),
             sgc_ack_retries: 5,
             sgc_max_members: 100_000,
-            sgc_channels: vec!["*".into()],
-            sgc_publish_channels: vec!["*".into()],
+            sgc_channels: None,
+            sgc_publish_channels: None,
             sgc_global_publish: true,
             sgc_members_need_subscription: false,
             sgc_invite_needs_subscription: false,
@@ -179,6 +197,13 @@ impl Default for Config {
             webhook_batch_ms: 100,
             webhook_retry_ms: 500,
             webhook_max_attempts: 8,
+            open_channels: Vec::new(),
+            authenticated_channels: Vec::new(),
+            channel_rules: Vec::new(),
+            channel_check_url: None,
+            channel_check_cache_ttl: "10s".into(),
+            channel_check_timeout: "2s".into(),
+            frontends: Vec::new(),
             tls_ca_file: None,
         }
     }
@@ -320,6 +345,49 @@ impl Config {
             Some(path) => crate::tls::read_ca_file(path).map(|_| ()),
             None => Ok(()),
         }
+    }
+
+    /// The channel policy's settings, or an error naming the bad key.
+    pub fn policy(&self) -> Result<crate::policy::PolicyConfig, String> {
+        for (key, set) in [
+            ("sgc-channels", self.sgc_channels.is_some()),
+            ("sgc-publish-channels", self.sgc_publish_channels.is_some()),
+        ] {
+            if set {
+                return Err(format!(
+                    "{key} was replaced by the channel policy, which holds for every front end: \
+                     use --open-channels / --authenticated-channels or [[channel-rules]] \
+                     (README, \"Channel authorization\")"
+                ));
+            }
+        }
+        let rules = crate::policy::PolicyConfig::rules_from(
+            &self.channel_rules,
+            &self.open_channels,
+            &self.authenticated_channels,
+        )?;
+        let backend = match &self.channel_check_url {
+            None => None,
+            Some(url) => {
+                crate::policy::check_url(url, self.tls_ca_file.as_deref())?;
+                let parse = |key: &str, value: &str| {
+                    parse_duration(value).map_err(|e| format!("{key} = {value:?}: {e}"))
+                };
+                Some(crate::policy::BackendConfig {
+                    url: url.clone(),
+                    cache_ttl: parse("channel-check-cache-ttl", &self.channel_check_cache_ttl)?,
+                    timeout: parse("channel-check-timeout", &self.channel_check_timeout)?,
+                    secret: self.webhook_secret.clone(),
+                    ca_file: self.tls_ca_file.clone(),
+                })
+            }
+        };
+        Ok(crate::policy::PolicyConfig {
+            rules,
+            backend,
+            presence_member_bytes: self.max_member_bytes,
+            max_members: self.max_members_per_channel,
+        })
     }
 
     /// Settings for JWT verification.

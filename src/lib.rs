@@ -16,6 +16,7 @@ pub mod http_api;
 pub mod ids;
 pub mod metrics;
 pub mod outbox;
+pub mod policy;
 pub mod presence;
 pub mod server;
 pub mod services;

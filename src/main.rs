@@ -83,6 +83,8 @@ struct ServeArgs {
     #[arg(long, env = "ROLLCALL_IDLE_TIMEOUT")]
     idle_timeout: Option<String>,
     #[command(flatten)]
+    policy: PolicyArgs,
+    #[command(flatten)]
     sgc: SgcArgs,
     #[command(flatten)]
     cluster: ClusterArgs,
@@ -116,6 +118,52 @@ struct ServeArgs {
     sc_handshake_timeout: Option<u64>,
 }
 
+/// Channel policy flags: who may subscribe and publish where, on every
+/// front end (full rules: `[[channel-rules]]` in the TOML file).
+#[derive(Args, Default)]
+struct PolicyArgs {
+    /// Channel patterns anyone may subscribe to (subscribers may publish), comma-separated,
+    /// e.g. 'lobby,room.*' [default: none; a channel needs a grant in the token].
+    #[arg(long, env = "ROLLCALL_OPEN_CHANNELS", value_delimiter = ',')]
+    open_channels: Vec<String>,
+    /// Channel patterns any connection with a valid token may subscribe to (subscribers may
+    /// publish), comma-separated [default: none].
+    #[arg(long, env = "ROLLCALL_AUTHENTICATED_CHANNELS", value_delimiter = ',')]
+    authenticated_channels: Vec<String>,
+    /// URL (http:// or https://) asked by POST whether a connection may use a channel no grant
+    /// or rule settles [default: none; such channels are refused].
+    #[arg(long, env = "ROLLCALL_CHANNEL_CHECK_URL", hide_env_values = true)]
+    channel_check_url: Option<String>,
+    /// How long a channel check answer is reused [default: 10s].
+    #[arg(long, env = "ROLLCALL_CHANNEL_CHECK_CACHE_TTL")]
+    channel_check_cache_ttl: Option<String>,
+    /// How long the channel check may take to answer [default: 2s].
+    #[arg(long, env = "ROLLCALL_CHANNEL_CHECK_TIMEOUT")]
+    channel_check_timeout: Option<String>,
+    /// Front ends to serve, comma-separated: hotsock, socketio, sc, sgc [default: every one
+    /// compiled in].
+    #[arg(long, env = "ROLLCALL_FRONTENDS", value_delimiter = ',')]
+    frontends: Vec<String>,
+}
+
+impl PolicyArgs {
+    fn overlay(self, cfg: &mut Config) {
+        overlay!(self, cfg; channel_check_cache_ttl, channel_check_timeout);
+        if self.channel_check_url.is_some() {
+            cfg.channel_check_url = self.channel_check_url;
+        }
+        if !self.open_channels.is_empty() {
+            cfg.open_channels = self.open_channels;
+        }
+        if !self.authenticated_channels.is_empty() {
+            cfg.authenticated_channels = self.authenticated_channels;
+        }
+        if !self.frontends.is_empty() {
+            cfg.frontends = self.frontends;
+        }
+    }
+}
+
 /// sgc front end flags (`sgc-*` keys in the TOML file).
 #[derive(Args, Default)]
 struct SgcArgs {
@@ -137,11 +185,11 @@ struct SgcArgs {
     /// sgc: joined members on this server [default: 100000].
     #[arg(long, env = "ROLLCALL_SGC_MAX_MEMBERS")]
     sgc_max_members: Option<usize>,
-    /// sgc: channel patterns members may subscribe to, comma-separated [default: *].
-    #[arg(long, env = "ROLLCALL_SGC_CHANNELS", value_delimiter = ',')]
+    /// Replaced by --open-channels (kept to say so at startup).
+    #[arg(long, env = "ROLLCALL_SGC_CHANNELS", value_delimiter = ',', hide = true)]
     sgc_channels: Vec<String>,
-    /// sgc: channel patterns members may publish to, comma-separated [default: *].
-    #[arg(long, env = "ROLLCALL_SGC_PUBLISH_CHANNELS", value_delimiter = ',')]
+    /// Replaced by [[channel-rules]] (kept to say so at startup).
+    #[arg(long, env = "ROLLCALL_SGC_PUBLISH_CHANNELS", value_delimiter = ',', hide = true)]
     sgc_publish_channels: Vec<String>,
     /// sgc: allow publish with an empty channel (to every member) [default: true].
     #[arg(long, env = "ROLLCALL_SGC_GLOBAL_PUBLISH")]
@@ -169,10 +217,10 @@ impl SgcArgs {
             sgc_invite_needs_subscription
         );
         if !self.sgc_channels.is_empty() {
-            cfg.sgc_channels = self.sgc_channels;
+            cfg.sgc_channels = Some(self.sgc_channels);
         }
         if !self.sgc_publish_channels.is_empty() {
-            cfg.sgc_publish_channels = self.sgc_publish_channels;
+            cfg.sgc_publish_channels = Some(self.sgc_publish_channels);
         }
     }
 }
@@ -371,6 +419,7 @@ fn build_config(args: ServeArgs) -> Result<Config, String> {
     if args.tls_ca_file.is_some() {
         cfg.tls_ca_file = args.tls_ca_file;
     }
+    args.policy.overlay(&mut cfg);
     args.sgc.overlay(&mut cfg);
     args.cluster.overlay(&mut cfg);
     args.services.overlay(&mut cfg);
@@ -393,6 +442,8 @@ fn build_config(args: ServeArgs) -> Result<Config, String> {
     cfg.cluster()?;
     cfg.services()?;
     cfg.check_tls()?;
+    cfg.policy()?;
+    rollcall::server::enabled_frontends(&cfg)?;
     Ok(cfg)
 }
 
@@ -408,23 +459,17 @@ fn banner(resolved: &rollcall::server::Resolved, addr: std::net::SocketAddr) {
         "rollcall {} listening on {addr}",
         env!("CARGO_PKG_VERSION")
     );
-    #[cfg(feature = "hotsock")]
-    let _ = writeln!(out, "  Hotsock     ws://{addr}/hotsock?token=<JWT>");
-    #[cfg(feature = "socketio")]
-    let _ = writeln!(
-        out,
-        "  Socket.IO   http://{addr}/chat  (?tokenType=jwt&token=<JWT>)"
-    );
-    #[cfg(feature = "sc")]
-    let _ = writeln!(
-        out,
-        "  SocketCluster ws://{addr}/socketcluster/  (token in #handshake)"
-    );
-    #[cfg(feature = "sgc")]
-    let _ = writeln!(
-        out,
-        "  sgc         ws://{addr}/sgc  (subprotocol presence.esegece.com)"
-    );
+    let frontends = rollcall::server::enabled_frontends(cfg).unwrap_or_default();
+    for name in frontends {
+        let line = match name {
+            "hotsock" => format!("  Hotsock     ws://{addr}/hotsock?token=<JWT>"),
+            "socketio" => format!("  Socket.IO   http://{addr}/chat  (?tokenType=jwt&token=<JWT>)"),
+            "sc" => format!("  SocketCluster ws://{addr}/socketcluster/  (token in #handshake)"),
+            "sgc" => format!("  sgc         ws://{addr}/sgc  (subprotocol presence.esegece.com)"),
+            _ => continue,
+        };
+        let _ = writeln!(out, "{line}");
+    }
     let _ = writeln!(
         out,
         "  HTTP API    http://{addr}/api/  (Authorization: Bearer <api key>)"
@@ -440,6 +485,13 @@ fn banner(resolved: &rollcall::server::Resolved, addr: std::net::SocketAddr) {
         cfg.node_id.as_deref().unwrap_or("?")
     );
     let _ = writeln!(out, "  OpenAPI     http://{addr}/api/openapi.json");
+    if let Ok(policy) = cfg.policy() {
+        let policy = rollcall::policy::ChannelPolicy::new(policy);
+        for (i, line) in policy.describe().iter().enumerate() {
+            let label = if i == 0 { "Channels" } else { "" };
+            let _ = writeln!(out, "  {label:<11} {line}");
+        }
+    }
     let _ = writeln!(
         out,
         "  Metrics     http://{addr}/metrics  dashboard http://{addr}/dashboard"

@@ -98,20 +98,61 @@ impl RunningServer {
     }
 }
 
-/// The full router for an app.
+/// The front ends compiled into this build, by the name `--frontends`
+/// takes.
+pub const COMPILED_FRONTENDS: &[&str] = &[
+    #[cfg(feature = "hotsock")]
+    "hotsock",
+    #[cfg(feature = "socketio")]
+    "socketio",
+    #[cfg(feature = "sc")]
+    "sc",
+    #[cfg(feature = "sgc")]
+    "sgc",
+];
+
+/// The front ends to serve: `frontends` from the config (every one
+/// compiled in when empty). Err names an unknown or missing one.
+pub fn enabled_frontends(config: &Config) -> Result<Vec<&'static str>, String> {
+    if config.frontends.is_empty() {
+        return Ok(COMPILED_FRONTENDS.to_vec());
+    }
+    let mut enabled = Vec::new();
+    for name in config.frontends.iter().map(|f| f.trim()).filter(|f| !f.is_empty()) {
+        match COMPILED_FRONTENDS.iter().find(|c| **c == name) {
+            Some(c) if !enabled.contains(c) => enabled.push(*c),
+            Some(_) => {}
+            None => {
+                return Err(format!(
+                    "--frontends: {name:?} is not a front end of this build; choose from {}",
+                    COMPILED_FRONTENDS.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(enabled)
+}
+
+/// The full router for an app: the shared routes and those of the front
+/// ends it serves.
 pub fn router(app: App) -> Router {
-    let router = Router::new()
+    let mut router = Router::new()
         .merge(crate::http_api::routes(app.clone()))
         .merge(crate::cluster::http::routes())
         .merge(crate::metrics::routes());
-    #[cfg(feature = "hotsock")]
-    let router = router.merge(crate::hotsock::routes(&app));
-    #[cfg(feature = "socketio")]
-    let router = router.merge(crate::socketio::routes(&app));
-    #[cfg(feature = "sc")]
-    let router = router.merge(crate::sc::routes(&app));
-    #[cfg(feature = "sgc")]
-    let router = router.merge(crate::sgc::routes(&app));
+    for name in &app.config.frontends {
+        router = match *name {
+            #[cfg(feature = "hotsock")]
+            "hotsock" => router.merge(crate::hotsock::routes(&app)),
+            #[cfg(feature = "socketio")]
+            "socketio" => router.merge(crate::socketio::routes(&app)),
+            #[cfg(feature = "sc")]
+            "sc" => router.merge(crate::sc::routes(&app)),
+            #[cfg(feature = "sgc")]
+            "sgc" => router.merge(crate::sgc::routes(&app)),
+            _ => router,
+        };
+    }
     router.with_state(app)
 }
 
@@ -136,7 +177,9 @@ pub async fn start(config: &Config) -> Result<RunningServer, String> {
             .api_key
             .clone()
             .ok_or("no API key configured (--api-key)")?,
+        frontends: enabled_frontends(config)?,
     };
+    let policy = Arc::new(crate::policy::ChannelPolicy::new(config.policy()?));
     let _ = timings;
     let services = crate::services::Services::new(config.services()?)?;
     let cluster_config = config.cluster()?;
@@ -147,6 +190,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, String> {
     let metrics = crate::metrics::MetricsObserver::shared();
     observers.push(metrics.clone());
     let presence = Presence::with_observers(config.limits(), observers);
+    presence.set_policy(policy);
     services.start(&presence);
     let handler: Arc<dyn crate::cluster::RemoteHandler> = Arc::new(services.clone());
     let cluster = crate::cluster::start(cluster, &presence, &cluster_config.node_id, Some(handler));

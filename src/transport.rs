@@ -64,12 +64,26 @@ impl Default for TransportConfig {
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// What a session wants after handling an input.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Flow {
     /// Keep going.
     Continue,
     /// Close the connection (queued frames are flushed first).
     Close(CloseReason),
+    /// Wait for the channel policy's backend check (reading pauses, so
+    /// later frames stay in order), then call [`Session::on_resume`].
+    Wait(crate::policy::Pending),
+}
+
+impl PartialEq for Flow {
+    /// Two waits are never equal (each waits for its own answer).
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Flow::Continue, Flow::Continue) => true,
+            (Flow::Close(a), Flow::Close(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 /// One protocol's per-connection logic.
@@ -90,6 +104,12 @@ pub trait Session: Send + 'static {
 
     /// A frame was dropped because the client exceeded its message rate.
     fn on_rate_limited(&mut self, limit: u32) -> Flow;
+
+    /// The backend check a [`Flow::Wait`] waited for has answered: handle
+    /// what was put aside.
+    fn on_resume(&mut self) -> Flow {
+        Flow::Continue
+    }
 
     /// The next time [`Session::on_timer`] should run, if any.
     fn next_timer(&self) -> Option<Instant> {
@@ -436,7 +456,7 @@ async fn read_loop<S: Session>(
     tokio::pin!(stopping);
     loop {
         let timer = session.next_timer().unwrap_or(far_future);
-        let flow = tokio::select! {
+        let mut flow = tokio::select! {
             _ = &mut closed => break,
             _ = &mut stopping => Flow::Close(CloseReason::new(close::GOING_AWAY, "server shutting down")),
             _ = sleep_until(timer) => session.on_timer(Instant::now()),
@@ -472,6 +492,13 @@ async fn read_loop<S: Session>(
                 }
             }
         };
+        while let Flow::Wait(pending) = flow {
+            flow = tokio::select! {
+                _ = &mut closed => return,
+                _ = &mut stopping => Flow::Close(CloseReason::new(close::GOING_AWAY, "server shutting down")),
+                _ = pending => session.on_resume(),
+            };
+        }
         if let Flow::Close(reason) = flow {
             tracing::debug!(conn = %conn_id, code = reason.code, reason = %reason.reason, "closing connection");
             outbox.close(reason);

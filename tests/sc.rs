@@ -161,6 +161,7 @@ impl Sc {
 
 async fn server() -> TestServer {
     TestServer::start_with(|cfg| {
+        cfg.open_channels = vec!["*".into()];
         cfg.sc_presence_interval = 300;
         cfg.sc_presence_timeout = Some(1000);
         cfg.sc_ping_interval = 200;
@@ -452,6 +453,7 @@ async fn presence_packets_follow_sc_stateless_presence() {
 #[tokio::test]
 async fn expired_token_is_dropped_on_the_next_event() {
     let srv = TestServer::start_with(|cfg| {
+        cfg.open_channels = vec!["*".into()];
         cfg.sc_presence_interval = 300;
         cfg.sc_ping_timeout = 10_000;
     })
@@ -583,7 +585,11 @@ async fn user_status(srv: &TestServer, uid: &str) -> (Value, Value) {
 
 #[tokio::test]
 async fn a_socket_that_logs_in_is_that_users_connection() {
-    let srv = TestServer::start_with(|cfg| cfg.max_connections_per_user = 2).await;
+    let srv = TestServer::start_with(|cfg| {
+        cfg.open_channels = vec!["*".into()];
+        cfg.max_connections_per_user = 2;
+    })
+    .await;
     // Anonymous at first: nobody's connection.
     let mut sc = Sc::connect(&srv, None).await;
     assert_eq!(user_status(&srv, "dora").await, (json!(false), json!(0)));

@@ -244,7 +244,7 @@ fn ids(list: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn session_join_leave_and_members() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_open().await;
     let mut alice = open(&srv, "").await.unwrap();
     // Delphi joins right after the session message, with raw CR LF in info.
     alice
@@ -290,7 +290,7 @@ async fn session_join_leave_and_members() {
 
 #[tokio::test]
 async fn channels_fan_out_to_their_members_only() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_open().await;
     let mut alice = member(&srv, "alice").await;
     let mut bob = member(&srv, "bob").await;
     let mut carol = member(&srv, "carol").await;
@@ -336,7 +336,7 @@ async fn channels_fan_out_to_their_members_only() {
 
 #[tokio::test]
 async fn publish_to_a_channel_and_to_everyone() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_open().await;
     let mut alice = member(&srv, "alice").await;
     let mut bob = member(&srv, "bob").await;
     alice.expect("member@new").await;
@@ -380,8 +380,12 @@ async fn publish_to_a_channel_and_to_everyone() {
 #[tokio::test]
 async fn every_error_code() {
     let srv = TestServer::start_with(|c| {
-        c.sgc_channels = vec!["room-*".into(), "open".into()];
-        c.sgc_publish_channels = vec!["room-*".into()];
+        // room-* is open; "open" may be joined, but only the server
+        // publishes there; every other channel is closed.
+        c.channel_rules = vec![
+            rule("room-*", "anyone", "subscribers"),
+            rule("open", "anyone", "server"),
+        ];
         c.sgc_members_need_subscription = true;
         c.max_members_per_channel = 2;
     })
@@ -524,7 +528,7 @@ async fn every_error_code() {
 
 #[tokio::test]
 async fn acknowledgments_come_first_and_resent_ids_run_once() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_open().await;
     let mut a = open(&srv, "").await.unwrap();
     let join = json!({"jsonrpc": "2.0", "method": "sgc@presence@member@new",
         "member": {"id": a.id, "name": "a", "info": ""}, "id": "0A1B2C3D4E5F60718293A4B5C6D7E8F9"});
@@ -557,6 +561,7 @@ async fn acknowledgments_come_first_and_resent_ids_run_once() {
 #[tokio::test]
 async fn server_frames_ask_for_acks_and_are_resent() {
     let srv = TestServer::start_with(|c| {
+        c.open_channels = vec!["*".into()];
         c.sgc_ack_timeout = "300ms".into();
         c.sgc_ack_retries = 2;
     })
@@ -600,7 +605,7 @@ async fn server_frames_ask_for_acks_and_are_resent() {
 
 #[tokio::test]
 async fn base64_both_ways() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_open().await;
     let mut plain = member(&srv, "plain").await;
     let mut a = open(&srv, "").await.unwrap();
     let b64 = |s: &str| format!("sgc@b64:{}", base64_encode(s));
@@ -671,7 +676,7 @@ fn base64_encode(s: &str) -> String {
 
 #[tokio::test]
 async fn lenient_frames_and_garbage() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_open().await;
     let mut a = open(&srv, "").await.unwrap();
     // Garbage of every kind is dropped; the connection keeps working.
     for junk in [
@@ -708,7 +713,11 @@ async fn lenient_frames_and_garbage() {
 
 #[tokio::test]
 async fn invitations_accepted_declined_and_refused() {
-    let srv = TestServer::start_with(|c| c.sgc_invitation_ttl = "400ms".into()).await;
+    let srv = TestServer::start_with(|c| {
+        c.open_channels = vec!["*".into()];
+        c.sgc_invitation_ttl = "400ms".into();
+    })
+    .await;
     let mut alice = member(&srv, "alice").await;
     let mut bob = member(&srv, "bob").await;
     alice.expect("member@new").await;
@@ -859,7 +868,11 @@ async fn tokens_give_identity_and_permissions() {
 
 #[tokio::test]
 async fn rate_limited_frames_get_error_50() {
-    let srv = TestServer::start_with(|c| c.max_messages_per_second = 2).await;
+    let srv = TestServer::start_with(|c| {
+        c.open_channels = vec!["*".into()];
+        c.max_messages_per_second = 2;
+    })
+    .await;
     let mut a = member(&srv, "a").await;
     for _ in 0..4 {
         a.get_members_nowait("").await;
@@ -883,7 +896,7 @@ impl Sgc {
 #[cfg(feature = "hotsock")]
 #[tokio::test]
 async fn sgc_and_hotsock_share_a_channel() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_open().await;
     let mut jim = srv.connect(user("jim", json!({"name": "Jim"}))).await;
     jim.join("presence.room").await;
     let mut alice = member(&srv, "alice").await;

@@ -8,15 +8,9 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scripted_sgc_suite_passes() {
-    let srv = TestServer::start_with(|c| {
-        c.sgc_invitation_ttl = "1s".into();
-        c.sgc_ack_timeout = "500ms".into();
-        c.sgc_ack_retries = 1;
-        c.sgc_members_need_subscription = true;
-        c.sgc_publish_channels = vec!["room.*".into(), "presence.*".into()];
-    })
-    .await;
+    // The settings and channel rules the suite states in its server.toml.
     let suite = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/sgc");
+    let srv = TestServer::start_for_suite(&suite).await;
     let options = rollcall::conformance::RunOptions {
         suite,
         url: format!("ws://{}", srv.addr),

@@ -172,8 +172,10 @@ fn query(claims: Value) -> String {
     format!("tokenType=jwt&token={}", jwt(claims))
 }
 
+/// Every channel open: these tests are about the protocol; the policy is
+/// tested in tests/authorization.rs.
 async fn start() -> TestServer {
-    TestServer::start().await
+    TestServer::start_open().await
 }
 
 #[tokio::test]
@@ -576,6 +578,7 @@ async fn introspection_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
 async fn oauth_tokens_are_introspected_and_cached() {
     let (idp, hits) = introspection_server().await;
     let srv = TestServer::start_with(|cfg| {
+        cfg.open_channels = vec!["*".into()];
         cfg.oauth_introspection_url = Some(format!("http://rs:introspect@{idp}/introspect"));
     })
     .await;
@@ -608,6 +611,7 @@ async fn unreachable_introspection_says_so() {
         l.local_addr().unwrap().port()
     };
     let srv = TestServer::start_with(|cfg| {
+        cfg.open_channels = vec!["*".into()];
         cfg.oauth_introspection_url = Some(format!("http://127.0.0.1:{port}/introspect"));
     })
     .await;

@@ -94,6 +94,9 @@ async fn upgrade(
         Ok(pair) => pair,
         Err(e) => return refuse(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
     };
+    conn.set_access(crate::policy::Access::authenticated(Some(
+        claims.channels.clone(),
+    )));
     let transport = app.config.transport.clone();
     let hotsock = app.config.hotsock.clone();
     let shutdown = app.shutdown.handle();

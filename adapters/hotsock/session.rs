@@ -13,6 +13,7 @@ use super::wire::{self, ClientFrame, Meta, WireError, codes};
 use crate::auth::{ChannelRules, HotsockClaims, JwtVerifier, Scope, SingleUseGuard};
 use crate::ids;
 use crate::outbox::CloseReason;
+use crate::policy::{BackendRequest, Refusal};
 use crate::presence::{
     ChannelMessage, Connection, MessageSender, SubscribeError, SubscribeOptions, UpdateError,
 };
@@ -46,6 +47,8 @@ pub struct HotsockSession {
     config: Arc<HotsockConfig>,
     subs: HashMap<String, Subscription>,
     expires_at: Instant,
+    /// A frame waiting for the channel check's answer.
+    replay: Option<Box<str>>,
     heartbeat_deadline: Option<Instant>,
     next_keep_alive: Option<Instant>,
 }
@@ -74,6 +77,7 @@ impl HotsockSession {
             expires_at: now + config.connection_lifetime,
             config,
             subs: HashMap::new(),
+            replay: None,
             heartbeat_deadline,
             next_keep_alive,
         }
@@ -94,12 +98,19 @@ impl HotsockSession {
         );
         self.conn.send_text(frame);
         for channel in self.claims.channels.auto_subscribe_channels() {
-            self.subscribe(&channel, None, true);
+            // Granted by the token's own autoSubscribe key: nothing to ask.
+            let _ = self.subscribe(&channel, None, true);
         }
     }
 
     fn send_error(&self, err: WireError) {
         self.conn.send_text(wire::error(&err));
+    }
+
+    /// Sends the error; nothing is left to ask.
+    fn refuse(&self, err: WireError) -> Option<BackendRequest> {
+        self.send_error(err);
+        None
     }
 
     fn meta_uid(&self) -> Option<&str> {
@@ -114,9 +125,18 @@ impl HotsockSession {
         }
     }
 
-    fn handle(&mut self, frame: ClientFrame) {
+    /// Handles one frame; Some(question) when the backend check must
+    /// answer before it can be handled.
+    fn handle(&mut self, frame: ClientFrame) -> Option<BackendRequest> {
         match frame {
-            ClientFrame::Subscribe { channel, token } => self.subscribe(&channel, token, false),
+            ClientFrame::Subscribe { channel, token } => {
+                return self.subscribe(&channel, token, false);
+            }
+            ClientFrame::Message {
+                channel,
+                event,
+                data,
+            } => return self.client_message(&channel, event, data),
             ClientFrame::Unsubscribe { channel } => self.unsubscribe(&channel),
             ClientFrame::Ping => {
                 self.conn.send_text(wire::pong());
@@ -128,12 +148,8 @@ impl HotsockSession {
                 }
             }
             ClientFrame::UmdUpdate { channel, token } => self.umd_update(channel, &token),
-            ClientFrame::Message {
-                channel,
-                event,
-                data,
-            } => self.client_message(&channel, event, data),
         }
+        None
     }
 
     /// Verifies a subscribe or umd token for this connection: signature,
@@ -156,13 +172,19 @@ impl HotsockSession {
             .map_err(|e| WireError::new(code, channel, format!("{scope} token rejected: {e}")))
     }
 
-    fn subscribe(&mut self, name: &str, token: Option<String>, auto: bool) {
+    /// Subscribes; Some(question) when the backend check must answer first.
+    fn subscribe(
+        &mut self,
+        name: &str,
+        token: Option<String>,
+        auto: bool,
+    ) -> Option<BackendRequest> {
         let (channel, alias) = self.resolve(name);
         if let Err(e) = wire::check_channel_name(&channel) {
-            return self.send_error(e);
+            return self.refuse(e);
         }
         if self.subs.contains_key(&channel) {
-            return self.send_error(WireError::new(
+            return self.refuse(WireError::new(
                 codes::ALREADY_SUBSCRIBED,
                 Some(&channel),
                 format!("already subscribed to {channel}"),
@@ -176,13 +198,6 @@ impl HotsockSession {
                 Some(&channel),
             ) {
                 Ok(claims) => {
-                    if !claims.channels.can_subscribe(&channel) {
-                        return self.send_error(WireError::new(
-                            codes::SUBSCRIBE_PERMISSION_DENIED,
-                            Some(&channel),
-                            format!("the subscribe token does not allow subscribing to {channel}"),
-                        ));
-                    }
                     // The subscribe token's uid and umd win for this channel
                     // (spec §2.5); its uid is this connection's or the
                     // token is bound to this connection by connectionId.
@@ -195,26 +210,15 @@ impl HotsockSession {
                         .clone()
                         .map(Arc::new)
                         .unwrap_or_else(|| self.conn.info());
-                    (Some(Arc::new(claims.channels)), uid, umd)
+                    (Some(claims.channels), uid, umd)
                 }
-                Err(e) => return self.send_error(e),
+                Err(e) => return self.refuse(e),
             },
-            None => {
-                if !self.claims.channels.can_subscribe(&channel) && !auto {
-                    return self.send_error(WireError::new(
-                        codes::SUBSCRIBE_PERMISSION_DENIED,
-                        Some(&channel),
-                        format!(
-                            "the connect token's channels claim does not allow subscribing to {channel}"
-                        ),
-                    ));
-                }
-                (None, self.uid.clone(), self.conn.info())
-            }
+            None => (None, self.uid.clone(), self.conn.info()),
         };
         let is_presence = channel.starts_with(PRESENCE_PREFIX);
         if is_presence && uid.as_deref().is_none_or(str::is_empty) {
-            return self.send_error(WireError::new(
+            return self.refuse(WireError::new(
                 codes::PRESENCE_CHANNEL_USER_ID_REQUIRED,
                 Some(&channel),
                 "presence channels need a uid claim in the token",
@@ -224,6 +228,8 @@ impl HotsockSession {
             member_info: is_presence.then(|| umd.clone()),
             member_key: uid.clone().filter(|u| Some(u) != self.uid.as_ref()),
             presence_events: is_presence,
+            grant: token_rules.clone(),
+            automatic: auto,
             ..SubscribeOptions::default()
         };
         let conn = &self.conn;
@@ -266,11 +272,16 @@ impl HotsockSession {
                         codes::PRESENCE_CHANNEL_MEMBER_LIMIT_REACHED
                     }
                     SubscribeError::TooManyChannels { .. } => codes::CHANNEL_LIMIT_REACHED,
-                    SubscribeError::Closed => return,
+                    SubscribeError::Refused(Refusal::Undecided(req)) => return Some(req),
+                    SubscribeError::Refused(Refusal::Denied(_)) => {
+                        codes::SUBSCRIBE_PERMISSION_DENIED
+                    }
+                    SubscribeError::Closed => return None,
                 };
                 self.send_error(WireError::new(code, Some(&channel), e.to_string()));
             }
         }
+        None
     }
 
     fn unsubscribe(&mut self, name: &str) {
@@ -304,34 +315,9 @@ impl HotsockSession {
         name: &str,
         event: String,
         data: Option<Box<serde_json::value::RawValue>>,
-    ) {
+    ) -> Option<BackendRequest> {
         let (channel, _) = self.resolve(name);
         let sub = self.subs.get(&channel);
-        let mut perm = self.claims.channels.message_permission(&channel, &event);
-        if let Some(rules) = sub.and_then(|s| s.token_rules.as_ref()) {
-            let extra = rules.message_permission(&channel, &event);
-            perm.publish |= extra.publish;
-            perm.echo |= extra.echo;
-        }
-        let allowed = if sub.is_some() {
-            perm.publish || perm.broadcast
-        } else {
-            perm.broadcast
-        };
-        if !allowed {
-            let why = if sub.is_none() && perm.publish {
-                format!("subscribe to {channel} before sending {event:?}, or get a broadcast grant")
-            } else {
-                format!(
-                    "the token's channels claim does not allow sending {event:?} to {channel} (messages.{event}.publish)"
-                )
-            };
-            return self.send_error(WireError::new(
-                codes::PUBLISH_PERMISSION_DENIED,
-                Some(&channel),
-                why,
-            ));
-        }
         let (uid, umd) = match sub {
             Some(s) => (s.uid.clone(), s.umd.clone()),
             None => (self.uid.clone(), self.conn.info()),
@@ -345,10 +331,20 @@ impl HotsockSession {
                 conn: self.conn.id(),
                 user_id: uid,
                 info: umd,
-                echo: perm.echo,
+                // The grant's `echo` turns this on.
+                echo: false,
             }),
         };
-        self.conn.presence().publish(&msg);
+        let extra = sub.and_then(|s| s.token_rules.as_deref());
+        match self.conn.presence().publish_from(&self.conn, msg, extra) {
+            Ok(_) => None,
+            Err(Refusal::Undecided(req)) => Some(req),
+            Err(Refusal::Denied(why)) => self.refuse(WireError::new(
+                codes::PUBLISH_PERMISSION_DENIED,
+                Some(&channel),
+                why,
+            )),
+        }
     }
 
     /// `hotsock.umdUpdate` (spec §2.3, C8/C9).
@@ -432,11 +428,25 @@ impl Session for HotsockSession {
     }
 
     fn on_text(&mut self, text: &str) -> Flow {
-        match wire::decode(text) {
+        let question = match wire::decode(text) {
             Ok(frame) => self.handle(frame),
-            Err(e) => self.send_error(e),
+            Err(e) => self.refuse(e),
+        };
+        match question {
+            // Handled again once the backend check has answered.
+            Some(req) => {
+                self.replay = Some(text.into());
+                Flow::Wait(self.conn.presence().consult(req))
+            }
+            None => Flow::Continue,
         }
-        Flow::Continue
+    }
+
+    fn on_resume(&mut self) -> Flow {
+        match self.replay.take() {
+            Some(text) => self.on_text(&text),
+            None => Flow::Continue,
+        }
     }
 
     fn on_binary(&mut self, _data: &[u8]) -> Flow {

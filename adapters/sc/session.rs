@@ -19,7 +19,7 @@
 //! that goes away for any reason (close, kill, kick, failed re-auth) leaves
 //! no ghost.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -27,10 +27,11 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use super::ScShared;
-use super::wire::{self, Cid, Frame, Packet, Request, ScError, TokenArg};
+use super::wire::{self, Cid, Frame, Packet, Request, SOCKET_INBOX, ScError, TokenArg};
 use crate::outbox::CloseReason;
+use crate::policy::{Access, BackendRequest, Refusal};
 use crate::presence::{
-    ChannelMessage, Connection, MessageSender, SubscribeOptions, SubscriptionUpdate,
+    ChannelMessage, Connection, MessageSender, Rights, SubscribeOptions, SubscriptionUpdate,
 };
 use crate::transport::{Flow, Session};
 
@@ -52,6 +53,20 @@ struct Auth {
     username: Option<Arc<str>>,
     /// The `exp` claim (seconds), re-checked on every inbound event.
     exp: Option<u64>,
+    /// What the token grants (its `channels` claim).
+    access: Access,
+}
+
+/// Where an SC channel name points, for the channel policy.
+enum Target<'a> {
+    /// This socket's own `presence>socket/<id>`: pongs addressed to it.
+    OwnInbox,
+    /// Another socket's `presence>socket/<id>`.
+    OtherInbox,
+    /// `presence>C`: the presence feed of C, read with the rights on C.
+    PresenceOf(&'a str),
+    /// An ordinary channel.
+    Channel(&'a str),
 }
 
 /// A SocketCluster session.
@@ -65,6 +80,11 @@ pub struct ScSession {
     auth: Option<Auth>,
     /// SC channel names this socket is subscribed to.
     subs: BTreeSet<String>,
+    /// Packets put aside until the channel check answers (the first one
+    /// asked the question).
+    held: VecDeque<Packet>,
+    /// The question the last packet left for the channel check.
+    asking: Option<BackendRequest>,
     next_ping: Instant,
     pong_deadline: Instant,
 }
@@ -82,6 +102,8 @@ impl ScSession {
             version: Version::Unknown,
             auth: None,
             subs: BTreeSet::new(),
+            held: VecDeque::new(),
+            asking: None,
             next_ping: now + cfg.ping_interval,
             pong_deadline: now + cfg.ping_timeout,
             shared,
@@ -144,12 +166,16 @@ impl ScSession {
             return Ok(());
         }
         if !self.conn.is_subscribed(name) {
+            let rights = match self.target(name) {
+                Target::OwnInbox => Rights::PrivateInbox,
+                Target::PresenceOf(c) => Rights::Of(Arc::from(c)),
+                Target::OtherInbox | Target::Channel(_) => Rights::Own,
+            };
             let opts = SubscribeOptions {
-                member_info: None,
                 presence_events,
                 receive_messages,
-                flavor: 0,
-                member_key: None,
+                rights,
+                ..SubscribeOptions::default()
             };
             presence
                 .subscribe(&self.conn, name, opts, |_| {})
@@ -198,11 +224,14 @@ impl ScSession {
         let user = auth.as_ref().and_then(|a| a.username.clone());
         let result = match self.conn.presence().set_user(&self.conn, user) {
             Ok(()) => {
+                self.conn
+                    .set_access(auth.as_ref().map(|a| a.access.clone()).unwrap_or_default());
                 self.auth = auth;
                 Ok(())
             }
             Err(e) => {
                 let _ = self.conn.presence().set_user(&self.conn, None);
+                self.conn.set_access(Access::anonymous());
                 self.auth = None;
                 Err(ScError {
                     message: format!("cannot log in: {e}"),
@@ -211,10 +240,67 @@ impl ScSession {
                 })
             }
         };
+        // Subscriptions the new credentials no longer allow end first, so
+        // a user who logs in never shows up in a channel it may not read.
+        self.kick_out_refused();
         if self.username() != before.as_ref() {
             self.sync_all();
         }
         result
+    }
+
+    /// Where `channel` points for the channel policy.
+    fn target<'a>(&self, channel: &'a str) -> Target<'a> {
+        match wire::presence_target(channel) {
+            Some(rest) => match rest.strip_prefix(SOCKET_INBOX) {
+                Some(id) if id == &*self.socket_id => Target::OwnInbox,
+                Some(_) => Target::OtherInbox,
+                None => Target::PresenceOf(rest),
+            },
+            None => Target::Channel(channel),
+        }
+    }
+
+    /// May this socket subscribe to `channel` (any front end's policy)?
+    fn may_subscribe(&self, channel: &str) -> Result<(), Refusal> {
+        let presence = self.conn.presence();
+        match self.target(channel) {
+            Target::OwnInbox => Ok(()),
+            Target::OtherInbox => Err(Refusal::Denied(format!(
+                "{channel} is another socket's channel; a socket subscribes to its own {}{SOCKET_INBOX}<socket id> only",
+                wire::PRESENCE_PREFIX
+            ))),
+            Target::PresenceOf(c) | Target::Channel(c) => {
+                presence.check_subscribe(&self.conn, c, None, false)
+            }
+        }
+    }
+
+    /// Ends, with `#kickOut`, every subscription the socket's current
+    /// credentials no longer allow (after logging in, out or in again).
+    fn kick_out_refused(&mut self) {
+        let refused: Vec<(String, String)> = self
+            .subs
+            .iter()
+            .filter_map(|c| match self.may_subscribe(c) {
+                Ok(()) => None,
+                Err(Refusal::Denied(why)) => Some((c.clone(), why)),
+                Err(Refusal::Undecided(_)) => Some((
+                    c.clone(),
+                    format!("{c} must be checked again for the new credentials; subscribe again"),
+                )),
+            })
+            .collect();
+        for (channel, why) in refused {
+            self.subs.remove(&channel);
+            for name in Self::core_channels(&channel) {
+                let _ = self.sync(name);
+            }
+            if let Some(target) = wire::presence_target(&channel) {
+                self.shared.unwatch(target);
+            }
+            self.send(wire::kick_out(&channel, &why));
+        }
     }
 
     /// Verifies a token argument; Err carries the error and whether the
@@ -234,13 +320,18 @@ impl ScSession {
             }
             TokenArg::Token(t) => t,
         };
-        match self.shared.verifier.verify(token) {
-            Ok(claims) => Ok(Some(Auth {
+        let verified = self.shared.verifier.verify(token).and_then(|claims| {
+            let access = crate::auth::access_from_claims(&claims)?;
+            Ok((claims, access))
+        });
+        match verified {
+            Ok((claims, access)) => Ok(Some(Auth {
                 username: claims
                     .get("username")
                     .and_then(Value::as_str)
                     .map(Arc::from),
                 exp: claims.get("exp").and_then(Value::as_u64),
+                access,
             })),
             Err(e) => Err(ScError::from_auth(&e)),
         }
@@ -292,6 +383,23 @@ impl ScSession {
     fn subscribe(&mut self, channel: String, cid: Option<&Cid>) {
         if self.subs.contains(&channel) {
             return self.reply_ok(cid);
+        }
+        // Before anything is published or joined: a refused subscribe
+        // leaves no trace.
+        match self.may_subscribe(&channel) {
+            Ok(()) => {}
+            Err(Refusal::Undecided(req)) => {
+                self.asking = Some(req);
+                return;
+            }
+            Err(Refusal::Denied(why)) => {
+                return self.reply_error(
+                    cid,
+                    &ScError::forbidden(format!(
+                        "Failed to subscribe socket to the {channel} channel - {why}"
+                    )),
+                );
+            }
         }
         let timeout = self.shared.config.presence_timeout_ms();
         let anonymous_join = wire::packet::join(None, timeout, Some(&self.socket_id));
@@ -346,21 +454,63 @@ impl ScSession {
         self.reply_ok(cid);
     }
 
-    fn publish(&self, channel: String, data: Option<Box<RawValue>>, cid: Option<&Cid>) {
-        let msg = ChannelMessage {
-            id: crate::ids::ulid(),
-            channel: Arc::from(channel),
-            event: wire::PUBLISH_EVENT.to_string(),
-            data,
-            sender: Some(MessageSender {
-                conn: self.conn.id(),
-                user_id: self.username().cloned(),
-                info: Arc::new(Value::Null),
-                echo: true,
-            }),
+    fn publish(&mut self, channel: String, data: Option<Box<RawValue>>, cid: Option<&Cid>) {
+        let refusal = match self.target(&channel) {
+            Target::OwnInbox | Target::OtherInbox => return self.pong(channel, data, cid),
+            Target::PresenceOf(_) => Refusal::Denied(format!(
+                "{channel} carries the server's presence packets; clients cannot publish on it"
+            )),
+            Target::Channel(_) => {
+                let msg = ChannelMessage {
+                    id: crate::ids::ulid(),
+                    channel: Arc::from(channel.as_str()),
+                    event: wire::PUBLISH_EVENT.to_string(),
+                    data,
+                    sender: Some(MessageSender {
+                        conn: self.conn.id(),
+                        user_id: self.username().cloned(),
+                        info: Arc::new(Value::Null),
+                        echo: true,
+                    }),
+                };
+                match self.conn.presence().publish_from(&self.conn, msg, None) {
+                    // Acked after delivery, as the JS server does.
+                    Ok(_) => return self.reply_ok(cid),
+                    Err(refusal) => refusal,
+                }
+            }
         };
-        self.conn.presence().publish(&msg);
-        // Acked after delivery, as the JS server does.
+        match refusal {
+            Refusal::Undecided(req) => self.asking = Some(req),
+            Refusal::Denied(why) => self.reply_error(
+                cid,
+                &ScError::forbidden(format!("Failed to publish to the {channel} channel - {why}")),
+            ),
+        }
+    }
+
+    /// A presence `pong` to a socket's `presence>socket/<id>` channel
+    /// (sc-stateless-presence): it answers a join on `presence>C`, so the
+    /// sender must be tracking C, and it names the sender's own user.
+    fn pong(&self, channel: String, data: Option<Box<RawValue>>, cid: Option<&Cid>) {
+        let tracked = data
+            .as_deref()
+            .and_then(|d| serde_json::from_str::<wire::PongPacket>(d.get()).ok())
+            .filter(|p| p.kind == "pong")
+            .map(|p| p.channel)
+            .filter(|c| self.subs.contains(&wire::presence_channel(c)));
+        let Some(tracked) = tracked else {
+            return self.reply_error(
+                cid,
+                &ScError::forbidden(format!(
+                    "Failed to publish to the {channel} channel - only presence pongs for a channel this socket tracks go to {}{SOCKET_INBOX}<socket id>",
+                    wire::PRESENCE_PREFIX
+                )),
+            );
+        };
+        let timeout = self.shared.config.presence_timeout_ms();
+        let packet = wire::packet::pong(&tracked, self.username().map(|u| &**u), timeout);
+        self.publish_packet(&channel, packet);
         self.reply_ok(cid);
     }
 
@@ -468,6 +618,27 @@ impl ScSession {
     }
 }
 
+impl ScSession {
+    /// Handles packets in order; one that must wait for the channel check
+    /// is put aside with the ones after it, and handled again once the
+    /// check has answered.
+    fn run_packets(&mut self, mut queue: VecDeque<Packet>) -> Flow {
+        let may_ask = self.conn.presence().policy().backend().is_some();
+        while let Some(p) = queue.pop_front() {
+            let copy = may_ask.then(|| p.clone());
+            if let Some(flow) = self.packet(p) {
+                return flow;
+            }
+            if let (Some(req), Some(copy)) = (self.asking.take(), copy) {
+                queue.push_front(copy);
+                self.held = queue;
+                return Flow::Wait(self.conn.presence().consult(req));
+            }
+        }
+        Flow::Continue
+    }
+}
+
 fn before_handshake() -> Flow {
     Flow::Close(CloseReason::new(
         4009,
@@ -509,15 +680,13 @@ impl Session for ScSession {
                 }
                 Flow::Continue
             }
-            Frame::Packets(packets) => {
-                for p in packets {
-                    if let Some(flow) = self.packet(p) {
-                        return flow;
-                    }
-                }
-                Flow::Continue
-            }
+            Frame::Packets(packets) => self.run_packets(packets.into()),
         }
+    }
+
+    fn on_resume(&mut self) -> Flow {
+        let held = std::mem::take(&mut self.held);
+        self.run_packets(held)
     }
 
     fn on_rate_limited(&mut self, limit: u32) -> Flow {

@@ -42,6 +42,39 @@ pub const PONG_V1: &str = "#2";
 /// clients; other front ends see SC publishes as events of this name.
 pub const PUBLISH_EVENT: &str = "publish";
 
+/// After [`PRESENCE_PREFIX`]: a socket's own channel,
+/// `presence>socket/<socket id>`, where other sockets' pongs arrive.
+pub const SOCKET_INBOX: &str = "socket/";
+
+/// The part of a client's pong the server reads.
+#[derive(serde::Deserialize)]
+pub struct PongPacket {
+    /// `"pong"`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The channel C whose `presence>C` join it answers.
+    pub channel: String,
+}
+
+/// `{"event":"#kickOut","data":{"message":"…","channel":"C"}}`: the
+/// server ended the subscription to C; the client marks it unsubscribed.
+pub fn kick_out(channel: &str, message: &str) -> Bytes {
+    #[derive(Serialize)]
+    struct KickOut<'a> {
+        message: &'a str,
+        channel: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Event<'a> {
+        event: &'static str,
+        data: KickOut<'a>,
+    }
+    to_bytes(&Event {
+        event: "#kickOut",
+        data: KickOut { message, channel },
+    })
+}
+
 /// The channel whose presence `name` carries, if it is a presence channel:
 /// `presence>room` → `room`.
 pub fn presence_target(name: &str) -> Option<&str> {
@@ -91,7 +124,7 @@ pub enum Frame {
 }
 
 /// One packet of a frame.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Packet {
     /// An event (request if it has a cid).
     Event {
@@ -365,6 +398,16 @@ impl ScError {
         }
     }
 
+    /// A `ForbiddenError`: the channel policy refused (the message names
+    /// the missing grant or rule).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ScError {
+            message: message.into(),
+            name: "ForbiddenError",
+            expiry: None,
+        }
+    }
+
     /// An `InvalidMessageError` (malformed payload).
     pub fn invalid_message(message: impl Into<String>) -> Self {
         ScError {
@@ -608,6 +651,27 @@ pub mod packet {
         #[serde(rename = "type")]
         kind: &'static str,
         username: &'a str,
+    }
+
+    #[derive(Serialize)]
+    struct Pong<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        channel: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        username: Option<&'a str>,
+        timeout: u64,
+    }
+
+    /// `{"type":"pong","channel":"sample","username":"alice","timeout":13000}`.
+    pub fn pong(channel: &str, username: Option<&str>, timeout_ms: u64) -> String {
+        serde_json::to_string(&Pong {
+            kind: "pong",
+            channel,
+            username,
+            timeout: timeout_ms,
+        })
+        .unwrap_or_default()
     }
 
     /// `{"type":"leave","username":"bob"}`.

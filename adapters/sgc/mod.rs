@@ -110,11 +110,6 @@ impl SgcConfig {
             return Err("sgc-ack-timeout must be longer than 0s".into());
         }
         let rules = SgcRules {
-            channels: policy::parse_patterns("sgc-channels", &cfg.sgc_channels)?,
-            publish_channels: policy::parse_patterns(
-                "sgc-publish-channels",
-                &cfg.sgc_publish_channels,
-            )?,
             global_publish: cfg.sgc_global_publish,
             members_need_subscription: cfg.sgc_members_need_subscription,
             invite_needs_subscription: cfg.sgc_invite_needs_subscription,
@@ -214,7 +209,12 @@ async fn upgrade(
                 .verifier
                 .verify(token)
                 .map_err(|e| e.to_string())
-                .and_then(|claims| token_member(&claims))
+                .and_then(|claims| {
+                    let (id, member) = token_member(&claims)?;
+                    let access =
+                        crate::auth::access_from_claims(&claims).map_err(|e| e.to_string())?;
+                    Ok((id, member, access))
+                })
             {
                 Ok(pair) => Some(pair),
                 Err(e) => return refuse(StatusCode::UNAUTHORIZED, format!("invalid token: {e}")),
@@ -229,7 +229,9 @@ async fn upgrade(
         None => None,
     };
     let identity = match &token {
-        Some((id, m)) => Identity::user(id.as_str(), wire::WireMember::core_data(&m.name, &m.info)),
+        Some((id, m, _)) => {
+            Identity::user(id.as_str(), wire::WireMember::core_data(&m.name, &m.info))
+        }
         None => Identity::anonymous(),
     };
     let acks_wanted = flag(&query, "acks").unwrap_or(config.server_acks);
@@ -248,6 +250,9 @@ async fn upgrade(
         Ok(pair) => pair,
         Err(e) => return refuse(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
     };
+    if let Some((_, _, access)) = &token {
+        conn.set_access(access.clone());
+    }
     if let Some(t) = &tracker {
         t.attach(conn.outbox_handle());
     }
@@ -260,7 +265,7 @@ async fn upgrade(
                 config,
                 codec,
                 tracker,
-                token.map(|(_, m)| m),
+                token.map(|(_, m, _)| m),
                 base64,
             );
             session.open();

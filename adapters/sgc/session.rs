@@ -20,9 +20,10 @@ use super::wire::{self, FLAVOR_BASE64, Frame, Incoming, Request, WireMember, cod
 use super::{ROSTER_CHANNEL, SgcConfig};
 use crate::ids;
 use crate::outbox::CloseReason;
+use crate::policy::{BackendRequest, Refusal};
 use crate::presence::{
     ChannelMessage, Connection, InvitationOutcome, InviteError, MemberChange, MessageSender,
-    SubscribeError, SubscribeOptions,
+    Rights, SubscribeError, SubscribeOptions,
 };
 use crate::transport::{Flow, Session};
 
@@ -34,6 +35,10 @@ pub const MAX_INFO_BYTES: usize = 16 * 1024;
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 /// Longest channel name, in bytes.
 pub const MAX_CHANNEL_BYTES: usize = 256;
+
+/// Not an sgc code: the request waits for the channel check's answer and
+/// is handled again; nothing is sent.
+const PENDING: i64 = -1;
 
 /// What a verified token says about the member.
 #[derive(Clone, Debug)]
@@ -124,6 +129,10 @@ pub struct SgcSession {
     recent: RecentIds,
     invitation_deadlines: BinaryHeap<Reverse<Instant>>,
     next_ack_poll: Option<Instant>,
+    /// The question a request left for the channel check.
+    asking: std::cell::RefCell<Option<BackendRequest>>,
+    /// The request waiting for that answer.
+    held: Option<Incoming>,
 }
 
 impl SgcSession {
@@ -157,6 +166,8 @@ impl SgcSession {
             recent: RecentIds::default(),
             invitation_deadlines: BinaryHeap::new(),
             next_ack_poll,
+            asking: std::cell::RefCell::new(None),
+            held: None,
         }
     }
 
@@ -213,8 +224,25 @@ impl SgcSession {
     }
 
     fn report(&self, result: Result<(), SgcError>, channel: &str) {
-        if let Err(e) = result {
+        if let Err(e) = result
+            && e.code != PENDING
+        {
             self.send_error(&e, channel, &self.me_wire());
+        }
+    }
+
+    /// A channel policy answer as an sgc result: a refusal becomes `code`
+    /// with the reason; a question for the backend check is kept in
+    /// `asking` (the frame is handled again once it is answered) and
+    /// reported as [`codes::PENDING`], which is never sent.
+    fn allowed(&self, answer: Result<(), Refusal>, code: i64) -> Result<(), SgcError> {
+        match answer {
+            Ok(()) => Ok(()),
+            Err(Refusal::Denied(why)) => Err(SgcError::with(code, capitalized(&why))),
+            Err(Refusal::Undecided(req)) => {
+                *self.asking.borrow_mut() = Some(req);
+                Err(SgcError::new(PENDING))
+            }
         }
     }
 
@@ -229,6 +257,25 @@ impl SgcSession {
 
     fn member_data(&self) -> Arc<serde_json::Value> {
         self.conn.info()
+    }
+
+    /// Handles a request; one that must wait for the channel check is put
+    /// aside and handled again once it has answered.
+    fn handle_or_wait(&mut self, incoming: Incoming) -> Flow {
+        let copy = self
+            .conn
+            .presence()
+            .policy()
+            .backend()
+            .map(|_| incoming.clone());
+        self.handle(incoming);
+        match (self.asking.take(), copy) {
+            (Some(req), Some(copy)) => {
+                self.held = Some(copy);
+                Flow::Wait(self.conn.presence().consult(req))
+            }
+            _ => Flow::Continue,
+        }
     }
 
     fn handle(&mut self, incoming: Incoming) {
@@ -316,7 +363,8 @@ impl SgcSession {
             presence_events: true,
             receive_messages: true,
             flavor: self.flavor(),
-            member_key: None,
+            rights: Rights::Reserved,
+            ..SubscribeOptions::default()
         };
         let (conn, codec, b64) = (&self.conn, &self.codec, self.base64);
         let result = conn
@@ -393,13 +441,22 @@ impl SgcSession {
         if self.conn.is_subscribed(channel) {
             return Err(SgcError::new(codes::SUBSCRIPTION_ALREADY_EXISTS));
         }
-        let rule = self.config.rules.may_subscribe(channel);
+        let exists = self.channel_exists(channel);
+        let denied_code = match exists {
+            true => codes::NEW_SUBSCRIPTION_DENIED,
+            false => codes::NEW_CHANNEL_DENIED,
+        };
+        // The channel policy first, then the embedder's hooks.
+        self.allowed(
+            self.conn
+                .presence()
+                .check_subscribe(&self.conn, channel, None, false),
+            denied_code,
+        )?;
         let hooks = &self.config.hooks;
         let member = self.hook_member();
-        if self.channel_exists(channel) {
-            SgcError::from_decision(codes::NEW_SUBSCRIPTION_DENIED, rule)?;
-        } else {
-            let d = rule.and_then(|| hooks.before_new_channel(&member, channel));
+        if !exists {
+            let d = hooks.before_new_channel(&member, channel);
             SgcError::from_decision(codes::NEW_CHANNEL_DENIED, d)?;
         }
         let d = hooks.before_new_channel_member(&member, channel);
@@ -409,7 +466,7 @@ impl SgcSession {
             presence_events: true,
             receive_messages: true,
             flavor: self.flavor(),
-            member_key: None,
+            ..SubscribeOptions::default()
         };
         let me = self.me_wire();
         let (conn, codec, b64) = (&self.conn, &self.codec, self.base64);
@@ -427,6 +484,7 @@ impl SgcSession {
             Err(SubscribeError::AlreadySubscribed) => {
                 return Err(SgcError::new(codes::SUBSCRIPTION_ALREADY_EXISTS));
             }
+            Err(SubscribeError::Refused(r)) => return self.allowed(Err(r), denied_code),
             Err(e) => {
                 return Err(SgcError::with(
                     codes::NEW_SUBSCRIPTION_DENIED,
@@ -487,43 +545,68 @@ impl SgcSession {
                 ),
             ));
         }
-        let token_allows = self.token.as_ref().is_none_or(|t| t.publish);
-        let target = if channel.is_empty() {
-            None
-        } else {
-            if check_channel(channel).is_err() {
-                return Err(SgcError::new(codes::CHANNEL_NOT_EXISTS));
-            }
-            if !self.conn.is_subscribed(channel) {
-                return Err(SgcError::new(if self.channel_exists(channel) {
-                    codes::SUBSCRIPTION_NOT_EXISTS
-                } else {
-                    codes::CHANNEL_NOT_EXISTS
-                }));
-            }
-            Some(channel)
-        };
+        if self.token.as_ref().is_some_and(|t| !t.publish) {
+            return Err(SgcError::with(
+                codes::PUBLISH_MSG_DENIED,
+                "The token's publish claim is false.",
+            ));
+        }
         let member = self.hook_member();
-        let d = self
-            .config
-            .rules
-            .may_publish(target, token_allows)
-            .and_then(|| self.config.hooks.before_publish(&member, target, text));
+        let sender = Some(MessageSender {
+            conn: self.conn.id(),
+            user_id: self.conn.user_id(),
+            info: self.member_data(),
+            echo: true,
+        });
+        let data = wire::message_data(text);
+        if channel.is_empty() {
+            // To every sgc member: the server-wide member list.
+            let d = self
+                .config
+                .rules
+                .may_publish_to_all(true)
+                .and_then(|| self.config.hooks.before_publish(&member, None, text));
+            SgcError::from_decision(codes::PUBLISH_MSG_DENIED, d)?;
+            self.conn.presence().publish(&ChannelMessage {
+                id: ids::ulid(),
+                channel: Arc::from(ROSTER_CHANNEL),
+                event: super::MESSAGE_EVENT.to_string(),
+                data,
+                sender,
+            });
+            return Ok(());
+        }
+        if check_channel(channel).is_err() {
+            return Err(SgcError::new(codes::CHANNEL_NOT_EXISTS));
+        }
+        if !self.conn.is_subscribed(channel) {
+            return Err(SgcError::new(if self.channel_exists(channel) {
+                codes::SUBSCRIPTION_NOT_EXISTS
+            } else {
+                codes::CHANNEL_NOT_EXISTS
+            }));
+        }
+        let presence = self.conn.presence();
+        let event = super::MESSAGE_EVENT;
+        self.allowed(
+            presence
+                .check_publish(&self.conn, channel, event, None)
+                .map(|_| ()),
+            codes::PUBLISH_MSG_DENIED,
+        )?;
+        let d = self.config.hooks.before_publish(&member, Some(channel), text);
         SgcError::from_decision(codes::PUBLISH_MSG_DENIED, d)?;
         let msg = ChannelMessage {
             id: ids::ulid(),
-            channel: Arc::from(target.unwrap_or(ROSTER_CHANNEL)),
-            event: super::MESSAGE_EVENT.to_string(),
-            data: wire::message_data(text),
-            sender: Some(MessageSender {
-                conn: self.conn.id(),
-                user_id: self.conn.user_id(),
-                info: self.member_data(),
-                echo: true,
-            }),
+            channel: Arc::from(channel),
+            event: event.to_string(),
+            data,
+            sender,
         };
-        self.conn.presence().publish(&msg);
-        Ok(())
+        presence
+            .publish_from(&self.conn, msg, None)
+            .map(|_| ())
+            .or_else(|r| self.allowed(Err(r), codes::PUBLISH_MSG_DENIED))
     }
 
     /// get@members (spec §4.7), answered with send@members. The list is
@@ -533,6 +616,15 @@ impl SgcSession {
         self.joined()?;
         let target = (!channel.is_empty()).then_some(channel);
         let subscribed = target.is_some_and(|c| self.conn.is_subscribed(c));
+        if let Some(c) = target.filter(|_| !subscribed) {
+            // Reading a channel's members takes the right to subscribe to it.
+            self.allowed(
+                self.conn
+                    .presence()
+                    .check_subscribe(&self.conn, c, None, false),
+                codes::SEND_MEMBERS_DENIED,
+            )?;
+        }
         let member = self.hook_member();
         let d = self
             .config
@@ -594,6 +686,16 @@ impl SgcSession {
         SgcError::from_decision(
             codes::INVITATION_DENIED,
             self.config.rules.may_invite(channel, subscribed),
+        )?;
+        if subscribed {
+            return Ok(());
+        }
+        // Inviting to a channel takes the right to join it.
+        self.allowed(
+            self.conn
+                .presence()
+                .check_subscribe(&self.conn, channel, None, false),
+            codes::INVITATION_DENIED,
         )
     }
 
@@ -778,8 +880,14 @@ impl Session for SgcSession {
                 return Flow::Continue;
             }
         }
-        self.handle(incoming);
-        Flow::Continue
+        self.handle_or_wait(incoming)
+    }
+
+    fn on_resume(&mut self) -> Flow {
+        match self.held.take() {
+            Some(incoming) => self.handle_or_wait(incoming),
+            None => Flow::Continue,
+        }
     }
 
     fn on_binary(&mut self, _data: &[u8]) -> Flow {
@@ -947,7 +1055,7 @@ mod tests {
 
     #[test]
     fn embedder_hooks_map_to_sgc_codes() {
-        let p = Presence::new(Limits::default());
+        let p = Presence::open_for_tests(Limits::default());
         let (mut s, mut rx) = session(&p);
         send(&mut s, "member@new", json!({"member": {"name": "root"}}));
         let out = frames(&mut rx);

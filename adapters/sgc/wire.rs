@@ -212,7 +212,7 @@ impl<'a> WireMember<'a> {
 // ---------------------------------------------------------------- decoding
 
 /// A client frame, decoded.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Incoming {
     /// What the client asks for.
     pub request: Request,
@@ -225,7 +225,7 @@ pub struct Incoming {
 }
 
 /// What a client frame asks for.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Request {
     /// `member@new`: join with a name and info.
     NewMember {

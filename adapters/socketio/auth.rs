@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::auth::JwtVerifier;
+use crate::policy::Access;
 
 /// Largest introspection response read, in bytes.
 const MAX_INTROSPECTION_BODY: usize = 64 * 1024;
@@ -451,16 +452,20 @@ pub async fn authenticate(
     creds: &Credentials,
     verifier: &JwtVerifier,
     introspector: Option<&Introspector>,
-) -> Result<User, String> {
+) -> Result<(User, Access), String> {
     match creds.token_type {
         TokenType::Jwt => {
             let claims = verifier
                 .verify(&creds.token)
                 .map_err(|e| format!("not authorized: invalid token: {e}"))?;
-            identify(&claims)
+            let access = crate::auth::access_from_claims(&claims)
+                .map_err(|e| format!("not authorized: invalid token: {e}"))?;
+            Ok((identify(&claims)?, access))
         }
+        // An opaque token proves who the user is; it carries no grants, so
+        // its channels are opened by rules or the backend check.
         TokenType::OAuth => match introspector {
-            Some(i) => i.check(&creds.token).await,
+            Some(i) => Ok((i.check(&creds.token).await?, Access::authenticated(None))),
             None => Err(
                 "not authorized: tokenType=oauth is not enabled on this server (no --oauth-introspection-url); use tokenType=jwt"
                     .into(),

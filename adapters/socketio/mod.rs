@@ -120,12 +120,14 @@ async fn authenticate(
 ) -> Result<(), String> {
     let creds = auth::credentials(s.req_parts().uri.query(), auth_payload)?;
     let cfg = &app.config.socketio;
-    let user = auth::authenticate(&creds, &app.verifier, cfg.introspector.as_deref()).await?;
+    let (user, access) =
+        auth::authenticate(&creds, &app.verifier, cfg.introspector.as_deref()).await?;
     let identity = Identity::user(user.user_id.clone(), user.profile.clone());
     let (conn, rx) = app
         .presence
         .connect(identity, codec(), PROTOCOL)
         .map_err(|e| format!("not authorized: {e}"))?;
+    conn.set_access(access);
     let session = session::Session::new(conn, rx, user, s.id.to_string(), Arc::new(cfg.clone()));
     s.extensions.insert(Arc::new(session));
     Ok(())
@@ -142,8 +144,8 @@ fn on_connect(app: &App, s: SocketRef) {
         let session = handler.clone();
         async move {
             match data.0 {
-                Ok(payload) => session.on_event(&event, payload),
-                Err(e) => session.on_event(&event, malformed(&e)),
+                Ok(payload) => session.on_event(&event, payload).await,
+                Err(e) => session.on_event(&event, malformed(&e)).await,
             }
         }
     });

@@ -23,6 +23,7 @@ use crate::presence::{
     ChannelMessage, Connection, MemberChange, MessageSender, SubscribeError, SubscribeOptions,
     SubscriptionUpdate, UpdateSubscriptionError,
 };
+use crate::policy::{BackendRequest, Refusal};
 use crate::shutdown::Shutdown;
 
 /// Per-channel state of this socket.
@@ -132,15 +133,39 @@ impl Session {
         true
     }
 
-    /// Dispatches one client event.
-    pub fn on_event(&self, event: &str, payload: Value) {
+    /// Handles one client event. A subscribe or message the channel
+    /// policy cannot settle alone waits for the backend check, then is
+    /// handled again.
+    pub async fn on_event(&self, event: &str, payload: Value) {
         if !self.admit() {
             return;
         }
+        let may_ask = matches!(
+            event,
+            wire::client::SUBSCRIBE_CHANNEL | wire::client::SEND_MESSAGE
+        ) && self
+            .with_conn(|c| c.presence().policy().backend().is_some())
+            .unwrap_or(false);
+        let copy = may_ask.then(|| payload.clone());
+        let Some(req) = self.dispatch(event, payload, false) else {
+            return;
+        };
+        let Some(pending) = self.with_conn(|c| c.presence().consult(req)) else {
+            return;
+        };
+        pending.await;
+        if let Some(payload) = copy {
+            self.dispatch(event, payload, true);
+        }
+    }
+
+    /// Dispatches one client event; Some(question) when the backend check
+    /// must answer first (`last_try`: it just did, refuse instead).
+    fn dispatch(&self, event: &str, payload: Value, last_try: bool) -> Option<BackendRequest> {
         match event {
-            wire::client::SUBSCRIBE_CHANNEL => self.subscribe(&payload),
+            wire::client::SUBSCRIBE_CHANNEL => return self.subscribe(&payload, last_try),
+            wire::client::SEND_MESSAGE => return self.send_message(payload, last_try),
             wire::client::UNSUBSCRIBE_CHANNEL => self.unsubscribe(&payload),
-            wire::client::SEND_MESSAGE => self.send_message(payload),
             wire::client::SEND_PRESENCE_EVENT => self.presence(&payload),
             other => self.send(wire::error(&WireError::new(
                 codes::UNKNOWN_EVENT,
@@ -149,35 +174,38 @@ impl Session {
                 ),
             ))),
         }
+        None
     }
 
     fn member_info(&self, content: Option<&Value>) -> Arc<Value> {
         Arc::new(wire::member_info(&self.user.profile, content))
     }
 
-    fn subscribe(&self, payload: &Value) {
+    fn subscribe(&self, payload: &Value, last_try: bool) -> Option<BackendRequest> {
         let channel = match wire::decode_channel(payload) {
             Ok(c) => c,
-            Err(e) => return self.send(wire::subscribe_failed(payload.get("channel"), &e)),
+            Err(e) => {
+                self.send(wire::subscribe_failed(payload.get("channel"), &e));
+                return None;
+            }
         };
         let original = payload.get("channel");
         self.with_conn(|conn| {
             if conn.is_subscribed(&channel.id) {
                 // Idempotent: a repeated subscribe gets the same answer.
                 conn.send_text(wire::channel_subscribed(&channel, &self.dtsid, &self.sid));
-                return;
+                return None;
             }
             let opts = SubscribeOptions {
                 member_info: Some(self.member_info(None)),
                 presence_events: true,
                 receive_messages: true,
-                flavor: 0,
-                member_key: None,
+                ..SubscribeOptions::default()
             };
             let result = conn.presence().subscribe(conn, &channel.id, opts, |_| {
                 conn.send_text(wire::channel_subscribed(&channel, &self.dtsid, &self.sid));
             });
-            match result {
+            let err = match result {
                 Ok(_) => {
                     lock(&self.subs).insert(
                         channel.id.clone(),
@@ -186,14 +214,19 @@ impl Session {
                             content: None,
                         },
                     );
+                    return None;
                 }
-                Err(SubscribeError::Closed) => {}
-                Err(e) => {
-                    let err = WireError::new(codes::LIMIT_REACHED, e.to_string());
-                    conn.send_text(wire::subscribe_failed(original, &err));
-                }
-            }
-        });
+                Err(SubscribeError::Closed) => return None,
+                Err(SubscribeError::Refused(refusal)) => match refused(refusal, last_try) {
+                    Ok(req) => return Some(req),
+                    Err(err) => err,
+                },
+                Err(e) => WireError::new(codes::LIMIT_REACHED, e.to_string()),
+            };
+            conn.send_text(wire::subscribe_failed(original, &err));
+            None
+        })
+        .flatten()
     }
 
     fn unsubscribe(&self, payload: &Value) {
@@ -215,20 +248,35 @@ impl Session {
         });
     }
 
-    fn send_message(&self, payload: Value) {
+    fn send_message(&self, payload: Value, last_try: bool) -> Option<BackendRequest> {
         let topic_hint = payload
             .get("topicId")
             .and_then(Value::as_str)
             .map(str::to_owned);
         let msg = match wire::decode_send_message(payload) {
             Ok(m) => m,
-            Err(e) => return self.send(wire::send_message_failed(topic_hint.as_deref(), &e)),
+            Err(e) => {
+                self.send(wire::send_message_failed(topic_hint.as_deref(), &e));
+                return None;
+            }
         };
         self.with_conn(|conn| {
             if !conn.is_subscribed(&msg.topic_id) {
                 let err = not_subscribed(&msg.topic_id, "send messages to");
                 conn.send_text(wire::send_message_failed(Some(&msg.topic_id), &err));
-                return;
+                return None;
+            }
+            // Asked before anything is sent, so a refused message reaches
+            // nobody, the sender's own copy included.
+            let presence = conn.presence();
+            if let Err(refusal) = presence.check_publish(conn, &msg.topic_id, &msg.category, None) {
+                return match refused(refusal, last_try) {
+                    Ok(req) => Some(req),
+                    Err(err) => {
+                        conn.send_text(wire::send_message_failed(Some(&msg.topic_id), &err));
+                        None
+                    }
+                };
             }
             let id = ids::ulid();
             let sender = wire::sender_json(Some(&self.user.user_id), &self.user.profile);
@@ -244,10 +292,10 @@ impl Session {
                     ),
                 );
                 conn.send_text(wire::send_message_failed(Some(&msg.topic_id), &err));
-                return;
+                return None;
             }
             let Ok(data) = serde_json::value::RawValue::from_string(payload.clone()) else {
-                return;
+                return None;
             };
             let echo = msg.loopback.is_none();
             if !echo {
@@ -268,8 +316,11 @@ impl Session {
                     echo,
                 }),
             };
-            conn.presence().publish(&core_msg);
-        });
+            // Already checked above (with this protocol's own echo rule).
+            presence.publish(&core_msg);
+            None
+        })
+        .flatten()
     }
 
     fn presence(&self, payload: &Value) {
@@ -480,5 +531,21 @@ fn update_error(e: &UpdateSubscriptionError) -> WireError {
             WireError::new(codes::SUBSCRIPTION_REQUIRED, e.to_string())
         }
         _ => WireError::new(codes::LIMIT_REACHED, e.to_string()),
+    }
+}
+
+/// A policy refusal as this protocol's error, or the question to ask the
+/// backend check (unless it was just asked: then the refusal says so).
+fn refused(refusal: Refusal, last_try: bool) -> Result<BackendRequest, WireError> {
+    match refusal {
+        Refusal::Undecided(req) if !last_try => Ok(req),
+        Refusal::Undecided(req) => Err(WireError::new(
+            codes::FORBIDDEN,
+            format!(
+                "the channel check's answer about {} could not be used; try again",
+                req.channel
+            ),
+        )),
+        Refusal::Denied(why) => Err(WireError::new(codes::FORBIDDEN, why)),
     }
 }

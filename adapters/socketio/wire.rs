@@ -87,6 +87,9 @@ pub mod codes {
     pub const SUBSCRIPTION_REQUIRED: &str = "app.event.channel.subscription.required";
     /// A payload is larger than the server accepts.
     pub const TOO_LARGE: &str = "payload.too.large";
+    /// The channel policy refused (no grant, no rule): the message says
+    /// which grant or rule is missing.
+    pub const FORBIDDEN: &str = "channel.forbidden";
     /// A core limit (channels per connection, members per channel, member data).
     pub const LIMIT_REACHED: &str = "limit.reached";
     /// An event name the server does not know.

@@ -145,6 +145,12 @@ impl ChannelRules {
         grant(self.matching(channel).map(|d| d.subscribe))
     }
 
+    /// Some matching key says `subscribe: false` (it wins over any rule
+    /// that would open the channel).
+    pub fn denies_subscribe(&self, channel: &str) -> bool {
+        self.matching(channel).any(|d| d.subscribe == Some(false))
+    }
+
     /// Exact (non-wildcard, non-regex) keys with `autoSubscribe: true`, in
     /// rule order. `autoSubscribe` on a wildcard or regex key is ignored.
     pub fn auto_subscribe_channels(&self) -> Vec<String> {
@@ -354,7 +360,7 @@ mod tests {
     fn rules(channels: &str) -> ChannelRules {
         let json = format!(r##"{{"exp": 1, "scope": "connect", "channels": {channels}}}"##);
         match HotsockClaims::from_json_str(&json) {
-            Ok(c) => c.channels,
+            Ok(c) => (*c.channels).clone(),
             Err(e) => panic!("{e}"),
         }
     }

@@ -103,7 +103,7 @@ pub struct HotsockClaims {
     /// User metadata (at most 1 KiB of JSON). `null` counts as absent.
     pub umd: Option<Value>,
     /// Per-channel permissions from the `channels` claim.
-    pub channels: ChannelRules,
+    pub channels: std::sync::Arc<ChannelRules>,
     /// Binds a subscribe/umd token to one existing connection.
     pub connection_id: Option<String>,
     /// Server sends `hotsock.keepAlive` about every 9.5 minutes.
@@ -238,7 +238,7 @@ impl HotsockClaims {
             scope,
             uid,
             umd,
-            channels,
+            channels: std::sync::Arc::new(channels),
             connection_id: opt_string(map, "connectionId", "")?,
             keep_alive: opt_bool(map, "keepAlive", "")?.unwrap_or(false),
             heartbeat_timeout,

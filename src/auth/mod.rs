@@ -36,6 +36,19 @@ pub use mint::{TokenRequest, dev_token_claims, mint_hs256, mint_pem, parse_durat
 pub use pattern::{Pattern, PatternError};
 pub use single_use::SingleUseGuard;
 
+/// The credentials a verified JWT gives a connection on any front end:
+/// authenticated, with the grants of its `channels` claim (Hotsock
+/// format), if it has one. A malformed claim refuses the token.
+pub fn access_from_claims(
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Result<crate::policy::Access, AuthError> {
+    let grants = match claims.get("channels") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(value) => Some(std::sync::Arc::new(ChannelRules::from_json(value)?)),
+    };
+    Ok(crate::policy::Access::authenticated(grants))
+}
+
 /// Where verification keys come from and which registered claims to check.
 ///
 /// At least one of [`jwt_secret`](Self::jwt_secret) and

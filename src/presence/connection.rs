@@ -32,6 +32,9 @@ pub struct ConnShared {
     /// The user is hidden (privacy): new subscriptions hold no presence.
     /// Written under the `subs` lock (see `visibility.rs`).
     pub(crate) hidden: AtomicBool,
+    /// What the connection proved (token, grants): what the channel policy
+    /// judges it by.
+    pub(crate) access: Mutex<crate::policy::Access>,
     /// A secret the adapter showed the client (Hotsock `connectionSecret`),
     /// with which the client proves it owns the connection over HTTP.
     pub(crate) secret: std::sync::OnceLock<Box<str>>,
@@ -65,6 +68,14 @@ impl ConnShared {
     pub(crate) fn member_key(&self) -> Arc<str> {
         self.user_id()
             .unwrap_or_else(|| Arc::from(self.id.to_string()))
+    }
+
+    /// The connection's credentials.
+    pub(crate) fn access(&self) -> crate::policy::Access {
+        self.access
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The connection-level codec flavor.
@@ -106,6 +117,23 @@ impl Connection {
     /// The user id, if authenticated.
     pub fn user_id(&self) -> Option<Arc<str>> {
         self.shared.user_id()
+    }
+
+    /// What the connection proved about itself (token, grants), by which
+    /// the channel policy judges it. Anonymous until set.
+    pub fn access(&self) -> crate::policy::Access {
+        self.shared.access()
+    }
+
+    /// Sets the connection's credentials: at connect, and when it logs in
+    /// or out (SocketCluster `#authenticate`). Existing subscriptions are
+    /// not re-checked here; the adapter ends those no longer allowed.
+    pub fn set_access(&self, access: crate::policy::Access) {
+        *self
+            .shared
+            .access
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = access;
     }
 
     /// The connection's current member data.

@@ -516,7 +516,7 @@ mod tests {
 
     #[test]
     fn invitee_gets_the_invitation_and_inviter_the_answer() {
-        let p = Presence::new(Limits::default());
+        let p = Presence::open_for_tests(Limits::default());
         let (alice, mut alice_rx) = user(&p, "alice");
         let (bob, mut bob_rx) = user(&p, "bob");
         bob.set_flavor(3);
@@ -555,7 +555,7 @@ mod tests {
 
     #[test]
     fn self_unknown_and_existing_members_are_refused() {
-        let p = Presence::new(Limits::default());
+        let p = Presence::open_for_tests(Limits::default());
         let (alice, _a) = user(&p, "alice");
         let (bob, _b) = user(&p, "bob");
         assert_eq!(
@@ -582,7 +582,7 @@ mod tests {
 
     #[test]
     fn anonymous_members_are_addressed_by_connection_id() {
-        let p = Presence::new(Limits::default());
+        let p = Presence::open_for_tests(Limits::default());
         let (alice, _a) = user(&p, "alice");
         let (anon, mut anon_rx) = p
             .connect(Identity::anonymous(), Arc::new(InviteCodec), "test")
@@ -604,7 +604,7 @@ mod tests {
 
     #[test]
     fn protocols_without_invitations_cannot_be_invited() {
-        let p = Presence::new(Limits::default());
+        let p = Presence::open_for_tests(Limits::default());
         let (alice, _a) = user(&p, "alice");
         let (_plain, _rx) = p
             .connect(
@@ -622,7 +622,7 @@ mod tests {
 
     #[test]
     fn expired_invitations_cannot_be_answered_and_tell_the_inviter() {
-        let p = Presence::new(Limits::default());
+        let p = Presence::open_for_tests(Limits::default());
         let (alice, mut alice_rx) = user(&p, "alice");
         let (bob, _b) = user(&p, "bob");
         let inv = p.invite(&alice, "room", "bob", Duration::ZERO).unwrap();
@@ -641,7 +641,7 @@ mod tests {
 
     #[test]
     fn inviting_again_renews_and_the_pending_count_is_bounded() {
-        let p = Presence::new(Limits::default());
+        let p = Presence::open_for_tests(Limits::default());
         let (alice, _a) = user(&p, "alice");
         let (bob, _b) = user(&p, "bob");
         let first = p.invite(&alice, "room", "bob", TTL).unwrap();
@@ -663,7 +663,7 @@ mod tests {
 
     #[test]
     fn disconnects_cancel_invitations() {
-        let p = Presence::new(Limits::default());
+        let p = Presence::open_for_tests(Limits::default());
         let (alice, mut alice_rx) = user(&p, "alice");
         let (bob, _b) = user(&p, "bob");
         let (bob2, _b2) = user(&p, "bob");

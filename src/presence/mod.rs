@@ -38,8 +38,10 @@ use channel::{BudgetError, Channel, MemberBudget, Subscriber};
 use connection::ConnShared;
 use identity::forget_user_connection;
 
+use crate::auth::ChannelRules;
 use crate::ids::ConnId;
 use crate::outbox::{Outbox, OutboxReceiver};
+use crate::policy::{ChannelPolicy, PublishGrant, Refusal, Requester};
 
 const SHARDS: usize = 32;
 
@@ -94,7 +96,13 @@ struct Inner {
     observers: Vec<Arc<dyn PresenceObserver>>,
     /// Which users may be seen (see `visibility.rs`); everyone if unset.
     visibility: std::sync::OnceLock<Arc<dyn VisibilityPolicy>>,
+    /// Who may subscribe and publish where; the secure default if unset.
+    policy: std::sync::OnceLock<Arc<ChannelPolicy>>,
 }
+
+/// The policy of a core that was given none: grants only.
+static DEFAULT_POLICY: std::sync::LazyLock<ChannelPolicy> =
+    std::sync::LazyLock::new(ChannelPolicy::default);
 
 /// The presence core. Cheap to clone; all clones share one state.
 #[derive(Clone)]
@@ -135,8 +143,35 @@ impl Presence {
                 invitations: Mutex::new(invitations::Registry::default()),
                 observers,
                 visibility: std::sync::OnceLock::new(),
+                policy: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// A core whose channels are open to anyone, for unit tests of the
+    /// core's mechanics (the policy has its own tests).
+    #[cfg(test)]
+    pub(crate) fn open_for_tests(limits: Limits) -> Self {
+        Self::open_with_observers_for_tests(limits, Vec::new())
+    }
+
+    /// [`Self::open_for_tests`] with observers.
+    #[cfg(test)]
+    pub(crate) fn open_with_observers_for_tests(
+        limits: Limits,
+        observers: Vec<Arc<dyn PresenceObserver>>,
+    ) -> Self {
+        // The limits hold for every channel, as they did before the policy.
+        let mut open = crate::policy::OperatorRule::open("*");
+        open.max_member_bytes = Some(limits.max_member_bytes);
+        open.max_members = Some(limits.max_members_per_channel);
+        let policy = ChannelPolicy::new(crate::policy::PolicyConfig {
+            rules: vec![open],
+            ..crate::policy::PolicyConfig::default()
+        });
+        let p = Self::with_observers(limits, observers);
+        p.set_policy(Arc::new(policy));
+        p
     }
 
     /// The limits in force.
@@ -144,11 +179,79 @@ impl Presence {
         &self.inner.limits
     }
 
-    fn budget(&self) -> MemberBudget {
-        MemberBudget {
+    /// Sets the channel policy (once, before clients connect); without
+    /// one, channels are reachable only through token grants.
+    pub fn set_policy(&self, policy: Arc<ChannelPolicy>) {
+        if self.inner.policy.set(policy).is_err() {
+            tracing::warn!("the channel policy is already set; the new one is ignored");
+        }
+    }
+
+    /// The channel policy in force.
+    pub fn policy(&self) -> &ChannelPolicy {
+        match self.inner.policy.get() {
+            Some(p) => p,
+            None => &DEFAULT_POLICY,
+        }
+    }
+
+    fn requester<'a>(
+        conn: &'a ConnShared,
+        access: &'a crate::policy::Access,
+        user_id: Option<&'a str>,
+        extra: Option<&'a ChannelRules>,
+        automatic: bool,
+    ) -> Requester<'a> {
+        Requester {
+            conn: conn.id,
+            protocol: conn.protocol,
+            user_id,
+            access,
+            extra,
+            automatic,
+        }
+    }
+
+    /// Asks the policy whether `conn` may subscribe to `channel` (with the
+    /// extra grants of `opts`), without subscribing.
+    pub fn check_subscribe(
+        &self,
+        conn: &Connection,
+        channel: &str,
+        extra: Option<&ChannelRules>,
+        automatic: bool,
+    ) -> Result<(), Refusal> {
+        self.refuse_reserved(channel)?;
+        let shared = &conn.shared;
+        let access = shared.access();
+        let user = shared.user_id();
+        let who = Self::requester(shared, &access, user.as_deref(), extra, automatic);
+        self.policy().may_subscribe(&who, channel)
+    }
+
+    /// Channels an adapter reserved ([`Self::set_channel_limits`]) are the
+    /// server's own: no client subscribes to or publishes on them.
+    fn refuse_reserved(&self, channel: &str) -> Result<(), Refusal> {
+        match lock(&self.inner.channel_limits).contains_key(channel) {
+            true => Err(Refusal::Denied(format!(
+                "{channel} is reserved for the server; clients cannot use it"
+            ))),
+            false => Ok(()),
+        }
+    }
+
+    /// Asks the backend check a question the policy could not settle;
+    /// once the returned future is done, asking the policy again settles it.
+    pub fn consult(&self, req: crate::policy::BackendRequest) -> crate::policy::Pending {
+        self.policy().consult(req)
+    }
+
+    /// The member limits of `ch` (set when it was created).
+    fn budget(&self, ch: &Channel) -> MemberBudget {
+        ch.limits.unwrap_or(MemberBudget {
             max_bytes: self.inner.limits.max_member_bytes,
             max_members: self.inner.limits.max_members_per_channel,
-        }
+        })
     }
 
     fn shard(&self, name: &str) -> &Mutex<ChannelMap> {
@@ -171,13 +274,22 @@ impl Presence {
         (ch, key)
     }
 
+    /// A channel's member limits: the ones an adapter set for it, else
+    /// the channel policy's.
     fn channel_budget(&self, name: &str) -> Option<MemberBudget> {
-        lock(&self.inner.channel_limits)
+        let reserved = lock(&self.inner.channel_limits)
             .get(name)
             .map(|l| MemberBudget {
                 max_bytes: l.max_member_bytes,
                 max_members: l.max_members,
+            });
+        reserved.or_else(|| {
+            let terms = self.policy().terms(name);
+            Some(MemberBudget {
+                max_bytes: terms.max_member_bytes,
+                max_members: terms.max_members,
             })
+        })
     }
 
     /// Sets (or with None, clears) the member limits of the channel named
@@ -259,6 +371,7 @@ impl Presence {
             closing: std::sync::atomic::AtomicBool::new(false),
             flavor: std::sync::atomic::AtomicU8::new(0),
             hidden: std::sync::atomic::AtomicBool::new(false),
+            access: Mutex::new(crate::policy::Access::anonymous()),
             secret: std::sync::OnceLock::new(),
         });
         {
@@ -319,6 +432,21 @@ impl Presence {
         if shared.closing.load(Ordering::Acquire) {
             return Err(SubscribeError::Closed);
         }
+        // Asked before the channel exists, so a refused subscribe leaves no
+        // trace: no channel, no member event, no count, no webhook.
+        let judged = match &opts.rights {
+            Rights::Own => Some(channel),
+            Rights::Of(other) => Some(&**other),
+            Rights::PrivateInbox | Rights::Reserved => None,
+        };
+        if let Some(judged) = judged {
+            self.check_subscribe(conn, judged, opts.grant.as_deref(), opts.automatic)
+                .map_err(SubscribeError::Refused)?;
+        }
+        let mut opts = opts;
+        if !self.policy().terms(channel).show_members {
+            opts.presence_events = false;
+        }
         loop {
             let (ch, name) = self.channel_for_join(channel);
             let mut guard = self.lock_channel(&ch);
@@ -373,7 +501,7 @@ impl Presence {
         let change = match (&member_key, &opts.member_info) {
             (Some(key), Some(info)) if !hidden => {
                 // The limits reported are the channel's own when it has any.
-                let budget = ch.limits.unwrap_or(self.budget());
+                let budget = self.budget(ch);
                 ch.add_presence(key, Origin::Local(shared.id), info.clone(), budget)
                     .map_err(|e| {
                         shared.subs().remove(name);
@@ -491,8 +619,9 @@ impl Presence {
             .existing_channel(channel)
             .ok_or(UpdateError::NotSubscribed)?;
         let mut guard = self.lock_channel(&ch);
+        let budget = self.budget(&guard);
         let change = guard
-            .update_presence(&key, &Origin::Local(conn.id()), info, self.budget())
+            .update_presence(&key, &Origin::Local(conn.id()), info, budget)
             .map_err(|_| UpdateError::CapacityReached {
                 limit: self.inner.limits.max_member_bytes,
             })?
@@ -529,11 +658,50 @@ impl Presence {
         failures
     }
 
-    /// Publishes a message to every subscriber of its channel on this node
-    /// (the sender only if `echo`). Returns the number of connections it
-    /// was queued for.
+    /// Publishes a message from the server (HTTP API, protocol packets the
+    /// server makes) to every subscriber of its channel on this node (the
+    /// sender only if `echo`). Returns the number of connections it was
+    /// queued for. A client's message goes through [`Self::publish_from`].
     pub fn publish(&self, msg: &ChannelMessage) -> usize {
         self.deliver(msg, true)
+    }
+
+    /// Asks the policy whether `conn` may publish `event` on `channel`
+    /// (with the extra grants of one subscription), without publishing.
+    pub fn check_publish(
+        &self,
+        conn: &Connection,
+        channel: &str,
+        event: &str,
+        extra: Option<&ChannelRules>,
+    ) -> Result<PublishGrant, Refusal> {
+        self.refuse_reserved(channel)?;
+        let shared = &conn.shared;
+        let access = shared.access();
+        let user = shared.user_id();
+        let subscribed = conn.is_subscribed(channel);
+        let who = Self::requester(shared, &access, user.as_deref(), extra, false);
+        self.policy()
+            .may_publish(&who, channel, event, subscribed)
+    }
+
+    /// Publishes a client's message, if the channel policy lets `conn`
+    /// send `msg.event` on `msg.channel` (`extra`: grants of the
+    /// subscription it is sent on). A grant's `echo` also returns the
+    /// message to the sender. Returns the number of connections reached.
+    pub fn publish_from(
+        &self,
+        conn: &Connection,
+        mut msg: ChannelMessage,
+        extra: Option<&ChannelRules>,
+    ) -> Result<usize, Refusal> {
+        let grant = self.check_publish(conn, &msg.channel, &msg.event, extra)?;
+        if grant.echo
+            && let Some(sender) = msg.sender.as_mut()
+        {
+            sender.echo = true;
+        }
+        Ok(self.deliver(&msg, true))
     }
 
     /// Delivers a message that was published on another node to this
@@ -714,7 +882,8 @@ impl Presence {
             if guard.removed {
                 continue;
             }
-            let result = guard.add_presence(user_id, origin, info, self.budget());
+            let budget = self.budget(&guard);
+            let result = guard.add_presence(user_id, origin, info, budget);
             let change = match result {
                 Ok(change) => change,
                 Err(e) => {

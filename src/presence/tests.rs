@@ -73,7 +73,7 @@ fn message(channel: &str, sender: Option<&Connection>, echo: bool) -> ChannelMes
 
 #[test]
 fn join_snapshot_then_events_and_dedup() {
-    let p = Presence::new(Limits::default());
+    let p = Presence::open_for_tests(Limits::default());
     let codec = Arc::new(Recorder::default());
     let (a, mut a_rx) = connect(&p, &codec, "alice");
     let (b1, mut b1_rx) = connect(&p, &codec, "bob");
@@ -122,7 +122,7 @@ fn errors_and_limits() {
         max_connections_per_user: 1,
         ..Limits::default()
     };
-    let p = Presence::new(limits);
+    let p = Presence::open_for_tests(limits);
     let codec = Arc::new(Recorder::default());
     let (a, _a_rx) = connect(&p, &codec, "alice");
     let dyn_codec: Arc<dyn Codec> = codec.clone();
@@ -153,7 +153,7 @@ fn errors_and_limits() {
 
 #[test]
 fn publish_encodes_once_per_codec_and_flavor() {
-    let p = Presence::new(Limits::default());
+    let p = Presence::open_for_tests(Limits::default());
     let codec = Arc::new(Recorder::default());
     let mut conns = Vec::new();
     for i in 0..50 {
@@ -179,7 +179,7 @@ fn publish_encodes_once_per_codec_and_flavor() {
 
 #[test]
 fn echo_and_message_filters() {
-    let p = Presence::new(Limits::default());
+    let p = Presence::open_for_tests(Limits::default());
     let codec = Arc::new(Recorder::default());
     let (a, mut a_rx) = connect(&p, &codec, "a");
     let (b, mut b_rx) = connect(&p, &codec, "b");
@@ -205,7 +205,7 @@ fn echo_and_message_filters() {
 
 #[test]
 fn update_member_reaches_everyone_including_the_updater() {
-    let p = Presence::new(Limits::default());
+    let p = Presence::open_for_tests(Limits::default());
     let codec = Arc::new(Recorder::default());
     let (a, mut a_rx) = connect(&p, &codec, "a");
     let (b, mut b_rx) = connect(&p, &codec, "b");
@@ -237,7 +237,7 @@ fn update_member_reaches_everyone_including_the_updater() {
 
 #[test]
 fn external_presences_feed_the_same_members() {
-    let p = Presence::new(Limits::default());
+    let p = Presence::open_for_tests(Limits::default());
     let codec = Arc::new(Recorder::default());
     let (a, mut a_rx) = connect(&p, &codec, "a");
     p.subscribe(&a, "c", member(Value::Null), |_| {}).unwrap();
@@ -277,7 +277,7 @@ fn external_presences_feed_the_same_members() {
 
 #[test]
 fn direct_messages_reach_every_connection_of_a_user() {
-    let p = Presence::new(Limits::default());
+    let p = Presence::open_for_tests(Limits::default());
     let codec = Arc::new(Recorder::default());
     let (a1, mut a1_rx) = connect(&p, &codec, "a");
     let (_a2, mut a2_rx) = connect(&p, &codec, "a");
@@ -302,7 +302,7 @@ fn slow_consumer_is_closed_not_buffered() {
         outbox_bytes: 1000,
         ..Limits::default()
     };
-    let p = Presence::new(limits);
+    let p = Presence::open_for_tests(limits);
     let codec = Arc::new(Recorder::default());
     let (a, _a_rx) = connect(&p, &codec, "a");
     p.subscribe(&a, "c", SubscribeOptions::default(), |_| {})
@@ -316,7 +316,7 @@ fn slow_consumer_is_closed_not_buffered() {
 
 #[test]
 fn with_members_reads_under_the_channel_lock() {
-    let p = Presence::new(Limits::default());
+    let p = Presence::open_for_tests(Limits::default());
     let codec = Arc::new(Recorder::default());
     assert!(p.with_members("c", |_| ()).is_none());
     let (a, _a_rx) = connect(&p, &codec, "a");
@@ -335,7 +335,7 @@ fn channel_limits_override_the_server_wide_member_limit() {
         max_members_per_channel: 1,
         ..Limits::default()
     };
-    let p = Presence::new(limits);
+    let p = Presence::open_for_tests(limits);
     let rec: Arc<dyn Codec> = Arc::new(Recorder::default());
     let (a, _ra) = p
         .connect(Identity::user("a", Value::Null), rec.clone(), "t")
@@ -354,12 +354,19 @@ fn channel_limits_override_the_server_wide_member_limit() {
             max_member_bytes: usize::MAX,
         }),
     );
-    p.subscribe(&a, "roster", member(Value::Null), |_| {})
-        .unwrap();
-    p.subscribe(&b, "roster", member(Value::Null), |_| {})
-        .unwrap();
+    // A reserved channel is the adapter's own: clients are refused it.
+    assert!(matches!(
+        p.subscribe(&a, "roster", member(Value::Null), |_| {}),
+        Err(SubscribeError::Refused(crate::policy::Refusal::Denied(_)))
+    ));
+    let reserved = || SubscribeOptions {
+        rights: Rights::Reserved,
+        ..member(Value::Null)
+    };
+    p.subscribe(&a, "roster", reserved(), |_| {}).unwrap();
+    p.subscribe(&b, "roster", reserved(), |_| {}).unwrap();
     assert_eq!(
-        p.subscribe(&c, "roster", member(Value::Null), |_| {}),
+        p.subscribe(&c, "roster", reserved(), |_| {}),
         Err(SubscribeError::MemberLimitReached { limit: 2 })
     );
     // Other channels keep the server-wide limit.
@@ -377,8 +384,7 @@ fn channel_limits_override_the_server_wide_member_limit() {
             max_member_bytes: usize::MAX,
         }),
     );
-    p.subscribe(&c, "roster", member(Value::Null), |_| {})
-        .unwrap();
+    p.subscribe(&c, "roster", reserved(), |_| {}).unwrap();
     assert_eq!(p.members("roster").len(), 3);
     assert_eq!(
         p.with_members("roster", |m| m.get("b").map(|v| v.user_id.to_string())),
@@ -405,7 +411,7 @@ fn direct_messages_use_the_connection_flavor() {
             }
         }
     }
-    let p = Presence::new(Limits::default());
+    let p = Presence::open_for_tests(Limits::default());
     let codec: Arc<dyn Codec> = Arc::new(Flavored);
     let (a, mut ra) = p
         .connect(Identity::user("u", Value::Null), codec.clone(), "t")
@@ -496,7 +502,7 @@ fn a_connection_can_log_in_and_out_after_connect() {
         max_connections_per_user: 1,
         ..Limits::default()
     };
-    let p = Presence::with_observers(limits, vec![journal.clone()]);
+    let p = Presence::open_with_observers_for_tests(limits, vec![journal.clone()]);
     let codec: Arc<dyn Codec> = Arc::new(Recorder::default());
     let (anon, mut rx) = p
         .connect(Identity::anonymous(), codec.clone(), "test")
@@ -544,7 +550,7 @@ fn a_connection_can_log_in_and_out_after_connect() {
 #[test]
 fn observers_see_every_change_in_order() {
     let journal = Arc::new(Journal::default());
-    let p = Presence::with_observers(Limits::default(), vec![journal.clone()]);
+    let p = Presence::open_with_observers_for_tests(Limits::default(), vec![journal.clone()]);
     let codec = Arc::new(Recorder::default());
     let (a1, _r1) = connect(&p, &codec, "a");
     let (a2, _r2) = connect(&p, &codec, "a");
@@ -617,7 +623,7 @@ fn as_plain() -> update::SubscriptionUpdate {
 #[test]
 fn plain_subscriber_counts_reach_observers_in_an_order_that_never_empties_the_channel() {
     let journal = Arc::new(Journal::default());
-    let p = Presence::with_observers(Limits::default(), vec![journal.clone()]);
+    let p = Presence::open_with_observers_for_tests(Limits::default(), vec![journal.clone()]);
     let codec = Arc::new(Recorder::default());
     let (a, _ra) = connect(&p, &codec, "a");
     let (b, _rb) = connect(&p, &codec, "b");
@@ -686,7 +692,7 @@ fn hidden_users_plain_subscriptions_are_not_counted() {
         }
     }
     let journal = Arc::new(Journal::default());
-    let p = Presence::with_observers(Limits::default(), vec![journal.clone()]);
+    let p = Presence::open_with_observers_for_tests(Limits::default(), vec![journal.clone()]);
     let policy = Arc::new(HideEve {
         hide: std::sync::atomic::AtomicBool::new(true),
     });
@@ -724,7 +730,7 @@ fn hidden_users_plain_subscriptions_are_not_counted() {
 #[test]
 fn other_nodes_subscribers_make_the_channel_exist_and_count() {
     let journal = Arc::new(Journal::default());
-    let p = Presence::with_observers(Limits::default(), vec![journal.clone()]);
+    let p = Presence::open_with_observers_for_tests(Limits::default(), vec![journal.clone()]);
     let (b, c): (Arc<str>, Arc<str>) = (Arc::from("b"), Arc::from("c"));
     p.set_remote_subscribers("news", &b, 2);
     let listed = p.channels();

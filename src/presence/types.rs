@@ -236,6 +236,31 @@ pub struct SubscribeOptions {
     pub receive_messages: bool,
     /// Adapter-defined rendering variant passed to [`Codec::encode`].
     pub flavor: u8,
+    /// Grants that hold for this subscribe only, on top of the
+    /// connection's (a Hotsock subscribe token's `channels` claim).
+    pub grant: Option<Arc<crate::auth::ChannelRules>>,
+    /// The token itself asked for this subscribe (Hotsock `autoSubscribe`).
+    pub automatic: bool,
+    /// Whose rights the subscribe needs.
+    pub rights: Rights,
+}
+
+/// Which channel's rights a subscribe is judged by.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Rights {
+    /// The channel's own (every client subscribe).
+    #[default]
+    Own,
+    /// Another channel's: a protocol channel that carries that channel's
+    /// presence (SocketCluster `presence>C` needs the rights on C).
+    Of(Arc<str>),
+    /// None: a channel only this connection is in, named after a secret
+    /// only it was told (SocketCluster's `presence>socket/<own socket id>`).
+    PrivateInbox,
+    /// None: a channel the adapter reserved for its own protocol with
+    /// [`super::Presence::set_channel_limits`] (sgc's server-wide member
+    /// list); clients of every front end are refused it.
+    Reserved,
 }
 
 impl Default for SubscribeOptions {
@@ -247,6 +272,9 @@ impl Default for SubscribeOptions {
             presence_events: false,
             receive_messages: true,
             flavor: 0,
+            grant: None,
+            automatic: false,
+            rights: Rights::Own,
         }
     }
 }
@@ -301,6 +329,9 @@ pub enum SubscribeError {
     CapacityReached { limit: usize },
     /// The channel is at its member limit.
     MemberLimitReached { limit: usize },
+    /// The channel policy did not admit the subscribe (see
+    /// [`crate::policy`]); nothing was changed.
+    Refused(crate::policy::Refusal),
     /// The connection is closing.
     Closed,
 }
@@ -322,6 +353,7 @@ impl fmt::Display for SubscribeError {
             SubscribeError::MemberLimitReached { limit } => {
                 write!(f, "the channel already has {limit} members, the maximum")
             }
+            SubscribeError::Refused(r) => write!(f, "{r}"),
             SubscribeError::Closed => write!(f, "the connection is closing"),
         }
     }

@@ -150,18 +150,19 @@ impl Presence {
             }
             shared.subs().insert(name.clone(), key);
         };
+        let budget = self.budget(guard);
         let budget_error = |e: BudgetError| match e {
             BudgetError::Bytes => UpdateSubscriptionError::CapacityReached {
-                limit: self.inner.limits.max_member_bytes,
+                limit: budget.max_bytes,
             },
             BudgetError::Members => UpdateSubscriptionError::MemberLimitReached {
-                limit: self.inner.limits.max_members_per_channel,
+                limit: budget.max_members,
             },
         };
         match (old_key, update.member) {
             (None, None) => Ok(MemberChange::Unchanged),
             (Some(old), Some((key, info))) if old == key => {
-                match guard.update_presence(&key, &origin, info, self.budget()) {
+                match guard.update_presence(&key, &origin, info, budget) {
                     Ok(Some(change)) => {
                         fanout::member_event(guard, change, &key, None, None);
                         Ok(change)
@@ -185,7 +186,7 @@ impl Presence {
                     set_key(guard, None);
                 }
                 if let Some((key, info)) = new {
-                    result = match guard.add_presence(&key, origin, info, self.budget()) {
+                    result = match guard.add_presence(&key, origin, info, budget) {
                         Ok(change) => {
                             set_key(guard, Some(key.clone()));
                             fanout::member_event(guard, change, &key, None, None);
@@ -265,7 +266,7 @@ mod tests {
 
     #[test]
     fn not_subscribed_is_an_error() {
-        let p = Presence::new(Limits::default());
+        let p = Presence::open_for_tests(Limits::default());
         let (a, _rx) = connect(&p);
         assert_eq!(
             p.update_subscription(&a, "room", update(Some("alice"), true, true)),
@@ -276,7 +277,7 @@ mod tests {
 
     #[test]
     fn a_watcher_can_start_receiving_messages_and_become_a_member() {
-        let p = Presence::new(Limits::default());
+        let p = Presence::open_for_tests(Limits::default());
         let (watcher, mut wrx) = connect(&p);
         let (a, mut arx) = connect(&p);
         p.subscribe(
@@ -320,7 +321,7 @@ mod tests {
 
     #[test]
     fn leaving_membership_keeps_the_subscription() {
-        let p = Presence::new(Limits::default());
+        let p = Presence::open_for_tests(Limits::default());
         let (watcher, mut wrx) = connect(&p);
         let (a, mut arx) = connect(&p);
         p.subscribe(
@@ -355,7 +356,7 @@ mod tests {
 
     #[test]
     fn a_second_connection_of_a_user_leaving_is_no_event() {
-        let p = Presence::new(Limits::default());
+        let p = Presence::open_for_tests(Limits::default());
         let (watcher, mut wrx) = connect(&p);
         let (a1, _r1) = connect(&p);
         let (a2, _r2) = connect(&p);
@@ -392,7 +393,7 @@ mod tests {
 
     #[test]
     fn switching_user_is_a_leave_then_a_join_and_disconnect_cleans_up() {
-        let p = Presence::new(Limits::default());
+        let p = Presence::open_for_tests(Limits::default());
         let (watcher, mut wrx) = connect(&p);
         let (a, _rx) = connect(&p);
         p.subscribe(
@@ -429,7 +430,7 @@ mod tests {
 
     #[test]
     fn same_user_with_new_data_is_an_update() {
-        let p = Presence::new(Limits::default());
+        let p = Presence::open_for_tests(Limits::default());
         let (watcher, mut wrx) = connect(&p);
         let (a, _rx) = connect(&p);
         p.subscribe(
@@ -459,7 +460,7 @@ mod tests {
 
     #[test]
     fn a_full_channel_refuses_the_membership_but_keeps_the_subscription() {
-        let p = Presence::new(Limits {
+        let p = Presence::open_for_tests(Limits {
             max_members_per_channel: 1,
             ..Limits::default()
         });

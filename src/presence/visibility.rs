@@ -160,7 +160,8 @@ impl Presence {
         let Some((key, info)) = sub.hidden_member.take() else {
             return true;
         };
-        match ch.add_presence(&key, origin, info, self.budget()) {
+        let budget = self.budget(ch);
+        match ch.add_presence(&key, origin, info, budget) {
             Ok(change) => {
                 if let Some(sub) = ch.subscribers.get_mut(&conn.id) {
                     sub.member_key = Some(key.clone());
@@ -322,14 +323,13 @@ mod tests {
             member_info: Some(Arc::new(json!({"n": 1}))),
             presence_events: true,
             receive_messages: true,
-            flavor: 0,
-            member_key: None,
+            ..SubscribeOptions::default()
         }
     }
 
     fn setup() -> (Presence, Arc<Hidden>, Arc<Log>) {
         let log = Arc::new(Log::default());
-        let p = Presence::with_observers(Limits::default(), vec![log.clone()]);
+        let p = Presence::open_with_observers_for_tests(Limits::default(), vec![log.clone()]);
         let hidden = Arc::new(Hidden::default());
         assert!(p.set_visibility_policy(hidden.clone()));
         assert!(!p.set_visibility_policy(hidden.clone()), "set once");
@@ -509,7 +509,7 @@ mod tests {
 
     #[test]
     fn connections_are_found_by_id_and_secret_only() {
-        let p = Presence::new(Limits::default());
+        let p = Presence::open_for_tests(Limits::default());
         let (a, _rx) = connect(&p, "alice");
         assert_eq!(p.find_connection(a.id(), "s3cret"), None, "no secret set");
         assert!(a.set_secret("s3cret"));

@@ -376,7 +376,7 @@ mod tests {
             Arc::new(Privacy::new(PrivacySettings::default(), Box::new(MemoryStore)).unwrap());
         let users = Arc::new(UserPresence::new(privacy.clone(), Box::new(|_| {})));
         let leases = Arc::new(Leases::new(privacy.clone(), users.clone()));
-        let presence = Presence::new(limits);
+        let presence = Presence::open_for_tests(limits);
         leases.attach(presence.clone());
         (leases, presence, privacy, users)
     }

@@ -31,27 +31,61 @@ pub struct Target {
     https: bool,
 }
 
+impl Target {
+    /// Uses `tls` for this https target.
+    pub fn set_tls(&mut self, tls: Arc<ClientConfig>) {
+        self.tls = Some(tls);
+    }
+
+    /// A target every request to which fails (for a URL refused at start).
+    pub fn unusable() -> Self {
+        Target {
+            url: "(unusable)".into(),
+            host: String::new(),
+            port: 0,
+            authority: String::new(),
+            path: "/".into(),
+            tls: None,
+            https: false,
+        }
+    }
+
+    /// The URL without its query string (which may carry a key), for the
+    /// banner and logs.
+    pub fn display(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        let path = self.path.split('?').next().unwrap_or("/");
+        format!("{scheme}://{}{path}", self.authority)
+    }
+}
+
 /// Parses one `--webhook-url`; for https the TLS settings are added by
 /// [`parse_targets`].
 pub fn parse_target(url: &str) -> Result<Target, String> {
+    parse_target_for("--webhook-url", url, "use --webhook-secret to sign requests")
+}
+
+/// Parses the URL given to `flag`; errors name the flag. `credentials_hint`
+/// says what to do instead of putting a password in the URL.
+pub fn parse_target_for(flag: &str, url: &str, credentials_hint: &str) -> Result<Target, String> {
     let uri: Uri = url
         .parse()
-        .map_err(|e| format!("--webhook-url {url:?} is not a URL: {e}"))?;
+        .map_err(|e| format!("{flag} {url:?} is not a URL: {e}"))?;
     let (https, default_port) = match uri.scheme_str() {
         Some("http") => (false, 80),
         Some("https") => (true, 443),
         _ => {
             return Err(format!(
-                "--webhook-url {url:?} must start with http:// or https://"
+                "{flag} {url:?} must start with http:// or https://"
             ));
         }
     };
     let authority = uri
         .authority()
-        .ok_or_else(|| format!("--webhook-url {url:?} has no host"))?;
+        .ok_or_else(|| format!("{flag} {url:?} has no host"))?;
     if authority.as_str().contains('@') {
         return Err(format!(
-            "--webhook-url {url:?}: credentials in the URL are not sent; use --webhook-secret to sign requests"
+            "{flag}: credentials in the URL are not sent; {credentials_hint}"
         ));
     }
     let host = authority
@@ -60,7 +94,7 @@ pub fn parse_target(url: &str) -> Result<Target, String> {
         .trim_end_matches(']')
         .to_string();
     if host.is_empty() {
-        return Err(format!("--webhook-url {url:?} has no host"));
+        return Err(format!("{flag} {url:?} has no host"));
     }
     Ok(Target {
         url: url.to_string(),
@@ -108,7 +142,23 @@ pub struct Signed<'a> {
 
 /// One POST; returns the status code. The caller bounds the time.
 pub async fn post(target: &Target, request: Signed<'_>) -> Result<u16, String> {
-    use http_body_util::Full;
+    let attempt = request.attempt.to_string();
+    let mut headers = vec![(ID_HEADER, request.id), ("X-Rollcall-Attempt", attempt.as_str())];
+    headers.extend(request.signature.map(|sig| (SIGNATURE_HEADER, sig)));
+    let (status, _) = post_json(target, &headers, request.body.clone(), 0).await?;
+    Ok(status)
+}
+
+/// One JSON POST with extra headers; returns the status code and up to
+/// `max_body` bytes of the response body (0: the body is not read). The
+/// caller bounds the time.
+pub async fn post_json(
+    target: &Target,
+    headers: &[(&str, &str)],
+    body: Bytes,
+    max_body: usize,
+) -> Result<(u16, Bytes), String> {
+    use http_body_util::{BodyExt, Full, Limited};
     use hyper_util::rt::TokioIo;
 
     let stream = crate::tls::connect(&target.host, target.port, target.tls.as_ref()).await?;
@@ -124,20 +174,32 @@ pub async fn post(target: &Target, request: Signed<'_>) -> Result<u16, String> {
         .header(
             hyper::header::USER_AGENT,
             concat!("rollcall/", env!("CARGO_PKG_VERSION")),
-        )
-        .header(ID_HEADER, request.id)
-        .header("X-Rollcall-Attempt", request.attempt.to_string());
-    if let Some(sig) = request.signature {
-        req = req.header(SIGNATURE_HEADER, sig);
+        );
+    for (name, value) in headers {
+        req = req.header(*name, *value);
     }
     let req = req
-        .body(Full::new(request.body.clone()))
+        .body(Full::new(body))
         .map_err(|e| format!("bad request: {e}"))?;
-    let result = sender.send_request(req).await;
+    let result = async {
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        let status = resp.status().as_u16();
+        if max_body == 0 {
+            return Ok((status, Bytes::new()));
+        }
+        let body = Limited::new(resp.into_body(), max_body)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the response failed: {e}"))?
+            .to_bytes();
+        Ok((status, body))
+    }
+    .await;
     driver.abort();
     result
-        .map(|resp| resp.status().as_u16())
-        .map_err(|e| format!("request failed: {e}"))
 }
 
 #[cfg(test)]

@@ -23,6 +23,19 @@ pub const SECRET: &str = "test-secret";
 pub const API_KEY: &str = "test-api-key";
 pub const WAIT: Duration = Duration::from_secs(5);
 
+/// A `[[channel-rules]]` table: `subscribe` is anyone, authenticated or
+/// grant; `publish` is subscribers, grant or server.
+pub fn rule(pattern: &str, subscribe: &str, publish: &str) -> rollcall::policy::RuleConfig {
+    rollcall::policy::RuleConfig {
+        pattern: pattern.into(),
+        subscribe: subscribe.into(),
+        publish: publish.into(),
+        max_member_bytes: None,
+        max_members: None,
+        show_members: true,
+    }
+}
+
 /// A server running in this process on 127.0.0.1:0.
 pub struct TestServer {
     pub server: RunningServer,
@@ -30,8 +43,17 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// A server with the default, secure channel policy: a channel needs
+    /// a grant in the token.
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
+    }
+
+    /// A server whose channels are all open to anyone (`--open-channels
+    /// '*'`): for tests of other features with clients that carry no
+    /// grants. tests/authorization.rs tests the policy itself.
+    pub async fn start_open() -> Self {
+        Self::start_with(|c| c.open_channels = vec!["*".into()]).await
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
@@ -47,6 +69,23 @@ impl TestServer {
             .expect("server starts");
         let addr = server.local_addr();
         TestServer { server, addr }
+    }
+
+    /// A server with the settings a conformance suite states in its
+    /// `server.toml` (channel rules, timings), on 127.0.0.1:0 with the
+    /// test secret and API key.
+    pub async fn start_for_suite(suite: &std::path::Path) -> Self {
+        let file = suite.join("server.toml");
+        let stated = Config::from_file(&file).expect("the suite's server.toml is valid");
+        Self::start_with(|c| {
+            *c = Config {
+                listen: c.listen,
+                jwt_secret: c.jwt_secret.take(),
+                api_key: c.api_key.take(),
+                ..stated
+            }
+        })
+        .await
     }
 
     /// Signs `claims`, adding `exp` (now + 1 h) and `scope` ("connect") when absent.
