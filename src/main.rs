@@ -186,10 +186,20 @@ struct SgcArgs {
     #[arg(long, env = "ROLLCALL_SGC_MAX_MEMBERS")]
     sgc_max_members: Option<usize>,
     /// Replaced by --open-channels (kept to say so at startup).
-    #[arg(long, env = "ROLLCALL_SGC_CHANNELS", value_delimiter = ',', hide = true)]
+    #[arg(
+        long,
+        env = "ROLLCALL_SGC_CHANNELS",
+        value_delimiter = ',',
+        hide = true
+    )]
     sgc_channels: Vec<String>,
     /// Replaced by [[channel-rules]] (kept to say so at startup).
-    #[arg(long, env = "ROLLCALL_SGC_PUBLISH_CHANNELS", value_delimiter = ',', hide = true)]
+    #[arg(
+        long,
+        env = "ROLLCALL_SGC_PUBLISH_CHANNELS",
+        value_delimiter = ',',
+        hide = true
+    )]
     sgc_publish_channels: Vec<String>,
     /// sgc: allow publish with an empty channel (to every member) [default: true].
     #[arg(long, env = "ROLLCALL_SGC_GLOBAL_PUBLISH")]

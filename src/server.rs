@@ -118,7 +118,12 @@ pub fn enabled_frontends(config: &Config) -> Result<Vec<&'static str>, String> {
         return Ok(COMPILED_FRONTENDS.to_vec());
     }
     let mut enabled = Vec::new();
-    for name in config.frontends.iter().map(|f| f.trim()).filter(|f| !f.is_empty()) {
+    for name in config
+        .frontends
+        .iter()
+        .map(|f| f.trim())
+        .filter(|f| !f.is_empty())
+    {
         match COMPILED_FRONTENDS.iter().find(|c| **c == name) {
             Some(c) if !enabled.contains(c) => enabled.push(*c),
             Some(_) => {}

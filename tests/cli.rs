@@ -54,7 +54,73 @@ fn no_command_serves_and_reads_env_and_the_config_file() {
     assert!(!text.contains("JWT secret"), "secret was given: {text}");
     assert!(!text.contains("API key"), "the file's key was used: {text}");
     assert!(text.contains("$ROLLCALL_JWT_SECRET"), "{text}");
+    // The default channel policy, and how to open a namespace.
+    assert!(
+        text.contains("Channels    no channel rules: a channel is reachable only with a grant"),
+        "{text}"
+    );
+    assert!(text.contains("--open-channels"), "{text}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_banner_lists_the_rules_and_only_the_front_ends_served() {
+    let lines = banner(Command::new(env!("CARGO_BIN_EXE_rollcall")).args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--jwt-secret",
+        "s",
+        "--api-key",
+        "k",
+        "--open-channels",
+        "lobby,room.*",
+        "--authenticated-channels",
+        "team.*",
+        "--channel-check-url",
+        "http://127.0.0.1:9/check?key=very-secret",
+        "--frontends",
+        "hotsock,sc",
+    ]));
+    let text = lines.join("\n");
+    assert!(
+        text.contains("lobby: anyone may subscribe, subscribers publish"),
+        "{text}"
+    );
+    assert!(text.contains("room.*: anyone may subscribe"), "{text}");
+    assert!(
+        text.contains("team.*: authenticated connections may subscribe"),
+        "{text}"
+    );
+    assert!(
+        text.contains("asked of the channel check http://127.0.0.1:9/check"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("very-secret"),
+        "the check URL's query is not shown: {text}"
+    );
+    assert!(text.contains("/hotsock"), "{text}");
+    assert!(text.contains("/socketcluster/"), "{text}");
+    assert!(!text.contains("/sgc"), "sgc is not served: {text}");
+    assert!(!text.contains("/chat"), "Socket.IO is not served: {text}");
+}
+
+#[test]
+fn unknown_front_ends_and_replaced_flags_are_clear_errors() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{args:?} must not start");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = run(&["--frontends", "hotsock,mqtt"]);
+    assert!(err.contains("\"mqtt\" is not a front end"), "{err}");
+    let err = run(&["--sgc-channels", "room.*"]);
+    assert!(err.contains("--open-channels"), "{err}");
 }
 
 #[test]

@@ -108,7 +108,7 @@ impl HotsockSession {
     }
 
     /// Sends the error; nothing is left to ask.
-    fn refuse(&self, err: WireError) -> Option<BackendRequest> {
+    fn refuse(&self, err: WireError) -> Option<Box<BackendRequest>> {
         self.send_error(err);
         None
     }
@@ -127,7 +127,7 @@ impl HotsockSession {
 
     /// Handles one frame; Some(question) when the backend check must
     /// answer before it can be handled.
-    fn handle(&mut self, frame: ClientFrame) -> Option<BackendRequest> {
+    fn handle(&mut self, frame: ClientFrame) -> Option<Box<BackendRequest>> {
         match frame {
             ClientFrame::Subscribe { channel, token } => {
                 return self.subscribe(&channel, token, false);
@@ -178,7 +178,7 @@ impl HotsockSession {
         name: &str,
         token: Option<String>,
         auto: bool,
-    ) -> Option<BackendRequest> {
+    ) -> Option<Box<BackendRequest>> {
         let (channel, alias) = self.resolve(name);
         if let Err(e) = wire::check_channel_name(&channel) {
             return self.refuse(e);
@@ -315,7 +315,7 @@ impl HotsockSession {
         name: &str,
         event: String,
         data: Option<Box<serde_json::value::RawValue>>,
-    ) -> Option<BackendRequest> {
+    ) -> Option<Box<BackendRequest>> {
         let (channel, _) = self.resolve(name);
         let sub = self.subs.get(&channel);
         let (uid, umd) = match sub {
@@ -436,7 +436,7 @@ impl Session for HotsockSession {
             // Handled again once the backend check has answered.
             Some(req) => {
                 self.replay = Some(text.into());
-                Flow::Wait(self.conn.presence().consult(req))
+                Flow::Wait(self.conn.presence().consult(*req))
             }
             None => Flow::Continue,
         }

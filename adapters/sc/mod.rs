@@ -162,6 +162,10 @@ impl ScShared {
         let timeout = self.config.presence_timeout_ms();
         let mut sent = 0;
         for channel in channels {
+            if !presence.members_shown(&channel) {
+                // The channel's rule hides its member list.
+                continue;
+            }
             let members = presence.members(&channel);
             if members.is_empty() {
                 continue;

@@ -84,7 +84,7 @@ pub struct ScSession {
     /// asked the question).
     held: VecDeque<Packet>,
     /// The question the last packet left for the channel check.
-    asking: Option<BackendRequest>,
+    asking: Option<Box<BackendRequest>>,
     next_ping: Instant,
     pong_deadline: Instant,
 }
@@ -484,7 +484,9 @@ impl ScSession {
             Refusal::Undecided(req) => self.asking = Some(req),
             Refusal::Denied(why) => self.reply_error(
                 cid,
-                &ScError::forbidden(format!("Failed to publish to the {channel} channel - {why}")),
+                &ScError::forbidden(format!(
+                    "Failed to publish to the {channel} channel - {why}"
+                )),
             ),
         }
     }
@@ -632,7 +634,7 @@ impl ScSession {
             if let (Some(req), Some(copy)) = (self.asking.take(), copy) {
                 queue.push_front(copy);
                 self.held = queue;
-                return Flow::Wait(self.conn.presence().consult(req));
+                return Flow::Wait(self.conn.presence().consult(*req));
             }
         }
         Flow::Continue

@@ -214,8 +214,7 @@ async fn upgrade(
                     let access =
                         crate::auth::access_from_claims(&claims).map_err(|e| e.to_string())?;
                     Ok((id, member, access))
-                })
-            {
+                }) {
                 Ok(pair) => Some(pair),
                 Err(e) => return refuse(StatusCode::UNAUTHORIZED, format!("invalid token: {e}")),
             }

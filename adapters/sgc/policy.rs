@@ -16,7 +16,6 @@
 //! The rules run first, then the hooks. A denial may carry a reason, which
 //! is appended to the error text.
 
-
 /// An accept/reject answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -179,9 +178,16 @@ mod tests {
             members_need_subscription: true,
             invite_needs_subscription: true,
         };
-        assert!(matches!(r.may_publish_to_all(true), Decision::Deny(Some(w)) if w.contains("name a channel")));
-        assert!(matches!(r.may_publish_to_all(false), Decision::Deny(Some(w)) if w.contains("publish claim")));
-        assert!(matches!(r.may_get_members(Some("c"), false), Decision::Deny(Some(_))));
+        assert!(
+            matches!(r.may_publish_to_all(true), Decision::Deny(Some(w)) if w.contains("name a channel"))
+        );
+        assert!(
+            matches!(r.may_publish_to_all(false), Decision::Deny(Some(w)) if w.contains("publish claim"))
+        );
+        assert!(matches!(
+            r.may_get_members(Some("c"), false),
+            Decision::Deny(Some(_))
+        ));
         assert_eq!(r.may_get_members(Some("c"), true), Decision::Accept);
         assert!(matches!(r.may_invite("c", false), Decision::Deny(Some(_))));
         assert_eq!(r.may_invite("c", true), Decision::Accept);

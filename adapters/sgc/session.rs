@@ -22,8 +22,8 @@ use crate::ids;
 use crate::outbox::CloseReason;
 use crate::policy::{BackendRequest, Refusal};
 use crate::presence::{
-    ChannelMessage, Connection, InvitationOutcome, InviteError, MemberChange, MessageSender,
-    Rights, SubscribeError, SubscribeOptions,
+    ChannelMessage, Connection, InvitationOutcome, InviteError, MemberChange, Members,
+    MessageSender, Rights, SubscribeError, SubscribeOptions,
 };
 use crate::transport::{Flow, Session};
 
@@ -130,7 +130,7 @@ pub struct SgcSession {
     invitation_deadlines: BinaryHeap<Reverse<Instant>>,
     next_ack_poll: Option<Instant>,
     /// The question a request left for the channel check.
-    asking: std::cell::RefCell<Option<BackendRequest>>,
+    asking: std::cell::RefCell<Option<Box<BackendRequest>>>,
     /// The request waiting for that answer.
     held: Option<Incoming>,
 }
@@ -272,7 +272,7 @@ impl SgcSession {
         match (self.asking.take(), copy) {
             (Some(req), Some(copy)) => {
                 self.held = Some(copy);
-                Flow::Wait(self.conn.presence().consult(req))
+                Flow::Wait(self.conn.presence().consult(*req))
             }
             _ => Flow::Continue,
         }
@@ -504,10 +504,8 @@ impl SgcSession {
         Ok(())
     }
 
-    /// channel@member@remove (spec §4.5). Unlike sgc 2022, only the
-    /// channel's members (the leaver included) are told.
-    fn unsubscribe(&mut self, channel: &str) -> Result<(), SgcError> {
-        self.joined()?;
+    /// Errors 5 / 12 unless this member is in `channel`.
+    fn subscribed_to(&self, channel: &str) -> Result<(), SgcError> {
         if check_channel(channel).is_err() {
             return Err(SgcError::new(codes::CHANNEL_NOT_EXISTS));
         }
@@ -518,6 +516,14 @@ impl SgcSession {
                 codes::CHANNEL_NOT_EXISTS
             }));
         }
+        Ok(())
+    }
+
+    /// channel@member@remove (spec §4.5). Unlike sgc 2022, only the
+    /// channel's members (the leaver included) are told.
+    fn unsubscribe(&mut self, channel: &str) -> Result<(), SgcError> {
+        self.joined()?;
+        self.subscribed_to(channel)?;
         let me = self.me_wire();
         let (conn, codec, b64) = (&self.conn, &self.codec, self.base64);
         conn.presence().unsubscribe(conn, channel, |_| {
@@ -576,16 +582,7 @@ impl SgcSession {
             });
             return Ok(());
         }
-        if check_channel(channel).is_err() {
-            return Err(SgcError::new(codes::CHANNEL_NOT_EXISTS));
-        }
-        if !self.conn.is_subscribed(channel) {
-            return Err(SgcError::new(if self.channel_exists(channel) {
-                codes::SUBSCRIPTION_NOT_EXISTS
-            } else {
-                codes::CHANNEL_NOT_EXISTS
-            }));
-        }
+        self.subscribed_to(channel)?;
         let presence = self.conn.presence();
         let event = super::MESSAGE_EVENT;
         self.allowed(
@@ -594,7 +591,10 @@ impl SgcSession {
                 .map(|_| ()),
             codes::PUBLISH_MSG_DENIED,
         )?;
-        let d = self.config.hooks.before_publish(&member, Some(channel), text);
+        let d = self
+            .config
+            .hooks
+            .before_publish(&member, Some(channel), text);
         SgcError::from_decision(codes::PUBLISH_MSG_DENIED, d)?;
         let msg = ChannelMessage {
             id: ids::ulid(),
@@ -641,7 +641,10 @@ impl SgcSession {
         };
         let me = self.me_wire();
         let (conn, codec, b64) = (&self.conn, &self.codec, self.base64);
+        // A channel whose rule hides its member list answers with none.
+        let shown = target.is_none_or(|c| conn.presence().members_shown(c));
         let sent = conn.presence().with_members(core_channel, |members| {
+            let members = if shown { members } else { Members::none() };
             let frame = Frame::new(method::SEND_MEMBERS, b64)
                 .channel(channel)
                 .member(&me)

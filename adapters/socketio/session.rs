@@ -19,11 +19,11 @@ use super::auth::User;
 use super::wire::{self, PresenceAction, WireError, codes};
 use crate::ids;
 use crate::outbox::{Outbound, OutboxReceiver};
+use crate::policy::{BackendRequest, Refusal};
 use crate::presence::{
     ChannelMessage, Connection, MemberChange, MessageSender, SubscribeError, SubscribeOptions,
     SubscriptionUpdate, UpdateSubscriptionError,
 };
-use crate::policy::{BackendRequest, Refusal};
 use crate::shutdown::Shutdown;
 
 /// Per-channel state of this socket.
@@ -150,7 +150,7 @@ impl Session {
         let Some(req) = self.dispatch(event, payload, false) else {
             return;
         };
-        let Some(pending) = self.with_conn(|c| c.presence().consult(req)) else {
+        let Some(pending) = self.with_conn(|c| c.presence().consult(*req)) else {
             return;
         };
         pending.await;
@@ -161,7 +161,7 @@ impl Session {
 
     /// Dispatches one client event; Some(question) when the backend check
     /// must answer first (`last_try`: it just did, refuse instead).
-    fn dispatch(&self, event: &str, payload: Value, last_try: bool) -> Option<BackendRequest> {
+    fn dispatch(&self, event: &str, payload: Value, last_try: bool) -> Option<Box<BackendRequest>> {
         match event {
             wire::client::SUBSCRIBE_CHANNEL => return self.subscribe(&payload, last_try),
             wire::client::SEND_MESSAGE => return self.send_message(payload, last_try),
@@ -181,7 +181,7 @@ impl Session {
         Arc::new(wire::member_info(&self.user.profile, content))
     }
 
-    fn subscribe(&self, payload: &Value, last_try: bool) -> Option<BackendRequest> {
+    fn subscribe(&self, payload: &Value, last_try: bool) -> Option<Box<BackendRequest>> {
         let channel = match wire::decode_channel(payload) {
             Ok(c) => c,
             Err(e) => {
@@ -248,7 +248,7 @@ impl Session {
         });
     }
 
-    fn send_message(&self, payload: Value, last_try: bool) -> Option<BackendRequest> {
+    fn send_message(&self, payload: Value, last_try: bool) -> Option<Box<BackendRequest>> {
         let topic_hint = payload
             .get("topicId")
             .and_then(Value::as_str)
@@ -363,6 +363,10 @@ impl Session {
                     // it joined through; under the channel lock, so the
                     // answer is in order with the channel's member events.
                     let me = &*self.user.user_id;
+                    if !presence.members_shown(channel) {
+                        // The channel's rule hides its member list.
+                        return;
+                    }
                     presence.with_members(channel, |members| {
                         for m in members.iter().filter(|m| m.user_id != me) {
                             conn.send_text(wire::presence_event(
@@ -536,7 +540,7 @@ fn update_error(e: &UpdateSubscriptionError) -> WireError {
 
 /// A policy refusal as this protocol's error, or the question to ask the
 /// backend check (unless it was just asked: then the refusal says so).
-fn refused(refusal: Refusal, last_try: bool) -> Result<BackendRequest, WireError> {
+fn refused(refusal: Refusal, last_try: bool) -> Result<Box<BackendRequest>, WireError> {
     match refusal {
         Refusal::Undecided(req) if !last_try => Ok(req),
         Refusal::Undecided(req) => Err(WireError::new(

@@ -312,9 +312,15 @@ impl BackendCheck {
         }
         match serde_json::from_slice::<Reply>(&body) {
             Ok(Reply { allow: true, .. }) => Ok(()),
-            Ok(Reply { allow: false, reason }) => Err(match reason {
+            Ok(Reply {
+                allow: false,
+                reason,
+            }) => Err(match reason {
                 Some(r) if !r.is_empty() => format!("the channel check refused: {r}"),
-                _ => format!("the channel check refused {} on {}", req.action, req.channel),
+                _ => format!(
+                    "the channel check refused {} on {}",
+                    req.action, req.channel
+                ),
             }),
             Err(e) => Err(format!(
                 "the channel check's answer is not {{\"allow\": true|false}}: {e}"

@@ -86,7 +86,7 @@ pub enum Refusal {
     Denied(String),
     /// No grant or rule settles it: the backend check must be asked first
     /// ([`ChannelPolicy::consult`]); then ask again.
-    Undecided(BackendRequest),
+    Undecided(Box<BackendRequest>),
 }
 
 impl std::fmt::Display for Refusal {
@@ -246,7 +246,10 @@ impl ChannelPolicy {
         let mut publish = false;
         let mut broadcast = false;
         let mut echo = false;
-        for g in [who.access.grants.as_deref(), who.extra].into_iter().flatten() {
+        for g in [who.access.grants.as_deref(), who.extra]
+            .into_iter()
+            .flatten()
+        {
             let p = g.message_permission(channel, event);
             publish |= p.publish;
             broadcast |= p.broadcast;
@@ -301,7 +304,7 @@ impl ChannelPolicy {
         match backend.cached(&req) {
             Some(Ok(())) => Ok(()),
             Some(Err(why)) => Err(Refusal::Denied(why)),
-            None => Err(Refusal::Undecided(req)),
+            None => Err(Refusal::Undecided(Box::new(req))),
         }
     }
 

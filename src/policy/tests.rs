@@ -11,16 +11,20 @@ fn grants(claim: serde_json::Value) -> Access {
     )))
 }
 
-fn ask(policy: &ChannelPolicy, access: &Access, channel: &str) -> Result<(), Refusal> {
-    let who = Requester {
+/// User `u` with `access`, asking through a test protocol.
+fn requester(access: &Access) -> Requester<'_> {
+    Requester {
         conn: ConnId::next(),
         protocol: "test",
         user_id: Some("u"),
         access,
         extra: None,
         automatic: false,
-    };
-    policy.may_subscribe(&who, channel)
+    }
+}
+
+fn ask(policy: &ChannelPolicy, access: &Access, channel: &str) -> Result<(), Refusal> {
+    policy.may_subscribe(&requester(access), channel)
 }
 
 fn publish(
@@ -29,15 +33,7 @@ fn publish(
     channel: &str,
     subscribed: bool,
 ) -> Result<PublishGrant, Refusal> {
-    let who = Requester {
-        conn: ConnId::next(),
-        protocol: "test",
-        user_id: Some("u"),
-        access,
-        extra: None,
-        automatic: false,
-    };
-    policy.may_publish(&who, channel, "chat", subscribed)
+    policy.may_publish(&requester(access), channel, "chat", subscribed)
 }
 
 fn denied(r: Result<(), Refusal>) -> String {
@@ -90,7 +86,10 @@ fn open_and_authenticated_rules_admit_whom_they_say() {
     assert_eq!(ask(&policy, &Access::anonymous(), "lobby.a"), Ok(()));
     let why = denied(ask(&policy, &Access::anonymous(), "members.a"));
     assert!(why.contains("authenticated connections only"), "{why}");
-    assert_eq!(ask(&policy, &Access::authenticated(None), "members.a"), Ok(()));
+    assert_eq!(
+        ask(&policy, &Access::authenticated(None), "members.a"),
+        Ok(())
+    );
     denied(ask(&policy, &Access::authenticated(None), "other"));
 }
 
@@ -184,7 +183,10 @@ fn bad_rules_are_reported_with_the_key() {
     let err = tables("[[channel-rules]]\npattern = \"a\"\nsubscribe = \"everyone\"").unwrap_err();
     assert!(err.contains("subscribe = \"everyone\""), "{err}");
     let err = tables("[[channel-rules]]\npattern = \"a\"\npublish = \"all\"").unwrap_err();
-    assert!(err.contains("\"subscribers\", \"grant\" or \"server\""), "{err}");
+    assert!(
+        err.contains("\"subscribers\", \"grant\" or \"server\""),
+        "{err}"
+    );
     let err = PolicyConfig::rules_from(&[], &["#bad".into()], &[]).unwrap_err();
     assert!(err.contains("--open-channels"), "{err}");
 }
@@ -192,10 +194,15 @@ fn bad_rules_are_reported_with_the_key() {
 #[test]
 fn the_banner_says_how_to_open_a_namespace() {
     let lines = ChannelPolicy::default().describe();
-    assert!(lines.iter().any(|l| l.contains("--open-channels")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("--open-channels")),
+        "{lines:?}"
+    );
     let lines = policy_with("", &["lobby.*"], &[]).describe();
     assert!(
-        lines.iter().any(|l| l.contains("lobby.*: anyone may subscribe")),
+        lines
+            .iter()
+            .any(|l| l.contains("lobby.*: anyone may subscribe")),
         "{lines:?}"
     );
 }

@@ -129,11 +129,7 @@ impl Connection {
     /// or out (SocketCluster `#authenticate`). Existing subscriptions are
     /// not re-checked here; the adapter ends those no longer allowed.
     pub fn set_access(&self, access: crate::policy::Access) {
-        *self
-            .shared
-            .access
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = access;
+        *self.shared.access.lock().unwrap_or_else(|p| p.into_inner()) = access;
     }
 
     /// The connection's current member data.

@@ -88,8 +88,9 @@ struct Inner {
     conns: Mutex<HashMap<ConnId, Arc<ConnShared>>>,
     users: Mutex<HashMap<Arc<str>, Vec<ConnId>>>,
     hasher: std::hash::RandomState,
-    /// Per-channel limits set with [`Presence::set_channel_limits`].
-    channel_limits: Mutex<HashMap<Arc<str>, ChannelLimits>>,
+    /// Per-channel limits set with [`Presence::set_channel_limits`]; read
+    /// on every client publish (reserved channels), written at start.
+    channel_limits: std::sync::RwLock<HashMap<Arc<str>, ChannelLimits>>,
     /// Pending invitations (see `invitations.rs`).
     invitations: Mutex<invitations::Registry>,
     /// Modules that follow the core's changes (see `observe.rs`).
@@ -139,7 +140,7 @@ impl Presence {
                 conns: Mutex::new(HashMap::new()),
                 users: Mutex::new(HashMap::new()),
                 hasher: std::hash::RandomState::new(),
-                channel_limits: Mutex::new(HashMap::new()),
+                channel_limits: std::sync::RwLock::new(HashMap::new()),
                 invitations: Mutex::new(invitations::Registry::default()),
                 observers,
                 visibility: std::sync::OnceLock::new(),
@@ -229,15 +230,29 @@ impl Presence {
         self.policy().may_subscribe(&who, channel)
     }
 
+    fn reserved_limits(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, ChannelLimits>> {
+        self.inner
+            .channel_limits
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Channels an adapter reserved ([`Self::set_channel_limits`]) are the
     /// server's own: no client subscribes to or publishes on them.
     fn refuse_reserved(&self, channel: &str) -> Result<(), Refusal> {
-        match lock(&self.inner.channel_limits).contains_key(channel) {
+        let reserved = self.reserved_limits().contains_key(channel);
+        match reserved {
             true => Err(Refusal::Denied(format!(
                 "{channel} is reserved for the server; clients cannot use it"
             ))),
             false => Ok(()),
         }
+    }
+
+    /// Whether subscribers of `channel` see its member list and member
+    /// events (a rule can hide them; the HTTP API always sees them).
+    pub fn members_shown(&self, channel: &str) -> bool {
+        self.policy().terms(channel).show_members
     }
 
     /// Asks the backend check a question the policy could not settle;
@@ -277,12 +292,10 @@ impl Presence {
     /// A channel's member limits: the ones an adapter set for it, else
     /// the channel policy's.
     fn channel_budget(&self, name: &str) -> Option<MemberBudget> {
-        let reserved = lock(&self.inner.channel_limits)
-            .get(name)
-            .map(|l| MemberBudget {
-                max_bytes: l.max_member_bytes,
-                max_members: l.max_members,
-            });
+        let reserved = self.reserved_limits().get(name).map(|l| MemberBudget {
+            max_bytes: l.max_member_bytes,
+            max_members: l.max_members,
+        });
         reserved.or_else(|| {
             let terms = self.policy().terms(name);
             Some(MemberBudget {
@@ -299,7 +312,11 @@ impl Presence {
     /// an ordinary channel. Members already in the channel stay.
     pub fn set_channel_limits(&self, name: &str, limits: Option<ChannelLimits>) {
         {
-            let mut map = lock(&self.inner.channel_limits);
+            let mut map = self
+                .inner
+                .channel_limits
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
             match limits {
                 Some(l) => map.insert(Arc::from(name), l),
                 None => map.remove(name),
@@ -444,16 +461,15 @@ impl Presence {
                 .map_err(SubscribeError::Refused)?;
         }
         let mut opts = opts;
-        if !self.policy().terms(channel).show_members {
-            opts.presence_events = false;
-        }
+        let shown = self.members_shown(channel);
+        opts.presence_events &= shown;
         loop {
             let (ch, name) = self.channel_for_join(channel);
             let mut guard = self.lock_channel(&ch);
             if guard.removed {
                 continue;
             }
-            let result = self.join_locked(&mut guard, &name, shared, &opts, on_joined);
+            let result = self.join_locked(&mut guard, &name, shared, &opts, shown, on_joined);
             let empty = guard.is_empty();
             drop(guard);
             if empty {
@@ -470,6 +486,7 @@ impl Presence {
         name: &Arc<str>,
         shared: &Arc<ConnShared>,
         opts: &SubscribeOptions,
+        members_shown: bool,
         on_joined: impl FnOnce(&Snapshot<'_>),
     ) -> Result<MemberChange, SubscribeError> {
         if ch.subscribers.contains_key(&shared.id) {
@@ -536,9 +553,14 @@ impl Presence {
             },
         );
         shared.subs().insert(name.clone(), member_key.clone());
+        let members = match members_shown {
+            true => ch.members(),
+            // The channel's rule hides its member list.
+            false => Members::none(),
+        };
         on_joined(&Snapshot {
             channel: name,
-            members: ch.members(),
+            members,
             change,
         });
         if let Some(key) = &member_key {
@@ -681,8 +703,7 @@ impl Presence {
         let user = shared.user_id();
         let subscribed = conn.is_subscribed(channel);
         let who = Self::requester(shared, &access, user.as_deref(), extra, false);
-        self.policy()
-            .may_publish(&who, channel, event, subscribed)
+        self.policy().may_publish(&who, channel, event, subscribed)
     }
 
     /// Publishes a client's message, if the channel policy lets `conn`

@@ -73,7 +73,16 @@ pub struct Members<'a> {
     pub(crate) map: &'a indexmap::IndexMap<Arc<str>, super::channel::MemberEntry>,
 }
 
+/// The list a subscriber of a channel that hides its members sees.
+static NO_MEMBERS: std::sync::LazyLock<indexmap::IndexMap<Arc<str>, super::channel::MemberEntry>> =
+    std::sync::LazyLock::new(indexmap::IndexMap::new);
+
 impl<'a> Members<'a> {
+    /// An empty list (a channel whose rule hides its members).
+    pub fn none() -> Members<'static> {
+        Members { map: &NO_MEMBERS }
+    }
+
     /// Members in join order.
     pub fn iter(&self) -> impl Iterator<Item = MemberView<'a>> + 'a {
         self.map.iter().map(|(k, e)| MemberView {

@@ -89,8 +89,10 @@ impl Presence {
         &self,
         conn: &Connection,
         channel: &str,
-        update: SubscriptionUpdate,
+        mut update: SubscriptionUpdate,
     ) -> Result<MemberChange, UpdateSubscriptionError> {
+        // A rule may hide the channel's member events from subscribers.
+        update.presence_events &= self.members_shown(channel);
         let ch = self
             .existing_channel(channel)
             .ok_or(UpdateSubscriptionError::NotSubscribed)?;

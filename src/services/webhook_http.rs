@@ -62,7 +62,11 @@ impl Target {
 /// Parses one `--webhook-url`; for https the TLS settings are added by
 /// [`parse_targets`].
 pub fn parse_target(url: &str) -> Result<Target, String> {
-    parse_target_for("--webhook-url", url, "use --webhook-secret to sign requests")
+    parse_target_for(
+        "--webhook-url",
+        url,
+        "use --webhook-secret to sign requests",
+    )
 }
 
 /// Parses the URL given to `flag`; errors name the flag. `credentials_hint`
@@ -143,7 +147,10 @@ pub struct Signed<'a> {
 /// One POST; returns the status code. The caller bounds the time.
 pub async fn post(target: &Target, request: Signed<'_>) -> Result<u16, String> {
     let attempt = request.attempt.to_string();
-    let mut headers = vec![(ID_HEADER, request.id), ("X-Rollcall-Attempt", attempt.as_str())];
+    let mut headers = vec![
+        (ID_HEADER, request.id),
+        ("X-Rollcall-Attempt", attempt.as_str()),
+    ];
     headers.extend(request.signature.map(|sig| (SIGNATURE_HEADER, sig)));
     let (status, _) = post_json(target, &headers, request.body.clone(), 0).await?;
     Ok(status)
