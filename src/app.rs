@@ -50,4 +50,6 @@ pub struct App {
     pub services: crate::services::Services,
     /// Presence counters for `/metrics`.
     pub metrics: Arc<crate::metrics::MetricsObserver>,
+    /// Connection caps and their refusal counts.
+    pub admission: crate::listener::Admission,
 }

@@ -137,6 +137,14 @@ pub struct Config {
     pub channel_check_timeout: String,
     /// Front ends to serve (empty: every one compiled in).
     pub frontends: Vec<String>,
+    /// Open client connections at most (none: the file limit less 256).
+    pub max_connections: Option<usize>,
+    /// Open client connections per client IP address at most (none: half
+    /// of `max-connections`).
+    pub max_connections_per_address: Option<usize>,
+    /// A client must send its request head (the HTTP request line and
+    /// headers, e.g. of a WebSocket upgrade) within this long, e.g. "10s".
+    pub header_timeout: String,
     /// Extra root certificates (a PEM file) trusted by rollcall's outgoing
     /// TLS connections (rediss:// bus, https webhooks, https OAuth
     /// introspection), on top of the system's.
@@ -204,6 +212,9 @@ impl Default for Config {
             channel_check_cache_ttl: "10s".into(),
             channel_check_timeout: "2s".into(),
             frontends: Vec::new(),
+            max_connections: None,
+            max_connections_per_address: None,
+            header_timeout: "10s".into(),
             tls_ca_file: None,
         }
     }
@@ -272,6 +283,31 @@ impl Config {
             max_connections_per_user: self.max_connections_per_user,
             outbox_bytes: self.outbox_bytes,
         }
+    }
+
+    /// Connection caps and the request-head deadline.
+    pub fn listener(&self) -> Result<crate::listener::ListenerConfig, String> {
+        let header_timeout = parse_duration(&self.header_timeout)
+            .map_err(|e| format!("header-timeout = {:?}: {e}", self.header_timeout))?;
+        if header_timeout.is_zero() {
+            return Err("header-timeout must be longer than 0s".into());
+        }
+        for (key, value) in [
+            ("max-connections", self.max_connections),
+            (
+                "max-connections-per-address",
+                self.max_connections_per_address,
+            ),
+        ] {
+            if value == Some(0) {
+                return Err(format!("{key} must be at least 1"));
+            }
+        }
+        Ok(crate::listener::ListenerConfig::new(
+            self.max_connections,
+            self.max_connections_per_address,
+            header_timeout,
+        ))
     }
 
     /// Settings for the WebSocket transport.

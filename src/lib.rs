@@ -14,6 +14,7 @@ pub mod config;
 pub mod conformance;
 pub mod http_api;
 pub mod ids;
+pub mod listener;
 pub mod metrics;
 pub mod outbox;
 pub mod policy;

@@ -82,6 +82,16 @@ struct ServeArgs {
     /// Close peers silent for this long [default: 60s].
     #[arg(long, env = "ROLLCALL_IDLE_TIMEOUT")]
     idle_timeout: Option<String>,
+    /// Open client connections at most [default: the process's file limit less 256].
+    #[arg(long, env = "ROLLCALL_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Open client connections from one IP address at most [default: half of --max-connections].
+    #[arg(long, env = "ROLLCALL_MAX_CONNECTIONS_PER_ADDRESS")]
+    max_connections_per_address: Option<usize>,
+    /// A client must send its request head (request line and headers) within this long
+    /// [default: 10s].
+    #[arg(long, env = "ROLLCALL_HEADER_TIMEOUT")]
+    header_timeout: Option<String>,
     #[command(flatten)]
     policy: PolicyArgs,
     #[command(flatten)]
@@ -415,8 +425,15 @@ fn build_config(args: ServeArgs) -> Result<Config, String> {
         sc_presence_interval,
         sc_ping_interval,
         sc_ping_timeout,
-        sc_handshake_timeout
+        sc_handshake_timeout,
+        header_timeout
     );
+    if args.max_connections.is_some() {
+        cfg.max_connections = args.max_connections;
+    }
+    if args.max_connections_per_address.is_some() {
+        cfg.max_connections_per_address = args.max_connections_per_address;
+    }
     if args.sc_presence_timeout.is_some() {
         cfg.sc_presence_timeout = args.sc_presence_timeout;
     }
@@ -453,6 +470,7 @@ fn build_config(args: ServeArgs) -> Result<Config, String> {
     cfg.services()?;
     cfg.check_tls()?;
     cfg.policy()?;
+    cfg.listener()?;
     rollcall::server::enabled_frontends(&cfg)?;
     Ok(cfg)
 }

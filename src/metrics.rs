@@ -43,6 +43,7 @@ async fn scrape(State(app): State<App>) -> impl IntoResponse {
         presence: app.presence.stats(),
         cluster: app.cluster.stats(),
         webhooks_dropped: app.services.webhooks().map(|w| w.dropped()),
+        admission: app.admission.stats(),
         started: app.metrics.started(),
         process: ProcessStats::read(),
     });
@@ -77,6 +78,8 @@ pub struct Scrape {
     pub cluster: ClusterStats,
     /// Webhook events dropped, when webhooks are configured.
     pub webhooks_dropped: Option<u64>,
+    /// Connections refused or cut at the listener.
+    pub admission: crate::listener::AdmissionStats,
     /// When the server started (Unix seconds).
     pub started: f64,
     /// The process's resources, where the platform tells.
@@ -95,6 +98,14 @@ pub fn render(s: &Scrape) -> String {
         )
         .value(dropped);
     }
+    let a = &s.admission;
+    let mut refused = out.counter(
+        "rollcall_connections_refused_total",
+        "Client connections refused at the listener: over --max-connections (total_cap), over --max-connections-per-address (address_cap), or closed for not sending a request head within --header-timeout (header_timeout).",
+    );
+    refused.sample(&[("reason", "total_cap")], a.refused_total_cap);
+    refused.sample(&[("reason", "address_cap")], a.refused_address_cap);
+    refused.sample(&[("reason", "header_timeout")], a.header_timeouts);
     write_process(&mut out, s);
     out.finish()
 }
@@ -355,6 +366,7 @@ mod tests {
     #[test]
     fn webhook_family_only_with_webhooks() {
         let scrape = |webhooks_dropped| Scrape {
+            admission: Default::default(),
             observed: MetricsObserver::new().snapshot(),
             presence: Stats::default(),
             cluster: crate::cluster::Cluster::standalone("n1").stats(),

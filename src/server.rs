@@ -201,6 +201,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, String> {
     let cluster = crate::cluster::start(cluster, &presence, &cluster_config.node_id, Some(handler));
     services.attach_cluster(&cluster);
     let app = App {
+        admission: crate::listener::Admission::new(config.listener()?),
         presence,
         services,
         cluster,
@@ -217,15 +218,9 @@ pub async fn start(config: &Config) -> Result<RunningServer, String> {
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
     let service = router(app.clone());
-    let mut stop = app.shutdown.handle();
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, service)
-            .with_graceful_shutdown(async move { stop.wait().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "server stopped with an error");
-        }
-    });
+    let stop = app.shutdown.handle();
+    let admission = app.admission.clone();
+    let task = tokio::spawn(crate::listener::serve(listener, service, admission, stop));
     tracing::info!(%addr, "rollcall listening");
     Ok(RunningServer { addr, app, task })
 }

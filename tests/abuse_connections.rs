@@ -1,0 +1,238 @@
+//! Connection-level abuse against a real `rollcall serve` process: sockets
+//! that send half a request head and nothing more (slowloris), and one
+//! client address opening more sockets than its share. The server's own
+//! file descriptors and RSS are read from /proc before and after.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+const SECRET: &str = "abuse-secret";
+const API_KEY: &str = "abuse-key";
+
+/// A server process on 127.0.0.1, killed when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["--jwt-secret", SECRET, "--api-key", API_KEY])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rollcall starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let line = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+            .next()
+            .expect("a banner line")
+            .expect("readable");
+        let addr = line
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        Server { child, addr }
+    }
+
+    /// Open file descriptors of the server process.
+    fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Resident memory of the server process, in KiB.
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// A TCP connection to `server` from the loopback address `from`.
+async fn connect_from(from: &str, server: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{from}:0").parse().expect("address"))
+        .expect("bind a loopback address");
+    tokio::time::timeout(Duration::from_secs(5), socket.connect(server))
+        .await
+        .expect("connect in time")
+        .expect("connected")
+}
+
+/// Sends half a request head and never the rest.
+async fn slowloris(from: &str, server: SocketAddr) -> TcpStream {
+    let mut s = connect_from(from, server).await;
+    s.write_all(b"GET /hotsock HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    s
+}
+
+/// True if the server closed `s` within `within` (read returns 0 or fails).
+async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout(within, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// `GET /healthz` from `from`; the status code.
+async fn healthz(from: &str, server: SocketAddr) -> Option<u16> {
+    let mut s = connect_from(from, server).await;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&reply);
+    text.split(' ').nth(1)?.parse().ok()
+}
+
+async fn metric(server: SocketAddr, sample: &str) -> u64 {
+    let mut s = connect_from("127.0.0.9", server).await;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await;
+    let text = String::from_utf8_lossy(&reply);
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {sample} in the scrape"))
+}
+
+#[tokio::test]
+async fn half_sent_request_heads_are_cut_after_the_header_timeout() {
+    let server = Server::start(&["--header-timeout", "1s"]);
+    let fds_before = server.fds();
+    let rss_before = server.rss_kib();
+    let mut held = Vec::new();
+    for i in 0..300 {
+        held.push(match i % 3 {
+            // Some send nothing at all.
+            0 => connect_from("127.0.0.1", server.addr).await,
+            _ => slowloris("127.0.0.1", server.addr).await,
+        });
+    }
+    // While they hang, everyone else is served.
+    assert_eq!(healthz("127.0.0.2", server.addr).await, Some(200));
+    for s in &mut held {
+        assert!(
+            closed_within(s, Duration::from_secs(5)).await,
+            "a half-sent request head was held past the header timeout"
+        );
+    }
+    // The descriptors are given back (a little slack for the runtime).
+    let mut fds_after = server.fds();
+    for _ in 0..50 {
+        if fds_after <= fds_before + 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        fds_after = server.fds();
+    }
+    assert!(
+        fds_after <= fds_before + 2,
+        "server fds: {fds_before} before, {fds_after} after"
+    );
+    let rss_after = server.rss_kib();
+    eprintln!("server RSS {rss_before} KiB before, {rss_after} KiB after 300 slowloris sockets");
+    assert!(
+        metric(
+            server.addr,
+            "rollcall_connections_refused_total{reason=\"header_timeout\"}"
+        )
+        .await
+            >= 200
+    );
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_connection() {
+    let server = Server::start(&[
+        "--max-connections",
+        "30",
+        "--max-connections-per-address",
+        "20",
+        "--header-timeout",
+        "30s",
+    ]);
+    let mut greedy = Vec::new();
+    for _ in 0..20 {
+        greedy.push(slowloris("127.0.0.1", server.addr).await);
+    }
+    // The 21st from the same address is closed at once.
+    let mut extra = slowloris("127.0.0.1", server.addr).await;
+    assert!(closed_within(&mut extra, Duration::from_secs(2)).await);
+    // Another address still gets in, and the health check answers.
+    assert_eq!(healthz("127.0.0.2", server.addr).await, Some(200));
+    let mut others = Vec::new();
+    for _ in 0..9 {
+        others.push(slowloris("127.0.0.3", server.addr).await);
+    }
+    // 20 + 9 held + 1 for this request would be 30: the total cap is next.
+    let mut over = slowloris("127.0.0.4", server.addr).await;
+    let mut last = slowloris("127.0.0.5", server.addr).await;
+    assert!(
+        closed_within(&mut last, Duration::from_secs(2)).await,
+        "the total cap holds"
+    );
+    drop(over.shutdown().await);
+    drop(greedy);
+    drop(others);
+    // Slots come back once the sockets close.
+    let mut ok = false;
+    for _ in 0..50 {
+        if healthz("127.0.0.1", server.addr).await == Some(200) {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "the address got its slots back");
+    assert!(
+        metric(
+            server.addr,
+            "rollcall_connections_refused_total{reason=\"address_cap\"}"
+        )
+        .await
+            >= 1
+    );
+    assert!(
+        metric(
+            server.addr,
+            "rollcall_connections_refused_total{reason=\"total_cap\"}"
+        )
+        .await
+            >= 1
+    );
+}
