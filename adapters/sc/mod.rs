@@ -239,7 +239,7 @@ fn upgrade(app: App, shared: Arc<ScShared>, ws: WebSocketUpgrade) -> Response {
     let transport = app.config.transport.clone();
     let shutdown = app.shutdown.handle();
     crate::transport::limit_upgrade(ws, &transport).on_upgrade(move |socket| async move {
-        let session = session::ScSession::new(conn, shared);
+        let session = session::ScSession::new(conn, shared, transport.max_messages_per_second);
         crate::transport::run(socket, outbox_rx, session, transport, shutdown).await;
     })
 }

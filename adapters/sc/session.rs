@@ -33,7 +33,7 @@ use crate::policy::{Access, BackendRequest, Refusal};
 use crate::presence::{
     ChannelMessage, Connection, MessageSender, Rights, SubscribeOptions, SubscriptionUpdate,
 };
-use crate::transport::{Flow, Session};
+use crate::transport::{Flow, RateLimiter, Session, close};
 
 /// Which ping dialect the client speaks, learned from its first pong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +85,9 @@ pub struct ScSession {
     held: VecDeque<Packet>,
     /// The question the last packet left for the channel check.
     asking: Option<Box<BackendRequest>>,
+    /// Requests per second: every packet of a batch counts, not the frame.
+    requests: RateLimiter,
+    requests_rate: u32,
     next_ping: Instant,
     pong_deadline: Instant,
 }
@@ -92,7 +95,7 @@ pub struct ScSession {
 impl ScSession {
     /// A session for a freshly upgraded socket (core connection anonymous
     /// until the handshake or `#authenticate` brings a token).
-    pub fn new(conn: Connection, shared: Arc<ScShared>) -> Self {
+    pub fn new(conn: Connection, shared: Arc<ScShared>, requests_per_second: u32) -> Self {
         let now = Instant::now();
         let cfg = &shared.config;
         ScSession {
@@ -104,6 +107,8 @@ impl ScSession {
             subs: BTreeSet::new(),
             held: VecDeque::new(),
             asking: None,
+            requests: RateLimiter::new(requests_per_second),
+            requests_rate: requests_per_second,
             next_ping: now + cfg.ping_interval,
             pong_deadline: now + cfg.ping_timeout,
             shared,
@@ -621,12 +626,42 @@ impl ScSession {
 }
 
 impl ScSession {
+    /// A packet over the request rate: dropped, with an error reply if it
+    /// asked for one.
+    fn rate_limited(&self, packet: &Packet) {
+        let cid = match packet {
+            Packet::Event { cid, .. } | Packet::Invalid { cid, .. } => cid.as_ref(),
+            Packet::Response => None,
+        };
+        self.reply_error(
+            cid,
+            &ScError::rate_limited(format!(
+                "more than {} requests per second; this request was dropped, slow down",
+                self.requests_rate
+            )),
+        );
+    }
+
     /// Handles packets in order; one that must wait for the channel check
     /// is put aside with the ones after it, and handled again once the
     /// check has answered.
     fn run_packets(&mut self, mut queue: VecDeque<Packet>) -> Flow {
         let may_ask = self.conn.presence().policy().backend().is_some();
         while let Some(p) = queue.pop_front() {
+            let now = Instant::now();
+            if !self.requests.allow(now) {
+                if self.requests.sustained_abuse(now) {
+                    return Flow::Close(CloseReason::new(
+                        close::POLICY,
+                        format!(
+                            "more than {} requests per second for too long (packets of a batch count one each)",
+                            self.requests_rate
+                        ),
+                    ));
+                }
+                self.rate_limited(&p);
+                continue;
+            }
             let copy = may_ask.then(|| p.clone());
             if let Some(flow) = self.packet(p) {
                 return flow;

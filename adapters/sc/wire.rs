@@ -408,6 +408,15 @@ impl ScError {
         }
     }
 
+    /// A `RateLimitError`: the request was dropped.
+    pub fn rate_limited(message: impl Into<String>) -> Self {
+        ScError {
+            message: message.into(),
+            name: "RateLimitError",
+            expiry: None,
+        }
+    }
+
     /// An `InvalidMessageError` (malformed payload).
     pub fn invalid_message(message: impl Into<String>) -> Self {
         ScError {
