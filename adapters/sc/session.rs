@@ -204,9 +204,11 @@ impl ScSession {
     }
 
     /// The core channels an SC channel touches: itself, and for
-    /// `presence>C` also C.
+    /// `presence>C` also C. A socket inbox `presence>socket/<id>` touches
+    /// only itself: nobody is ever a member of `socket/<id>`.
     fn core_channels(channel: &str) -> impl Iterator<Item = &str> {
-        std::iter::once(channel).chain(wire::presence_target(channel))
+        let target = wire::presence_target(channel).filter(|t| !t.starts_with(SOCKET_INBOX));
+        std::iter::once(channel).chain(target)
     }
 
     fn sync_all(&self) {
