@@ -158,10 +158,10 @@ async fn reply_to(ws: &mut Ws, rid: i64) -> Value {
             .expect("a reply in time")
             .expect("open")
             .expect("frame");
-        if let Message::Text(text) = msg {
-            if let Some(r) = replies(&text).into_iter().find(|r| r["rid"] == rid) {
-                return r;
-            }
+        if let Message::Text(text) = msg
+            && let Some(r) = replies(&text).into_iter().find(|r| r["rid"] == rid)
+        {
+            return r;
         }
     }
 }

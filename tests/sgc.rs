@@ -407,14 +407,14 @@ async fn every_error_code() {
     let e = a.expect_error(1).await;
     assert_eq!(e["error"]["text"], "Member already exists.");
     assert_eq!(e["member"]["name"], "a");
-    // 6: a new channel the rules do not allow.
+    // 10: a channel the rules do not allow, whether or not it exists.
     a.subscribe("secret").await;
-    let e = a.expect_error(6).await;
+    let e = a.expect_error(10).await;
     assert!(
         e["error"]["text"]
             .as_str()
             .unwrap()
-            .starts_with("Create New Channel request has been denied."),
+            .starts_with("Create Subscription request has been denied. No grant for secret"),
         "{e}"
     );
     assert_eq!(e["channel"]["name"], "secret");

@@ -298,8 +298,13 @@ impl ScSession {
                 )),
             })
             .collect();
+        // Every refused subscription goes first, then the core follows:
+        // a channel that sorts before its `presence>` feed must not send
+        // its leave to a feed that is about to end too.
+        for (channel, _) in &refused {
+            self.subs.remove(channel);
+        }
         for (channel, why) in refused {
-            self.subs.remove(&channel);
             for name in Self::core_channels(&channel) {
                 let _ = self.sync(name);
             }

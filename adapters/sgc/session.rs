@@ -441,18 +441,17 @@ impl SgcSession {
         if self.conn.is_subscribed(channel) {
             return Err(SgcError::new(codes::SUBSCRIPTION_ALREADY_EXISTS));
         }
-        let exists = self.channel_exists(channel);
-        let denied_code = match exists {
-            true => codes::NEW_SUBSCRIPTION_DENIED,
-            false => codes::NEW_CHANNEL_DENIED,
-        };
-        // The channel policy first, then the embedder's hooks.
+        // The channel policy first, then the embedder's hooks. A policy
+        // refusal is 10 whether or not the channel exists, so it tells a
+        // client without rights nothing about who is there.
+        let denied_code = codes::NEW_SUBSCRIPTION_DENIED;
         self.allowed(
             self.conn
                 .presence()
                 .check_subscribe(&self.conn, channel, None, false),
             denied_code,
         )?;
+        let exists = self.channel_exists(channel);
         let hooks = &self.config.hooks;
         let member = self.hook_member();
         if !exists {

@@ -102,6 +102,9 @@ impl SocketIoConfig {
     }
 }
 
+/// See `routes`: socketioxide's own per-socket queue, in packets.
+const SOCKETIOXIDE_BUFFER: usize = 32;
+
 fn codec() -> Arc<dyn Codec> {
     // One codec instance for every Socket.IO connection, so broadcasts are
     // encoded once for all of them.
@@ -139,16 +142,17 @@ fn on_connect(app: &App, s: SocketRef) {
         let _ = s.disconnect();
         return;
     };
+    // socketioxide runs each event's handler in a task of its own; the
+    // handler only queues the event (synchronously, in arrival order) and
+    // one task per socket handles the queue in order.
+    let (events, queue) = session::event_queue();
     let handler = session.clone();
     s.on_fallback(move |Event(event): Event, data: TryData<Value>| {
-        let session = handler.clone();
-        async move {
-            match data.0 {
-                Ok(payload) => session.on_event(&event, payload).await,
-                Err(e) => session.on_event(&event, malformed(&e)).await,
-            }
-        }
+        let payload = data.0.unwrap_or_else(|e| malformed(&e));
+        handler.enqueue(&events, event, payload);
+        async {}
     });
+    tokio::spawn(session.clone().handle_events(queue));
     let closer = session.clone();
     s.on_disconnect(move || {
         let session = closer.clone();
@@ -170,7 +174,10 @@ pub fn routes(app: &App) -> Router<App> {
     let (svc, io) = SocketIo::builder()
         .ping_interval(cfg.ping_interval)
         .ping_timeout(cfg.ping_timeout)
-        .max_buffer_size(1024)
+        // Packets socketioxide queues per socket before `emit` reports the
+        // buffer full: small, so a client that stops reading backs up into
+        // the core outbox, which --outbox-bytes bounds.
+        .max_buffer_size(SOCKETIOXIDE_BUFFER)
         .max_payload(cfg.max_ws_message_bytes as u64)
         .ws_max_message_size(cfg.max_ws_message_bytes)
         .ws_max_frame_size(cfg.max_ws_message_bytes)
@@ -183,9 +190,12 @@ pub fn routes(app: &App) -> Router<App> {
             async move { authenticate(&app, &s, auth.0.as_ref().ok()).await }
         };
         let h_app = app.clone();
+        // Wired synchronously, before socketioxide's next packet of this
+        // socket is dispatched: an event sent right after the connect
+        // acknowledgment finds its handler in place.
         let handler = move |s: SocketRef| {
-            let app = h_app.clone();
-            async move { on_connect(&app, s) }
+            on_connect(&h_app, s);
+            async {}
         };
         io.ns(ns, handler.with(middleware));
     }

@@ -26,6 +26,19 @@ use crate::presence::{
 };
 use crate::shutdown::Shutdown;
 
+/// Events received and not yet handled, per socket, at most.
+pub const EVENT_QUEUE: usize = 64;
+
+/// The sending side of a socket's event queue.
+pub type EventSender = tokio::sync::mpsc::Sender<(String, Value)>;
+/// The receiving side of a socket's event queue.
+pub type EventReceiver = tokio::sync::mpsc::Receiver<(String, Value)>;
+
+/// A socket's event queue.
+pub fn event_queue() -> (EventSender, EventReceiver) {
+    tokio::sync::mpsc::channel(EVENT_QUEUE)
+}
+
 /// Per-channel state of this socket.
 #[derive(Debug)]
 struct Sub {
@@ -133,13 +146,37 @@ impl Session {
         true
     }
 
-    /// Handles one client event. A subscribe or message the channel
-    /// policy cannot settle alone waits for the backend check, then is
-    /// handled again.
-    pub async fn on_event(&self, event: &str, payload: Value) {
+    /// Queues a client event for [`Self::handle_events`], in arrival
+    /// order; over the event rate or with the queue full it is refused.
+    pub fn enqueue(&self, events: &EventSender, event: String, payload: Value) {
         if !self.admit() {
             return;
         }
+        if events.try_send((event, payload)).is_err() {
+            self.send(wire::error(&WireError::new(
+                codes::RATE_LIMITED,
+                format!(
+                    "more than {EVENT_QUEUE} events are waiting to be handled; this event was dropped, slow down"
+                ),
+            )));
+        }
+    }
+
+    /// Handles the socket's events one after the other, so replies and
+    /// messages keep the order the client sent them in, also while one
+    /// waits for the channel check.
+    /// Ends when socketioxide drops the socket's handlers (and so the
+    /// queue's sender).
+    pub async fn handle_events(self: Arc<Self>, mut queue: EventReceiver) {
+        while let Some((event, payload)) = queue.recv().await {
+            self.on_event(&event, payload).await;
+        }
+    }
+
+    /// Handles one client event. A subscribe or message the channel
+    /// policy cannot settle alone waits for the backend check, then is
+    /// handled again.
+    async fn on_event(&self, event: &str, payload: Value) {
         let may_ask = matches!(
             event,
             wire::client::SUBSCRIBE_CHANNEL | wire::client::SEND_MESSAGE
@@ -459,13 +496,21 @@ impl Session {
             tokio::select! {
                 item = rx.recv() => {
                     let Some(item) = item else { break None };
-                    let ok = self.emit(&socket, &item).await;
+                    let ok = tokio::select! {
+                        ok = self.emit(&socket, &item) => ok,
+                        // The core gave up on a client that fell behind
+                        // (--outbox-bytes): stop waiting for it at once.
+                        _ = outbox.closed() => false,
+                    };
                     outbox.sent(&item);
                     if !ok {
-                        break Some(format!(
-                            "the client did not read its events within {:?}; reconnect",
-                            self.config.write_timeout
-                        ));
+                        break Some(outbox
+                            .close_reason()
+                            .map(|r| r.reason.to_string())
+                            .unwrap_or_else(|| format!(
+                                "the client did not read its events within {:?}; reconnect",
+                                self.config.write_timeout
+                            )));
                     }
                 }
                 _ = outbox.closed() => {

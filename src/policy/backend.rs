@@ -134,6 +134,16 @@ struct CacheKey {
 /// An answer and when it stops counting.
 type Answer = (Instant, Result<(), String>);
 
+/// What asking the backend gave.
+enum Asked {
+    /// `{"allow": true}`.
+    Allowed,
+    /// `{"allow": false}`: cached like an allow.
+    Refused(String),
+    /// No usable answer: cached for a second only.
+    Failed(String),
+}
+
 #[derive(Deserialize)]
 struct Reply {
     allow: bool,
@@ -247,10 +257,11 @@ impl BackendCheck {
         (*until > Instant::now()).then(|| answer.clone())
     }
 
-    fn remember(&self, key: CacheKey, answer: Result<(), String>) {
-        let ttl = match answer {
-            Ok(()) => self.inner.ttl,
-            Err(_) => self.inner.ttl.min(FAILURE_TTL),
+    fn remember(&self, key: CacheKey, asked: Asked) {
+        let (ttl, answer) = match asked {
+            Asked::Allowed => (self.inner.ttl, Ok(())),
+            Asked::Refused(why) => (self.inner.ttl, Err(why)),
+            Asked::Failed(why) => (self.inner.ttl.min(FAILURE_TTL), Err(why)),
         };
         let now = Instant::now();
         let mut cache = self.cache();
@@ -271,15 +282,15 @@ impl BackendCheck {
     pub(super) fn consult(&self, req: BackendRequest) -> Pending {
         let check = self.clone();
         Pending(Box::pin(async move {
-            let answer = check.ask(&req).await;
-            if let Err(why) = &answer {
-                tracing::info!(channel = %req.channel, action = req.action, reason = %why, "channel check refused");
+            let asked = check.ask(&req).await;
+            if let Asked::Failed(why) = &asked {
+                tracing::warn!(channel = %req.channel, action = req.action, reason = %why, "channel check failed");
             }
-            check.remember(req.key(), answer);
+            check.remember(req.key(), asked);
         }))
     }
 
-    async fn ask(&self, req: &BackendRequest) -> Result<(), String> {
+    async fn ask(&self, req: &BackendRequest) -> Asked {
         let body = req.body();
         let signature = self
             .inner
@@ -297,32 +308,34 @@ impl BackendCheck {
         .await;
         let (status, body) = match sent {
             Err(_) => {
-                return Err(format!(
+                return Asked::Failed(format!(
                     "the channel check did not answer within {} ms; try again later",
                     self.inner.timeout.as_millis()
                 ));
             }
-            Ok(Err(e)) => return Err(format!("the channel check could not be asked: {e}")),
+            Ok(Err(e)) => {
+                return Asked::Failed(format!("the channel check could not be asked: {e}"));
+            }
             Ok(Ok(pair)) => pair,
         };
         if status != 200 {
-            return Err(format!(
+            return Asked::Failed(format!(
                 "the channel check answered HTTP {status} instead of 200 {{\"allow\": …}}"
             ));
         }
         match serde_json::from_slice::<Reply>(&body) {
-            Ok(Reply { allow: true, .. }) => Ok(()),
+            Ok(Reply { allow: true, .. }) => Asked::Allowed,
             Ok(Reply {
                 allow: false,
                 reason,
-            }) => Err(match reason {
+            }) => Asked::Refused(match reason {
                 Some(r) if !r.is_empty() => format!("the channel check refused: {r}"),
                 _ => format!(
                     "the channel check refused {} on {}",
                     req.action, req.channel
                 ),
             }),
-            Err(e) => Err(format!(
+            Err(e) => Asked::Failed(format!(
                 "the channel check's answer is not {{\"allow\": true|false}}: {e}"
             )),
         }

@@ -5,6 +5,7 @@
 //! [`WAIT`] (or the duration it is given) instead of hanging the suite.
 #![allow(dead_code)]
 
+pub mod protocols;
 use std::future::Future;
 use std::time::Duration;
 
@@ -84,6 +85,33 @@ impl TestServer {
                 api_key: c.api_key.take(),
                 ..stated
             }
+        })
+        .await
+    }
+
+    /// A server with the settings of a `rollcall serve --config` file
+    /// (channel rules, timings), e.g. conformance/node/sc.toml, on
+    /// 127.0.0.1:0 with the test secret and API key.
+    pub async fn start_from_file(file: &std::path::Path) -> Self {
+        Self::start_from_file_with(file, |_| {}).await
+    }
+
+    /// Like [`TestServer::start_from_file`], then `tweak` changes the
+    /// settings further (as flags override the file).
+    pub async fn start_from_file_with(
+        file: &std::path::Path,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let stated = Config::from_file(file)
+            .unwrap_or_else(|e| panic!("{} is a valid config file: {e}", file.display()));
+        Self::start_with(|c| {
+            *c = Config {
+                listen: c.listen,
+                jwt_secret: c.jwt_secret.take(),
+                api_key: c.api_key.take(),
+                ..stated
+            };
+            tweak(c);
         })
         .await
     }
