@@ -142,17 +142,15 @@ fn on_connect(app: &App, s: SocketRef) {
         let _ = s.disconnect();
         return;
     };
-    // socketioxide runs each event's handler in a task of its own; the
-    // handler only queues the event (synchronously, in arrival order) and
-    // one task per socket handles the queue in order.
-    let (events, queue) = session::event_queue();
+    // socketioxide calls the handler synchronously for each packet, in
+    // arrival order, then runs the future it returns in a task of its own:
+    // the event is handled in the call, so events keep their order.
     let handler = session.clone();
     s.on_fallback(move |Event(event): Event, data: TryData<Value>| {
         let payload = data.0.unwrap_or_else(|e| malformed(&e));
-        handler.enqueue(&events, event, payload);
+        handler.on_event(event, payload);
         async {}
     });
-    tokio::spawn(session.clone().handle_events(queue));
     let closer = session.clone();
     s.on_disconnect(move || {
         let session = closer.clone();

@@ -5,7 +5,7 @@
 //! Every frame for the client, replies included, goes through the core
 //! outbox, so the client sees replies and channel events in one order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,17 +26,14 @@ use crate::presence::{
 };
 use crate::shutdown::Shutdown;
 
-/// Events received and not yet handled, per socket, at most.
-pub const EVENT_QUEUE: usize = 64;
+/// Events that may wait behind one that waits for the channel check.
+const MAX_WAITING_EVENTS: usize = 256;
 
-/// The sending side of a socket's event queue.
-pub type EventSender = tokio::sync::mpsc::Sender<(String, Value)>;
-/// The receiving side of a socket's event queue.
-pub type EventReceiver = tokio::sync::mpsc::Receiver<(String, Value)>;
-
-/// A socket's event queue.
-pub fn event_queue() -> (EventSender, EventReceiver) {
-    tokio::sync::mpsc::channel(EVENT_QUEUE)
+/// An event put aside until the channel check answers its question.
+struct Held {
+    question: Box<BackendRequest>,
+    event: String,
+    payload: Value,
 }
 
 /// Per-channel state of this socket.
@@ -69,6 +66,9 @@ pub struct Session {
     /// The core connection id, sent as `dtsid`.
     dtsid: String,
     subs: Mutex<HashMap<String, Sub>>,
+    /// Events that arrived while an earlier one waits for the channel
+    /// check (None: nothing waits, events are handled as they come).
+    waiting: Mutex<Option<VecDeque<(String, Value)>>>,
     rate: Mutex<RateWindow>,
     config: Arc<SocketIoConfig>,
     gone: Notify,
@@ -95,6 +95,7 @@ impl Session {
             sid,
             dtsid,
             subs: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(None),
             rate: Mutex::new(RateWindow {
                 start: Instant::now(),
                 count: 0,
@@ -146,53 +147,82 @@ impl Session {
         true
     }
 
-    /// Queues a client event for [`Self::handle_events`], in arrival
-    /// order; over the event rate or with the queue full it is refused.
-    pub fn enqueue(&self, events: &EventSender, event: String, payload: Value) {
+    /// Handles one client event, in arrival order: at once (socketioxide
+    /// calls this synchronously, packet after packet), or, while an
+    /// earlier event waits for the channel check, after it. Over the event
+    /// rate, or with too many events waiting, it is refused.
+    pub fn on_event(self: &Arc<Self>, event: String, payload: Value) {
         if !self.admit() {
             return;
         }
-        if events.try_send((event, payload)).is_err() {
-            self.send(wire::error(&WireError::new(
-                codes::RATE_LIMITED,
-                format!(
-                    "more than {EVENT_QUEUE} events are waiting to be handled; this event was dropped, slow down"
-                ),
-            )));
+        let mut waiting = lock(&self.waiting);
+        if let Some(queue) = waiting.as_mut() {
+            if queue.len() >= MAX_WAITING_EVENTS {
+                drop(waiting);
+                self.send(wire::error(&WireError::new(
+                    codes::RATE_LIMITED,
+                    format!(
+                        "more than {MAX_WAITING_EVENTS} events are waiting for a channel check; this event was dropped, slow down"
+                    ),
+                )));
+                return;
+            }
+            queue.push_back((event, payload));
+            return;
+        }
+        if let Some(held) = self.try_handle(event, payload) {
+            *waiting = Some(VecDeque::new());
+            drop(waiting);
+            tokio::spawn(self.clone().resume(held));
         }
     }
 
-    /// Handles the socket's events one after the other, so replies and
-    /// messages keep the order the client sent them in, also while one
-    /// waits for the channel check.
-    /// Ends when socketioxide drops the socket's handlers (and so the
-    /// queue's sender).
-    pub async fn handle_events(self: Arc<Self>, mut queue: EventReceiver) {
-        while let Some((event, payload)) = queue.recv().await {
-            self.on_event(&event, payload).await;
-        }
-    }
-
-    /// Handles one client event. A subscribe or message the channel
-    /// policy cannot settle alone waits for the backend check, then is
-    /// handled again.
-    async fn on_event(&self, event: &str, payload: Value) {
+    /// Handles an event now; Some when the channel check must answer
+    /// first (the event is handed back with the question).
+    fn try_handle(&self, event: String, payload: Value) -> Option<Held> {
         let may_ask = matches!(
-            event,
+            event.as_str(),
             wire::client::SUBSCRIBE_CHANNEL | wire::client::SEND_MESSAGE
         ) && self
             .with_conn(|c| c.presence().policy().backend().is_some())
             .unwrap_or(false);
         let copy = may_ask.then(|| payload.clone());
-        let Some(req) = self.dispatch(event, payload, false) else {
-            return;
-        };
-        let Some(pending) = self.with_conn(|c| c.presence().consult(*req)) else {
-            return;
-        };
-        pending.await;
-        if let Some(payload) = copy {
-            self.dispatch(event, payload, true);
+        let question = self.dispatch(&event, payload, false)?;
+        copy.map(|payload| Held {
+            question,
+            event,
+            payload,
+        })
+    }
+
+    /// Asks the channel check, handles the held event again, then the
+    /// events that arrived meanwhile, in order (pausing again if one of
+    /// them needs the check too).
+    async fn resume(self: Arc<Self>, first: Held) {
+        let mut held = first;
+        loop {
+            let Some(pending) = self.with_conn(|c| c.presence().consult(*held.question)) else {
+                *lock(&self.waiting) = None;
+                return;
+            };
+            pending.await;
+            self.dispatch(&held.event, held.payload, true);
+            loop {
+                let next = {
+                    let mut waiting = lock(&self.waiting);
+                    match waiting.as_mut().and_then(VecDeque::pop_front) {
+                        Some(next) => next,
+                        None => {
+                            *waiting = None;
+                            return;
+                        }
+                    }
+                };
+                if let Some(again) = self.try_handle(next.0, next.1) {
+                    held = again;
+                    break;
+                }
+            }
         }
     }
 
