@@ -50,8 +50,14 @@ async fn run_node(srv: &TestServer, script: &str, extra: &[&str], limit: Duratio
     assert!(!stdout.contains("FAIL"), "{stdout}");
 }
 
+/// The settings the Node suites state (channel rules for their anonymous
+/// sockets), at the default timings.
+fn settings() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/node/sc.toml")
+}
+
 async fn fast_server() -> TestServer {
-    TestServer::start_with(|cfg| {
+    TestServer::start_from_file_with(&settings(), |cfg| {
         cfg.sc_presence_interval = 500;
         cfg.sc_presence_timeout = Some(1500);
     })
@@ -91,7 +97,7 @@ async fn differential_test_against_socketcluster_server_passes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acceptance_at_default_timings_passes() {
     require_node();
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_from_file(&settings()).await;
     run_node(
         &srv,
         "conformance/node/sc.js",

@@ -133,6 +133,10 @@ async fn authenticate(
     conn.set_access(access);
     let session = session::Session::new(conn, rx, user, s.id.to_string(), Arc::new(cfg.clone()));
     s.extensions.insert(Arc::new(session));
+    // Wired here, before socketioxide sends the connect acknowledgment: an
+    // event the client sends right after it finds its handler in place
+    // (the connect handler runs later, in a task of its own).
+    on_connect(app, s.clone());
     Ok(())
 }
 
@@ -187,14 +191,8 @@ pub fn routes(app: &App) -> Router<App> {
             let app = mw_app.clone();
             async move { authenticate(&app, &s, auth.0.as_ref().ok()).await }
         };
-        let h_app = app.clone();
-        // Wired synchronously, before socketioxide's next packet of this
-        // socket is dispatched: an event sent right after the connect
-        // acknowledgment finds its handler in place.
-        let handler = move |s: SocketRef| {
-            on_connect(&h_app, s);
-            async {}
-        };
+        // Everything is wired by the middleware (see `authenticate`).
+        let handler = |_: SocketRef| async {};
         io.ns(ns, handler.with(middleware));
     }
     // On shutdown, close every Engine.IO connection (after the pumps have

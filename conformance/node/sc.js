@@ -6,9 +6,11 @@
 //   node conformance/node/sc.js --url http://127.0.0.1:4000 --secret S [--presence-interval 500] [--acceptance-only]
 //   (or ROLLCALL_URL / ROLLCALL_JWT_SECRET / SC_PRESENCE_INTERVAL)
 //
-// --presence-interval is the server's presence interval in ms (default
-// 10000); the suite waits for pings based on it (timeout = interval x 1.3,
-// or --presence-timeout). Prints one PASS/FAIL line per case; exits 1 on
+// The server runs with the settings in conformance/node/sc.toml (`rollcall
+// serve --config conformance/node/sc.toml ...`): it opens the channels the
+// anonymous sockets use. --presence-interval is the server's presence
+// interval in ms (default 10000); the suite waits for pings based on it
+// (timeout = interval x 1.3, or --presence-timeout). Prints one PASS/FAIL line per case; exits 1 on
 // failure. The scenario is exported for the differential test
 // (sc-differential.js), which runs it against socketcluster-server too.
 'use strict';
@@ -37,9 +39,15 @@ function mint(secret, payload) {
   return header + '.' + body + '.' + sig;
 }
 
+// The channels only logged-in sockets use, granted in every user token
+// (Hotsock `channels` claim, which socketcluster-server ignores). The ones
+// anonymous sockets use too (sample, room5, news) are opened by the server
+// instead: see conformance/node/sc.toml.
+const CHANNELS = { room6: { subscribe: true }, room7: { subscribe: true } };
+
 function userToken(secret, username, extra) {
   const iat = Math.floor(Date.now() / 1000);
-  return mint(secret, Object.assign({ username, iat, exp: iat + 3600 }, extra || {}));
+  return mint(secret, Object.assign({ username, iat, exp: iat + 3600, channels: CHANNELS }, extra || {}));
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -81,6 +89,10 @@ class Client {
       ackTimeout: 5000,
     });
     this.socket.on('error', (e) => this.errors.push(e));
+    // Every subscribe of the scenario (the presence client's own
+    // presence>socket/<id> included) must succeed; see phase().
+    this.subscribeFails = [];
+    this.socket.on('subscribeFail', (e, channel) => this.subscribeFails.push(channel + ': ' + (e && e.message ? e.message : e)));
     this.socket.on('connect', (status) => { this.status = status; });
     this.presence = scPresence.create(this.socket);
     ctx.clients.push(this);
@@ -146,6 +158,7 @@ async function scenario(opts) {
   async function phase(name, fn) {
     // Event counts before the phase; clients created during it start at 0.
     const before = new Map(ctx.clients.map((c) => [c, Object.fromEntries(Object.entries(c.events).map(([k, v]) => [k, v.length]))]));
+    const failsBefore = new Map(ctx.clients.map((c) => [c, c.subscribeFails.length]));
     let ok = true;
     let why = '';
     try {
@@ -153,6 +166,13 @@ async function scenario(opts) {
     } catch (e) {
       ok = false;
       why = e && e.message ? e.message : String(e);
+    }
+    for (const c of ctx.clients) {
+      const fails = c.subscribeFails.slice(failsBefore.get(c) || 0);
+      if (ok && fails.length) {
+        ok = false;
+        why = c.name + ' had a subscribe refused: ' + fails.join('; ');
+      }
     }
     const seen = {};
     for (const c of ctx.clients) {

@@ -7,8 +7,9 @@
 //   node conformance/node/socketio.js --url http://127.0.0.1:4000 --secret S
 //   (or ROLLCALL_URL / ROLLCALL_JWT_SECRET)
 //
-// Prints one PASS/FAIL line per case; exits 1 on any failure; stops by
-// itself within about 60 s.
+// The server runs with conformance/node/socketio.toml (no channel rules:
+// the tokens carry the grants). Prints one PASS/FAIL line per case; exits
+// 1 on any failure; stops by itself within about 60 s.
 'use strict';
 
 const crypto = require('crypto');
@@ -104,7 +105,16 @@ class Client {
   close() { this.socket.disconnect(); }
 }
 
-const user = (name) => mint({ sub: name, name: name.toUpperCase(), picture_url: `https://example.test/${name}.png` });
+// The suite's channels carry this run's id, so runs against a long-lived
+// server never collide.
+const run = crypto.randomBytes(4).toString('hex');
+// Every user's token grants the suite's two channels (Hotsock `channels`
+// claim: subscribe, and send any message category); the server needs no
+// channel rule (conformance/node/socketio.toml).
+const GRANT = { subscribe: true, messages: { '*': { publish: true } } };
+const CHANNELS = { [`presence.node-${run}`]: GRANT, [`presence.poll-${run}`]: GRANT };
+const user = (name, channels = CHANNELS) =>
+  mint({ sub: name, name: name.toUpperCase(), picture_url: `https://example.test/${name}.png`, channels });
 const errorText = (e) => (e && typeof e === 'object' ? e.message : String(e));
 
 const results = [];
@@ -122,7 +132,6 @@ async function test(name, body) {
 function assert(cond, what) { if (!cond) throw new Error(what); }
 
 async function main() {
-  const run = crypto.randomBytes(4).toString('hex');
   const room = `presence.node-${run}`;
   const versions = Object.keys(CLIENTS);
   const names = { '1.7.3': `alice-${run}`, '2.0.4': `bob-${run}`, '4.8.4': `carol-${run}` };
@@ -222,6 +231,21 @@ async function main() {
     assert(/NO_SUCH_EVENT/.test(e.message), e.message);
     c.emit('SEND_MESSAGE', { topicId: room, content: { bodyText: 'still here' } });
     await clients['1.7.3'].waitFor('MESSAGE_SENT', (d) => d.content.bodyText === 'still here');
+  });
+
+  await test('a channel the token does not grant is refused, with error code channel.forbidden', async () => {
+    for (const v of versions) {
+      const c = new Client(v, { query: `tokenType=jwt&token=${user(`n${v}-${run}`, {})}` });
+      await until(() => c.connected, `${v} connects`);
+      c.emit('SUBSCRIBE_CHANNEL', { channel: { type: 'topic', _id: room } });
+      const f = await c.waitFor('SUBSCRIBE_CHANNEL_FAILED', (d) => d.channel && d.channel._id === room, `${v} refused`);
+      assert(f.error && f.error.code === 'channel.forbidden' && f.error.message, JSON.stringify(f));
+      c.close();
+    }
+    await sleep(200);
+    const refused = versions.map((v) => `n${v}-${run}`);
+    const seen = clients['1.7.3'].events('PRESENCE_EVENT_RESPONSE', (d) => d.sender && refused.includes(d.sender._id));
+    assert(seen.length === 0, 'a refused subscriber showed up as a party: ' + JSON.stringify(seen));
   });
 
   await test('a bad token is refused: error (1.x, 2.x) / connect_error (4.x) with the reason', async () => {
