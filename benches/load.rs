@@ -48,6 +48,9 @@ impl Server {
                 SECRET,
                 "--api-key",
                 API_KEY,
+                // Every client of the generator connects from 127.0.0.1.
+                "--max-connections-per-address",
+                "100000",
             ])
             .args(extra)
             .env("RUST_LOG", "warn")
