@@ -16,6 +16,7 @@ pub mod http_api;
 pub mod ids;
 pub mod listener;
 pub mod metrics;
+pub mod names;
 pub mod outbox;
 pub mod policy;
 pub mod presence;

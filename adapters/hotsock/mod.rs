@@ -92,6 +92,9 @@ async fn upgrade(
     };
     let (conn, outbox_rx) = match app.presence.connect(identity, codec(), PROTOCOL) {
         Ok(pair) => pair,
+        Err(e @ crate::presence::ConnectError::InvalidUserId(_)) => {
+            return refuse(StatusCode::UNAUTHORIZED, format!("invalid token: {e}"));
+        }
         Err(e) => return refuse(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
     };
     conn.set_access(crate::policy::Access::authenticated(Some(

@@ -276,6 +276,8 @@ impl HotsockSession {
                     SubscribeError::Refused(Refusal::Denied(_)) => {
                         codes::SUBSCRIBE_PERMISSION_DENIED
                     }
+                    SubscribeError::InvalidChannel(_) => codes::INVALID_CHANNEL_NAME,
+                    SubscribeError::Refused(Refusal::Invalid(_)) => codes::INVALID_MESSAGE,
                     SubscribeError::Closed => return None,
                 };
                 self.send_error(WireError::new(code, Some(&channel), e.to_string()));
@@ -344,6 +346,9 @@ impl HotsockSession {
                 Some(&channel),
                 why,
             )),
+            Err(Refusal::Invalid(why)) => {
+                self.refuse(WireError::new(codes::INVALID_MESSAGE, Some(&channel), why))
+            }
         }
     }
 

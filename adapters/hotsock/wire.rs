@@ -139,56 +139,27 @@ fn token_of(data: &Option<Box<RawValue>>) -> Result<Option<String>, &'static str
     }
 }
 
-/// Checks a channel name against spec §3.1: 1-256 characters, none of
-/// `*`, `#`, `,`, whitespace or control characters.
+/// Checks a channel name ([`crate::names::check_channel`], the rule every
+/// front end shares).
 pub fn check_channel_name(name: &str) -> Result<(), WireError> {
-    let bad = |why: &str| {
-        Err(WireError::new(
+    crate::names::check_channel(name).map_err(|why| {
+        WireError::new(
             codes::INVALID_CHANNEL_NAME,
             Some(name),
             format!("invalid channel name: {why}"),
-        ))
-    };
-    if name.is_empty() {
-        return bad("it is empty");
-    }
-    if name.chars().count() > 256 {
-        return bad("it is longer than 256 characters");
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| matches!(c, '*' | '#' | ',') || c.is_whitespace() || c.is_control())
-    {
-        return bad(&format!(
-            "it contains {c:?}; channel names may not contain '*', '#', ',', whitespace or control characters"
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
-/// Checks a client event name: at most 128 characters, no `*`, not starting
-/// with `hotsock.` or `#`, no control characters.
+/// Checks a client event name ([`crate::names::check_event`]).
 fn check_event_name(event: &str, channel: &str) -> Result<(), WireError> {
-    let bad = |why: &str| {
-        Err(WireError::new(
+    crate::names::check_event(event).map_err(|why| {
+        WireError::new(
             codes::INVALID_EVENT_NAME,
             Some(channel),
             format!("invalid event name {event:?}: {why}"),
-        ))
-    };
-    if event.is_empty() {
-        return bad("it is empty");
-    }
-    if event.chars().count() > 128 {
-        return bad("it is longer than 128 characters");
-    }
-    if event.starts_with('#') {
-        return bad("it starts with '#', which is reserved");
-    }
-    if event.contains('*') || event.chars().any(char::is_control) {
-        return bad("it contains '*' or a control character");
-    }
-    Ok(())
+        )
+    })
 }
 
 /// Decodes one text frame.

@@ -270,6 +270,7 @@ impl ScSession {
 
     /// May this socket subscribe to `channel` (any front end's policy)?
     fn may_subscribe(&self, channel: &str) -> Result<(), Refusal> {
+        crate::names::check_channel(channel).map_err(Refusal::Invalid)?;
         let presence = self.conn.presence();
         match self.target(channel) {
             Target::OwnInbox => Ok(()),
@@ -291,7 +292,7 @@ impl ScSession {
             .iter()
             .filter_map(|c| match self.may_subscribe(c) {
                 Ok(()) => None,
-                Err(Refusal::Denied(why)) => Some((c.clone(), why)),
+                Err(Refusal::Denied(why) | Refusal::Invalid(why)) => Some((c.clone(), why)),
                 Err(Refusal::Undecided(_)) => Some((
                     c.clone(),
                     format!("{c} must be checked again for the new credentials; subscribe again"),
@@ -412,6 +413,14 @@ impl ScSession {
                     )),
                 );
             }
+            Err(Refusal::Invalid(why)) => {
+                return self.reply_error(
+                    cid,
+                    &ScError::invalid_arguments(format!(
+                        "Failed to subscribe socket to the channel - {why}"
+                    )),
+                );
+            }
         }
         let timeout = self.shared.config.presence_timeout_ms();
         let anonymous_join = wire::packet::join(None, timeout, Some(&self.socket_id));
@@ -499,6 +508,10 @@ impl ScSession {
                 &ScError::forbidden(format!(
                     "Failed to publish to the {channel} channel - {why}"
                 )),
+            ),
+            Refusal::Invalid(why) => self.reply_error(
+                cid,
+                &ScError::invalid_arguments(format!("Failed to publish - {why}")),
             ),
         }
     }

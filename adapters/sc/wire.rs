@@ -408,6 +408,16 @@ impl ScError {
         }
     }
 
+    /// An `InvalidArgumentsError`: a channel name or message data no front
+    /// end accepts.
+    pub fn invalid_arguments(message: impl Into<String>) -> Self {
+        ScError {
+            message: message.into(),
+            name: "InvalidArgumentsError",
+            expiry: None,
+        }
+    }
+
     /// A `RateLimitError`: the request was dropped.
     pub fn rate_limited(message: impl Into<String>) -> Self {
         ScError {

@@ -247,6 +247,9 @@ async fn upgrade(
     let core_codec: Arc<dyn Codec> = codec.clone();
     let (conn, outbox_rx) = match app.presence.connect(identity, core_codec, PROTOCOL) {
         Ok(pair) => pair,
+        Err(e @ crate::presence::ConnectError::InvalidUserId(_)) => {
+            return refuse(StatusCode::UNAUTHORIZED, format!("invalid token: {e}"));
+        }
         Err(e) => return refuse(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
     };
     if let Some((_, _, access)) = &token {

@@ -32,9 +32,7 @@ pub const MAX_NAME_BYTES: usize = 256;
 /// Longest member info, in bytes.
 pub const MAX_INFO_BYTES: usize = 16 * 1024;
 /// Longest published text, in bytes.
-pub const MAX_TEXT_BYTES: usize = 64 * 1024;
-/// Longest channel name, in bytes.
-pub const MAX_CHANNEL_BYTES: usize = 256;
+pub const MAX_TEXT_BYTES: usize = crate::names::MAX_MESSAGE_BYTES;
 
 /// Not an sgc code: the request waits for the channel check's answer and
 /// is handled again; nothing is sent.
@@ -95,25 +93,16 @@ impl SgcError {
     }
 }
 
-/// Checks a channel name a client sent: 1-256 bytes, no control
-/// characters, not starting with `#` (reserved for the server).
+/// Checks a channel name a client sent ([`crate::names::check_channel`],
+/// the rule every front end shares), in sgc's sentence style.
 pub fn check_channel(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("The channel name is empty.".into());
-    }
-    if name.len() > MAX_CHANNEL_BYTES {
-        return Err(format!(
-            "The channel name is {} bytes; the limit is {MAX_CHANNEL_BYTES}.",
-            name.len()
-        ));
-    }
-    if name.starts_with('#') {
-        return Err("Channel names starting with '#' are reserved for the server.".into());
-    }
-    if name.chars().any(char::is_control) {
-        return Err("The channel name contains control characters.".into());
-    }
-    Ok(())
+    crate::names::check_channel(name).map_err(|why| {
+        let mut why = why;
+        if let Some(first) = why.get(..1) {
+            why.replace_range(..1, &first.to_uppercase());
+        }
+        format!("{why}.")
+    })
 }
 
 /// An sgc Presence session.
@@ -238,7 +227,9 @@ impl SgcSession {
     fn allowed(&self, answer: Result<(), Refusal>, code: i64) -> Result<(), SgcError> {
         match answer {
             Ok(()) => Ok(()),
-            Err(Refusal::Denied(why)) => Err(SgcError::with(code, capitalized(&why))),
+            Err(Refusal::Denied(why) | Refusal::Invalid(why)) => {
+                Err(SgcError::with(code, capitalized(&why)))
+            }
             Err(Refusal::Undecided(req)) => {
                 *self.asking.borrow_mut() = Some(req);
                 Err(SgcError::new(PENDING))
@@ -1159,12 +1150,13 @@ mod tests {
     #[test]
     fn channel_names() {
         assert!(check_channel("room-42").is_ok());
-        assert!(check_channel("presence.chat room").is_ok());
+        assert!(check_channel("presence.chat room").is_err());
         assert!(check_channel("").is_err());
         assert!(check_channel("#sgc").is_err());
         assert!(check_channel("a\nb").is_err());
-        assert!(check_channel(&"x".repeat(MAX_CHANNEL_BYTES)).is_ok());
-        assert!(check_channel(&"x".repeat(MAX_CHANNEL_BYTES + 1)).is_err());
+        let longest = crate::names::MAX_CHANNEL_CHARS;
+        assert!(check_channel(&"x".repeat(longest)).is_ok());
+        assert!(check_channel(&"x".repeat(longest + 1)).is_err());
     }
 
     #[test]

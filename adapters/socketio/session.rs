@@ -288,6 +288,9 @@ impl Session {
                     Ok(req) => return Some(req),
                     Err(err) => err,
                 },
+                Err(SubscribeError::InvalidChannel(why)) => {
+                    WireError::new(codes::INVALID_PARAMETERS, why)
+                }
                 Err(e) => WireError::new(codes::LIMIT_REACHED, e.to_string()),
             };
             conn.send_text(wire::subscribe_failed(original, &err));
@@ -349,6 +352,13 @@ impl Session {
             let sender = wire::sender_json(Some(&self.user.user_id), &self.user.profile);
             let created = crate::time::rfc3339(std::time::SystemTime::now());
             let payload = wire::message_payload(&id, &msg, &sender, &created, None);
+            // The message as delivered, envelope included: every front end's
+            // client messages share one size and depth limit.
+            if let Err(why) = crate::names::check_message_data(&payload) {
+                let err = WireError::new(codes::TOO_LARGE, why);
+                conn.send_text(wire::send_message_failed(Some(&msg.topic_id), &err));
+                return None;
+            }
             if payload.len() > self.config.max_payload_bytes {
                 let err = WireError::new(
                     codes::TOO_LARGE,
@@ -626,5 +636,6 @@ fn refused(refusal: Refusal, last_try: bool) -> Result<Box<BackendRequest>, Wire
             ),
         )),
         Refusal::Denied(why) => Err(WireError::new(codes::FORBIDDEN, why)),
+        Refusal::Invalid(why) => Err(WireError::new(codes::INVALID_PARAMETERS, why)),
     }
 }

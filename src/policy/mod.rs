@@ -87,12 +87,15 @@ pub enum Refusal {
     /// No grant or rule settles it: the backend check must be asked first
     /// ([`ChannelPolicy::consult`]); then ask again.
     Undecided(Box<BackendRequest>),
+    /// The request itself is malformed for every front end (a channel or
+    /// event name, or message data, [`crate::names`] refuses).
+    Invalid(String),
 }
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Refusal::Denied(why) => f.write_str(why),
+            Refusal::Denied(why) | Refusal::Invalid(why) => f.write_str(why),
             Refusal::Undecided(req) => write!(
                 f,
                 "waiting for the channel check's answer about {}",

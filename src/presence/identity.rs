@@ -33,6 +33,9 @@ impl Presence {
     /// ([`Presence::update_subscription`]). Fails, changing nothing, if
     /// `user` already has the maximum number of connections.
     pub fn set_user(&self, conn: &Connection, user: Option<Arc<str>>) -> Result<(), ConnectError> {
+        if let Some(uid) = &user {
+            crate::names::check_user_id(uid).map_err(ConnectError::InvalidUserId)?;
+        }
         let shared = &conn.shared;
         let old = {
             let mut users = lock(&self.inner.users);

@@ -366,6 +366,9 @@ impl Presence {
         codec: Arc<dyn Codec>,
         protocol: &'static str,
     ) -> Result<(Connection, OutboxReceiver), ConnectError> {
+        if let Some(uid) = &identity.user_id {
+            crate::names::check_user_id(uid).map_err(ConnectError::InvalidUserId)?;
+        }
         let id = ConnId::next();
         if let Some(uid) = &identity.user_id {
             let mut users = lock(&self.inner.users);
@@ -456,6 +459,9 @@ impl Presence {
             Rights::Of(other) => Some(&**other),
             Rights::PrivateInbox | Rights::Reserved => None,
         };
+        if judged.is_some() {
+            crate::names::check_channel(channel).map_err(SubscribeError::InvalidChannel)?;
+        }
         if let Some(judged) = judged {
             self.check_subscribe(conn, judged, opts.grant.as_deref(), opts.automatic)
                 .map_err(SubscribeError::Refused)?;
@@ -697,6 +703,8 @@ impl Presence {
         event: &str,
         extra: Option<&ChannelRules>,
     ) -> Result<PublishGrant, Refusal> {
+        crate::names::check_channel(channel).map_err(Refusal::Invalid)?;
+        crate::names::check_event(event).map_err(Refusal::Invalid)?;
         self.refuse_reserved(channel)?;
         let shared = &conn.shared;
         let access = shared.access();
@@ -716,6 +724,9 @@ impl Presence {
         mut msg: ChannelMessage,
         extra: Option<&ChannelRules>,
     ) -> Result<usize, Refusal> {
+        if let Some(data) = &msg.data {
+            crate::names::check_message_data(data.get()).map_err(Refusal::Invalid)?;
+        }
         let grant = self.check_publish(conn, &msg.channel, &msg.event, extra)?;
         if grant.echo
             && let Some(sender) = msg.sender.as_mut()

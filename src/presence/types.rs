@@ -341,6 +341,9 @@ pub enum SubscribeError {
     /// The channel policy did not admit the subscribe (see
     /// [`crate::policy`]); nothing was changed.
     Refused(crate::policy::Refusal),
+    /// The channel name is not one every front end can use
+    /// ([`crate::names::check_channel`]).
+    InvalidChannel(String),
     /// The connection is closing.
     Closed,
 }
@@ -363,6 +366,7 @@ impl fmt::Display for SubscribeError {
                 write!(f, "the channel already has {limit} members, the maximum")
             }
             SubscribeError::Refused(r) => write!(f, "{r}"),
+            SubscribeError::InvalidChannel(why) => write!(f, "{why}"),
             SubscribeError::Closed => write!(f, "the connection is closing"),
         }
     }
@@ -375,6 +379,9 @@ impl std::error::Error for SubscribeError {}
 pub enum ConnectError {
     /// The user already has the maximum number of connections.
     TooManyConnections { limit: usize },
+    /// The token's user id is not one every front end and the API can
+    /// name ([`crate::names::check_user_id`]).
+    InvalidUserId(String),
 }
 
 impl fmt::Display for ConnectError {
@@ -384,6 +391,9 @@ impl fmt::Display for ConnectError {
                 f,
                 "this user already has {limit} open connections, the maximum; close one first"
             ),
+            ConnectError::InvalidUserId(why) => {
+                write!(f, "{why}; issue a token with another user id")
+            }
         }
     }
 }

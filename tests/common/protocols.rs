@@ -499,7 +499,7 @@ impl Peer {
         }
     }
 
-    async fn emit(&mut self, event: &str, data: Value) {
+    pub async fn emit(&mut self, event: &str, data: Value) {
         self.send(format!("42/chat,{}", json!([event, data]))).await;
     }
 
