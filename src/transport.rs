@@ -433,8 +433,12 @@ async fn write_side(
     let reason = outbox
         .close_reason()
         .unwrap_or_else(|| CloseReason::new(close::NORMAL, "closing"));
+    // A slow consumer gets no more of its backlog, only the close frame, so
+    // that a client that reads again learns why (1013) instead of seeing
+    // the connection drop.
+    let slow = reason.code == crate::outbox::CLOSE_SLOW_CONSUMER;
     let flush = async {
-        while let Some(item) = outbox_rx.try_recv() {
+        while let Some(item) = outbox_rx.try_recv().filter(|_| !slow) {
             if let Some(msg) = to_message(&item)
                 && sink.send(msg).await.is_err()
             {
