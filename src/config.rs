@@ -34,6 +34,9 @@ pub struct Config {
     pub max_members_per_channel: usize,
     /// Channels per connection.
     pub max_channels_per_connection: usize,
+    /// Subscribes and unsubscribes per second per connection (a user's
+    /// connections together: four times as many).
+    pub max_membership_changes_per_second: u32,
     /// Connections per user on one node.
     pub max_connections_per_user: usize,
     /// Largest WebSocket message a client may send, in bytes.
@@ -169,6 +172,7 @@ impl Default for Config {
             max_frame_bytes: transport.max_frame_bytes,
             max_messages_per_second: transport.max_messages_per_second,
             outbox_bytes: limits.outbox_bytes,
+            max_membership_changes_per_second: limits.max_membership_changes_per_second,
             connection_lifetime: "2h".into(),
             keep_alive_interval: "570s".into(),
             ping_interval: "25s".into(),
@@ -282,6 +286,7 @@ impl Config {
             max_channels_per_connection: self.max_channels_per_connection,
             max_connections_per_user: self.max_connections_per_user,
             outbox_bytes: self.outbox_bytes,
+            max_membership_changes_per_second: self.max_membership_changes_per_second,
         }
     }
 

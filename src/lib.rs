@@ -20,6 +20,7 @@ pub mod names;
 pub mod outbox;
 pub mod policy;
 pub mod presence;
+pub mod rate;
 pub mod server;
 pub mod services;
 pub mod shutdown;

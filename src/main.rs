@@ -58,6 +58,10 @@ struct ServeArgs {
     /// Channels per connection [default: 100].
     #[arg(long, env = "ROLLCALL_MAX_CHANNELS_PER_CONNECTION")]
     max_channels_per_connection: Option<usize>,
+    /// Subscribes and unsubscribes per second per connection, after a burst of
+    /// twice --max-channels-per-connection; a user's connections together: 4x [default: 10].
+    #[arg(long, env = "ROLLCALL_MAX_MEMBERSHIP_CHANGES_PER_SECOND")]
+    max_membership_changes_per_second: Option<u32>,
     /// Connections per user [default: 100].
     #[arg(long, env = "ROLLCALL_MAX_CONNECTIONS_PER_USER")]
     max_connections_per_user: Option<usize>,
@@ -414,6 +418,7 @@ fn build_config(args: ServeArgs) -> Result<Config, String> {
         max_member_bytes,
         max_members_per_channel,
         max_channels_per_connection,
+        max_membership_changes_per_second,
         max_connections_per_user,
         max_frame_bytes,
         max_messages_per_second,

@@ -122,69 +122,7 @@ pub trait Session: Send + 'static {
     }
 }
 
-/// A token bucket: `rate` tokens per second, burst of `rate`. The
-/// transport charges one per frame; a protocol that batches several
-/// requests in one frame charges one more bucket per request.
-#[derive(Debug)]
-pub struct RateLimiter {
-    rate: f64,
-    tokens: f64,
-    last: Instant,
-    refused_in_a_row: u32,
-    /// When the current run of refusals began: refusals with less than a
-    /// second between them belong to one run.
-    refusing_since: Option<Instant>,
-    last_refusal: Option<Instant>,
-}
-
-impl RateLimiter {
-    /// A full bucket of `rate` tokens per second.
-    pub fn new(rate: u32) -> Self {
-        RateLimiter {
-            rate: f64::from(rate.max(1)),
-            tokens: f64::from(rate.max(1)),
-            last: Instant::now(),
-            refused_in_a_row: 0,
-            refusing_since: None,
-            last_refusal: None,
-        }
-    }
-
-    /// Takes a token if there is one.
-    pub fn allow(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            self.refused_in_a_row = 0;
-            true
-        } else {
-            self.refused_in_a_row += 1;
-            let quiet = self
-                .last_refusal
-                .is_none_or(|t| now.saturating_duration_since(t) > Duration::from_secs(1));
-            if quiet {
-                self.refusing_since = Some(now);
-            }
-            self.last_refusal = Some(now);
-            false
-        }
-    }
-
-    /// True once refusals have gone on for two seconds without a quiet
-    /// second between them: the client is not slowing down, close it
-    /// (1008). One large batch is not enough.
-    pub fn sustained_abuse(&self, now: Instant) -> bool {
-        self.refusing_since
-            .is_some_and(|since| now.saturating_duration_since(since) >= Duration::from_secs(2))
-    }
-
-    /// True once two seconds' worth of frames in a row were refused.
-    fn flooding(&self) -> bool {
-        self.refused_in_a_row > (self.rate as u32).saturating_mul(2)
-    }
-}
+pub use crate::rate::RateLimiter;
 
 fn to_message(item: &Outbound) -> Option<Message> {
     match item {

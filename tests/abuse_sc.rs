@@ -265,3 +265,76 @@ fn replies(text: &str) -> Vec<Value> {
         Err(_) => Vec::new(),
     }
 }
+
+/// Subscribe/unsubscribe cycles make every member of the channel receive
+/// an event each: they are limited per connection and per user, so one
+/// socket cannot flood the others (the probe: 12 frames of such
+/// cycles produced 390 MB of member events).
+#[tokio::test]
+async fn membership_churn_is_limited() {
+    let srv = TestServer::start_with(|c| {
+        c.open_channels = vec!["presence.churn".into()];
+        c.max_messages_per_second = 100_000;
+        c.max_membership_changes_per_second = 10;
+    })
+    .await;
+    let mut watcher = srv.connect(user("watcher", json!({"n": 1}))).await;
+    watcher.join("presence.churn").await;
+    let (mut churner, _) = sc(&srv, Some("churner")).await;
+    let mut cid = 100;
+    let mut refused = 0;
+    let mut closed = None;
+    let started = tokio::time::Instant::now();
+    'rounds: while started.elapsed() < Duration::from_secs(4) {
+        let batch: Vec<Value> = (0..100)
+            .map(|i| match i % 2 {
+                // #unsubscribe takes the channel name itself as its data.
+                0 => json!({"event": "#subscribe", "data": {"channel": "presence.churn"}, "cid": cid + i}),
+                _ => json!({"event": "#unsubscribe", "data": "presence.churn", "cid": cid + i}),
+            })
+            .collect();
+        cid += 100;
+        if ws_send(&mut churner, Value::Array(batch)).await.is_err() {
+            break;
+        }
+        while let Ok(Some(msg)) =
+            tokio::time::timeout(Duration::from_millis(20), churner.next()).await
+        {
+            match msg {
+                Ok(Message::Text(text)) => {
+                    refused += replies(&text)
+                        .iter()
+                        .filter(|r| {
+                            r["error"]["message"].as_str().is_some_and(|m| {
+                                m.contains("subscribes and unsubscribes per second")
+                            })
+                        })
+                        .count();
+                }
+                Ok(Message::Close(frame)) => {
+                    closed = frame.map(|f| u16::from(f.code));
+                    break 'rounds;
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(refused > 0, "no subscribe was refused");
+    assert_eq!(closed, Some(1008), "sustained churn ends in a policy close");
+    // The watcher saw at most the burst plus the rate, not thousands.
+    let mut events = 0;
+    while let Ok(frame) = tokio::time::timeout(Duration::from_millis(300), watcher.next()).await {
+        if frame["event"] == "hotsock.memberAdded" || frame["event"] == "hotsock.memberRemoved" {
+            events += 1;
+        }
+    }
+    // Burst 200 (twice 100 channels), then 10 per second for about 4 s.
+    assert!(events <= 300, "{events} member events reached the watcher");
+    srv.stop().await;
+}
+
+async fn ws_send(ws: &mut Ws, packet: Value) -> Result<(), ()> {
+    ws.send(Message::Text(packet.to_string().into()))
+        .await
+        .map_err(|_| ())
+}

@@ -277,6 +277,7 @@ impl HotsockSession {
                         codes::SUBSCRIBE_PERMISSION_DENIED
                     }
                     SubscribeError::InvalidChannel(_) => codes::INVALID_CHANNEL_NAME,
+                    SubscribeError::RateLimited { .. } => codes::RATE_LIMITED,
                     SubscribeError::Refused(Refusal::Invalid(_)) => codes::INVALID_MESSAGE,
                     SubscribeError::Closed => return None,
                 };

@@ -291,6 +291,9 @@ impl Session {
                 Err(SubscribeError::InvalidChannel(why)) => {
                     WireError::new(codes::INVALID_PARAMETERS, why)
                 }
+                Err(e @ SubscribeError::RateLimited { .. }) => {
+                    WireError::new(codes::RATE_LIMITED, e.to_string())
+                }
                 Err(e) => WireError::new(codes::LIMIT_REACHED, e.to_string()),
             };
             conn.send_text(wire::subscribe_failed(original, &err));

@@ -323,50 +323,22 @@ async fn require_api_key(State(app): State<App>, req: Request, next: Next) -> Re
     }
 }
 
-/// Checks a channel name: 1-256 characters, no whitespace or control
-/// characters (the rules every front end can address).
+/// Checks a channel name with the rule every front end shares
+/// ([`crate::names::check_channel`]): what a client can subscribe to, the
+/// API can address, and the other way round.
 pub fn check_channel(name: &str) -> Result<(), ApiError> {
-    if name.is_empty() || name.chars().count() > 256 {
-        return Err(ApiError::bad_request(
-            "INVALID_CHANNEL_NAME",
-            "channel must be 1 to 256 characters",
-        ));
-    }
-    if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(ApiError::bad_request(
-            "INVALID_CHANNEL_NAME",
-            "channel may not contain whitespace or control characters",
-        ));
-    }
-    Ok(())
+    crate::names::check_channel(name)
+        .map_err(|why| ApiError::bad_request("INVALID_CHANNEL_NAME", why))
 }
 
-/// Checks an event name: 1-128 characters, no control characters, not
-/// starting with `hotsock.` or `#`.
+/// Checks an event name ([`crate::names::check_event`]).
 pub fn check_event(event: &str) -> Result<(), ApiError> {
-    if event.is_empty()
-        || event.chars().count() > 128
-        || event.starts_with("hotsock.")
-        || event.starts_with('#')
-        || event.chars().any(char::is_control)
-    {
-        return Err(ApiError::bad_request(
-            "INVALID_EVENT_NAME",
-            "event must be 1 to 128 characters, without control characters, and not start with 'hotsock.' or '#'",
-        ));
-    }
-    Ok(())
+    crate::names::check_event(event).map_err(|why| ApiError::bad_request("INVALID_EVENT_NAME", why))
 }
 
-/// Checks a user id: 1-128 characters, no control characters.
+/// Checks a user id ([`crate::names::check_user_id`]).
 pub fn check_uid(uid: &str) -> Result<(), ApiError> {
-    if uid.is_empty() || uid.chars().count() > 128 || uid.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "INVALID_USER_ID",
-            "the user id must be 1 to 128 characters without control characters",
-        ));
-    }
-    Ok(())
+    crate::names::check_user_id(uid).map_err(|why| ApiError::bad_request("INVALID_USER_ID", why))
 }
 
 #[cfg(test)]

@@ -35,6 +35,9 @@ pub struct ConnShared {
     /// What the connection proved (token, grants): what the channel policy
     /// judges it by.
     pub(crate) access: Mutex<crate::policy::Access>,
+    /// Subscribes and unsubscribes it may still make (member events are
+    /// sent to everyone in the channel: this bounds the amplification).
+    pub(crate) membership_rate: Mutex<crate::rate::RateLimiter>,
     /// A secret the adapter showed the client (Hotsock `connectionSecret`),
     /// with which the client proves it owns the connection over HTTP.
     pub(crate) secret: std::sync::OnceLock<Box<str>>,

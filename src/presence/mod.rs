@@ -99,6 +99,8 @@ struct Inner {
     visibility: std::sync::OnceLock<Arc<dyn VisibilityPolicy>>,
     /// Who may subscribe and publish where; the secure default if unset.
     policy: std::sync::OnceLock<Arc<ChannelPolicy>>,
+    /// Membership changes per user (all of its connections together).
+    user_rates: Mutex<HashMap<Arc<str>, crate::rate::RateLimiter>>,
 }
 
 /// The policy of a core that was given none: grants only.
@@ -145,6 +147,7 @@ impl Presence {
                 observers,
                 visibility: std::sync::OnceLock::new(),
                 policy: std::sync::OnceLock::new(),
+                user_rates: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -245,6 +248,62 @@ impl Presence {
             true => Err(Refusal::Denied(format!(
                 "{channel} is reserved for the server; clients cannot use it"
             ))),
+            false => Ok(()),
+        }
+    }
+
+    /// A membership-change bucket for `connections` connections' worth: a
+    /// burst that fills every channel a connection may hold, and leaves
+    /// them again.
+    fn membership_bucket(&self, connections: u32) -> crate::rate::RateLimiter {
+        let limits = &self.inner.limits;
+        let rate = limits
+            .max_membership_changes_per_second
+            .saturating_mul(connections);
+        let burst = u32::try_from(limits.max_channels_per_connection)
+            .unwrap_or(u32::MAX)
+            .saturating_mul(2)
+            .max(20)
+            .saturating_mul(connections);
+        crate::rate::RateLimiter::with_burst(rate, burst)
+    }
+
+    /// Charges one membership change to the connection and its user.
+    /// `refusable`: a subscribe, which is refused when either is out of
+    /// changes (an unsubscribe always goes through but still counts). A
+    /// connection that keeps going is closed with 1008.
+    fn charge_membership(
+        &self,
+        shared: &ConnShared,
+        refusable: bool,
+    ) -> Result<(), SubscribeError> {
+        let now = tokio::time::Instant::now();
+        let limit = self.inner.limits.max_membership_changes_per_second;
+        let own = {
+            let mut rate = lock(&shared.membership_rate);
+            let allowed = rate.allow(now);
+            if !allowed && rate.sustained_abuse(now) {
+                shared.outbox.close(crate::outbox::CloseReason::new(
+                    crate::transport::close::POLICY,
+                    format!(
+                        "more than {limit} subscribes and unsubscribes per second for too long"
+                    ),
+                ));
+            }
+            allowed
+        };
+        let user = match shared.user_id() {
+            Some(uid) => {
+                let mut rates = lock(&self.inner.user_rates);
+                rates
+                    .entry(uid)
+                    .or_insert_with(|| self.membership_bucket(4))
+                    .allow(now)
+            }
+            None => true,
+        };
+        match refusable && !(own && user) {
+            true => Err(SubscribeError::RateLimited { limit }),
             false => Ok(()),
         }
     }
@@ -392,6 +451,7 @@ impl Presence {
             flavor: std::sync::atomic::AtomicU8::new(0),
             hidden: std::sync::atomic::AtomicBool::new(false),
             access: Mutex::new(crate::policy::Access::anonymous()),
+            membership_rate: Mutex::new(self.membership_bucket(1)),
             secret: std::sync::OnceLock::new(),
         });
         {
@@ -428,6 +488,9 @@ impl Presence {
             let user_id = conn.user_id();
             if let Some(uid) = &user_id {
                 forget_user_connection(&mut users, uid, conn.id);
+                if !users.contains_key(uid) {
+                    lock(&self.inner.user_rates).remove(uid);
+                }
             }
             user_id
         };
@@ -466,6 +529,7 @@ impl Presence {
             self.check_subscribe(conn, judged, opts.grant.as_deref(), opts.automatic)
                 .map_err(SubscribeError::Refused)?;
         }
+        self.charge_membership(shared, true)?;
         let mut opts = opts;
         let shown = self.members_shown(channel);
         opts.presence_events &= shown;
@@ -586,6 +650,7 @@ impl Presence {
         channel: &str,
         on_left: impl FnOnce(&Snapshot<'_>),
     ) -> bool {
+        let _ = self.charge_membership(&conn.shared, false);
         self.leave(&conn.shared, channel, on_left)
     }
 

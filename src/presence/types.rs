@@ -313,6 +313,10 @@ pub struct Limits {
     pub max_connections_per_user: usize,
     /// Outbound queue budget per connection, in bytes.
     pub outbox_bytes: usize,
+    /// Subscribes and unsubscribes per second per connection (a burst of
+    /// `max_channels_per_connection`); a user's connections together get
+    /// four times as many.
+    pub max_membership_changes_per_second: u32,
 }
 
 impl Default for Limits {
@@ -323,6 +327,7 @@ impl Default for Limits {
             max_channels_per_connection: 100,
             max_connections_per_user: 100,
             outbox_bytes: 4 * 1024 * 1024,
+            max_membership_changes_per_second: 10,
         }
     }
 }
@@ -344,6 +349,9 @@ pub enum SubscribeError {
     /// The channel name is not one every front end can use
     /// ([`crate::names::check_channel`]).
     InvalidChannel(String),
+    /// Too many subscribes and unsubscribes per second, from this
+    /// connection or its user.
+    RateLimited { limit: u32 },
     /// The connection is closing.
     Closed,
 }
@@ -367,6 +375,10 @@ impl fmt::Display for SubscribeError {
             }
             SubscribeError::Refused(r) => write!(f, "{r}"),
             SubscribeError::InvalidChannel(why) => write!(f, "{why}"),
+            SubscribeError::RateLimited { limit } => write!(
+                f,
+                "more than {limit} subscribes and unsubscribes per second; slow down"
+            ),
             SubscribeError::Closed => write!(f, "the connection is closing"),
         }
     }
