@@ -236,3 +236,24 @@ async fn one_address_cannot_take_every_connection() {
             >= 1
     );
 }
+
+#[tokio::test]
+async fn an_api_body_sent_a_byte_at_a_time_is_cut_at_the_header_timeout() {
+    let server = Server::start(&["--header-timeout", "1s"]);
+    let mut s = connect_from("127.0.0.1", server.addr).await;
+    let head = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"chan"
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    let started = std::time::Instant::now();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await;
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("REQUEST_TIMEOUT"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}

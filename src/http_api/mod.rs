@@ -215,6 +215,39 @@ pub fn routes(app: App) -> Router<App> {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(app, body_in_time))
+}
+
+/// Reads the request body within `--header-timeout` (and at most
+/// [`MAX_BODY_BYTES`]): a client that sends its body a byte at a time holds
+/// no connection for long.
+async fn body_in_time(
+    State(app): State<App>,
+    req: Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    let limit = app.admission.config().header_timeout;
+    let (parts, body) = req.into_parts();
+    // One byte over the limit, so the handlers still see (and explain) an
+    // oversized body.
+    let read = axum::body::to_bytes(body, MAX_BODY_BYTES + 1);
+    match tokio::time::timeout(limit, read).await {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        Ok(Err(_)) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "MESSAGE_TOO_LARGE",
+            format!("the request body is over {MAX_BODY_BYTES} bytes"),
+        )
+        .into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            format!(
+                "the request body did not arrive within {limit:?} (--header-timeout); send it at once"
+            ),
+        )
+        .into_response(),
+    }
 }
 
 async fn not_found(req: Request) -> ApiError {
