@@ -902,11 +902,12 @@ async fn sgc_and_hotsock_share_a_channel() {
     let mut alice = member(&srv, "alice").await;
     alice.subscribe("presence.room").await;
     alice.expect("channel@member@new").await;
-    // Hotsock sees the sgc member, with its name and info as member data.
+    // Hotsock sees the sgc member, with its name and info as member data,
+    // marked as chosen by a client without a token.
     let added = jim.expect("hotsock.memberAdded").await;
     assert_eq!(
         added["data"]["member"],
-        json!({"uid": alice.id, "umd": {"name": "alice", "info": ""}})
+        json!({"uid": alice.id, "umd": {"name": "alice", "info": "", "type": "anonymous"}})
     );
     // sgc sees the Hotsock member.
     let list = alice.get_members("presence.room").await;
@@ -927,7 +928,7 @@ async fn sgc_and_hotsock_share_a_channel() {
     // An anonymous sgc member has no user id; its member data names it.
     assert_eq!(
         m["meta"],
-        json!({"uid": null, "umd": {"name": "alice", "info": ""}})
+        json!({"uid": null, "umd": {"name": "alice", "info": "", "type": "anonymous"}})
     );
     // A server publish through the HTTP API reaches sgc with an empty member.
     srv.publish("presence.room", "news", json!("from the server"))

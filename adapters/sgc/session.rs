@@ -340,7 +340,10 @@ impl SgcSession {
             .hooks
             .before_new_member(&self.session_id, &mut name, &mut info);
         SgcError::from_decision(codes::NEW_MEMBER_DENIED, decision)?;
-        let data = Arc::new(WireMember::core_data(&name, &info));
+        let data = Arc::new(match self.token {
+            Some(_) => WireMember::core_data(&name, &info),
+            None => WireMember::anonymous_core_data(&name, &info),
+        });
         self.conn
             .presence()
             .set_connection_info(&self.conn, data.clone(), false);

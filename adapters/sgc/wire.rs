@@ -199,6 +199,14 @@ impl<'a> WireMember<'a> {
         serde_json::json!({"name": name, "info": info})
     }
 
+    /// The core member data of an sgc member without a token, whose name
+    /// the client chose: marked `"type": "anonymous"`, so other front ends
+    /// (Socket.IO's `sender.type`, Hotsock's `umd`) do not show it as a
+    /// verified user.
+    pub fn anonymous_core_data(name: &str, info: &str) -> Json {
+        serde_json::json!({"name": name, "info": info, "type": "anonymous"})
+    }
+
     /// A copy that owns its strings.
     pub fn into_owned(self) -> WireMember<'static> {
         WireMember {
