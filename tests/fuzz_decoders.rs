@@ -19,7 +19,7 @@
 
 mod fuzz_support;
 
-use fuzz_support::checks::{self, b64_std, b64url, b64url_decode};
+use fuzz_support::checks::{self, b64url, b64url_decode};
 use fuzz_support::{
     JSON_TOKENS, Target, WILD_CHARS, bytes_of, pick, random_json, run, suite_corpus, wild_string,
 };
@@ -35,6 +35,7 @@ fn js(s: &str) -> String {
     serde_json::to_string(s).expect("a string serializes")
 }
 
+#[cfg(any(feature = "hotsock", feature = "socketio", feature = "sc"))]
 fn channel_like(rng: &mut StdRng) -> String {
     match rng.random_range(0..6) {
         0 => wild_string(rng, &[], 40),
@@ -739,7 +740,7 @@ fn sgc_gen(rng: &mut StdRng, _: &[Vec<u8>]) -> Vec<u8> {
             .to_string(),
         };
         match rng.random_range(0..6) {
-            0 => format!("\"sgc@b64:{}\"", b64_std(raw.as_bytes())),
+            0 => format!("\"sgc@b64:{}\"", checks::b64_std(raw.as_bytes())),
             1 => format!("\"{raw}\""), // unescaped, as sgc writes
             2 if raw.starts_with('{') || raw.starts_with('[') => raw,
             _ => js(&raw),
@@ -751,7 +752,7 @@ fn sgc_gen(rng: &mut StdRng, _: &[Vec<u8>]) -> Vec<u8> {
         wild_string(rng, &[], 30)
     };
     let method = if rng.random_bool(0.2) {
-        format!("\"sgc@b64:{}\"", b64_std(method.as_bytes()))
+        format!("\"sgc@b64:{}\"", checks::b64_std(method.as_bytes()))
     } else {
         js(&method)
     };
@@ -866,7 +867,7 @@ fn fuzz_sgc_base64() {
         generator: Some(|rng, _| {
             let n = rng.random_range(0..64);
             let bytes: Vec<u8> = (0..n).map(|_| rng.random()).collect();
-            let mut s = format!("sgc@b64:{}", b64_std(&bytes));
+            let mut s = format!("sgc@b64:{}", checks::b64_std(&bytes));
             if rng.random_bool(0.3) {
                 s = s.trim_end_matches('=').to_string();
             }

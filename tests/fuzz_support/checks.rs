@@ -15,7 +15,7 @@
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 /// The input as text (invalid UTF-8 becomes U+FFFD).
 pub fn text(data: &[u8]) -> Cow<'_, str> {
@@ -250,6 +250,7 @@ pub fn names(data: &[u8]) {
 pub fn hotsock_frame(data: &[u8]) {
     use rollcall::hotsock::wire::{ClientFrame, MAX_DATA_BYTES, decode, error};
     use rollcall::names::{check_channel, check_event};
+    use serde_json::json;
 
     let text = text(data);
     let frame = match decode(&text) {
@@ -353,6 +354,7 @@ fn socketio_decoders(p: &Value) {
     use rollcall::outbox::Outbound;
     use rollcall::presence::{ChannelMessage, Codec, Event};
     use rollcall::socketio::wire::*;
+    use serde_json::json;
     use serde_json::value::RawValue;
 
     let as_json = |b: &[u8]| -> Value { serde_json::from_slice(b).expect("server frame is JSON") };

@@ -291,7 +291,7 @@ pub fn run(target: Target) -> Stats {
                      (case {}).\n  input ({} bytes, saved to {}): {}\n  reproduce: \
                      ROLLCALL_FUZZ_SEED={:#x} cargo test --all-features --test fuzz_decoders {name}\n",
                     running.as_secs_f64(),
-                    shared.cases.load(Ordering::Relaxed),
+                    shared.cases.load(Ordering::Relaxed) + 1,
                     input.len(),
                     file.display(),
                     preview(&input),
