@@ -482,7 +482,11 @@ fn build_config(args: ServeArgs) -> Result<Config, String> {
 
 /// Prints where every endpoint is. Written in one go, ignoring errors: a
 /// closed stdout must not take the server down.
-fn banner(resolved: &rollcall::server::Resolved, addr: std::net::SocketAddr) {
+fn banner(
+    resolved: &rollcall::server::Resolved,
+    addr: std::net::SocketAddr,
+    policy: &rollcall::policy::ChannelPolicy,
+) {
     use std::fmt::Write as _;
     use std::io::Write as _;
     let cfg = &resolved.config;
@@ -518,12 +522,10 @@ fn banner(resolved: &rollcall::server::Resolved, addr: std::net::SocketAddr) {
         cfg.node_id.as_deref().unwrap_or("?")
     );
     let _ = writeln!(out, "  OpenAPI     http://{addr}/api/openapi.json");
-    if let Ok(policy) = cfg.policy() {
-        let policy = rollcall::policy::ChannelPolicy::new(policy);
-        for (i, line) in policy.describe().iter().enumerate() {
-            let label = if i == 0 { "Channels" } else { "" };
-            let _ = writeln!(out, "  {label:<11} {line}");
-        }
+    // The policy the server runs with, not a second one built for show.
+    for (i, line) in policy.describe().iter().enumerate() {
+        let label = if i == 0 { "Channels" } else { "" };
+        let _ = writeln!(out, "  {label:<11} {line}");
     }
     let _ = writeln!(
         out,
@@ -562,7 +564,7 @@ fn banner(resolved: &rollcall::server::Resolved, addr: std::net::SocketAddr) {
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let resolved = rollcall::server::resolve(build_config(args)?);
     let server = rollcall::server::start(&resolved.config).await?;
-    banner(&resolved, server.local_addr());
+    banner(&resolved, server.local_addr(), server.presence().policy());
     wait_for_signal().await;
     tracing::info!("shutting down: closing every connection with 1001");
     server.shutdown().await;

@@ -96,13 +96,7 @@ impl SgcError {
 /// Checks a channel name a client sent ([`crate::names::check_channel`],
 /// the rule every front end shares), in sgc's sentence style.
 pub fn check_channel(name: &str) -> Result<(), String> {
-    crate::names::check_channel(name).map_err(|why| {
-        let mut why = why;
-        if let Some(first) = why.get(..1) {
-            why.replace_range(..1, &first.to_uppercase());
-        }
-        format!("{why}.")
-    })
+    crate::names::check_channel(name).map_err(|why| capitalized(&why))
 }
 
 /// An sgc Presence session.
