@@ -2,7 +2,9 @@
 //! client address, and a deadline for the request head, so that a client
 //! that opens sockets and sends nothing, or a few header bytes at a time
 //! (slowloris), cannot exhaust the process's file descriptors. Refused
-//! connections are counted, and logged once per address per minute.
+//! connections are counted, and logged once per address per minute. A
+//! client that stops reading is cut by the kernel after
+//! [`UNACKNOWLEDGED_DATA_TIMEOUT`], whatever front end it speaks.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -25,6 +27,14 @@ use crate::shutdown::Shutdown;
 const LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// Addresses remembered for that; beyond, the memory starts over.
 const MAX_LOGGED_ADDRESSES: usize = 10_000;
+/// A connection whose sent data the client has not taken (acknowledged,
+/// or made room for by reading) for this long is aborted by the kernel
+/// (TCP_USER_TIMEOUT, which Linux also applies to a zero receive window).
+/// The front ends give up on such a client after their own 10 s write
+/// timeout; this frees the socket and its buffers even where a writer
+/// is stuck inside a library (socketioxide's Engine.IO writer waits on
+/// the socket with no deadline of its own).
+pub const UNACKNOWLEDGED_DATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// File descriptors kept free for everything but client sockets (Redis,
 /// webhooks, files) when the connection cap is derived from the limit.
 const RESERVED_FDS: usize = 256;
@@ -312,6 +322,8 @@ pub async fn serve(listener: TcpListener, router: Router, admission: Admission, 
             }
         };
         let _ = stream.set_nodelay(true);
+        let _ =
+            socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(UNACKNOWLEDGED_DATA_TIMEOUT));
         let io = TokioIo::new(Admitted {
             stream,
             _permit: permit,

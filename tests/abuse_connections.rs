@@ -4,69 +4,15 @@
 //! file descriptors and RSS are read from /proc before and after.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-const SECRET: &str = "abuse-secret";
-const API_KEY: &str = "abuse-key";
+mod common;
 
-/// A server process on 127.0.0.1, killed when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rollcall"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(["--jwt-secret", SECRET, "--api-key", API_KEY])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("rollcall starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let line = std::io::BufRead::lines(std::io::BufReader::new(stdout))
-            .next()
-            .expect("a banner line")
-            .expect("readable");
-        let addr = line
-            .rsplit(' ')
-            .next()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        Server { child, addr }
-    }
-
-    /// Open file descriptors of the server process.
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
-
-    /// Resident memory of the server process, in KiB.
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    }
-}
+use common::API_KEY;
+use common::process::ServerProcess;
 
 /// A TCP connection to `server` from the loopback address `from`.
 async fn connect_from(from: &str, server: SocketAddr) -> TcpStream {
@@ -132,9 +78,9 @@ async fn metric(server: SocketAddr, sample: &str) -> u64 {
 
 #[tokio::test]
 async fn half_sent_request_heads_are_cut_after_the_header_timeout() {
-    let server = Server::start(&["--header-timeout", "1s"]);
+    let server = ServerProcess::start("abuse", &["--header-timeout", "1s"]);
     let fds_before = server.fds();
-    let rss_before = server.rss_kib();
+    let rss_before = server.rss_bytes() / 1024;
     let mut held = Vec::new();
     for i in 0..300 {
         held.push(match i % 3 {
@@ -164,7 +110,7 @@ async fn half_sent_request_heads_are_cut_after_the_header_timeout() {
         fds_after <= fds_before + 2,
         "server fds: {fds_before} before, {fds_after} after"
     );
-    let rss_after = server.rss_kib();
+    let rss_after = server.rss_bytes() / 1024;
     eprintln!("server RSS {rss_before} KiB before, {rss_after} KiB after 300 slowloris sockets");
     assert!(
         metric(
@@ -178,14 +124,17 @@ async fn half_sent_request_heads_are_cut_after_the_header_timeout() {
 
 #[tokio::test]
 async fn one_address_cannot_take_every_connection() {
-    let server = Server::start(&[
-        "--max-connections",
-        "30",
-        "--max-connections-per-address",
-        "20",
-        "--header-timeout",
-        "30s",
-    ]);
+    let server = ServerProcess::start(
+        "abuse",
+        &[
+            "--max-connections",
+            "30",
+            "--max-connections-per-address",
+            "20",
+            "--header-timeout",
+            "30s",
+        ],
+    );
     let mut greedy = Vec::new();
     for _ in 0..20 {
         greedy.push(slowloris("127.0.0.1", server.addr).await);
@@ -239,7 +188,7 @@ async fn one_address_cannot_take_every_connection() {
 
 #[tokio::test]
 async fn an_api_body_sent_a_byte_at_a_time_is_cut_at_the_header_timeout() {
-    let server = Server::start(&["--header-timeout", "1s"]);
+    let server = ServerProcess::start("abuse", &["--header-timeout", "1s"]);
     let mut s = connect_from("127.0.0.1", server.addr).await;
     let head = format!(
         "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"chan"

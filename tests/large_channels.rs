@@ -21,13 +21,12 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::process::{ServerProcess, cpu_seconds};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -108,143 +107,39 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 // ---------------------------------------------------------------------------
-// The server process.
+// The server process (tests/common/process.rs).
 
-/// A `rollcall serve` process on 127.0.0.1 with the test secret and API
-/// key (killed when dropped). Each test names the one front end it uses
-/// (`--frontends`), so a binary built without it fails at once, saying so.
-struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
+/// How many of `uids` (clients that got no subscribe reply) the server
+/// lists as members of `channel` anyway: tells a lost reply from a
+/// subscribe the server never handled.
+async fn membership_of(srv: &ServerProcess, channel: &str, uids: &[String]) -> String {
+    let (status, body) = srv
+        .http("GET", &format!("/api/channels/{channel}"), None)
+        .await;
+    let members: HashSet<String> = match status {
+        // No `members` key: a channel without members.
+        200 if body["members"].is_null() => HashSet::new(),
+        200 => common::uids(&body["members"]).into_iter().collect(),
+        _ => return format!("GET /api/channels/{channel}: {status}"),
+    };
+    let listed = uids.iter().filter(|u| members.contains(*u)).count();
+    format!(
+        "the server lists {} members in {channel}; {listed} of the {} clients that failed \
+         to join are among them (first failed: {})",
+        members.len(),
+        uids.len(),
+        uids.first().map(|u| clip(u)).unwrap_or_default()
+    )
 }
 
-impl ServerProcess {
-    fn start(name: &str, extra: &[&str]) -> ServerProcess {
-        let log = std::env::temp_dir().join(format!(
-            "rollcall-large-channels-{name}-{}.log",
-            std::process::id()
-        ));
-        let log_file = std::fs::File::create(&log).expect("create the server log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rollcall"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(["--jwt-secret", SECRET, "--api-key", API_KEY])
-            .args(extra)
-            .env("RUST_LOG", "rollcall=info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .expect("start rollcall serve");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on ").nth(1)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(rest.trim().to_string());
-                }
-                // Keep draining so the server never blocks on a full pipe.
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(15)) {
-            Ok(a) => a.parse().expect("banner address"),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                // "not a front end of this build": the binary was built
-                // without a feature (e.g. by another cargo build in the
-                // same target directory since this test's build).
-                panic!(
-                    "{} printed no banner within 15 s; its log:\n{text}",
-                    env!("CARGO_BIN_EXE_rollcall")
-                );
-            }
-        };
-        ServerProcess { child, addr, log }
-    }
-
-    /// Whether the process is still running, and the end of its log: for
-    /// failure messages.
-    fn status(&mut self) -> String {
-        let alive = matches!(self.child.try_wait(), Ok(None));
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let from = lines.len().saturating_sub(20);
-        format!(
-            "server process alive: {alive}; its log {}:\n{}",
-            self.log.display(),
-            lines[from..].join("\n")
-        )
-    }
-
-    async fn http(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        http(self.addr, method, path, body, Some(API_KEY)).await
-    }
-
-    /// `GET path`, asserting 200.
-    async fn get(&self, path: &str) -> Value {
-        let (status, body) = self.http("GET", path, None).await;
-        assert_eq!(status, 200, "GET {path}: {}", clip(&body.to_string()));
-        body
-    }
-
-    /// How many of `uids` (clients that got no subscribe reply) the server
-    /// lists as members of `channel` anyway: tells a lost reply from a
-    /// subscribe the server never handled.
-    async fn membership_of(&self, channel: &str, uids: &[String]) -> String {
-        let (status, body) = self
-            .http("GET", &format!("/api/channels/{channel}"), None)
-            .await;
-        let members: HashSet<String> = match status {
-            // No `members` key: a channel without members.
-            200 if body["members"].is_null() => HashSet::new(),
-            200 => common::uids(&body["members"]).into_iter().collect(),
-            _ => return format!("GET /api/channels/{channel}: {status}"),
-        };
-        let listed = uids.iter().filter(|u| members.contains(*u)).count();
-        format!(
-            "the server lists {} members in {channel}; {listed} of the {} clients that failed \
-             to join are among them (first failed: {})",
-            members.len(),
-            uids.len(),
-            uids.first().map(|u| clip(u)).unwrap_or_default()
-        )
-    }
-
-    /// The `/api/channels` entry of `channel` (members, member_bytes).
-    async fn channel_summary(&self, channel: &str) -> Value {
-        let list = self.get(&format!("/api/channels?prefix={channel}")).await;
-        list["channels"]
-            .as_array()
-            .and_then(|all| all.iter().find(|c| c["name"] == channel))
-            .cloned()
-            .unwrap_or_else(|| panic!("{channel} is not listed: {list}"))
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// CPU seconds (user + system) process `pid` has used so far, from
-/// /proc/PID/stat (Linux clock ticks, 100 per second).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // utime and stime are fields 14 and 15; what follows the command
-    // name's ')' starts at field 3.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-    (ticks(11).unwrap_or(0) + ticks(12).unwrap_or(0)) as f64 / 100.0
+/// The `/api/channels` entry of `channel` (members, member_bytes).
+async fn channel_summary(srv: &ServerProcess, channel: &str) -> Value {
+    let list = srv.get(&format!("/api/channels?prefix={channel}")).await;
+    list["channels"]
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["name"] == channel))
+        .cloned()
+        .unwrap_or_else(|| panic!("{channel} is not listed: {list}"))
 }
 
 /// The CPU time the server process and this test process have used.
@@ -252,7 +147,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 fn cpu_report(server: &ServerProcess, own_before: f64) -> String {
     format!(
         "CPU: server {:.1} s, clients {:.1} s",
-        cpu_seconds(server.child.id()),
+        server.cpu_seconds(),
         cpu_seconds(std::process::id()) - own_before
     )
 }
@@ -697,14 +592,14 @@ async fn socketio_thousand_members_in_one_plain_channel() {
         panic!(
             "{}\n{}\n{}",
             joined.describe(SIO_CLIENTS),
-            srv.membership_of(SIO_CHANNEL, &failed).await,
+            membership_of(&srv, SIO_CHANNEL, &failed).await,
             srv.status()
         );
     }
     let joined_at = started.elapsed();
 
     // The server lists all 1,000 with their display names.
-    let summary = srv.channel_summary(SIO_CHANNEL).await;
+    let summary = channel_summary(&srv, SIO_CHANNEL).await;
     assert_eq!(summary["members"], SIO_CLIENTS, "{summary}");
     let member_bytes = summary["member_bytes"].as_u64().unwrap_or(0);
     assert!(
@@ -803,7 +698,7 @@ async fn socketio_thousand_members_in_one_plain_channel() {
     }
     let parties: HashSet<String> = parties.into_keys().collect();
     assert_eq!(parties, expected, "request.parties lists every other party");
-    let summary = srv.channel_summary(SIO_CHANNEL).await;
+    let summary = channel_summary(&srv, SIO_CHANNEL).await;
     assert_eq!(summary["members"], SIO_CLIENTS + 1, "{summary}");
     // Everyone sees the late joiner arrive, and leave when it disconnects.
     let arrived = wait_until(DELIVERY_WAIT, || {
@@ -826,7 +721,7 @@ async fn socketio_thousand_members_in_one_plain_channel() {
     })
     .await;
     assert_eq!(left, None);
-    let summary = srv.channel_summary(SIO_CHANNEL).await;
+    let summary = channel_summary(&srv, SIO_CHANNEL).await;
     assert_eq!(summary["members"], SIO_CLIENTS, "{summary}");
     for c in &clients {
         let s = lock(&c.seen);
@@ -1031,7 +926,7 @@ async fn socketcluster_ten_thousand_members_in_one_plain_channel() {
         panic!(
             "{}\n{}\n{}",
             joined.describe(SC_CLIENTS),
-            srv.membership_of(SC_CHANNEL, &failed).await,
+            membership_of(&srv, SC_CHANNEL, &failed).await,
             srv.status()
         );
     }
@@ -1042,7 +937,7 @@ async fn socketcluster_ten_thousand_members_in_one_plain_channel() {
     let summary = srv.get(&path).await;
     assert_eq!(summary["members"], SC_CLIENTS, "{summary}");
     assert_eq!(summary["connections"], SC_CLIENTS, "{summary}");
-    let listed = srv.channel_summary(SC_CHANNEL).await;
+    let listed = channel_summary(&srv, SC_CHANNEL).await;
     let member_bytes = listed["member_bytes"].as_u64().unwrap_or(0);
     assert_eq!(
         member_bytes as usize,

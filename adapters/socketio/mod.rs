@@ -32,6 +32,7 @@ use socketioxide::{SocketIo, TransportType};
 
 use crate::app::App;
 use crate::presence::{Codec, Identity};
+use crate::shutdown::ShutdownController;
 
 /// The protocol name used in logs and listings.
 pub const PROTOCOL: &str = "socketio";
@@ -104,6 +105,9 @@ impl SocketIoConfig {
 
 /// See `routes`: socketioxide's own per-socket queue, in packets.
 const SOCKETIOXIDE_BUFFER: usize = 32;
+/// At shutdown, how long the Engine.IO connections stay open for the pumps
+/// to send their going-away errors.
+const PUMPS_GRACE: Duration = Duration::from_secs(1);
 
 fn codec() -> Arc<dyn Codec> {
     // One codec instance for every Socket.IO connection, so broadcasts are
@@ -118,6 +122,7 @@ fn codec() -> Arc<dyn Codec> {
 /// with this message.
 async fn authenticate(
     app: &App,
+    pumps: &ShutdownController,
     s: &SocketRef,
     auth_payload: Option<&Value>,
 ) -> Result<(), String> {
@@ -136,12 +141,12 @@ async fn authenticate(
     // Wired here, before socketioxide sends the connect acknowledgment: an
     // event the client sends right after it finds its handler in place
     // (the connect handler runs later, in a task of its own).
-    on_connect(app, s.clone());
+    on_connect(app, pumps, s.clone());
     Ok(())
 }
 
 /// Wires a connected socket: event handlers, disconnect, and the pump.
-fn on_connect(app: &App, s: SocketRef) {
+fn on_connect(app: &App, pumps: &ShutdownController, s: SocketRef) {
     let Some(session) = s.extensions.get::<Arc<session::Session>>() else {
         let _ = s.disconnect();
         return;
@@ -160,7 +165,7 @@ fn on_connect(app: &App, s: SocketRef) {
         let session = closer.clone();
         async move { session.close() }
     });
-    tokio::spawn(session.pump(s, app.shutdown.handle()));
+    tokio::spawn(session.pump(s, app.shutdown.handle(), pumps.handle()));
 }
 
 /// A payload socketioxide could not parse: handed to the handlers as a
@@ -185,23 +190,27 @@ pub fn routes(app: &App) -> Router<App> {
         .ws_max_frame_size(cfg.max_ws_message_bytes)
         .transports([TransportType::Polling, TransportType::Websocket])
         .build_svc();
+    let pumps = Arc::new(ShutdownController::new());
     for ns in NAMESPACES {
         let mw_app = app.clone();
+        let mw_pumps = pumps.clone();
         let middleware = move |s: SocketRef, auth: TryData<Value>| {
             let app = mw_app.clone();
-            async move { authenticate(&app, &s, auth.0.as_ref().ok()).await }
+            let pumps = mw_pumps.clone();
+            async move { authenticate(&app, &pumps, &s, auth.0.as_ref().ok()).await }
         };
         // Everything is wired by the middleware (see `authenticate`).
         let handler = |_: SocketRef| async {};
         io.ns(ns, handler.with(middleware));
     }
-    // On shutdown, close every Engine.IO connection (after the pumps have
-    // sent their going-away errors).
+    // On shutdown, close every Engine.IO connection once the pumps have
+    // sent their going-away errors (each pump holds a handle of `pumps`).
     let mut stop = app.shutdown.handle();
     let closer = io.clone();
+    let pumps_done = pumps.clone();
     tokio::spawn(async move {
         stop.wait().await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        pumps_done.drain(PUMPS_GRACE).await;
         closer.close().await;
     });
     // EIO3 WebSocket upgrades and polling POSTs go through the CONNECT

@@ -527,8 +527,13 @@ impl Session {
 
     /// Emits the connection's outbox on the socket until the socket goes
     /// away, the core closes the connection (slow consumer, shutdown) or
-    /// the server shuts down.
-    pub async fn pump(self: Arc<Self>, socket: SocketRef, mut shutdown: Shutdown) {
+    /// the server shuts down. `_pumping` is held until the goodbye is sent.
+    pub async fn pump(
+        self: Arc<Self>,
+        socket: SocketRef,
+        mut shutdown: Shutdown,
+        _pumping: Shutdown,
+    ) {
         let Some(mut rx) = lock(&self.outbox_rx).take() else {
             return;
         };
@@ -576,7 +581,13 @@ impl Session {
             if let Some((event, payload)) = wire::split_event(&wire::error(&err)) {
                 let _ = socket.emit(event, &payload);
             }
-            let _ = socket.disconnect();
+            // At shutdown the Engine.IO connection itself is closed once
+            // every pump is done (see `routes`), so that clients see a
+            // transport close and reconnect; a namespace DISCONNECT would
+            // tell them not to, and would hide the socket from that close.
+            if !shutdown.is_shutting_down() {
+                let _ = socket.disconnect();
+            }
             self.close();
         }
     }

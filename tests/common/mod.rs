@@ -5,6 +5,7 @@
 //! [`WAIT`] (or the duration it is given) instead of hanging the suite.
 #![allow(dead_code)]
 
+pub mod process;
 pub mod protocols;
 use std::future::Future;
 use std::time::Duration;

@@ -10,6 +10,7 @@
 //! sgc member). Everything else is a frame the test must expect.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -21,7 +22,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::{Client, TestServer, WAIT, http_raw, sign};
+use super::{Client, Ending, TestServer, WAIT, http_raw, sign};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -186,8 +187,12 @@ async fn open(url: String, subprotocol: Option<&'static str>) -> Result<Ws, u16>
 
 /// The status and body of a refused WebSocket upgrade of `path`.
 pub async fn refused_upgrade(srv: &TestServer, path: &str) -> String {
+    refused_upgrade_at(srv.addr, path).await
+}
+
+async fn refused_upgrade_at(addr: SocketAddr, path: &str) -> String {
     let headers = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
-    let (status, body) = http_raw(srv.addr, "GET", path, headers, b"").await;
+    let (status, body) = http_raw(addr, "GET", path, headers, b"").await;
     format!(
         "HTTP {status}: {}",
         body.as_str().unwrap_or(&body.to_string())
@@ -205,12 +210,21 @@ impl Peer {
         proto: Proto,
         claims: Option<Value>,
     ) -> Result<Peer, String> {
+        Self::connect_to(srv.addr, proto, claims).await
+    }
+
+    /// [`Peer::connect`] to a server at `addr` (e.g. a server process,
+    /// which must take tokens signed with [`super::SECRET`]).
+    pub async fn connect_to(
+        addr: SocketAddr,
+        proto: Proto,
+        claims: Option<Value>,
+    ) -> Result<Peer, String> {
         let user = claims
             .as_ref()
             .and_then(|c| c["uid"].as_str())
             .map(str::to_string);
         let token = claims.map(|mut c| sign(&mut c));
-        let addr = srv.addr;
         let (inner, member) = match proto {
             Proto::Hotsock => {
                 let path = match &token {
@@ -219,7 +233,7 @@ impl Peer {
                 };
                 let ws = match open(format!("ws://{addr}{path}"), None).await {
                     Ok(ws) => ws,
-                    Err(_) => return Err(refused_upgrade(srv, &path).await),
+                    Err(_) => return Err(refused_upgrade_at(addr, &path).await),
                 };
                 let mut c = Client {
                     ws,
@@ -250,6 +264,12 @@ impl Peer {
                     let f = read_text(&mut ws, Instant::now() + WAIT, who)
                         .await
                         .expect("an answer to the namespace connect");
+                    // Engine.IO 4 servers ping at once; an unanswered ping
+                    // closes the connection after the ping timeout.
+                    if f == "2" {
+                        send_text(&mut ws, "3".into()).await;
+                        continue;
+                    }
                     if f.starts_with("40/chat") {
                         break;
                     }
@@ -316,7 +336,7 @@ impl Peer {
                 let ws =
                     match open(format!("ws://{addr}{path}"), Some("presence.esegece.com")).await {
                         Ok(ws) => ws,
-                        Err(_) => return Err(refused_upgrade(srv, &path).await),
+                        Err(_) => return Err(refused_upgrade_at(addr, &path).await),
                     };
                 let mut peer = Peer {
                     proto,
@@ -839,6 +859,39 @@ impl Peer {
             "{}: expected the anonymous join of {socket} on {tracker}, got {f}",
             self.label()
         );
+    }
+
+    /// Reads until the server ends the connection (answering Engine.IO
+    /// pings meanwhile) and returns how it ended, with the text frames
+    /// seen before the end. Panics when still open after `within`.
+    pub async fn ending_within(&mut self, within: Duration) -> (Ending, Vec<String>) {
+        let ws = match &mut self.inner {
+            Inner::Hotsock(c) => &mut c.ws,
+            Inner::SocketIo(ws) | Inner::Sc { ws, .. } | Inner::Sgc(ws) => ws,
+        };
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            let msg = tokio::time::timeout_at(deadline, ws.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("connection still open after {within:?}, seen {seen:?}")
+                });
+            match msg {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return (
+                        Ending::Close(u16::from(frame.code), frame.reason.to_string()),
+                        seen,
+                    );
+                }
+                Some(Ok(Message::Close(None))) => {
+                    return (Ending::Close(1005, String::new()), seen);
+                }
+                Some(Ok(Message::Text(t))) => seen.push(t.to_string()),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return (Ending::Dropped, seen),
+            }
+        }
     }
 
     /// Closes the connection and waits for the server's side of it.
