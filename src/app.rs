@@ -8,27 +8,14 @@ use crate::presence::Presence;
 use crate::shutdown::ShutdownController;
 use crate::transport::TransportConfig;
 
-/// Settings resolved once at start.
+/// Settings every front end shares, resolved once at start (each front
+/// end keeps its own: see [`crate::frontends`]).
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// WebSocket transport limits and timings.
     pub transport: TransportConfig,
-    /// Hotsock adapter settings.
-    #[cfg(feature = "hotsock")]
-    pub hotsock: crate::hotsock::HotsockConfig,
-    /// SocketCluster adapter settings.
-    #[cfg(feature = "sc")]
-    pub sc: crate::sc::ScConfig,
-    /// Socket.IO adapter settings.
-    #[cfg(feature = "socketio")]
-    pub socketio: crate::socketio::SocketIoConfig,
-    /// sgc adapter settings.
-    #[cfg(feature = "sgc")]
-    pub sgc: crate::sgc::SgcConfig,
     /// Bearer key of the HTTP API.
     pub api_key: String,
-    /// The front ends served (`--frontends`), by name.
-    pub frontends: Vec<&'static str>,
 }
 
 /// Shared state, cheap to clone (axum router state).

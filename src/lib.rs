@@ -3,7 +3,8 @@
 //! The presence core ([`presence`]) knows who is connected, which channels
 //! each connection is in and what member data it carries. Front ends
 //! (`adapters/`, one Cargo feature each) translate their wire protocol into
-//! core calls and core events into frames. Shared machinery: [`auth`] (JWT),
+//! core calls and core events into frames; each registers itself in
+//! [`frontends`]. Shared machinery: [`auth`] (JWT),
 //! [`transport`] (WebSocket loop and limits), [`http_api`], [`server`],
 //! [`tls`] (outgoing TLS).
 
@@ -12,6 +13,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod conformance;
+pub mod frontends;
 pub mod http_api;
 pub mod ids;
 pub mod listener;

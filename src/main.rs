@@ -476,7 +476,7 @@ fn build_config(args: ServeArgs) -> Result<Config, String> {
     cfg.check_tls()?;
     cfg.policy()?;
     cfg.listener()?;
-    rollcall::server::enabled_frontends(&cfg)?;
+    rollcall::frontends::enabled(&cfg)?;
     Ok(cfg)
 }
 
@@ -496,16 +496,8 @@ fn banner(
         "rollcall {} listening on {addr}",
         env!("CARGO_PKG_VERSION")
     );
-    let frontends = rollcall::server::enabled_frontends(cfg).unwrap_or_default();
-    for name in frontends {
-        let line = match name {
-            "hotsock" => format!("  Hotsock     ws://{addr}/hotsock?token=<JWT>"),
-            "socketio" => format!("  Socket.IO   http://{addr}/chat  (?tokenType=jwt&token=<JWT>)"),
-            "sc" => format!("  SocketCluster ws://{addr}/socketcluster/  (token in #handshake)"),
-            "sgc" => format!("  sgc         ws://{addr}/sgc  (subprotocol presence.esegece.com)"),
-            _ => continue,
-        };
-        let _ = writeln!(out, "{line}");
+    for front_end in rollcall::frontends::enabled(cfg).unwrap_or_default() {
+        let _ = writeln!(out, "  {}", (front_end.endpoint)(addr));
     }
     let _ = writeln!(
         out,

@@ -98,94 +98,30 @@ impl RunningServer {
     }
 }
 
-/// The front ends compiled into this build, by the name `--frontends`
-/// takes.
-pub const COMPILED_FRONTENDS: &[&str] = &[
-    #[cfg(feature = "hotsock")]
-    "hotsock",
-    #[cfg(feature = "socketio")]
-    "socketio",
-    #[cfg(feature = "sc")]
-    "sc",
-    #[cfg(feature = "sgc")]
-    "sgc",
-];
-
-/// The front ends to serve: `frontends` from the config (every one
-/// compiled in when empty). Err names an unknown or missing one.
-pub fn enabled_frontends(config: &Config) -> Result<Vec<&'static str>, String> {
-    if config.frontends.is_empty() {
-        return Ok(COMPILED_FRONTENDS.to_vec());
-    }
-    let mut enabled = Vec::new();
-    for name in config
-        .frontends
-        .iter()
-        .map(|f| f.trim())
-        .filter(|f| !f.is_empty())
-    {
-        match COMPILED_FRONTENDS.iter().find(|c| **c == name) {
-            Some(c) if !enabled.contains(c) => enabled.push(*c),
-            Some(_) => {}
-            None => {
-                return Err(format!(
-                    "--frontends: {name:?} is not a front end of this build; choose from {}",
-                    COMPILED_FRONTENDS.join(", ")
-                ));
-            }
-        }
-    }
-    Ok(enabled)
-}
-
 /// The full router for an app: the shared routes and those of the front
-/// ends it serves.
-pub fn router(app: App) -> Router {
+/// ends the config enables, each with its settings read from `config`.
+pub fn router(app: App, config: &Config) -> Result<Router, String> {
     let mut router = Router::new()
         .merge(crate::http_api::routes(app.clone()))
         .merge(crate::cluster::http::routes())
         .merge(crate::metrics::routes());
-    for name in &app.config.frontends {
-        router = match *name {
-            #[cfg(feature = "hotsock")]
-            "hotsock" => router.merge(crate::hotsock::routes(&app)),
-            #[cfg(feature = "socketio")]
-            "socketio" => router.merge(crate::socketio::routes(&app)),
-            #[cfg(feature = "sc")]
-            "sc" => router.merge(crate::sc::routes(&app)),
-            #[cfg(feature = "sgc")]
-            "sgc" => router.merge(crate::sgc::routes(&app)),
-            _ => router,
-        };
+    for front_end in crate::frontends::enabled(config)? {
+        router = router.merge((front_end.routes)(&app, config)?);
     }
-    router.with_state(app)
+    Ok(router.with_state(app))
 }
 
 /// Binds and starts serving. The config must be resolved (see [`resolve`]).
 pub async fn start(config: &Config) -> Result<RunningServer, String> {
     let verifier = JwtVerifier::new(&config.auth()).map_err(|e| e.to_string())?;
-    let timings = config.timings()?;
     let settings = Settings {
         transport: config.transport()?,
-        #[cfg(feature = "hotsock")]
-        hotsock: crate::hotsock::HotsockConfig {
-            connection_lifetime: timings.connection_lifetime,
-            keep_alive_interval: timings.keep_alive_interval,
-        },
-        #[cfg(feature = "sc")]
-        sc: crate::sc::ScConfig::from_config(config)?,
-        #[cfg(feature = "socketio")]
-        socketio: crate::socketio::SocketIoConfig::from_config(config)?,
-        #[cfg(feature = "sgc")]
-        sgc: crate::sgc::SgcConfig::from_config(config)?,
         api_key: config
             .api_key
             .clone()
             .ok_or("no API key configured (--api-key)")?,
-        frontends: enabled_frontends(config)?,
     };
     let policy = Arc::new(crate::policy::ChannelPolicy::new(config.policy()?));
-    let _ = timings;
     let services = crate::services::Services::new(config.services()?)?;
     let cluster_config = config.cluster()?;
     let cluster = crate::cluster::prepare(&cluster_config)?;
@@ -211,13 +147,14 @@ pub async fn start(config: &Config) -> Result<RunningServer, String> {
         config: Arc::new(settings),
         shutdown: Arc::new(ShutdownController::new()),
     };
+    // Every front end's settings are checked before the port is taken.
+    let service = router(app.clone(), config)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
-    let service = router(app.clone());
     let stop = app.shutdown.handle();
     let admission = app.admission.clone();
     let task = tokio::spawn(crate::listener::serve(listener, service, admission, stop));

@@ -11,13 +11,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 
 use crate::app::App;
+use crate::config::Config;
+use crate::frontends::FrontEnd;
 use crate::presence::{Codec, Identity};
 
 /// Hotsock adapter settings.
@@ -38,8 +40,28 @@ impl Default for HotsockConfig {
     }
 }
 
+impl HotsockConfig {
+    /// The settings from the server config (`--connection-lifetime`,
+    /// `--keep-alive-interval`).
+    pub fn from_config(config: &Config) -> Result<Self, String> {
+        let timings = config.timings()?;
+        Ok(HotsockConfig {
+            connection_lifetime: timings.connection_lifetime,
+            keep_alive_interval: timings.keep_alive_interval,
+        })
+    }
+}
+
 /// The protocol name used in logs and listings.
 pub const PROTOCOL: &str = "hotsock";
+
+/// The Hotsock front end, as the server registers it.
+pub const FRONT_END: FrontEnd = FrontEnd {
+    name: "hotsock",
+    protocol: PROTOCOL,
+    routes: |app, config| Ok(routes(app, HotsockConfig::from_config(config)?)),
+    endpoint: |addr| format!("Hotsock     ws://{addr}/hotsock?token=<JWT>"),
+};
 
 fn codec() -> Arc<dyn Codec> {
     // One codec instance for every Hotsock connection, so broadcasts are
@@ -48,12 +70,13 @@ fn codec() -> Arc<dyn Codec> {
     CODEC.get_or_init(|| Arc::new(wire::HotsockCodec)).clone()
 }
 
-/// The adapter's routes.
-pub fn routes(_app: &App) -> Router<App> {
+/// The adapter's routes, with its settings.
+pub fn routes(_app: &App, settings: HotsockConfig) -> Router<App> {
     Router::new()
         .route("/hotsock", get(upgrade))
         .route("/hotsock/", get(upgrade))
         .route("/hotsock/{*rest}", get(upgrade))
+        .layer(Extension(Arc::new(settings)))
 }
 
 fn refuse(status: StatusCode, why: String) -> Response {
@@ -65,6 +88,7 @@ fn refuse(status: StatusCode, why: String) -> Response {
 /// Every token failure is an HTTP 401 before the upgrade (spec §1.2).
 async fn upgrade(
     State(app): State<App>,
+    Extension(hotsock): Extension<Arc<HotsockConfig>>,
     Query(query): Query<HashMap<String, String>>,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -101,7 +125,6 @@ async fn upgrade(
         claims.channels.clone(),
     )));
     let transport = app.config.transport.clone();
-    let hotsock = app.config.hotsock.clone();
     let shutdown = app.shutdown.handle();
     let verifier = app.verifier.clone();
     let single_use = app.single_use.clone();
@@ -111,8 +134,7 @@ async fn upgrade(
         let secret = crate::ids::secret(20);
         // Lets the client act on its connection over HTTP (leases, privacy).
         conn.set_secret(&secret);
-        let mut session =
-            session::HotsockSession::new(conn, claims, verifier, single_use, Arc::new(hotsock));
+        let mut session = session::HotsockSession::new(conn, claims, verifier, single_use, hotsock);
         session.open(&secret);
         crate::transport::run(socket, outbox_rx, session, transport, shutdown)
     })

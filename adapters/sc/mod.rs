@@ -25,10 +25,19 @@ use serde_json::value::RawValue;
 use crate::app::App;
 use crate::auth::JwtVerifier;
 use crate::config::Config;
+use crate::frontends::FrontEnd;
 use crate::presence::{ChannelMessage, Codec, Identity, Presence};
 
 /// The protocol name used in logs and listings.
 pub const PROTOCOL: &str = "socketcluster";
+
+/// The SocketCluster front end, as the server registers it.
+pub const FRONT_END: FrontEnd = FrontEnd {
+    name: "sc",
+    protocol: PROTOCOL,
+    routes: |app, config| Ok(routes(app, ScConfig::from_config(config)?)),
+    endpoint: |addr| format!("SocketCluster ws://{addr}/socketcluster/  (token in #handshake)"),
+};
 
 /// The WebSocket path (socketcluster-client's default).
 pub const PATH: &str = "/socketcluster/";
@@ -212,9 +221,10 @@ impl ScShared {
     }
 }
 
-/// The adapter's routes: `/socketcluster/` (and `/socketcluster`).
-pub fn routes(app: &App) -> Router<App> {
-    let shared = Arc::new(ScShared::new(app.config.sc.clone(), app.verifier.clone()));
+/// The adapter's routes, with its settings: `/socketcluster/` (and
+/// `/socketcluster`).
+pub fn routes(app: &App, settings: ScConfig) -> Router<App> {
+    let shared = Arc::new(ScShared::new(settings, app.verifier.clone()));
     let handler = move |State(app): State<App>, ws: WebSocketUpgrade| {
         let shared = shared.clone();
         async move { upgrade(app, shared, ws) }

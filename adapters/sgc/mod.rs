@@ -19,20 +19,30 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use serde_json::{Map, Value};
 
 use crate::app::App;
+use crate::frontends::FrontEnd;
 use crate::presence::{ChannelLimits, Codec, Identity};
 
 pub use policy::{AcceptAll, Decision, HookMember, SgcHooks, SgcRules};
 
 /// The protocol name used in logs and listings.
 pub const PROTOCOL: &str = "sgc";
+
+/// The sgc front end, as the server registers it (hooks that accept
+/// everything; an embedder passes its own to [`routes`]).
+pub const FRONT_END: FrontEnd = FrontEnd {
+    name: "sgc",
+    protocol: PROTOCOL,
+    routes: |app, config| Ok(routes(app, SgcConfig::from_config(config)?)),
+    endpoint: |addr| format!("sgc         ws://{addr}/sgc  (subprotocol presence.esegece.com)"),
+};
 
 /// The WebSocket subprotocol selected in the upgrade response.
 pub const SUBPROTOCOL: &str = "presence.esegece.com";
@@ -138,17 +148,18 @@ fn shared_codec() -> Arc<wire::SgcCodec> {
 
 /// The adapter's routes. Also sets the member limit of the server-wide
 /// member list ([`ROSTER_CHANNEL`]).
-pub fn routes(app: &App) -> Router<App> {
+pub fn routes(app: &App, settings: SgcConfig) -> Router<App> {
     app.presence.set_channel_limits(
         ROSTER_CHANNEL,
         Some(ChannelLimits {
-            max_members: app.config.sgc.max_members,
+            max_members: settings.max_members,
             max_member_bytes: usize::MAX,
         }),
     );
     Router::new()
         .route("/sgc", get(upgrade))
         .route("/sgc/", get(upgrade))
+        .layer(Extension(settings))
 }
 
 fn refuse(status: StatusCode, why: String) -> Response {
@@ -199,10 +210,10 @@ pub fn token_member(claims: &Map<String, Value>) -> Result<(String, session::Tok
 /// then upgrades, selecting the `presence.esegece.com` subprotocol.
 async fn upgrade(
     State(app): State<App>,
+    Extension(config): Extension<SgcConfig>,
     Query(query): Query<HashMap<String, String>>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let config = app.config.sgc.clone();
     let token = match query.get("token").filter(|t| !t.is_empty()) {
         Some(token) => {
             match app

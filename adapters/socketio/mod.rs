@@ -31,11 +31,20 @@ use socketioxide::handler::ConnectHandler;
 use socketioxide::{SocketIo, TransportType};
 
 use crate::app::App;
+use crate::frontends::FrontEnd;
 use crate::presence::{Codec, Identity};
 use crate::shutdown::ShutdownController;
 
 /// The protocol name used in logs and listings.
 pub const PROTOCOL: &str = "socketio";
+
+/// The Socket.IO front end, as the server registers it.
+pub const FRONT_END: FrontEnd = FrontEnd {
+    name: "socketio",
+    protocol: PROTOCOL,
+    routes: |app, config| Ok(routes(app, SocketIoConfig::from_config(config)?)),
+    endpoint: |addr| format!("Socket.IO   http://{addr}/chat  (?tokenType=jwt&token=<JWT>)"),
+};
 
 /// The namespaces served. `/` must exist for Engine.IO 3 clients, which
 /// are always connected to it.
@@ -122,12 +131,12 @@ fn codec() -> Arc<dyn Codec> {
 /// with this message.
 async fn authenticate(
     app: &App,
+    cfg: &Arc<SocketIoConfig>,
     pumps: &ShutdownController,
     s: &SocketRef,
     auth_payload: Option<&Value>,
 ) -> Result<(), String> {
     let creds = auth::credentials(s.req_parts().uri.query(), auth_payload)?;
-    let cfg = &app.config.socketio;
     let (user, access) =
         auth::authenticate(&creds, &app.verifier, cfg.introspector.as_deref()).await?;
     let identity = Identity::user(user.user_id.clone(), user.profile.clone());
@@ -136,7 +145,7 @@ async fn authenticate(
         .connect(identity, codec(), PROTOCOL)
         .map_err(|e| format!("not authorized: {e}"))?;
     conn.set_access(access);
-    let session = session::Session::new(conn, rx, user, s.id.to_string(), Arc::new(cfg.clone()));
+    let session = session::Session::new(conn, rx, user, s.id.to_string(), cfg.clone());
     s.extensions.insert(Arc::new(session));
     // Wired here, before socketioxide sends the connect acknowledgment: an
     // event the client sends right after it finds its handler in place
@@ -175,9 +184,9 @@ fn malformed(e: &dyn std::fmt::Display) -> Value {
     Value::Null
 }
 
-/// The adapter's routes: everything under `/socket.io`.
-pub fn routes(app: &App) -> Router<App> {
-    let cfg = &app.config.socketio;
+/// The adapter's routes, with its settings: everything under `/socket.io`.
+pub fn routes(app: &App, settings: SocketIoConfig) -> Router<App> {
+    let cfg = Arc::new(settings);
     let (svc, io) = SocketIo::builder()
         .ping_interval(cfg.ping_interval)
         .ping_timeout(cfg.ping_timeout)
@@ -194,10 +203,12 @@ pub fn routes(app: &App) -> Router<App> {
     for ns in NAMESPACES {
         let mw_app = app.clone();
         let mw_pumps = pumps.clone();
+        let mw_cfg = cfg.clone();
         let middleware = move |s: SocketRef, auth: TryData<Value>| {
             let app = mw_app.clone();
             let pumps = mw_pumps.clone();
-            async move { authenticate(&app, &pumps, &s, auth.0.as_ref().ok()).await }
+            let cfg = mw_cfg.clone();
+            async move { authenticate(&app, &cfg, &pumps, &s, auth.0.as_ref().ok()).await }
         };
         // Everything is wired by the middleware (see `authenticate`).
         let handler = |_: SocketRef| async {};

@@ -407,6 +407,25 @@ mod tests {
         assert_eq!(sender.user_id.as_deref(), Some("jim"));
     }
 
+    /// Found by the fuzz_cluster_frames property test: serde_json's fast
+    /// float parser read `11000000000000000e8` and `1.1e24` (its own
+    /// re-encoding) as two different f64s, so member data changed on its
+    /// way through the bus. The `float_roundtrip` feature parses exactly.
+    #[test]
+    fn member_data_numbers_survive_the_bus_exactly() {
+        let frame = roundtrip(
+            r#"{"node":"a","epoch":4,"t":"ops","seq":8,"ops":[
+               {"op":"put","ch":"c","pid":"p","uid":"u","info":{"n":[11000000000000000e8,0.1,5e-324]}}]}"#,
+        );
+        let Body::Ops { ops, .. } = frame.body else {
+            panic!("not ops")
+        };
+        let Op::Put(record) = &ops[0] else {
+            panic!("not put")
+        };
+        assert_eq!(record.info, json!({"n": [1.1e24, 0.1, 5e-324]}));
+    }
+
     #[test]
     fn other_frames_from_the_doc() {
         assert_eq!(

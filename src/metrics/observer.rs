@@ -96,8 +96,8 @@ impl MetricsObserver {
         };
         // Known front ends report 0 before their first client, so a
         // dashboard or alert sees the series from the start.
-        for protocol in COMPILED_PROTOCOLS {
-            metrics.slot(protocol);
+        for front_end in crate::frontends::COMPILED {
+            metrics.slot(front_end.protocol);
         }
         metrics
     }
@@ -158,18 +158,6 @@ impl MetricsObserver {
         }
     }
 }
-
-/// The protocol names of the front ends built in.
-const COMPILED_PROTOCOLS: &[&str] = &[
-    #[cfg(feature = "hotsock")]
-    crate::hotsock::PROTOCOL,
-    #[cfg(feature = "socketio")]
-    crate::socketio::PROTOCOL,
-    #[cfg(feature = "sc")]
-    crate::sc::PROTOCOL,
-    #[cfg(feature = "sgc")]
-    crate::sgc::PROTOCOL,
-];
 
 fn origin_index(origin: &Origin) -> usize {
     match origin {
