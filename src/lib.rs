@@ -15,6 +15,7 @@ pub mod config;
 pub mod conformance;
 pub mod frontends;
 pub mod http_api;
+pub mod http_client;
 pub mod ids;
 pub mod listener;
 pub mod metrics;

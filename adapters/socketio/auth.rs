@@ -13,14 +13,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::{Request, header};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
+use axum::http::Method;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::auth::JwtVerifier;
+use crate::http_client::{Body, HttpClient, HttpError, Target, UserInfo};
 use crate::policy::Access;
 
 /// Largest introspection response read, in bytes.
@@ -58,41 +56,12 @@ pub struct User {
     pub profile: Value,
 }
 
-/// Decodes `%XX` escapes and `+` (a space) in a query component.
+/// Decodes `%XX` escapes and `+` (a space) in a query component (an
+/// invalid escape is kept as it is).
 pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn parse_token_type(s: &str) -> Result<TokenType, String> {
@@ -187,89 +156,6 @@ pub fn identify(claims: &Map<String, Value>) -> Result<User, String> {
     })
 }
 
-/// An `http://` or `https://` introspection endpoint, parsed once.
-#[derive(Debug, Clone)]
-struct Endpoint {
-    https: bool,
-    host: String,
-    port: u16,
-    path: String,
-    authorization: Option<String>,
-}
-
-fn base64(input: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18u32, 12, 6, 0].iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(TABLE[((n >> shift) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-impl Endpoint {
-    fn parse(url: &str) -> Result<Endpoint, String> {
-        let (https, default_port, rest) = match url.split_once("://") {
-            Some(("http", rest)) => (false, 80, rest),
-            Some(("https", rest)) => (true, 443, rest),
-            _ => {
-                return Err(format!(
-                    "oauth-introspection-url {url:?} must start with http:// or https://"
-                ));
-            }
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
-        let (host, port) = match hostport.rsplit_once(':') {
-            // Not the inside of a bracketed IPv6 address without a port.
-            Some((h, p)) if !p.contains(']') => (
-                h.trim_start_matches('[').trim_end_matches(']').to_string(),
-                p.parse::<u16>()
-                    .map_err(|_| format!("oauth-introspection-url {url:?}: bad port {p:?}"))?,
-            ),
-            _ => (
-                hostport
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string(),
-                default_port,
-            ),
-        };
-        if host.is_empty() {
-            return Err(format!("oauth-introspection-url {url:?} has no host"));
-        }
-        let authorization = userinfo.map(|u| {
-            let (id, secret) = u.split_once(':').unwrap_or((u, ""));
-            let pair = format!("{}:{}", percent_decode(id), percent_decode(secret));
-            format!("Basic {}", base64(pair.as_bytes()))
-        });
-        Ok(Endpoint {
-            https,
-            host,
-            port,
-            path: path.to_string(),
-            authorization,
-        })
-    }
-}
-
 /// Checks opaque OAuth tokens with an RFC 7662 introspection endpoint and
 /// caches the answers for a short time.
 ///
@@ -285,9 +171,8 @@ impl Endpoint {
 /// `--tls-ca-file` ([`crate::tls`]).
 #[derive(Debug)]
 pub struct Introspector {
-    endpoint: Endpoint,
-    /// For an https endpoint.
-    tls: Option<Arc<rustls::ClientConfig>>,
+    endpoint: Target,
+    client: HttpClient,
     ttl: Duration,
     cache: Mutex<HashMap<String, CacheEntry>>,
 }
@@ -303,14 +188,13 @@ impl Introspector {
         ttl: Duration,
         ca_file: Option<&std::path::Path>,
     ) -> Result<Introspector, String> {
-        let endpoint = Endpoint::parse(url)?;
-        let tls = match endpoint.https {
-            true => Some(crate::tls::client_config(ca_file)?),
-            false => None,
-        };
+        let endpoint = Target::parse("oauth-introspection-url", url, UserInfo::BasicAuth)?;
+        if endpoint.is_https() {
+            crate::tls::client_config(ca_file)?;
+        }
         Ok(Introspector {
             endpoint,
-            tls,
+            client: HttpClient::new(ca_file),
             ttl,
             cache: Mutex::new(HashMap::new()),
         })
@@ -327,13 +211,7 @@ impl Introspector {
                 return result.clone();
             }
         }
-        let answer = tokio::time::timeout(INTROSPECTION_TIMEOUT, self.introspect(token))
-            .await
-            .unwrap_or_else(|_| {
-                Err(IntrospectError::Unavailable(format!(
-                    "the introspection endpoint did not answer within {INTROSPECTION_TIMEOUT:?}"
-                )))
-            });
+        let answer = self.introspect(token).await;
         let (result, ttl) = match answer {
             Ok(claims) => {
                 let active = claims.get("active").and_then(Value::as_bool) == Some(true);
@@ -379,64 +257,37 @@ impl Introspector {
     }
 
     async fn introspect(&self, token: &str) -> Result<Map<String, Value>, IntrospectError> {
-        let ep = &self.endpoint;
-        let unavailable = |what: &str, e: &dyn std::fmt::Display| {
-            IntrospectError::Unavailable(format!("{what} {}:{}{}: {e}", ep.host, ep.port, ep.path))
-        };
-        let stream = crate::tls::connect(&ep.host, ep.port, self.tls.as_ref())
+        let body = Body::form(&[("token", token), ("token_type_hint", "access_token")]);
+        let answer = self
+            .client
+            .send(
+                &self.endpoint,
+                Method::POST,
+                &[("Accept", "application/json")],
+                Some(body),
+                MAX_INTROSPECTION_BODY,
+                INTROSPECTION_TIMEOUT,
+            )
             .await
-            .map_err(|e| unavailable("cannot reach", &e))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unavailable("HTTP handshake failed with", &e))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let body = format!(
-            "token={}&token_type_hint=access_token",
-            percent_encode(token)
-        );
-        let bracketed = match ep.host.contains(':') {
-            true => format!("[{}]", ep.host),
-            false => ep.host.clone(),
+            .map_err(|e| match e {
+                HttpError::Timeout { after, .. } => IntrospectError::Unavailable(format!(
+                    "the introspection endpoint did not answer within {after:?}"
+                )),
+                other => IntrospectError::Unavailable(format!("cannot reach {other}")),
+            })?;
+        let unavailable = |what: &str| {
+            IntrospectError::Unavailable(format!("{what} {}", self.endpoint.display()))
         };
-        let default_port = if ep.https { 443 } else { 80 };
-        let host = if ep.port == default_port {
-            bracketed
-        } else {
-            format!("{bracketed}:{}", ep.port)
-        };
-        let mut req = Request::post(ep.path.as_str())
-            .header(header::HOST, host)
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(header::ACCEPT, "application/json");
-        if let Some(auth) = &ep.authorization {
-            req = req.header(header::AUTHORIZATION, auth.as_str());
+        if !(200..300).contains(&answer.status) {
+            return Err(unavailable(&format!(
+                "introspection refused (HTTP {}) by",
+                answer.status
+            )));
         }
-        let req = req
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| unavailable("cannot build a request for", &e))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| unavailable("request failed to", &e))?;
-        let status = resp.status();
-        let body = Limited::new(resp.into_body(), MAX_INTROSPECTION_BODY)
-            .collect()
-            .await
-            .map_err(|e| unavailable("cannot read the answer of", &e))?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(unavailable(
-                "introspection refused by",
-                &format!("HTTP {status}"),
-            ));
-        }
-        match serde_json::from_slice::<Value>(&body) {
+        match serde_json::from_slice::<Value>(&answer.body) {
             Ok(Value::Object(map)) => Ok(map),
             _ => Err(unavailable(
                 "introspection answer is not a JSON object from",
-                &"bad body",
             )),
         }
     }
@@ -558,37 +409,6 @@ mod tests {
                 .unwrap_err()
                 .contains("names no user")
         );
-    }
-
-    #[test]
-    fn parses_endpoints() {
-        let e = Endpoint::parse("http://id:s%3Acret@127.0.0.1:9000/oauth/introspect").unwrap();
-        assert_eq!(e.host, "127.0.0.1");
-        assert_eq!(e.port, 9000);
-        assert_eq!(e.path, "/oauth/introspect");
-        assert_eq!(e.authorization.as_deref(), Some("Basic aWQ6czpjcmV0"));
-        let e = Endpoint::parse("http://auth.local").unwrap();
-        assert_eq!((e.port, e.path.as_str(), e.https), (80, "/", false));
-        let e = Endpoint::parse("https://x/y").unwrap();
-        assert_eq!((e.port, e.path.as_str(), e.https), (443, "/y", true));
-        let e = Endpoint::parse("https://[::1]:8443/i").unwrap();
-        assert_eq!((e.host.as_str(), e.port), ("::1", 8443));
-        let e = Endpoint::parse("https://[::1]/i").unwrap();
-        assert_eq!((e.host.as_str(), e.port), ("::1", 443));
-        assert!(
-            Endpoint::parse("ftp://x")
-                .unwrap_err()
-                .contains("http:// or https://")
-        );
-    }
-
-    #[test]
-    fn base64_matches_rfc4648() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
     }
 
     #[test]

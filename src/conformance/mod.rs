@@ -8,10 +8,9 @@
 //! - [`suite`]: the file format as typed values, and loading;
 //! - [`resolve`]: `${var}` substitution, templates, inline tokens;
 //! - [`matcher`]: matching received JSON against patterns, with captures;
-//! - [`runner`]: executing cases over WebSockets and HTTP;
-//! - [`http`]: the tiny HTTP/1.1 client the runner uses.
+//! - [`runner`]: executing cases over WebSockets and HTTP (with the
+//!   server's own client, [`crate::http_client`]).
 
-pub mod http;
 pub mod matcher;
 pub mod resolve;
 pub mod runner;

@@ -6,13 +6,13 @@
 //! Output is one `PASS <file> :: <case>` / `FAIL <file> :: <case>: <why>`
 //! (or `SKIP`) line per case and a final `N passed, M failed` line.
 
-use crate::conformance::http;
 use crate::conformance::matcher::{self, Captures, MatchOptions};
 use crate::conformance::resolve::{self, Env, Mode, Vars};
 use crate::conformance::suite::{
     self, Case, Clients, CloseStep, ConnectStep, ExpectCloseStep, ExpectNoneStep, ExpectStep,
     HttpStep, MuteStep, RepeatStep, SendStep, Step, SuiteFile,
 };
+use crate::http_client::{self, HttpClient, UserInfo};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -61,6 +61,8 @@ const DEFAULT_PATH: &str = "/hotsock";
 const DEFAULT_TIMEOUT_MS: u64 = 2000;
 const DEFAULT_NONE_MS: u64 = 500;
 const HTTP_TIMEOUT_MS: u64 = 5000;
+/// Larger HTTP answers are refused.
+const MAX_RESPONSE_BYTES: usize = 64 << 20;
 /// Longest rendering of a frame in failure messages.
 const SHOW_LIMIT: usize = 1500;
 
@@ -70,6 +72,7 @@ const SHOW_LIMIT: usize = 1500;
 pub async fn run(opts: &RunOptions) -> Result<Summary, String> {
     let files = suite::load(&opts.suite)?;
     let target = Target::parse(&opts.url)?;
+    let http = HttpClient::new(None);
     let mut summary = Summary::default();
     let mut matched = 0usize;
     for file in &files {
@@ -94,6 +97,7 @@ pub async fn run(opts: &RunOptions) -> Result<Summary, String> {
                 opts,
                 file,
                 target: &target,
+                http: &http,
                 vars: Vars::new(),
                 clients: HashMap::new(),
             };
@@ -362,6 +366,8 @@ struct CaseRun<'a> {
     opts: &'a RunOptions,
     file: &'a SuiteFile,
     target: &'a Target,
+    /// The client of `http` steps.
+    http: &'a HttpClient,
     vars: Vars,
     clients: HashMap<String, Client>,
 }
@@ -941,22 +947,45 @@ impl<'a> CaseRun<'a> {
         let retry_until = s
             .retry_for_ms
             .map(|ms| Instant::now() + Duration::from_millis(ms));
+        let scheme = if self.target.scheme == "wss" {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://{}/", self.target.authority);
+        let http_target = http_client::Target::parse(
+            "--url",
+            &url,
+            UserInfo::Refused("give the API key with --api-key"),
+        )?
+        .with_path(&path)?;
+        let method = axum::http::Method::from_bytes(method.as_bytes())
+            .map_err(|_| format!("{method:?} is not an HTTP method"))?;
+        let header_refs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         loop {
-            let attempt = tokio::time::timeout(
-                timeout,
-                http::request(
-                    &self.target.authority,
-                    &method,
-                    &path,
-                    &headers,
-                    body.as_deref(),
-                ),
-            )
-            .await;
+            let attempt = self
+                .http
+                .send(
+                    &http_target,
+                    method.clone(),
+                    &header_refs,
+                    body.clone().map(|bytes| http_client::Body {
+                        content_type: None,
+                        bytes: bytes.into(),
+                    }),
+                    MAX_RESPONSE_BYTES,
+                    timeout,
+                )
+                .await;
             let outcome = match attempt {
-                Err(_) => Err(format!("no response within {} ms", timeout.as_millis())),
-                Ok(Err(e)) => Err(e),
-                Ok(Ok(resp)) => check_response(&resp, s.status, pattern.as_ref(), s.partial),
+                Err(http_client::HttpError::Timeout { .. }) => {
+                    Err(format!("no response within {} ms", timeout.as_millis()))
+                }
+                Err(e) => Err(e.to_string()),
+                Ok(resp) => check_response(&resp, s.status, pattern.as_ref(), s.partial),
             };
             match outcome {
                 Ok(caps) => {
@@ -1041,7 +1070,7 @@ fn parse_frame(t: &str) -> Value {
 }
 
 fn check_response(
-    resp: &http::Response,
+    resp: &http_client::Response,
     status: Option<u16>,
     pattern: Option<&Value>,
     partial: bool,

@@ -30,7 +30,9 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::Requester;
-use crate::services::webhook_http::{Target, parse_target_for, post_json};
+use axum::http::Method;
+
+use crate::http_client::{Body, HttpClient, HttpError, Target, UserInfo};
 
 /// Answers kept at most; beyond that expired ones go first, then the oldest.
 const MAX_CACHED: usize = 100_000;
@@ -152,7 +154,9 @@ struct Reply {
 }
 
 struct Inner {
-    target: Target,
+    /// Err: the URL was refused at start (every check fails, saying so).
+    target: Result<Target, String>,
+    client: HttpClient,
     ttl: Duration,
     timeout: Duration,
     secret: Option<String>,
@@ -207,13 +211,13 @@ pub fn check_url(url: &str, ca_file: Option<&std::path::Path>) -> Result<(), Str
 }
 
 fn build_target(url: &str, ca_file: Option<&std::path::Path>) -> Result<Target, String> {
-    let mut target = parse_target_for(
+    let target = Target::parse(
         "--channel-check-url",
         url,
-        "use --webhook-secret, which signs each request",
+        UserInfo::Refused("use --webhook-secret, which signs each request"),
     )?;
-    if url.starts_with("https://") {
-        target.set_tls(crate::tls::client_config(ca_file)?);
+    if target.is_https() {
+        crate::tls::client_config(ca_file)?;
     }
     Ok(target)
 }
@@ -223,16 +227,13 @@ impl BackendCheck {
     /// one refuses every request with the reason).
     pub fn new(cfg: BackendConfig) -> Self {
         let target = build_target(&cfg.url, cfg.ca_file.as_deref());
-        let target = match target {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(error = %e, "the channel check URL is unusable");
-                Target::unusable()
-            }
-        };
+        if let Err(e) = &target {
+            tracing::error!(error = %e, "the channel check URL is unusable");
+        }
         BackendCheck {
             inner: Arc::new(Inner {
                 target,
+                client: HttpClient::new(cfg.ca_file.as_deref()),
                 ttl: cfg.cache_ttl.max(Duration::from_secs(1)),
                 timeout: cfg.timeout,
                 secret: cfg.secret,
@@ -243,7 +244,10 @@ impl BackendCheck {
 
     /// The URL for the banner and logs (scheme, host and path only).
     pub fn display_url(&self) -> String {
-        self.inner.target.display()
+        match &self.inner.target {
+            Ok(t) => t.display().to_string(),
+            Err(_) => "(unusable)".into(),
+        }
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Answer>> {
@@ -301,22 +305,33 @@ impl BackendCheck {
         if let Some(sig) = &signature {
             headers.push((crate::services::webhooks::SIGNATURE_HEADER, sig.as_str()));
         }
-        let sent = tokio::time::timeout(
-            self.inner.timeout,
-            post_json(&self.inner.target, &headers, body, MAX_ANSWER_BYTES),
-        )
-        .await;
+        let target = match &self.inner.target {
+            Ok(t) => t,
+            Err(e) => return Asked::Failed(format!("the channel check could not be asked: {e}")),
+        };
+        let sent = self
+            .inner
+            .client
+            .send(
+                target,
+                Method::POST,
+                &headers,
+                Some(Body::json(body)),
+                MAX_ANSWER_BYTES,
+                self.inner.timeout,
+            )
+            .await;
         let (status, body) = match sent {
-            Err(_) => {
+            Err(HttpError::Timeout { .. }) => {
                 return Asked::Failed(format!(
                     "the channel check did not answer within {} ms; try again later",
                     self.inner.timeout.as_millis()
                 ));
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 return Asked::Failed(format!("the channel check could not be asked: {e}"));
             }
-            Ok(Ok(pair)) => pair,
+            Ok(answer) => (answer.status, answer.body),
         };
         if status != 200 {
             return Asked::Failed(format!(

@@ -52,7 +52,8 @@ use sha2::Sha256;
 use tokio::sync::{mpsc, oneshot};
 
 use super::webhook_handover::Handover;
-use super::webhook_http::{Signed, Target, parse_targets, post};
+use super::webhook_http::{Signed, parse_targets, post};
+use crate::http_client::{HttpClient, Target};
 use crate::presence::{MemberChange, PresenceDelta, PresenceObserver};
 
 /// The signature header: `sha256=<hex HMAC-SHA256 of the body>`.
@@ -180,12 +181,13 @@ impl Webhooks {
     /// cluster"). Needs a Tokio runtime.
     pub fn start(config: WebhookConfig, handover: Handover) -> Result<Arc<Webhooks>, String> {
         let targets = parse_targets(&config.urls, config.tls_ca_file.as_deref())?;
+        let client = HttpClient::new(config.tls_ca_file.as_deref());
         let (tx, rx) = mpsc::channel(QUEUE_EVENTS);
         let mut senders = Vec::new();
         for target in targets {
             let (btx, brx) = mpsc::channel(QUEUE_BATCHES);
             senders.push(btx);
-            tokio::spawn(deliver(target, brx, config.clone()));
+            tokio::spawn(deliver(client.clone(), target, brx, config.clone()));
         }
         tokio::spawn(batch(rx, senders, config));
         Ok(Arc::new(Webhooks {
@@ -356,7 +358,12 @@ fn encode(events: &[WebhookEvent], config: &WebhookConfig) -> Option<Batch> {
 }
 
 /// Sends batches to one URL in order, retrying each with backoff.
-async fn deliver(target: Target, mut rx: mpsc::Receiver<Work>, config: WebhookConfig) {
+async fn deliver(
+    client: HttpClient,
+    target: Target,
+    mut rx: mpsc::Receiver<Work>,
+    config: WebhookConfig,
+) {
     while let Some(work) = rx.recv().await {
         let batch = match work {
             Work::Batch(batch) => batch,
@@ -373,21 +380,19 @@ async fn deliver(target: Target, mut rx: mpsc::Receiver<Work>, config: WebhookCo
                 attempt,
                 body: &batch.body,
             };
-            let result = tokio::time::timeout(REQUEST_TIMEOUT, post(&target, request)).await;
-            let error = match result {
-                Ok(Ok(status)) if (200..300).contains(&status) => None,
-                Ok(Ok(status)) => Some(format!("HTTP {status}")),
-                Ok(Err(e)) => Some(e),
-                Err(_) => Some(format!("no answer within {REQUEST_TIMEOUT:?}")),
+            let error = match post(&client, &target, request, REQUEST_TIMEOUT).await {
+                Ok(status) if (200..300).contains(&status) => None,
+                Ok(status) => Some(format!("HTTP {status}")),
+                Err(e) => Some(e),
             };
             let Some(error) = error else {
                 break;
             };
             if attempt >= config.max_attempts {
-                tracing::error!(url = %target.url, batch = %batch.id, %error, attempts = attempt, "webhook batch dropped after the last attempt");
+                tracing::error!(url = %target.display(), batch = %batch.id, %error, attempts = attempt, "webhook batch dropped after the last attempt");
                 break;
             }
-            tracing::warn!(url = %target.url, batch = %batch.id, %error, attempt, retry_in = ?delay, "webhook failed; retrying");
+            tracing::warn!(url = %target.display(), batch = %batch.id, %error, attempt, retry_in = ?delay, "webhook failed; retrying");
             // Up to 25% jitter so many nodes do not retry in lockstep.
             let jitter = delay.mul_f64(rand::random::<f64>() * 0.25);
             tokio::time::sleep(delay + jitter).await;

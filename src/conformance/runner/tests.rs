@@ -135,10 +135,14 @@ async fn http_session(mut stream: TcpStream) {
         }
     }
     let text = String::from_utf8_lossy(&req).into_owned();
-    let authed = text.contains(&format!("Authorization: Bearer {KEY}\r\n"));
+    // Header names are case-insensitive (hyper sends them lower-case).
+    let authed = text.to_ascii_lowercase().contains(&format!(
+        "authorization: bearer {}\r\n",
+        KEY.to_ascii_lowercase()
+    ));
     let first = text.lines().next().unwrap_or_default().to_string();
     let resp = if !authed {
-        "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n".to_string()
+        "HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".to_string()
     } else if let Some(name) = first
         .strip_prefix("GET /api/channels/")
         .and_then(|r| r.strip_suffix(" HTTP/1.1"))
@@ -146,7 +150,7 @@ async fn http_session(mut stream: TcpStream) {
         let body = json!({"name": name, "subscriptionsCount": 0, "members": []}).to_string();
         let (a, b) = body.split_at(body.len() / 2);
         format!(
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
             a.len(),
             b.len()
         )
@@ -157,11 +161,11 @@ async fn http_session(mut stream: TcpStream) {
             .unwrap_or_default()
             .to_string();
         format!(
-            "HTTP/1.1 202 Accepted\r\nContent-Length: {}\r\n\r\n{body}",
+            "HTTP/1.1 202 Accepted\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
     } else {
-        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string()
+        "HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".to_string()
     };
     let _ = stream.write_all(resp.as_bytes()).await;
 }
