@@ -134,54 +134,22 @@ pub fn dev_token_claims(req: &TokenRequest) -> Value {
 }
 
 /// Parses a duration such as `90s`, `15m`, `1h`, `2d`, `1w`, `500ms` or a
-/// combination like `1h30m` / `9m30s`; a plain number means seconds.
+/// combination like `1h30m` / `9m30s` (humantime's syntax); a plain
+/// number means seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let help = || {
-        format!(
-            "invalid duration {s:?}; use a whole number with an optional unit ms, s, m, h, d \
-             or w (e.g. 90s, 15m, 1h, 2d, 1h30m)"
-        )
-    };
     let t = s.trim();
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-        return t.parse().map(Duration::from_secs).map_err(|_| help());
+        return t
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("duration {s:?} is too large"));
     }
-    let too_large = || format!("duration {s:?} is too large");
-    let mut total = Duration::ZERO;
-    let mut rest = t;
-    if rest.is_empty() {
-        return Err(help());
-    }
-    while !rest.is_empty() {
-        let digits_end = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let (digits, tail) = rest.split_at(digits_end);
-        let tail = tail.trim_start();
-        let unit_end = tail
-            .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_end);
-        if digits.is_empty() || unit.is_empty() {
-            return Err(help());
-        }
-        let n: u64 = digits.parse().map_err(|_| too_large())?;
-        let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs);
-        let part = match unit {
-            "ms" => Some(Duration::from_millis(n)),
-            "s" | "sec" | "secs" => secs(1),
-            "m" | "min" | "mins" => secs(60),
-            "h" => secs(3600),
-            "d" => secs(86_400),
-            "w" => secs(7 * 86_400),
-            _ => return Err(help()),
-        };
-        total = part
-            .and_then(|p| total.checked_add(p))
-            .ok_or_else(too_large)?;
-        rest = tail.trim_start();
-    }
-    Ok(total)
+    humantime::parse_duration(t).map_err(|e| {
+        format!(
+            "invalid duration {s:?} ({e}); use whole numbers with a unit ms, s, m, h, d or w \
+             (e.g. 90s, 15m, 1h, 2d, 1h30m)"
+        )
+    })
 }
 
 #[cfg(test)]
@@ -205,7 +173,8 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("9m30s"), Ok(Duration::from_secs(570)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        for bad in ["", "h", "1.5h", "-1s", "10x", "1h30", "s10"] {
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        for bad in ["", "h", "-1s", "10x", "1h30", "s10"] {
             let e = parse_duration(bad).unwrap_err();
             assert!(e.contains("e.g. 90s"), "{bad}: {e}");
         }
