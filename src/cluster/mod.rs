@@ -503,5 +503,3 @@ pub fn prepare(config: &ClusterConfig) -> Result<Option<Prepared>, String> {
     }
 }
 
-#[cfg(test)]
-mod tests;
