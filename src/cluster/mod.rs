@@ -502,4 +502,3 @@ pub fn prepare(config: &ClusterConfig) -> Result<Option<Prepared>, String> {
         )),
     }
 }
-
