@@ -147,8 +147,20 @@ async fn failures_are_retried_and_never_block_presence() {
     watcher.join("presence.busy").await;
 
     // Presence work goes on at full speed while both receivers misbehave.
+    // Halfway through, the first batch's first attempt has to have reached
+    // the flaky receiver, so the second half is in later batches, which
+    // wait behind the first one's retries (the whole loop can take less
+    // than one batch window).
     let started = Instant::now();
+    let mut first = Vec::new();
     for i in 0..20 {
+        if i == 10 {
+            let hit = tokio::time::timeout(WAIT, flaky_rx.recv())
+                .await
+                .expect("the first attempt in time")
+                .expect("open");
+            first.push(hit);
+        }
         let mut c = srv.connect(user(&format!("u{i}"), json!(null))).await;
         c.join("presence.busy").await;
         assert_eq!(
@@ -166,8 +178,7 @@ async fn failures_are_retried_and_never_block_presence() {
 
     // The flaky receiver gets the first batch three times: same id, same
     // body, attempts 1, 2, 3.
-    let mut first = Vec::new();
-    for _ in 0..3 {
+    while first.len() < 3 {
         let hit = tokio::time::timeout(WAIT, flaky_rx.recv())
             .await
             .expect("a retry in time")
