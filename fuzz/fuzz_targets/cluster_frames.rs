@@ -1,8 +1,8 @@
-//! cargo-fuzz target `cluster_frames`: `checks::cluster_frame` (../../tests/fuzz_support/checks.rs),
-//! the check of the property test of the same name in tests/fuzz_decoders.rs.
+//! cargo-fuzz target `cluster_frames`: `checks::cluster_frame` (../../tests/it/fuzz_support/checks.rs),
+//! the check of the property test of the same name in tests/it/fuzz_decoders.rs.
 #![no_main]
 
-#[path = "../../tests/fuzz_support/checks.rs"]
+#[path = "../../tests/it/fuzz_support/checks.rs"]
 mod checks;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::cluster_frame(data));

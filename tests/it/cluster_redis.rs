@@ -1,0 +1,186 @@
+//! Three `rollcall serve` processes on one private Redis, with Hotsock and
+//! SocketCluster clients on different nodes: cross-node members, updates
+//! and dedup, publish order, join latency, SIGKILL and graceful shutdown
+//! of a node, and a node started while Redis is unreachable.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::cluster_support::scenarios::{CrossNodeRoom, sigkill_removal};
+use crate::cluster_support::*;
+use crate::common;
+
+const ROOM: &str = "presence.room";
+
+fn three(redis: &Redis) -> (Node, Node, Node) {
+    start_three(&redis.url(), &NodeOptions::default())
+}
+
+/// A `hotsock.umdUpdate` for one channel.
+fn umd_update(uid: &str, channel: &str, umd: Value) -> Value {
+    let token = common::sign(&mut json!({
+        "scope": "umd", "uid": uid, "umd": umd,
+        "channels": {channel: {"umdUpdate": true}}
+    }));
+    json!({"event": "hotsock.umdUpdate", "channel": channel, "data": {"token": token}})
+}
+
+#[tokio::test]
+async fn members_updates_dedup_and_messages_span_the_cluster() {
+    let _serial = serial().await;
+    let redis = Redis::start();
+    let (a, b, c) = three(&redis);
+    wait_for_cluster(&[&a, &b, &c], 3).await;
+
+    // pam watches from node b; jim joins on node a, alice (SocketCluster)
+    // on node c: members on every node.
+    let (mut room, mut jim_a) = CrossNodeRoom::open(&a, &b, &c, ROOM).await;
+
+    // jim changes his data on node a: memberUpdated on node b.
+    jim_a.send(umd_update("jim", ROOM, json!({"n": 2}))).await;
+    let pam = &mut room.pam;
+    pam.until("jim updated", Duration::from_secs(3), |w| {
+        w.count("updated", "jim") == 1
+    })
+    .await;
+    assert!(pam.list.contains(&json!({"uid": "jim", "umd": {"n": 2}})));
+
+    // Dedup: jim also connects on node c. No second memberAdded; when the
+    // node-a connection goes, jim stays; when the last goes, one removal.
+    room.dedup_jim(jim_a, json!({"n": 2})).await;
+
+    // Publish order: client messages from node a and HTTP publishes on
+    // node c reach pam (node b) and alice (SC, node c) in publish order,
+    // and an SC publish on node c reaches Hotsock on node b.
+    let (_dwight, _) = room.publish_order(50, 50, Duration::from_secs(5)).await;
+    let CrossNodeRoom { mut pam, alice, .. } = room;
+
+    // Cross-node join latency: a member joining on node a, seen on node b.
+    let mut samples = Vec::new();
+    for i in 0..60 {
+        let uid = format!("lat{i}");
+        let mut joiner = a.hotsock(user(&uid, Value::Null)).await;
+        let t0 = Instant::now();
+        joiner.join(ROOM).await;
+        pam.until("latency join", Duration::from_secs(3), |w| {
+            w.count("added", &uid) == 1
+        })
+        .await;
+        samples.push(t0.elapsed());
+        joiner.close().await;
+    }
+    let (p50, p99) = percentiles(&mut samples);
+    println!(
+        "cluster: cross-node join latency (Hotsock on node a -> memberAdded on node b): p50 {p50:.1} ms, p99 {p99:.1} ms over {} joins",
+        samples.len()
+    );
+    assert!(p99 < 500.0, "cross-node join p99 {p99:.1} ms");
+    pam.pump(500).await;
+    wait_for_members(
+        &[&a, &b, &c],
+        ROOM,
+        &["alice", "dwight", "pam"],
+        Duration::from_secs(3),
+    )
+    .await;
+    // The API's channel list is cluster-wide too.
+    let (_, channels) = a.http("GET", "/api/channels", None).await;
+    let room = channels["channels"]
+        .as_array()
+        .and_then(|l| l.iter().find(|c| c["name"] == ROOM).cloned())
+        .expect("room listed on node a");
+    assert_eq!(room["members"], 3, "{room}");
+    alice.close().await;
+}
+
+#[tokio::test]
+async fn a_killed_node_is_removed_within_the_bound_exactly_once() {
+    let _serial = serial().await;
+    let redis = Redis::start();
+    let (a, b, mut c) = three(&redis);
+    wait_for_cluster(&[&a, &b, &c], 3).await;
+    sigkill_removal(&a, &b, &mut c, ROOM, "cluster").await;
+}
+
+#[tokio::test]
+async fn a_node_shutting_down_removes_its_members_at_once() {
+    let _serial = serial().await;
+    let redis = Redis::start();
+    let (a, b, mut c) = three(&redis);
+    wait_for_cluster(&[&a, &b, &c], 3).await;
+    let mut watch = Watcher::join(&a, "watch", ROOM).await;
+    let mut sc = Sc::connect(&c, "leaver-sc").await;
+    sc.subscribe(ROOM).await;
+    let mut hs = c.hotsock(user("leaver-hs", Value::Null)).await;
+    hs.join(ROOM).await;
+    watch
+        .until("joins", Duration::from_secs(3), |w| w.list.len() == 3)
+        .await;
+    let t0 = Instant::now();
+    c.send_term();
+    watch
+        .until("leaves", Duration::from_secs(3), |w| w.list.len() == 1)
+        .await;
+    let took = t0.elapsed();
+    println!(
+        "cluster: graceful shutdown (SIGTERM) removed the node's members after {} ms",
+        took.as_millis()
+    );
+    // Well before the 2.5 s timeout: the goodbye did it.
+    assert!(took < Duration::from_millis(2000), "{took:?}");
+    c.wait_exit();
+    watch.pump(500).await;
+    assert_eq!(watch.count("removed", "leaver-sc"), 1);
+    assert_eq!(watch.count("removed", "leaver-hs"), 1);
+    let (_, ready) = b.readyz().await;
+    assert_eq!(ready["cluster"]["nodes_left"], 1, "{ready}");
+    assert_eq!(ready["cluster"]["nodes_timed_out"], 0, "{ready}");
+    wait_for_members(&[&a, &b], ROOM, &["watch"], Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_node_starts_without_redis_and_joins_when_it_comes() {
+    let _serial = serial().await;
+    let mut redis = Redis::not_running();
+    let a = Node::start("a", &redis.url(), &NodeOptions::default());
+    // It serves local clients at once.
+    let mut w = Watcher::join(&a, "early", ROOM).await;
+    let (status, body) = a.readyz().await;
+    assert_eq!(status, 503, "{body}");
+    let reason = body["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("unreachable") || reason.contains("connecting"),
+        "{body}"
+    );
+    assert_eq!(body["cluster"]["bus_state"], "disconnected", "{body}");
+    let (status, health) = common::http(a.addr, "GET", "/healthz", None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(health["bus"], "disconnected", "{health}");
+    assert!(
+        a.log_text().contains("cannot reach Redis"),
+        "the log says Redis is unreachable:\n{}",
+        a.log_text()
+    );
+    redis.spawn();
+    let ok = common::eventually(Duration::from_secs(5), || async {
+        a.readyz().await.0 == 200
+    })
+    .await;
+    assert!(
+        ok,
+        "ready within 5 s of Redis starting: {:?}",
+        a.readyz().await
+    );
+    // Its member reaches a node that starts afterwards.
+    let b = Node::start("b", &redis.url(), &NodeOptions::default());
+    wait_for_cluster(&[&a, &b], 2).await;
+    wait_for_members(&[&a, &b], ROOM, &["early"], Duration::from_secs(3)).await;
+    let mut late = Watcher::join(&b, "late", ROOM).await;
+    w.until("late added", Duration::from_secs(3), |w| {
+        w.count("added", "late") == 1
+    })
+    .await;
+    late.pump(200).await;
+    assert_eq!(late.uids(), ["early", "late"]);
+}

@@ -1,0 +1,664 @@
+//! `GET /metrics` and `GET /dashboard` over real sockets: counters and
+//! gauges follow clients joining, leaving and publishing; the text parses
+//! as Prometheus 0.0.4; the dashboard page only calls routes that exist.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[cfg(feature = "redis")]
+use crate::cluster_support;
+use crate::common::*;
+
+/// One answer: status, lower-cased header lines, body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `GET path` on a fresh connection, with the API key when `key`.
+async fn get(addr: std::net::SocketAddr, path: &str, key: bool) -> Answer {
+    let auth = if key {
+        format!("Authorization: Bearer {API_KEY}\r\n")
+    } else {
+        String::new()
+    };
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let head =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.expect("write");
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await.expect("read");
+        buf
+    };
+    let buf = tokio::time::timeout(WAIT, exchange)
+        .await
+        .expect("HTTP answer within the timeout");
+    let text = String::from_utf8(buf).expect("UTF-8 answer");
+    let (head, body) = text.split_once("\r\n\r\n").expect("header end");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// A parsed scrape: every series as written (`name{labels}`) to its value.
+type Series = BTreeMap<String, f64>;
+
+/// Parses Prometheus text 0.0.4 strictly, panicking on anything malformed:
+/// HELP then TYPE before a family's samples, samples of a family together,
+/// label values properly quoted and escaped, no series twice, counters
+/// ending in `_total`.
+fn parse(text: &str) -> Series {
+    assert!(text.ends_with('\n'), "the text must end with a newline");
+    let mut series = Series::new();
+    let mut declared: HashSet<String> = HashSet::new();
+    let mut help_for: Option<String> = None;
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect("HELP name text");
+            assert!(valid_name(name), "bad metric name in {line:?}");
+            assert!(!help.is_empty(), "empty HELP: {line:?}");
+            assert!(!declared.contains(name), "family {name} declared twice");
+            help_for = Some(name.to_string());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            assert_eq!(
+                help_for.as_deref(),
+                Some(name),
+                "TYPE {name} without HELP right before"
+            );
+            assert!(
+                matches!(kind, "counter" | "gauge"),
+                "unexpected type in {line:?}"
+            );
+            assert_eq!(
+                kind == "counter",
+                name.ends_with("_total"),
+                "counter names (only) end in _total: {line:?}"
+            );
+            assert!(declared.insert(name.to_string()));
+            current = Some(name.to_string());
+            help_for = None;
+        } else {
+            assert!(
+                !line.starts_with('#') && !line.is_empty(),
+                "unexpected line {line:?}"
+            );
+            let (key, value) = line.rsplit_once(' ').expect("sample: series value");
+            let value: f64 = match value {
+                "NaN" => f64::NAN,
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+            };
+            let (name, labels) = split_series(key);
+            assert_eq!(
+                current.as_deref(),
+                Some(name),
+                "sample {line:?} outside its family"
+            );
+            let mut label_names = HashSet::new();
+            for (label, _) in &labels {
+                assert!(
+                    valid_name(label) && !label.contains(':'),
+                    "bad label {label:?}"
+                );
+                assert!(
+                    label_names.insert(label.clone()),
+                    "label {label} twice in {line:?}"
+                );
+            }
+            assert!(
+                series.insert(key.to_string(), value).is_none(),
+                "series {key} twice"
+            );
+        }
+    }
+    series
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// `name{a="x",b="y"}` into the name and the unescaped label pairs.
+fn split_series(key: &str) -> (&str, Vec<(String, String)>) {
+    let Some((name, rest)) = key.split_once('{') else {
+        assert!(valid_name(key), "bad series {key:?}");
+        return (key, Vec::new());
+    };
+    assert!(valid_name(name), "bad series {key:?}");
+    let mut labels = Vec::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        let label: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        assert_eq!(
+            chars.next(),
+            Some('"'),
+            "label value must be quoted in {key:?}"
+        );
+        let mut value = String::new();
+        loop {
+            match chars.next() {
+                Some('\\') => match chars.next() {
+                    Some('\\') => value.push('\\'),
+                    Some('"') => value.push('"'),
+                    Some('n') => value.push('\n'),
+                    other => panic!("bad escape {other:?} in {key:?}"),
+                },
+                Some('"') => break,
+                Some('\n') | None => panic!("unterminated label value in {key:?}"),
+                Some(c) => value.push(c),
+            }
+        }
+        labels.push((label, value));
+        match chars.next() {
+            Some(',') => continue,
+            Some('}') => break,
+            other => panic!("unexpected {other:?} after a label in {key:?}"),
+        }
+    }
+    assert_eq!(chars.next(), None, "text after the labels in {key:?}");
+    (name, labels)
+}
+
+/// Scrapes without the API key (the route is open) and parses.
+async fn scrape(addr: std::net::SocketAddr) -> Series {
+    let answer = get(addr, "/metrics", false).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        answer.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    parse(&answer.body)
+}
+
+/// Polls `/metrics` until every series has its expected value (the
+/// observer runs when the core releases a channel, which may be just
+/// after the client got its answer).
+async fn expect_metrics(srv: &TestServer, expected: &[(&str, f64)]) -> Series {
+    expect_metrics_at(srv.addr, expected, WAIT).await
+}
+
+/// [`expect_metrics`] for any server, within `within`.
+async fn expect_metrics_at(
+    addr: std::net::SocketAddr,
+    expected: &[(&str, f64)],
+    within: std::time::Duration,
+) -> Series {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let last = scrape(addr).await;
+        let wrong: Vec<String> = expected
+            .iter()
+            .filter(|(k, v)| last.get(*k) != Some(v))
+            .map(|(k, v)| format!("{k}: expected {v}, got {:?}", last.get(*k)))
+            .collect();
+        if wrong.is_empty() {
+            return last;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics did not settle within {within:?}:\n{}",
+            wrong.join("\n")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn events(change: &str, origin: &str) -> String {
+    format!("rollcall_member_events_total{{change=\"{change}\",origin=\"{origin}\"}}")
+}
+
+fn opened(protocol: &str) -> String {
+    format!("rollcall_connections_opened_total{{protocol=\"{protocol}\"}}")
+}
+
+fn closed(protocol: &str) -> String {
+    format!("rollcall_connections_closed_total{{protocol=\"{protocol}\"}}")
+}
+
+fn open(protocol: &str) -> String {
+    format!("rollcall_connections{{protocol=\"{protocol}\"}}")
+}
+
+/// (series, value) pairs from owned keys.
+fn exp(pairs: &[(String, f64)]) -> Vec<(&str, f64)> {
+    pairs.iter().map(|(k, v)| (k.as_str(), *v)).collect()
+}
+
+#[tokio::test]
+async fn counters_and_gauges_follow_clients() {
+    let srv = TestServer::start().await;
+    let start = expect_metrics(&srv, &[]).await;
+    for protocol in ["hotsock", "socketio", "socketcluster", "sgc"] {
+        let compiled = match protocol {
+            "hotsock" => true,
+            "socketio" => cfg!(feature = "socketio"),
+            "socketcluster" => cfg!(feature = "sc"),
+            _ => cfg!(feature = "sgc"),
+        };
+        for key in [opened(protocol), closed(protocol), open(protocol)] {
+            assert_eq!(start.get(&key).copied(), compiled.then_some(0.0), "{key}");
+        }
+    }
+    for change in ["added", "updated", "removed"] {
+        for origin in ["local", "remote", "lease"] {
+            assert_eq!(start.get(&events(change, origin)), Some(&0.0));
+        }
+    }
+    for (key, value) in [
+        ("rollcall_node_connections", 0.0),
+        ("rollcall_channels", 0.0),
+        ("rollcall_messages_published_total", 0.0),
+        ("rollcall_channels_occupied_total", 0.0),
+        ("rollcall_channels_vacated_total", 0.0),
+        ("rollcall_bus_up", 1.0),
+        ("rollcall_ready", 1.0),
+        ("rollcall_event_sender", 1.0),
+        ("rollcall_cluster_nodes", 1.0),
+        ("rollcall_bus_frames_sent_total", 0.0),
+        ("rollcall_cluster_resyncs_total", 0.0),
+    ] {
+        assert_eq!(start.get(key), Some(&value), "{key}");
+    }
+    for key in start.keys() {
+        assert!(
+            key.starts_with("rollcall_") || key.starts_with("process_"),
+            "{key}"
+        );
+    }
+    assert!(!start.contains_key("rollcall_webhook_events_dropped_total"));
+    assert!(
+        !start.contains_key("rollcall_bus_lag_seconds"),
+        "no lag standalone"
+    );
+
+    // Two users join a presence channel, an anonymous client a plain one.
+    let mut jim = srv.connect(user("jim", json!({"name": "Jim"}))).await;
+    jim.join("presence.room").await;
+    let mut pam = srv.connect(user("pam", json!(null))).await;
+    pam.join("presence.room").await;
+    jim.expect("hotsock.memberAdded").await;
+    let mut anon = srv.connect(anonymous()).await;
+    anon.join("news").await;
+    expect_metrics(
+        &srv,
+        &exp(&[
+            (opened("hotsock"), 3.0),
+            (open("hotsock"), 3.0),
+            (closed("hotsock"), 0.0),
+            ("rollcall_node_connections".into(), 3.0),
+            (events("added", "local"), 2.0),
+            ("rollcall_channels_occupied_total".into(), 2.0),
+            ("rollcall_channels".into(), 2.0),
+        ]),
+    )
+    .await;
+
+    // A client message and an HTTP API publish.
+    pam.send(json!({"channel": "presence.room", "event": "chat", "data": 1}))
+        .await;
+    jim.expect("chat").await;
+    srv.publish("news", "headline", json!("hi")).await;
+    anon.expect("headline").await;
+    expect_metrics(&srv, &[("rollcall_messages_published_total", 2.0)]).await;
+
+    // Jim changes his member data.
+    let token = srv.token(json!({
+        "scope": "umd", "uid": "jim", "umd": {"name": "Jim", "away": true},
+        "channels": {"presence.room": {"umdUpdate": true}}
+    }));
+    jim.send(
+        json!({"event": "hotsock.umdUpdate", "channel": "presence.room", "data": {"token": token}}),
+    )
+    .await;
+    pam.expect("hotsock.memberUpdated").await;
+    jim.expect("hotsock.memberUpdated").await;
+    expect_metrics(&srv, &exp(&[(events("updated", "local"), 1.0)])).await;
+
+    // A lease comes and goes: its own origin, its own channel.
+    lease(&srv, json!(["content:42"])).await;
+    expect_metrics(
+        &srv,
+        &exp(&[
+            (events("added", "lease"), 1.0),
+            ("rollcall_channels".into(), 3.0),
+            ("rollcall_channels_occupied_total".into(), 3.0),
+        ]),
+    )
+    .await;
+    lease(&srv, json!([])).await;
+    expect_metrics(
+        &srv,
+        &exp(&[
+            (events("removed", "lease"), 1.0),
+            ("rollcall_channels".into(), 2.0),
+            ("rollcall_channels_vacated_total".into(), 1.0),
+        ]),
+    )
+    .await;
+
+    // Pam leaves the channel, then Jim disconnects: the channel empties.
+    let left = pam.unsubscribe("presence.room").await;
+    assert_eq!(left["event"], "hotsock.unsubscribed", "{left}");
+    jim.expect("hotsock.memberRemoved").await;
+    jim.close().await;
+    expect_metrics(
+        &srv,
+        &exp(&[
+            (events("removed", "local"), 2.0),
+            (closed("hotsock"), 1.0),
+            (open("hotsock"), 2.0),
+            ("rollcall_node_connections".into(), 2.0),
+            ("rollcall_channels_vacated_total".into(), 2.0),
+            ("rollcall_channels".into(), 1.0),
+        ]),
+    )
+    .await;
+
+    #[cfg(feature = "sgc")]
+    {
+        let sgc = sgc_connect(&srv).await;
+        expect_metrics(
+            &srv,
+            &exp(&[
+                (opened("sgc"), 1.0),
+                (open("sgc"), 1.0),
+                (open("hotsock"), 2.0),
+            ]),
+        )
+        .await;
+        drop(sgc);
+        expect_metrics(&srv, &exp(&[(closed("sgc"), 1.0), (open("sgc"), 0.0)])).await;
+    }
+
+    pam.close().await;
+    anon.close().await;
+    let end = expect_metrics(
+        &srv,
+        &exp(&[
+            (opened("hotsock"), 3.0),
+            (closed("hotsock"), 3.0),
+            (open("hotsock"), 0.0),
+            ("rollcall_node_connections".into(), 0.0),
+            ("rollcall_channels".into(), 0.0),
+            ("rollcall_channels_occupied_total".into(), 3.0),
+            ("rollcall_channels_vacated_total".into(), 3.0),
+        ]),
+    )
+    .await;
+    // Nothing came from another node; totals are as counted above.
+    for change in ["added", "updated", "removed"] {
+        assert_eq!(end.get(&events(change, "remote")), Some(&0.0));
+    }
+    assert_eq!(end.get(&events("added", "local")), Some(&2.0));
+    assert_eq!(end.get(&events("updated", "local")), Some(&1.0));
+    assert_eq!(end.get("rollcall_messages_published_total"), Some(&2.0));
+    srv.stop().await;
+}
+
+/// Refreshes lee's lease on `ids` (an empty list ends it).
+async fn lease(srv: &TestServer, ids: serde_json::Value) {
+    let lease = json!({"user": "lee", "ids": ids, "ttl_ms": 30000});
+    let (status, body) = srv.http("POST", "/api/presence/refresh", Some(lease)).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Opens an sgc session (anonymous) and reads its session message.
+#[cfg(feature = "sgc")]
+async fn sgc_connect(
+    srv: &TestServer,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    let mut req = format!("ws://{}/sgc", srv.addr)
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("presence.esegece.com"),
+    );
+    let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("upgrade answered in time")
+        .expect("upgrade accepted");
+    let first = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("session message in time")
+        .expect("stream open")
+        .expect("frame");
+    assert!(
+        first
+            .to_text()
+            .unwrap_or_default()
+            .contains("sgc@presence@session"),
+        "{first:?}"
+    );
+    ws
+}
+
+#[tokio::test]
+async fn webhooks_and_escaped_labels() {
+    let node = "node \"q\" \\b";
+    let srv = TestServer::start_with(|c| {
+        // Nothing listens there; no event is raised in this test.
+        c.webhook_url = vec!["http://127.0.0.1:9/hook".into()];
+        c.node_id = Some(node.into());
+    })
+    .await;
+    let scraped = scrape(srv.addr).await;
+    assert_eq!(
+        scraped.get("rollcall_webhook_events_dropped_total"),
+        Some(&0.0)
+    );
+    let info: Vec<_> = scraped
+        .keys()
+        .filter(|k| k.starts_with("rollcall_cluster_info{"))
+        .collect();
+    assert_eq!(info.len(), 1, "{info:?}");
+    let (_, labels) = split_series(info[0]);
+    let labels: BTreeMap<_, _> = labels.into_iter().collect();
+    assert_eq!(labels.get("node").map(String::as_str), Some(node));
+    assert_eq!(labels.get("bus").map(String::as_str), Some("memory"));
+    assert_eq!(labels.get("state").map(String::as_str), Some("standalone"));
+    srv.stop().await;
+}
+
+#[test]
+fn the_parser_rejects_malformed_text() {
+    let ok = "# HELP a_total A.\n# TYPE a_total counter\na_total{p=\"x\\\"y\"} 1\n";
+    assert_eq!(parse(ok).get("a_total{p=\"x\\\"y\"}"), Some(&1.0));
+    let bad = [
+        "a 1\n",                                                           // no TYPE
+        "# TYPE a gauge\na 1\n",                                           // no HELP
+        "# HELP a A.\n# TYPE a gauge\na 1\na 2\n",                         // duplicate
+        "# HELP a A.\n# TYPE a counter\na 1\n",                            // counter without _total
+        "# HELP a A.\n# TYPE a gauge\na{p=x} 1\n",                         // unquoted
+        "# HELP a A.\n# TYPE a gauge\na{p=\"x} 1\n",                       // unterminated
+        "# HELP a A.\n# TYPE a gauge\n# HELP b B.\n# TYPE b gauge\na 1\n", // outside family
+    ];
+    for text in bad {
+        let caught = std::panic::catch_unwind(|| parse(text));
+        assert!(caught.is_err(), "accepted {text:?}");
+    }
+}
+
+#[tokio::test]
+async fn dashboard_page_calls_only_existing_routes() {
+    let srv = TestServer::start().await;
+    let mut jim = srv.connect(user("jim", json!({"name": "Jim"}))).await;
+    jim.join("presence.room").await;
+
+    let page = get(srv.addr, "/dashboard", false).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let csp = page.header("content-security-policy").unwrap_or_default();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    let html = &page.body;
+    assert!(html.contains("<body id=\"rollcall-dashboard\">"));
+    // Self-contained: nothing loaded from elsewhere.
+    for outside in ["http://", "https://", " src=", "@import"] {
+        assert!(!html.contains(outside), "the page references {outside}");
+    }
+    // Every request goes through one helper, `api('<path>' …)`.
+    assert_eq!(html.matches("fetch(").count(), 1, "one fetch, inside api()");
+    let paths: Vec<&str> = html
+        .split("api('")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('\'').map(|(path, _)| path))
+        .collect();
+    let distinct: HashSet<&str> = paths.iter().copied().collect();
+    let expected: HashSet<&str> = ["/api/channels", "/api/channels/", "/readyz", "/metrics"].into();
+    assert_eq!(distinct, expected);
+    for path in distinct {
+        // A path ending in '/' gets a channel name appended by the page.
+        let path = if path.ends_with('/') {
+            format!("{path}presence.room")
+        } else {
+            path.to_string()
+        };
+        let answer = get(srv.addr, &path, true).await;
+        assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+        if path.starts_with("/api/channels/") {
+            let body: serde_json::Value = serde_json::from_str(&answer.body).expect("JSON");
+            assert_eq!(uids(&body["members"]), ["jim"]);
+        }
+    }
+    // The page asks for the key again when the API refuses it.
+    assert_eq!(get(srv.addr, "/api/channels", false).await.status, 401);
+    assert!(html.contains("res.status === 401"));
+    jim.close().await;
+    srv.stop().await;
+}
+
+/// Two `rollcall serve` processes on a private Redis: the cluster figures
+/// of both nodes, a member counted as remote on the other node, and a
+/// node that vanishes counted as timed out.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn cluster_figures_on_a_redis_bus() {
+    use crate::cluster_support::{Node, NodeOptions, Redis};
+    let _serial = cluster_support::serial().await;
+    let redis = Redis::start();
+    let opts = NodeOptions::timings("100ms", "1s");
+    let a = Node::start("ma", &redis.url(), &opts);
+    let mut b = Node::start("mb", &redis.url(), &opts);
+    cluster_support::wait_for_cluster(&[&a, &b], 2).await;
+    let ready = [
+        ("rollcall_cluster_nodes", 2.0),
+        ("rollcall_bus_up", 1.0),
+        ("rollcall_ready", 1.0),
+    ];
+    let on_a = expect_metrics_at(a.addr, &ready, WAIT).await;
+    let on_b = expect_metrics_at(b.addr, &ready, WAIT).await;
+    let senders = on_a["rollcall_event_sender"] + on_b["rollcall_event_sender"];
+    assert_eq!(senders, 1.0, "exactly one node reports webhooks");
+    for (node, m) in [("ma", &on_a), ("mb", &on_b)] {
+        let info =
+            format!("rollcall_cluster_info{{node=\"{node}\",bus=\"redis\",state=\"connected\"}}");
+        assert_eq!(m.get(&info), Some(&1.0), "{node}: {m:?}");
+        assert!(
+            m["rollcall_bus_frames_sent_total"] > 0.0,
+            "{node} sent heartbeats"
+        );
+        assert!(
+            m["rollcall_bus_frames_received_total"] > 0.0,
+            "{node} heard heartbeats"
+        );
+        assert_eq!(m["rollcall_bus_malformed_frames_total"], 0.0);
+    }
+
+    // A member on node a is a remote member on node b.
+    let mut jim = a.hotsock(user("jim", json!(null))).await;
+    jim.join("presence.room").await;
+    expect_metrics_at(
+        a.addr,
+        &exp(&[(events("added", "local"), 1.0), (open("hotsock"), 1.0)]),
+        WAIT,
+    )
+    .await;
+    expect_metrics_at(
+        b.addr,
+        &exp(&[
+            (events("added", "remote"), 1.0),
+            (events("added", "local"), 0.0),
+            (open("hotsock"), 0.0),
+            ("rollcall_channels".into(), 1.0),
+            ("rollcall_cluster_connections".into(), 1.0),
+        ]),
+        WAIT,
+    )
+    .await;
+    // The lag appears once one of b's own heartbeats made the round trip.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let lag = scrape(b.addr)
+            .await
+            .get("rollcall_bus_lag_seconds")
+            .copied();
+        if let Some(lag) = lag {
+            assert!((0.0..5.0).contains(&lag), "lag {lag}s");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no rollcall_bus_lag_seconds within {WAIT:?}: {:?}",
+            b.readyz().await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // Node b vanishes without a goodbye: a times it out.
+    b.kill();
+    expect_metrics_at(
+        a.addr,
+        &[
+            ("rollcall_cluster_nodes", 1.0),
+            ("rollcall_cluster_nodes_timed_out_total", 1.0),
+            ("rollcall_cluster_nodes_left_total", 0.0),
+        ],
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    jim.close().await;
+}
