@@ -4,7 +4,7 @@
 //! drops, so a failing test leaves nothing running.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -283,28 +283,8 @@ impl Node {
             .stderr(Stdio::from(log_file))
             .spawn()
             .expect("start rollcall serve");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on ").nth(1)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(rest.trim().to_string());
-                }
-                // Keep draining so the node never blocks on a full pipe.
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(15)) {
-            Ok(a) => a.parse().expect("banner address"),
-            Err(_) => {
-                let _ = child.kill();
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                panic!("node {name} printed no banner within 15 s; its log:\n{text}");
-            }
-        };
+        let addr =
+            crate::common::process::wait_for_banner(&mut child, &log, &format!("node {name}"));
         Node {
             name: name.to_string(),
             addr,

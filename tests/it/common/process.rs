@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -51,32 +51,7 @@ impl ServerProcess {
             .stderr(Stdio::from(log_file))
             .spawn()
             .expect("start rollcall serve");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on ").nth(1)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(rest.trim().to_string());
-                }
-                // Keep draining so the server never blocks on a full pipe.
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(15)) {
-            Ok(a) => a.parse().expect("banner address"),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                // "not a front end of this build": the binary was built
-                // without a feature (e.g. by another cargo build in the
-                // same target directory since this test's build).
-                panic!("{binary} printed no banner within 15 s; its log:\n{text}");
-            }
-        };
+        let addr = wait_for_banner(&mut child, &log, binary);
         ServerProcess { child, addr, log }
     }
 
@@ -125,6 +100,38 @@ impl ServerProcess {
         let (status, body) = self.http("GET", path, None).await;
         assert_eq!(status, 200, "GET {path}: {body}");
         body
+    }
+}
+
+/// Reads a starting `rollcall serve`'s stdout until its banner says where
+/// it listens, and keeps draining it (so the server never blocks on a full
+/// pipe). Kills it and panics with its log (`log`) when no banner comes
+/// within 15 s, e.g. for a flag this build does not know.
+pub fn wait_for_banner(child: &mut Child, log: &Path, who: &str) -> SocketAddr {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.split("listening on ").nth(1)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(rest.trim().to_string());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(15)) {
+        Ok(a) => a.parse().expect("banner address"),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            // "not a front end of this build": the binary was built
+            // without a feature (e.g. by another cargo build in the
+            // same target directory since this test's build).
+            panic!("{who} printed no banner within 15 s; its log:\n{text}");
+        }
     }
 }
 
