@@ -220,12 +220,31 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    /// A client trusting the platform's roots plus `ca_file` for https
-    /// (read at the first https connection; startup checks the file).
+    /// A client trusting the platform's roots plus `ca_file` for https,
+    /// read at the first https connection.
     pub fn new(ca_file: Option<&Path>) -> Self {
+        Self::with_tls(ca_file, OnceLock::new())
+    }
+
+    /// A client for `targets`: if one of them is https, its TLS settings
+    /// (the platform's roots plus `ca_file`) are built now, once, so that
+    /// a bad CA file stops the server at start instead of failing every
+    /// request.
+    pub fn for_targets<'a>(
+        targets: impl IntoIterator<Item = &'a Target>,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, String> {
+        let tls = OnceLock::new();
+        if targets.into_iter().any(Target::is_https) {
+            let _ = tls.set(Ok(crate::tls::client_config(ca_file)?));
+        }
+        Ok(Self::with_tls(ca_file, tls))
+    }
+
+    fn with_tls(ca_file: Option<&Path>, tls: OnceLock<Result<Arc<ClientConfig>, String>>) -> Self {
         let connector = Connector {
             ca_file: ca_file.map(Path::to_path_buf),
-            tls: Arc::new(OnceLock::new()),
+            tls: Arc::new(tls),
         };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE)

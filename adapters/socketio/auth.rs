@@ -189,12 +189,10 @@ impl Introspector {
         ca_file: Option<&std::path::Path>,
     ) -> Result<Introspector, String> {
         let endpoint = Target::parse("oauth-introspection-url", url, UserInfo::BasicAuth)?;
-        if endpoint.is_https() {
-            crate::tls::client_config(ca_file)?;
-        }
+        let client = HttpClient::for_targets([&endpoint], ca_file)?;
         Ok(Introspector {
             endpoint,
-            client: HttpClient::new(ca_file),
+            client,
             ttl,
             cache: Mutex::new(HashMap::new()),
         })

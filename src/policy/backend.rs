@@ -154,9 +154,9 @@ struct Reply {
 }
 
 struct Inner {
-    /// Err: the URL was refused at start (every check fails, saying so).
-    target: Result<Target, String>,
-    client: HttpClient,
+    /// The URL and its client; Err: refused at start (every check fails,
+    /// saying so).
+    target: Result<(Target, HttpClient), String>,
     ttl: Duration,
     timeout: Duration,
     secret: Option<String>,
@@ -210,16 +210,17 @@ pub fn check_url(url: &str, ca_file: Option<&std::path::Path>) -> Result<(), Str
     build_target(url, ca_file).map(|_| ())
 }
 
-fn build_target(url: &str, ca_file: Option<&std::path::Path>) -> Result<Target, String> {
+fn build_target(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<(Target, HttpClient), String> {
     let target = Target::parse(
         "--channel-check-url",
         url,
         UserInfo::Refused("use --webhook-secret, which signs each request"),
     )?;
-    if target.is_https() {
-        crate::tls::client_config(ca_file)?;
-    }
-    Ok(target)
+    let client = HttpClient::for_targets([&target], ca_file)?;
+    Ok((target, client))
 }
 
 impl BackendCheck {
@@ -233,7 +234,6 @@ impl BackendCheck {
         BackendCheck {
             inner: Arc::new(Inner {
                 target,
-                client: HttpClient::new(cfg.ca_file.as_deref()),
                 ttl: cfg.cache_ttl.max(Duration::from_secs(1)),
                 timeout: cfg.timeout,
                 secret: cfg.secret,
@@ -245,7 +245,7 @@ impl BackendCheck {
     /// The URL for the banner and logs (scheme, host and path only).
     pub fn display_url(&self) -> String {
         match &self.inner.target {
-            Ok(t) => t.display().to_string(),
+            Ok((t, _)) => t.display().to_string(),
             Err(_) => "(unusable)".into(),
         }
     }
@@ -305,13 +305,11 @@ impl BackendCheck {
         if let Some(sig) = &signature {
             headers.push((crate::services::webhooks::SIGNATURE_HEADER, sig.as_str()));
         }
-        let target = match &self.inner.target {
-            Ok(t) => t,
+        let (target, client) = match &self.inner.target {
+            Ok(pair) => pair,
             Err(e) => return Asked::Failed(format!("the channel check could not be asked: {e}")),
         };
-        let sent = self
-            .inner
-            .client
+        let sent = client
             .send(
                 target,
                 Method::POST,

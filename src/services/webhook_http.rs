@@ -12,10 +12,13 @@ use bytes::Bytes;
 use super::webhooks::{ID_HEADER, SIGNATURE_HEADER};
 use crate::http_client::{Body, HttpClient, Target, UserInfo};
 
-/// Parses every `--webhook-url`. If any is https, the TLS settings (the
-/// platform's roots plus `ca_file`) are checked now, so a bad CA file
-/// stops the server at start rather than failing every delivery.
-pub fn parse_targets(urls: &[String], ca_file: Option<&Path>) -> Result<Vec<Target>, String> {
+/// Parses every `--webhook-url` and makes the client that sends to them
+/// (see [`HttpClient::for_targets`]: a bad CA file for an https receiver
+/// stops the server at start).
+pub fn parse_targets(
+    urls: &[String],
+    ca_file: Option<&Path>,
+) -> Result<(Vec<Target>, HttpClient), String> {
     let targets = urls
         .iter()
         .map(|u| {
@@ -26,10 +29,8 @@ pub fn parse_targets(urls: &[String], ca_file: Option<&Path>) -> Result<Vec<Targ
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
-    if targets.iter().any(Target::is_https) {
-        crate::tls::client_config(ca_file)?;
-    }
-    Ok(targets)
+    let client = HttpClient::for_targets(&targets, ca_file)?;
+    Ok((targets, client))
 }
 
 /// One signed request: the batch id, its signature (if a secret is set),
@@ -74,7 +75,7 @@ mod tests {
     #[test]
     fn urls_are_checked_and_https_needs_a_readable_ca_file() {
         let urls = ["http://127.0.0.1:1/a".to_string(), "https://h/b".into()];
-        assert_eq!(parse_targets(&urls, None).unwrap().len(), 2);
+        assert_eq!(parse_targets(&urls, None).unwrap().0.len(), 2);
         let missing = std::path::Path::new("/nonexistent/rollcall-ca.pem");
         let err = parse_targets(&urls, Some(missing)).unwrap_err();
         assert!(err.contains("no such file"), "{err}");

@@ -180,8 +180,7 @@ impl Webhooks {
     /// `handover` says whether this node sends from the start (see "In a
     /// cluster"). Needs a Tokio runtime.
     pub fn start(config: WebhookConfig, handover: Handover) -> Result<Arc<Webhooks>, String> {
-        let targets = parse_targets(&config.urls, config.tls_ca_file.as_deref())?;
-        let client = HttpClient::new(config.tls_ca_file.as_deref());
+        let (targets, client) = parse_targets(&config.urls, config.tls_ca_file.as_deref())?;
         let (tx, rx) = mpsc::channel(QUEUE_EVENTS);
         let mut senders = Vec::new();
         for target in targets {
