@@ -28,6 +28,28 @@ use rustls::ClientConfig;
 /// How long an idle kept-alive connection stays in the pool.
 const POOL_IDLE: Duration = Duration::from_secs(30);
 
+/// The URL with any password replaced by `***`, for logs and errors
+/// (`redis://app:pw@h:1` → `redis://app:***@h:1`).
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{hosts}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// A URL as errors show it: no password, no query string (either may
+/// carry a secret).
+fn shown_in_errors(url: &str) -> String {
+    let without_query = url.split(['?', '#']).next().unwrap_or(url);
+    redact_password(without_query)
+}
+
 /// What a URL's user info (`user:password@`) means to its caller.
 #[derive(Clone, Copy, Debug)]
 pub enum UserInfo<'a> {
@@ -50,17 +72,18 @@ pub struct Target {
 impl Target {
     /// Parses the URL given to `flag` (errors name the flag).
     pub fn parse(flag: &str, url: &str, user_info: UserInfo<'_>) -> Result<Target, String> {
+        let shown = shown_in_errors(url);
         let parsed =
-            url::Url::parse(url).map_err(|e| format!("{flag} {url:?} is not a URL: {e}"))?;
+            url::Url::parse(url).map_err(|e| format!("{flag} {shown:?} is not a URL: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(format!(
-                "{flag} {url:?} must start with http:// or https://"
+                "{flag} {shown:?} must start with http:// or https://"
             ));
         }
         let host = parsed
             .host_str()
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("{flag} {url:?} has no host"))?;
+            .ok_or_else(|| format!("{flag} {shown:?} has no host"))?;
         let has_credentials = !parsed.username().is_empty() || parsed.password().is_some();
         let authorization = match (has_credentials, user_info) {
             (false, _) => None,
@@ -99,7 +122,7 @@ impl Target {
             .authority(authority.as_str())
             .path_and_query(path_and_query.as_str())
             .build()
-            .map_err(|e| format!("{flag} {url:?} is not a URL: {e}"))?;
+            .map_err(|e| format!("{flag} {shown:?} is not a URL: {e}"))?;
         let shown = format!("{}://{authority}{}", parsed.scheme(), parsed.path());
         Ok(Target {
             uri,
@@ -132,10 +155,17 @@ impl Target {
                 .parse()
                 .map_err(|e| format!("{path_and_query:?} is not a path: {e}"))?,
         );
+        let uri = Uri::from_parts(parts).map_err(|e| e.to_string())?;
+        let shown = format!(
+            "{}://{}{}",
+            uri.scheme_str().unwrap_or("http"),
+            uri.authority().map_or("", |a| a.as_str()),
+            uri.path()
+        );
         Ok(Target {
-            uri: Uri::from_parts(parts).map_err(|e| e.to_string())?,
+            uri,
             authorization: self.authorization.clone(),
-            shown: self.shown.clone(),
+            shown,
         })
     }
 }
@@ -451,6 +481,18 @@ mod tests {
         assert!(Target::parse("--x", "not a url", REFUSED).is_err());
         let err = Target::parse("--x", "https://u:p@h/x", REFUSED).unwrap_err();
         assert!(err.contains("use --webhook-secret"), "{err}");
+        // A URL refused for its form is shown without password or query.
+        let err =
+            Target::parse("--x", "ftp://u:s3cret@h/x?key=k3y", UserInfo::BasicAuth).unwrap_err();
+        assert!(!err.contains("s3cret") && !err.contains("k3y"), "{err}");
+        let err =
+            Target::parse("--x", "http://u:s3cret@h:99999/x", UserInfo::BasicAuth).unwrap_err();
+        assert!(!err.contains("s3cret"), "{err}");
+        let t = Target::parse("--x", "http://h:1/?key=k3y", REFUSED).unwrap();
+        assert_eq!(
+            t.with_path("/api/publish").unwrap().display(),
+            "http://h:1/api/publish"
+        );
     }
 
     #[test]

@@ -93,16 +93,7 @@ impl RedisTarget {
 
 /// The URL with any password replaced by `***`, for logs.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.rsplit_once('@') {
-        Some((userinfo, hosts)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{hosts}")
-        }
-        None => url.to_string(),
-    }
+    crate::http_client::redact_password(url)
 }
 
 /// For a `rediss://` URL (or `rediss+cluster://`) and a `--tls-ca-file`,
