@@ -226,10 +226,12 @@ async fn member(addr: SocketAddr, proto: Proto, i: usize, until: Instant, n: Arc
             while Instant::now() < until {
                 peer.send_publish(&channel, &format!("m{k}")).await;
                 k += 1;
-                let next = Instant::now() + Duration::from_millis(200);
-                while let Some(_frame) = peer.next_within(next - Instant::now()).await {
-                    counters.deliveries.fetch_add(1, Ordering::Relaxed);
-                }
+                count_deliveries_until(
+                    &mut peer,
+                    Instant::now() + Duration::from_millis(200),
+                    &counters,
+                )
+                .await;
             }
             peer.close().await;
         });
@@ -237,6 +239,13 @@ async fn member(addr: SocketAddr, proto: Proto, i: usize, until: Instant, n: Arc
             n.failures.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+}
+
+/// Reads (and counts) what arrives until `at`.
+async fn count_deliveries_until(peer: &mut Peer, at: Instant, counters: &Counters) {
+    while let Some(_frame) = peer.next_within(at - Instant::now()).await {
+        counters.deliveries.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -264,10 +273,12 @@ async fn churn(addr: SocketAddr, proto: Proto, i: usize, until: Instant, n: Arc<
                 .expect("connects");
             subscribe(&mut peer, &channel).await;
             peer.send_publish(&channel, "hello").await;
-            let leave_at = Instant::now() + Duration::from_millis(300);
-            while let Some(_frame) = peer.next_within(leave_at - Instant::now()).await {
-                counters.deliveries.fetch_add(1, Ordering::Relaxed);
-            }
+            count_deliveries_until(
+                &mut peer,
+                Instant::now() + Duration::from_millis(300),
+                &counters,
+            )
+            .await;
             peer.close().await;
         });
         match once.await {
