@@ -2,8 +2,9 @@
 //! they are registered. The shared server (routes, banner, metrics,
 //! `--frontends`) goes through this list and never names an adapter.
 //!
-//! A front end reads its own settings from the server config when its
-//! routes are built, so its settings live in the adapter, not in [`App`].
+//! A front end declares its settings (a `clap::Args` struct, in the
+//! adapter) in [`FrontEndSettings`] and reads them when its routes are
+//! built, so its settings live in the adapter, not in [`App`].
 
 use std::net::SocketAddr;
 
@@ -22,6 +23,9 @@ pub struct FrontEnd {
     /// Its routes, with its settings read from `config`. Err: a setting
     /// is invalid (the server does not start).
     pub routes: fn(&App, &Config) -> Result<Router<App>, String>,
+    /// Checks its settings as `routes` will read them (before the server
+    /// binds: a bad setting stops `rollcall serve` at once).
+    pub check: fn(&Config) -> Result<(), String>,
     /// The banner line saying where a client connects.
     pub endpoint: fn(SocketAddr) -> String,
 }
@@ -39,6 +43,26 @@ pub const COMPILED: &[FrontEnd] = &[
     crate::sgc::FRONT_END,
 ];
 
+/// The settings of every compiled front end: flattened into `serve`'s
+/// flags, read from the `[hotsock]`, `[socketio]`, `[sc]` and `[sgc]`
+/// sections of the TOML file. Each front end declares its own.
+#[derive(clap::Args, Clone, Debug, Default)]
+#[group(skip)]
+pub struct FrontEndSettings {
+    #[cfg(feature = "hotsock")]
+    #[command(flatten, next_help_heading = "Hotsock front end")]
+    pub hotsock: crate::hotsock::HotsockSettings,
+    #[cfg(feature = "socketio")]
+    #[command(flatten, next_help_heading = "Socket.IO front end")]
+    pub socketio: crate::socketio::SocketIoSettings,
+    #[cfg(feature = "sc")]
+    #[command(flatten, next_help_heading = "SocketCluster front end")]
+    pub sc: crate::sc::ScSettings,
+    #[cfg(feature = "sgc")]
+    #[command(flatten, next_help_heading = "sgc front end")]
+    pub sgc: crate::sgc::SgcSettings,
+}
+
 /// The names of the compiled front ends.
 pub fn compiled_names() -> Vec<&'static str> {
     COMPILED.iter().map(|f| f.name).collect()
@@ -47,16 +71,12 @@ pub fn compiled_names() -> Vec<&'static str> {
 /// The front ends to serve: `frontends` from the config (every one
 /// compiled in when empty). Err names an unknown one.
 pub fn enabled(config: &Config) -> Result<Vec<&'static FrontEnd>, String> {
-    if config.frontends.is_empty() {
+    let names = &config.listener.frontends;
+    if names.is_empty() {
         return Ok(COMPILED.iter().collect());
     }
     let mut enabled: Vec<&'static FrontEnd> = Vec::new();
-    for name in config
-        .frontends
-        .iter()
-        .map(|f| f.trim())
-        .filter(|f| !f.is_empty())
-    {
+    for name in names.iter().map(|f| f.trim()).filter(|f| !f.is_empty()) {
         match COMPILED.iter().find(|c| c.name == name) {
             Some(c) if !enabled.iter().any(|e| e.name == c.name) => enabled.push(c),
             Some(_) => {}
@@ -75,4 +95,12 @@ pub fn enabled(config: &Config) -> Result<Vec<&'static FrontEnd>, String> {
         ));
     }
     Ok(enabled)
+}
+
+/// Checks `--frontends` and the settings of every front end it enables.
+pub fn validate(config: &Config) -> Result<(), String> {
+    for front_end in enabled(config)? {
+        (front_end.check)(config)?;
+    }
+    Ok(())
 }

@@ -33,16 +33,17 @@ pub struct Resolved {
 
 /// Fills in a random JWT secret (when no keys are configured) and API key.
 pub fn resolve(mut config: Config) -> Resolved {
-    let generated_secret = config.jwt_secret.is_none() && config.jwt_public_key.is_empty();
+    let generated_secret =
+        config.auth.jwt_secret.is_none() && config.auth.jwt_public_key.is_empty();
     if generated_secret {
-        config.jwt_secret = Some(crate::ids::secret(32));
+        config.auth.jwt_secret = Some(crate::ids::secret(32));
     }
-    if config.node_id.is_none() {
-        config.node_id = Some(crate::cluster::generated_node_id());
+    if config.cluster.node_id.is_none() {
+        config.cluster.node_id = Some(crate::cluster::generated_node_id());
     }
-    let generated_api_key = config.api_key.is_none();
+    let generated_api_key = config.auth.api_key.is_none();
     if generated_api_key {
-        config.api_key = Some(crate::ids::secret(40));
+        config.auth.api_key = Some(crate::ids::secret(40));
     }
     Resolved {
         config,
@@ -113,10 +114,11 @@ pub fn router(app: App, config: &Config) -> Result<Router, String> {
 
 /// Binds and starts serving. The config must be resolved (see [`resolve`]).
 pub async fn start(config: &Config) -> Result<RunningServer, String> {
-    let verifier = JwtVerifier::new(&config.auth()).map_err(|e| e.to_string())?;
+    let verifier = JwtVerifier::new(&config.jwt()).map_err(|e| e.to_string())?;
     let settings = Settings {
-        transport: config.transport()?,
+        transport: config.transport(),
         api_key: config
+            .auth
             .api_key
             .clone()
             .ok_or("no API key configured (--api-key)")?,
@@ -130,14 +132,14 @@ pub async fn start(config: &Config) -> Result<RunningServer, String> {
     observers.extend(cluster.as_ref().map(|c| c.observer()));
     let metrics = crate::metrics::MetricsObserver::shared();
     observers.push(metrics.clone());
-    let presence = Presence::with_observers(config.limits(), observers);
+    let presence = Presence::with_observers(config.presence_limits(), observers);
     presence.set_policy(policy);
     services.start(&presence);
     let handler: Arc<dyn crate::cluster::RemoteHandler> = Arc::new(services.clone());
     let cluster = crate::cluster::start(cluster, &presence, &cluster_config.node_id, Some(handler));
     services.attach_cluster(&cluster);
     let app = App {
-        admission: crate::listener::Admission::new(config.listener()?),
+        admission: crate::listener::Admission::new(config.admission()?),
         presence,
         services,
         cluster,
@@ -149,9 +151,9 @@ pub async fn start(config: &Config) -> Result<RunningServer, String> {
     };
     // Every front end's settings are checked before the port is taken.
     let service = router(app.clone(), config)?;
-    let listener = TcpListener::bind(config.listen)
+    let listener = TcpListener::bind(config.listener.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listener.listen))?;
     let addr = listener
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;

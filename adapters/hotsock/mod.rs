@@ -18,37 +18,24 @@ use axum::routing::get;
 use axum::{Extension, Router};
 
 use crate::app::App;
-use crate::config::Config;
 use crate::frontends::FrontEnd;
 use crate::presence::{Codec, Identity};
 
-/// Hotsock adapter settings.
-#[derive(Clone, Debug)]
-pub struct HotsockConfig {
+/// Hotsock front end settings (`[hotsock]` in the TOML file).
+#[derive(clap::Args, Clone, Debug)]
+#[group(id = "hotsock")]
+pub struct HotsockSettings {
     /// How long a connection may live (`connectionExpiresAt`); Hotsock: 2 h.
+    #[arg(long, default_value = "2h", value_parser = crate::auth::parse_duration)]
     pub connection_lifetime: Duration,
     /// Interval of `hotsock.keepAlive` for tokens with `keepAlive: true`.
+    #[arg(long, default_value = "570s", value_parser = crate::auth::parse_duration)]
     pub keep_alive_interval: Duration,
 }
 
-impl Default for HotsockConfig {
+impl Default for HotsockSettings {
     fn default() -> Self {
-        HotsockConfig {
-            connection_lifetime: Duration::from_secs(2 * 3600),
-            keep_alive_interval: Duration::from_secs(570),
-        }
-    }
-}
-
-impl HotsockConfig {
-    /// The settings from the server config (`--connection-lifetime`,
-    /// `--keep-alive-interval`).
-    pub fn from_config(config: &Config) -> Result<Self, String> {
-        let timings = config.timings()?;
-        Ok(HotsockConfig {
-            connection_lifetime: timings.connection_lifetime,
-            keep_alive_interval: timings.keep_alive_interval,
-        })
+        crate::config::defaults()
     }
 }
 
@@ -59,7 +46,8 @@ pub const PROTOCOL: &str = "hotsock";
 pub const FRONT_END: FrontEnd = FrontEnd {
     name: "hotsock",
     protocol: PROTOCOL,
-    routes: |app, config| Ok(routes(app, HotsockConfig::from_config(config)?)),
+    routes: |app, config| Ok(routes(app, config.front_ends.hotsock.clone())),
+    check: |_| Ok(()),
     endpoint: |addr| format!("Hotsock     ws://{addr}/hotsock?token=<JWT>"),
 };
 
@@ -71,7 +59,7 @@ fn codec() -> Arc<dyn Codec> {
 }
 
 /// The adapter's routes, with its settings.
-pub fn routes(_app: &App, settings: HotsockConfig) -> Router<App> {
+pub fn routes(_app: &App, settings: HotsockSettings) -> Router<App> {
     Router::new()
         .route("/hotsock", get(upgrade))
         .route("/hotsock/", get(upgrade))
@@ -88,7 +76,7 @@ fn refuse(status: StatusCode, why: String) -> Response {
 /// Every token failure is an HTTP 401 before the upgrade (spec §1.2).
 async fn upgrade(
     State(app): State<App>,
-    Extension(hotsock): Extension<Arc<HotsockConfig>>,
+    Extension(hotsock): Extension<Arc<HotsockSettings>>,
     Query(query): Query<HashMap<String, String>>,
     ws: WebSocketUpgrade,
 ) -> Response {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::HotsockConfig;
+use super::HotsockSettings;
 use super::wire::{self, ClientFrame, Meta, WireError, codes};
 use crate::auth::{ChannelRules, HotsockClaims, JwtVerifier, Scope, SingleUseGuard};
 use crate::ids;
@@ -44,7 +44,7 @@ pub struct HotsockSession {
     claims: HotsockClaims,
     verifier: JwtVerifier,
     single_use: Arc<SingleUseGuard>,
-    config: Arc<HotsockConfig>,
+    config: Arc<HotsockSettings>,
     subs: HashMap<String, Subscription>,
     expires_at: Instant,
     /// A frame waiting for the channel check's answer.
@@ -61,7 +61,7 @@ impl HotsockSession {
         claims: HotsockClaims,
         verifier: JwtVerifier,
         single_use: Arc<SingleUseGuard>,
-        config: Arc<HotsockConfig>,
+        config: Arc<HotsockSettings>,
     ) -> Self {
         let now = Instant::now();
         let heartbeat_deadline = claims

@@ -24,7 +24,6 @@ use serde_json::value::RawValue;
 
 use crate::app::App;
 use crate::auth::JwtVerifier;
-use crate::config::Config;
 use crate::frontends::FrontEnd;
 use crate::presence::{ChannelMessage, Codec, Identity, Presence};
 
@@ -35,7 +34,8 @@ pub const PROTOCOL: &str = "socketcluster";
 pub const FRONT_END: FrontEnd = FrontEnd {
     name: "sc",
     protocol: PROTOCOL,
-    routes: |app, config| Ok(routes(app, ScConfig::from_config(config)?)),
+    routes: |app, config| Ok(routes(app, ScConfig::from_settings(&config.front_ends.sc)?)),
+    check: |config| ScConfig::from_settings(&config.front_ends.sc).map(|_| ()),
     endpoint: |addr| format!("SocketCluster ws://{addr}/socketcluster/  (token in #handshake)"),
 };
 
@@ -60,22 +60,46 @@ pub struct ScConfig {
     pub handshake_timeout: Duration,
 }
 
+/// SocketCluster front end settings (`[sc]` in the TOML file), in
+/// milliseconds as SocketCluster's own options are.
+#[derive(clap::Args, Clone, Debug)]
+#[group(id = "sc")]
+pub struct ScSettings {
+    /// Presence `ping` period in ms.
+    #[arg(long, default_value_t = 10_000)]
+    pub sc_presence_interval: u64,
+    /// Presence `timeout` in ms [default: the interval x 1.3].
+    #[arg(long)]
+    pub sc_presence_timeout: Option<u64>,
+    /// `#1` ping period in ms.
+    #[arg(long, default_value_t = 8_000)]
+    pub sc_ping_interval: u64,
+    /// PingTimeout in ms; a silent client is closed with 4001.
+    #[arg(long, default_value_t = 20_000)]
+    pub sc_ping_timeout: u64,
+    /// A socket without `#handshake` this long (ms) is closed with 4005.
+    #[arg(long, default_value_t = 10_000)]
+    pub sc_handshake_timeout: u64,
+}
+
+impl Default for ScSettings {
+    fn default() -> Self {
+        crate::config::defaults()
+    }
+}
+
 impl Default for ScConfig {
     fn default() -> Self {
-        ScConfig {
-            presence_interval: Duration::from_millis(10_000),
-            presence_timeout: Duration::from_millis(13_000),
-            ping_interval: Duration::from_millis(8_000),
-            ping_timeout: Duration::from_millis(20_000),
-            handshake_timeout: Duration::from_millis(10_000),
+        match ScConfig::from_settings(&ScSettings::default()) {
+            Ok(config) => config,
+            Err(e) => panic!("the default SocketCluster settings are invalid: {e}"),
         }
     }
 }
 
 impl ScConfig {
-    /// Reads the `sc-*` keys of the server config (all in milliseconds);
-    /// the presence timeout defaults to the interval × 1.3.
-    pub fn from_config(cfg: &Config) -> Result<ScConfig, String> {
+    /// Checks the settings; the presence timeout defaults to the interval × 1.3.
+    pub fn from_settings(cfg: &ScSettings) -> Result<ScConfig, String> {
         let interval = cfg.sc_presence_interval;
         let timeout = cfg
             .sc_presence_timeout

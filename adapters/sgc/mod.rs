@@ -40,7 +40,13 @@ pub const PROTOCOL: &str = "sgc";
 pub const FRONT_END: FrontEnd = FrontEnd {
     name: "sgc",
     protocol: PROTOCOL,
-    routes: |app, config| Ok(routes(app, SgcConfig::from_config(config)?)),
+    routes: |app, config| {
+        Ok(routes(
+            app,
+            SgcConfig::from_settings(&config.front_ends.sgc)?,
+        ))
+    },
+    check: |config| SgcConfig::from_settings(&config.front_ends.sgc).map(|_| ()),
     endpoint: |addr| format!("sgc         ws://{addr}/sgc  (subprotocol presence.esegece.com)"),
 };
 
@@ -93,44 +99,90 @@ impl fmt::Debug for SgcConfig {
     }
 }
 
+/// sgc front end settings (`[sgc]` in the TOML file).
+#[derive(clap::Args, Clone, Debug)]
+#[group(id = "sgc")]
+pub struct SgcSettings {
+    /// Refuse /sgc connections without ?token=JWT.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub sgc_require_token: bool,
+    /// How long an invitation waits for an answer.
+    #[arg(long, default_value = "60s", value_parser = crate::auth::parse_duration)]
+    pub sgc_invitation_ttl: Duration,
+    /// Ask every client to acknowledge server frames (per connection: ?acks=1).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub sgc_server_acks: bool,
+    /// Re-send an unacknowledged frame after this long.
+    #[arg(long, default_value = "10s", value_parser = crate::auth::parse_duration)]
+    pub sgc_ack_timeout: Duration,
+    /// Re-sends of one frame before closing with 4008.
+    #[arg(long, default_value_t = 5)]
+    pub sgc_ack_retries: u32,
+    /// Joined members on this server.
+    #[arg(long, default_value_t = 100_000)]
+    pub sgc_max_members: usize,
+    /// Allow publish with an empty channel (to every member).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub sgc_global_publish: bool,
+    /// get@members for a channel requires being subscribed to it.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub sgc_members_need_subscription: bool,
+    /// Inviting to a channel requires being subscribed to it.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub sgc_invite_needs_subscription: bool,
+    /// Replaced by --open-channels (kept to say so at startup).
+    #[arg(long, value_delimiter = ',', hide = true)]
+    pub sgc_channels: Vec<String>,
+    /// Replaced by [[channel-rules]] (kept to say so at startup).
+    #[arg(long, value_delimiter = ',', hide = true)]
+    pub sgc_publish_channels: Vec<String>,
+}
+
+impl Default for SgcSettings {
+    fn default() -> Self {
+        crate::config::defaults()
+    }
+}
+
 impl Default for SgcConfig {
     fn default() -> Self {
-        SgcConfig {
-            require_token: false,
-            invitation_ttl: Duration::from_secs(60),
-            server_acks: false,
-            ack_timeout: Duration::from_secs(10),
-            ack_retries: 5,
-            max_members: 100_000,
-            rules: Arc::new(SgcRules::default()),
-            hooks: Arc::new(AcceptAll),
+        match SgcConfig::from_settings(&SgcSettings::default()) {
+            Ok(config) => config,
+            Err(e) => panic!("the default sgc settings are invalid: {e}"),
         }
     }
 }
 
 impl SgcConfig {
-    /// The settings from the server configuration (`sgc-*` keys), with
-    /// hooks that accept everything.
-    pub fn from_config(cfg: &crate::config::Config) -> Result<Self, String> {
-        let duration = |key: &str, value: &str| {
-            crate::auth::parse_duration(value).map_err(|e| format!("{key} = {value:?}: {e}"))
-        };
-        let ack_timeout = duration("sgc-ack-timeout", &cfg.sgc_ack_timeout)?;
-        if ack_timeout.is_zero() {
+    /// Checks the settings, with hooks that accept everything.
+    pub fn from_settings(settings: &SgcSettings) -> Result<Self, String> {
+        for (key, given) in [
+            ("sgc-channels", &settings.sgc_channels),
+            ("sgc-publish-channels", &settings.sgc_publish_channels),
+        ] {
+            if !given.is_empty() {
+                return Err(format!(
+                    "{key} was replaced by the channel policy, which holds for every front end: \
+                     use --open-channels / --authenticated-channels or [[channel-rules]] \
+                     (README, \"Channel authorization\")"
+                ));
+            }
+        }
+        if settings.sgc_ack_timeout.is_zero() {
             return Err("sgc-ack-timeout must be longer than 0s".into());
         }
         let rules = SgcRules {
-            global_publish: cfg.sgc_global_publish,
-            members_need_subscription: cfg.sgc_members_need_subscription,
-            invite_needs_subscription: cfg.sgc_invite_needs_subscription,
+            global_publish: settings.sgc_global_publish,
+            members_need_subscription: settings.sgc_members_need_subscription,
+            invite_needs_subscription: settings.sgc_invite_needs_subscription,
         };
         Ok(SgcConfig {
-            require_token: cfg.sgc_require_token,
-            invitation_ttl: duration("sgc-invitation-ttl", &cfg.sgc_invitation_ttl)?,
-            server_acks: cfg.sgc_server_acks,
-            ack_timeout,
-            ack_retries: cfg.sgc_ack_retries,
-            max_members: cfg.sgc_max_members,
+            require_token: settings.sgc_require_token,
+            invitation_ttl: settings.sgc_invitation_ttl,
+            server_acks: settings.sgc_server_acks,
+            ack_timeout: settings.sgc_ack_timeout,
+            ack_retries: settings.sgc_ack_retries,
+            max_members: settings.sgc_max_members,
             rules: Arc::new(rules),
             hooks: Arc::new(AcceptAll),
         })

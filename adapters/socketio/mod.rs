@@ -42,7 +42,8 @@ pub const PROTOCOL: &str = "socketio";
 pub const FRONT_END: FrontEnd = FrontEnd {
     name: "socketio",
     protocol: PROTOCOL,
-    routes: |app, config| Ok(routes(app, SocketIoConfig::from_config(config)?)),
+    routes: |app, config| Ok(routes(app, SocketIoConfig::from_settings(config)?)),
+    check: |config| SocketIoConfig::from_settings(config).map(|_| ()),
     endpoint: |addr| format!("Socket.IO   http://{addr}/chat  (?tokenType=jwt&token=<JWT>)"),
 };
 
@@ -86,27 +87,52 @@ impl Default for SocketIoConfig {
     }
 }
 
+/// Socket.IO front end settings (`[socketio]` in the TOML file).
+#[derive(clap::Args, Clone, Debug)]
+#[group(id = "socketio")]
+pub struct SocketIoSettings {
+    /// RFC 7662 introspection URL (http:// or https://) for tokenType=oauth, e.g.
+    /// http://client:secret@127.0.0.1:9000/introspect [default: none; OAuth tokens are
+    /// refused].
+    #[arg(long)]
+    pub oauth_introspection_url: Option<String>,
+    /// How long an introspection answer is reused.
+    #[arg(long, default_value = "30s", value_parser = crate::auth::parse_duration)]
+    pub oauth_cache_ttl: std::time::Duration,
+}
+
+impl Default for SocketIoSettings {
+    fn default() -> Self {
+        crate::config::defaults()
+    }
+}
+
 impl SocketIoConfig {
     /// The settings from the server config: the payload limit is
     /// `max-frame-bytes`, the event rate `max-messages-per-second`; an
     /// OAuth introspection URL must be a valid http:// or https:// URL.
-    pub fn from_config(config: &crate::config::Config) -> Result<Self, String> {
-        let ttl = crate::auth::parse_duration(&config.oauth_cache_ttl)
-            .map_err(|e| format!("oauth-cache-ttl = {:?}: {e}", config.oauth_cache_ttl))?;
-        let introspector = config
+    pub fn from_settings(config: &crate::config::Config) -> Result<Self, String> {
+        let settings = &config.front_ends.socketio;
+        let introspector = settings
             .oauth_introspection_url
             .as_deref()
             .filter(|u| !u.is_empty())
             .map(|url| {
-                auth::Introspector::new(url, ttl, config.tls_ca_file.as_deref()).map(Arc::new)
+                auth::Introspector::new(
+                    url,
+                    settings.oauth_cache_ttl,
+                    config.tls_ca_file.as_deref(),
+                )
+                .map(Arc::new)
             })
             .transpose()?;
         let defaults = SocketIoConfig::default();
+        let max_frame_bytes = config.limits.max_frame_bytes;
         Ok(SocketIoConfig {
             introspector,
-            max_payload_bytes: config.max_frame_bytes,
-            max_ws_message_bytes: defaults.max_ws_message_bytes.max(config.max_frame_bytes),
-            max_events_per_second: config.max_messages_per_second,
+            max_payload_bytes: max_frame_bytes,
+            max_ws_message_bytes: defaults.max_ws_message_bytes.max(max_frame_bytes),
+            max_events_per_second: config.limits.max_messages_per_second,
             ..defaults
         })
     }

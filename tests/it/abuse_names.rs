@@ -28,7 +28,7 @@ async fn request(sc: &mut Peer, event: &str, data: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socketcluster_names_and_data_are_held_to_the_shared_rules() {
-    let srv = TestServer::start_with(|c| c.open_channels = vec!["*".into()]).await;
+    let srv = TestServer::start_with(|c| c.channels.open_channels = vec!["*".into()]).await;
     let mut watcher = observer(&srv, "room").await;
     let mut sc = Peer::connect(&srv, Proto::Sc, Some(json!({"username": "mallory"})))
         .await
@@ -74,7 +74,7 @@ async fn socketcluster_names_and_data_are_held_to_the_shared_rules() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socketio_category_cannot_forge_a_hotsock_event() {
-    let srv = TestServer::start_with(|c| c.open_channels = vec!["room".into()]).await;
+    let srv = TestServer::start_with(|c| c.channels.open_channels = vec!["room".into()]).await;
     let mut watcher = observer(&srv, "room").await;
     let mut sio = Peer::connect(&srv, Proto::SocketIo, Some(json!({"sub": "mallory"})))
         .await

@@ -14,8 +14,8 @@ use crate::common::*;
 #[tokio::test]
 async fn every_packet_of_a_batch_counts_against_the_rate() {
     let srv = TestServer::start_with(|c| {
-        c.open_channels = vec!["flood".into()];
-        c.max_messages_per_second = 50;
+        c.channels.open_channels = vec!["flood".into()];
+        c.limits.max_messages_per_second = 50;
     })
     .await;
     let mut reader = srv.connect(anonymous()).await;
@@ -182,7 +182,7 @@ async fn publishes_on(ws: &mut Ws, channel: &str, ms: u64) -> Vec<Value> {
 
 #[tokio::test]
 async fn presence_packets_cannot_be_forged() {
-    let srv = TestServer::start_with(|c| c.open_channels = vec!["room".into()]).await;
+    let srv = TestServer::start_with(|c| c.channels.open_channels = vec!["room".into()]).await;
     let (mut tracker, alice_socket) = sc(&srv, Some("alice")).await;
     send(
         &mut tracker,
@@ -271,9 +271,9 @@ fn replies(text: &str) -> Vec<Value> {
 #[tokio::test]
 async fn membership_churn_is_limited() {
     let srv = TestServer::start_with(|c| {
-        c.open_channels = vec!["presence.churn".into()];
-        c.max_messages_per_second = 100_000;
-        c.max_membership_changes_per_second = 10;
+        c.channels.open_channels = vec!["presence.churn".into()];
+        c.limits.max_messages_per_second = 100_000;
+        c.limits.max_membership_changes_per_second = 10;
     })
     .await;
     let mut watcher = srv.connect(user("watcher", json!({"n": 1}))).await;

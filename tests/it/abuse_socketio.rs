@@ -16,8 +16,8 @@ use crate::common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socketio_client_that_stops_reading_is_dropped_at_its_outbox_limit() {
     let srv = TestServer::start_with(|c| {
-        c.open_channels = vec!["slow".into()];
-        c.outbox_bytes = 256 * 1024;
+        c.channels.open_channels = vec!["slow".into()];
+        c.limits.outbox_bytes = 256 * 1024;
     })
     .await;
     // A small receive buffer, so the kernel holds little on its behalf.

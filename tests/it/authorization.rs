@@ -314,7 +314,7 @@ async fn matrix_default_needs_a_grant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matrix_open_channels() {
     let srv = TestServer::start_with(|c| {
-        c.open_channels = vec!["presence.*".into(), "room-*".into()];
+        c.channels.open_channels = vec!["presence.*".into(), "room-*".into()];
     })
     .await;
     run_matrix("open_channels", srv, OPEN, None).await;
@@ -323,7 +323,7 @@ async fn matrix_open_channels() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matrix_authenticated_channels() {
     let srv = TestServer::start_with(|c| {
-        c.authenticated_channels = vec!["presence.*".into(), "user:*".into()];
+        c.channels.authenticated_channels = vec!["presence.*".into(), "user:*".into()];
     })
     .await;
     run_matrix("authenticated_channels", srv, AUTHENTICATED, None).await;
@@ -331,14 +331,14 @@ async fn matrix_authenticated_channels() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matrix_channel_rules() {
-    let srv = TestServer::start_with(|c| c.channel_rules = rules_config()).await;
+    let srv = TestServer::start_with(|c| c.channels.channel_rules = rules_config()).await;
     run_matrix("channel_rules", srv, RULES, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matrix_backend_check() {
     let check = ChannelCheck::start().await;
-    let srv = TestServer::start_with(|c| c.channel_check_url = Some(check.url())).await;
+    let srv = TestServer::start_with(|c| c.channels.channel_check_url = Some(check.url())).await;
     run_matrix("channel_check", srv, BACKEND, Some(check)).await;
 }
 
@@ -734,8 +734,8 @@ impl ChannelCheck {
 async fn channel_check_answers_are_cached_per_user_across_front_ends() {
     let check = ChannelCheck::start().await;
     let srv = TestServer::start_with(|c| {
-        c.channel_check_url = Some(check.url());
-        c.channel_check_cache_ttl = "2s".into();
+        c.channels.channel_check_url = Some(check.url());
+        c.channels.channel_check_cache_ttl = std::time::Duration::from_secs(2);
     })
     .await;
     let s = suffix();
@@ -802,8 +802,8 @@ async fn channel_check_answers_are_cached_per_user_across_front_ends() {
 async fn channel_check_refusals_are_cached_for_the_ttl() {
     let check = ChannelCheck::start().await;
     let srv = TestServer::start_with(|c| {
-        c.channel_check_url = Some(check.url());
-        c.channel_check_cache_ttl = "5s".into();
+        c.channels.channel_check_url = Some(check.url());
+        c.channels.channel_check_cache_ttl = std::time::Duration::from_secs(5);
     })
     .await;
     let s = suffix();
@@ -847,7 +847,9 @@ async fn channel_check_refusals_are_cached_for_the_ttl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_behind_a_channel_check_stay_in_order() {
     let check = ChannelCheck::start_slow(Duration::from_millis(200)).await;
-    let srv = Arc::new(TestServer::start_with(|c| c.channel_check_url = Some(check.url())).await);
+    let srv = Arc::new(
+        TestServer::start_with(|c| c.channels.channel_check_url = Some(check.url())).await,
+    );
     let mut tasks = Vec::new();
     for proto in Proto::ALL {
         let (srv, check) = (srv.clone(), check.clone());
@@ -937,7 +939,7 @@ async fn publish_event_names_are_checked_against_messages_directives() {
 /// and over an open rule, on every front end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_explicit_false_grant_wins() {
-    let srv = TestServer::start_with(|c| c.open_channels = vec!["room-*".into()]).await;
+    let srv = TestServer::start_with(|c| c.channels.open_channels = vec!["room-*".into()]).await;
     for proto in Proto::ALL {
         let s = suffix();
         let room = format!("room-{s}");
@@ -968,7 +970,7 @@ async fn an_explicit_false_grant_wins() {
 /// channels stay; logging in again restores the right to subscribe.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socketcluster_login_logout_and_login_again() {
-    let srv = TestServer::start_with(|c| c.open_channels = vec!["lobby-*".into()]).await;
+    let srv = TestServer::start_with(|c| c.channels.open_channels = vec!["lobby-*".into()]).await;
     let s = suffix();
     let a = format!("presence.a-{s}");
     let b = format!("room-b-{s}");
@@ -1153,7 +1155,9 @@ fn packet(channel: &str, data: Value) -> Value {
 /// not served (404); Hotsock and SocketCluster are, in one channel.
 #[tokio::test]
 async fn frontends_serves_only_the_chosen_front_ends() {
-    let srv = TestServer::start_with(|c| c.frontends = vec!["hotsock".into(), "sc".into()]).await;
+    let srv =
+        TestServer::start_with(|c| c.listener.frontends = vec!["hotsock".into(), "sc".into()])
+            .await;
     let refused = Peer::connect(&srv, Proto::Sgc, None).await.err();
     assert!(
         refused

@@ -74,9 +74,9 @@ fn ungranted(uid: &str) -> Value {
 async fn server_with_backend(mode: Backend) -> (TestServer, mpsc::UnboundedReceiver<Hit>) {
     let (url, hits) = backend(mode).await;
     let srv = TestServer::start_with(|c| {
-        c.channel_check_url = Some(url);
-        c.channel_check_timeout = "300ms".into();
-        c.webhook_secret = Some(HOOK_SECRET.into());
+        c.channels.channel_check_url = Some(url);
+        c.channels.channel_check_timeout = std::time::Duration::from_millis(300);
+        c.services.webhook_secret = Some(HOOK_SECRET.into());
     })
     .await;
     (srv, hits)
@@ -152,7 +152,7 @@ async fn a_broken_or_silent_backend_refuses_with_the_reason() {
 #[tokio::test]
 async fn a_rule_can_hide_the_member_list_from_subscribers() {
     let srv = TestServer::start_with(|c| {
-        c.channel_rules = vec![rollcall::policy::RuleConfig {
+        c.channels.channel_rules = vec![rollcall::policy::RuleConfig {
             show_members: false,
             ..rule("presence.auction-*", "authenticated", "grant")
         }];
@@ -197,8 +197,8 @@ max-members = 1
     .expect("write config");
     let stated = rollcall::config::Config::from_file(&file).expect("valid config");
     let srv = TestServer::start_with(|c| {
-        c.open_channels = stated.open_channels.clone();
-        c.channel_rules = stated.channel_rules.clone();
+        c.channels.open_channels = stated.channels.open_channels.clone();
+        c.channels.channel_rules = stated.channels.channel_rules.clone();
     })
     .await;
     let mut a = srv.connect(ungranted("a")).await;
@@ -222,20 +222,16 @@ max-members = 1
 
 #[test]
 fn settings_the_policy_replaced_are_refused_with_directions() {
-    let cfg: rollcall::config::Config =
-        toml::from_str(r#"sgc-channels = ["room.*"]"#).expect("the key still parses");
-    let err = cfg.policy().expect_err("refused at startup");
+    let mut cfg = rollcall::config::Config::default();
+    cfg.front_ends.sgc.sgc_channels = vec!["room.*".into()];
+    let err = cfg.validate().expect_err("refused at startup");
     assert!(err.contains("--open-channels"), "{err}");
-    let cfg = rollcall::config::Config {
-        open_channels: vec!["#oops".into()],
-        ..rollcall::config::Config::default()
-    };
+    let mut cfg = rollcall::config::Config::default();
+    cfg.channels.open_channels = vec!["#oops".into()];
     let err = cfg.policy().expect_err("a bad pattern is refused");
     assert!(err.contains("--open-channels"), "{err}");
-    let cfg = rollcall::config::Config {
-        channel_check_url: Some("ftp://example.com/check".into()),
-        ..rollcall::config::Config::default()
-    };
+    let mut cfg = rollcall::config::Config::default();
+    cfg.channels.channel_check_url = Some("ftp://example.com/check".into());
     let err = cfg.policy().expect_err("a bad URL is refused");
     assert!(err.contains("--channel-check-url"), "{err}");
 }

@@ -181,3 +181,105 @@ fn token_mints_a_verifiable_token() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--jwt-secret"));
 }
+
+#[test]
+fn flags_beat_the_environment_which_beats_the_file_which_beats_the_defaults() {
+    let dir = std::env::temp_dir().join(format!("rollcall-layers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("rollcall.toml");
+    std::fs::write(
+        &file,
+        r#"
+        open-channels = ["file-open"]
+        [listener]
+        listen = "127.0.0.1:1"
+        [channels]
+        authenticated-channels = ["file-auth"]
+        channel-check-url = "http://127.0.0.1:9/file-check"
+        [sgc]
+        require-token = true
+        "#,
+    )
+    .unwrap();
+    let lines = banner(
+        Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .args(["serve", "--config"])
+            .arg(&file)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--authenticated-channels",
+                "flag-auth",
+            ])
+            .env("ROLLCALL_JWT_SECRET", "s")
+            .env("ROLLCALL_OPEN_CHANNELS", "env-open")
+            .env("ROLLCALL_AUTHENTICATED_CHANNELS", "env-auth"),
+    );
+    let text = lines.join("\n");
+    assert!(!lines[0].ends_with(":1"), "the flag beats the file: {text}");
+    assert!(
+        text.contains("env-open: anyone"),
+        "env beats the file: {text}"
+    );
+    assert!(!text.contains("file-open"), "{text}");
+    assert!(
+        text.contains("flag-auth: authenticated"),
+        "the flag beats env: {text}"
+    );
+    assert!(
+        !text.contains("env-auth") && !text.contains("file-auth"),
+        "{text}"
+    );
+    assert!(
+        text.contains("http://127.0.0.1:9/file-check"),
+        "the file beats the default: {text}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_bad_config_file_names_the_file_and_the_key() {
+    let dir = std::env::temp_dir().join(format!("rollcall-badfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("rollcall.toml");
+    let run = |text: &str| {
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&file)
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{text} must not start");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = run("[sgc]\nack-timeout = \"soon\"\n");
+    assert!(err.contains(&file.display().to_string()), "{err}");
+    assert!(err.contains("sgc.ack-timeout = \"soon\""), "{err}");
+    let err = run("[sgc]\nack-timeout = \"0s\"\n");
+    assert!(
+        err.contains("sgc-ack-timeout must be longer than 0s"),
+        "{err}"
+    );
+    let err = run("max-members = 5\n");
+    assert!(err.contains("unknown key `max-members`"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn help_never_shows_the_value_of_an_environment_variable() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args(["serve", "--help"])
+        .env("ROLLCALL_JWT_SECRET", "env-secret-value")
+        .env("ROLLCALL_BUS", "redis://:env-password@127.0.0.1:1")
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("ROLLCALL_JWT_SECRET"), "{help}");
+    assert!(
+        help.contains("[default: 60s]"),
+        "defaults come from the settings: {help}"
+    );
+    assert!(!help.contains("env-secret-value"), "{help}");
+    assert!(!help.contains("env-password"), "{help}");
+}

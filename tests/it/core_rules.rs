@@ -486,7 +486,7 @@ async fn slow_consumer_is_closed_and_others_keep_receiving() {
     const MESSAGES: usize = 600;
     // 256 KiB holds 16 of the 16 KB messages: room for the reading client
     // to lag a little on a busy machine, none for one that stops reading.
-    let srv = TestServer::start_with(|c| c.outbox_bytes = 256 * 1024).await;
+    let srv = TestServer::start_with(|c| c.limits.outbox_bytes = 256 * 1024).await;
     let mut slow = srv.connect_small_buffer(user("slow", json!(null))).await;
     slow.join(CH).await;
     let mut fast = srv.connect(user("fast", json!(null))).await;
@@ -643,7 +643,7 @@ async fn member_bytes_limit_is_exact_at_100_kb() {
 
 #[tokio::test]
 async fn members_per_channel_limit() {
-    let srv = TestServer::start_with(|c| c.max_members_per_channel = 3).await;
+    let srv = TestServer::start_with(|c| c.limits.max_members_per_channel = 3).await;
     let ch = "presence.small";
     let mut clients = Vec::new();
     for uid in ["a", "b", "c"] {
@@ -677,7 +677,7 @@ async fn members_per_channel_limit() {
 
 #[tokio::test]
 async fn channels_per_connection_limit() {
-    let srv = TestServer::start_with(|c| c.max_channels_per_connection = 3).await;
+    let srv = TestServer::start_with(|c| c.limits.max_channels_per_connection = 3).await;
     let mut c = srv.connect(user("jim", json!(null))).await;
     c.join("one").await;
     c.join("two").await;
@@ -702,7 +702,7 @@ async fn channels_per_connection_limit() {
 
 #[tokio::test]
 async fn connections_per_user_limit_refuses_the_upgrade_with_429() {
-    let srv = TestServer::start_with(|c| c.max_connections_per_user = 2).await;
+    let srv = TestServer::start_with(|c| c.limits.max_connections_per_user = 2).await;
     let token = srv.token(user("jim", json!(null)));
     let mut first = srv.connect_raw(&token).await.expect("first");
     first.read_connected().await;
@@ -736,7 +736,7 @@ async fn connections_per_user_limit_refuses_the_upgrade_with_429() {
 #[tokio::test]
 async fn max_frame_bytes_closes_with_1009_at_the_boundary() {
     const LIMIT: usize = 4096;
-    let srv = TestServer::start_with(|c| c.max_frame_bytes = LIMIT).await;
+    let srv = TestServer::start_with(|c| c.limits.max_frame_bytes = LIMIT).await;
     let ch = "presence.frames";
     let mut bystander = srv.connect(user("pam", json!(null))).await;
     bystander.join(ch).await;
@@ -768,7 +768,7 @@ async fn max_frame_bytes_closes_with_1009_at_the_boundary() {
 #[tokio::test]
 async fn message_rate_limit_warns_then_closes_with_1008() {
     const RATE: usize = 10;
-    let srv = TestServer::start_with(|c| c.max_messages_per_second = RATE as u32).await;
+    let srv = TestServer::start_with(|c| c.limits.max_messages_per_second = RATE as u32).await;
     let ch = "presence.rate";
     let mut bystander = srv.connect(user("pam", json!(null))).await;
     bystander.join(ch).await;

@@ -219,7 +219,7 @@ async fn binary_frames_get_invalid_message() {
 
 #[tokio::test]
 async fn a_flood_of_binary_frames_is_closed_like_a_flood_of_text() {
-    let mut s = scene_with(|c| c.max_messages_per_second = 10).await;
+    let mut s = scene_with(|c| c.limits.max_messages_per_second = 10).await;
     for _ in 0..300 {
         if s.jim
             .ws

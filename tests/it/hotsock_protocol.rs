@@ -558,7 +558,7 @@ async fn presence_capacity_reached() {
     // Member bytes are the JSON size of {"uid":..,"umd":..}: jim's is 24,
     // dwight's 27, pam's 24 and pa's 23. With a 74-byte budget, pam would
     // need 75 (refused) and pa exactly 74 (accepted).
-    let srv = TestServer::start_with(|c| c.max_member_bytes = 74).await;
+    let srv = TestServer::start_with(|c| c.limits.max_member_bytes = 74).await;
     let ch = "presence.tiny";
     let mut jim = srv.connect(user("jim", json!(null))).await;
     jim.join(ch).await;
@@ -978,7 +978,10 @@ async fn heartbeat_timeout_closes_with_1001_unless_heartbeats_arrive() {
 
 #[tokio::test]
 async fn keep_alive_is_sent_only_to_tokens_that_ask() {
-    let srv = TestServer::start_with(|c| c.keep_alive_interval = "1s".into()).await;
+    let srv = TestServer::start_with(|c| {
+        c.front_ends.hotsock.keep_alive_interval = std::time::Duration::from_secs(1)
+    })
+    .await;
     let mut with = srv.connect(json!({"uid": "a", "keepAlive": true})).await;
     let mut without = srv.connect(json!({"uid": "b"})).await;
     let start = Instant::now();
@@ -996,7 +999,10 @@ async fn keep_alive_is_sent_only_to_tokens_that_ask() {
 
 #[tokio::test]
 async fn connection_lifetime_ends_with_1001_going_away() {
-    let srv = TestServer::start_with(|c| c.connection_lifetime = "2s".into()).await;
+    let srv = TestServer::start_with(|c| {
+        c.front_ends.hotsock.connection_lifetime = std::time::Duration::from_secs(2)
+    })
+    .await;
     let ch = "presence.short";
     let opened = Instant::now();
     let mut c = srv.connect(user("jim", json!(null))).await;

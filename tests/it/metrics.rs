@@ -476,8 +476,8 @@ async fn webhooks_and_escaped_labels() {
     let node = "node \"q\" \\b";
     let srv = TestServer::start_with(|c| {
         // Nothing listens there; no event is raised in this test.
-        c.webhook_url = vec!["http://127.0.0.1:9/hook".into()];
-        c.node_id = Some(node.into());
+        c.services.webhook_url = vec!["http://127.0.0.1:9/hook".into()];
+        c.cluster.node_id = Some(node.into());
     })
     .await;
     let scraped = scrape(srv.addr).await;

@@ -159,12 +159,12 @@ impl Sc {
 
 async fn server() -> TestServer {
     TestServer::start_with(|cfg| {
-        cfg.open_channels = vec!["*".into()];
-        cfg.sc_presence_interval = 300;
-        cfg.sc_presence_timeout = Some(1000);
-        cfg.sc_ping_interval = 200;
-        cfg.sc_ping_timeout = 1000;
-        cfg.sc_handshake_timeout = 500;
+        cfg.channels.open_channels = vec!["*".into()];
+        cfg.front_ends.sc.sc_presence_interval = 300;
+        cfg.front_ends.sc.sc_presence_timeout = Some(1000);
+        cfg.front_ends.sc.sc_ping_interval = 200;
+        cfg.front_ends.sc.sc_ping_timeout = 1000;
+        cfg.front_ends.sc.sc_handshake_timeout = 500;
     })
     .await
 }
@@ -451,9 +451,9 @@ async fn presence_packets_follow_sc_stateless_presence() {
 #[tokio::test]
 async fn expired_token_is_dropped_on_the_next_event() {
     let srv = TestServer::start_with(|cfg| {
-        cfg.open_channels = vec!["*".into()];
-        cfg.sc_presence_interval = 300;
-        cfg.sc_ping_timeout = 10_000;
+        cfg.channels.open_channels = vec!["*".into()];
+        cfg.front_ends.sc.sc_presence_interval = 300;
+        cfg.front_ends.sc.sc_ping_timeout = 10_000;
     })
     .await;
     let mut w = Sc::connect(&srv, None).await;
@@ -584,8 +584,8 @@ async fn user_status(srv: &TestServer, uid: &str) -> (Value, Value) {
 #[tokio::test]
 async fn a_socket_that_logs_in_is_that_users_connection() {
     let srv = TestServer::start_with(|cfg| {
-        cfg.open_channels = vec!["*".into()];
-        cfg.max_connections_per_user = 2;
+        cfg.channels.open_channels = vec!["*".into()];
+        cfg.limits.max_connections_per_user = 2;
     })
     .await;
     // Anonymous at first: nobody's connection.

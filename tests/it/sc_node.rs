@@ -55,8 +55,8 @@ fn settings() -> std::path::PathBuf {
 
 async fn fast_server() -> TestServer {
     TestServer::start_from_file_with(&settings(), |cfg| {
-        cfg.sc_presence_interval = 500;
-        cfg.sc_presence_timeout = Some(1500);
+        cfg.front_ends.sc.sc_presence_interval = 500;
+        cfg.front_ends.sc.sc_presence_timeout = Some(1500);
     })
     .await
 }

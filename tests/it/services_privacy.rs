@@ -275,7 +275,7 @@ async fn a_client_hides_itself_and_the_choice_survives_a_restart() {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     let data_dir = dir.clone();
-    let srv = TestServer::start_with(|c| c.data_dir = Some(data_dir)).await;
+    let srv = TestServer::start_with(|c| c.services.data_dir = Some(data_dir)).await;
     let mut jim = srv.connect(user("jim", json!(null))).await;
     jim.join(ROOM).await;
     let mut eve = srv.connect(user("eve", json!(null))).await;
@@ -310,7 +310,7 @@ async fn a_client_hides_itself_and_the_choice_survives_a_restart() {
 
     // Restarted on the same data dir: still hidden.
     let data_dir = dir.clone();
-    let srv = TestServer::start_with(|c| c.data_dir = Some(data_dir)).await;
+    let srv = TestServer::start_with(|c| c.services.data_dir = Some(data_dir)).await;
     let (_, body) = srv.http("GET", "/api/users/eve/privacy", None).await;
     assert_eq!(body["visible"], false, "{body}");
     assert_eq!(body["choice"], false, "{body}");
@@ -344,7 +344,7 @@ fn rand_suffix() -> String {
 #[tokio::test]
 async fn server_switches_hide_everyone_or_forbid_toggling() {
     // Tracking off: nobody is seen, though everyone is connected.
-    let srv = TestServer::start_with(|c| c.presence_tracking = "off".into()).await;
+    let srv = TestServer::start_with(|c| c.services.presence_tracking = "off".into()).await;
     let mut jim = srv.connect(user("jim", json!(null))).await;
     let joined = jim.join(ROOM).await;
     assert_eq!(joined["data"]["members"], json!([]));
@@ -363,8 +363,8 @@ async fn server_switches_hide_everyone_or_forbid_toggling() {
     // No user toggle: choices are refused (and everyone is visible, even
     // with --default-visible false).
     let srv = TestServer::start_with(|c| {
-        c.allow_user_toggle = false;
-        c.default_visible = false;
+        c.services.allow_user_toggle = false;
+        c.services.default_visible = false;
     })
     .await;
     let (status, body) = srv
@@ -389,7 +389,7 @@ async fn server_switches_hide_everyone_or_forbid_toggling() {
     srv.stop().await;
 
     // Hidden by default: users appear only once they choose to.
-    let srv = TestServer::start_with(|c| c.default_visible = false).await;
+    let srv = TestServer::start_with(|c| c.services.default_visible = false).await;
     let mut jim = srv.connect(user("jim", json!(null))).await;
     jim.join(ROOM).await;
     let mut pam = srv.connect(user("pam", json!(null))).await;

@@ -47,9 +47,9 @@ fn ev(name: &str, channel: Value, user: Value, data: Value) -> (String, Value, V
 async fn presence_events_arrive_signed_and_batched() {
     let (url, mut rx, _) = receiver(0, false).await;
     let srv = TestServer::start_with(|c| {
-        c.webhook_url = vec![url];
-        c.webhook_secret = Some(HOOK_SECRET.into());
-        c.webhook_batch_ms = 150;
+        c.services.webhook_url = vec![url];
+        c.services.webhook_secret = Some(HOOK_SECRET.into());
+        c.services.webhook_batch_ms = 150;
     })
     .await;
     let mut ids = HashSet::new();
@@ -133,10 +133,10 @@ async fn failures_are_retried_and_never_block_presence() {
     let (flaky, mut flaky_rx, flaky_count) = receiver(2, false).await;
     let (stuck, mut stuck_rx, _) = receiver(0, true).await;
     let srv = TestServer::start_with(|c| {
-        c.webhook_url = vec![flaky, stuck];
-        c.webhook_secret = Some(HOOK_SECRET.into());
-        c.webhook_batch_ms = 50;
-        c.webhook_retry_ms = 100;
+        c.services.webhook_url = vec![flaky, stuck];
+        c.services.webhook_secret = Some(HOOK_SECRET.into());
+        c.services.webhook_batch_ms = 50;
+        c.services.webhook_retry_ms = 100;
     })
     .await;
     let mut watcher = srv.connect(user("watch", json!(null))).await;
@@ -234,10 +234,10 @@ async fn failures_are_retried_and_never_block_presence() {
 async fn shutdown_delivers_the_last_removals_before_it_returns() {
     let (url, mut rx, _) = receiver(0, false).await;
     let srv = TestServer::start_with(|c| {
-        c.webhook_url = vec![url];
-        c.webhook_secret = Some(HOOK_SECRET.into());
+        c.services.webhook_url = vec![url];
+        c.services.webhook_secret = Some(HOOK_SECRET.into());
         // Longer than the test waits: only the flush can send the batch.
-        c.webhook_batch_ms = 30_000;
+        c.services.webhook_batch_ms = 30_000;
     })
     .await;
     let mut fin = srv.connect(user("fin", json!(null))).await;

@@ -380,12 +380,12 @@ async fn every_error_code() {
     let srv = TestServer::start_with(|c| {
         // room-* is open; "open" may be joined, but only the server
         // publishes there; every other channel is closed.
-        c.channel_rules = vec![
+        c.channels.channel_rules = vec![
             rule("room-*", "anyone", "subscribers"),
             rule("open", "anyone", "server"),
         ];
-        c.sgc_members_need_subscription = true;
-        c.max_members_per_channel = 2;
+        c.front_ends.sgc.sgc_members_need_subscription = true;
+        c.limits.max_members_per_channel = 2;
     })
     .await;
     let mut a = open(&srv, "").await.unwrap();
@@ -559,9 +559,9 @@ async fn acknowledgments_come_first_and_resent_ids_run_once() {
 #[tokio::test]
 async fn server_frames_ask_for_acks_and_are_resent() {
     let srv = TestServer::start_with(|c| {
-        c.open_channels = vec!["*".into()];
-        c.sgc_ack_timeout = "300ms".into();
-        c.sgc_ack_retries = 2;
+        c.channels.open_channels = vec!["*".into()];
+        c.front_ends.sgc.sgc_ack_timeout = std::time::Duration::from_millis(300);
+        c.front_ends.sgc.sgc_ack_retries = 2;
     })
     .await;
     let mut a = open(&srv, "?acks=1").await.unwrap();
@@ -712,8 +712,8 @@ async fn lenient_frames_and_garbage() {
 #[tokio::test]
 async fn invitations_accepted_declined_and_refused() {
     let srv = TestServer::start_with(|c| {
-        c.open_channels = vec!["*".into()];
-        c.sgc_invitation_ttl = "400ms".into();
+        c.channels.open_channels = vec!["*".into()];
+        c.front_ends.sgc.sgc_invitation_ttl = std::time::Duration::from_millis(400);
     })
     .await;
     let mut alice = member(&srv, "alice").await;
@@ -822,7 +822,7 @@ async fn invitations_accepted_declined_and_refused() {
 
 #[tokio::test]
 async fn tokens_give_identity_and_permissions() {
-    let srv = TestServer::start_with(|c| c.sgc_require_token = true).await;
+    let srv = TestServer::start_with(|c| c.front_ends.sgc.sgc_require_token = true).await;
     assert_eq!(open(&srv, "").await.err(), Some(401));
     assert_eq!(open(&srv, "?token=not.a.jwt").await.err(), Some(401));
     let no_uid = sign(&mut json!({"name": "x"}));
@@ -867,8 +867,8 @@ async fn tokens_give_identity_and_permissions() {
 #[tokio::test]
 async fn rate_limited_frames_get_error_50() {
     let srv = TestServer::start_with(|c| {
-        c.open_channels = vec!["*".into()];
-        c.max_messages_per_second = 2;
+        c.channels.open_channels = vec!["*".into()];
+        c.limits.max_messages_per_second = 2;
     })
     .await;
     let mut a = member(&srv, "a").await;

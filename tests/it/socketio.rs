@@ -576,8 +576,9 @@ async fn introspection_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
 async fn oauth_tokens_are_introspected_and_cached() {
     let (idp, hits) = introspection_server().await;
     let srv = TestServer::start_with(|cfg| {
-        cfg.open_channels = vec!["*".into()];
-        cfg.oauth_introspection_url = Some(format!("http://rs:introspect@{idp}/introspect"));
+        cfg.channels.open_channels = vec!["*".into()];
+        cfg.front_ends.socketio.oauth_introspection_url =
+            Some(format!("http://rs:introspect@{idp}/introspect"));
     })
     .await;
     let mut o = Sio::connected(&srv, "token=good-olivia&tokenType=oauth", 4).await;
@@ -609,8 +610,9 @@ async fn unreachable_introspection_says_so() {
         l.local_addr().unwrap().port()
     };
     let srv = TestServer::start_with(|cfg| {
-        cfg.open_channels = vec!["*".into()];
-        cfg.oauth_introspection_url = Some(format!("http://127.0.0.1:{port}/introspect"));
+        cfg.channels.open_channels = vec!["*".into()];
+        cfg.front_ends.socketio.oauth_introspection_url =
+            Some(format!("http://127.0.0.1:{port}/introspect"));
     })
     .await;
     match Sio::connect(&srv, "tokenType=oauth&token=x", 4, None).await {
@@ -622,13 +624,9 @@ async fn unreachable_introspection_says_so() {
 
 #[tokio::test]
 async fn a_bad_introspection_url_is_a_startup_error() {
-    let mut config = rollcall::config::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        jwt_secret: Some(SECRET.into()),
-        api_key: Some(API_KEY.into()),
-        ..rollcall::config::Config::default()
-    };
-    config.oauth_introspection_url = Some("ftp://idp.example/introspect".into());
+    let mut config = crate::common::test_config(rollcall::config::Config::default());
+    config.front_ends.socketio.oauth_introspection_url =
+        Some("ftp://idp.example/introspect".into());
     match rollcall::server::start(&config).await {
         Err(e) => assert!(e.contains("must start with http:// or https://"), "{e}"),
         Ok(_) => panic!("an ftp introspection URL must be refused at start"),

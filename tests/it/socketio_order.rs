@@ -17,8 +17,8 @@ const MESSAGES: usize = 1000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_senders_messages_arrive_in_order_at_every_subscriber() {
     let srv = TestServer::start_with(|c| {
-        c.open_channels = vec!["order-*".into()];
-        c.max_messages_per_second = 10_000;
+        c.channels.open_channels = vec!["order-*".into()];
+        c.limits.max_messages_per_second = 10_000;
     })
     .await;
     let topic = "order-1";
@@ -69,7 +69,7 @@ async fn one_senders_messages_arrive_in_order_at_every_subscriber() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_gets_its_reply_round_after_round() {
-    let srv = TestServer::start_with(|c| c.open_channels = vec!["round-*".into()]).await;
+    let srv = TestServer::start_with(|c| c.channels.open_channels = vec!["round-*".into()]).await;
     for round in 0..200 {
         let topic = format!("round-{}", round % 7);
         let claims = json!({"sub": format!("u{round}")});

@@ -38,6 +38,14 @@ pub fn rule(pattern: &str, subscribe: &str, publish: &str) -> rollcall::policy::
     }
 }
 
+/// `config` on 127.0.0.1:0 with the test secret and API key.
+pub fn test_config(mut config: Config) -> Config {
+    config.listener.listen = "127.0.0.1:0".parse().expect("an address");
+    config.auth.jwt_secret = Some(SECRET.into());
+    config.auth.api_key = Some(API_KEY.into());
+    config
+}
+
 /// A server running in this process on 127.0.0.1:0.
 pub struct TestServer {
     pub server: RunningServer,
@@ -55,16 +63,11 @@ impl TestServer {
     /// '*'`): for tests of other features with clients that carry no
     /// grants. tests/it/authorization.rs tests the policy itself.
     pub async fn start_open() -> Self {
-        Self::start_with(|c| c.open_channels = vec!["*".into()]).await
+        Self::start_with(|c| c.channels.open_channels = vec!["*".into()]).await
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
-        let mut config = Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            jwt_secret: Some(SECRET.into()),
-            api_key: Some(API_KEY.into()),
-            ..Config::default()
-        };
+        let mut config = test_config(Config::default());
         tweak(&mut config);
         let server = rollcall::server::start(&config)
             .await
@@ -79,15 +82,7 @@ impl TestServer {
     pub async fn start_for_suite(suite: &std::path::Path) -> Self {
         let file = suite.join("server.toml");
         let stated = Config::from_file(&file).expect("the suite's server.toml is valid");
-        Self::start_with(|c| {
-            *c = Config {
-                listen: c.listen,
-                jwt_secret: c.jwt_secret.take(),
-                api_key: c.api_key.take(),
-                ..stated
-            }
-        })
-        .await
+        Self::start_with(|c| *c = test_config(stated)).await
     }
 
     /// A server with the settings of a `rollcall serve --config` file
@@ -106,12 +101,7 @@ impl TestServer {
         let stated = Config::from_file(file)
             .unwrap_or_else(|e| panic!("{} is a valid config file: {e}", file.display()));
         Self::start_with(|c| {
-            *c = Config {
-                listen: c.listen,
-                jwt_secret: c.jwt_secret.take(),
-                api_key: c.api_key.take(),
-                ..stated
-            };
+            *c = test_config(stated);
             tweak(c);
         })
         .await
