@@ -54,6 +54,8 @@ pub const NAMESPACES: [&str; 2] = ["/", "/chat"];
 /// Socket.IO adapter settings.
 #[derive(Clone, Debug)]
 pub struct SocketIoConfig {
+    /// The front end's declared settings, as given.
+    pub settings: SocketIoSettings,
     /// Checks `tokenType=oauth` tokens (None: OAuth tokens are refused).
     pub introspector: Option<Arc<auth::Introspector>>,
     /// Largest SEND_MESSAGE / presence payload, in bytes; bigger ones get
@@ -76,6 +78,7 @@ pub struct SocketIoConfig {
 impl Default for SocketIoConfig {
     fn default() -> Self {
         SocketIoConfig {
+            settings: SocketIoSettings::default(),
             introspector: None,
             max_payload_bytes: 128 * 1024,
             max_ws_message_bytes: 1024 * 1024,
@@ -129,6 +132,7 @@ impl SocketIoConfig {
         let defaults = SocketIoConfig::default();
         let max_frame_bytes = config.limits.max_frame_bytes;
         Ok(SocketIoConfig {
+            settings: settings.clone(),
             introspector,
             max_payload_bytes: max_frame_bytes,
             max_ws_message_bytes: defaults.max_ws_message_bytes.max(max_frame_bytes),
