@@ -69,10 +69,6 @@ pub struct SocketIoConfig {
     /// How long the pump waits for a socket whose buffer is full before
     /// disconnecting it as a slow consumer.
     pub write_timeout: Duration,
-    /// Engine.IO ping interval.
-    pub ping_interval: Duration,
-    /// Engine.IO ping timeout.
-    pub ping_timeout: Duration,
 }
 
 impl Default for SocketIoConfig {
@@ -84,8 +80,6 @@ impl Default for SocketIoConfig {
             max_ws_message_bytes: 1024 * 1024,
             max_events_per_second: 100,
             write_timeout: Duration::from_secs(10),
-            ping_interval: Duration::from_secs(25),
-            ping_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -102,6 +96,13 @@ pub struct SocketIoSettings {
     /// How long an introspection answer is reused.
     #[arg(long, default_value = "30s", value_parser = crate::auth::parse_duration)]
     pub oauth_cache_ttl: std::time::Duration,
+    /// Engine.IO `pingInterval`: how often the server pings each client (socket.io's default).
+    #[arg(long, default_value = "25s", value_parser = crate::config::positive_duration)]
+    pub socketio_ping_interval: std::time::Duration,
+    /// Engine.IO `pingTimeout`: a client that does not answer a ping within this long is
+    /// disconnected (socket.io's default).
+    #[arg(long, default_value = "20s", value_parser = crate::config::positive_duration)]
+    pub socketio_ping_timeout: std::time::Duration,
 }
 
 impl Default for SocketIoSettings {
@@ -218,8 +219,8 @@ fn malformed(e: &dyn std::fmt::Display) -> Value {
 pub fn routes(app: &App, settings: SocketIoConfig) -> Router<App> {
     let cfg = Arc::new(settings);
     let (svc, io) = SocketIo::builder()
-        .ping_interval(cfg.ping_interval)
-        .ping_timeout(cfg.ping_timeout)
+        .ping_interval(cfg.settings.socketio_ping_interval)
+        .ping_timeout(cfg.settings.socketio_ping_timeout)
         // Packets socketioxide queues per socket before `emit` reports the
         // buffer full: small, so a client that stops reading backs up into
         // the core outbox, which --outbox-bytes bounds.

@@ -223,6 +223,15 @@ pub struct ClusterSettings {
     pub node_timeout: Duration,
 }
 
+/// A duration longer than zero (a value parser for settings where 0
+/// would mean "never" or spin).
+pub fn positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("must be longer than 0s".into()),
+        d => Ok(d),
+    }
+}
+
 impl Config {
     /// The settings of a TOML file over the defaults, without the
     /// environment or flags (tests, `rollcall token --config`).

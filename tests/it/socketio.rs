@@ -632,3 +632,34 @@ async fn a_bad_introspection_url_is_a_startup_error() {
         Ok(_) => panic!("an ftp introspection URL must be refused at start"),
     }
 }
+
+/// `[socketio] ping-interval` / `ping-timeout` (`--socketio-ping-*`) reach
+/// the Engine.IO open packet, which is how clients learn them.
+#[tokio::test]
+async fn engine_io_ping_timings_come_from_the_socketio_section() {
+    let file = std::env::temp_dir().join(format!("rollcall-sio-ping-{}.toml", std::process::id()));
+    std::fs::write(
+        &file,
+        "[socketio]\nping-interval = \"1500ms\"\nping-timeout = \"700ms\"\n",
+    )
+    .expect("write the config file");
+    let srv = TestServer::start_from_file(&file).await;
+    let _ = std::fs::remove_file(&file);
+    let mut client = srv
+        .connect_path("/socket.io/?EIO=4&transport=websocket")
+        .await
+        .expect("Engine.IO upgrade accepted");
+    let open = client.next_text_within(WAIT).await;
+    let handshake: Value =
+        serde_json::from_str(open.strip_prefix('0').expect("an Engine.IO open packet"))
+            .expect("JSON");
+    assert_eq!(handshake["pingInterval"], 1500, "{open}");
+    assert_eq!(handshake["pingTimeout"], 700, "{open}");
+    let bad = std::env::temp_dir().join(format!("rollcall-sio-bad-{}.toml", std::process::id()));
+    std::fs::write(&bad, "[socketio]\nping-interval = \"0s\"\n").expect("write");
+    let err = rollcall::config::Config::from_file(&bad).expect_err("a zero interval is refused");
+    let _ = std::fs::remove_file(&bad);
+    assert!(err.to_string().contains("socketio.ping-interval"), "{err}");
+    assert!(err.to_string().contains("longer than 0s"), "{err}");
+    srv.stop().await;
+}
