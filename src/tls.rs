@@ -112,7 +112,6 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String
 /// The roots of [`root_store`] as one PEM bundle, for the redis client
 /// (it takes PEM bytes and then trusts only those, so the platform's
 /// roots go in too).
-#[cfg(feature = "redis")]
 pub fn roots_pem(ca_file: &Path) -> Result<Vec<u8>, String> {
     use base64::Engine as _;
     let extra = read_ca_file(ca_file)?;

@@ -24,7 +24,6 @@ pub mod bus;
 pub mod engine;
 pub mod http;
 pub mod memory;
-#[cfg(feature = "redis")]
 pub mod redis;
 pub mod state;
 pub mod wire;
@@ -61,17 +60,8 @@ impl BusSpec {
         if s.is_empty() || s == "memory" {
             return Ok(BusSpec::Memory);
         }
-        #[cfg(feature = "redis")]
-        {
-            redis::RedisTarget::parse(s)?;
-            Ok(BusSpec::Redis(s.to_string()))
-        }
-        #[cfg(not(feature = "redis"))]
-        {
-            Err(format!(
-                "--bus {s:?}: this build has no Redis support; rebuild with `--features redis` or use --bus memory"
-            ))
-        }
+        redis::RedisTarget::parse(s)?;
+        Ok(BusSpec::Redis(s.to_string()))
     }
 }
 
@@ -80,10 +70,7 @@ impl BusSpec {
     pub fn describe(bus: &str) -> String {
         match bus.trim() {
             "" | "memory" => "memory (standalone)".into(),
-            #[cfg(feature = "redis")]
             url => redis::redact(url),
-            #[cfg(not(feature = "redis"))]
-            url => url.to_string(),
         }
     }
 }
@@ -491,14 +478,9 @@ pub fn prepare(config: &ClusterConfig) -> Result<Option<Prepared>, String> {
     config.validate()?;
     match &config.bus {
         BusSpec::Memory => Ok(None),
-        #[cfg(feature = "redis")]
         BusSpec::Redis(url) => {
             let bus = redis::RedisBus::new(url, BUS_CHANNEL, config.tls_ca_file.as_deref())?;
             Ok(Some(prepare_with_bus(config.clone(), Box::new(bus))))
         }
-        #[cfg(not(feature = "redis"))]
-        BusSpec::Redis(url) => Err(format!(
-            "--bus {url:?}: this build has no Redis support; rebuild with `--features redis`"
-        )),
     }
 }

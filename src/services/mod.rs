@@ -16,7 +16,6 @@
 pub mod leases;
 pub mod privacy;
 pub mod privacy_file;
-#[cfg(feature = "redis")]
 pub mod privacy_redis;
 pub mod user_presence;
 pub mod webhook_handover;
@@ -185,15 +184,10 @@ impl Services {
     /// webhook senders. Needs a Tokio runtime.
     pub fn new(config: ServicesConfig) -> Result<Services, String> {
         let store: Box<dyn PrivacyStore> = match (&config.privacy_redis, &config.data_dir) {
-            #[cfg(feature = "redis")]
             (Some(url), _) => Box::new(privacy_redis::RedisStore::new(
                 url,
                 config.tls_ca_file.as_deref(),
             )?),
-            #[cfg(not(feature = "redis"))]
-            (Some(_), _) => {
-                return Err("privacy in Redis needs a build with `--features redis`".into());
-            }
             (None, Some(dir)) => Box::new(privacy_file::FileStore::open(dir)?),
             (None, None) => Box::new(privacy::MemoryStore),
         };
