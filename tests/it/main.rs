@@ -58,25 +58,25 @@ mod authorization;
 #[cfg(feature = "hotsock")]
 mod channel_policy;
 mod cli;
-#[cfg(all(feature = "redis", feature = "hotsock"))]
+#[cfg(feature = "hotsock")]
 mod cluster_auth;
-#[cfg(all(feature = "redis", feature = "hotsock", feature = "sc"))]
+#[cfg(all(feature = "hotsock", feature = "sc"))]
 mod cluster_outage;
-#[cfg(all(feature = "redis", feature = "hotsock"))]
+#[cfg(feature = "hotsock")]
 mod cluster_partition;
-#[cfg(all(feature = "redis", feature = "hotsock", feature = "sc"))]
+#[cfg(all(feature = "hotsock", feature = "sc"))]
 mod cluster_random;
-#[cfg(all(feature = "redis", feature = "hotsock", feature = "sc"))]
+#[cfg(all(feature = "hotsock", feature = "sc"))]
 mod cluster_redis;
-#[cfg(all(feature = "redis", feature = "hotsock"))]
+#[cfg(feature = "hotsock")]
 mod cluster_services;
-#[cfg(all(feature = "redis", feature = "hotsock", feature = "sc"))]
+#[cfg(all(feature = "hotsock", feature = "sc"))]
 mod cluster_sharded;
-#[cfg(all(feature = "redis", feature = "hotsock", feature = "sc"))]
+#[cfg(all(feature = "hotsock", feature = "sc"))]
 mod cluster_subscribers;
 #[cfg(all(feature = "hotsock", feature = "redis"))]
 mod cluster_tls;
-#[cfg(all(feature = "redis", feature = "hotsock"))]
+#[cfg(feature = "hotsock")]
 mod cluster_webhooks;
 mod core_rules;
 mod fuzz_decoders;
