@@ -74,7 +74,7 @@ mod cluster_services;
 mod cluster_sharded;
 #[cfg(all(feature = "hotsock", feature = "sc"))]
 mod cluster_subscribers;
-#[cfg(all(feature = "hotsock", feature = "redis"))]
+#[cfg(feature = "hotsock")]
 mod cluster_tls;
 #[cfg(feature = "hotsock")]
 mod cluster_webhooks;

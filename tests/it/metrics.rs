@@ -8,7 +8,6 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-#[cfg(feature = "redis")]
 use crate::cluster_support;
 use crate::common::*;
 
@@ -574,7 +573,6 @@ async fn dashboard_page_calls_only_existing_routes() {
 /// Two `rollcall serve` processes on a private Redis: the cluster figures
 /// of both nodes, a member counted as remote on the other node, and a
 /// node that vanishes counted as timed out.
-#[cfg(feature = "redis")]
 #[tokio::test]
 async fn cluster_figures_on_a_redis_bus() {
     use crate::cluster_support::{Node, NodeOptions, Redis};
