@@ -220,6 +220,7 @@ max-members = 1
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[cfg(feature = "sgc")]
 #[test]
 fn settings_the_policy_replaced_are_refused_with_directions() {
     let mut cfg = rollcall::config::Config::default();

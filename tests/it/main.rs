@@ -82,6 +82,7 @@ mod core_rules;
 mod fuzz_decoders;
 mod hotsock_bad_input;
 mod hotsock_http_api;
+#[cfg(feature = "hotsock")]
 mod hotsock_protocol;
 mod hotsock_smoke;
 #[cfg(all(feature = "socketio", feature = "sc"))]
