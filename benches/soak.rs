@@ -185,7 +185,7 @@ async fn soak(length: Duration) -> bool {
     let rss_limit = rss_warm + rss_warm / 10 + 8 * 1024 * 1024;
     let fds_flat = fds_after <= fds_before + 4;
     let rss_flat = rss_end <= rss_limit;
-    let alive = server.child.try_wait().ok().flatten().is_none();
+    let alive = server.alive();
     println!(
         "end: fds {fds_before} -> {fds_after} ({}); RSS start {:.1}, at 1/4 {:.1}, peak {:.1}, \
          end {:.1} MiB, limit {:.1} ({}); members left {members}; server alive: {alive}; \

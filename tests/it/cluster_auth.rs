@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::cluster_support::*;
 use crate::common;
+use crate::common::cluster::*;
 
 const PASSWORD: &str = "s3cr3t-pw";
 

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cluster_support::*;
 use crate::common;
+use crate::common::cluster::*;
 
 const ROOM: &str = "presence.room";
 

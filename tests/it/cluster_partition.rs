@@ -14,9 +14,9 @@ use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::cluster_support::*;
 use crate::common;
 use crate::common::WAIT;
+use crate::common::cluster::*;
 
 /// A TCP proxy to `upstream` that drops every connection, and refuses new
 /// ones, while it is cut; and that can freeze its latest connection (it

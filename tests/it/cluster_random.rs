@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cluster_support::*;
 use crate::common;
+use crate::common::cluster::*;
 
 const CHANNELS: [&str; 2] = ["presence.r0", "presence.r1"];
 /// How long random operations run.

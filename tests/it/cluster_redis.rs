@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::cluster_support::scenarios::{CrossNodeRoom, sigkill_removal};
-use crate::cluster_support::*;
 use crate::common;
+use crate::common::cluster::scenarios::{CrossNodeRoom, sigkill_removal};
+use crate::common::cluster::*;
 
 const ROOM: &str = "presence.room";
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::cluster_support::*;
 use crate::common;
+use crate::common::cluster::*;
 
 const WAIT_MSG: Duration = Duration::from_secs(3);
 

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::cluster_support::*;
 use crate::common;
+use crate::common::cluster::*;
 
 const NEWS: &str = "news";
 /// Well under the 2 s heartbeat: what arrives within it did not wait for one.

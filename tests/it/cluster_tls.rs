@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::cluster_support;
-use crate::cluster_support::{Node, NodeOptions, Redis, RedisCluster, Watcher, wait_for_cluster};
 use crate::common;
+use crate::common::cluster;
+use crate::common::cluster::{Node, NodeOptions, Redis, RedisCluster, Watcher, wait_for_cluster};
 use crate::tls_support::TestPki;
 
 /// Two nodes on `bus` trusting `pki`'s CA: they form a cluster, a join on
@@ -31,7 +31,7 @@ async fn two_nodes_work_over(bus: &str, pki: &TestPki, prefix: &str) {
 
     // bob on b watches the channel; alice joins it on a.
     let mut bob = Watcher::join(&b, "bob", "presence.tls").await;
-    let mut alice = a.hotsock(cluster_support::user("alice", json!(null))).await;
+    let mut alice = a.hotsock(cluster::user("alice", json!(null))).await;
     alice.join("presence.tls").await;
     bob.until(
         "alice's join on the other node",
@@ -57,7 +57,7 @@ async fn two_nodes_work_over(bus: &str, pki: &TestPki, prefix: &str) {
 
 #[tokio::test]
 async fn nodes_replicate_over_rediss_with_the_ca_file() {
-    let _serial = cluster_support::serial().await;
+    let _serial = cluster::serial().await;
     let pki = TestPki::generate("redis");
     let redis = Redis::start_tls(&pki.cert, &pki.key, &pki.ca);
     let bus = format!("rediss://127.0.0.1:{}", redis.port);
@@ -66,7 +66,7 @@ async fn nodes_replicate_over_rediss_with_the_ca_file() {
 
 #[tokio::test]
 async fn without_the_ca_file_the_redis_certificate_is_refused() {
-    let _serial = cluster_support::serial().await;
+    let _serial = cluster::serial().await;
     let pki = TestPki::generate("redis-untrusted");
     let redis = Redis::start_tls(&pki.cert, &pki.key, &pki.ca);
     let bus = format!("rediss://127.0.0.1:{}", redis.port);
@@ -90,7 +90,7 @@ async fn without_the_ca_file_the_redis_certificate_is_refused() {
 
 #[tokio::test]
 async fn nodes_replicate_over_a_rediss_cluster_with_the_ca_file() {
-    let _serial = cluster_support::serial().await;
+    let _serial = cluster::serial().await;
     let pki = TestPki::generate("redis-cluster");
     let cluster = RedisCluster::start_tls(&pki.cert, &pki.key, &pki.ca);
     two_nodes_work_over(&cluster.url(), &pki, "tls-cluster").await;

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::cluster_support::*;
 use crate::common;
+use crate::common::cluster::*;
 use crate::webhook_support::*;
 
 /// Every event the receiver got: (name, channel, user).

@@ -6,11 +6,12 @@
 //! filter matches any part of the name: `sc::` also runs `abuse_sc::`;
 //! `-- sc:: --skip abuse_sc::` does not).
 //!
-//! Shared helpers: `common` (the in-process `TestServer`, clients,
-//! tokens, HTTP; `common::process`, a `rollcall serve` child process;
-//! `common::protocols`, one client API over every front end),
-//! `cluster_support` (private redis-server / Redis Cluster and cluster
-//! nodes), `webhook_support` (a webhook receiver), `tls_support` (a
+//! The harness is `common`: the in-process `TestServer`, clients, tokens,
+//! HTTP; `common::process`, a `rollcall serve` child process (one server,
+//! or a node of a cluster); `common::protocols`, one client API over every
+//! front end; `common::cluster`, nodes on a bus and the waits that check
+//! they agree; `common::redis`, private redis-server / Redis Cluster
+//! engines. Beside it: `webhook_support` (a webhook receiver), `tls_support` (a
 //! private CA made with `openssl`) and `fuzz_support` (the bounded-time
 //! property-test harness, and the checks shared with `fuzz/`).
 //!
@@ -21,12 +22,10 @@
 //! counter, a port or a random suffix; the fuzz harness's panic hook is
 //! quiet only on the thread running a check; a port
 //! bound later (a Redis that restarts) comes from below the ephemeral
-//! range (`cluster_support::free_port`), where no other test's sockets
+//! range (`common::redis::free_port`), where no other test's sockets
 //! land; and the tests that must not run two at a time take their group's
-//! lock (`cluster_support::serial`, `large_channels`'s `HEAVY`).
+//! lock (`common::cluster::serial`, `large_channels`'s `HEAVY`).
 
-#[cfg(feature = "hotsock")]
-mod cluster_support;
 mod common;
 mod fuzz_support;
 #[cfg(feature = "hotsock")]

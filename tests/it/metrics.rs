@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::cluster_support;
+use crate::common::cluster;
 use crate::common::*;
 
 /// One answer: status, lower-cased header lines, body.
@@ -575,13 +575,13 @@ async fn dashboard_page_calls_only_existing_routes() {
 /// node that vanishes counted as timed out.
 #[tokio::test]
 async fn cluster_figures_on_a_redis_bus() {
-    use crate::cluster_support::{Node, NodeOptions, Redis};
-    let _serial = cluster_support::serial().await;
+    use crate::common::cluster::{Node, NodeOptions, Redis};
+    let _serial = cluster::serial().await;
     let redis = Redis::start();
     let opts = NodeOptions::timings("100ms", "1s");
     let a = Node::start("ma", &redis.url(), &opts);
     let mut b = Node::start("mb", &redis.url(), &opts);
-    cluster_support::wait_for_cluster(&[&a, &b], 2).await;
+    cluster::wait_for_cluster(&[&a, &b], 2).await;
     let ready = [
         ("rollcall_cluster_nodes", 2.0),
         ("rollcall_bus_up", 1.0),

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::cluster_support::{Node, NodeOptions};
 use crate::common;
+use crate::common::cluster::{Node, NodeOptions};
 use crate::tls_support::{HttpsReceiver, TestPki};
 
 const HOOK_SECRET: &str = "tls-hook-secret";

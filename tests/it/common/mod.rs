@@ -5,8 +5,10 @@
 //! [`WAIT`] (or the duration it is given) instead of hanging the suite.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod process;
 pub mod protocols;
+pub mod redis;
 use std::future::Future;
 use std::time::Duration;
 

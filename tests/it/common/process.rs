@@ -1,14 +1,14 @@
 //! A `rollcall serve` child process, for tests and benchmarks that need
 //! the server's own file descriptors, RSS and CPU time (read from
-//! /proc/PID) apart from the clients', or more sockets than one process
-//! may open.
+//! /proc/PID) apart from the clients', more sockets than one process may
+//! open, signals, or several nodes of a cluster (see [`super::cluster`]).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -17,9 +17,12 @@ use super::{API_KEY, SECRET, http};
 /// A `rollcall serve` process on 127.0.0.1:0 with the test secret and API
 /// key, its log in a temporary file of its own; killed when dropped.
 pub struct ServerProcess {
-    pub child: Child,
+    /// None once killed or exited.
+    pub child: Option<Child>,
     pub addr: SocketAddr,
     pub log: PathBuf,
+    /// Who it is in failure messages.
+    pub who: String,
 }
 
 impl ServerProcess {
@@ -33,11 +36,17 @@ impl ServerProcess {
     /// [`ServerProcess::start`] with another build of the binary (e.g.
     /// target/release/rollcall for a benchmark).
     pub fn start_binary(binary: &str, name: &str, extra: &[&str]) -> ServerProcess {
+        Self::spawn(binary, name, extra, "rollcall=info")
+    }
+
+    /// Starts `binary serve` on 127.0.0.1:0 with the test secret and API
+    /// key, then `args`, logging at `rust_log` to a file of its own.
+    pub fn spawn(binary: &str, name: &str, args: &[&str], rust_log: &str) -> ServerProcess {
         // One test process runs every test: the counter keeps two servers
         // (of one test or of tests running side by side) off one log file.
         static STARTED: AtomicUsize = AtomicUsize::new(0);
-        let log = std::env::temp_dir().join(format!(
-            "rollcall-{name}-{}-{}.log",
+        let log = log_dir().join(format!(
+            "{name}-{}-{}.log",
             std::process::id(),
             STARTED.fetch_add(1, Ordering::Relaxed)
         ));
@@ -45,25 +54,86 @@ impl ServerProcess {
         let mut child = Command::new(binary)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(["--jwt-secret", SECRET, "--api-key", API_KEY])
-            .args(extra)
-            .env("RUST_LOG", "rollcall=info")
+            .args(args)
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
             .spawn()
             .expect("start rollcall serve");
-        let addr = wait_for_banner(&mut child, &log, binary);
-        ServerProcess { child, addr, log }
+        let who = format!("{name} ({binary})");
+        let addr = wait_for_banner(&mut child, &log, &who);
+        ServerProcess {
+            child: Some(child),
+            addr,
+            log,
+            who,
+        }
     }
 
+    /// The process id (0 once it is gone).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGKILL: no goodbye, no cleanup.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM (graceful shutdown) without waiting.
+    pub fn send_term(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Waits (at most 10 s, then SIGKILL and panic) for the process to exit.
+    pub fn wait_exit(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{} did not exit within 10 s of SIGTERM", self.who);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and wait for the process to exit.
+    pub fn terminate(&mut self) {
+        self.send_term();
+        self.wait_exit();
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Whether the process is still running, and the end of its log: for
     /// failure messages.
     pub fn status(&mut self) -> String {
-        let alive = matches!(self.child.try_wait(), Ok(None));
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let alive = self.alive();
+        let text = self.log_text();
         let lines: Vec<&str> = text.lines().collect();
         let from = lines.len().saturating_sub(20);
         format!(
@@ -137,9 +207,15 @@ pub fn wait_for_banner(child: &mut Child, log: &Path, who: &str) -> SocketAddr {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
+}
+
+/// Where test server processes write their logs.
+pub fn log_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join("rollcall-test-servers");
+    let _ = std::fs::create_dir_all(&dir);
+    dir
 }
 
 /// Resident memory of process `pid` in bytes (VmRSS of /proc/PID/status).
