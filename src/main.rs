@@ -7,6 +7,7 @@ use std::ffi::OsString;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use rollcall::config::{Config, FileSettings};
+use rollcall::server::StartError;
 
 #[derive(Parser)]
 #[command(
@@ -103,20 +104,21 @@ fn cli_command(file: Option<&FileSettings>) -> clap::Command {
 
 /// Parses `argv`: flags over the environment over the `--config` file
 /// over the defaults. No command means `serve`.
-fn parse_cli(argv: Vec<OsString>) -> Result<Cli, String> {
+fn parse_cli(argv: Vec<OsString>) -> Result<Cli, StartError> {
     let matches = cli_command(None).get_matches_from(&argv);
     let Some(("serve", serve)) = matches.subcommand() else {
         if matches.subcommand().is_none() {
             return parse_cli(vec![OsString::from("rollcall"), OsString::from("serve")]);
         }
-        return Cli::from_arg_matches(&matches).map_err(|e| e.to_string());
+        return Cli::from_arg_matches(&matches).map_err(|e| StartError::Settings(e.to_string()));
     };
     let file = match serve.get_one::<PathBuf>("config") {
-        Some(path) => FileSettings::read(path).map_err(|e| e.to_string())?,
+        Some(path) => FileSettings::read(path).map_err(|e| StartError::Settings(e.to_string()))?,
         None => FileSettings::default(),
     };
     let matches = cli_command(Some(&file)).get_matches_from(&argv);
-    let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+    let mut cli =
+        Cli::from_arg_matches(&matches).map_err(|e| StartError::Settings(e.to_string()))?;
     if let Some(Command::Serve(args)) = &mut cli.command {
         args.settings.channels.channel_rules = file.channel_rules;
     }
@@ -196,7 +198,7 @@ fn banner(
     let _ = stdout.flush();
 }
 
-async fn serve(args: ServeArgs) -> Result<(), String> {
+async fn serve(args: ServeArgs) -> Result<(), StartError> {
     args.settings.validate()?;
     let resolved = rollcall::server::resolve(args.settings);
     let server = rollcall::server::start(&resolved.config).await?;
@@ -290,7 +292,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(e.exit_code());
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -306,17 +308,22 @@ fn main() -> ExitCode {
     let command = cli
         .command
         .unwrap_or_else(|| Command::Serve(Box::default()));
+    // Exit status: 0 done, 1 failed (a conformance case, a token), or the
+    // sysexits.h code of the kind of startup failure (StartError::exit_code).
     let result = match command {
-        Command::Serve(args) => runtime.block_on(serve(*args)).map(|_| true),
-        Command::Token(args) => token(args).map(|_| true),
-        Command::Conformance(args) => runtime.block_on(conformance(args)),
+        Command::Serve(args) => runtime
+            .block_on(serve(*args))
+            .map(|_| true)
+            .map_err(|e| (e.to_string(), e.exit_code())),
+        Command::Token(args) => token(args).map(|_| true).map_err(|e| (e, 1)),
+        Command::Conformance(args) => runtime.block_on(conformance(args)).map_err(|e| (e, 1)),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+        Err((message, code)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code)
         }
     }
 }

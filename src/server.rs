@@ -112,8 +112,65 @@ pub fn router(app: App, config: &Config) -> Result<Router, String> {
     Ok(router.with_state(app))
 }
 
+/// Why the server did not start. The kinds differ in what fixes them,
+/// and so in `rollcall serve`'s exit status (see [`StartError::exit_code`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is invalid: fix the configuration; starting again as is
+    /// fails again.
+    #[error("{0}")]
+    Settings(String),
+    /// The listening address cannot be bound (in use, not local, not
+    /// permitted); may pass once the other process lets go of it.
+    #[error(
+        "cannot listen on {addr}: {source}; choose a free address with --listen, or stop what holds it"
+    )]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    /// Durable state cannot be opened (the privacy store in --data-dir).
+    #[error("{0}")]
+    Storage(String),
+}
+
+impl StartError {
+    /// The exit status for this kind, from sysexits.h, so a supervisor
+    /// can tell them apart (e.g. systemd `RestartPreventExitStatus=78`
+    /// stops restarting a server whose configuration is wrong).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Settings(_) => EX_CONFIG,
+            StartError::Listen { .. } => EX_UNAVAILABLE,
+            StartError::Storage(_) => EX_CANTCREAT,
+        }
+    }
+}
+
+/// sysexits.h: configuration error.
+pub const EX_CONFIG: u8 = 78;
+/// sysexits.h: service unavailable.
+pub const EX_UNAVAILABLE: u8 = 69;
+/// sysexits.h: cannot create (user) output file.
+pub const EX_CANTCREAT: u8 = 73;
+
+impl From<String> for StartError {
+    fn from(message: String) -> Self {
+        StartError::Settings(message)
+    }
+}
+
+impl From<crate::services::ServicesError> for StartError {
+    fn from(e: crate::services::ServicesError) -> Self {
+        match e {
+            crate::services::ServicesError::Settings(m) => StartError::Settings(m),
+            crate::services::ServicesError::Store(m) => StartError::Storage(m),
+        }
+    }
+}
+
 /// Binds and starts serving. The config must be resolved (see [`resolve`]).
-pub async fn start(config: &Config) -> Result<RunningServer, String> {
+pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
     let verifier = JwtVerifier::new(&config.jwt()).map_err(|e| e.to_string())?;
     let settings = Settings {
         transport: config.transport(),
@@ -121,7 +178,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, String> {
             .auth
             .api_key
             .clone()
-            .ok_or("no API key configured (--api-key)")?,
+            .ok_or_else(|| "no API key configured (--api-key)".to_string())?,
     };
     let policy = Arc::new(crate::policy::ChannelPolicy::new(config.policy()?));
     let services = crate::services::Services::new(config.services()?)?;
@@ -151,12 +208,13 @@ pub async fn start(config: &Config) -> Result<RunningServer, String> {
     };
     // Every front end's settings are checked before the port is taken.
     let service = router(app.clone(), config)?;
-    let listener = TcpListener::bind(config.listener.listen)
+    let addr = config.listener.listen;
+    let listener = TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listener.listen))?;
+        .map_err(|source| StartError::Listen { addr, source })?;
     let addr = listener
         .local_addr()
-        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+        .map_err(|source| StartError::Listen { addr, source })?;
     let stop = app.shutdown.handle();
     let admission = app.admission.clone();
     let task = tokio::spawn(crate::listener::serve(listener, service, admission, stop));

@@ -179,16 +179,28 @@ impl PresenceObserver for Observer {
     }
 }
 
+/// Why the services did not start: a setting (fix the configuration) or
+/// the privacy store (fix the disk or the engine, then start again).
+#[derive(Debug, thiserror::Error)]
+pub enum ServicesError {
+    #[error("{0}")]
+    Settings(String),
+    #[error("{0}")]
+    Store(String),
+}
+
 impl Services {
     /// Opens the privacy store (in `data_dir`, or in memory) and starts the
     /// webhook senders. Needs a Tokio runtime.
-    pub fn new(config: ServicesConfig) -> Result<Services, String> {
+    pub fn new(config: ServicesConfig) -> Result<Services, ServicesError> {
         let store: Box<dyn PrivacyStore> = match (&config.privacy_redis, &config.data_dir) {
-            (Some(url), _) => Box::new(privacy_redis::RedisStore::new(
-                url,
-                config.tls_ca_file.as_deref(),
-            )?),
-            (None, Some(dir)) => Box::new(privacy_file::FileStore::open(dir)?),
+            (Some(url), _) => Box::new(
+                privacy_redis::RedisStore::new(url, config.tls_ca_file.as_deref())
+                    .map_err(ServicesError::Settings)?,
+            ),
+            (None, Some(dir)) => {
+                Box::new(privacy_file::FileStore::open(dir).map_err(ServicesError::Store)?)
+            }
             (None, None) => Box::new(privacy::MemoryStore),
         };
         Self::with_store(config, store)
@@ -199,8 +211,8 @@ impl Services {
     pub fn with_store(
         config: ServicesConfig,
         store: Box<dyn PrivacyStore>,
-    ) -> Result<Services, String> {
-        let privacy = Arc::new(Privacy::new(config.privacy, store)?);
+    ) -> Result<Services, ServicesError> {
+        let privacy = Arc::new(Privacy::new(config.privacy, store).map_err(ServicesError::Store)?);
         let webhooks = match config.webhooks.urls.is_empty() {
             true => None,
             false => {
@@ -208,7 +220,10 @@ impl Services {
                     false => Handover::sending(),
                     true => Handover::standby(HELD_EVENTS_RETENTION),
                 };
-                Some(Webhooks::start(config.webhooks.clone(), handover)?)
+                Some(
+                    Webhooks::start(config.webhooks.clone(), handover)
+                        .map_err(ServicesError::Settings)?,
+                )
             }
         };
         let (tasks, task_rx) = mpsc::unbounded_channel();

@@ -249,7 +249,7 @@ fn a_bad_config_file_names_the_file_and_the_key() {
             .arg(&file)
             .output()
             .expect("run");
-        assert!(!out.status.success(), "{text} must not start");
+        assert_eq!(out.status.code(), Some(78), "{text}: a configuration error");
         String::from_utf8_lossy(&out.stderr).to_string()
     };
     let err = run("[sgc]\nack-timeout = \"soon\"\n");
@@ -282,4 +282,42 @@ fn help_never_shows_the_value_of_an_environment_variable() {
     );
     assert!(!help.contains("env-secret-value"), "{help}");
     assert!(!help.contains("env-password"), "{help}");
+}
+
+/// A supervisor can tell a configuration error (78, do not restart) from
+/// an address in use (69) and an unusable data directory (73).
+#[test]
+fn startup_failures_exit_with_the_sysexits_code_of_their_kind() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .args(["serve", "--jwt-secret", "s", "--api-key", "k"])
+            .args(args)
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, err) = run(&["--listen", "127.0.0.1:0", "--max-connections", "0"]);
+    assert_eq!(code, Some(78), "{err}");
+    let (code, err) = run(&["--listen", "127.0.0.1:0", "--frontends", "mqtt"]);
+    assert_eq!(code, Some(78), "{err}");
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = held.local_addr().expect("address").to_string();
+    let (code, err) = run(&["--listen", &addr]);
+    assert_eq!(code, Some(69), "{err}");
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    assert!(err.contains("--listen"), "the error says what to do: {err}");
+    // A data directory that is a file cannot hold the privacy store.
+    let file = std::env::temp_dir().join(format!("rollcall-datadir-{}", std::process::id()));
+    std::fs::write(&file, "not a directory").expect("write");
+    let (code, err) = run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(73), "{err}");
+    std::fs::remove_file(&file).ok();
 }

@@ -628,7 +628,17 @@ async fn a_bad_introspection_url_is_a_startup_error() {
     config.front_ends.socketio.oauth_introspection_url =
         Some("ftp://idp.example/introspect".into());
     match rollcall::server::start(&config).await {
-        Err(e) => assert!(e.contains("must start with http:// or https://"), "{e}"),
+        Err(e) => {
+            assert!(
+                e.to_string()
+                    .contains("must start with http:// or https://"),
+                "{e}"
+            );
+            assert!(
+                matches!(e, rollcall::server::StartError::Settings(_)),
+                "{e:?}"
+            );
+        }
         Ok(_) => panic!("an ftp introspection URL must be refused at start"),
     }
 }
