@@ -153,14 +153,7 @@ impl Node {
 
     /// Publishes through this node's HTTP API.
     pub async fn publish(&self, channel: &str, event: &str, data: Value) {
-        let (status, body) = self
-            .http(
-                "POST",
-                "/api/publish",
-                Some(json!({"channel": channel, "event": event, "data": data})),
-            )
-            .await;
-        assert_eq!(status, 202, "publish refused: {body}");
+        common::api_publish(self.addr, channel, event, data).await;
     }
 
     /// Stores `uid`'s privacy choice through this node's HTTP API.

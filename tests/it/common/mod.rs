@@ -48,6 +48,23 @@ pub fn test_config(mut config: Config) -> Config {
     config
 }
 
+/// `POST /api/publish` to the server at `addr` with the test API key;
+/// asserts 202 and returns the message id.
+pub async fn api_publish(
+    addr: std::net::SocketAddr,
+    channel: &str,
+    event: &str,
+    data: Value,
+) -> String {
+    let message = json!({"channel": channel, "event": event, "data": data});
+    let (status, body) = http(addr, "POST", "/api/publish", Some(message), Some(API_KEY)).await;
+    assert_eq!(status, 202, "publish refused: {body}");
+    body["id"]
+        .as_str()
+        .expect("publish returns an id")
+        .to_string()
+}
+
 /// A server running in this process on 127.0.0.1:0.
 pub struct TestServer {
     pub server: RunningServer,
@@ -175,18 +192,7 @@ impl TestServer {
 
     /// Publishes through the HTTP API, asserts 202 and returns the message id.
     pub async fn publish(&self, channel: &str, event: &str, data: Value) -> String {
-        let (status, body) = self
-            .http(
-                "POST",
-                "/api/publish",
-                Some(json!({"channel": channel, "event": event, "data": data})),
-            )
-            .await;
-        assert_eq!(status, 202, "publish refused: {body}");
-        body["id"]
-            .as_str()
-            .expect("publish returns an id")
-            .to_string()
+        api_publish(self.addr, channel, event, data).await
     }
 
     /// `GET /api/channels/{name}` (name is used verbatim in the path).
