@@ -44,6 +44,8 @@ struct Sub {
     party: bool,
     /// The presence content last sent with `party.online`.
     content: Option<Value>,
+    /// When the socket subscribed, RFC 3339 (`subscribeTime`).
+    since: String,
 }
 
 /// Counts events in one-second windows.
@@ -244,8 +246,19 @@ impl Session {
         None
     }
 
-    fn member_info(&self, content: Option<&Value>) -> Arc<Value> {
-        Arc::new(wire::member_info(&self.user.profile, content))
+    /// The member data: at subscribe (`announced` None) the same for every
+    /// socket of the user; after this socket's `party.online`, with its
+    /// session id and subscribe time.
+    fn member_info(&self, content: Option<&Value>, announced: Option<&str>) -> Arc<Value> {
+        let party = announced.map(|since| wire::Party {
+            session_id: &self.sid,
+            subscribe_time: since,
+        });
+        Arc::new(wire::member_info(
+            &self.user.profile,
+            content,
+            party.as_ref(),
+        ))
     }
 
     fn subscribe(&self, payload: &Value, last_try: bool) -> Option<Box<BackendRequest>> {
@@ -263,8 +276,9 @@ impl Session {
                 conn.send_text(wire::channel_subscribed(&channel, &self.dtsid, &self.sid));
                 return None;
             }
+            let since = crate::time::rfc3339(std::time::SystemTime::now());
             let opts = SubscribeOptions {
-                member_info: Some(self.member_info(None)),
+                member_info: Some(self.member_info(None, None)),
                 presence_events: true,
                 receive_messages: true,
                 ..SubscribeOptions::default()
@@ -279,6 +293,7 @@ impl Session {
                         Sub {
                             party: true,
                             content: None,
+                            since,
                         },
                     );
                     return None;
@@ -447,12 +462,16 @@ impl Session {
                         // The channel's rule hides its member list.
                         return;
                     }
+                    // Addressed to this socket only: `receivers` says so.
+                    let receivers =
+                        Value::Array(vec![wire::sender_json(Some(me), &self.user.profile)]);
                     presence.with_members(channel, |members| {
                         for m in members.iter().filter(|m| m.user_id != me) {
                             conn.send_text(wire::presence_event(
                                 wire::category::PARTY_ONLINE,
                                 channel,
                                 m,
+                                Some(&receivers),
                             ));
                         }
                     });
@@ -461,7 +480,7 @@ impl Session {
                     if ev.content.is_some() {
                         sub.content = ev.content.clone();
                     }
-                    let info = self.member_info(sub.content.as_ref());
+                    let info = self.member_info(sub.content.as_ref(), Some(&sub.since));
                     let update = SubscriptionUpdate {
                         member: Some((self.user.user_id.clone(), info.clone())),
                         presence_events: true,
@@ -478,6 +497,7 @@ impl Session {
                                 wire::category::PARTY_ONLINE,
                                 channel,
                                 view,
+                                None,
                             ));
                             sub.party = true;
                         }
@@ -504,7 +524,7 @@ impl Session {
                             // Another socket of the same user keeps the user
                             // present; confirm to the sender only.
                             sub.party = false;
-                            let info = self.member_info(sub.content.as_ref());
+                            let info = self.member_info(sub.content.as_ref(), Some(&sub.since));
                             let view = crate::presence::MemberView {
                                 user_id: &self.user.user_id,
                                 info: &info,
@@ -513,6 +533,7 @@ impl Session {
                                 wire::category::PARTY_LEAVES,
                                 channel,
                                 view,
+                                None,
                             ));
                         }
                         Err(e) => {

@@ -427,19 +427,36 @@ pub fn default_presence_content() -> Value {
 }
 
 /// Member data of a Socket.IO member as stored in the core (and seen by
-/// Hotsock clients as `umd`): the display fields from the token plus the
-/// party's presence content.
+/// Hotsock clients as `umd`): the display fields from the token and the
+/// party's presence content. Once a socket announces itself
+/// (`party.online`), also that socket's `sessionId` (in the content) and
+/// when it subscribed (`subscribeTime`). Not at subscribe: two sockets of
+/// one user subscribing must give the same data, so they are one member
+/// without an update.
 ///
 /// ```text
-/// {"displayname":"Alice","username":"alice","type":"user","presence":{"desktop":false,…}}
+/// {"displayname":"Alice","username":"alice","type":"user","presence":{"desktop":false,…,"sessionId":"aQLg…"},"subscribeTime":"2026-12-03T10:00:00Z"}
 /// ```
-pub fn member_info(profile: &Value, presence: Option<&Value>) -> Value {
+pub fn member_info(profile: &Value, presence: Option<&Value>, party: Option<&Party<'_>>) -> Value {
     let mut obj = profile.as_object().cloned().unwrap_or_default();
-    obj.insert(
-        "presence".into(),
-        presence.cloned().unwrap_or_else(default_presence_content),
-    );
+    let mut content = presence.cloned().unwrap_or_else(default_presence_content);
+    if let (Some(content), Some(party)) = (content.as_object_mut(), party) {
+        content.insert("sessionId".into(), Value::from(party.session_id));
+    }
+    obj.insert("presence".into(), content);
+    if let Some(party) = party {
+        obj.insert("subscribeTime".into(), Value::from(party.subscribe_time));
+    }
     Value::Object(obj)
+}
+
+/// The socket a party's presence comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct Party<'a> {
+    /// The socket's session id (`CHANNEL_SUBSCRIBED`'s `sessionId`).
+    pub session_id: &'a str,
+    /// When it subscribed to the channel, RFC 3339.
+    pub subscribe_time: &'a str,
 }
 
 /// The Avaya `sender` object for a member or message author: `_id` is the
@@ -520,23 +537,45 @@ pub fn error(err: &WireError) -> Bytes {
     frame(server::ERROR, &err.json())
 }
 
-/// A `PRESENCE_EVENT_RESPONSE` about one member.
-pub fn presence_event(category: &str, channel: &str, member: MemberView<'_>) -> Bytes {
-    let content = member
+/// A `PRESENCE_EVENT_RESPONSE` about one member: `sender`, and `content`
+/// with the party's `sessionId` and `attendee`; `subscribeTime` when the
+/// member subscribed through Socket.IO; `receivers` when it is addressed
+/// to some sockets only (the answers to `request.parties`).
+pub fn presence_event(
+    category: &str,
+    channel: &str,
+    member: MemberView<'_>,
+    receivers: Option<&Value>,
+) -> Bytes {
+    let mut content = member
         .info
         .get("presence")
         .filter(|p| p.is_object())
         .cloned()
         .unwrap_or_else(default_presence_content);
-    frame(
-        server::PRESENCE_EVENT_RESPONSE,
-        &json!({
-            "category": category,
-            "topicId": channel,
-            "sender": sender_json(Some(member.user_id), member.info),
-            "content": content,
-        }),
-    )
+    let sender = sender_json(Some(member.user_id), member.info);
+    let attendee_type = match sender["type"].as_str() {
+        Some("anonymous") => "anonymousId",
+        _ => "userId",
+    };
+    if let Some(content) = content.as_object_mut() {
+        content.insert(
+            "attendee".into(),
+            json!({"attendeeType": attendee_type, "attendee": member.user_id}),
+        );
+    }
+    let mut out = Map::new();
+    out.insert("category".into(), Value::from(category));
+    out.insert("topicId".into(), Value::from(channel));
+    out.insert("sender".into(), sender);
+    out.insert("content".into(), content);
+    if let Some(time) = member.info.get("subscribeTime").filter(|t| t.is_string()) {
+        out.insert("subscribeTime".into(), time.clone());
+    }
+    if let Some(receivers) = receivers {
+        out.insert("receivers".into(), receivers.clone());
+    }
+    frame(server::PRESENCE_EVENT_RESPONSE, &Value::Object(out))
 }
 
 /// The `MESSAGE_SENT` payload built for a SEND_MESSAGE: the client's fields,
@@ -670,7 +709,7 @@ impl crate::presence::Codec for SocketIoCodec {
                     MemberChange::Removed => category::PARTY_LEAVES,
                     MemberChange::Unchanged => return None,
                 };
-                presence_event(cat, channel, *member)
+                presence_event(cat, channel, *member, None)
             }
             Event::Message(msg) => match &msg.data {
                 Some(data) if is_own_payload(data, &msg.id) => message_sent_raw(data.get()),
@@ -814,7 +853,15 @@ mod tests {
 
     #[test]
     fn codec_renders_member_events() {
-        let info = member_info(&json!({"displayname":"Bob","type":"user"}), None);
+        let party = Party {
+            session_id: "s1",
+            subscribe_time: "2026-12-03T10:00:00Z",
+        };
+        let info = member_info(
+            &json!({"displayname":"Bob","type":"user"}),
+            None,
+            Some(&party),
+        );
         let view = MemberView {
             user_id: "bob",
             info: &info,
@@ -836,6 +883,16 @@ mod tests {
             json!({"_id":"bob","type":"user","displayname":"Bob","username":"bob"})
         );
         assert_eq!(v[1]["content"]["role"], "member");
+        assert_eq!(v[1]["content"]["sessionId"], "s1");
+        assert_eq!(
+            v[1]["content"]["attendee"],
+            json!({"attendeeType": "userId", "attendee": "bob"})
+        );
+        assert_eq!(v[1]["subscribeTime"], "2026-12-03T10:00:00Z");
+        assert!(
+            v[1].get("receivers").is_none(),
+            "a broadcast has no receivers"
+        );
         let ev = Event::Member {
             change: MemberChange::Removed,
             channel: "presence.room1",

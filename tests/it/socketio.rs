@@ -673,3 +673,62 @@ async fn engine_io_ping_timings_come_from_the_socketio_section() {
     assert!(err.to_string().contains("longer than 0s"), "{err}");
     srv.stop().await;
 }
+
+/// PRESENCE_EVENT_RESPONSE carries what the Avaya spec lists: `sender`,
+/// `content` with the announcing socket's `sessionId` and the `attendee`,
+/// `subscribeTime`, and `receivers` on the answers to `request.parties`
+/// (addressed to the asking socket only).
+#[tokio::test]
+async fn presence_responses_carry_session_attendee_subscribe_time_and_receivers() {
+    let srv = start().await;
+    let room = "presence.avaya";
+    let mut ann = Sio::connected(&srv, &query(json!({"sub": "ann", "name": "Ann"})), 4).await;
+    ann.subscribe(room).await;
+    let mut bob = Sio::connected(&srv, &query(json!({"sub": "bob", "name": "Bob"})), 3).await;
+    let bob_session = bob.subscribe(room).await["sessionId"].clone();
+    assert!(bob_session.is_string(), "{bob_session}");
+    // The subscribe itself: the same data for every socket of a user, so
+    // no session id yet.
+    let joined = ann.expect("PRESENCE_EVENT_RESPONSE").await;
+    assert_eq!(joined["category"], "app.event.presence.party.online");
+    assert_eq!(
+        joined["content"]["attendee"],
+        json!({"attendeeType": "userId", "attendee": "bob"})
+    );
+    assert!(joined.get("receivers").is_none(), "{joined}");
+
+    let content = json!({"desktop": true, "idle": false, "offline": false, "role": "guest",
+        "mediaSession": {"audio": true, "connected": true, "phone": false,
+                         "screenshare": false, "selfMuted": false, "video": false}});
+    bob.emit(
+        "SEND_PRESENCE_EVENT",
+        json!({"category": "app.event.presence.party.online", "topicId": room, "content": content}),
+    )
+    .await;
+    let online = ann.expect("PRESENCE_EVENT_RESPONSE").await;
+    assert_eq!(online["category"], "app.event.presence.party.online");
+    assert_eq!(online["topicId"], room);
+    assert_eq!(online["sender"]["_id"], "bob");
+    assert_eq!(online["sender"]["displayname"], "Bob");
+    assert_eq!(online["content"]["sessionId"], bob_session, "{online}");
+    assert_eq!(online["content"]["role"], "guest");
+    assert_eq!(online["content"]["mediaSession"]["audio"], true);
+    assert_eq!(online["content"]["attendee"]["attendee"], "bob");
+    let since = online["subscribeTime"].as_str().expect("subscribeTime");
+    assert!(since.len() == 20 && since.ends_with('Z'), "RFC 3339: {since}");
+    assert!(online.get("receivers").is_none(), "{online}");
+    bob.expect("PRESENCE_EVENT_RESPONSE").await;
+
+    ann.emit(
+        "SEND_PRESENCE_EVENT",
+        json!({"category": "app.event.presence.request.parties", "topicId": room}),
+    )
+    .await;
+    let answer = ann.expect("PRESENCE_EVENT_RESPONSE").await;
+    assert_eq!(answer["sender"]["_id"], "bob");
+    assert_eq!(answer["content"]["sessionId"], bob_session);
+    assert_eq!(answer["receivers"][0]["_id"], "ann", "{answer}");
+    assert_eq!(answer["receivers"][0]["displayname"], "Ann");
+    bob.expect_none(200).await;
+    srv.stop().await;
+}

@@ -469,7 +469,11 @@ fn socketio_decoders(p: &Value) {
     };
     let (event, _) = split_event(&foreign_message(&msg)).expect("foreign message splits");
     assert_eq!(event, server::MESSAGE_SENT);
-    let info = member_info(p, Some(p));
+    let party = rollcall::socketio::wire::Party {
+        session_id: "s",
+        subscribe_time: "2026-12-03T10:00:00Z",
+    };
+    let info = member_info(p, Some(p), Some(&party));
     assert!(info.is_object());
     assert!(sender_json(Some("u"), p).is_object());
 }
