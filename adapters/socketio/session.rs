@@ -277,8 +277,11 @@ impl Session {
                 return None;
             }
             let since = crate::time::rfc3339(std::time::SystemTime::now());
+            // `"announce": false` watches the topic without being a party
+            // until the socket sends its own `party.online`.
+            let announce = payload.get("announce").and_then(Value::as_bool) != Some(false);
             let opts = SubscribeOptions {
-                member_info: Some(self.member_info(None, None)),
+                member_info: announce.then(|| self.member_info(None, None)),
                 presence_events: true,
                 receive_messages: true,
                 ..SubscribeOptions::default()
@@ -291,7 +294,7 @@ impl Session {
                     lock(&self.subs).insert(
                         channel.id.clone(),
                         Sub {
-                            party: true,
+                            party: announce,
                             content: None,
                             since,
                         },

@@ -715,7 +715,10 @@ async fn presence_responses_carry_session_attendee_subscribe_time_and_receivers(
     assert_eq!(online["content"]["mediaSession"]["audio"], true);
     assert_eq!(online["content"]["attendee"]["attendee"], "bob");
     let since = online["subscribeTime"].as_str().expect("subscribeTime");
-    assert!(since.len() == 20 && since.ends_with('Z'), "RFC 3339: {since}");
+    assert!(
+        since.len() == 20 && since.ends_with('Z'),
+        "RFC 3339: {since}"
+    );
     assert!(online.get("receivers").is_none(), "{online}");
     bob.expect("PRESENCE_EVENT_RESPONSE").await;
 
@@ -730,5 +733,62 @@ async fn presence_responses_carry_session_attendee_subscribe_time_and_receivers(
     assert_eq!(answer["receivers"][0]["_id"], "ann", "{answer}");
     assert_eq!(answer["receivers"][0]["displayname"], "Ann");
     bob.expect_none(200).await;
+    srv.stop().await;
+}
+
+/// `SUBSCRIBE_CHANNEL` with `"announce": false` watches a topic: the socket
+/// gets the parties' events and messages but is no party until it sends
+/// its own `party.online`.
+#[tokio::test]
+async fn a_socket_can_watch_a_topic_without_announcing_itself() {
+    let srv = start().await;
+    let room = "presence.watched";
+    let mut ann = Sio::connected(&srv, &query(json!({"sub": "ann"})), 4).await;
+    ann.subscribe(room).await;
+    let mut eve = Sio::connected(&srv, &query(json!({"sub": "eve"})), 4).await;
+    eve.emit(
+        "SUBSCRIBE_CHANNEL",
+        json!({"channel": {"type": "topic", "_id": room}, "announce": false}),
+    )
+    .await;
+    eve.expect("CHANNEL_SUBSCRIBED").await;
+    ann.expect_none(300).await;
+    let (_, info) = srv
+        .http("GET", &format!("/api/channels/{room}"), None)
+        .await;
+    assert_eq!(info["members"].as_array().map(Vec::len), Some(1), "{info}");
+
+    ann.emit(
+        "SEND_MESSAGE",
+        json!({"category": "chat", "topicId": room, "content": {"bodyText": "hello"}}),
+    )
+    .await;
+    ann.expect("MESSAGE_SENT").await;
+    assert_eq!(
+        eve.expect("MESSAGE_SENT").await["content"]["bodyText"],
+        "hello"
+    );
+    eve.emit(
+        "SEND_PRESENCE_EVENT",
+        json!({"category": "app.event.presence.request.parties", "topicId": room}),
+    )
+    .await;
+    assert_eq!(
+        eve.expect("PRESENCE_EVENT_RESPONSE").await["sender"]["_id"],
+        "ann"
+    );
+
+    eve.emit(
+        "SEND_PRESENCE_EVENT",
+        json!({"category": "app.event.presence.party.online", "topicId": room}),
+    )
+    .await;
+    let joined = ann.expect("PRESENCE_EVENT_RESPONSE").await;
+    assert_eq!(joined["category"], "app.event.presence.party.online");
+    assert_eq!(joined["sender"]["_id"], "eve");
+    let (_, info) = srv
+        .http("GET", &format!("/api/channels/{room}"), None)
+        .await;
+    assert_eq!(info["members"].as_array().map(Vec::len), Some(2), "{info}");
     srv.stop().await;
 }
