@@ -184,7 +184,9 @@ impl Session {
     fn try_handle(&self, event: String, payload: Value) -> Option<Held> {
         let may_ask = matches!(
             event.as_str(),
-            wire::client::SUBSCRIBE_CHANNEL | wire::client::SEND_MESSAGE
+            wire::client::SUBSCRIBE_CHANNEL
+                | wire::client::SEND_MESSAGE
+                | wire::client::SEND_MEDIA_SESSION_EVENTS
         ) && self
             .with_conn(|c| c.presence().policy().backend().is_some())
             .unwrap_or(false);
@@ -233,13 +235,18 @@ impl Session {
     fn dispatch(&self, event: &str, payload: Value, last_try: bool) -> Option<Box<BackendRequest>> {
         match event {
             wire::client::SUBSCRIBE_CHANNEL => return self.subscribe(&payload, last_try),
-            wire::client::SEND_MESSAGE => return self.send_message(payload, last_try),
+            wire::client::SEND_MESSAGE => {
+                return self.send_message(payload, last_try, wire::Relay::Message);
+            }
+            wire::client::SEND_MEDIA_SESSION_EVENTS => {
+                return self.send_message(payload, last_try, wire::Relay::MediaSession);
+            }
             wire::client::UNSUBSCRIBE_CHANNEL => self.unsubscribe(&payload),
             wire::client::SEND_PRESENCE_EVENT => self.presence(&payload),
             other => self.send(wire::error(&WireError::new(
                 codes::UNKNOWN_EVENT,
                 format!(
-                    "unknown event {other:?}; this server handles SUBSCRIBE_CHANNEL, UNSUBSCRIBE_CHANNEL, SEND_MESSAGE and SEND_PRESENCE_EVENT"
+                    "unknown event {other:?}; this server handles SUBSCRIBE_CHANNEL, UNSUBSCRIBE_CHANNEL, SEND_MESSAGE, SEND_PRESENCE_EVENT and SEND_MEDIA_SESSION_EVENTS"
                 ),
             ))),
         }
@@ -339,7 +346,14 @@ impl Session {
         });
     }
 
-    fn send_message(&self, payload: Value, last_try: bool) -> Option<Box<BackendRequest>> {
+    /// SEND_MESSAGE and SEND_MEDIA_SESSION_EVENTS: checked like any client
+    /// publish, then relayed to the channel (`relay` says which frames).
+    fn send_message(
+        &self,
+        payload: Value,
+        last_try: bool,
+        relay: wire::Relay,
+    ) -> Option<Box<BackendRequest>> {
         let topic_hint = payload
             .get("topicId")
             .and_then(Value::as_str)
@@ -347,24 +361,25 @@ impl Session {
         let msg = match wire::decode_send_message(payload) {
             Ok(m) => m,
             Err(e) => {
-                self.send(wire::send_message_failed(topic_hint.as_deref(), &e));
+                self.send(relay.failed(topic_hint.as_deref(), &e));
                 return None;
             }
         };
         self.with_conn(|conn| {
             if !conn.is_subscribed(&msg.topic_id) {
                 let err = not_subscribed(&msg.topic_id, "send messages to");
-                conn.send_text(wire::send_message_failed(Some(&msg.topic_id), &err));
+                conn.send_text(relay.failed(Some(&msg.topic_id), &err));
                 return None;
             }
             // Asked before anything is sent, so a refused message reaches
             // nobody, the sender's own copy included.
             let presence = conn.presence();
-            if let Err(refusal) = presence.check_publish(conn, &msg.topic_id, &msg.category, None) {
+            let event = relay.core_event(&msg.category);
+            if let Err(refusal) = presence.check_publish(conn, &msg.topic_id, &event, None) {
                 return match refused(refusal, last_try) {
                     Ok(req) => Some(req),
                     Err(err) => {
-                        conn.send_text(wire::send_message_failed(Some(&msg.topic_id), &err));
+                        conn.send_text(relay.failed(Some(&msg.topic_id), &err));
                         None
                     }
                 };
@@ -377,7 +392,7 @@ impl Session {
             // client messages share one size and depth limit.
             if let Err(why) = crate::names::check_message_data(&payload) {
                 let err = WireError::new(codes::TOO_LARGE, why);
-                conn.send_text(wire::send_message_failed(Some(&msg.topic_id), &err));
+                conn.send_text(relay.failed(Some(&msg.topic_id), &err));
                 return None;
             }
             if payload.len() > self.config.max_payload_bytes {
@@ -389,7 +404,7 @@ impl Session {
                         self.config.max_payload_bytes
                     ),
                 );
-                conn.send_text(wire::send_message_failed(Some(&msg.topic_id), &err));
+                conn.send_text(relay.failed(Some(&msg.topic_id), &err));
                 return None;
             }
             let Ok(data) = serde_json::value::RawValue::from_string(payload.clone()) else {
@@ -400,12 +415,12 @@ impl Session {
                 // The sender's own copy carries its loopbackMetadata.
                 let own =
                     wire::message_payload(&id, &msg, &sender, &created, msg.loopback.as_ref());
-                conn.send_text(wire::message_sent_raw(&own));
+                conn.send_text(relay.sent(&own));
             }
             let core_msg = ChannelMessage {
                 id,
                 channel: Arc::from(msg.topic_id.as_str()),
-                event: msg.category.clone(),
+                event,
                 data: Some(data),
                 sender: Some(MessageSender {
                     conn: conn.id(),

@@ -45,6 +45,8 @@ pub mod client {
     pub const SEND_MESSAGE: &str = "SEND_MESSAGE";
     /// Presence: party.online / party.leaves / request.parties.
     pub const SEND_PRESENCE_EVENT: &str = "SEND_PRESENCE_EVENT";
+    /// Media session state (`trackstatus`, `video.end`, …) for a topic.
+    pub const SEND_MEDIA_SESSION_EVENTS: &str = "SEND_MEDIA_SESSION_EVENTS";
 }
 
 /// Server → client event names.
@@ -61,6 +63,8 @@ pub mod server {
     pub const SEND_MESSAGE_FAILED: &str = "SEND_MESSAGE_FAILED";
     /// A presence event in a subscribed channel (or an error about one).
     pub const PRESENCE_EVENT_RESPONSE: &str = "PRESENCE_EVENT_RESPONSE";
+    /// A media session event relayed to the topic (or its refusal).
+    pub const MEDIA_SESSION_RESPONSE: &str = "MEDIA_SESSION_RESPONSE";
     /// Any other problem: `{"code","message"}`. socket.io-client 1.x/2.x
     /// also report connection refusals as `error`.
     pub const ERROR: &str = "error";
@@ -616,12 +620,55 @@ pub fn message_payload(
 }
 
 /// `MESSAGE_SENT` with a payload from [`message_payload`].
-pub fn message_sent_raw(payload: &str) -> Bytes {
-    let mut out = Vec::with_capacity(payload.len() + 20);
-    out.extend_from_slice(b"[\"MESSAGE_SENT\",");
-    out.extend_from_slice(payload.as_bytes());
-    out.push(b']');
-    Bytes::from(out)
+/// The core event name of a media session event of `category`: other
+/// front ends see it as the event (e.g. `media.session.trackstatus`), and
+/// channel rules and token grants can name it.
+pub const MEDIA_EVENT_PREFIX: &str = "media.session.";
+
+/// What a client's publish is relayed as: SEND_MESSAGE → MESSAGE_SENT
+/// (core event = the category), SEND_MEDIA_SESSION_EVENTS →
+/// MEDIA_SESSION_RESPONSE (core event = `media.session.<category>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relay {
+    Message,
+    MediaSession,
+}
+
+impl Relay {
+    /// The core event name for a client `category`.
+    pub fn core_event(self, category: &str) -> String {
+        match self {
+            Relay::Message => category.to_string(),
+            Relay::MediaSession => format!("{MEDIA_EVENT_PREFIX}{category}"),
+        }
+    }
+
+    /// The frame a recipient gets for a payload built by [`message_payload`].
+    pub fn sent(self, payload: &str) -> Bytes {
+        let event = match self {
+            Relay::Message => server::MESSAGE_SENT,
+            Relay::MediaSession => server::MEDIA_SESSION_RESPONSE,
+        };
+        let mut out = Vec::with_capacity(payload.len() + event.len() + 5);
+        out.extend_from_slice(b"[\"");
+        out.extend_from_slice(event.as_bytes());
+        out.extend_from_slice(b"\",");
+        out.extend_from_slice(payload.as_bytes());
+        out.push(b']');
+        Bytes::from(out)
+    }
+
+    /// The refusal: SEND_MESSAGE_FAILED, or MEDIA_SESSION_RESPONSE with
+    /// category `app.event.presence.media.session.invalid` and the error.
+    pub fn failed(self, topic_id: Option<&str>, err: &WireError) -> Bytes {
+        match self {
+            Relay::Message => send_message_failed(topic_id, err),
+            Relay::MediaSession => frame(
+                server::MEDIA_SESSION_RESPONSE,
+                &json!({"category": category::INVALID, "topicId": topic_id, "error": err.json()}),
+            ),
+        }
+    }
 }
 
 /// `MESSAGE_SENT` for a message that did not come from a Socket.IO client
@@ -712,7 +759,13 @@ impl crate::presence::Codec for SocketIoCodec {
                 presence_event(cat, channel, *member, None)
             }
             Event::Message(msg) => match &msg.data {
-                Some(data) if is_own_payload(data, &msg.id) => message_sent_raw(data.get()),
+                Some(data) if is_own_payload(data, &msg.id) => {
+                    let relay = match msg.event.starts_with(MEDIA_EVENT_PREFIX) {
+                        true => Relay::MediaSession,
+                        false => Relay::Message,
+                    };
+                    relay.sent(data.get())
+                }
                 _ => foreign_message(msg),
             },
             Event::Direct(msg) => direct(msg)?,

@@ -792,3 +792,62 @@ async fn a_socket_can_watch_a_topic_without_announcing_itself() {
     assert_eq!(info["members"].as_array().map(Vec::len), Some(2), "{info}");
     srv.stop().await;
 }
+
+/// SEND_MEDIA_SESSION_EVENTS is relayed to the topic as
+/// MEDIA_SESSION_RESPONSE (the sender gets its copy too); other front ends
+/// see the core event `media.session.<category>`; a socket that is not
+/// subscribed gets the refusal as MEDIA_SESSION_RESPONSE.
+#[tokio::test]
+async fn media_session_events_are_relayed_to_the_topic() {
+    let srv = start().await;
+    let room = "presence.meeting";
+    let mut jim = srv.connect(user("jim", json!({"name": "Jim"}))).await;
+    jim.subscribe(room).await;
+    let mut ann = Sio::connected(&srv, &query(json!({"sub": "ann"})), 4).await;
+    ann.subscribe(room).await;
+    let mut bob = Sio::connected(&srv, &query(json!({"sub": "bob", "name": "Bob"})), 3).await;
+    bob.subscribe(room).await;
+    ann.expect("PRESENCE_EVENT_RESPONSE").await;
+    jim.expect("hotsock.memberAdded").await;
+    jim.expect("hotsock.memberAdded").await;
+
+    let content = json!({"mediaSession": {"audio": true, "video": false}, "streamId": "st-1"});
+    bob.emit(
+        "SEND_MEDIA_SESSION_EVENTS",
+        json!({"category": "trackstatus", "content": content, "topicId": room}),
+    )
+    .await;
+    let got = ann.expect("MEDIA_SESSION_RESPONSE").await;
+    assert_eq!(got["category"], "trackstatus");
+    assert_eq!(got["topicId"], room);
+    assert_eq!(got["content"], content);
+    assert_eq!(got["sender"]["_id"], "bob");
+    assert_eq!(got["sender"]["displayname"], "Bob");
+    assert!(
+        got["_id"].is_string() && got["created"].is_string(),
+        "{got}"
+    );
+    let own = bob.expect("MEDIA_SESSION_RESPONSE").await;
+    assert_eq!(own["_id"], got["_id"]);
+    let hotsock = jim.next().await;
+    assert_eq!(hotsock["event"], "media.session.trackstatus", "{hotsock}");
+    assert_eq!(hotsock["data"]["content"], content);
+
+    let mut eve = Sio::connected(&srv, &query(json!({"sub": "eve"})), 4).await;
+    eve.emit(
+        "SEND_MEDIA_SESSION_EVENTS",
+        json!({"category": "video.end", "content": {}, "topicId": room}),
+    )
+    .await;
+    let refused = eve.expect("MEDIA_SESSION_RESPONSE").await;
+    assert_eq!(
+        refused["category"],
+        "app.event.presence.media.session.invalid"
+    );
+    assert_eq!(
+        refused["error"]["code"], "app.event.channel.subscription.required",
+        "{refused}"
+    );
+    ann.expect_none(200).await;
+    srv.stop().await;
+}
