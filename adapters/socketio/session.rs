@@ -277,6 +277,13 @@ impl Session {
             }
         };
         let original = payload.get("channel");
+        let password = match wire::decode_password(payload) {
+            Ok(p) => p,
+            Err(e) => {
+                self.send(wire::subscribe_failed(original, &e));
+                return None;
+            }
+        };
         self.with_conn(|conn| {
             if conn.is_subscribed(&channel.id) {
                 // Idempotent: a repeated subscribe gets the same answer.
@@ -289,6 +296,7 @@ impl Session {
             let announce = payload.get("announce").and_then(Value::as_bool) != Some(false);
             let opts = SubscribeOptions {
                 member_info: announce.then(|| self.member_info(None, None)),
+                password: password.clone(),
                 presence_events: true,
                 receive_messages: true,
                 ..SubscribeOptions::default()

@@ -152,6 +152,27 @@ impl WireError {
     }
 }
 
+/// The `channel.password` of a SUBSCRIBE_CHANNEL (a protected space), for
+/// the channel policy's backend check; kept out of [`ChannelRef`] so it is
+/// never echoed or logged.
+pub fn decode_password(payload: &Value) -> Result<Option<std::sync::Arc<str>>, WireError> {
+    match payload.get("channel").and_then(|c| c.get("password")) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.len() <= MAX_PASSWORD_BYTES => Ok(Some(s.as_str().into())),
+        Some(Value::String(_)) => Err(WireError::new(
+            codes::INVALID_PARAMETERS,
+            format!("channel.password is longer than {MAX_PASSWORD_BYTES} bytes"),
+        )),
+        Some(other) => Err(WireError::new(
+            codes::INVALID_PARAMETERS,
+            format!("channel.password must be a string, not {}", describe(other)),
+        )),
+    }
+}
+
+/// Longest topic password passed on to the backend check.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
 /// The channel named by SUBSCRIBE_CHANNEL / UNSUBSCRIBE_CHANNEL:
 /// `{"channel":{"type":"topic","_id":"<name>"}}`. The `_id` is the core
 /// channel name, shared verbatim with every other front end.
@@ -505,9 +526,14 @@ pub fn channel_subscribed(channel: &ChannelRef, dtsid: &str, session_id: &str) -
 
 /// `SUBSCRIBE_CHANNEL_FAILED` with the channel as the client sent it.
 pub fn subscribe_failed(channel: Option<&Value>, err: &WireError) -> Bytes {
+    let mut channel = channel.cloned().unwrap_or(Value::Null);
+    // The original channel object, but not its password.
+    if let Some(obj) = channel.as_object_mut() {
+        obj.remove("password");
+    }
     frame(
         server::SUBSCRIBE_CHANNEL_FAILED,
-        &json!({"channel": channel.cloned().unwrap_or(Value::Null), "error": err.json()}),
+        &json!({"channel": channel, "error": err.json()}),
     )
 }
 
@@ -801,6 +827,13 @@ mod tests {
         );
         let v = json!({"channel":{"_id":"presence.room1","password":"x"}});
         assert_eq!(decode_channel(&v).unwrap().kind, "topic");
+        assert_eq!(decode_password(&v).unwrap().as_deref(), Some("x"));
+        assert!(!format!("{:?}", decode_channel(&v).unwrap()).contains('x'));
+        assert_eq!(
+            decode_password(&json!({"channel":{"_id":"t"}})).unwrap(),
+            None
+        );
+        assert!(decode_password(&json!({"channel":{"_id":"t","password":1}})).is_err());
     }
 
     #[test]

@@ -74,6 +74,27 @@ pub struct BackendRequest {
     /// The protocol (told to the backend; not part of the cache key's
     /// meaning for authenticated users, who get one answer everywhere).
     pub protocol: &'static str,
+    /// The secret the client gave for the channel (a Socket.IO topic
+    /// password), if any.
+    pub password: Option<ChannelPassword>,
+}
+
+/// A client's secret for a channel: sent to the backend, kept in the
+/// answer cache only as a SHA-256 digest, never shown in logs.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ChannelPassword(String);
+
+impl ChannelPassword {
+    fn digest(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(self.0.as_bytes()).into()
+    }
+}
+
+impl std::fmt::Debug for ChannelPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChannelPassword(hidden)")
+    }
 }
 
 impl BackendRequest {
@@ -91,6 +112,7 @@ impl BackendRequest {
             authenticated: who.access.authenticated,
             connection_id: who.conn.to_string(),
             protocol: who.protocol,
+            password: who.password.map(|p| ChannelPassword(p.to_owned())),
         }
     }
 
@@ -106,22 +128,27 @@ impl BackendRequest {
             action: self.action,
             channel: self.channel.clone(),
             event: self.event.clone(),
+            password: self.password.as_ref().map(ChannelPassword::digest),
         }
     }
 
     fn body(&self) -> Bytes {
-        Bytes::from(
-            json!({
-                "action": self.action,
-                "channel": self.channel,
-                "event": self.event,
-                "user_id": self.user_id,
-                "authenticated": self.authenticated,
-                "connection_id": self.connection_id,
-                "protocol": self.protocol,
-            })
-            .to_string(),
-        )
+        let mut body = json!({
+            "action": self.action,
+            "channel": self.channel,
+            "event": self.event,
+            "user_id": self.user_id,
+            "authenticated": self.authenticated,
+            "connection_id": self.connection_id,
+            "protocol": self.protocol,
+        });
+        if let (Some(password), Some(obj)) = (&self.password, body.as_object_mut()) {
+            obj.insert(
+                "password".into(),
+                serde_json::Value::from(password.0.as_str()),
+            );
+        }
+        Bytes::from(body.to_string())
     }
 }
 
@@ -131,6 +158,9 @@ struct CacheKey {
     action: &'static str,
     channel: String,
     event: Option<String>,
+    /// SHA-256 of the password: a wrong one never reuses a right one's
+    /// answer, and the cache holds no password.
+    password: Option<[u8; 32]>,
 }
 
 /// An answer and when it stops counting.

@@ -77,6 +77,9 @@ pub struct Requester<'a> {
     /// A subscribe the token itself asked for (Hotsock `autoSubscribe`):
     /// granted by the exact key that asked for it.
     pub automatic: bool,
+    /// A secret the client gave for the channel (a Socket.IO topic
+    /// password): only the backend check sees it.
+    pub password: Option<&'a str>,
 }
 
 /// Why the policy did not allow a request.

@@ -20,6 +20,7 @@ fn requester(access: &Access) -> Requester<'_> {
         access,
         extra: None,
         automatic: false,
+        password: None,
     }
 }
 

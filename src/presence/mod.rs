@@ -205,6 +205,7 @@ impl Presence {
         user_id: Option<&'a str>,
         extra: Option<&'a ChannelRules>,
         automatic: bool,
+        password: Option<&'a str>,
     ) -> Requester<'a> {
         Requester {
             conn: conn.id,
@@ -213,6 +214,7 @@ impl Presence {
             access,
             extra,
             automatic,
+            password,
         }
     }
 
@@ -225,11 +227,24 @@ impl Presence {
         extra: Option<&ChannelRules>,
         automatic: bool,
     ) -> Result<(), Refusal> {
+        self.check_subscribe_with(conn, channel, extra, automatic, None)
+    }
+
+    /// [`Self::check_subscribe`] with a secret the client gave for the
+    /// channel (only the backend check sees it).
+    fn check_subscribe_with(
+        &self,
+        conn: &Connection,
+        channel: &str,
+        extra: Option<&ChannelRules>,
+        automatic: bool,
+        password: Option<&str>,
+    ) -> Result<(), Refusal> {
         self.refuse_reserved(channel)?;
         let shared = &conn.shared;
         let access = shared.access();
         let user = shared.user_id();
-        let who = Self::requester(shared, &access, user.as_deref(), extra, automatic);
+        let who = Self::requester(shared, &access, user.as_deref(), extra, automatic, password);
         self.policy().may_subscribe(&who, channel)
     }
 
@@ -526,8 +541,14 @@ impl Presence {
             crate::names::check_channel(channel).map_err(SubscribeError::InvalidChannel)?;
         }
         if let Some(judged) = judged {
-            self.check_subscribe(conn, judged, opts.grant.as_deref(), opts.automatic)
-                .map_err(SubscribeError::Refused)?;
+            self.check_subscribe_with(
+                conn,
+                judged,
+                opts.grant.as_deref(),
+                opts.automatic,
+                opts.password.as_deref(),
+            )
+            .map_err(SubscribeError::Refused)?;
         }
         self.charge_membership(shared, true)?;
         let mut opts = opts;
@@ -775,7 +796,7 @@ impl Presence {
         let access = shared.access();
         let user = shared.user_id();
         let subscribed = conn.is_subscribed(channel);
-        let who = Self::requester(shared, &access, user.as_deref(), extra, false);
+        let who = Self::requester(shared, &access, user.as_deref(), extra, false, None);
         self.policy().may_publish(&who, channel, event, subscribed)
     }
 

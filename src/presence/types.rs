@@ -252,6 +252,9 @@ pub struct SubscribeOptions {
     pub automatic: bool,
     /// Whose rights the subscribe needs.
     pub rights: Rights,
+    /// A secret the client gave for this channel (a Socket.IO topic
+    /// `password`): told to the channel policy's backend check, nowhere else.
+    pub password: Option<Arc<str>>,
 }
 
 /// Which channel's rights a subscribe is judged by.
@@ -284,6 +287,7 @@ impl Default for SubscribeOptions {
             grant: None,
             automatic: false,
             rights: Rights::Own,
+            password: None,
         }
     }
 }

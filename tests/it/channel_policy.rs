@@ -22,6 +22,8 @@ enum Backend {
     Broken,
     /// No answer for longer than the check's timeout.
     Silent,
+    /// `{"allow": true}` when the request carries the password `sesame`.
+    Password,
 }
 
 /// A channel check on 127.0.0.1 that reports every request.
@@ -47,6 +49,13 @@ async fn backend(mode: Backend) -> (String, mpsc::UnboundedReceiver<Hit>) {
                         return;
                     }
                     Backend::Broken => ("500 Internal Server Error", String::new()),
+                    Backend::Password if asked["password"] == "sesame" => {
+                        ("200 OK", json!({"allow": true}).to_string())
+                    }
+                    Backend::Password => (
+                        "200 OK",
+                        json!({"allow": false, "reason": "wrong space password"}).to_string(),
+                    ),
                     Backend::AliceOnly if asked["user_id"] == "alice" => {
                         ("200 OK", json!({"allow": true}).to_string())
                     }
@@ -235,4 +244,72 @@ fn settings_the_policy_replaced_are_refused_with_directions() {
     cfg.channels.channel_check_url = Some("ftp://example.com/check".into());
     let err = cfg.policy().expect_err("a bad URL is refused");
     assert!(err.contains("--channel-check-url"), "{err}");
+}
+
+/// A Socket.IO topic `password` goes to the backend check with the
+/// subscribe (and nowhere else): a wrong one is refused with the
+/// backend's reason and never reuses the right one's cached answer; the
+/// refusal does not echo it.
+#[cfg(feature = "socketio")]
+#[tokio::test]
+async fn a_topic_password_is_checked_by_the_backend() {
+    use crate::common::protocols::{Peer, Proto};
+    let (srv, mut hits) = server_with_backend(Backend::Password).await;
+    let space = "space-protected";
+    let subscribe = |password: Option<&str>| {
+        let mut channel = json!({"type": "topic", "_id": space});
+        if let Some(p) = password {
+            channel["password"] = json!(p);
+        }
+        json!({ "channel": channel })
+    };
+    let mut ann = Peer::connect(&srv, Proto::SocketIo, Some(ungranted("ann")))
+        .await
+        .expect("connected");
+    ann.emit("SUBSCRIBE_CHANNEL", subscribe(Some("sesame")))
+        .await;
+    let ok = ann.next().await;
+    assert_eq!(ok["event"], "CHANNEL_SUBSCRIBED", "{ok}");
+    let asked = hits.recv().await.expect("the backend was asked").json();
+    assert_eq!(asked["password"], "sesame");
+    assert_eq!(asked["channel"], space);
+    assert_eq!(asked["protocol"], "socketio");
+
+    // Same user, wrong password: asked again (not the cached yes), refused.
+    let mut ann2 = Peer::connect(&srv, Proto::SocketIo, Some(ungranted("ann")))
+        .await
+        .expect("connected");
+    ann2.emit("SUBSCRIBE_CHANNEL", subscribe(Some("guess")))
+        .await;
+    let refused = ann2.next().await;
+    assert_eq!(refused["event"], "SUBSCRIBE_CHANNEL_FAILED", "{refused}");
+    assert_eq!(refused["data"]["error"]["code"], "channel.forbidden");
+    let why = refused["data"]["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("wrong space password"), "{refused}");
+    assert!(
+        !refused.to_string().contains("guess"),
+        "not echoed: {refused}"
+    );
+    assert_eq!(
+        hits.recv().await.expect("asked").json()["password"],
+        "guess"
+    );
+
+    // No password at all: asked without one, refused.
+    let mut bob = Peer::connect(&srv, Proto::SocketIo, Some(ungranted("bob")))
+        .await
+        .expect("connected");
+    bob.emit("SUBSCRIBE_CHANNEL", subscribe(None)).await;
+    assert_eq!(bob.next().await["event"], "SUBSCRIBE_CHANNEL_FAILED");
+    let asked = hits.recv().await.expect("asked").json();
+    assert!(asked.get("password").is_none(), "{asked}");
+
+    // The right password again: the cached answer, no new request.
+    ann2.emit("SUBSCRIBE_CHANNEL", subscribe(Some("sesame")))
+        .await;
+    assert_eq!(ann2.next().await["event"], "CHANNEL_SUBSCRIBED");
+    assert!(hits.try_recv().is_err(), "the cached answer was used");
+    srv.stop().await;
 }
