@@ -71,6 +71,8 @@ mod cluster_redis;
 mod cluster_services;
 #[cfg(all(feature = "hotsock", feature = "sc"))]
 mod cluster_sharded;
+#[cfg(feature = "socketio")]
+mod cluster_socketio;
 #[cfg(all(feature = "hotsock", feature = "sc"))]
 mod cluster_subscribers;
 #[cfg(feature = "hotsock")]
