@@ -645,13 +645,14 @@ impl Session {
         let Outbound::Text(bytes) = item else {
             return true;
         };
-        let Some((event, payload)) = wire::split_event(bytes) else {
+        let Some(split) = wire::split_shared(bytes) else {
             tracing::warn!("socket.io outbox item is not [event, payload]; dropped");
             return true;
         };
+        let (event, payload) = &*split;
         let deadline = Instant::now() + self.config.write_timeout;
         loop {
-            match socket.emit(&event, &payload) {
+            match socket.emit(event, payload) {
                 Ok(()) => return true,
                 Err(socketioxide::SendError::Socket(
                     socketioxide::SocketError::InternalChannelFull,

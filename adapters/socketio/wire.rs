@@ -755,6 +755,34 @@ pub fn direct(msg: &DirectMessage) -> Option<Bytes> {
     Some(frame(&msg.event, &data))
 }
 
+/// An outbox item split for socketioxide's `emit`.
+pub type Split = (String, Box<RawValue>);
+
+/// [`split_event`], parsed once per broadcast rather than once per
+/// recipient: a broadcast reaches every recipient's outbox as the same
+/// shared `Bytes`, so each pump thread remembers the last item it split,
+/// by address. The cache holds a clone of that `Bytes`, so its memory
+/// cannot be freed and reused for another item while it is remembered:
+/// the same address is the same bytes.
+pub fn split_shared(item: &bytes::Bytes) -> Option<std::sync::Arc<Split>> {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+    thread_local! {
+        static LAST: RefCell<Option<(bytes::Bytes, Arc<Split>)>> = const { RefCell::new(None) };
+    }
+    let hit = LAST.with_borrow(|last| {
+        last.as_ref()
+            .filter(|(seen, _)| seen.as_ptr() == item.as_ptr() && seen.len() == item.len())
+            .map(|(_, split)| split.clone())
+    });
+    if hit.is_some() {
+        return hit;
+    }
+    let split = Arc::new(split_event(item)?);
+    LAST.set(Some((item.clone(), split.clone())));
+    Some(split)
+}
+
 /// Splits an outbox item `["EVENT",payload]` into the event name and the
 /// raw payload, or None if it is not in that form.
 pub fn split_event(item: &[u8]) -> Option<(String, Box<RawValue>)> {
@@ -1065,6 +1093,25 @@ mod tests {
             ..msg
         };
         assert!(SocketIoCodec.encode(&Event::Direct(&msg), 0).is_none());
+    }
+
+    #[test]
+    fn a_shared_item_is_split_once_per_thread() {
+        let item = bytes::Bytes::from_static(br#"["MESSAGE_SENT",{"_id":"1"}]"#);
+        let first = split_shared(&item).expect("splits");
+        let again = split_shared(&item.clone()).expect("splits");
+        assert!(
+            std::sync::Arc::ptr_eq(&first, &again),
+            "the same bytes reuse the split"
+        );
+        assert_eq!(first.0, "MESSAGE_SENT");
+        assert_eq!(first.1.get(), r#"{"_id":"1"}"#);
+        // Equal content at another address is split again, correctly.
+        let other = bytes::Bytes::from(br#"["MESSAGE_SENT",{"_id":"2"}]"#.to_vec());
+        let third = split_shared(&other).expect("splits");
+        assert!(!std::sync::Arc::ptr_eq(&first, &third));
+        assert_eq!(third.1.get(), r#"{"_id":"2"}"#);
+        assert!(split_shared(&bytes::Bytes::from_static(b"not json")).is_none());
     }
 
     #[test]
