@@ -16,8 +16,9 @@
 //!   every client's member list has all 1,000 members (`--outbox-bytes`
 //!   64 MiB: each client receives about 15 MB of member lists).
 //! - `sio-fanout`: the `fanout` scenario with 1,000 Socket.IO (Engine.IO 4,
-//!   WebSocket, `/chat`) subscribers of one topic; also counts lost and
-//!   reordered deliveries per subscriber.
+//!   WebSocket, `/chat`) subscribers of one topic, against rollcall and
+//!   then against Node socket.io 4.8 (rooms per topic), with the ratios;
+//!   also counts lost and reordered deliveries per subscriber.
 //! - `sio-10k`: 10,000 Socket.IO sockets watching one topic
 //!   (`"announce": false`, so no N² party events), 10 msg/s for 5 s:
 //!   every one must get every message, in order.
@@ -44,8 +45,24 @@ struct Server {
 }
 
 impl Server {
+    /// A Node peer: `conformance/node/<script>` (its modules pinned in
+    /// conformance/package-lock.json; `cd conformance && npm ci`).
+    fn start_node(script: &str) -> Server {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("conformance/node")
+            .join(script);
+        let child = Command::new("node")
+            .arg(path)
+            .args(["--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start node (install Node.js, then: cd conformance && npm ci)");
+        Server::from_banner(child)
+    }
+
     fn start(extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        let child = Command::new(env!("CARGO_BIN_EXE_rollcall"))
             .args([
                 "serve",
                 "--listen",
@@ -64,6 +81,11 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start rollcall");
+        Server::from_banner(child)
+    }
+
+    /// Reads the first line, "… listening on ADDR", and keeps draining.
+    fn from_banner(mut child: Child) -> Server {
         let stdout = child.stdout.take().expect("stdout");
         let mut reader = BufReader::new(stdout);
         let mut line = String::new();
@@ -281,10 +303,61 @@ async fn sio_receive(mut ws: Ws, total: u64, delivered: Arc<AtomicU64>) -> SioSe
     seen
 }
 
+/// One server's figures in a Socket.IO fan-out.
+struct SioFigures {
+    cpu_us_per_delivery: f64,
+    p99_ms: f64,
+    rss_kib_per_connection: f64,
+}
+
+/// The Socket.IO fan-out against rollcall and against the Node socket.io
+/// 4.8 peer (`conformance/node/socketio-reference-server.js`), back to back,
+/// and their ratios.
+async fn sio_side_by_side(subscribers: usize, rate: u64, seconds: u64) {
+    let ours = {
+        let server = Server::start(&["--max-connections-per-user", "100000"]);
+        sio_fanout(
+            "sio-fanout rollcall",
+            &server,
+            subscribers,
+            true,
+            rate,
+            seconds,
+        )
+        .await
+    };
+    let node = {
+        let server = Server::start_node("socketio-reference-server.js");
+        sio_fanout(
+            "sio-fanout socket.io 4.8",
+            &server,
+            subscribers,
+            true,
+            rate,
+            seconds,
+        )
+        .await
+    };
+    println!(
+        "sio-fanout rollcall / socket.io 4.8: server CPU per delivery {:.2}x, p99 {:.2}x, RSS per connection {:.2}x",
+        ours.cpu_us_per_delivery / node.cpu_us_per_delivery,
+        ours.p99_ms / node.p99_ms,
+        ours.rss_kib_per_connection / node.rss_kib_per_connection,
+    );
+}
+
 /// Socket.IO fan-out: `subscribers` in one topic (parties, or watchers
-/// when not `announce`), HTTP publishes at `rate`.
-async fn sio_fanout(name: &str, subscribers: usize, announce: bool, rate: u64, seconds: u64) {
-    let server = Server::start(&["--max-connections-per-user", "100000"]);
+/// when not `announce`), HTTP publishes at `rate`, after one second of
+/// warm-up publishes (the Node peer's JIT, every server's buffers).
+async fn sio_fanout(
+    name: &str,
+    server: &Server,
+    subscribers: usize,
+    announce: bool,
+    rate: u64,
+    seconds: u64,
+) -> SioFigures {
+    let (_, rss_empty) = server.usage();
     let addr = server.addr;
     let delivered = Arc::new(AtomicU64::new(0));
     let total = rate * seconds;
@@ -311,9 +384,21 @@ async fn sio_fanout(name: &str, subscribers: usize, announce: bool, rate: u64, s
     let connect_secs = connect_start.elapsed().as_secs_f64();
     let (_, rss_held) = server.usage();
     let mut api = TcpStream::connect(addr).await.expect("api");
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut next = Instant::now();
+    for _ in 0..rate {
+        publish(
+            &mut api,
+            addr,
+            r#"{"channel":"bench","event":"warm","data":{}}"#,
+        )
+        .await;
+        next += interval;
+        tokio::time::sleep_until(next.into()).await;
+    }
+    server.wait_until_idle().await;
     let (cpu0, _) = server.usage();
     let start = Instant::now();
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let mut next = Instant::now();
     for i in 0..total {
         let body =
@@ -340,17 +425,25 @@ async fn sio_fanout(name: &str, subscribers: usize, announce: bool, rate: u64, s
     let (cpu1, _) = server.usage();
     all.sort_unstable();
     let n = delivered.load(Ordering::Relaxed);
+    let figures = SioFigures {
+        cpu_us_per_delivery: (cpu1 - cpu0) * 1e6 / n.max(1) as f64,
+        p99_ms: percentile(&all, 0.99) as f64 / 1000.0,
+        rss_kib_per_connection: rss_held.saturating_sub(rss_empty) as f64
+            / 1024.0
+            / subscribers as f64,
+    };
     println!(
         "{name}: {subscribers} Socket.IO {} (connected in {connect_secs:.1} s, server RSS {:.1} KiB per connection), {rate} msg/s for {seconds} s: {n}/{} delivered, {lost} lost, {reordered} reordered, {:.0} deliveries/s, latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms, server CPU {:.3} us per delivery",
         if announce { "parties" } else { "watchers" },
-        rss_held as f64 / 1024.0 / subscribers as f64,
+        figures.rss_kib_per_connection,
         total * subscribers as u64,
         n as f64 / elapsed,
         percentile(&all, 0.50) as f64 / 1000.0,
-        percentile(&all, 0.99) as f64 / 1000.0,
+        figures.p99_ms,
         all.last().copied().unwrap_or(0) as f64 / 1000.0,
-        (cpu1 - cpu0) * 1e6 / n.max(1) as f64,
+        figures.cpu_us_per_delivery,
     );
+    figures
 }
 
 fn micros_now() -> u64 {
@@ -520,10 +613,11 @@ fn main() {
             storm(1000).await;
         }
         if wants("sio-fanout") {
-            sio_fanout("sio-fanout", 1000, true, 100, 5).await;
+            sio_side_by_side(1000, 100, 5).await;
         }
         if wants("sio-10k") {
-            sio_fanout("sio-10k", 10_000, false, 10, 5).await;
+            let server = Server::start(&["--max-connections-per-user", "100000"]);
+            sio_fanout("sio-10k", &server, 10_000, false, 10, 5).await;
         }
     });
 }
