@@ -314,30 +314,20 @@ struct SioFigures {
 /// 4.8 peer (`conformance/node/socketio-reference-server.js`), back to back,
 /// and their ratios.
 async fn sio_side_by_side(subscribers: usize, rate: u64, seconds: u64) {
-    let ours = {
-        let server = Server::start(&["--max-connections-per-user", "100000"]);
-        sio_fanout(
-            "sio-fanout rollcall",
-            &server,
-            subscribers,
-            true,
-            rate,
-            seconds,
-        )
-        .await
+    // Each server is stopped (dropped) before the next one starts.
+    let run = |name: &'static str, server: Server| async move {
+        sio_fanout(name, &server, subscribers, true, rate, seconds).await
     };
-    let node = {
-        let server = Server::start_node("socketio-reference-server.js");
-        sio_fanout(
-            "sio-fanout socket.io 4.8",
-            &server,
-            subscribers,
-            true,
-            rate,
-            seconds,
-        )
-        .await
-    };
+    let ours = run(
+        "sio-fanout rollcall",
+        Server::start(&["--max-connections-per-user", "100000"]),
+    )
+    .await;
+    let node = run(
+        "sio-fanout socket.io 4.8",
+        Server::start_node("socketio-reference-server.js"),
+    )
+    .await;
     println!(
         "sio-fanout rollcall / socket.io 4.8: server CPU per delivery {:.2}x, p99 {:.2}x, RSS per connection {:.2}x",
         ours.cpu_us_per_delivery / node.cpu_us_per_delivery,
