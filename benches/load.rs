@@ -19,6 +19,9 @@
 //!   WebSocket, `/chat`) subscribers of one topic, against rollcall and
 //!   then against Node socket.io 4.8 (rooms per topic), with the ratios;
 //!   also counts lost and reordered deliveries per subscriber.
+//! - `sio-burst`: as `sio-fanout`, 500 publishes back to back.
+//! - `sio-idle`: 5,000 idle Socket.IO connections on rollcall, then on
+//!   socket.io 4.8: server RSS per connection and the ratio.
 //! - `sio-10k`: 10,000 Socket.IO sockets watching one topic
 //!   (`"announce": false`, so no N² party events), 10 msg/s for 5 s:
 //!   every one must get every message, in order.
@@ -305,52 +308,119 @@ async fn sio_receive(mut ws: Ws, total: u64, delivered: Arc<AtomicU64>) -> SioSe
 
 /// One server's figures in a Socket.IO fan-out.
 struct SioFigures {
+    deliveries_per_s: f64,
     cpu_us_per_delivery: f64,
     p99_ms: f64,
     rss_kib_per_connection: f64,
 }
 
+/// How a Socket.IO fan-out publishes: `messages` HTTP publishes, at `rate`
+/// per second, or back to back (a burst) when None.
+#[derive(Clone, Copy)]
+struct Load {
+    messages: u64,
+    rate: Option<u64>,
+}
+
+impl Load {
+    fn describe(self) -> String {
+        match self.rate {
+            Some(rate) => format!("{rate} msg/s for {} s", self.messages / rate.max(1)),
+            None => format!("{} messages back to back", self.messages),
+        }
+    }
+}
+
 /// The Socket.IO fan-out against rollcall and against the Node socket.io
 /// 4.8 peer (`conformance/node/socketio-reference-server.js`), back to back,
 /// and their ratios.
-async fn sio_side_by_side(subscribers: usize, rate: u64, seconds: u64) {
+async fn sio_side_by_side(scenario: &'static str, subscribers: usize, load: Load) {
     // Each server is stopped (dropped) before the next one starts.
-    let run = |name: &'static str, server: Server| async move {
-        sio_fanout(name, &server, subscribers, true, rate, seconds).await
+    let run = |name: String, server: Server| async move {
+        sio_fanout(&name, &server, subscribers, true, load).await
     };
     let ours = run(
-        "sio-fanout rollcall",
+        format!("{scenario} rollcall"),
         Server::start(&["--max-connections-per-user", "100000"]),
     )
     .await;
     let node = run(
-        "sio-fanout socket.io 4.8",
+        format!("{scenario} socket.io 4.8"),
         Server::start_node("socketio-reference-server.js"),
     )
     .await;
     println!(
-        "sio-fanout rollcall / socket.io 4.8: server CPU per delivery {:.2}x, p99 {:.2}x, RSS per connection {:.2}x",
+        "{scenario} rollcall / socket.io 4.8: deliveries/s {:.2}x, server CPU per delivery {:.2}x, p99 {:.2}x, RSS per connection {:.2}x",
+        ours.deliveries_per_s / node.deliveries_per_s,
         ours.cpu_us_per_delivery / node.cpu_us_per_delivery,
         ours.p99_ms / node.p99_ms,
         ours.rss_kib_per_connection / node.rss_kib_per_connection,
     );
 }
 
+/// Idle Socket.IO connections (each watching one topic, answering pings)
+/// held on rollcall and on the Node socket.io 4.8 peer: server RSS per
+/// connection, and the ratio.
+async fn sio_idle_side_by_side(connections: usize) {
+    let mut per_connection = Vec::new();
+    for (name, server) in [
+        (
+            "rollcall",
+            Server::start(&["--max-connections-per-user", "100000"]),
+        ),
+        (
+            "socket.io 4.8",
+            Server::start_node("socketio-reference-server.js"),
+        ),
+    ] {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (_, rss_empty) = server.usage();
+        let mut held = Vec::with_capacity(connections);
+        for batch in (0..connections).collect::<Vec<_>>().chunks(200) {
+            let joined = futures_util::future::join_all(
+                batch
+                    .iter()
+                    .map(|i| sio_subscriber(server.addr, format!("idle{i}"), "idle", false)),
+            )
+            .await;
+            held.extend(joined.into_iter().map(|ws| {
+                let delivered = Arc::new(AtomicU64::new(0));
+                tokio::spawn(sio_receive(ws, 0, delivered))
+            }));
+        }
+        server.wait_until_idle().await;
+        let (_, rss) = server.usage();
+        let kib = rss.saturating_sub(rss_empty) as f64 / 1024.0 / connections as f64;
+        println!(
+            "sio-idle {name}: {connections} idle Socket.IO connections, server RSS {:.1} MiB -> {:.1} MiB: {kib:.1} KiB per connection",
+            rss_empty as f64 / 1048576.0,
+            rss as f64 / 1048576.0,
+        );
+        per_connection.push(kib);
+        for task in held {
+            task.abort();
+        }
+    }
+    println!(
+        "sio-idle rollcall / socket.io 4.8: RSS per connection {:.2}x",
+        per_connection[0] / per_connection[1]
+    );
+}
+
 /// Socket.IO fan-out: `subscribers` in one topic (parties, or watchers
-/// when not `announce`), HTTP publishes at `rate`, after one second of
-/// warm-up publishes (the Node peer's JIT, every server's buffers).
+/// when not `announce`), HTTP publishes as `load` says, after 100 warm-up
+/// publishes (the Node peer's JIT, every server's buffers).
 async fn sio_fanout(
     name: &str,
     server: &Server,
     subscribers: usize,
     announce: bool,
-    rate: u64,
-    seconds: u64,
+    load: Load,
 ) -> SioFigures {
     let (_, rss_empty) = server.usage();
     let addr = server.addr;
     let delivered = Arc::new(AtomicU64::new(0));
-    let total = rate * seconds;
+    let total = load.messages;
     let connect_start = Instant::now();
     let mut tasks = Vec::with_capacity(subscribers);
     // Connected in batches, so 10,000 handshakes take seconds, not minutes;
@@ -374,17 +444,21 @@ async fn sio_fanout(
     let connect_secs = connect_start.elapsed().as_secs_f64();
     let (_, rss_held) = server.usage();
     let mut api = TcpStream::connect(addr).await.expect("api");
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let interval = load
+        .rate
+        .map(|rate| Duration::from_secs_f64(1.0 / rate as f64));
     let mut next = Instant::now();
-    for _ in 0..rate {
+    for _ in 0..100 {
         publish(
             &mut api,
             addr,
             r#"{"channel":"bench","event":"warm","data":{}}"#,
         )
         .await;
-        next += interval;
-        tokio::time::sleep_until(next.into()).await;
+        if let Some(interval) = interval {
+            next += interval;
+            tokio::time::sleep_until(next.into()).await;
+        }
     }
     server.wait_until_idle().await;
     let (cpu0, _) = server.usage();
@@ -394,8 +468,10 @@ async fn sio_fanout(
         let body =
             json!({"channel":"bench","event":"tick","data":{"t":micros_now(),"i":i}}).to_string();
         publish(&mut api, addr, &body).await;
-        next += interval;
-        tokio::time::sleep_until(next.into()).await;
+        if let Some(interval) = interval {
+            next += interval;
+            tokio::time::sleep_until(next.into()).await;
+        }
     }
     publish(
         &mut api,
@@ -416,6 +492,7 @@ async fn sio_fanout(
     all.sort_unstable();
     let n = delivered.load(Ordering::Relaxed);
     let figures = SioFigures {
+        deliveries_per_s: n as f64 / elapsed,
         cpu_us_per_delivery: (cpu1 - cpu0) * 1e6 / n.max(1) as f64,
         p99_ms: percentile(&all, 0.99) as f64 / 1000.0,
         rss_kib_per_connection: rss_held.saturating_sub(rss_empty) as f64
@@ -423,11 +500,12 @@ async fn sio_fanout(
             / subscribers as f64,
     };
     println!(
-        "{name}: {subscribers} Socket.IO {} (connected in {connect_secs:.1} s, server RSS {:.1} KiB per connection), {rate} msg/s for {seconds} s: {n}/{} delivered, {lost} lost, {reordered} reordered, {:.0} deliveries/s, latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms, server CPU {:.3} us per delivery",
+        "{name}: {subscribers} Socket.IO {} (connected in {connect_secs:.1} s, server RSS {:.1} KiB per connection), {}: {n}/{} delivered, {lost} lost, {reordered} reordered, {:.0} deliveries/s, latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms, server CPU {:.3} us per delivery",
         if announce { "parties" } else { "watchers" },
         figures.rss_kib_per_connection,
+        load.describe(),
         total * subscribers as u64,
-        n as f64 / elapsed,
+        figures.deliveries_per_s,
         percentile(&all, 0.50) as f64 / 1000.0,
         figures.p99_ms,
         all.last().copied().unwrap_or(0) as f64 / 1000.0,
@@ -603,11 +681,29 @@ fn main() {
             storm(1000).await;
         }
         if wants("sio-fanout") {
-            sio_side_by_side(1000, 100, 5).await;
+            let load = Load {
+                messages: 500,
+                rate: Some(100),
+            };
+            sio_side_by_side("sio-fanout", 1000, load).await;
+        }
+        if wants("sio-burst") {
+            let load = Load {
+                messages: 500,
+                rate: None,
+            };
+            sio_side_by_side("sio-burst", 1000, load).await;
+        }
+        if wants("sio-idle") {
+            sio_idle_side_by_side(5000).await;
         }
         if wants("sio-10k") {
             let server = Server::start(&["--max-connections-per-user", "100000"]);
-            sio_fanout("sio-10k", &server, 10_000, false, 10, 5).await;
+            let load = Load {
+                messages: 50,
+                rate: Some(10),
+            };
+            sio_fanout("sio-10k", &server, 10_000, false, load).await;
         }
     });
 }
