@@ -23,9 +23,6 @@ pub struct FrontEnd {
     /// Its routes, with its settings read from `config`. Err: a setting
     /// is invalid (the server does not start).
     pub routes: fn(&App, &Config) -> Result<Router<App>, String>,
-    /// Checks its settings as `routes` will read them (before the server
-    /// binds: a bad setting stops `rollcall serve` at once).
-    pub check: fn(&Config) -> Result<(), String>,
     /// The banner line saying where a client connects.
     pub endpoint: fn(SocketAddr) -> String,
 }
@@ -95,12 +92,4 @@ pub fn enabled(config: &Config) -> Result<Vec<&'static FrontEnd>, String> {
         ));
     }
     Ok(enabled)
-}
-
-/// Checks `--frontends` and the settings of every front end it enables.
-pub fn validate(config: &Config) -> Result<(), String> {
-    for front_end in enabled(config)? {
-        (front_end.check)(config)?;
-    }
-    Ok(())
 }

@@ -199,7 +199,6 @@ fn banner(
 }
 
 async fn serve(args: ServeArgs) -> Result<(), StartError> {
-    args.settings.validate()?;
     let resolved = rollcall::server::resolve(args.settings);
     let server = rollcall::server::start(&resolved.config).await?;
     banner(&resolved, server.local_addr(), server.presence().policy());

@@ -171,6 +171,9 @@ impl From<crate::services::ServicesError> for StartError {
 
 /// Binds and starts serving. The config must be resolved (see [`resolve`]).
 pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
+    // Every setting, front ends' included, is checked below before the
+    // port is taken; a CA file is checked even when nothing uses it yet.
+    config.check_tls()?;
     let verifier = JwtVerifier::new(&config.jwt()).map_err(|e| e.to_string())?;
     let settings = Settings {
         transport: config.transport(),

@@ -43,7 +43,6 @@ pub const FRONT_END: FrontEnd = FrontEnd {
     name: "socketio",
     protocol: PROTOCOL,
     routes: |app, config| Ok(routes(app, SocketIoConfig::from_settings(config)?)),
-    check: |config| SocketIoConfig::from_settings(config).map(|_| ()),
     endpoint: |addr| format!("Socket.IO   http://{addr}/chat  (?tokenType=jwt&token=<JWT>)"),
 };
 

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::{Arg, ArgMatches, Args, Command, FromArgMatches};
+use clap::{Arg, Args, Command, FromArgMatches};
 
 use super::Config;
 use crate::policy::RuleConfig;
@@ -79,21 +79,17 @@ impl FileSettings {
                         })?;
                 continue;
             }
-            match value {
-                toml::Value::Table(section) if section_args(&command, &key).is_some() => {
+            match (value, section_args(&command, &key)) {
+                (toml::Value::Table(section), Some(members)) => {
                     for (name, value) in section {
-                        let arg = section_args(&command, &key)
-                            .unwrap_or_default()
-                            .into_iter()
-                            .find(|arg| {
-                                arg.get_long().is_some_and(|long| {
-                                    long == name || long == format!("{key}-{name}")
-                                })
-                            });
+                        let arg = members.iter().copied().find(|arg| {
+                            arg.get_long()
+                                .is_some_and(|long| long == name || long == format!("{key}-{name}"))
+                        });
                         settings.add(path, arg, &format!("{key}.{name}"), value)?;
                     }
                 }
-                value => {
+                (value, _) => {
                     let arg = command
                         .get_arguments()
                         .find(|arg| arg.get_long() == Some(key.as_str()));
@@ -260,13 +256,8 @@ pub(super) fn from_file(path: &Path) -> Result<Config, ConfigError> {
         .apply(settings_command())
         .try_get_matches_from(std::iter::empty::<String>())
         .map_err(|e| ConfigError::Arguments(e.to_string()))?;
-    from_matches(&matches, &file)
-}
-
-/// The settings clap parsed, with the file's channel rules.
-pub fn from_matches(matches: &ArgMatches, file: &FileSettings) -> Result<Config, ConfigError> {
     let mut config =
-        Config::from_arg_matches(matches).map_err(|e| ConfigError::Arguments(e.to_string()))?;
-    config.channels.channel_rules = file.channel_rules.clone();
+        Config::from_arg_matches(&matches).map_err(|e| ConfigError::Arguments(e.to_string()))?;
+    config.channels.channel_rules = file.channel_rules;
     Ok(config)
 }

@@ -21,7 +21,7 @@ use crate::auth::{AuthConfig, parse_duration};
 use crate::presence::Limits;
 use crate::transport::TransportConfig;
 
-pub use load::{ConfigError, FileSettings, defaults, from_matches, with_env_vars};
+pub use load::{ConfigError, FileSettings, defaults, with_env_vars};
 
 /// Everything `rollcall serve` can be told.
 #[derive(Args, Clone, Debug)]
@@ -397,18 +397,6 @@ impl Config {
             audience: self.auth.jwt_audience.clone(),
             leeway_secs: 0,
         }
-    }
-
-    /// Checks every setting the way the server will use it, so a bad one
-    /// stops `rollcall serve` before it binds, with the key named.
-    pub fn validate(&self) -> Result<(), String> {
-        self.cluster()?;
-        self.services()?;
-        self.check_tls()?;
-        self.policy()?;
-        self.admission()?;
-        crate::frontends::validate(self)?;
-        Ok(())
     }
 }
 

@@ -234,7 +234,8 @@ max-members = 1
 fn settings_the_policy_replaced_are_refused_with_directions() {
     let mut cfg = rollcall::config::Config::default();
     cfg.front_ends.sgc.sgc_channels = vec!["room.*".into()];
-    let err = cfg.validate().expect_err("refused at startup");
+    let err = rollcall::sgc::SgcConfig::from_settings(&cfg.front_ends.sgc)
+        .expect_err("refused at startup");
     assert!(err.contains("--open-channels"), "{err}");
     let mut cfg = rollcall::config::Config::default();
     cfg.channels.open_channels = vec!["#oops".into()];
