@@ -296,7 +296,7 @@ impl Session {
             let announce = payload.get("announce").and_then(Value::as_bool) != Some(false);
             let opts = SubscribeOptions {
                 member_info: announce.then(|| self.member_info(None, None)),
-                password: password.clone(),
+                password,
                 presence_events: true,
                 receive_messages: true,
                 ..SubscribeOptions::default()
