@@ -72,18 +72,10 @@ impl Sc {
 
     /// The next text frame, raw (pings included).
     async fn raw(&mut self) -> String {
-        loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("a frame within the timeout")
-                .expect("stream open")
-                .expect("frame");
-            match msg {
-                Message::Text(t) => return t.to_string(),
-                Message::Ping(_) | Message::Pong(_) => continue,
-                other => panic!("unexpected frame {other:?}"),
-            }
-        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        protocols::read_text(&mut self.ws, deadline, "SocketCluster client")
+            .await
+            .expect("a frame within the timeout")
     }
 
     /// The next JSON frame, skipping `#1`/`""` pings.

@@ -88,25 +88,14 @@ impl Sgc {
     }
 
     async fn send_text(&mut self, text: &str) {
-        self.ws
-            .send(Message::Text(text.to_string().into()))
-            .await
-            .expect("send");
+        protocols::send_text(&mut self.ws, text.to_string()).await;
     }
 
     async fn next_text(&mut self) -> String {
-        loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("a frame within the timeout")
-                .expect("stream open")
-                .expect("frame");
-            match msg {
-                Message::Text(t) => return t.to_string(),
-                Message::Ping(_) | Message::Pong(_) => continue,
-                other => panic!("unexpected frame {other:?}"),
-            }
-        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        protocols::read_text(&mut self.ws, deadline, "sgc client")
+            .await
+            .expect("a frame within the timeout")
     }
 
     async fn next(&mut self) -> Value {

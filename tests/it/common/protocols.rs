@@ -154,7 +154,9 @@ pub struct Peer {
 
 /// Reads the next text frame before `deadline`, skipping WebSocket pings;
 /// None when the deadline passes. A close or error is a test failure.
-async fn read_text(ws: &mut Ws, deadline: Instant, who: &str) -> Option<String> {
+/// The next text frame before `deadline` (skipping pings and pongs), or
+/// None; panics, naming `who`, when the connection ends first.
+pub async fn read_text(ws: &mut Ws, deadline: Instant, who: &str) -> Option<String> {
     loop {
         match tokio::time::timeout_at(deadline, ws.next()).await {
             Err(_) => return None,
@@ -165,7 +167,8 @@ async fn read_text(ws: &mut Ws, deadline: Instant, who: &str) -> Option<String> 
     }
 }
 
-async fn send_text(ws: &mut Ws, text: String) {
+/// Sends one text frame.
+pub async fn send_text(ws: &mut Ws, text: String) {
     ws.send(Message::Text(text.into())).await.expect("send");
 }
 
