@@ -321,7 +321,7 @@ pub fn hotsock_frame(data: &[u8]) {
 // --------------------------------------------------------------- socketio
 
 /// Socket.IO payloads (`adapters/socketio/wire.rs`): `split_event` on raw
-/// bytes, and `decode_channel` / `decode_send_message` / `decode_presence`
+/// bytes, and `decode_channel` / `decode_password` / `decode_send_message` / `decode_presence`
 /// on the parsed JSON (and on the payload of a `[event, payload]` array):
 /// accepted payloads survive a round trip, `message_payload` builds JSON
 /// that the codec recognises as its own and passes on byte for byte.
@@ -374,6 +374,20 @@ fn socketio_decoders(p: &Value) {
             as_json(&error(&e));
         }
     }
+    match decode_password(p) {
+        Ok(Some(password)) => {
+            assert!(password.len() <= MAX_PASSWORD_BYTES);
+            assert_eq!(p["channel"]["password"].as_str(), Some(&*password));
+        }
+        Ok(None) => assert!(p["channel"]["password"].is_null()),
+        Err(e) => assert_eq!(e.code, codes::INVALID_PARAMETERS),
+    }
+    // A refusal never echoes the password the client sent.
+    let refused = as_json(&subscribe_failed(
+        p.get("channel"),
+        &WireError::new(codes::FORBIDDEN, "no"),
+    ));
+    assert!(refused[1]["channel"].get("password").is_none(), "{refused}");
     match decode_send_message(p.clone()) {
         Ok(m) => {
             assert!(
