@@ -36,7 +36,10 @@ impl ServerProcess {
     /// [`ServerProcess::start`] with another build of the binary (e.g.
     /// target/release/rollcall for a benchmark).
     pub fn start_binary(binary: &str, name: &str, extra: &[&str]) -> ServerProcess {
-        Self::spawn(binary, name, extra, "rollcall=info")
+        // ROLLCALL_TEST_LOG (a RUST_LOG filter) raises the servers' log
+        // level when a test needs looking into.
+        let filter = std::env::var("ROLLCALL_TEST_LOG").unwrap_or_else(|_| "rollcall=info".into());
+        Self::spawn(binary, name, extra, &filter)
     }
 
     /// Starts `binary serve` on 127.0.0.1:0 with the test secret and API

@@ -1,0 +1,455 @@
+//! Load generator: rollcall side by side with the Node servers its users
+//! come from, one scenario after another in one run, each server fresh,
+//! on 127.0.0.1. Prints a line per run and, at the end, a table of
+//! rollcall / Node ratios. Server CPU time and RSS are read from
+//! /proc/<pid>, because the generator shares the machine's cores; the
+//! hypervisor's steal over each window is printed with it.
+//!
+//! ```sh
+//! (cd conformance && npm ci)                  # the Node peers
+//! cargo bench --bench load                    # every scenario (~10 min)
+//! cargo bench --bench load -- steady burst    # some of them
+//! cargo bench --bench load -- fast sc         # one protocol (hotsock, socketio, sc)
+//! ```
+//!
+//! The Node peers (conformance/node, pinned in conformance/package-lock.json):
+//! socket.io 4.8 with a room per topic, socketcluster-server 14.7 with
+//! sc-stateless-presence 1.0.7, and a small Hotsock-style server on `ws`
+//! (there is no Node Hotsock server to download; the stand-in is the
+//! cheapest one a user could write).
+//!
+//! Scenarios, each for Hotsock, Socket.IO and SocketCluster, rollcall then
+//! the Node peer:
+//! - `steady`: 1,000 subscribers of one channel, 100 msg/s for 5 s;
+//! - `fast`: 100 subscribers, 1,000 msg/s for 2 s;
+//! - `burst`: 1,000 subscribers, 500 messages back to back (each
+//!   publish acknowledged before the next);
+//! - `idle`: 5,000 connections held, each subscribed; `idle-15k`: 15,000;
+//! - `storm` (Hotsock only): 1,000 clients join one presence channel at
+//!   once; time until every member list is complete;
+//! - `sio-10k` (rollcall only): 10,000 Socket.IO watchers of one topic,
+//!   10 msg/s for 5 s;
+//! - `cluster` (rollcall only): three nodes on a private `redis-server`
+//!   (installed by scripts/test): cross-node join latency over 100 joins,
+//!   and how soon a SIGKILLed node's members are removed on the others.
+//!
+//! Publishing is over the HTTP API for Hotsock and Socket.IO, and a
+//! client's `#publish` for SocketCluster, after 100 warm-up messages (the
+//! Node peers' JIT, every server's buffers).
+#![allow(clippy::print_stdout)]
+
+#[path = "../../tests/it/common/mod.rs"]
+mod common;
+
+mod clients;
+mod cluster;
+mod peers;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use clients::{Protocol, Publisher, Seen};
+use peers::Server;
+
+/// How a fan-out publishes: `messages` at `rate` per second, or back to
+/// back (a burst) when None.
+#[derive(Clone, Copy)]
+struct Load {
+    subscribers: usize,
+    messages: u64,
+    rate: Option<u64>,
+}
+
+impl Load {
+    fn describe(self) -> String {
+        let what = match self.rate {
+            Some(rate) => format!("{rate} msg/s for {} s", self.messages / rate.max(1)),
+            None => format!("{} messages back to back", self.messages),
+        };
+        format!("{} subscribers, {what}", self.subscribers)
+    }
+}
+
+/// One server's figures in one scenario.
+#[derive(Clone, Copy, Default)]
+struct Figures {
+    deliveries_per_s: f64,
+    cpu_us_per_delivery: f64,
+    /// The part of it spent in user space (the rest is the kernel's).
+    user_us_per_delivery: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    rss_kib_per_connection: f64,
+    /// Seconds until something converged (the join storm).
+    seconds: f64,
+}
+
+/// A (scenario, protocol) with rollcall's and the Node peer's figures.
+struct Pair {
+    scenario: String,
+    protocol: Protocol,
+    peer: &'static str,
+    ours: Figures,
+    node: Figures,
+}
+
+/// Runs `run` against a fresh rollcall (with `rollcall_args`), then a
+/// fresh Node peer.
+async fn side_by_side<F, Fut>(
+    scenario: &str,
+    protocol: Protocol,
+    rollcall_args: &[&str],
+    run: F,
+) -> Pair
+where
+    F: Fn(String, Server) -> Fut,
+    Fut: std::future::Future<Output = Figures>,
+{
+    let (script, peer) = protocol.node_peer();
+    let name = |who: &str| format!("{scenario} {} {who}", protocol.name());
+    // Each server is stopped (dropped inside `run`) before the next starts.
+    let ours = run(name("rollcall"), Server::rollcall(rollcall_args)).await;
+    let node = run(name(peer), Server::node(script)).await;
+    Pair {
+        scenario: scenario.to_string(),
+        protocol,
+        peer,
+        ours,
+        node,
+    }
+}
+
+/// Connects `count` subscribers of `channel`, 200 handshakes at a time.
+async fn subscribe_all(
+    protocol: Protocol,
+    server: &Server,
+    count: usize,
+    channel: &str,
+) -> Vec<clients::Ws> {
+    let mut all = Vec::with_capacity(count);
+    let ids: Vec<usize> = (0..count).collect();
+    for batch in ids.chunks(200) {
+        let joined = futures_util::future::join_all(batch.iter().map(|i| async move {
+            protocol
+                .subscriber(server.addr, &format!("u{i}"), channel)
+                .await
+        }))
+        .await;
+        all.extend(joined);
+    }
+    all
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Fan-out: `load.subscribers` in one channel, publishes as `load` says.
+async fn fanout(name: String, server: Server, protocol: Protocol, load: Load) -> Figures {
+    let rss_empty = server.usage().rss;
+    let total = load.messages;
+    let subscribers = subscribe_all(protocol, &server, load.subscribers, "bench").await;
+    server.wait_until_idle().await;
+    let rss_held = server.usage().rss;
+    let readers: Vec<_> = subscribers
+        .into_iter()
+        .map(|ws| tokio::spawn(clients::receive(protocol, ws, total)))
+        .collect();
+    let mut publisher = Publisher::new(protocol, server.addr, "bench").await;
+    let interval = load
+        .rate
+        .map(|rate| Duration::from_secs_f64(1.0 / rate as f64));
+    let mut next = Instant::now();
+    for _ in 0..100 {
+        publisher.publish("bench", json!({"warm": 1})).await;
+        if let Some(interval) = interval {
+            next += interval;
+            tokio::time::sleep_until(next.into()).await;
+        }
+    }
+    server.wait_until_idle().await;
+    let usage0 = server.usage();
+    let steal0 = peers::cpu_ticks();
+    let start = Instant::now();
+    let mut next = Instant::now();
+    for i in 0..total {
+        publisher
+            .publish("bench", json!({"t": clients::micros_now(), "i": i}))
+            .await;
+        if let Some(interval) = interval {
+            next += interval;
+            tokio::time::sleep_until(next.into()).await;
+        }
+    }
+    publisher.publish("bench", json!({"end": 1})).await;
+    let mut seen = Seen::default();
+    for reader in readers {
+        let one = reader.await.expect("subscriber");
+        seen.latencies_us.extend(one.latencies_us);
+        seen.lost += one.lost;
+        seen.duplicated += one.duplicated;
+        seen.reordered += one.reordered;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let usage1 = server.usage();
+    let steal = peers::steal_percent(steal0, peers::cpu_ticks());
+    let lat = &mut seen.latencies_us;
+    lat.sort_unstable();
+    let n = lat.len() as u64;
+    let f = Figures {
+        deliveries_per_s: n as f64 / elapsed,
+        cpu_us_per_delivery: (usage1.cpu() - usage0.cpu()) * 1e6 / n.max(1) as f64,
+        user_us_per_delivery: (usage1.user - usage0.user) * 1e6 / n.max(1) as f64,
+        p50_ms: percentile(lat, 0.50) as f64 / 1000.0,
+        p99_ms: percentile(lat, 0.99) as f64 / 1000.0,
+        max_ms: lat.last().copied().unwrap_or(0) as f64 / 1000.0,
+        rss_kib_per_connection: rss_held.saturating_sub(rss_empty) as f64
+            / 1024.0
+            / load.subscribers as f64,
+        seconds: elapsed,
+    };
+    println!(
+        "{name}: {}: {n}/{} delivered, {} lost, {} duplicated, {} reordered, {:.0} deliveries/s, latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms, server CPU {:.2} us per delivery ({:.2} in user space), RSS {:.1} KiB per connection, steal {steal:.1}%",
+        load.describe(),
+        total * load.subscribers as u64,
+        seen.lost,
+        seen.duplicated,
+        seen.reordered,
+        f.deliveries_per_s,
+        f.p50_ms,
+        f.p99_ms,
+        f.max_ms,
+        f.cpu_us_per_delivery,
+        f.user_us_per_delivery,
+        f.rss_kib_per_connection,
+    );
+    f
+}
+
+/// Idle: `connections` subscribed connections held; server RSS per
+/// connection.
+async fn idle(name: String, server: Server, protocol: Protocol, connections: usize) -> Figures {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_empty = server.usage().rss;
+    let held: Vec<_> = subscribe_all(protocol, &server, connections, "idle")
+        .await
+        .into_iter()
+        .map(|ws| tokio::spawn(clients::hold(protocol, ws)))
+        .collect();
+    server.wait_until_idle().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss = server.usage().rss;
+    let kib = rss.saturating_sub(rss_empty) as f64 / 1024.0 / connections as f64;
+    println!(
+        "{name}: {connections} idle connections, server RSS {:.1} MiB -> {:.1} MiB: {kib:.1} KiB per connection",
+        rss_empty as f64 / 1048576.0,
+        rss as f64 / 1048576.0,
+    );
+    for task in held {
+        task.abort();
+    }
+    Figures {
+        rss_kib_per_connection: kib,
+        ..Figures::default()
+    }
+}
+
+/// Join storm: `clients` Hotsock clients subscribe to one presence channel
+/// at once; time until every one's member list holds all of them.
+async fn storm(name: String, server: Server, clients: usize) -> Figures {
+    let mut conns = Vec::with_capacity(clients);
+    for i in 0..clients {
+        conns.push(clients::hotsock_client(server.addr, &format!("m{i:04}")).await);
+    }
+    let steal0 = peers::cpu_ticks();
+    let start = Instant::now();
+    let joiners: Vec<_> = conns
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                clients::hotsock_join_until(&mut ws, "presence.bench-storm", clients).await;
+                (Instant::now(), ws)
+            })
+        })
+        .collect();
+    let mut last = start;
+    let mut keep = Vec::new();
+    for joiner in joiners {
+        let (at, ws) = joiner.await.expect("joiner");
+        last = last.max(at);
+        keep.push(ws);
+    }
+    let seconds = (last - start).as_secs_f64();
+    println!(
+        "{name}: {clients} clients joined one presence channel; every member list complete after {:.0} ms, steal {:.1}%",
+        seconds * 1000.0,
+        peers::steal_percent(steal0, peers::cpu_ticks()),
+    );
+    Figures {
+        seconds,
+        ..Figures::default()
+    }
+}
+
+/// The table of ratios, rollcall / Node peer (below 1 is better, except
+/// for deliveries/s).
+fn print_table(pairs: &[Pair]) {
+    println!();
+    println!(
+        "| scenario | protocol | Node peer | deliveries/s | CPU per delivery | of which user space | p99 | RSS per connection | storm time |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let ratio = |a: f64, b: f64, unit: &str| {
+        if a == 0.0 && b == 0.0 {
+            "".to_string()
+        } else {
+            format!(
+                "{a:.1}{unit} / {b:.1}{unit} = **{:.2}x**",
+                a / b.max(f64::MIN_POSITIVE)
+            )
+        }
+    };
+    for p in pairs {
+        let (o, n) = (p.ours, p.node);
+        let storm = p.scenario == "storm";
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            p.scenario,
+            p.protocol.name(),
+            p.peer,
+            ratio(
+                o.deliveries_per_s / 1000.0,
+                n.deliveries_per_s / 1000.0,
+                "k"
+            ),
+            ratio(o.cpu_us_per_delivery, n.cpu_us_per_delivery, " µs"),
+            ratio(o.user_us_per_delivery, n.user_us_per_delivery, " µs"),
+            ratio(o.p99_ms, n.p99_ms, " ms"),
+            ratio(o.rss_kib_per_connection, n.rss_kib_per_connection, " KiB"),
+            if storm {
+                ratio(o.seconds, n.seconds, " s")
+            } else {
+                String::new()
+            },
+        );
+    }
+}
+
+fn main() {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    // Arguments name scenarios, protocols (hotsock, socketio, sc), or both.
+    let protocols: Vec<Protocol> = Protocol::ALL
+        .into_iter()
+        .filter(|p| filter.iter().any(|f| f == p.key()))
+        .collect();
+    let protocols = if protocols.is_empty() {
+        Protocol::ALL.to_vec()
+    } else {
+        protocols
+    };
+    let scenarios: Vec<&String> = filter
+        .iter()
+        .filter(|f| !Protocol::ALL.iter().any(|p| p.key() == f.as_str()))
+        .collect();
+    let wants = |name: &str| scenarios.is_empty() || scenarios.iter().any(|f| *f == name);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut pairs = Vec::new();
+        let fanouts = [
+            (
+                "steady",
+                Load {
+                    subscribers: 1000,
+                    messages: 500,
+                    rate: Some(100),
+                },
+            ),
+            (
+                "fast",
+                Load {
+                    subscribers: 100,
+                    messages: 2000,
+                    rate: Some(1000),
+                },
+            ),
+            (
+                "burst",
+                Load {
+                    subscribers: 1000,
+                    messages: 500,
+                    rate: None,
+                },
+            ),
+        ];
+        for (scenario, load) in fanouts {
+            if wants(scenario) {
+                for &protocol in &protocols {
+                    pairs.push(
+                        side_by_side(scenario, protocol, &[], |name, server| {
+                            fanout(name, server, protocol, load)
+                        })
+                        .await,
+                    );
+                }
+            }
+        }
+        for (scenario, connections) in [("idle", 5000), ("idle-15k", 15_000)] {
+            if wants(scenario) {
+                for &protocol in &protocols {
+                    pairs.push(
+                        side_by_side(scenario, protocol, &[], |name, server| {
+                            idle(name, server, protocol, connections)
+                        })
+                        .await,
+                    );
+                }
+            }
+        }
+        if wants("storm") && protocols.contains(&Protocol::Hotsock) {
+            pairs.push(
+                // Every member event carries the full member list, so each
+                // client receives about 15 MB in all: the outbound queue
+                // must hold the backlog of a client that reads slower than
+                // the storm arrives (the Node peer's queues are unbounded).
+                side_by_side(
+                    "storm",
+                    Protocol::Hotsock,
+                    &["--outbox-bytes", "67108864"],
+                    |name, server| storm(name, server, 1000),
+                )
+                .await,
+            );
+        }
+        if wants("sio-10k") {
+            let load = Load {
+                subscribers: 10_000,
+                messages: 50,
+                rate: Some(10),
+            };
+            fanout(
+                "sio-10k Socket.IO rollcall".into(),
+                Server::rollcall(&[]),
+                Protocol::SocketIo,
+                load,
+            )
+            .await;
+        }
+        if wants("cluster") {
+            cluster::figures(100).await;
+        }
+        if !pairs.is_empty() {
+            print_table(&pairs);
+        }
+    });
+}
