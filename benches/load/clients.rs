@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 pub const SECRET: &str = "bench-secret";
 pub const API_KEY: &str = "bench-key";
@@ -22,16 +24,25 @@ pub enum Protocol {
     Hotsock,
     SocketIo,
     Sc,
+    /// sgcWebSockets Presence: no Node server speaks it, so its rows are
+    /// rollcall's alone.
+    Sgc,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 3] = [Protocol::Hotsock, Protocol::SocketIo, Protocol::Sc];
+    pub const ALL: [Protocol; 4] = [
+        Protocol::Hotsock,
+        Protocol::SocketIo,
+        Protocol::Sc,
+        Protocol::Sgc,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Hotsock => "Hotsock",
             Protocol::SocketIo => "Socket.IO",
             Protocol::Sc => "SocketCluster",
+            Protocol::Sgc => "sgc",
         }
     }
 
@@ -41,16 +52,18 @@ impl Protocol {
             Protocol::Hotsock => "hotsock",
             Protocol::SocketIo => "socketio",
             Protocol::Sc => "sc",
+            Protocol::Sgc => "sgc",
         }
     }
 
     /// The Node server a user of this protocol would otherwise run:
     /// (script in conformance/node, label).
-    pub fn node_peer(self) -> (&'static str, &'static str) {
+    pub fn node_peer(self) -> Option<(&'static str, &'static str)> {
         match self {
-            Protocol::Hotsock => ("hotsock-reference-server.js", "Node Hotsock stand-in"),
-            Protocol::SocketIo => ("socketio-reference-server.js", "socket.io 4.8"),
-            Protocol::Sc => ("sc-reference-server.js", "socketcluster-server 14.7"),
+            Protocol::Hotsock => Some(("hotsock-reference-server.js", "Node Hotsock stand-in")),
+            Protocol::SocketIo => Some(("socketio-reference-server.js", "socket.io 4.8")),
+            Protocol::Sc => Some(("sc-reference-server.js", "socketcluster-server 14.7")),
+            Protocol::Sgc => None,
         }
     }
 
@@ -83,6 +96,28 @@ impl Protocol {
                     {"channel": {"type": "topic", "_id": channel}, "announce": false}]);
                 send_text(&mut ws, &format!("42/chat,{subscribe}")).await;
                 read_until(self, &mut ws, |t| t.contains("CHANNEL_SUBSCRIBED")).await;
+                ws
+            }
+            Protocol::Sgc => {
+                let (mut ws, id) = sgc_open(addr).await;
+                let me = json!({"id": id, "name": uid, "info": ""});
+                send(
+                    &mut ws,
+                    json!({"jsonrpc": "2.0", "method": "sgc@presence@member@new", "member": me}),
+                )
+                .await;
+                read_until(self, &mut ws, |t| t.contains("sgc@presence@member@new")).await;
+                send(
+                    &mut ws,
+                    json!({"jsonrpc": "2.0", "method": "sgc@presence@channel@member@new",
+                    "member": me, "channel": {"name": channel}}),
+                )
+                .await;
+                // Every subscribe is announced to the channel: wait for ours.
+                read_until(self, &mut ws, |t| {
+                    t.contains("sgc@presence@channel@member@new") && t.contains(&id)
+                })
+                .await;
                 ws
             }
             Protocol::Sc => {
@@ -137,6 +172,31 @@ async fn open(url: &str) -> Ws {
         .await
         .unwrap_or_else(|e| panic!("connect {url}: {e}"));
     ws
+}
+
+/// An sgc connection (subprotocol `presence.esegece.com`) and its session
+/// id, not joined: sgc announces every join to every member.
+pub async fn sgc_open(addr: SocketAddr) -> (Ws, String) {
+    let mut request = format!("ws://{addr}/sgc")
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("presence.esegece.com"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("sgc connect");
+    let session = read_until(Protocol::Sgc, &mut ws, |t| {
+        t.contains("sgc@presence@session")
+    })
+    .await;
+    let session: Value = serde_json::from_str(&session).expect("session frame");
+    let id = session["message"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (ws, id)
 }
 
 async fn sc_handshake(addr: SocketAddr, uid: &str) -> Ws {
@@ -255,8 +315,8 @@ pub fn micros_now() -> u64 {
 }
 
 /// Publishes to a channel the way a user of the protocol would: over the
-/// HTTP API (Hotsock, Socket.IO: rollcall's `/api/publish`, which the Node
-/// peers copy), or as a SocketCluster client's `#publish` (a subscriber,
+/// HTTP API (Hotsock, Socket.IO, sgc: rollcall's `/api/publish`, which the
+/// Node peers copy), or as a SocketCluster client's `#publish` (a subscriber,
 /// which gets its own messages back too), one at a time, each
 /// acknowledged before the next.
 pub enum Publisher {

@@ -9,7 +9,7 @@
 //! (cd conformance && npm ci)                  # the Node peers
 //! cargo bench --bench load                    # every scenario (~10 min)
 //! cargo bench --bench load -- steady burst    # some of them
-//! cargo bench --bench load -- fast sc         # one protocol (hotsock, socketio, sc)
+//! cargo bench --bench load -- fast sc         # one protocol (hotsock, socketio, sc, sgc)
 //! ```
 //!
 //! The Node peers (conformance/node, pinned in conformance/package-lock.json):
@@ -19,12 +19,14 @@
 //! cheapest one a user could write).
 //!
 //! Scenarios, each for Hotsock, Socket.IO and SocketCluster, rollcall then
-//! the Node peer:
+//! the Node peer, and for sgc (rollcall only: no Node server speaks it):
 //! - `steady`: 1,000 subscribers of one channel, 100 msg/s for 5 s;
 //! - `fast`: 100 subscribers, 1,000 msg/s for 2 s;
 //! - `burst`: 1,000 subscribers, 500 messages back to back (each
 //!   publish acknowledged before the next);
-//! - `idle`: 5,000 connections held, each subscribed; `idle-15k`: 15,000;
+//! - `idle`: 5,000 connections held, each subscribed to one channel (sgc's
+//!   only opened: sgc announces every join to every member);
+//!   `idle-15k`: 15,000;
 //! - `storm` (Hotsock only): 1,000 clients join one presence channel at
 //!   once; time until every member list is complete;
 //! - `sio-10k` (rollcall only): 10,000 Socket.IO watchers of one topic,
@@ -33,7 +35,7 @@
 //!   (installed by scripts/test): cross-node join latency over 100 joins,
 //!   and how soon a SIGKILLed node's members are removed on the others.
 //!
-//! Publishing is over the HTTP API for Hotsock and Socket.IO, and a
+//! Publishing is over the HTTP API for Hotsock, Socket.IO and sgc, and a
 //! client's `#publish` for SocketCluster, after 100 warm-up messages (the
 //! Node peers' JIT, every server's buffers).
 #![allow(clippy::print_stdout)]
@@ -86,13 +88,13 @@ struct Figures {
     seconds: f64,
 }
 
-/// A (scenario, protocol) with rollcall's and the Node peer's figures.
+/// A (scenario, protocol) with rollcall's and the Node peer's figures
+/// (None: no Node server speaks the protocol).
 struct Pair {
     scenario: String,
     protocol: Protocol,
-    peer: &'static str,
     ours: Figures,
-    node: Figures,
+    node: Option<(&'static str, Figures)>,
 }
 
 /// Runs `run` against a fresh rollcall (with `rollcall_args`), then a
@@ -107,34 +109,39 @@ where
     F: Fn(String, Server) -> Fut,
     Fut: std::future::Future<Output = Figures>,
 {
-    let (script, peer) = protocol.node_peer();
     let name = |who: &str| format!("{scenario} {} {who}", protocol.name());
     // Each server is stopped (dropped inside `run`) before the next starts.
     let ours = run(name("rollcall"), Server::rollcall(rollcall_args)).await;
-    let node = run(name(peer), Server::node(script)).await;
+    let node = match protocol.node_peer() {
+        Some((script, peer)) => Some((peer, run(name(peer), Server::node(script)).await)),
+        None => None,
+    };
     Pair {
         scenario: scenario.to_string(),
         protocol,
-        peer,
         ours,
         node,
     }
 }
 
-/// Connects `count` subscribers of `channel`, 200 handshakes at a time.
+/// Connects `count` subscribers, the i-th of `channel(i)`, 200 handshakes
+/// at a time.
 async fn subscribe_all(
     protocol: Protocol,
     server: &Server,
     count: usize,
-    channel: &str,
+    channel: impl Fn(usize) -> String,
 ) -> Vec<clients::Ws> {
     let mut all = Vec::with_capacity(count);
     let ids: Vec<usize> = (0..count).collect();
     for batch in ids.chunks(200) {
-        let joined = futures_util::future::join_all(batch.iter().map(|i| async move {
-            protocol
-                .subscriber(server.addr, &format!("u{i}"), channel)
-                .await
+        let joined = futures_util::future::join_all(batch.iter().map(|&i| {
+            let channel = channel(i);
+            async move {
+                protocol
+                    .subscriber(server.addr, &format!("u{i}"), &channel)
+                    .await
+            }
         }))
         .await;
         all.extend(joined);
@@ -153,7 +160,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 async fn fanout(name: String, server: Server, protocol: Protocol, load: Load) -> Figures {
     let rss_empty = server.usage().rss;
     let total = load.messages;
-    let subscribers = subscribe_all(protocol, &server, load.subscribers, "bench").await;
+    let subscribers = subscribe_all(protocol, &server, load.subscribers, |_| "bench".into()).await;
     server.wait_until_idle().await;
     let rss_held = server.usage().rss;
     let readers: Vec<_> = subscribers
@@ -236,11 +243,21 @@ async fn fanout(name: String, server: Server, protocol: Protocol, load: Load) ->
 async fn idle(name: String, server: Server, protocol: Protocol, connections: usize) -> Figures {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_empty = server.usage().rss;
-    let held: Vec<_> = subscribe_all(protocol, &server, connections, "idle")
-        .await
-        .into_iter()
-        .map(|ws| tokio::spawn(clients::hold(protocol, ws)))
-        .collect();
+    // sgc announces every join to every member: joined, idle connections
+    // would be a join storm (N² frames), so sgc's are opened, not joined.
+    let held: Vec<_> = match protocol {
+        Protocol::Sgc => {
+            let mut all = Vec::with_capacity(connections);
+            for _ in 0..connections {
+                all.push(clients::sgc_open(server.addr).await.0);
+            }
+            all
+        }
+        _ => subscribe_all(protocol, &server, connections, |_| "idle".into()).await,
+    }
+    .into_iter()
+    .map(|ws| tokio::spawn(clients::hold(protocol, ws)))
+    .collect();
     server.wait_until_idle().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss = server.usage().rss;
@@ -315,24 +332,33 @@ fn print_table(pairs: &[Pair]) {
         }
     };
     for p in pairs {
-        let (o, n) = (p.ours, p.node);
+        let o = p.ours;
+        let (peer, n) = match p.node {
+            Some((peer, n)) => (peer, n),
+            None => ("none", Figures::default()),
+        };
+        let cell = |a: f64, b: f64, unit: &str| match (a == 0.0, p.node.is_some()) {
+            (true, _) => String::new(),
+            (false, true) => ratio(a, b, unit),
+            (false, false) => format!("{a:.1}{unit}"),
+        };
         let storm = p.scenario == "storm";
         println!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             p.scenario,
             p.protocol.name(),
-            p.peer,
-            ratio(
+            peer,
+            cell(
                 o.deliveries_per_s / 1000.0,
                 n.deliveries_per_s / 1000.0,
                 "k"
             ),
-            ratio(o.cpu_us_per_delivery, n.cpu_us_per_delivery, " µs"),
-            ratio(o.user_us_per_delivery, n.user_us_per_delivery, " µs"),
-            ratio(o.p99_ms, n.p99_ms, " ms"),
-            ratio(o.rss_kib_per_connection, n.rss_kib_per_connection, " KiB"),
+            cell(o.cpu_us_per_delivery, n.cpu_us_per_delivery, " µs"),
+            cell(o.user_us_per_delivery, n.user_us_per_delivery, " µs"),
+            cell(o.p99_ms, n.p99_ms, " ms"),
+            cell(o.rss_kib_per_connection, n.rss_kib_per_connection, " KiB"),
             if storm {
-                ratio(o.seconds, n.seconds, " s")
+                cell(o.seconds, n.seconds, " s")
             } else {
                 String::new()
             },
