@@ -202,6 +202,10 @@ pub struct ServicesSettings {
     /// Attempts per webhook request, the first included.
     #[arg(long, default_value_t = 8)]
     pub webhook_max_attempts: u32,
+    /// Events a reader of GET /api/events may fall behind; a reader further behind loses the
+    /// oldest and gets a `gap` event saying how many.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub events_backlog: u32,
 }
 
 /// Scale-out: the bus that makes several nodes one.
@@ -346,6 +350,7 @@ impl Config {
                 retry_base: Duration::from_millis(settings.webhook_retry_ms),
                 max_attempts: settings.webhook_max_attempts,
             },
+            events_backlog: settings.events_backlog as usize,
             ..defaults
         })
     }

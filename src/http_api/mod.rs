@@ -12,6 +12,7 @@
 //! ```
 
 mod channels;
+mod events;
 mod extract;
 mod leases;
 pub mod openapi;
@@ -172,6 +173,10 @@ pub fn table() -> Vec<Route> {
         Route::new(M::GET, "/api/services/{id}/summary", get(channels::service_summary))
             .doc("channels", "Counts for a service id", "Counts of `service:{id}`.")
             .response(200, json!({"channel": "service:abc", "members": 1, "connections": 1})),
+        Route::new(M::GET, "/api/events", get(events::stream))
+            .doc("events", "Stream events to a backend (Server-Sent Events)", EVENTS_DOC)
+            .query(&[("channel", "comma-separated channel patterns (names, `*` globs, `#regex:`); with it, events without a channel are left out"), ("type", "comma-separated event names, e.g. `member_added,member_removed`")])
+            .response(200, json!("event: member_added\nid: 01JA2Z4K8Q3W7E5R9T1Y6U0I2O\ndata: {\"id\":\"01JA2Z4K8Q3W7E5R9T1Y6U0I2O\",\"name\":\"member_added\",\"channel\":\"presence.room\",\"user_id\":\"alice\",\"data\":{\"name\":\"Alice\"},\"time_ms\":1728846563000}")),
         Route::new(M::POST, "/api/presence/refresh", post(leases::refresh))
             .auth(Auth::ApiKeyOrClient)
             .doc("presence", "Refresh a presence lease", LEASE_DOC)
@@ -196,6 +201,8 @@ pub fn table() -> Vec<Route> {
 }
 
 const MESSAGE_TO_PRESENT: &str = "Everyone present to the channel gets the message: its subscribers as a channel message `{\"id\",\"event\",\"channel\",\"data\"}` (as `POST /api/publish`), and lease holders that are not subscribed as a direct message with the same `id`, `event` and `data`, on every node of a cluster (`connections` counts the node asked). Hidden users still receive it.";
+
+const EVENTS_DOC: &str = "`text/event-stream`. Each event is `event: <name>`, `id: <ULID>`, `data: <JSON>` with the webhooks' event JSON: `member_added`, `member_updated`, `member_removed`, `channel_occupied`, `channel_vacated`, `user_online`, `user_offline` (the cluster's, on any node), and `connection_opened`, `connection_closed` with `connection` and `protocol` (this node's connections; none for hidden users). A reader more than `--events-backlog` events behind loses the oldest and gets `event: gap`, `data: {\"missed\": N}` (N counts lost events of every type, before the filters). Comment lines keep the connection alive; the stream ends when the server shuts down.";
 
 const LEASE_DOC: &str = "Replaces the caller's list of ids (channel names) it is present to; each id is a membership of that channel while the lease lives (`GET /api/channels/content:42` lists the user). Not refreshed within `ttl_ms` (default `--lease-ttl`), the lease expires and its memberships end; `ids: []` ends it at once. A backend uses the API key and names the `user` (optionally its member `info`); any channel may be leased. A client sends its `connection_id` and `connection_secret` instead; it may lease only `content:`, `service:` and `user:` ids, its lease ends with the connection, and its member data is the connection's. Several connections or tabs of one user are one member.";
 

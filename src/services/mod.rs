@@ -13,6 +13,7 @@
 //! does the work that calls back into the core (pushing user presence,
 //! ending a closed connection's lease).
 
+pub mod event_stream;
 pub mod leases;
 pub mod privacy;
 pub mod privacy_file;
@@ -34,11 +35,12 @@ use crate::cluster::RemoteHandler;
 use crate::cluster::wire::DirectTarget;
 use crate::ids::ConnId;
 use crate::presence::{ChannelMessage, DirectMessage, Presence, PresenceObserver};
+use event_stream::EventStream;
 use leases::{LeaseOwner, Leases};
 use privacy::{Privacy, PrivacyError, PrivacySettings, PrivacyStatus, PrivacyStore};
 use user_presence::{UserChange, UserPresence};
 use webhook_handover::Handover;
-use webhooks::{WebhookConfig, WebhookEvent, WebhookObserver, Webhooks};
+use webhooks::{WebhookConfig, WebhookEvent, Webhooks};
 
 /// How long a node that does not send webhooks keeps its events, to replay
 /// them if it takes over: longer than a node timeout or a Redis outage.
@@ -70,6 +72,9 @@ pub struct ServicesConfig {
     /// Part of a cluster: webhooks wait until the cluster makes this node
     /// their sender (see [`webhook_handover`]).
     pub clustered: bool,
+    /// Events a reader of `GET /api/events` may fall behind before it
+    /// loses the oldest (and is told so).
+    pub events_backlog: usize,
 }
 
 impl Default for ServicesConfig {
@@ -91,6 +96,7 @@ impl Default for ServicesConfig {
                 max_attempts: 8,
             },
             clustered: false,
+            events_backlog: 1024,
         }
     }
 }
@@ -115,6 +121,7 @@ struct Inner {
     users: Arc<UserPresence>,
     leases: Arc<Leases>,
     webhooks: Option<Arc<Webhooks>>,
+    events: Arc<EventStream>,
     tasks: mpsc::UnboundedSender<Task>,
     task_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Task>>>,
     presence: OnceLock<Presence>,
@@ -134,21 +141,44 @@ impl std::fmt::Debug for Inner {
 struct Observer {
     users: Arc<UserPresence>,
     tasks: mpsc::UnboundedSender<Task>,
-    webhooks: Option<WebhookObserver>,
+    webhooks: Option<Arc<Webhooks>>,
+    events: Arc<EventStream>,
+    privacy: Arc<Privacy>,
+}
+
+impl Observer {
+    /// A connection event for the event stream; none for a hidden user.
+    fn connection_event(
+        &self,
+        name: &'static str,
+        conn: ConnId,
+        user_id: Option<&Arc<str>>,
+        protocol: &'static str,
+    ) {
+        if !self.events.has_readers() || user_id.is_some_and(|u| !self.privacy.visible(u)) {
+            return;
+        }
+        let mut event = WebhookEvent::new(name, None, user_id.cloned());
+        event.connection = Some(conn.to_string());
+        event.protocol = Some(protocol);
+        self.events.push(event);
+    }
 }
 
 impl PresenceObserver for Observer {
-    fn connected(&self, _conn: ConnId, user_id: Option<&Arc<str>>, _protocol: &'static str) {
+    fn connected(&self, conn: ConnId, user_id: Option<&Arc<str>>, protocol: &'static str) {
         if let Some(uid) = user_id {
             self.users.connection_opened(uid);
         }
+        self.connection_event("connection_opened", conn, user_id, protocol);
     }
 
-    fn disconnected(&self, conn: ConnId, user_id: Option<&Arc<str>>, _protocol: &'static str) {
+    fn disconnected(&self, conn: ConnId, user_id: Option<&Arc<str>>, protocol: &'static str) {
         if let Some(uid) = user_id {
             self.users.connection_closed(uid);
         }
         let _ = self.tasks.send(Task::Closed(conn));
+        self.connection_event("connection_closed", conn, user_id, protocol);
     }
 
     fn user_changed(
@@ -173,8 +203,16 @@ impl PresenceObserver for Observer {
         vacated: bool,
         deltas: &[crate::presence::PresenceDelta],
     ) {
-        if let Some(w) = &self.webhooks {
-            w.channel_batch(channel, occupied, vacated, deltas);
+        if self.webhooks.is_none() && !self.events.has_readers() {
+            return;
+        }
+        for event in webhooks::channel_events(channel, occupied, vacated, deltas) {
+            if self.events.has_readers() {
+                self.events.push(event.clone());
+            }
+            if let Some(hooks) = &self.webhooks {
+                hooks.push(event);
+            }
         }
     }
 }
@@ -229,16 +267,22 @@ impl Services {
         let (tasks, task_rx) = mpsc::unbounded_channel();
         let sink_tasks = tasks.clone();
         let sink_hooks = webhooks.clone();
+        let events = Arc::new(EventStream::new(config.events_backlog));
+        let sink_events = events.clone();
         let users = Arc::new(UserPresence::new(
             privacy.clone(),
             Box::new(move |change: UserChange| {
+                let name = if change.online {
+                    "user_online"
+                } else {
+                    "user_offline"
+                };
+                let event = || WebhookEvent::new(name, None, Some(change.uid.clone()));
+                if sink_events.has_readers() {
+                    sink_events.push(event());
+                }
                 if let Some(hooks) = &sink_hooks {
-                    let name = if change.online {
-                        "user_online"
-                    } else {
-                        "user_offline"
-                    };
-                    hooks.push(WebhookEvent::new(name, None, Some(change.uid.clone())));
+                    hooks.push(event());
                 }
                 let _ = sink_tasks.send(Task::User(change));
             }),
@@ -251,6 +295,7 @@ impl Services {
                 users,
                 leases,
                 webhooks,
+                events,
                 tasks,
                 task_rx: std::sync::Mutex::new(Some(task_rx)),
                 presence: OnceLock::new(),
@@ -259,12 +304,19 @@ impl Services {
         })
     }
 
+    /// The backends' event stream (`GET /api/events`).
+    pub fn events(&self) -> &Arc<EventStream> {
+        &self.inner.events
+    }
+
     /// The observers to build the core with ([`Presence::with_observers`]).
     pub fn observers(&self) -> Vec<Arc<dyn PresenceObserver>> {
         vec![Arc::new(Observer {
             users: self.inner.users.clone(),
             tasks: self.inner.tasks.clone(),
-            webhooks: self.inner.webhooks.clone().map(WebhookObserver::new),
+            webhooks: self.inner.webhooks.clone(),
+            events: self.inner.events.clone(),
+            privacy: self.inner.privacy.clone(),
         })]
     }
 

@@ -105,6 +105,12 @@ pub struct WebhookEvent {
     /// The member's data, for member_added and member_updated.
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_deref")]
     pub data: Option<Arc<Value>>,
+    /// The connection id, for connection events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    /// The connection's protocol, for connection events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'static str>,
     /// When it happened (Unix ms).
     pub time_ms: u64,
 }
@@ -136,6 +142,8 @@ impl WebhookEvent {
             channel,
             user_id,
             data: None,
+            connection: None,
+            protocol: None,
             time_ms: now_ms(),
         }
     }
@@ -421,32 +429,46 @@ impl PresenceObserver for WebhookObserver {
         vacated: bool,
         deltas: &[PresenceDelta],
     ) {
-        let channel: Arc<str> = Arc::from(channel);
-        if occupied {
-            self.hooks.push(WebhookEvent::new(
-                "channel_occupied",
-                Some(channel.clone()),
-                None,
-            ));
-        }
-        for d in deltas {
-            let name = match d.change {
-                MemberChange::Added => "member_added",
-                MemberChange::Removed => "member_removed",
-                MemberChange::Updated => "member_updated",
-                MemberChange::Unchanged => continue,
-            };
-            let mut event = WebhookEvent::new(name, Some(channel.clone()), Some(d.user_id.clone()));
-            if d.change != MemberChange::Removed {
-                event.data = d.info.clone();
-            }
+        for event in channel_events(channel, occupied, vacated, deltas) {
             self.hooks.push(event);
         }
-        if vacated {
-            self.hooks
-                .push(WebhookEvent::new("channel_vacated", Some(channel), None));
-        }
     }
+}
+
+/// The events of one locked change of a channel, in order: occupied, each
+/// member added, updated or removed, vacated.
+pub fn channel_events(
+    channel: &str,
+    occupied: bool,
+    vacated: bool,
+    deltas: &[PresenceDelta],
+) -> Vec<WebhookEvent> {
+    let channel: Arc<str> = Arc::from(channel);
+    let mut events = Vec::with_capacity(deltas.len() + 2);
+    if occupied {
+        events.push(WebhookEvent::new(
+            "channel_occupied",
+            Some(channel.clone()),
+            None,
+        ));
+    }
+    for d in deltas {
+        let name = match d.change {
+            MemberChange::Added => "member_added",
+            MemberChange::Removed => "member_removed",
+            MemberChange::Updated => "member_updated",
+            MemberChange::Unchanged => continue,
+        };
+        let mut event = WebhookEvent::new(name, Some(channel.clone()), Some(d.user_id.clone()));
+        if d.change != MemberChange::Removed {
+            event.data = d.info.clone();
+        }
+        events.push(event);
+    }
+    if vacated {
+        events.push(WebhookEvent::new("channel_vacated", Some(channel), None));
+    }
+    events
 }
 
 #[cfg(test)]

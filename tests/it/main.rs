@@ -80,6 +80,8 @@ mod cluster_tls;
 #[cfg(feature = "hotsock")]
 mod cluster_webhooks;
 mod core_rules;
+#[cfg(feature = "hotsock")]
+mod event_stream;
 mod fuzz_decoders;
 mod hotsock_bad_input;
 mod hotsock_http_api;
