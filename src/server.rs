@@ -80,6 +80,11 @@ impl RunningServer {
     pub async fn shutdown(self) {
         // The other nodes drop this node's members at once.
         self.app.cluster.leave().await;
+        // The signal first: a session whose outbox is closed below must
+        // already know it is a shutdown (a Socket.IO pump would otherwise
+        // end its socket with a namespace DISCONNECT, which tells the client
+        // not to reconnect).
+        self.app.shutdown.trigger();
         self.app
             .presence
             .close_all(CloseReason::new(close::GOING_AWAY, "server shutting down"));
