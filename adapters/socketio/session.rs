@@ -383,15 +383,18 @@ impl Session {
             // nobody, the sender's own copy included.
             let presence = conn.presence();
             let event = relay.core_event(&msg.category);
-            if let Err(refusal) = presence.check_publish(conn, &msg.topic_id, &event, None) {
-                return match refused(refusal, last_try) {
-                    Ok(req) => Some(req),
-                    Err(err) => {
-                        conn.send_text(relay.failed(Some(&msg.topic_id), &err));
-                        None
-                    }
-                };
-            }
+            let grant = match presence.check_publish(conn, &msg.topic_id, &event, None) {
+                Ok(grant) => grant,
+                Err(refusal) => {
+                    return match refused(refusal, last_try) {
+                        Ok(req) => Some(req),
+                        Err(err) => {
+                            conn.send_text(relay.failed(Some(&msg.topic_id), &err));
+                            None
+                        }
+                    };
+                }
+            };
             let id = ids::ulid();
             let sender = wire::sender_json(Some(&self.user.user_id), &self.user.profile);
             let created = crate::time::rfc3339(std::time::SystemTime::now());
@@ -419,7 +422,10 @@ impl Session {
                 return None;
             };
             let echo = msg.loopback.is_none();
-            if !echo {
+            // A message only for the backend reaches no subscriber: the
+            // sender still gets its MESSAGE_SENT here.
+            let backend_only = grant.forward == crate::policy::Forward::Only;
+            if !echo || backend_only {
                 // The sender's own copy carries its loopbackMetadata.
                 let own =
                     wire::message_payload(&id, &msg, &sender, &created, msg.loopback.as_ref());
@@ -438,7 +444,7 @@ impl Session {
                 }),
             };
             // Already checked above (with this protocol's own echo rule).
-            presence.publish(&core_msg);
+            presence.publish_granted(conn, &core_msg, grant.forward);
             None
         })
         .flatten()

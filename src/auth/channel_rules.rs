@@ -27,6 +27,8 @@ pub struct MessageDirectives {
     pub echo: Option<bool>,
     /// Retention in seconds: `0` not stored, `-1` forever.
     pub store: Option<i64>,
+    /// The message also goes to the backend (`emitPubSubEvent`).
+    pub emit_pub_sub_event: Option<bool>,
 }
 
 /// Directives of one `channels.<key>` entry. Unknown directives are ignored.
@@ -62,6 +64,8 @@ pub struct MessagePermission {
     pub broadcast: bool,
     /// The sender also receives its own message.
     pub echo: bool,
+    /// The message also goes to the backend (`emitPubSubEvent`).
+    pub emit: bool,
 }
 
 impl MessagePermission {
@@ -165,19 +169,25 @@ impl ChannelRules {
     /// event key matches `event`; an explicit `false` wins, and an explicit
     /// `publish: false` also denies `broadcast`.
     pub fn message_permission(&self, channel: &str, event: &str) -> MessagePermission {
-        let (mut publish, mut broadcast, mut echo) =
-            (Grant::default(), Grant::default(), Grant::default());
+        let (mut publish, mut broadcast, mut echo, mut emit) = (
+            Grant::default(),
+            Grant::default(),
+            Grant::default(),
+            Grant::default(),
+        );
         for d in self.matching(channel) {
             for (_, m) in d.messages.iter().filter(|(p, _)| p.matches(event)) {
                 publish.add(m.publish);
                 broadcast.add(m.broadcast);
                 echo.add(m.echo);
+                emit.add(m.emit_pub_sub_event);
             }
         }
         MessagePermission {
             publish: publish.granted(),
             broadcast: broadcast.granted() && !publish.denied,
             echo: echo.granted(),
+            emit: emit.granted(),
         }
     }
 
@@ -318,6 +328,7 @@ fn parse_channel(key: &str, value: &Value) -> Result<(Pattern, ChannelDirectives
                 broadcast: opt_bool(m, "broadcast", &mpath)?,
                 echo: opt_bool(m, "echo", &mpath)?,
                 store,
+                emit_pub_sub_event: opt_bool(m, "emitPubSubEvent", &mpath)?,
             },
         ));
     }
@@ -489,7 +500,8 @@ mod tests {
             MessagePermission {
                 publish: true,
                 broadcast: false,
-                echo: false
+                echo: false,
+                emit: false
             }
         );
         assert_eq!(
@@ -497,7 +509,8 @@ mod tests {
             MessagePermission {
                 publish: true,
                 broadcast: true,
-                echo: true
+                echo: true,
+                emit: false
             }
         );
         // publish:false overrides both the room.* grant and broadcast.

@@ -427,7 +427,8 @@ mod tests {
             MessagePermission {
                 publish: true,
                 broadcast: false,
-                echo: true
+                echo: true,
+                emit: false
             }
         );
         assert!(chat.may_send(true) && !chat.may_send(false));

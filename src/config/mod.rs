@@ -142,6 +142,14 @@ pub struct LimitSettings {
 #[derive(Args, Clone, Debug)]
 #[group(id = "channels")]
 pub struct ChannelSettings {
+    /// Channel patterns whose client messages also go to the backend (webhook receivers and
+    /// GET /api/events, as client_message events), comma-separated [default: none].
+    #[arg(long, value_delimiter = ',')]
+    pub forward_channels: Vec<String>,
+    /// Channel patterns whose client messages go only to the backend, not to the channel's
+    /// subscribers, comma-separated [default: none].
+    #[arg(long, value_delimiter = ',')]
+    pub forward_only_channels: Vec<String>,
     /// Channel patterns anyone may subscribe to (subscribers may publish), comma-separated,
     /// e.g. 'lobby,room.*' [default: none; a channel needs a grant in the token].
     #[arg(long, value_delimiter = ',')]
@@ -387,6 +395,10 @@ impl Config {
         };
         Ok(crate::policy::PolicyConfig {
             rules,
+            forward: crate::policy::forward::rules_from(
+                &settings.forward_channels,
+                &settings.forward_only_channels,
+            )?,
             backend,
             presence_member_bytes: self.limits.max_member_bytes,
             max_members: self.limits.max_members_per_channel,

@@ -21,11 +21,13 @@
 //! claim and the rule's `publish` setting.
 
 mod backend;
+pub mod forward;
 mod rules;
 
 use std::sync::Arc;
 
 pub use backend::{BackendCheck, BackendConfig, BackendRequest, Pending, check_url};
+pub use forward::{Forward, ForwardRule};
 pub use rules::{OperatorRule, PolicyConfig, PublishAccess, RuleConfig, SubscribeAccess};
 
 use crate::auth::ChannelRules;
@@ -124,12 +126,15 @@ pub struct ChannelTerms {
 pub struct PublishGrant {
     /// The sender also receives its own message (Hotsock `echo`).
     pub echo: bool,
+    /// Whether the message also, or only, goes to the backend.
+    pub forward: Forward,
 }
 
 /// The policy: operator rules, defaults, and the optional backend check.
 #[derive(Debug)]
 pub struct ChannelPolicy {
     rules: Vec<OperatorRule>,
+    forward: Vec<ForwardRule>,
     backend: Option<BackendCheck>,
     /// Member-data cap of `presence.` channels without a rule setting one.
     presence_member_bytes: usize,
@@ -143,6 +148,7 @@ impl Default for ChannelPolicy {
     fn default() -> Self {
         ChannelPolicy {
             rules: Vec::new(),
+            forward: Vec::new(),
             backend: None,
             presence_member_bytes: 100_000,
             max_members: 10_000,
@@ -155,6 +161,7 @@ impl ChannelPolicy {
     pub fn new(cfg: PolicyConfig) -> Self {
         ChannelPolicy {
             rules: cfg.rules,
+            forward: cfg.forward,
             backend: cfg.backend.map(BackendCheck::new),
             presence_member_bytes: cfg.presence_member_bytes,
             max_members: cfg.max_members,
@@ -252,6 +259,7 @@ impl ChannelPolicy {
         let mut publish = false;
         let mut broadcast = false;
         let mut echo = false;
+        let mut emit = false;
         for g in [who.access.grants.as_deref(), who.extra]
             .into_iter()
             .flatten()
@@ -260,9 +268,14 @@ impl ChannelPolicy {
             publish |= p.publish;
             broadcast |= p.broadcast;
             echo |= p.echo;
+            emit |= p.emit;
         }
+        let grant = PublishGrant {
+            echo,
+            forward: forward::decide(&self.forward, channel, emit),
+        };
         if broadcast || (subscribed && publish) {
-            return Ok(PublishGrant { echo });
+            return Ok(grant);
         }
         if publish && !subscribed {
             return Err(Refusal::Denied(format!(
@@ -271,7 +284,7 @@ impl ChannelPolicy {
         }
         match rule {
             Some(rule) => match rule.publish {
-                PublishAccess::Subscribers if subscribed => Ok(PublishGrant { echo }),
+                PublishAccess::Subscribers if subscribed => Ok(grant),
                 PublishAccess::Subscribers => Err(Refusal::Denied(format!(
                     "subscribe to {channel} before publishing on it (rule {} lets subscribers publish)",
                     rule.pattern.as_str()
@@ -291,7 +304,7 @@ impl ChannelPolicy {
                         "the token's channels claim does not allow sending {event:?} to {channel} (messages.{event}.publish) and no rule opens it"
                     ),
                 )
-                .map(|()| PublishGrant { echo }),
+                .map(|()| grant),
         }
     }
 

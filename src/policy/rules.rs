@@ -179,12 +179,15 @@ pub struct PolicyConfig {
     pub presence_member_bytes: usize,
     /// Members per channel without a rule setting it.
     pub max_members: usize,
+    /// Which client messages go to the backend.
+    pub forward: Vec<super::ForwardRule>,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
             rules: Vec::new(),
+            forward: Vec::new(),
             backend: None,
             presence_member_bytes: 100_000,
             max_members: 10_000,

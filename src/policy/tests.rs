@@ -139,7 +139,10 @@ fn publishing_follows_grants_and_rules() {
     let chat = grants(json!({"chat": {"messages": {"chat": {"publish": true, "echo": true}}}}));
     assert_eq!(
         publish(&policy, &chat, "chat", true),
-        Ok(PublishGrant { echo: true })
+        Ok(PublishGrant {
+            echo: true,
+            forward: crate::policy::Forward::No
+        })
     );
     assert!(publish(&policy, &chat, "chat", false).is_err());
     assert!(publish(&policy, &Access::authenticated(None), "chat", true).is_err());

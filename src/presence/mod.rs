@@ -41,7 +41,7 @@ use identity::forget_user_connection;
 use crate::auth::ChannelRules;
 use crate::ids::ConnId;
 use crate::outbox::{Outbox, OutboxReceiver};
-use crate::policy::{ChannelPolicy, PublishGrant, Refusal, Requester};
+use crate::policy::{ChannelPolicy, Forward, PublishGrant, Refusal, Requester};
 
 const SHARDS: usize = 32;
 
@@ -803,7 +803,9 @@ impl Presence {
     /// Publishes a client's message, if the channel policy lets `conn`
     /// send `msg.event` on `msg.channel` (`extra`: grants of the
     /// subscription it is sent on). A grant's `echo` also returns the
-    /// message to the sender. Returns the number of connections reached.
+    /// message to the sender; its `forward` hands it to the observers'
+    /// [`PresenceObserver::forwarded`] too, or only. Returns the number of
+    /// connections reached.
     pub fn publish_from(
         &self,
         conn: &Connection,
@@ -819,7 +821,28 @@ impl Presence {
         {
             sender.echo = true;
         }
-        Ok(self.deliver(&msg, true))
+        Ok(self.publish_granted(conn, &msg, grant.forward))
+    }
+
+    /// Publishes a client's message the policy already admitted (with
+    /// [`Self::check_publish`]), sending it to the backend as its grant's
+    /// `forward` says. Returns the number of connections reached.
+    pub fn publish_granted(
+        &self,
+        conn: &Connection,
+        msg: &ChannelMessage,
+        forward: Forward,
+    ) -> usize {
+        if forward != Forward::No {
+            let protocol = conn.protocol();
+            for observer in &self.inner.observers {
+                observer.forwarded(msg, protocol);
+            }
+        }
+        match forward {
+            Forward::Only => 0,
+            _ => self.deliver(msg, true),
+        }
     }
 
     /// Delivers a message that was published on another node to this

@@ -51,6 +51,10 @@ pub trait PresenceObserver: Send + Sync + 'static {
     /// A message was published on this node by a local client or the HTTP
     /// API (not for messages delivered with [`super::Presence::deliver_remote`]).
     fn published(&self, _msg: &ChannelMessage) {}
+    /// A client's message the policy sends to the backend (`forward`:
+    /// also or only), on the node the client is connected to, before it is
+    /// delivered (if it is). `protocol` is the sender's front end.
+    fn forwarded(&self, _msg: &ChannelMessage, _protocol: &'static str) {}
     /// A connection opened on this node.
     fn connected(&self, _conn: ConnId, _user_id: Option<&Arc<str>>, _protocol: &'static str) {}
     /// A connection on this node closed (after its memberships were removed).

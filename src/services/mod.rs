@@ -196,6 +196,19 @@ impl PresenceObserver for Observer {
         }
     }
 
+    fn forwarded(&self, msg: &ChannelMessage, protocol: &'static str) {
+        // Sent by this node whether or not it sends the cluster's other
+        // webhooks: only the node the client is connected to sees the
+        // message as a client's, so it is sent once per cluster.
+        let event = webhooks::client_message(msg, protocol);
+        if self.events.has_readers() {
+            self.events.push(event.clone());
+        }
+        if let Some(hooks) = &self.webhooks {
+            hooks.push_now(event);
+        }
+    }
+
     fn channel_batch(
         &self,
         channel: &str,

@@ -54,7 +54,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::webhook_handover::Handover;
 use super::webhook_http::{Signed, parse_targets, post};
 use crate::http_client::{HttpClient, Target};
-use crate::presence::{MemberChange, PresenceDelta, PresenceObserver};
+use crate::presence::{ChannelMessage, MemberChange, PresenceDelta, PresenceObserver};
 
 /// The signature header: `sha256=<hex HMAC-SHA256 of the body>`.
 pub const SIGNATURE_HEADER: &str = "X-Rollcall-Signature";
@@ -105,7 +105,10 @@ pub struct WebhookEvent {
     /// The member's data, for member_added and member_updated.
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_deref")]
     pub data: Option<Arc<Value>>,
-    /// The connection id, for connection events.
+    /// The event name of a client message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// The connection id, for connection events and client messages.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connection: Option<String>,
     /// The connection's protocol, for connection events.
@@ -142,6 +145,7 @@ impl WebhookEvent {
             channel,
             user_id,
             data: None,
+            event: None,
             connection: None,
             protocol: None,
             time_ms: now_ms(),
@@ -212,6 +216,12 @@ impl Webhooks {
         if let Some(event) = handover.admit(event) {
             self.queue(event);
         }
+    }
+
+    /// Queues an event now, on any node (sender or standby): for events
+    /// only this node sees, such as its clients' forwarded messages.
+    pub fn push_now(&self, event: WebhookEvent) {
+        self.queue(event);
     }
 
     /// Makes this node the cluster's webhook sender (replaying what it
@@ -433,6 +443,24 @@ impl PresenceObserver for WebhookObserver {
             self.hooks.push(event);
         }
     }
+}
+
+/// A client's message forwarded to the backend: `client_message` with the
+/// message's id, channel, event and data, and the sender's user id,
+/// connection and protocol.
+pub fn client_message(msg: &ChannelMessage, protocol: &'static str) -> WebhookEvent {
+    let user_id = msg.sender.as_ref().and_then(|s| s.user_id.clone());
+    let mut event = WebhookEvent::new("client_message", Some(msg.channel.clone()), user_id);
+    event.id = msg.id.clone();
+    event.event = Some(msg.event.clone());
+    event.data = msg
+        .data
+        .as_ref()
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())
+        .map(Arc::new);
+    event.connection = msg.sender.as_ref().map(|s| s.conn.to_string());
+    event.protocol = Some(protocol);
+    event
 }
 
 /// The events of one locked change of a channel, in order: occupied, each

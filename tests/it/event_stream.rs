@@ -15,20 +15,20 @@ use crate::common::{API_KEY, TestServer, WAIT};
 
 /// One server-sent event.
 #[derive(Debug)]
-struct Sse {
-    name: String,
-    data: Value,
+pub struct Sse {
+    pub name: String,
+    pub data: Value,
 }
 
 /// A reader of `GET /api/events<query>`.
-struct EventReader {
+pub struct EventReader {
     lines: BufReader<TcpStream>,
 }
 
 impl EventReader {
     /// Opens the stream (with a `recv_buffer` socket receive buffer, if
     /// given) and reads the response head; panics unless it is 200.
-    async fn open(addr: std::net::SocketAddr, query: &str, recv_buffer: Option<u32>) -> Self {
+    pub async fn open(addr: std::net::SocketAddr, query: &str, recv_buffer: Option<u32>) -> Self {
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
         if let Some(size) = recv_buffer {
             socket.set_recv_buffer_size(size).expect("SO_RCVBUF");
@@ -69,7 +69,7 @@ impl EventReader {
 
     /// The next event (chunked transfer framing and keep-alive comments
     /// skipped).
-    async fn next(&mut self) -> Sse {
+    pub async fn next(&mut self) -> Sse {
         let (mut name, mut data) = (None, None);
         loop {
             let line = self.line().await;

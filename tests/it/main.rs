@@ -82,6 +82,13 @@ mod cluster_webhooks;
 mod core_rules;
 #[cfg(feature = "hotsock")]
 mod event_stream;
+#[cfg(all(
+    feature = "hotsock",
+    feature = "sc",
+    feature = "socketio",
+    feature = "sgc"
+))]
+mod forwarding;
 mod fuzz_decoders;
 mod hotsock_bad_input;
 mod hotsock_http_api;
