@@ -506,6 +506,16 @@ impl Engine {
                         h.privacy_changed(&uid, visible);
                     }
                 }
+                Effect::App {
+                    node,
+                    id,
+                    topic,
+                    data,
+                } => {
+                    if let Some(h) = self.handler.get() {
+                        h.app_message(&node, id, &topic, data);
+                    }
+                }
                 Effect::Send(frame) => {
                     self.send(frame, None);
                 }

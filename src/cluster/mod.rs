@@ -264,6 +264,8 @@ pub trait RemoteHandler: Send + Sync + 'static {
     /// The bus link came (back) up: anything shared that other nodes
     /// changed meanwhile (privacy choices) must be re-read.
     fn bus_reconnected(&self);
+    /// A backend on `node` sent an application message (`id`) on `topic`.
+    fn app_message(&self, node: &str, id: String, topic: &str, data: serde_json::Value);
 }
 
 struct Shared {
@@ -346,6 +348,16 @@ impl Cluster {
         self.send_op(Op::Privacy {
             uid: uid.to_string(),
             visible,
+        })
+    }
+
+    /// Sends a backend's application message to the other nodes (after
+    /// this node's earlier publishes).
+    pub fn forward_app(&self, id: &str, topic: &str, data: serde_json::Value) -> bool {
+        self.send_op(Op::App {
+            id: id.to_string(),
+            topic: topic.to_string(),
+            data,
         })
     }
 

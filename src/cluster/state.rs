@@ -133,6 +133,17 @@ pub enum Effect {
         /// The choice; None: back to the default.
         visible: Option<bool>,
     },
+    /// Hand a backend's application message from `node` to local readers.
+    App {
+        /// The node it came from.
+        node: Arc<str>,
+        /// The message id.
+        id: String,
+        /// The topic.
+        topic: String,
+        /// The payload.
+        data: serde_json::Value,
+    },
     /// Publish a frame on the bus.
     Send(Frame),
     /// Something worth a log line.
@@ -420,7 +431,7 @@ impl ClusterState {
                 Op::Subs { ch, n } => {
                     set_count(&mut self.local_subs, ch, *n);
                 }
-                Op::Msg(_) | Op::Direct(_) | Op::Privacy { .. } => {}
+                Op::Msg(_) | Op::Direct(_) | Op::Privacy { .. } | Op::App { .. } => {}
             }
         }
         self.seq += 1;
@@ -591,6 +602,12 @@ impl ClusterState {
                         Op::Msg(m) => fx.push(Effect::Deliver(m)),
                         Op::Direct(d) => fx.push(Effect::Direct(d)),
                         Op::Privacy { uid, visible } => fx.push(Effect::Privacy { uid, visible }),
+                        Op::App { id, topic, data } => fx.push(Effect::App {
+                            node: node.clone(),
+                            id,
+                            topic,
+                            data,
+                        }),
                         Op::Put(_) | Op::Del { .. } | Op::Subs { .. } => {}
                     }
                 }
@@ -792,6 +809,12 @@ fn apply_op(node: &Arc<str>, r: &mut Replica, op: Op, fx: &mut Vec<Effect>) {
         Op::Msg(m) => fx.push(Effect::Deliver(m)),
         Op::Direct(d) => fx.push(Effect::Direct(d)),
         Op::Privacy { uid, visible } => fx.push(Effect::Privacy { uid, visible }),
+        Op::App { id, topic, data } => fx.push(Effect::App {
+            node: node.clone(),
+            id,
+            topic,
+            data,
+        }),
     }
 }
 

@@ -158,14 +158,29 @@ pub enum Op {
         #[serde(default)]
         visible: Option<bool>,
     },
+    /// An application message a backend sent on the sender
+    /// (`POST /api/bus/publish`), for the receivers' event-stream readers
+    /// of its topic.
+    App {
+        /// The message id (ULID), the same on every node.
+        id: String,
+        /// The topic.
+        topic: String,
+        /// The payload.
+        #[serde(default)]
+        data: serde_json::Value,
+    },
 }
 
 impl Op {
-    /// True for what is delivered once (`msg`, `direct`, `privacy`), false
+    /// True for what is delivered once (`msg`, `direct`, `privacy`, `app`), false
     /// for changes to the sender's state (`put`, `del`, `subs`), which a
     /// `state` frame repairs when one is lost.
     pub fn is_message(&self) -> bool {
-        matches!(self, Op::Msg(_) | Op::Direct(_) | Op::Privacy { .. })
+        matches!(
+            self,
+            Op::Msg(_) | Op::Direct(_) | Op::Privacy { .. } | Op::App { .. }
+        )
     }
 }
 

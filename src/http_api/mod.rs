@@ -175,8 +175,12 @@ pub fn table() -> Vec<Route> {
             .response(200, json!({"channel": "service:abc", "members": 1, "connections": 1})),
         Route::new(M::GET, "/api/events", get(events::stream))
             .doc("events", "Stream events to a backend (Server-Sent Events)", EVENTS_DOC)
-            .query(&[("channel", "comma-separated channel patterns (names, `*` globs, `#regex:`); with it, events without a channel are left out"), ("type", "comma-separated event names, e.g. `member_added,member_removed`")])
+            .query(&[("channel", "comma-separated channel patterns (names, `*` globs, `#regex:`); with it, events without a channel are left out"), ("type", "comma-separated event names, e.g. `member_added,member_removed`"), ("bus", "comma-separated bus topics: their `bus_message`s (only those, unless `type` names more)")])
             .response(200, json!("event: member_added\nid: 01JA2Z4K8Q3W7E5R9T1Y6U0I2O\ndata: {\"id\":\"01JA2Z4K8Q3W7E5R9T1Y6U0I2O\",\"name\":\"member_added\",\"channel\":\"presence.room\",\"user_id\":\"alice\",\"data\":{\"name\":\"Alice\"},\"time_ms\":1728846563000}")),
+        Route::new(M::POST, "/api/bus/publish", post(events::bus_publish))
+            .doc("events", "Send an application message to backends on every node", "Every `GET /api/events?bus=TOPIC` reader on every node of the cluster gets it as `bus_message` with `topic`, `data` and `node` (where it was sent). Not stored: readers connected later do not get it.")
+            .request(json!({"topic": "cache.invalidate", "data": {"key": "user:42"}}))
+            .response(202, json!({"topic": "cache.invalidate", "id": "01JA2Z4K8Q3W7E5R9T1Y6U0I2O"})),
         Route::new(M::POST, "/api/presence/refresh", post(leases::refresh))
             .auth(Auth::ApiKeyOrClient)
             .doc("presence", "Refresh a presence lease", LEASE_DOC)

@@ -467,6 +467,25 @@ impl Services {
 
     /// Connects the services to this node's cluster membership, so
     /// privacy changes and sends reach the other nodes. Call once.
+    /// A backend's application message (`POST /api/bus/publish`): to this
+    /// node's event-stream readers of `topic` and, through the bus, every
+    /// other node's. Returns the message id.
+    pub fn bus_publish(&self, topic: &str, data: serde_json::Value) -> String {
+        let node: Arc<str> = self
+            .inner
+            .cluster
+            .get()
+            .map(|c| Arc::from(c.stats().node_id))
+            .unwrap_or_else(|| Arc::from("standalone"));
+        let event = webhooks::bus_message(node, topic, data.clone());
+        let id = event.id.clone();
+        self.inner.events.push(event);
+        if let Some(cluster) = self.inner.cluster.get() {
+            cluster.forward_app(&id, topic, data);
+        }
+        id
+    }
+
     pub fn attach_cluster(&self, cluster: &crate::cluster::Cluster) {
         let _ = self.inner.cluster.set(cluster.clone());
     }
@@ -543,6 +562,12 @@ impl Services {
 }
 
 impl RemoteHandler for Services {
+    fn app_message(&self, node: &str, id: String, topic: &str, data: serde_json::Value) {
+        let mut event = webhooks::bus_message(Arc::from(node), topic, data);
+        event.id = id;
+        self.inner.events.push(event);
+    }
+
     fn send_to_present(&self, channel: &str, msg: &DirectMessage, lease_users: &[Arc<str>]) {
         self.deliver_to_lease_holders(channel, msg, lease_users);
     }

@@ -108,6 +108,12 @@ pub struct WebhookEvent {
     /// The event name of a client message.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
+    /// The topic of a backend's application message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// The node an application message came from.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_deref")]
+    pub node: Option<Arc<str>>,
     /// The connection id, for connection events and client messages.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connection: Option<String>,
@@ -146,6 +152,8 @@ impl WebhookEvent {
             user_id,
             data: None,
             event: None,
+            topic: None,
+            node: None,
             connection: None,
             protocol: None,
             time_ms: now_ms(),
@@ -460,6 +468,15 @@ pub fn client_message(msg: &ChannelMessage, protocol: &'static str) -> WebhookEv
         .map(Arc::new);
     event.connection = msg.sender.as_ref().map(|s| s.conn.to_string());
     event.protocol = Some(protocol);
+    event
+}
+
+/// A backend's application message (`bus_message`) from `node`.
+pub fn bus_message(node: Arc<str>, topic: &str, data: Value) -> WebhookEvent {
+    let mut event = WebhookEvent::new("bus_message", None, None);
+    event.topic = Some(topic.to_string());
+    event.node = Some(node);
+    event.data = Some(Arc::new(data));
     event
 }
 

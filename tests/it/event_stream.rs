@@ -236,6 +236,10 @@ async fn a_reader_on_one_node_sees_members_join_on_another() {
     wait_for_cluster(&[&a, &b, &c], 3).await;
     let mut reader =
         EventReader::open(a.addr, "?channel=presence.span&type=member_added", None).await;
+    let mut bus_readers = Vec::new();
+    for node in [&a, &b, &c] {
+        bus_readers.push(EventReader::open(node.addr, "?bus=cache.flush", None).await);
+    }
     for (node, uid) in [(&b, "bob"), (&c, "carol")] {
         let mut client = node.hotsock(user(uid, Value::Null)).await;
         client.join("presence.span").await;
@@ -247,4 +251,44 @@ async fn a_reader_on_one_node_sees_members_join_on_another() {
         .expect("node a streams the join");
         assert!(seen.iter().all(|e| e.name == "member_added"), "{seen:?}");
     }
+
+    // A backend's message on node c reaches the bus readers of every node
+    // (node c's own included), tagged with node c, and no one else (the
+    // bus readers saw none of the joins above).
+    let (status, _) = c
+        .http(
+            "POST",
+            "/api/bus/publish",
+            Some(json!({"topic": "other", "data": 1})),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let (status, body) = c
+        .http(
+            "POST",
+            "/api/bus/publish",
+            Some(json!({"topic": "cache.flush", "data": {"key": "user:42"}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    for r in &mut bus_readers {
+        let e = r.next().await;
+        assert_eq!(e.name, "bus_message", "{e:?}");
+        assert_eq!(e.data["topic"], "cache.flush", "{e:?}");
+        assert_eq!(e.data["node"], "c", "{e:?}");
+        assert_eq!(e.data["data"], json!({"key": "user:42"}), "{e:?}");
+        assert_eq!(e.data["id"], body["id"], "{e:?}");
+    }
+    let (status, body) = c
+        .http(
+            "POST",
+            "/api/bus/publish",
+            Some(json!({"topic": "", "data": 1})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("INVALID_TOPIC")),
+        "{body}"
+    );
 }
