@@ -150,10 +150,16 @@ pub struct ScShared {
     /// Channel C → number of local SC subscriptions to `presence>C`.
     watched: Mutex<HashMap<String, usize>>,
     ticker_started: AtomicBool,
+    /// The backend that answers custom events (`--rpc-url`).
+    rpc: Option<Arc<crate::services::rpc::Rpc>>,
 }
 
 impl ScShared {
-    fn new(config: ScConfig, verifier: JwtVerifier) -> Self {
+    fn new(
+        config: ScConfig,
+        verifier: JwtVerifier,
+        rpc: Option<Arc<crate::services::rpc::Rpc>>,
+    ) -> Self {
         let codec = Arc::new(wire::ScCodec {
             presence_timeout_ms: config.presence_timeout_ms(),
         });
@@ -163,6 +169,7 @@ impl ScShared {
             codec,
             watched: Mutex::new(HashMap::new()),
             ticker_started: AtomicBool::new(false),
+            rpc,
         }
     }
 
@@ -247,7 +254,11 @@ impl ScShared {
 /// The adapter's routes, with its settings: `/socketcluster/` (and
 /// `/socketcluster`).
 pub fn routes(app: &App, settings: ScConfig) -> Router<App> {
-    let shared = Arc::new(ScShared::new(settings, app.verifier.clone()));
+    let shared = Arc::new(ScShared::new(
+        settings,
+        app.verifier.clone(),
+        app.services.rpc().cloned(),
+    ));
     let handler = move |State(app): State<App>, ws: WebSocketUpgrade| {
         let shared = shared.clone();
         async move { upgrade(app, shared, ws) }

@@ -29,10 +29,11 @@ use tokio::time::Instant;
 use super::ScShared;
 use super::wire::{self, Cid, Frame, Packet, Request, SOCKET_INBOX, ScError, TokenArg};
 use crate::outbox::CloseReason;
-use crate::policy::{Access, BackendRequest, Refusal};
+use crate::policy::{Access, BackendRequest, Pending, Refusal};
 use crate::presence::{
     ChannelMessage, Connection, MessageSender, Rights, SubscribeOptions, SubscriptionUpdate,
 };
+use crate::services::rpc::{RpcAnswer, RpcCall};
 use crate::transport::{Flow, RateLimiter, Session, close};
 
 /// Which ping dialect the client speaks, learned from its first pong.
@@ -85,6 +86,11 @@ pub struct ScSession {
     held: VecDeque<Packet>,
     /// The question the last packet left for the channel check.
     asking: Option<Box<BackendRequest>>,
+    /// The backend call the last packet started (`--rpc-url`): reading
+    /// waits for it, then the packet runs again and finds the answer.
+    calling: Option<Pending>,
+    /// Where the backend's answer to that call lands.
+    answer: Arc<std::sync::Mutex<Option<RpcAnswer>>>,
     /// Requests per second: every packet of a batch counts, not the frame.
     requests: RateLimiter,
     requests_rate: u32,
@@ -107,6 +113,8 @@ impl ScSession {
             subs: BTreeSet::new(),
             held: VecDeque::new(),
             asking: None,
+            calling: None,
+            answer: Arc::default(),
             requests: RateLimiter::new(requests_per_second),
             requests_rate: requests_per_second,
             next_ping: now + cfg.ping_interval,
@@ -634,18 +642,89 @@ impl ScSession {
                     .unwrap_or(1000);
                 return Some(Flow::Close(CloseReason::new(code, "")));
             }
-            Request::Other { event } => self.reply_error(
-                cid,
-                &ScError::invalid_action(format!(
-                    "rollcall has no handler for the {event:?} event; it supports #handshake, #subscribe, #unsubscribe, #publish, #authenticate, #removeAuthToken and #disconnect"
-                )),
-            ),
+            Request::Other { event, data } => self.custom_event(event, data, cid),
         }
         None
     }
 }
 
 impl ScSession {
+    /// A custom event: a call the backend answers (`--rpc-url`) when the
+    /// client expects an answer (a `cid`). The first time through, the
+    /// call starts (and reading waits for it); when the packet runs again,
+    /// the answer is here.
+    fn custom_event(&mut self, event: String, data: Value, cid: Option<&Cid>) {
+        let (Some(rpc), Some(cid)) = (self.shared.rpc.clone(), cid) else {
+            let hint = match self.shared.rpc {
+                None => "; a backend can answer custom events (--rpc-url)",
+                Some(_) => " without a cid (no answer is expected, so the backend is not asked)",
+            };
+            self.reply_error(
+                cid,
+                &ScError::invalid_action(format!(
+                    "rollcall has no handler for the {event:?} event{hint}; it supports #handshake, #subscribe, #unsubscribe, #publish, #authenticate, #removeAuthToken and #disconnect"
+                )),
+            );
+            return;
+        };
+        let answered = self.answer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(answer) = answered {
+            self.answer_call(cid, answer);
+            return;
+        }
+        let call = RpcCall {
+            id: crate::ids::ulid(),
+            event,
+            data,
+            user_id: self.username().map(|u| u.to_string()),
+            connection: self.conn.id().to_string(),
+            protocol: super::PROTOCOL,
+        };
+        let slot = self.answer.clone();
+        self.calling = Some(Pending::new(async move {
+            let answer = rpc.call(&call).await;
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
+        }));
+    }
+
+    /// The backend's answer to the client: a new auth token first (the
+    /// socket is logged in as its user, as with `#authenticate`), then the
+    /// reply.
+    fn answer_call(&mut self, cid: &Cid, answer: RpcAnswer) {
+        let (data, token) = match answer {
+            RpcAnswer::Data { data, auth_token } => (data, auth_token),
+            RpcAnswer::Error(why) => {
+                let err = ScError {
+                    message: why,
+                    name: "BackendError",
+                    expiry: None,
+                };
+                self.reply_error(Some(cid), &err);
+                return;
+            }
+        };
+        if let Some(token) = token {
+            let auth = match self.verify(&TokenArg::Token(token.clone())) {
+                Ok(Some(auth)) => auth,
+                Ok(None) | Err(_) => {
+                    let err = ScError {
+                        message: "the backend answered with an auth token the server does not accept (check its signature, expiry and claims)".into(),
+                        name: "BackendError",
+                        expiry: None,
+                    };
+                    self.reply_error(Some(cid), &err);
+                    return;
+                }
+            };
+            if let Err(e) = self.set_auth(Some(auth)) {
+                self.reply_error(Some(cid), &e);
+                return;
+            }
+            self.send(wire::set_auth_token(&token));
+        }
+        self.send(wire::reply_data(cid, &data));
+    }
+
     /// A packet over the request rate: dropped, with an error reply if it
     /// asked for one.
     fn rate_limited(&self, packet: &Packet) {
@@ -666,7 +745,8 @@ impl ScSession {
     /// is put aside with the ones after it, and handled again once the
     /// check has answered.
     fn run_packets(&mut self, mut queue: VecDeque<Packet>) -> Flow {
-        let may_ask = self.conn.presence().policy().backend().is_some();
+        let may_ask =
+            self.conn.presence().policy().backend().is_some() || self.shared.rpc.is_some();
         while let Some(p) = queue.pop_front() {
             let now = Instant::now();
             if !self.requests.allow(now) {
@@ -686,10 +766,17 @@ impl ScSession {
             if let Some(flow) = self.packet(p) {
                 return flow;
             }
-            if let (Some(req), Some(copy)) = (self.asking.take(), copy) {
-                queue.push_front(copy);
-                self.held = queue;
-                return Flow::Wait(self.conn.presence().consult(*req));
+            if let Some(copy) = copy {
+                let wait = match (self.asking.take(), self.calling.take()) {
+                    (Some(req), _) => Some(self.conn.presence().consult(*req)),
+                    (None, Some(call)) => Some(call),
+                    (None, None) => None,
+                };
+                if let Some(wait) = wait {
+                    queue.push_front(copy);
+                    self.held = queue;
+                    return Flow::Wait(wait);
+                }
             }
         }
         Flow::Continue

@@ -277,6 +277,8 @@ pub enum Request {
     Other {
         /// The event name.
         event: String,
+        /// Its data (null when absent).
+        data: Value,
     },
 }
 
@@ -371,6 +373,7 @@ impl Request {
             }
             other => Request::Other {
                 event: other.to_string(),
+                data: value()?.unwrap_or(Value::Null),
             },
         })
     }
@@ -579,6 +582,21 @@ pub fn auth_status(cid: &Cid, auth_error: Option<&ScError>, bad: bool) -> Bytes 
             auth_error,
         }),
     })
+}
+
+/// `{"rid":N,"data":…}`: a request's answer.
+pub fn reply_data(cid: &Cid, data: &Value) -> Bytes {
+    to_bytes(&Reply {
+        rid: cid.raw(),
+        error: None,
+        data: Some(data),
+    })
+}
+
+/// `{"event":"#setAuthToken","data":{"token":…}}`: the client stores the
+/// token (and sends it on its next handshake).
+pub fn set_auth_token(token: &str) -> Bytes {
+    to_bytes(&serde_json::json!({"event": "#setAuthToken", "data": {"token": token}}))
 }
 
 /// `{"event":"#removeAuthToken","data":null}`: the client must drop its token.
@@ -861,7 +879,7 @@ mod tests {
         ));
         assert!(matches!(
             parse(r##"{"event":"echo","data":{"a":1},"cid":5}"##),
-            Ok(Request::Other { event }) if event == "echo"
+            Ok(Request::Other { event, data }) if event == "echo" && data["a"] == 1
         ));
     }
 

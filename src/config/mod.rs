@@ -214,6 +214,13 @@ pub struct ServicesSettings {
     /// oldest and gets a `gap` event saying how many.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub events_backlog: u32,
+    /// Backend URL (http:// or https://) that answers clients' calls: SocketCluster custom
+    /// events with a cid [default: none; such calls get an error].
+    #[arg(long)]
+    pub rpc_url: Option<String>,
+    /// How long the backend may take to answer a call.
+    #[arg(long, default_value = "10s", value_parser = crate::config::positive_duration)]
+    pub rpc_timeout: Duration,
 }
 
 /// Scale-out: the bus that makes several nodes one.
@@ -359,6 +366,16 @@ impl Config {
                 max_attempts: settings.webhook_max_attempts,
             },
             events_backlog: settings.events_backlog as usize,
+            rpc: settings
+                .rpc_url
+                .clone()
+                .filter(|u| !u.is_empty())
+                .map(|url| crate::services::rpc::RpcConfig {
+                    url,
+                    timeout: settings.rpc_timeout,
+                    secret: settings.webhook_secret.clone(),
+                    ca_file: self.tls_ca_file.clone(),
+                }),
             ..defaults
         })
     }

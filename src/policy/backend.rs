@@ -212,6 +212,12 @@ impl std::fmt::Debug for BackendCheck {
 pub struct Pending(Pin<Box<dyn Future<Output = ()> + Send>>);
 
 impl Pending {
+    /// Waits for `work` (e.g. a call to the backend whose answer the
+    /// session reads when it resumes).
+    pub fn new(work: impl Future<Output = ()> + Send + 'static) -> Self {
+        Pending(Box::pin(work))
+    }
+
     /// A future that is done at once.
     pub fn ready() -> Self {
         Pending(Box::pin(async {}))

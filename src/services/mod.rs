@@ -18,6 +18,7 @@ pub mod leases;
 pub mod privacy;
 pub mod privacy_file;
 pub mod privacy_redis;
+pub mod rpc;
 pub mod user_presence;
 pub mod webhook_handover;
 pub mod webhook_http;
@@ -75,6 +76,8 @@ pub struct ServicesConfig {
     /// Events a reader of `GET /api/events` may fall behind before it
     /// loses the oldest (and is told so).
     pub events_backlog: usize,
+    /// Calls answered by the backend (None: no `--rpc-url`).
+    pub rpc: Option<rpc::RpcConfig>,
 }
 
 impl Default for ServicesConfig {
@@ -97,6 +100,7 @@ impl Default for ServicesConfig {
             },
             clustered: false,
             events_backlog: 1024,
+            rpc: None,
         }
     }
 }
@@ -122,6 +126,7 @@ struct Inner {
     leases: Arc<Leases>,
     webhooks: Option<Arc<Webhooks>>,
     events: Arc<EventStream>,
+    rpc: Option<Arc<rpc::Rpc>>,
     tasks: mpsc::UnboundedSender<Task>,
     task_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Task>>>,
     presence: OnceLock<Presence>,
@@ -301,6 +306,10 @@ impl Services {
             }),
         ));
         let leases = Arc::new(Leases::new(privacy.clone(), users.clone()));
+        let rpc = match &config.rpc {
+            Some(c) => Some(Arc::new(rpc::Rpc::new(c).map_err(ServicesError::Settings)?)),
+            None => None,
+        };
         Ok(Services {
             inner: Arc::new(Inner {
                 config,
@@ -309,12 +318,18 @@ impl Services {
                 leases,
                 webhooks,
                 events,
+                rpc,
                 tasks,
                 task_rx: std::sync::Mutex::new(Some(task_rx)),
                 presence: OnceLock::new(),
                 cluster: OnceLock::new(),
             }),
         })
+    }
+
+    /// The backend that answers clients' calls (`--rpc-url`), if any.
+    pub fn rpc(&self) -> Option<&Arc<rpc::Rpc>> {
+        self.inner.rpc.as_ref()
     }
 
     /// The backends' event stream (`GET /api/events`).

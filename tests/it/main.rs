@@ -99,6 +99,8 @@ mod hotsock_smoke;
 mod large_channels;
 #[cfg(feature = "hotsock")]
 mod metrics;
+#[cfg(all(feature = "sc", feature = "hotsock"))]
+mod rpc;
 #[cfg(feature = "sc")]
 mod sc;
 #[cfg(feature = "sc")]

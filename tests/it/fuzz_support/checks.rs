@@ -866,7 +866,7 @@ pub fn sc_request(data: &[u8]) {
                 | Request::Unsubscribe { channel }
                 | Request::Publish { channel, .. },
             ) => assert!(!channel.is_empty()),
-            Ok(Request::Other { event: other }) => assert_eq!(other, event),
+            Ok(Request::Other { event: other, .. }) => assert_eq!(other, event),
             Ok(_) => {}
             Err(e) => assert!(!e.message.is_empty()),
         }

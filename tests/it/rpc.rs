@@ -1,0 +1,153 @@
+//! Calls answered by the backend (`--rpc-url`): a SocketCluster custom
+//! event with a cid is POSTed, signed, with the caller's identity; the
+//! answer comes back as the reply, and an auth token in it logs the socket
+//! in (`#setAuthToken`, then the channels its token grants). Refusals,
+//! HTTP errors and timeouts reach the client as errors, and reading goes
+//! on.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+use crate::common::protocols::{Peer, Proto};
+use crate::common::{TestServer, sign};
+use crate::webhook_support::{HOOK_SECRET, read_request};
+
+/// A backend answering calls: `login` (password "secret" -> a token for
+/// alice), `whoami` (the caller's identity), `boom` (HTTP 500), `slow`
+/// (no answer for 3 s). Checks every request's signature.
+async fn backend() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/rpc", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Some(hit) = read_request(&mut stream).await else {
+                    return;
+                };
+                let expected = rollcall::services::webhooks::sign(HOOK_SECRET, &hit.body);
+                assert_eq!(hit.header("X-Rollcall-Signature"), Some(expected.as_str()));
+                let call = hit.json();
+                let (status, answer) = match call["event"].as_str().unwrap_or_default() {
+                    "login" if call["data"]["password"] == "secret" => (
+                        200,
+                        json!({"data": {"welcome": "alice"},
+                               "auth_token": sign(&mut json!({"username": "alice"}))}),
+                    ),
+                    "login" => (200, json!({"error": "wrong password"})),
+                    "whoami" => (
+                        200,
+                        json!({"data": {"user": call["user_id"], "protocol": call["protocol"],
+                                        "connection": call["connection"]}}),
+                    ),
+                    "boom" => (500, json!({})),
+                    "slow" => {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        (200, json!({"data": "late"}))
+                    }
+                    _ => (404, json!({})),
+                };
+                let body = answer.to_string();
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+/// Sends `event` with a cid and returns the reply (frames before it, such
+/// as `#setAuthToken`, are returned too).
+async fn call(peer: &mut Peer, event: &str, data: Value) -> (Vec<Value>, Value) {
+    let cid = peer.sc_request(event, data).await;
+    let mut before = Vec::new();
+    loop {
+        let f = peer.next().await;
+        if f["rid"] == cid {
+            return (before, f);
+        }
+        before.push(f);
+    }
+}
+
+#[tokio::test]
+async fn the_backend_answers_calls_and_logs_a_socket_in() {
+    let url = backend().await;
+    let srv = TestServer::start_with(|c| {
+        c.channels.authenticated_channels = vec!["members.*".into()];
+        c.services.rpc_url = Some(url);
+        c.services.rpc_timeout = Duration::from_millis(500);
+        c.services.webhook_secret = Some(HOOK_SECRET.into());
+    })
+    .await;
+    let mut sc = Peer::connect(&srv, Proto::Sc, None)
+        .await
+        .expect("connects");
+    assert!(sc.sc_subscribe("members.room").await.is_err(), "anonymous");
+
+    let (_, refused) = call(&mut sc, "login", json!({"password": "nope"})).await;
+    assert_eq!(refused["error"]["name"], "BackendError", "{refused}");
+    assert_eq!(refused["error"]["message"], "wrong password", "{refused}");
+
+    let (before, answer) = call(&mut sc, "login", json!({"password": "secret"})).await;
+    assert_eq!(answer["data"], json!({"welcome": "alice"}), "{answer}");
+    assert!(
+        before
+            .iter()
+            .any(|f| f["event"] == "#setAuthToken" && f["data"]["token"].is_string()),
+        "the token goes to the client before the answer: {before:?}"
+    );
+    sc.sc_subscribe("members.room")
+        .await
+        .expect("logged in now");
+    let (_, who) = call(&mut sc, "whoami", Value::Null).await;
+    assert_eq!(who["data"]["user"], "alice", "{who}");
+    assert_eq!(who["data"]["protocol"], "socketcluster", "{who}");
+
+    let (_, boom) = call(&mut sc, "boom", Value::Null).await;
+    assert!(
+        boom["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("HTTP 500"),
+        "{boom}"
+    );
+    let started = tokio::time::Instant::now();
+    let (_, slow) = call(&mut sc, "slow", Value::Null).await;
+    assert!(
+        slow["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("did not answer"),
+        "{slow}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the timeout holds"
+    );
+    // The socket goes on: requests after a failed call are answered.
+    let (_, again) = call(&mut sc, "whoami", Value::Null).await;
+    assert_eq!(again["data"]["user"], "alice", "{again}");
+}
+
+#[tokio::test]
+async fn without_a_backend_a_custom_event_is_an_error_that_says_how() {
+    let srv = TestServer::start().await;
+    let mut sc = Peer::connect(&srv, Proto::Sc, None)
+        .await
+        .expect("connects");
+    let (_, reply) = call(&mut sc, "login", json!({})).await;
+    assert_eq!(reply["error"]["name"], "InvalidActionError", "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--rpc-url"),
+        "{reply}"
+    );
+}
