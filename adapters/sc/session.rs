@@ -654,10 +654,14 @@ impl ScSession {
     /// call starts (and reading waits for it); when the packet runs again,
     /// the answer is here.
     fn custom_event(&mut self, event: String, data: Value, cid: Option<&Cid>) {
-        let (Some(rpc), Some(cid)) = (self.shared.rpc.clone(), cid) else {
-            let hint = match self.shared.rpc {
-                None => "; a backend can answer custom events (--rpc-url)",
-                Some(_) => " without a cid (no answer is expected, so the backend is not asked)",
+        let rpc = self.shared.rpc.clone().filter(|r| r.answers(&event));
+        let (Some(rpc), Some(cid)) = (rpc, cid) else {
+            let hint = match (&self.shared.rpc, cid) {
+                (None, _) => "; a backend can answer custom events (--rpc-url)",
+                (Some(_), Some(_)) => " (not one of --rpc-events)",
+                (Some(_), None) => {
+                    " without a cid (no answer is expected, so the backend is not asked)"
+                }
             };
             self.reply_error(
                 cid,

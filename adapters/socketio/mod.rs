@@ -26,7 +26,7 @@ use axum::http::Request;
 use axum::routing::any;
 use hyper::service::Service as HyperService;
 use serde_json::Value;
-use socketioxide::extract::{Event, SocketRef, TryData};
+use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::{SocketIo, TransportType};
 
@@ -42,7 +42,11 @@ pub const PROTOCOL: &str = "socketio";
 pub const FRONT_END: FrontEnd = FrontEnd {
     name: "socketio",
     protocol: PROTOCOL,
-    routes: |app, config| Ok(routes(app, SocketIoConfig::from_settings(config)?)),
+    routes: |app, config| {
+        let mut settings = SocketIoConfig::from_settings(config)?;
+        settings.rpc = app.services.rpc().cloned();
+        Ok(routes(app, settings))
+    },
     endpoint: |addr| format!("Socket.IO   http://{addr}/chat  (?tokenType=jwt&token=<JWT>)"),
 };
 
@@ -68,6 +72,8 @@ pub struct SocketIoConfig {
     /// How long the pump waits for a socket whose buffer is full before
     /// disconnecting it as a slow consumer.
     pub write_timeout: Duration,
+    /// The backend that answers custom events (`--rpc-url`).
+    pub rpc: Option<Arc<crate::services::rpc::Rpc>>,
 }
 
 impl Default for SocketIoConfig {
@@ -79,6 +85,7 @@ impl Default for SocketIoConfig {
             max_ws_message_bytes: 1024 * 1024,
             max_events_per_second: 100,
             write_timeout: Duration::from_secs(10),
+            rpc: None,
         }
     }
 }
@@ -194,11 +201,16 @@ fn on_connect(app: &App, pumps: &ShutdownController, s: SocketRef) {
     // arrival order, then runs the future it returns in a task of its own:
     // the event is handled in the call, so events keep their order.
     let handler = session.clone();
-    s.on_fallback(move |Event(event): Event, data: TryData<Value>| {
-        let payload = data.0.unwrap_or_else(|e| malformed(&e));
-        handler.on_event(event, payload);
-        async {}
-    });
+    s.on_fallback(
+        move |Event(event): Event, data: TryData<Value>, ack: AckSender| {
+            let payload = data.0.unwrap_or_else(|e| malformed(&e));
+            match wire::client::is_avaya(&event) {
+                true => handler.on_event(event, payload),
+                false => handler.on_call(event, payload, ack),
+            }
+            async {}
+        },
+    );
     let closer = session.clone();
     s.on_disconnect(move || {
         let session = closer.clone();

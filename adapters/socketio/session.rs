@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use socketioxide::extract::SocketRef;
+use socketioxide::extract::{AckSender, SocketRef};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -24,6 +24,7 @@ use crate::presence::{
     ChannelMessage, Connection, MemberChange, MessageSender, SubscribeError, SubscribeOptions,
     SubscriptionUpdate, UpdateSubscriptionError,
 };
+use crate::services::rpc::{RpcAnswer, RpcCall};
 use crate::shutdown::Shutdown;
 
 /// Events that may wait behind one that waits for the channel check.
@@ -177,6 +178,37 @@ impl Session {
             drop(waiting);
             tokio::spawn(self.clone().resume(held));
         }
+    }
+
+    /// Any event that is not Avaya's: with `--rpc-url`, a call the backend
+    /// answers; its answer goes to the client's acknowledgment callback as
+    /// `{"data": …}` or `{"error": {"code", "message"}}` (without a
+    /// callback, the answer is dropped). Without a backend, the unknown
+    /// event's `error`.
+    pub fn on_call(self: &Arc<Self>, event: String, payload: Value, ack: AckSender) {
+        let Some(rpc) = self.config.rpc.clone().filter(|r| r.answers(&event)) else {
+            return self.on_event(event, payload);
+        };
+        if !self.admit() {
+            return;
+        }
+        let call = RpcCall {
+            id: ids::ulid(),
+            event,
+            data: payload,
+            user_id: Some(self.user.user_id.to_string()),
+            connection: self.dtsid.clone(),
+            protocol: super::PROTOCOL,
+        };
+        tokio::spawn(async move {
+            let answer = match rpc.call(&call).await {
+                RpcAnswer::Data { data, .. } => serde_json::json!({ "data": data }),
+                RpcAnswer::Error(why) => serde_json::json!({
+                    "error": {"code": codes::BACKEND_ERROR, "message": why}
+                }),
+            };
+            let _ = ack.send(&answer);
+        });
     }
 
     /// Handles an event now; Some when the channel check must answer

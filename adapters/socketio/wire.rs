@@ -47,6 +47,19 @@ pub mod client {
     pub const SEND_PRESENCE_EVENT: &str = "SEND_PRESENCE_EVENT";
     /// Media session state (`trackstatus`, `video.end`, …) for a topic.
     pub const SEND_MEDIA_SESSION_EVENTS: &str = "SEND_MEDIA_SESSION_EVENTS";
+
+    /// True for the events above; any other is a call for the backend
+    /// (`--rpc-url`) or an unknown event.
+    pub fn is_avaya(event: &str) -> bool {
+        [
+            SUBSCRIBE_CHANNEL,
+            UNSUBSCRIBE_CHANNEL,
+            SEND_MESSAGE,
+            SEND_PRESENCE_EVENT,
+            SEND_MEDIA_SESSION_EVENTS,
+        ]
+        .contains(&event)
+    }
 }
 
 /// Server → client event names.
@@ -98,6 +111,8 @@ pub mod codes {
     pub const LIMIT_REACHED: &str = "limit.reached";
     /// An event name the server does not know.
     pub const UNKNOWN_EVENT: &str = "unknown.event";
+    /// The backend (`--rpc-url`) refused a call, failed or did not answer.
+    pub const BACKEND_ERROR: &str = "backend.error";
     /// More events per second than allowed.
     pub const RATE_LIMITED: &str = "rate.limited";
     /// The connection is being closed by the server.

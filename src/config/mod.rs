@@ -221,6 +221,10 @@ pub struct ServicesSettings {
     /// How long the backend may take to answer a call.
     #[arg(long, default_value = "10s", value_parser = crate::config::positive_duration)]
     pub rpc_timeout: Duration,
+    /// The custom events that are calls for the backend (names, * globs, #regex:),
+    /// comma-separated; others get the protocol's unknown-event error.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    pub rpc_events: Vec<String>,
 }
 
 /// Scale-out: the bus that makes several nodes one.
@@ -375,6 +379,7 @@ impl Config {
                     timeout: settings.rpc_timeout,
                     secret: settings.webhook_secret.clone(),
                     ca_file: self.tls_ca_file.clone(),
+                    events: settings.rpc_events.clone(),
                 }),
             ..defaults
         })

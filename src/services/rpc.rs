@@ -32,6 +32,9 @@ pub struct RpcConfig {
     pub secret: Option<String>,
     /// Extra roots for https (`--tls-ca-file`).
     pub ca_file: Option<std::path::PathBuf>,
+    /// The event names that are calls (`--rpc-events`: names, `*` globs,
+    /// `#regex:`).
+    pub events: Vec<String>,
 }
 
 /// One call.
@@ -76,6 +79,7 @@ struct Reply {
 /// The RPC client.
 #[derive(Debug)]
 pub struct Rpc {
+    events: Vec<crate::auth::Pattern>,
     target: Target,
     client: HttpClient,
     timeout: Duration,
@@ -87,12 +91,25 @@ impl Rpc {
     pub fn new(config: &RpcConfig) -> Result<Rpc, String> {
         let target = Target::parse("--rpc-url", &config.url, UserInfo::BasicAuth)?;
         let client = HttpClient::for_targets([&target], config.ca_file.as_deref())?;
+        let events = config
+            .events
+            .iter()
+            .map(|e| {
+                crate::auth::Pattern::parse(e).map_err(|why| format!("--rpc-events: {e:?} {why}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Rpc {
+            events,
             target,
             client,
             timeout: config.timeout,
             secret: config.secret.clone(),
         })
+    }
+
+    /// Whether a client's `event` is a call for the backend.
+    pub fn answers(&self, event: &str) -> bool {
+        self.events.iter().any(|p| p.matches(event))
     }
 
     /// Asks the backend; never longer than the timeout.

@@ -99,7 +99,7 @@ mod hotsock_smoke;
 mod large_channels;
 #[cfg(feature = "hotsock")]
 mod metrics;
-#[cfg(all(feature = "sc", feature = "hotsock"))]
+#[cfg(all(feature = "sc", feature = "socketio"))]
 mod rpc;
 #[cfg(feature = "sc")]
 mod sc;

@@ -82,6 +82,9 @@ async fn the_backend_answers_calls_and_logs_a_socket_in() {
         c.channels.authenticated_channels = vec!["members.*".into()];
         c.services.rpc_url = Some(url);
         c.services.rpc_timeout = Duration::from_millis(500);
+        c.services.rpc_events = ["login", "whoami", "boom", "slow"]
+            .map(String::from)
+            .to_vec();
         c.services.webhook_secret = Some(HOOK_SECRET.into());
     })
     .await;
@@ -150,4 +153,53 @@ async fn without_a_backend_a_custom_event_is_an_error_that_says_how() {
             .contains("--rpc-url"),
         "{reply}"
     );
+}
+
+/// Emits `event` with an acknowledgment id and returns the acknowledgment.
+async fn sio_call(peer: &mut Peer, id: u32, event: &str, data: Value) -> Value {
+    peer.send(format!("42/chat,{id}{}", json!([event, data])))
+        .await;
+    let prefix = format!("43/chat,{id}");
+    loop {
+        let f = peer.next().await;
+        if let Some(rest) = f["packet"].as_str().and_then(|p| p.strip_prefix(&prefix)) {
+            let args: Value = serde_json::from_str(rest).expect("ack arguments");
+            return args[0].clone();
+        }
+    }
+}
+
+#[tokio::test]
+async fn socketio_acknowledgments_carry_the_backends_answers() {
+    let url = backend().await;
+    let srv = TestServer::start_with(|c| {
+        c.services.rpc_url = Some(url);
+        c.services.rpc_timeout = Duration::from_millis(500);
+        c.services.rpc_events = ["login", "whoami", "boom", "slow"]
+            .map(String::from)
+            .to_vec();
+        c.services.webhook_secret = Some(HOOK_SECRET.into());
+    })
+    .await;
+    let mut sio = Peer::connect(&srv, Proto::SocketIo, Some(json!({"uid": "sam"})))
+        .await
+        .expect("connects");
+    let who = sio_call(&mut sio, 7, "whoami", Value::Null).await;
+    assert_eq!(who["data"]["user"], "sam", "{who}");
+    assert_eq!(who["data"]["protocol"], "socketio", "{who}");
+    let refused = sio_call(&mut sio, 8, "login", json!({"password": "nope"})).await;
+    assert_eq!(
+        refused["error"],
+        json!({"code": "backend.error", "message": "wrong password"})
+    );
+    let slow = sio_call(&mut sio, 9, "slow", Value::Null).await;
+    assert!(
+        slow["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("did not answer"),
+        "{slow}"
+    );
+    // The Avaya events are the server's own, not calls.
+    sio.subscribe("room").await.expect_err("no grant for room");
 }

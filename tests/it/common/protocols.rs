@@ -513,7 +513,8 @@ impl Peer {
         }
     }
 
-    async fn send(&mut self, text: String) {
+    /// Sends one raw text frame.
+    pub async fn send(&mut self, text: String) {
         match &mut self.inner {
             Inner::Hotsock(c) => send_text(&mut c.ws, text).await,
             Inner::SocketIo(ws) | Inner::Sc { ws, .. } | Inner::Sgc(ws) => {
