@@ -18,6 +18,8 @@ use crate::transport::close;
 
 /// How long shutdown waits for sessions to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// The reason every connection is closed with at shutdown (code 1001).
+pub const SHUTDOWN_REASON: &str = "server shutting down";
 
 /// A config with its generated parts (secret, API key) filled in.
 #[derive(Clone, Debug)]
@@ -87,7 +89,7 @@ impl RunningServer {
         self.app.shutdown.trigger();
         self.app
             .presence
-            .close_all(CloseReason::new(close::GOING_AWAY, "server shutting down"));
+            .close_all(CloseReason::new(close::GOING_AWAY, SHUTDOWN_REASON));
         let drained = self.app.shutdown.drain(SHUTDOWN_GRACE).await;
         if !drained {
             tracing::warn!("some sessions did not end within {SHUTDOWN_GRACE:?}");

@@ -117,11 +117,17 @@ impl PresenceObserver for ClusterObserver {
         new: Option<&Arc<str>>,
         protocol: &'static str,
     ) {
-        self.disconnected(conn, old, protocol);
+        self.disconnected(conn, old, protocol, None);
         self.connected(conn, new, protocol);
     }
 
-    fn disconnected(&self, conn: ConnId, user_id: Option<&Arc<str>>, _protocol: &'static str) {
+    fn disconnected(
+        &self,
+        conn: ConnId,
+        user_id: Option<&Arc<str>>,
+        _protocol: &'static str,
+        _reason: Option<&crate::outbox::CloseReason>,
+    ) {
         if let Some(uid) = user_id {
             let _ = self.tx.send(Op::Del {
                 ch: CONNS_CHANNEL.to_string(),

@@ -210,6 +210,10 @@ pub struct ServicesSettings {
     /// Attempts per webhook request, the first included.
     #[arg(long, default_value_t = 8)]
     pub webhook_max_attempts: u32,
+    /// Send connection_opened / connection_closed webhooks too (one per connection: off by
+    /// default; GET /api/events always carries them).
+    #[arg(long)]
+    pub webhook_connection_events: bool,
     /// Events a reader of GET /api/events may fall behind; a reader further behind loses the
     /// oldest and gets a `gap` event saying how many.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -368,6 +372,7 @@ impl Config {
                 batch_window: Duration::from_millis(settings.webhook_batch_ms),
                 retry_base: Duration::from_millis(settings.webhook_retry_ms),
                 max_attempts: settings.webhook_max_attempts,
+                connection_events: settings.webhook_connection_events,
             },
             events_backlog: settings.events_backlog as usize,
             rpc: settings

@@ -176,7 +176,13 @@ impl PresenceObserver for MetricsObserver {
         self.slot(protocol).opened.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn disconnected(&self, _conn: ConnId, _user_id: Option<&Arc<str>>, protocol: &'static str) {
+    fn disconnected(
+        &self,
+        _conn: ConnId,
+        _user_id: Option<&Arc<str>>,
+        protocol: &'static str,
+        _reason: Option<&crate::outbox::CloseReason>,
+    ) {
         self.slot(protocol).closed.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -218,7 +224,7 @@ mod tests {
         for name in &names {
             m.connected(ConnId::next(), None, name);
         }
-        m.disconnected(ConnId::next(), None, names[0]);
+        m.disconnected(ConnId::next(), None, names[0], None);
         let snap = m.snapshot();
         assert_eq!(snap.protocols.len(), PROTOCOL_SLOTS + 1);
         let other = snap.protocols.last().map(|p| (p.protocol, p.opened));

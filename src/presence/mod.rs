@@ -510,8 +510,9 @@ impl Presence {
             user_id
         };
         self.invitations_on_disconnect(conn);
+        let reason = conn.outbox.close_reason();
         for observer in &self.inner.observers {
-            observer.disconnected(conn.id, user_id.as_ref(), conn.protocol);
+            observer.disconnected(conn.id, user_id.as_ref(), conn.protocol, reason.as_ref());
         }
     }
 

@@ -15,6 +15,7 @@ use serde_json::Value;
 use super::channel::{Channel, Origin};
 use super::types::{ChannelMessage, MemberChange};
 use crate::ids::ConnId;
+use crate::outbox::CloseReason;
 
 /// One presence added, changed or removed in a channel.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,8 +58,17 @@ pub trait PresenceObserver: Send + Sync + 'static {
     fn forwarded(&self, _msg: &ChannelMessage, _protocol: &'static str) {}
     /// A connection opened on this node.
     fn connected(&self, _conn: ConnId, _user_id: Option<&Arc<str>>, _protocol: &'static str) {}
-    /// A connection on this node closed (after its memberships were removed).
-    fn disconnected(&self, _conn: ConnId, _user_id: Option<&Arc<str>>, _protocol: &'static str) {}
+    /// A connection on this node closed (after its memberships were
+    /// removed); `reason`: why the server closed it, None if the client
+    /// just went away.
+    fn disconnected(
+        &self,
+        _conn: ConnId,
+        _user_id: Option<&Arc<str>>,
+        _protocol: &'static str,
+        _reason: Option<&CloseReason>,
+    ) {
+    }
     /// An open connection on this node logged in, out, or as another user
     /// ([`super::Presence::set_user`]): it is no longer `old`'s connection
     /// and is now `new`'s.

@@ -477,7 +477,13 @@ impl PresenceObserver for Journal {
             user.map(|u| &**u).unwrap_or("-")
         ));
     }
-    fn disconnected(&self, _: crate::ids::ConnId, user: Option<&Arc<str>>, _: &'static str) {
+    fn disconnected(
+        &self,
+        _: crate::ids::ConnId,
+        user: Option<&Arc<str>>,
+        _: &'static str,
+        _: Option<&crate::outbox::CloseReason>,
+    ) {
         self.push(format!(
             "disconnected {}",
             user.map(|u| &**u).unwrap_or("-")

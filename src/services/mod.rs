@@ -97,6 +97,7 @@ impl Default for ServicesConfig {
                 batch_window: Duration::from_millis(100),
                 retry_base: Duration::from_millis(500),
                 max_attempts: 8,
+                connection_events: false,
             },
             clustered: false,
             events_backlog: 1024,
@@ -149,24 +150,40 @@ struct Observer {
     webhooks: Option<Arc<Webhooks>>,
     events: Arc<EventStream>,
     privacy: Arc<Privacy>,
+    /// `--webhook-connection-events`.
+    connection_webhooks: bool,
 }
 
 impl Observer {
-    /// A connection event for the event stream; none for a hidden user.
+    /// A connection event for the event stream, and for the webhooks with
+    /// `--webhook-connection-events` (sent by this node: only it sees its
+    /// connections); none for a hidden user.
     fn connection_event(
         &self,
         name: &'static str,
         conn: ConnId,
         user_id: Option<&Arc<str>>,
         protocol: &'static str,
+        reason: Option<&crate::outbox::CloseReason>,
     ) {
-        if !self.events.has_readers() || user_id.is_some_and(|u| !self.privacy.visible(u)) {
+        let hooks = self.webhooks.as_ref().filter(|_| self.connection_webhooks);
+        if (!self.events.has_readers() && hooks.is_none())
+            || user_id.is_some_and(|u| !self.privacy.visible(u))
+        {
             return;
         }
         let mut event = WebhookEvent::new(name, None, user_id.cloned());
         event.connection = Some(conn.to_string());
         event.protocol = Some(protocol);
-        self.events.push(event);
+        if name == "connection_closed" {
+            event.reason = Some(webhooks::close_kind(reason));
+        }
+        if self.events.has_readers() {
+            self.events.push(event.clone());
+        }
+        if let Some(hooks) = hooks {
+            hooks.push_now(event);
+        }
     }
 }
 
@@ -175,15 +192,21 @@ impl PresenceObserver for Observer {
         if let Some(uid) = user_id {
             self.users.connection_opened(uid);
         }
-        self.connection_event("connection_opened", conn, user_id, protocol);
+        self.connection_event("connection_opened", conn, user_id, protocol, None);
     }
 
-    fn disconnected(&self, conn: ConnId, user_id: Option<&Arc<str>>, protocol: &'static str) {
+    fn disconnected(
+        &self,
+        conn: ConnId,
+        user_id: Option<&Arc<str>>,
+        protocol: &'static str,
+        reason: Option<&crate::outbox::CloseReason>,
+    ) {
         if let Some(uid) = user_id {
             self.users.connection_closed(uid);
         }
         let _ = self.tasks.send(Task::Closed(conn));
-        self.connection_event("connection_closed", conn, user_id, protocol);
+        self.connection_event("connection_closed", conn, user_id, protocol, reason);
     }
 
     fn user_changed(
@@ -345,6 +368,7 @@ impl Services {
             webhooks: self.inner.webhooks.clone(),
             events: self.inner.events.clone(),
             privacy: self.inner.privacy.clone(),
+            connection_webhooks: self.inner.config.webhooks.connection_events,
         })]
     }
 

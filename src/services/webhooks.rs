@@ -87,6 +87,8 @@ pub struct WebhookConfig {
     pub retry_base: Duration,
     /// Attempts per request, the first included.
     pub max_attempts: u32,
+    /// Connection events are sent too (`--webhook-connection-events`).
+    pub connection_events: bool,
 }
 
 /// One webhook event.
@@ -120,6 +122,9 @@ pub struct WebhookEvent {
     /// The connection's protocol, for connection events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<&'static str>,
+    /// Why a connection closed ([`close_kind`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
     /// When it happened (Unix ms).
     pub time_ms: u64,
 }
@@ -156,6 +161,7 @@ impl WebhookEvent {
             node: None,
             connection: None,
             protocol: None,
+            reason: None,
             time_ms: now_ms(),
         }
     }
@@ -471,6 +477,26 @@ pub fn client_message(msg: &ChannelMessage, protocol: &'static str) -> WebhookEv
     event
 }
 
+/// Why a connection closed, as `connection_closed` reports it:
+/// `client_closed` (the client closed or went away), `timeout` (no traffic,
+/// no heartbeat or pong, or the connection's lifetime), `slow_consumer`
+/// (its outbound queue overflowed), `server_shutdown`, `policy` (rate
+/// limits and abuse) or `protocol_error`.
+pub fn close_kind(reason: Option<&crate::outbox::CloseReason>) -> &'static str {
+    use crate::transport::close;
+    let Some(r) = reason else {
+        return "client_closed";
+    };
+    match r.code {
+        crate::outbox::CLOSE_SLOW_CONSUMER => "slow_consumer",
+        close::GOING_AWAY if r.reason == crate::server::SHUTDOWN_REASON => "server_shutdown",
+        close::GOING_AWAY | 4000 | 4001 | 4005 => "timeout",
+        close::POLICY => "policy",
+        close::NORMAL => "client_closed",
+        _ => "protocol_error",
+    }
+}
+
 /// A backend's application message (`bus_message`) from `node`.
 pub fn bus_message(node: Arc<str>, topic: &str, data: Value) -> WebhookEvent {
     let mut event = WebhookEvent::new("bus_message", None, None);
@@ -527,6 +553,29 @@ mod tests {
             sign("Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn close_reasons_have_a_kind() {
+        use crate::outbox::CloseReason;
+        let kind = |code, why: &'static str| close_kind(Some(&CloseReason::new(code, why)));
+        assert_eq!(close_kind(None), "client_closed");
+        assert_eq!(kind(1000, "client closed"), "client_closed");
+        assert_eq!(kind(1013, "outbound queue over 1 bytes"), "slow_consumer");
+        assert_eq!(
+            kind(1001, crate::server::SHUTDOWN_REASON),
+            "server_shutdown"
+        );
+        assert_eq!(
+            kind(1001, "no traffic from the client within the idle timeout"),
+            "timeout"
+        );
+        assert_eq!(kind(4000, "Server ping timed out"), "timeout");
+        assert_eq!(
+            kind(1008, "message rate over 10 per second for too long"),
+            "policy"
+        );
+        assert_eq!(kind(1009, "message too big"), "protocol_error");
     }
 
     #[test]

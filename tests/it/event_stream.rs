@@ -143,6 +143,8 @@ async fn the_stream_carries_presence_user_and_connection_events_filtered_and_key
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
+    let closed = seen.last().expect("closed");
+    assert_eq!(closed.data["reason"], "client_closed", "{:?}", closed.data);
     let opened = seen
         .iter()
         .find(|e| e.name == "connection_opened")
@@ -226,6 +228,54 @@ async fn a_reader_that_stops_reading_gets_a_gap_then_the_newest_events() {
         delivered + missed >= 2001,
         "{delivered} delivered, {missed} missed"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_events_go_to_the_webhooks_when_asked_with_the_close_reason() {
+    use crate::webhook_support::{HOOK_SECRET, receiver, verified_events};
+    let (url, mut rx, _) = receiver(0, false).await;
+    let srv = TestServer::start_with(|c| {
+        c.channels.open_channels = vec!["*".into()];
+        c.services.webhook_url = vec![url];
+        c.services.webhook_secret = Some(HOOK_SECRET.into());
+        c.services.webhook_batch_ms = 20;
+        c.services.webhook_connection_events = true;
+        c.limits.outbox_bytes = 256 * 1024;
+    })
+    .await;
+    // A client that stops reading is closed as a slow consumer.
+    let mut slow = srv.connect_small_buffer(json!({"uid": "slowpoke"})).await;
+    slow.join("news").await;
+    // 9.6 MB: more than the kernel's socket buffers and the 256 KiB queue.
+    let filler = "x".repeat(16_000);
+    for _ in 0..600 {
+        srv.publish("news", "fill", json!(filler)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|e: &Value| e["name"] == "connection_closed")
+    {
+        let hit = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("webhooks in time")
+            .expect("receiver open");
+        seen.extend(verified_events(&hit));
+    }
+    let opened = seen
+        .iter()
+        .find(|e| e["name"] == "connection_opened")
+        .expect("opened");
+    assert_eq!(opened["user_id"], "slowpoke", "{opened}");
+    assert_eq!(opened["protocol"], "hotsock", "{opened}");
+    let closed = seen
+        .iter()
+        .find(|e| e["name"] == "connection_closed")
+        .expect("closed");
+    assert_eq!(closed["reason"], "slow_consumer", "{closed}");
+    assert_eq!(closed["connection"], opened["connection"], "{closed}");
+    drop(slow);
 }
 
 #[tokio::test]

@@ -61,6 +61,17 @@ async fn backend() -> String {
     url
 }
 
+/// Calls go to the backend at `url` (its events only), signed, with a
+/// 500 ms timeout.
+fn answered_by(c: &mut rollcall::config::Config, url: String) {
+    c.services.rpc_url = Some(url);
+    c.services.rpc_timeout = Duration::from_millis(500);
+    c.services.rpc_events = ["login", "whoami", "boom", "slow"]
+        .map(String::from)
+        .to_vec();
+    c.services.webhook_secret = Some(HOOK_SECRET.into());
+}
+
 /// Sends `event` with a cid and returns the reply (frames before it, such
 /// as `#setAuthToken`, are returned too).
 async fn call(peer: &mut Peer, event: &str, data: Value) -> (Vec<Value>, Value) {
@@ -80,12 +91,7 @@ async fn the_backend_answers_calls_and_logs_a_socket_in() {
     let url = backend().await;
     let srv = TestServer::start_with(|c| {
         c.channels.authenticated_channels = vec!["members.*".into()];
-        c.services.rpc_url = Some(url);
-        c.services.rpc_timeout = Duration::from_millis(500);
-        c.services.rpc_events = ["login", "whoami", "boom", "slow"]
-            .map(String::from)
-            .to_vec();
-        c.services.webhook_secret = Some(HOOK_SECRET.into());
+        answered_by(c, url);
     })
     .await;
     let mut sc = Peer::connect(&srv, Proto::Sc, None)
@@ -172,15 +178,7 @@ async fn sio_call(peer: &mut Peer, id: u32, event: &str, data: Value) -> Value {
 #[tokio::test]
 async fn socketio_acknowledgments_carry_the_backends_answers() {
     let url = backend().await;
-    let srv = TestServer::start_with(|c| {
-        c.services.rpc_url = Some(url);
-        c.services.rpc_timeout = Duration::from_millis(500);
-        c.services.rpc_events = ["login", "whoami", "boom", "slow"]
-            .map(String::from)
-            .to_vec();
-        c.services.webhook_secret = Some(HOOK_SECRET.into());
-    })
-    .await;
+    let srv = TestServer::start_with(|c| answered_by(c, url)).await;
     let mut sio = Peer::connect(&srv, Proto::SocketIo, Some(json!({"uid": "sam"})))
         .await
         .expect("connects");
