@@ -115,13 +115,15 @@ async fn upgrade(
     let shutdown = app.shutdown.handle();
     let verifier = app.verifier.clone();
     let single_use = app.single_use.clone();
+    let rpc = app.services.rpc().cloned();
     // Not an async block: it would keep its own copy of the session for the
     // connection's lifetime; `run` holds everything in one allocation.
     crate::transport::limit_upgrade(ws, &transport).on_upgrade(move |socket| {
         let secret = crate::ids::secret(20);
         // Lets the client act on its connection over HTTP (leases, privacy).
         conn.set_secret(&secret);
-        let mut session = session::HotsockSession::new(conn, claims, verifier, single_use, hotsock);
+        let mut session =
+            session::HotsockSession::new(conn, claims, verifier, single_use, hotsock, rpc);
         session.open(&secret);
         crate::transport::run(socket, outbox_rx, session, transport, shutdown)
     })

@@ -13,10 +13,11 @@ use super::wire::{self, ClientFrame, Meta, WireError, codes};
 use crate::auth::{ChannelRules, HotsockClaims, JwtVerifier, Scope, SingleUseGuard};
 use crate::ids;
 use crate::outbox::CloseReason;
-use crate::policy::{BackendRequest, Refusal};
+use crate::policy::{BackendRequest, Pending, Refusal};
 use crate::presence::{
     ChannelMessage, Connection, MessageSender, SubscribeError, SubscribeOptions, UpdateError,
 };
+use crate::services::rpc::{Rpc, RpcAnswer, RpcCall};
 use crate::transport::{Flow, Session, close};
 
 /// Channels whose name starts with this prefix track presence.
@@ -49,6 +50,10 @@ pub struct HotsockSession {
     expires_at: Instant,
     /// A frame waiting for the channel check's answer.
     replay: Option<Box<str>>,
+    /// The backend that answers `rollcall.call` (`--rpc-url`).
+    rpc: Option<Arc<Rpc>>,
+    /// The call the frame in `replay` started, and where its answer lands.
+    call: Option<Box<(Option<Pending>, Arc<std::sync::Mutex<Option<RpcAnswer>>>)>>,
     heartbeat_deadline: Option<Instant>,
     next_keep_alive: Option<Instant>,
 }
@@ -62,6 +67,7 @@ impl HotsockSession {
         verifier: JwtVerifier,
         single_use: Arc<SingleUseGuard>,
         config: Arc<HotsockSettings>,
+        rpc: Option<Arc<Rpc>>,
     ) -> Self {
         let now = Instant::now();
         let heartbeat_deadline = claims
@@ -78,6 +84,8 @@ impl HotsockSession {
             config,
             subs: HashMap::new(),
             replay: None,
+            rpc,
+            call: None,
             heartbeat_deadline,
             next_keep_alive,
         }
@@ -148,8 +156,52 @@ impl HotsockSession {
                 }
             }
             ClientFrame::UmdUpdate { channel, token } => self.umd_update(channel, &token),
+            ClientFrame::Call { id, name, args } => self.call(id, name, args),
         }
         None
+    }
+
+    /// `rollcall.call`: the first time through, starts the backend call
+    /// (the frame is replayed once it is answered); then sends the answer.
+    fn call(&mut self, id: Value, name: String, args: Value) {
+        let Some(rpc) = self.rpc.clone().filter(|r| r.answers(&name)) else {
+            let why = match self.rpc {
+                None => "no backend answers calls here (--rpc-url)".to_string(),
+                Some(_) => {
+                    format!("{name:?} is not one of the calls the backend answers (--rpc-events)")
+                }
+            };
+            self.conn.send_text(wire::call_answer(&id, Err(why)));
+            return;
+        };
+        let answered = self
+            .call
+            .as_ref()
+            .and_then(|c| c.1.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(answer) = answered {
+            self.call = None;
+            let answer = match answer {
+                RpcAnswer::Data { data, .. } => Ok(data),
+                RpcAnswer::Error(why) => Err(why),
+            };
+            self.conn.send_text(wire::call_answer(&id, answer));
+            return;
+        }
+        let call = RpcCall {
+            id: crate::ids::ulid(),
+            event: name,
+            data: args,
+            user_id: self.uid.as_deref().map(str::to_string),
+            connection: self.conn.id().to_string(),
+            protocol: super::PROTOCOL,
+        };
+        let slot: Arc<std::sync::Mutex<Option<RpcAnswer>>> = Arc::default();
+        let landing = slot.clone();
+        let pending = Pending::new(async move {
+            let answer = rpc.call(&call).await;
+            *landing.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
+        });
+        self.call = Some(Box::new((Some(pending), slot)));
     }
 
     /// Verifies a subscribe or umd token for this connection: signature,
@@ -438,6 +490,11 @@ impl Session for HotsockSession {
             Ok(frame) => self.handle(frame),
             Err(e) => self.refuse(e),
         };
+        // A backend call started: handled again once it is answered.
+        if let Some(pending) = self.call.as_mut().and_then(|c| c.0.take()) {
+            self.replay = Some(text.into());
+            return Flow::Wait(pending);
+        }
         match question {
             // Handled again once the backend check has answered.
             Some(req) => {

@@ -50,6 +50,16 @@ pub enum ClientFrame {
         /// `data.token`, a umd-scoped token.
         token: String,
     },
+    /// `rollcall.call` (rollcall's own): `data: {"id", "name", "args"}`, a
+    /// call the backend answers (`--rpc-url`) with `rollcall.answer`.
+    Call {
+        /// The client's id for the call, returned with the answer.
+        id: serde_json::Value,
+        /// The call's name (the backend's `event`).
+        name: String,
+        /// Its arguments (null when absent).
+        args: serde_json::Value,
+    },
     /// A client message to a channel.
     Message {
         /// The channel (or alias).
@@ -215,6 +225,38 @@ pub fn decode(text: &str) -> Result<ClientFrame, WireError> {
             channel: need_channel("hotsock.unsubscribe")?,
         }),
         "hotsock.ping" => Ok(ClientFrame::Ping),
+        CALL => {
+            if let Some(data) = &raw.data
+                && data.get().len() > MAX_DATA_BYTES
+            {
+                return Err(WireError::new(
+                    codes::MESSAGE_TOO_LARGE,
+                    None,
+                    format!(
+                        "rollcall.call data is {} bytes; the limit is {MAX_DATA_BYTES} bytes",
+                        data.get().len()
+                    ),
+                ));
+            }
+            let data: serde_json::Value = raw
+                .data
+                .as_deref()
+                .and_then(|d| serde_json::from_str(d.get()).ok())
+                .unwrap_or_default();
+            let name = data["name"].as_str().unwrap_or_default().to_string();
+            if name.is_empty() {
+                return Err(WireError::new(
+                    codes::INVALID_MESSAGE,
+                    None,
+                    "rollcall.call needs data.name, e.g. {\"event\":\"rollcall.call\",\"data\":{\"id\":1,\"name\":\"login\",\"args\":{}}}",
+                ));
+            }
+            Ok(ClientFrame::Call {
+                id: data["id"].clone(),
+                name,
+                args: data["args"].clone(),
+            })
+        }
         "hotsock.pong" => Ok(ClientFrame::Pong),
         "hotsock.heartbeat" => Ok(ClientFrame::Heartbeat),
         "hotsock.umdUpdate" => {
@@ -416,6 +458,21 @@ pub fn error(err: &WireError) -> Bytes {
 
 /// `hotsock.pong`. The docs show `data` as the string `"{}"`; we send an
 /// object, which hotsock-js ignores either way.
+/// The event of a call for the backend (rollcall's own, see [`ClientFrame::Call`]).
+pub const CALL: &str = "rollcall.call";
+
+/// `{"event":"rollcall.answer","data":{"id":…,"data":…}}` or, refused,
+/// `{"event":"rollcall.answer","data":{"id":…,"error":{"code":"BACKEND_ERROR","message":…}}}`.
+pub fn call_answer(id: &serde_json::Value, answer: Result<serde_json::Value, String>) -> Bytes {
+    let data = match answer {
+        Ok(data) => serde_json::json!({"id": id, "data": data}),
+        Err(why) => {
+            serde_json::json!({"id": id, "error": {"code": "BACKEND_ERROR", "message": why}})
+        }
+    };
+    Bytes::from(serde_json::json!({"event": "rollcall.answer", "data": data}).to_string())
+}
+
 pub fn pong() -> Bytes {
     Bytes::from_static(br#"{"event":"hotsock.pong","data":{}}"#)
 }

@@ -201,3 +201,35 @@ async fn socketio_acknowledgments_carry_the_backends_answers() {
     // The Avaya events are the server's own, not calls.
     sio.subscribe("room").await.expect_err("no grant for room");
 }
+
+#[tokio::test]
+async fn hotsock_calls_are_answered_with_rollcall_answer() {
+    let url = backend().await;
+    let srv = TestServer::start_with(|c| answered_by(c, url)).await;
+    let mut ann = srv.connect(json!({"uid": "ann"})).await;
+    let call = |id: u32, name: &str, args: Value| json!({"event": "rollcall.call", "data": {"id": id, "name": name, "args": args}});
+    ann.send(call(1, "whoami", Value::Null)).await;
+    let f = ann.expect("rollcall.answer").await;
+    assert_eq!(f["data"]["id"], 1, "{f}");
+    assert_eq!(f["data"]["data"]["user"], "ann", "{f}");
+    assert_eq!(f["data"]["data"]["protocol"], "hotsock", "{f}");
+    // Frames after a call wait for its answer: the answers keep the order.
+    ann.send(call(2, "login", json!({"password": "nope"})))
+        .await;
+    ann.send(json!({"event": "hotsock.ping"})).await;
+    let f = ann.expect("rollcall.answer").await;
+    assert_eq!(
+        f["data"],
+        json!({"id": 2, "error": {"code": "BACKEND_ERROR", "message": "wrong password"}})
+    );
+    ann.expect("hotsock.pong").await;
+    ann.send(call(3, "format-disk", Value::Null)).await;
+    let f = ann.expect("rollcall.answer").await;
+    assert!(
+        f["data"]["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--rpc-events"),
+        "{f}"
+    );
+}

@@ -288,6 +288,11 @@ pub fn hotsock_frame(data: &[u8]) {
             }
             v.to_string()
         }
+        ClientFrame::Call { id, name, args } => {
+            assert!(!name.is_empty(), "a call has a name");
+            json!({"event": "rollcall.call", "data": {"id": id, "name": name, "args": args}})
+                .to_string()
+        }
         ClientFrame::Message {
             channel,
             event,
