@@ -13,11 +13,11 @@ use super::wire::{self, ClientFrame, Meta, WireError, codes};
 use crate::auth::{ChannelRules, HotsockClaims, JwtVerifier, Scope, SingleUseGuard};
 use crate::ids;
 use crate::outbox::CloseReason;
-use crate::policy::{BackendRequest, Pending, Refusal};
+use crate::policy::{BackendRequest, Refusal};
 use crate::presence::{
     ChannelMessage, Connection, MessageSender, SubscribeError, SubscribeOptions, UpdateError,
 };
-use crate::services::rpc::{Rpc, RpcAnswer, RpcCall};
+use crate::services::rpc::{CallSlot, Rpc, RpcAnswer, RpcCall};
 use crate::transport::{Flow, Session, close};
 
 /// Channels whose name starts with this prefix track presence.
@@ -52,8 +52,9 @@ pub struct HotsockSession {
     replay: Option<Box<str>>,
     /// The backend that answers `rollcall.call` (`--rpc-url`).
     rpc: Option<Arc<Rpc>>,
-    /// The call the frame in `replay` started, and where its answer lands.
-    call: Option<Box<(Option<Pending>, Arc<std::sync::Mutex<Option<RpcAnswer>>>)>>,
+    /// The call the frame in `replay` started (boxed: most connections
+    /// never call).
+    call: Option<Box<CallSlot>>,
     heartbeat_deadline: Option<Instant>,
     next_keep_alive: Option<Instant>,
 }
@@ -174,10 +175,7 @@ impl HotsockSession {
             self.conn.send_text(wire::call_answer(&id, Err(why)));
             return;
         };
-        let answered = self
-            .call
-            .as_ref()
-            .and_then(|c| c.1.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let answered = self.call.as_mut().and_then(|c| c.take_answer());
         if let Some(answer) = answered {
             self.call = None;
             let answer = match answer {
@@ -195,13 +193,7 @@ impl HotsockSession {
             connection: self.conn.id().to_string(),
             protocol: super::PROTOCOL,
         };
-        let slot: Arc<std::sync::Mutex<Option<RpcAnswer>>> = Arc::default();
-        let landing = slot.clone();
-        let pending = Pending::new(async move {
-            let answer = rpc.call(&call).await;
-            *landing.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
-        });
-        self.call = Some(Box::new((Some(pending), slot)));
+        self.call.get_or_insert_default().start(rpc, call);
     }
 
     /// Verifies a subscribe or umd token for this connection: signature,
@@ -491,7 +483,7 @@ impl Session for HotsockSession {
             Err(e) => self.refuse(e),
         };
         // A backend call started: handled again once it is answered.
-        if let Some(pending) = self.call.as_mut().and_then(|c| c.0.take()) {
+        if let Some(pending) = self.call.as_mut().and_then(|c| c.take_pending()) {
             self.replay = Some(text.into());
             return Flow::Wait(pending);
         }

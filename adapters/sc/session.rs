@@ -29,11 +29,11 @@ use tokio::time::Instant;
 use super::ScShared;
 use super::wire::{self, Cid, Frame, Packet, Request, SOCKET_INBOX, ScError, TokenArg};
 use crate::outbox::CloseReason;
-use crate::policy::{Access, BackendRequest, Pending, Refusal};
+use crate::policy::{Access, BackendRequest, Refusal};
 use crate::presence::{
     ChannelMessage, Connection, MessageSender, Rights, SubscribeOptions, SubscriptionUpdate,
 };
-use crate::services::rpc::{RpcAnswer, RpcCall};
+use crate::services::rpc::{CallSlot, RpcAnswer, RpcCall};
 use crate::transport::{Flow, RateLimiter, Session, close};
 
 /// Which ping dialect the client speaks, learned from its first pong.
@@ -88,9 +88,7 @@ pub struct ScSession {
     asking: Option<Box<BackendRequest>>,
     /// The backend call the last packet started (`--rpc-url`): reading
     /// waits for it, then the packet runs again and finds the answer.
-    calling: Option<Pending>,
-    /// Where the backend's answer to that call lands.
-    answer: Arc<std::sync::Mutex<Option<RpcAnswer>>>,
+    call: CallSlot,
     /// Requests per second: every packet of a batch counts, not the frame.
     requests: RateLimiter,
     requests_rate: u32,
@@ -113,8 +111,7 @@ impl ScSession {
             subs: BTreeSet::new(),
             held: VecDeque::new(),
             asking: None,
-            calling: None,
-            answer: Arc::default(),
+            call: CallSlot::default(),
             requests: RateLimiter::new(requests_per_second),
             requests_rate: requests_per_second,
             next_ping: now + cfg.ping_interval,
@@ -671,8 +668,7 @@ impl ScSession {
             );
             return;
         };
-        let answered = self.answer.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(answer) = answered {
+        if let Some(answer) = self.call.take_answer() {
             self.answer_call(cid, answer);
             return;
         }
@@ -684,11 +680,7 @@ impl ScSession {
             connection: self.conn.id().to_string(),
             protocol: super::PROTOCOL,
         };
-        let slot = self.answer.clone();
-        self.calling = Some(Pending::new(async move {
-            let answer = rpc.call(&call).await;
-            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
-        }));
+        self.call.start(rpc, call);
     }
 
     /// The backend's answer to the client: a new auth token first (the
@@ -771,7 +763,7 @@ impl ScSession {
                 return flow;
             }
             if let Some(copy) = copy {
-                let wait = match (self.asking.take(), self.calling.take()) {
+                let wait = match (self.asking.take(), self.call.take_pending()) {
                     (Some(req), _) => Some(self.conn.presence().consult(*req)),
                     (None, Some(call)) => Some(call),
                     (None, None) => None,

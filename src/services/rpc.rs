@@ -171,3 +171,33 @@ impl Rpc {
         }
     }
 }
+
+/// A session's call in flight: the future its reader waits on (reading
+/// pauses, so later frames keep their order), and where the answer lands
+/// for the frame, handled again, to find.
+#[derive(Debug, Default)]
+pub struct CallSlot {
+    pending: Option<crate::policy::Pending>,
+    answer: std::sync::Arc<std::sync::Mutex<Option<RpcAnswer>>>,
+}
+
+impl CallSlot {
+    /// Starts `call`; the reader gets the wait from [`CallSlot::take_pending`].
+    pub fn start(&mut self, rpc: std::sync::Arc<Rpc>, call: RpcCall) {
+        let landing = self.answer.clone();
+        self.pending = Some(crate::policy::Pending::new(async move {
+            let answer = rpc.call(&call).await;
+            *landing.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
+        }));
+    }
+
+    /// The wait for the call just started, if any.
+    pub fn take_pending(&mut self) -> Option<crate::policy::Pending> {
+        self.pending.take()
+    }
+
+    /// The answer, once the call is done.
+    pub fn take_answer(&mut self) -> Option<RpcAnswer> {
+        self.answer.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
