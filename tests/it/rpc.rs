@@ -72,6 +72,11 @@ fn answered_by(c: &mut rollcall::config::Config, url: String) {
     c.services.webhook_secret = Some(HOOK_SECRET.into());
 }
 
+/// The `error.message` of a reply or an acknowledgment ("" if none).
+fn error_message(reply: &Value) -> &str {
+    reply["error"]["message"].as_str().unwrap_or_default()
+}
+
 /// Sends `event` with a cid and returns the reply (frames before it, such
 /// as `#setAuthToken`, are returned too).
 async fn call(peer: &mut Peer, event: &str, data: Value) -> (Vec<Value>, Value) {
@@ -119,22 +124,10 @@ async fn the_backend_answers_calls_and_logs_a_socket_in() {
     assert_eq!(who["data"]["protocol"], "socketcluster", "{who}");
 
     let (_, boom) = call(&mut sc, "boom", Value::Null).await;
-    assert!(
-        boom["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("HTTP 500"),
-        "{boom}"
-    );
+    assert!(error_message(&boom).contains("HTTP 500"), "{boom}");
     let started = tokio::time::Instant::now();
     let (_, slow) = call(&mut sc, "slow", Value::Null).await;
-    assert!(
-        slow["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("did not answer"),
-        "{slow}"
-    );
+    assert!(error_message(&slow).contains("did not answer"), "{slow}");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "the timeout holds"
@@ -152,13 +145,7 @@ async fn without_a_backend_a_custom_event_is_an_error_that_says_how() {
         .expect("connects");
     let (_, reply) = call(&mut sc, "login", json!({})).await;
     assert_eq!(reply["error"]["name"], "InvalidActionError", "{reply}");
-    assert!(
-        reply["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("--rpc-url"),
-        "{reply}"
-    );
+    assert!(error_message(&reply).contains("--rpc-url"), "{reply}");
 }
 
 /// Emits `event` with an acknowledgment id and returns the acknowledgment.
@@ -191,13 +178,7 @@ async fn socketio_acknowledgments_carry_the_backends_answers() {
         json!({"code": "backend.error", "message": "wrong password"})
     );
     let slow = sio_call(&mut sio, 9, "slow", Value::Null).await;
-    assert!(
-        slow["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("did not answer"),
-        "{slow}"
-    );
+    assert!(error_message(&slow).contains("did not answer"), "{slow}");
     // The Avaya events are the server's own, not calls.
     sio.subscribe("room").await.expect_err("no grant for room");
 }
@@ -225,11 +206,5 @@ async fn hotsock_calls_are_answered_with_rollcall_answer() {
     ann.expect("hotsock.pong").await;
     ann.send(call(3, "format-disk", Value::Null)).await;
     let f = ann.expect("rollcall.answer").await;
-    assert!(
-        f["data"]["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("--rpc-events"),
-        "{f}"
-    );
+    assert!(error_message(&f["data"]).contains("--rpc-events"), "{f}");
 }
