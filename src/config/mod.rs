@@ -187,6 +187,10 @@ pub struct ServicesSettings {
     /// Visibility of users who did not choose.
     #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub default_visible: bool,
+    /// Report hidden users' connection_opened / connection_closed events too (they still appear
+    /// in no presence event).
+    #[arg(long)]
+    pub hidden_connection_events: bool,
     /// Directory for durable state (privacy choices) [default: none, in memory].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -375,6 +379,7 @@ impl Config {
                 connection_events: settings.webhook_connection_events,
             },
             events_backlog: settings.events_backlog as usize,
+            hidden_connection_events: settings.hidden_connection_events,
             rpc: settings
                 .rpc_url
                 .clone()

@@ -78,6 +78,9 @@ pub struct ServicesConfig {
     pub events_backlog: usize,
     /// Calls answered by the backend (None: no `--rpc-url`).
     pub rpc: Option<rpc::RpcConfig>,
+    /// Hidden users' connections are reported too (connection events only;
+    /// they still appear in no presence event).
+    pub hidden_connection_events: bool,
 }
 
 impl Default for ServicesConfig {
@@ -102,6 +105,7 @@ impl Default for ServicesConfig {
             clustered: false,
             events_backlog: 1024,
             rpc: None,
+            hidden_connection_events: false,
         }
     }
 }
@@ -152,12 +156,15 @@ struct Observer {
     privacy: Arc<Privacy>,
     /// `--webhook-connection-events`.
     connection_webhooks: bool,
+    /// `--hidden-connection-events`.
+    hidden_connections: bool,
 }
 
 impl Observer {
     /// A connection event for the event stream, and for the webhooks with
     /// `--webhook-connection-events` (sent by this node: only it sees its
-    /// connections); none for a hidden user.
+    /// connections); none for a hidden user unless
+    /// `--hidden-connection-events`.
     fn connection_event(
         &self,
         name: &'static str,
@@ -167,8 +174,8 @@ impl Observer {
         reason: Option<&crate::outbox::CloseReason>,
     ) {
         let hooks = self.webhooks.as_ref().filter(|_| self.connection_webhooks);
-        if (!self.events.has_readers() && hooks.is_none())
-            || user_id.is_some_and(|u| !self.privacy.visible(u))
+        let hidden = || user_id.is_some_and(|u| !self.privacy.visible(u));
+        if (!self.events.has_readers() && hooks.is_none()) || (!self.hidden_connections && hidden())
         {
             return;
         }
@@ -369,6 +376,7 @@ impl Services {
             events: self.inner.events.clone(),
             privacy: self.inner.privacy.clone(),
             connection_webhooks: self.inner.config.webhooks.connection_events,
+            hidden_connections: self.inner.config.hidden_connection_events,
         })]
     }
 

@@ -279,6 +279,41 @@ async fn connection_events_go_to_the_webhooks_when_asked_with_the_close_reason()
 }
 
 #[tokio::test]
+async fn hidden_users_connections_are_reported_only_when_asked() {
+    for report in [false, true] {
+        let srv = TestServer::start_with(|c| {
+            c.services.default_visible = false;
+            c.services.hidden_connection_events = report;
+        })
+        .await;
+        let mut reader = EventReader::open(srv.addr, "", None).await;
+        drop(srv.connect(json!({"uid": "ghost"})).await);
+        // Without the option nothing comes (a connection's events arrive
+        // within milliseconds; 700 ms is plenty).
+        let seen = tokio::time::timeout(
+            Duration::from_millis(700),
+            reader.until(|e| e.name == "connection_closed"),
+        )
+        .await;
+        match (report, seen) {
+            (true, Ok(seen)) => {
+                assert!(
+                    seen.iter().any(|e| is(e, "connection_opened", "ghost")),
+                    "{seen:?}"
+                );
+                assert!(
+                    seen.iter().all(|e| !e.name.starts_with("member_")),
+                    "{seen:?}"
+                );
+            }
+            (false, Err(_)) => {}
+            (true, Err(_)) => panic!("the hidden user's connection events were not reported"),
+            (false, Ok(seen)) => panic!("a hidden user's connection was reported: {seen:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_reader_on_one_node_sees_members_join_on_another() {
     let _serial = serial().await;
     let redis = Redis::start();
