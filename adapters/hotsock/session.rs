@@ -185,14 +185,7 @@ impl HotsockSession {
             self.conn.send_text(wire::call_answer(&id, answer));
             return;
         }
-        let call = RpcCall {
-            id: crate::ids::ulid(),
-            event: name,
-            data: args,
-            user_id: self.uid.as_deref().map(str::to_string),
-            connection: self.conn.id().to_string(),
-            protocol: super::PROTOCOL,
-        };
+        let call = RpcCall::new(name, args, &self.conn);
         self.call.get_or_insert_default().start(rpc, call);
     }
 

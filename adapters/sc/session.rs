@@ -672,15 +672,7 @@ impl ScSession {
             self.answer_call(cid, answer);
             return;
         }
-        let call = RpcCall {
-            id: crate::ids::ulid(),
-            event,
-            data,
-            user_id: self.username().map(|u| u.to_string()),
-            connection: self.conn.id().to_string(),
-            protocol: super::PROTOCOL,
-        };
-        self.call.start(rpc, call);
+        self.call.start(rpc, RpcCall::new(event, data, &self.conn));
     }
 
     /// The backend's answer to the client: a new auth token first (the

@@ -192,13 +192,8 @@ impl Session {
         if !self.admit() {
             return;
         }
-        let call = RpcCall {
-            id: ids::ulid(),
-            event,
-            data: payload,
-            user_id: Some(self.user.user_id.to_string()),
-            connection: self.dtsid.clone(),
-            protocol: super::PROTOCOL,
+        let Some(call) = self.with_conn(|c| RpcCall::new(event, payload, c)) else {
+            return;
         };
         tokio::spawn(async move {
             let answer = match rpc.call(&call).await {

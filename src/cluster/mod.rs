@@ -326,6 +326,16 @@ impl Cluster {
             .clone()
     }
 
+    /// This node's id.
+    pub fn node_id(&self) -> String {
+        self.shared
+            .stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .node_id
+            .clone()
+    }
+
     /// True when this node can serve the whole cluster's presence.
     pub fn ready(&self) -> bool {
         self.shared

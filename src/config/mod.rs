@@ -223,7 +223,8 @@ pub struct ServicesSettings {
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub events_backlog: u32,
     /// Backend URL (http:// or https://) that answers clients' calls: SocketCluster custom
-    /// events with a cid [default: none; such calls get an error].
+    /// events with a cid, Socket.IO events with an acknowledgment, Hotsock rollcall.call
+    /// [default: none; such calls get an error].
     #[arg(long)]
     pub rpc_url: Option<String>,
     /// How long the backend may take to answer a call.

@@ -38,23 +38,24 @@ pub fn rules_from(also: &[String], only: &[String]) -> Result<Vec<ForwardRule>, 
             })
             .collect::<Result<Vec<_>, String>>()
     };
-    let mut rules = parse("--forward-only-channels", only, true)?;
-    rules.extend(parse("--forward-channels", also, false)?);
+    let mut rules = parse("--forward-channels", also, false)?;
+    rules.extend(parse("--forward-only-channels", only, true)?);
     Ok(rules)
 }
 
 /// Where a message on `channel` goes: a backend-only rule wins, then any
 /// forwarding rule or the token's `emitPubSubEvent` (`emit`).
 pub fn decide(rules: &[ForwardRule], channel: &str, emit: bool) -> Forward {
-    let mut matching = rules.iter().filter(|r| r.pattern.matches(channel));
-    match matching.next() {
-        Some(r) if r.only => Forward::Only,
-        Some(_) => match rules.iter().any(|r| r.only && r.pattern.matches(channel)) {
-            true => Forward::Only,
-            false => Forward::Also,
-        },
-        None if emit => Forward::Also,
-        None => Forward::No,
+    let mut matched = false;
+    for rule in rules.iter().filter(|r| r.pattern.matches(channel)) {
+        if rule.only {
+            return Forward::Only;
+        }
+        matched = true;
+    }
+    match matched || emit {
+        true => Forward::Also,
+        false => Forward::No,
     }
 }
 

@@ -27,10 +27,11 @@ impl EventStream {
         EventStream { tx }
     }
 
-    /// Hands an event to every reader (nothing to do without readers).
-    pub fn push(&self, event: WebhookEvent) {
-        if self.tx.receiver_count() > 0 {
-            let _ = self.tx.send(Arc::new(event));
+    /// Hands a copy of `event` to every reader (none is made without
+    /// readers, the usual case).
+    pub fn push(&self, event: &WebhookEvent) {
+        if self.has_readers() {
+            let _ = self.tx.send(Arc::new(event.clone()));
         }
     }
 
@@ -52,14 +53,14 @@ mod tests {
     #[tokio::test]
     async fn a_reader_too_far_behind_is_told_what_it_missed() {
         let stream = EventStream::new(4);
-        stream.push(WebhookEvent::new(
+        stream.push(&WebhookEvent::new(
             "user_online",
             None,
             Some(Arc::from("before")),
         ));
         let mut rx = stream.subscribe();
         for i in 0..10 {
-            stream.push(WebhookEvent::new(
+            stream.push(&WebhookEvent::new(
                 "user_online",
                 None,
                 Some(Arc::from(format!("u{i}"))),

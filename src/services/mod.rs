@@ -185,9 +185,7 @@ impl Observer {
         if name == "connection_closed" {
             event.reason = Some(webhooks::close_kind(reason));
         }
-        if self.events.has_readers() {
-            self.events.push(event.clone());
-        }
+        self.events.push(&event);
         if let Some(hooks) = hooks {
             hooks.push_now(event);
         }
@@ -236,9 +234,7 @@ impl PresenceObserver for Observer {
         // webhooks: only the node the client is connected to sees the
         // message as a client's, so it is sent once per cluster.
         let event = webhooks::client_message(msg, protocol);
-        if self.events.has_readers() {
-            self.events.push(event.clone());
-        }
+        self.events.push(&event);
         if let Some(hooks) = &self.webhooks {
             hooks.push_now(event);
         }
@@ -255,9 +251,7 @@ impl PresenceObserver for Observer {
             return;
         }
         for event in webhooks::channel_events(channel, occupied, vacated, deltas) {
-            if self.events.has_readers() {
-                self.events.push(event.clone());
-            }
+            self.events.push(&event);
             if let Some(hooks) = &self.webhooks {
                 hooks.push(event);
             }
@@ -325,12 +319,10 @@ impl Services {
                 } else {
                     "user_offline"
                 };
-                let event = || WebhookEvent::new(name, None, Some(change.uid.clone()));
-                if sink_events.has_readers() {
-                    sink_events.push(event());
-                }
+                let event = WebhookEvent::new(name, None, Some(change.uid.clone()));
+                sink_events.push(&event);
                 if let Some(hooks) = &sink_hooks {
-                    hooks.push(event());
+                    hooks.push(event);
                 }
                 let _ = sink_tasks.send(Task::User(change));
             }),
@@ -512,8 +504,6 @@ impl Services {
         }
     }
 
-    /// Connects the services to this node's cluster membership, so
-    /// privacy changes and sends reach the other nodes. Call once.
     /// A backend's application message (`POST /api/bus/publish`): to this
     /// node's event-stream readers of `topic` and, through the bus, every
     /// other node's. Returns the message id.
@@ -522,17 +512,18 @@ impl Services {
             .inner
             .cluster
             .get()
-            .map(|c| Arc::from(c.stats().node_id))
+            .map(|c| Arc::from(c.node_id()))
             .unwrap_or_else(|| Arc::from("standalone"));
         let event = webhooks::bus_message(node, topic, data.clone());
-        let id = event.id.clone();
-        self.inner.events.push(event);
+        self.inner.events.push(&event);
         if let Some(cluster) = self.inner.cluster.get() {
-            cluster.forward_app(&id, topic, data);
+            cluster.forward_app(&event.id, topic, data);
         }
-        id
+        event.id
     }
 
+    /// Connects the services to this node's cluster membership, so
+    /// privacy changes and sends reach the other nodes. Call once.
     pub fn attach_cluster(&self, cluster: &crate::cluster::Cluster) {
         let _ = self.inner.cluster.set(cluster.clone());
     }
@@ -612,7 +603,7 @@ impl RemoteHandler for Services {
     fn app_message(&self, node: &str, id: String, topic: &str, data: serde_json::Value) {
         let mut event = webhooks::bus_message(Arc::from(node), topic, data);
         event.id = id;
-        self.inner.events.push(event);
+        self.inner.events.push(&event);
     }
 
     fn send_to_present(&self, channel: &str, msg: &DirectMessage, lease_users: &[Arc<str>]) {

@@ -1,7 +1,8 @@
 //! Calls answered by the backend (`--rpc-url`): a client's request that
-//! expects an answer (a SocketCluster custom event with a `cid`) is POSTed
-//! to the backend with the caller's identity, and the backend's answer,
-//! which may carry a new auth token, goes back to the client.
+//! expects an answer (a SocketCluster custom event with a `cid`, a
+//! Socket.IO event with an acknowledgment, a Hotsock `rollcall.call`) is
+//! POSTed to the backend with the caller's identity, and the backend's
+//! answer, which may carry a new auth token, goes back to the client.
 //!
 //! ```text
 //! POST <rpc-url>  X-Rollcall-Signature: sha256=…  (with --webhook-secret)
@@ -52,6 +53,20 @@ pub struct RpcCall {
     pub connection: String,
     /// The caller's front end.
     pub protocol: &'static str,
+}
+
+impl RpcCall {
+    /// A call from `conn`, with the caller's identity as the core knows it.
+    pub fn new(event: String, data: Value, conn: &crate::presence::Connection) -> Self {
+        RpcCall {
+            id: crate::ids::ulid(),
+            event,
+            data,
+            user_id: conn.user_id().map(|u| u.to_string()),
+            connection: conn.id().to_string(),
+            protocol: conn.protocol(),
+        }
+    }
 }
 
 /// What the backend answered.

@@ -54,7 +54,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::webhook_handover::Handover;
 use super::webhook_http::{Signed, parse_targets, post};
 use crate::http_client::{HttpClient, Target};
-use crate::presence::{ChannelMessage, MemberChange, PresenceDelta, PresenceObserver};
+use crate::presence::{ChannelMessage, MemberChange, PresenceDelta};
 
 /// The signature header: `sha256=<hex HMAC-SHA256 of the body>`.
 pub const SIGNATURE_HEADER: &str = "X-Rollcall-Signature";
@@ -432,33 +432,6 @@ async fn deliver(
     }
 }
 
-/// Turns core changes into webhook events (see "In a cluster" above).
-#[derive(Debug)]
-pub struct WebhookObserver {
-    hooks: Arc<Webhooks>,
-}
-
-impl WebhookObserver {
-    /// An observer feeding `hooks`.
-    pub fn new(hooks: Arc<Webhooks>) -> Self {
-        WebhookObserver { hooks }
-    }
-}
-
-impl PresenceObserver for WebhookObserver {
-    fn channel_batch(
-        &self,
-        channel: &str,
-        occupied: bool,
-        vacated: bool,
-        deltas: &[PresenceDelta],
-    ) {
-        for event in channel_events(channel, occupied, vacated, deltas) {
-            self.hooks.push(event);
-        }
-    }
-}
-
 /// A client's message forwarded to the backend: `client_message` with the
 /// message's id, channel, event and data, and the sender's user id,
 /// connection and protocol.
@@ -612,7 +585,12 @@ mod tests {
             dropped: AtomicU64::new(0),
             handover: Mutex::new(Handover::standby(Duration::from_secs(60))),
         });
-        let obs = WebhookObserver::new(hooks.clone());
+        // What the services' observer does with a channel's change.
+        let report = |occupied, vacated, deltas: &[PresenceDelta]| {
+            for event in channel_events("room", occupied, vacated, deltas) {
+                hooks.push(event);
+            }
+        };
         let remote = PresenceDelta {
             user_id: Arc::from("bob"),
             origin: Origin::Remote {
@@ -622,7 +600,7 @@ mod tests {
             info: None,
             change: MemberChange::Added,
         };
-        obs.channel_batch("room", true, false, std::slice::from_ref(&remote));
+        report(true, false, std::slice::from_ref(&remote));
         assert!(rx.try_recv().is_err(), "a standby holds its events");
         hooks.set_sending(true, 0);
         assert_eq!(name(rx.try_recv()), "channel_occupied");
@@ -633,7 +611,7 @@ mod tests {
             change: MemberChange::Removed,
             ..remote
         };
-        obs.channel_batch("room", false, true, &[local]);
+        report(false, true, &[local]);
         assert_eq!(name(rx.try_recv()), "member_removed");
         assert_eq!(name(rx.try_recv()), "channel_vacated");
     }
