@@ -121,6 +121,7 @@ fn parse_cli(argv: Vec<OsString>) -> Result<Cli, StartError> {
         Cli::from_arg_matches(&matches).map_err(|e| StartError::Settings(e.to_string()))?;
     if let Some(Command::Serve(args)) = &mut cli.command {
         args.settings.channels.channel_rules = file.channel_rules;
+        args.settings.channels.forward_rules = file.forward_rules;
     }
     Ok(cli)
 }

@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 use clap::{Arg, Args, Command, FromArgMatches};
 
 use super::Config;
-use crate::policy::RuleConfig;
+use crate::policy::{ForwardRuleConfig, RuleConfig};
 
 /// The TOML key of the `[[channel-rules]]` tables (not a flag).
 const CHANNEL_RULES: &str = "channel-rules";
+/// The TOML key of the `[[forward-rules]]` tables (not a flag).
+const FORWARD_RULES: &str = "forward-rules";
 
 /// A configuration that cannot be used; the message names the file and
 /// the key, and says what to write instead.
@@ -51,6 +53,8 @@ pub struct FileSettings {
     values: Vec<(String, Vec<String>)>,
     /// The `[[channel-rules]]` tables.
     pub channel_rules: Vec<RuleConfig>,
+    /// The `[[forward-rules]]` tables.
+    pub forward_rules: Vec<ForwardRuleConfig>,
 }
 
 impl FileSettings {
@@ -67,16 +71,18 @@ impl FileSettings {
         let command = settings_command();
         let mut settings = FileSettings::default();
         for (key, value) in table {
+            let tables_error = |e: toml::de::Error| ConfigError::InvalidValue {
+                path: path.into(),
+                key: key.clone(),
+                value: "[[…]]".into(),
+                message: e.message().to_string(),
+            };
             if key == CHANNEL_RULES {
-                settings.channel_rules =
-                    value
-                        .try_into()
-                        .map_err(|e: toml::de::Error| ConfigError::InvalidValue {
-                            path: path.into(),
-                            key: key.clone(),
-                            value: "[[…]]".into(),
-                            message: e.message().to_string(),
-                        })?;
+                settings.channel_rules = value.try_into().map_err(tables_error)?;
+                continue;
+            }
+            if key == FORWARD_RULES {
+                settings.forward_rules = value.try_into().map_err(tables_error)?;
                 continue;
             }
             match (value, section_args(&command, &key)) {
@@ -259,5 +265,6 @@ pub(super) fn from_file(path: &Path) -> Result<Config, ConfigError> {
     let mut config =
         Config::from_arg_matches(&matches).map_err(|e| ConfigError::Arguments(e.to_string()))?;
     config.channels.channel_rules = file.channel_rules;
+    config.channels.forward_rules = file.forward_rules;
     Ok(config)
 }

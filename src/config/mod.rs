@@ -172,6 +172,10 @@ pub struct ChannelSettings {
     /// tried before the two lists above.
     #[arg(skip)]
     pub channel_rules: Vec<crate::policy::RuleConfig>,
+    /// Forwarding rules by channel and event (`[[forward-rules]]` tables
+    /// of the TOML file), tried before the two forward lists above.
+    #[arg(skip)]
+    pub forward_rules: Vec<crate::policy::ForwardRuleConfig>,
 }
 
 /// Leases, user presence, privacy and webhooks.
@@ -429,6 +433,7 @@ impl Config {
         Ok(crate::policy::PolicyConfig {
             rules,
             forward: crate::policy::forward::rules_from(
+                &settings.forward_rules,
                 &settings.forward_channels,
                 &settings.forward_only_channels,
             )?,

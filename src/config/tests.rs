@@ -78,6 +78,26 @@ fn channel_rules_tables_are_read() {
 }
 
 #[test]
+fn forward_rules_tables_are_read_and_checked() {
+    let cfg = from_toml(
+        r#"
+        [[forward-rules]]
+        channels = "game.*"
+        events = "move.*"
+        backend-only = true
+        "#,
+    )
+    .unwrap();
+    assert_eq!(cfg.channels.forward_rules.len(), 1);
+    assert!(cfg.channels.forward_rules[0].backend_only);
+    assert!(cfg.policy().is_ok());
+    let err = from_toml("[[forward-rules]]\nchannels = \"a\"\nevent = \"x\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("forward-rules") && err.contains("event"), "{err}");
+}
+
+#[test]
 fn unknown_keys_name_the_key_and_the_file() {
     for (text, key) in [
         ("bogus = 1", "`bogus`"),

@@ -1,7 +1,11 @@
 //! Which client messages also go to the backend (the webhook receivers and
 //! the event stream, as `client_message` events), and which go only there:
-//! `--forward-channels` and `--forward-only-channels`, and per event the
-//! `emitPubSubEvent` directive of a Hotsock token's `messages` claim.
+//! `--forward-channels` and `--forward-only-channels` (every event of the
+//! channels), the `[[forward-rules]]` tables of the TOML file (channels and
+//! events), and per event the `emitPubSubEvent` directive of a Hotsock
+//! token's `messages` claim.
+
+use serde::Deserialize;
 
 use crate::auth::Pattern;
 
@@ -17,37 +21,87 @@ pub enum Forward {
     Only,
 }
 
-/// One forwarding rule: channels matching `pattern`.
+/// One forwarding rule: messages on channels matching `channels` whose
+/// event matches `events` (None: any event).
 #[derive(Clone, Debug)]
 pub struct ForwardRule {
-    pattern: Pattern,
+    channels: Pattern,
+    events: Option<Pattern>,
     only: bool,
 }
 
-/// The rules of `--forward-channels` (`also`) and
-/// `--forward-only-channels` (`only`).
-pub fn rules_from(also: &[String], only: &[String]) -> Result<Vec<ForwardRule>, String> {
-    let parse = |flag: &str, list: &[String], only: bool| {
+impl ForwardRule {
+    fn covers(&self, channel: &str, event: &str) -> bool {
+        self.channels.matches(channel) && self.events.as_ref().is_none_or(|e| e.matches(event))
+    }
+}
+
+/// One `[[forward-rules]]` table of the TOML file.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ForwardRuleConfig {
+    /// Channel pattern (`*` wildcards, `#regex:`).
+    pub channels: String,
+    /// Event pattern (default: every event). The event of a Hotsock
+    /// message is its `event`, of a Socket.IO `SEND_MESSAGE` its
+    /// `category`; SocketCluster `#publish` is `publish` and sgc
+    /// `publish` is `message`.
+    pub events: Option<String>,
+    /// Only to the backend, not to the channel's subscribers.
+    #[serde(default)]
+    pub backend_only: bool,
+}
+
+fn pattern(what: &str, source: &str) -> Result<Pattern, String> {
+    let source = source.trim();
+    Pattern::parse(source).map_err(|e| format!("{what}: {source:?} {e}"))
+}
+
+/// The rules of the TOML tables (in file order), then of
+/// `--forward-channels` and `--forward-only-channels` (any event).
+pub fn rules_from(
+    tables: &[ForwardRuleConfig],
+    also: &[String],
+    only: &[String],
+) -> Result<Vec<ForwardRule>, String> {
+    let mut rules = tables
+        .iter()
+        .map(|t| {
+            let what = format!("[[forward-rules]] channels = {:?}", t.channels);
+            Ok(ForwardRule {
+                channels: pattern(&what, &t.channels)?,
+                events: t
+                    .events
+                    .as_deref()
+                    .map(|e| pattern(&format!("{what}, events"), e))
+                    .transpose()?,
+                only: t.backend_only,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let flag = |flag: &str, list: &[String], only: bool| {
         list.iter()
             .map(|s| s.trim())
             .filter(|s| !s.is_empty())
             .map(|s| {
-                Pattern::parse(s)
-                    .map(|pattern| ForwardRule { pattern, only })
-                    .map_err(|e| format!("{flag}: {s:?} {e}"))
+                Ok(ForwardRule {
+                    channels: pattern(flag, s)?,
+                    events: None,
+                    only,
+                })
             })
             .collect::<Result<Vec<_>, String>>()
     };
-    let mut rules = parse("--forward-channels", also, false)?;
-    rules.extend(parse("--forward-only-channels", only, true)?);
+    rules.extend(flag("--forward-channels", also, false)?);
+    rules.extend(flag("--forward-only-channels", only, true)?);
     Ok(rules)
 }
 
-/// Where a message on `channel` goes: a backend-only rule wins, then any
+/// Where `event` on `channel` goes: a backend-only rule wins, then any
 /// forwarding rule or the token's `emitPubSubEvent` (`emit`).
-pub fn decide(rules: &[ForwardRule], channel: &str, emit: bool) -> Forward {
+pub fn decide(rules: &[ForwardRule], channel: &str, event: &str, emit: bool) -> Forward {
     let mut matched = false;
-    for rule in rules.iter().filter(|r| r.pattern.matches(channel)) {
+    for rule in rules.iter().filter(|r| r.covers(channel, event)) {
         if rule.only {
             return Forward::Only;
         }
@@ -65,13 +119,45 @@ mod tests {
 
     #[test]
     fn backend_only_wins_then_any_rule_or_the_token() {
-        let rules = rules_from(&["room.*".into()], &["room.cmd".into(), "ops".into()]).unwrap();
-        assert_eq!(decide(&rules, "room.1", false), Forward::Also);
-        assert_eq!(decide(&rules, "room.cmd", false), Forward::Only);
-        assert_eq!(decide(&rules, "ops", true), Forward::Only);
-        assert_eq!(decide(&rules, "lobby", false), Forward::No);
-        assert_eq!(decide(&rules, "lobby", true), Forward::Also);
-        let bad = rules_from(&["#regex:(".into()], &[]).unwrap_err();
+        let rules = rules_from(&[], &["room.*".into()], &["room.cmd".into(), "ops".into()]).unwrap();
+        assert_eq!(decide(&rules, "room.1", "chat", false), Forward::Also);
+        assert_eq!(decide(&rules, "room.cmd", "chat", false), Forward::Only);
+        assert_eq!(decide(&rules, "ops", "chat", true), Forward::Only);
+        assert_eq!(decide(&rules, "lobby", "chat", false), Forward::No);
+        assert_eq!(decide(&rules, "lobby", "chat", true), Forward::Also);
+        let bad = rules_from(&[], &["#regex:(".into()], &[]).unwrap_err();
         assert!(bad.starts_with("--forward-channels"), "{bad}");
+    }
+
+    #[test]
+    fn a_table_rule_covers_only_its_events() {
+        let tables = [
+            ForwardRuleConfig {
+                channels: "game.*".into(),
+                events: Some("move.*".into()),
+                backend_only: true,
+            },
+            ForwardRuleConfig {
+                channels: "game.*".into(),
+                events: Some("chat".into()),
+                backend_only: false,
+            },
+        ];
+        let rules = rules_from(&tables, &[], &[]).unwrap();
+        assert_eq!(decide(&rules, "game.1", "move.left", false), Forward::Only);
+        assert_eq!(decide(&rules, "game.1", "chat", false), Forward::Also);
+        assert_eq!(decide(&rules, "game.1", "emote", false), Forward::No);
+        assert_eq!(decide(&rules, "lobby", "move.left", false), Forward::No);
+        let bad = rules_from(
+            &[ForwardRuleConfig {
+                channels: "a".into(),
+                events: Some("#regex:(".into()),
+                backend_only: false,
+            }],
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        assert!(bad.contains("[[forward-rules]]") && bad.contains("events"), "{bad}");
     }
 }

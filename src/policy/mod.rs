@@ -27,7 +27,7 @@ mod rules;
 use std::sync::Arc;
 
 pub use backend::{BackendCheck, BackendConfig, BackendRequest, Pending, check_url};
-pub use forward::{Forward, ForwardRule};
+pub use forward::{Forward, ForwardRule, ForwardRuleConfig};
 pub use rules::{OperatorRule, PolicyConfig, PublishAccess, RuleConfig, SubscribeAccess};
 
 use crate::auth::ChannelRules;
@@ -272,7 +272,7 @@ impl ChannelPolicy {
         }
         let grant = PublishGrant {
             echo,
-            forward: forward::decide(&self.forward, channel, emit),
+            forward: forward::decide(&self.forward, channel, event, emit),
         };
         if broadcast || (subscribed && publish) {
             return Ok(grant);

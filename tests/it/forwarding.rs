@@ -133,3 +133,65 @@ async fn a_hotsock_token_forwards_its_emit_pub_sub_events() {
     assert_eq!(streamed.name, "client_message");
     assert_eq!(streamed.data["id"], e["id"], "{:?}", streamed.data);
 }
+
+#[tokio::test]
+async fn a_forward_rule_of_the_config_file_picks_events_by_pattern() {
+    let (url, mut rx, _) = receiver(0, false).await;
+    let srv = TestServer::start_with(|c| {
+        c.channels.open_channels = vec!["*".into()];
+        c.channels.forward_rules = vec![
+            rollcall::policy::ForwardRuleConfig {
+                channels: "game.*".into(),
+                events: Some("move.*".into()),
+                backend_only: true,
+            },
+            rollcall::policy::ForwardRuleConfig {
+                channels: "game.*".into(),
+                events: Some("score".into()),
+                backend_only: false,
+            },
+        ];
+        c.services.webhook_url = vec![url];
+        c.services.webhook_secret = Some(HOOK_SECRET.into());
+        c.services.webhook_batch_ms = 20;
+    })
+    .await;
+    let messages = json!({"*": {"publish": true}});
+    let mut watcher = srv
+        .connect(json!({"uid": "watcher", "channels": {"game.1": {"subscribe": true}}}))
+        .await;
+    watcher.join("game.1").await;
+    let mut player = srv
+        .connect(json!({"uid": "player", "channels": {"game.1": {"subscribe": true, "messages": messages}}}))
+        .await;
+    player.join("game.1").await;
+    for (event, data) in [("chat", 1), ("move.left", 2), ("score", 3)] {
+        player
+            .send(json!({"event": event, "channel": "game.1", "data": data}))
+            .await;
+    }
+    // chat: the channel only; move.left: the backend only; score: both.
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let f = watcher.next().await;
+        if f["channel"] == "game.1" && f["data"].is_i64() {
+            seen.push(f["event"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    assert_eq!(seen, ["chat", "score"]);
+    // One batch may carry both.
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        let hit = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a webhook within 5 s")
+            .expect("receiver open");
+        events.extend(
+            verified_events(&hit)
+                .into_iter()
+                .filter(|e| e["name"] == "client_message")
+                .map(|e| e["event"].as_str().unwrap_or_default().to_string()),
+        );
+    }
+    assert_eq!(events, ["move.left", "score"]);
+}
