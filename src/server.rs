@@ -80,8 +80,8 @@ impl RunningServer {
     /// Stops the server: stops accepting, closes every client with 1001
     /// (removing their members at once) and waits for sessions to end.
     pub async fn shutdown(self) {
-        // The other nodes drop this node's members at once.
-        self.app.cluster.leave().await;
+        // The next oldest node reports this node's members' removal.
+        self.app.cluster.hand_over().await;
         // The signal first: a session whose outbox is closed below must
         // already know it is a shutdown (a Socket.IO pump would otherwise
         // end its socket with a namespace DISCONNECT, which tells the client
@@ -94,6 +94,10 @@ impl RunningServer {
         if !drained {
             tracing::warn!("some sessions did not end within {SHUTDOWN_GRACE:?}");
         }
+        // The other nodes got the removals as the sessions ended (and the
+        // closes, for their event-stream readers); now the goodbye, which
+        // drops whatever is left.
+        self.app.cluster.leave().await;
         // The members just removed are reported before the process ends.
         if let Some(hooks) = self.app.services.webhooks()
             && !hooks.flush(SHUTDOWN_GRACE).await

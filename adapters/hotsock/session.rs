@@ -179,7 +179,7 @@ impl HotsockSession {
         if let Some(answer) = answered {
             self.call = None;
             let answer = match answer {
-                RpcAnswer::Data { data, .. } => Ok(data),
+                RpcAnswer::Data { data, auth_token } => Ok((data, auth_token)),
                 RpcAnswer::Error(why) => Err(why),
             };
             self.conn.send_text(wire::call_answer(&id, answer));

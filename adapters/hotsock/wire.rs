@@ -463,9 +463,15 @@ pub const CALL: &str = "rollcall.call";
 
 /// `{"event":"rollcall.answer","data":{"id":…,"data":…}}` or, refused,
 /// `{"event":"rollcall.answer","data":{"id":…,"error":{"code":"BACKEND_ERROR","message":…}}}`.
-pub fn call_answer(id: &serde_json::Value, answer: Result<serde_json::Value, String>) -> Bytes {
+pub fn call_answer(
+    id: &serde_json::Value,
+    answer: Result<(serde_json::Value, Option<String>), String>,
+) -> Bytes {
     let data = match answer {
-        Ok(data) => serde_json::json!({"id": id, "data": data}),
+        // The connection's token is the one it connected with: a token
+        // from the backend is the client's to reconnect with.
+        Ok((data, Some(token))) => serde_json::json!({"id": id, "data": data, "auth_token": token}),
+        Ok((data, None)) => serde_json::json!({"id": id, "data": data}),
         Err(why) => {
             serde_json::json!({"id": id, "error": {"code": "BACKEND_ERROR", "message": why}})
         }

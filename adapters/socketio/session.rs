@@ -197,6 +197,12 @@ impl Session {
         };
         tokio::spawn(async move {
             let answer = match rpc.call(&call).await {
+                // Socket.IO has no server-set token: the client gets it
+                // to reconnect with.
+                RpcAnswer::Data {
+                    data,
+                    auth_token: Some(token),
+                } => serde_json::json!({ "data": data, "auth_token": token }),
                 RpcAnswer::Data { data, .. } => serde_json::json!({ "data": data }),
                 RpcAnswer::Error(why) => serde_json::json!({
                     "error": {"code": codes::BACKEND_ERROR, "message": why}

@@ -99,25 +99,24 @@ impl PresenceObserver for ClusterObserver {
         });
     }
 
-    fn connected(&self, conn: ConnId, user_id: Option<&Arc<str>>, _protocol: &'static str) {
-        if let Some(uid) = user_id {
-            let _ = self.tx.send(Op::Put(PresenceRecord {
-                ch: CONNS_CHANNEL.to_string(),
-                pid: conn.to_string(),
-                uid: uid.to_string(),
-                info: serde_json::Value::Null,
-            }));
-        }
+    fn connected(&self, conn: ConnId, user_id: Option<&Arc<str>>, protocol: &'static str) {
+        let _ = self.tx.send(Op::Put(PresenceRecord {
+            ch: CONNS_CHANNEL.to_string(),
+            pid: conn.to_string(),
+            uid: user_id.map(|u| u.to_string()).unwrap_or_default(),
+            info: serde_json::Value::String(protocol.to_string()),
+        }));
     }
 
     fn user_changed(
         &self,
         conn: ConnId,
-        old: Option<&Arc<str>>,
+        _old: Option<&Arc<str>>,
         new: Option<&Arc<str>>,
         protocol: &'static str,
     ) {
-        self.disconnected(conn, old, protocol, None);
+        // A put with another uid replaces the record (receivers see the
+        // old user's connection go and the new one's come).
         self.connected(conn, new, protocol);
     }
 
@@ -128,18 +127,20 @@ impl PresenceObserver for ClusterObserver {
         _protocol: &'static str,
         _reason: Option<&crate::outbox::CloseReason>,
     ) {
-        if let Some(uid) = user_id {
-            let _ = self.tx.send(Op::Del {
-                ch: CONNS_CHANNEL.to_string(),
-                pid: conn.to_string(),
-                uid: uid.to_string(),
-            });
-        }
+        let _ = self.tx.send(Op::Del {
+            ch: CONNS_CHANNEL.to_string(),
+            pid: conn.to_string(),
+            uid: user_id.map(|u| u.to_string()).unwrap_or_default(),
+        });
     }
 }
 
 /// Requests to the engine.
 pub(super) enum Command {
+    /// Stop reporting the cluster's events: this node is about to close
+    /// its clients and leave, and the next oldest node reports their
+    /// removal (as it would after the goodbye).
+    HandOver(oneshot::Sender<()>),
     /// Say goodbye to the cluster and stop.
     Leave(oneshot::Sender<()>),
 }
@@ -167,6 +168,8 @@ pub(super) struct Engine {
     pub(super) counted: HashSet<(Arc<str>, PresenceKey)>,
     /// Whether this node reports the cluster's presence events.
     pub(super) event_sender: bool,
+    /// Handed over ([`Command::HandOver`]): never the sender again.
+    pub(super) leaving: bool,
     /// The last moment (Unix ms) this node knew some node was reporting
     /// events: a node taking over replays what it saw since then.
     pub(super) replay_from_ms: u64,
@@ -232,6 +235,19 @@ impl Engine {
                     self.publish_stats();
                 },
                 cmd = self.commands.recv() => match cmd {
+                    Some(Command::HandOver(reply)) => {
+                        // Said at once, before the clients' removals: the
+                        // next oldest node reports them.
+                        self.leaving = true;
+                        self.state.set_leaving();
+                        if self.bus_state == BusState::Connected {
+                            let frame = self.state.heartbeat(wall_ms(), self.local_conns);
+                            self.send(frame, None);
+                        }
+                        self.update_event_sender(self.now());
+                        self.publish_stats();
+                        let _ = reply.send(());
+                    }
                     Some(Command::Leave(reply)) => {
                         self.leave().await;
                         let _ = reply.send(());
@@ -522,6 +538,22 @@ impl Engine {
                         h.app_message(&node, id, &topic, data);
                     }
                 }
+                Effect::Report { node, event } => {
+                    if let Some(h) = self.handler.get() {
+                        h.remote_report(&node, event);
+                    }
+                }
+                Effect::ConnectionLost {
+                    node,
+                    pid,
+                    uid,
+                    protocol,
+                } => {
+                    if let Some(h) = self.handler.get() {
+                        let uid = Some(&uid).filter(|u| !u.is_empty());
+                        h.connection_lost(&node, &pid, uid, protocol.as_deref());
+                    }
+                }
                 Effect::Send(frame) => {
                     self.send(frame, None);
                 }
@@ -558,7 +590,10 @@ impl Engine {
                 map.remove(&ch);
             }
         }
-        if let Some(h) = self.handler.get() {
+        // An anonymous connection ("") is nobody's presence.
+        if let Some(h) = self.handler.get()
+            && !uid.is_empty()
+        {
             h.remote_user(uid, is_conn, up);
         }
     }
@@ -631,9 +666,9 @@ impl Engine {
         let peers = self.state.peers(now);
         let older: Vec<_> = peers
             .iter()
-            .filter(|p| (p.epoch, p.node.clone()) < me)
+            .filter(|p| (p.epoch, p.node.clone()) < me && !p.leaving)
             .collect();
-        let sending = connected && older.is_empty();
+        let sending = connected && older.is_empty() && !self.leaving;
         if self.event_sender {
             self.replay_from_ms = wall;
         } else if connected && let Some(silent) = older.iter().map(|p| p.silent_ms).min() {
@@ -686,7 +721,11 @@ impl Engine {
                 h.event_sender_changed(false, 0);
             }
         }
-        // What still waits goes out if it can, before the goodbye.
+        // What still waits goes out if it can, before the goodbye: the
+        // changes queued by closing the clients too.
+        while let Ok(op) = self.local_rx.try_recv() {
+            self.local(op);
+        }
         self.backlog.release();
         self.flush();
         let (done, published) = oneshot::channel();

@@ -266,6 +266,18 @@ pub trait RemoteHandler: Send + Sync + 'static {
     fn bus_reconnected(&self);
     /// A backend on `node` sent an application message (`id`) on `topic`.
     fn app_message(&self, node: &str, id: String, topic: &str, data: serde_json::Value);
+    /// `node` reported an event about its own connections (see
+    /// [`Cluster::report`]).
+    fn remote_report(&self, node: &str, event: serde_json::Value);
+    /// Connection `conn` (of `uid`, or anonymous; speaking `protocol`) was
+    /// on `node`, which vanished without closing it.
+    fn connection_lost(
+        &self,
+        node: &str,
+        conn: &str,
+        uid: Option<&Arc<str>>,
+        protocol: Option<&str>,
+    );
 }
 
 struct Shared {
@@ -371,6 +383,17 @@ impl Cluster {
         })
     }
 
+    /// Whether other nodes may exist (false for a standalone node).
+    pub fn replicates(&self) -> bool {
+        self.shared.ops.is_some()
+    }
+
+    /// Hands an event this node reported about its own connections (its
+    /// webhook JSON) to the other nodes' event-stream readers.
+    pub fn report(&self, event: serde_json::Value) -> bool {
+        self.send_op(Op::Report { event })
+    }
+
     fn send_op(&self, op: Op) -> bool {
         match &self.shared.ops {
             Some(ops) => ops.send(op).is_ok(),
@@ -383,8 +406,22 @@ impl Cluster {
         engine::remote_lease_users(&self.shared.lease_users, channel)
     }
 
-    /// Tells the other nodes this node is leaving (they drop its members
-    /// at once) and stops replicating. Waits at most about a second.
+    /// Stops reporting the cluster's events before this node closes its
+    /// clients and leaves: the next oldest node reports their removal,
+    /// from the changes this node still replicates until [`Self::leave`].
+    pub async fn hand_over(&self) {
+        let Some(commands) = &self.shared.commands else {
+            return;
+        };
+        let (reply, done) = oneshot::channel();
+        if commands.send(Command::HandOver(reply)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
+        }
+    }
+
+    /// Sends what this node still has to replicate, tells the other nodes
+    /// it is leaving (they drop what is left of its members at once) and
+    /// stops replicating. Waits at most about a second.
     pub async fn leave(&self) {
         let Some(commands) = &self.shared.commands else {
             return;
@@ -452,6 +489,7 @@ impl Prepared {
             handler: handler_cell,
             counted: Default::default(),
             event_sender: false,
+            leaving: false,
             replay_from_ms: 0,
             lease_users: lease_users.clone(),
             backlog: Default::default(),

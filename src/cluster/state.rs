@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::wire::{Body, Frame, Op, PresenceRecord, WireDirect, WireMessage};
+use super::wire::{Body, CONNS_CHANNEL, Frame, Op, PresenceRecord, WireDirect, WireMessage};
 
 /// Monotonic time in milliseconds (the engine's clock).
 pub type Millis = u64;
@@ -144,6 +144,26 @@ pub enum Effect {
         /// The payload.
         data: serde_json::Value,
     },
+    /// Hand an event another node reported about its connections to
+    /// local event-stream readers.
+    Report {
+        /// The node it came from.
+        node: Arc<str>,
+        /// The event (webhook JSON).
+        event: serde_json::Value,
+    },
+    /// A connection of a node that vanished (timed out, or restarted
+    /// without saying goodbye) is gone with it.
+    ConnectionLost {
+        /// The lost node.
+        node: Arc<str>,
+        /// The connection id.
+        pid: Arc<str>,
+        /// Its user ("" for an anonymous one).
+        uid: Arc<str>,
+        /// Its protocol (the replicated `info`).
+        protocol: Option<String>,
+    },
     /// Publish a frame on the bus.
     Send(Frame),
     /// Something worth a log line.
@@ -214,6 +234,8 @@ struct Replica {
     last_heard: Millis,
     sync_asked: Option<Millis>,
     conns: usize,
+    /// It said it is leaving (it reports no events any more).
+    leaving: bool,
     /// The node's subscriptions that are not memberships, per channel
     /// (only channels that have some).
     subs: HashMap<Arc<str>, usize>,
@@ -229,6 +251,7 @@ impl Replica {
             last_heard: now,
             sync_asked: None,
             conns: 0,
+            leaving: false,
             subs: HashMap::new(),
             presences: HashMap::new(),
         }
@@ -254,6 +277,8 @@ pub struct PeerInfo {
     pub connections: usize,
     /// Ms since it was last heard from.
     pub silent_ms: u64,
+    /// It is closing its clients to leave.
+    pub leaving: bool,
 }
 
 /// This node's presences, its replicas of the other nodes and the
@@ -276,6 +301,8 @@ pub struct ClusterState {
     all_sync_asked: Option<Millis>,
     state_wanted: bool,
     last_state_at: Option<Millis>,
+    /// Closing its clients to leave (said in heartbeats).
+    leaving: bool,
     /// Counters for metrics.
     pub counters: Counters,
     /// The last measured bus round trip (own heartbeat echo), in ms.
@@ -303,6 +330,7 @@ impl ClusterState {
             all_sync_asked: None,
             state_wanted: false,
             last_state_at: None,
+            leaving: false,
             counters: Counters::default(),
             bus_lag_ms: None,
         }
@@ -364,6 +392,7 @@ impl ClusterState {
                 subscriptions: r.subs.values().sum(),
                 connections: r.conns,
                 silent_ms: now.saturating_sub(r.last_heard),
+                leaving: r.leaving,
             })
             .collect();
         peers.sort_by(|a, b| a.node.cmp(&b.node));
@@ -431,7 +460,11 @@ impl ClusterState {
                 Op::Subs { ch, n } => {
                     set_count(&mut self.local_subs, ch, *n);
                 }
-                Op::Msg(_) | Op::Direct(_) | Op::Privacy { .. } | Op::App { .. } => {}
+                Op::Msg(_)
+                | Op::Direct(_)
+                | Op::Privacy { .. }
+                | Op::App { .. }
+                | Op::Report { .. } => {}
             }
         }
         self.seq += 1;
@@ -444,7 +477,13 @@ impl ClusterState {
             seq: self.seq,
             sent: wall_ms,
             conns,
+            leaving: self.leaving,
         })
+    }
+
+    /// From now on this node's heartbeats say it is leaving.
+    pub fn set_leaving(&mut self) {
+        self.leaving = true;
     }
 
     /// The goodbye frame.
@@ -547,7 +586,7 @@ impl ClusterState {
             Some(known) if frame.epoch > known => {
                 if let Some(old) = self.remotes.remove(&node) {
                     let presences = old.presences.len();
-                    remove_all(&node, old, &mut fx);
+                    remove_all(&node, old, true, &mut fx);
                     fx.push(Effect::Notice(Notice::NodeRestarted {
                         node: node.clone(),
                         presences,
@@ -608,13 +647,23 @@ impl ClusterState {
                             topic,
                             data,
                         }),
+                        Op::Report { event } => fx.push(Effect::Report {
+                            node: node.clone(),
+                            event,
+                        }),
                         Op::Put(_) | Op::Del { .. } | Op::Subs { .. } => {}
                     }
                 }
                 need_sync = true;
             }
-            Body::Hb { seq, conns, .. } => {
+            Body::Hb {
+                seq,
+                conns,
+                leaving,
+                ..
+            } => {
                 r.conns = conns;
+                r.leaving = leaving;
                 if r.synced && seq > r.seq {
                     missed_frames(&mut self.counters, &node, r, seq, &mut fx);
                 }
@@ -655,7 +704,7 @@ impl ClusterState {
         }
         if left && let Some(old) = self.remotes.remove(&node) {
             let presences = old.presences.len();
-            remove_all(&node, old, &mut fx);
+            remove_all(&node, old, false, &mut fx);
             self.departed.insert((node.clone(), frame.epoch), now);
             self.counters.nodes_left += 1;
             fx.push(Effect::Notice(Notice::NodeLeft { node, presences }));
@@ -720,7 +769,7 @@ impl ClusterState {
         for node in dead {
             if let Some(old) = self.remotes.remove(&node) {
                 let presences = old.presences.len();
-                remove_all(&node, old, &mut fx);
+                remove_all(&node, old, true, &mut fx);
                 self.counters.nodes_timed_out += 1;
                 fx.push(Effect::Notice(Notice::NodeTimedOut { node, presences }));
             }
@@ -814,6 +863,10 @@ fn apply_op(node: &Arc<str>, r: &mut Replica, op: Op, fx: &mut Vec<Effect>) {
             id,
             topic,
             data,
+        }),
+        Op::Report { event } => fx.push(Effect::Report {
+            node: node.clone(),
+            event,
         }),
     }
 }
@@ -912,8 +965,18 @@ fn replace_replica(
     (added, removed)
 }
 
-fn remove_all(node: &Arc<str>, replica: Replica, fx: &mut Vec<Effect>) {
+/// Removes a node's whole replica; `lost`: it vanished without saying
+/// goodbye, so its connections are reported lost too.
+fn remove_all(node: &Arc<str>, replica: Replica, lost: bool, fx: &mut Vec<Effect>) {
     for (key, value) in replica.presences {
+        if lost && &*key.ch == CONNS_CHANNEL {
+            fx.push(Effect::ConnectionLost {
+                node: node.clone(),
+                pid: key.pid.clone(),
+                uid: value.uid.clone(),
+                protocol: value.info.as_str().map(String::from),
+            });
+        }
         fx.push(Effect::Remove {
             node: node.clone(),
             key,

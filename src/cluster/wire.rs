@@ -35,7 +35,8 @@
 //!   only subscribers are on another node exists everywhere.
 //! - `hb`: heartbeat, with the last `ops` seq sent (so a lost last frame is
 //!   noticed too), the sender's wall clock in ms (its own echo measures the
-//!   bus lag) and its number of open connections.
+//!   bus lag), its number of open connections and, while it closes its
+//!   clients to leave, `"leaving":true` (it reports no events any more).
 //! - `sync`: asks `target` (or every node) to publish its full state.
 //! - `state`: all presences of the sender as of `ops` frame `seq`, and its
 //!   non-zero subscriber counts (`subs`, omitted when empty).
@@ -47,8 +48,9 @@
 //! everyone present, asked on the sender's HTTP API and delivered by each
 //! node to its own connections) and `{"op":"privacy","uid":"jim",
 //! "visible":false}` (a privacy choice stored in the shared store). A
-//! node's connections with a user id are replicated as presences of the
-//! pseudo-channel [`CONNS_CHANNEL`], so user presence is cluster-wide.
+//! node's connections are replicated as presences of the pseudo-channel
+//! [`CONNS_CHANNEL`], so user presence is cluster-wide, and its reports
+//! about them as `{"op":"report","event":{…}}`.
 //! Messages (`msg`, `direct`, `privacy`) published while the sender's bus
 //! link is down are kept and sent after its next `state` (see
 //! [`super::backlog`]), in publish order.
@@ -100,6 +102,10 @@ pub enum Body {
         /// Open connections on the sender.
         #[serde(default)]
         conns: usize,
+        /// The sender is closing its clients to leave: it no longer
+        /// reports the cluster's events, whatever its age.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        leaving: bool,
     },
     /// Asks a node (or every node when None) for its full state.
     Sync {
@@ -170,27 +176,36 @@ pub enum Op {
         #[serde(default)]
         data: serde_json::Value,
     },
+    /// An event the sender reported to its backends about its own
+    /// connections (`connection_opened`, `connection_closed`,
+    /// `client_message`: the webhook JSON, id included), for the
+    /// receivers' event-stream readers; their webhooks were the sender's.
+    Report {
+        /// The event.
+        event: serde_json::Value,
+    },
 }
 
 impl Op {
-    /// True for what is delivered once (`msg`, `direct`, `privacy`, `app`), false
-    /// for changes to the sender's state (`put`, `del`, `subs`), which a
-    /// `state` frame repairs when one is lost.
+    /// True for what is delivered once (`msg`, `direct`, `privacy`, `app`,
+    /// `report`), false for changes to the sender's state (`put`, `del`,
+    /// `subs`), which a `state` frame repairs when one is lost.
     pub fn is_message(&self) -> bool {
         matches!(
             self,
-            Op::Msg(_) | Op::Direct(_) | Op::Privacy { .. } | Op::App { .. }
+            Op::Msg(_) | Op::Direct(_) | Op::Privacy { .. } | Op::App { .. } | Op::Report { .. }
         )
     }
 }
 
 /// The pseudo-channel under which a node replicates its open connections
-/// that have a user id (`pid`: connection id, `uid`: user, `info`: null),
-/// so every node knows who is online anywhere even without memberships.
-/// It never reaches the core: a NUL character is in no channel name.
+/// (`pid`: connection id, `uid`: user or "" for an anonymous one, `info`:
+/// the protocol), so every node knows who is online anywhere even without
+/// memberships, and can report a lost node's connections as closed. It
+/// never reaches the core: a NUL character is in no channel name.
 ///
 /// ```text
-/// {"op":"put","ch":"\u0000conns","pid":"8f3a0c1200000004","uid":"jim","info":null}
+/// {"op":"put","ch":"\u0000conns","pid":"8f3a0c1200000004","uid":"jim","info":"hotsock"}
 /// ```
 pub const CONNS_CHANNEL: &str = "\u{0}conns";
 
@@ -450,6 +465,7 @@ mod tests {
                 seq: 7,
                 sent: 1_718_000_004_000,
                 conns: 12,
+                leaving: false,
             }
         );
         assert_eq!(

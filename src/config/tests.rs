@@ -94,7 +94,10 @@ fn forward_rules_tables_are_read_and_checked() {
     let err = from_toml("[[forward-rules]]\nchannels = \"a\"\nevent = \"x\"")
         .unwrap_err()
         .to_string();
-    assert!(err.contains("forward-rules") && err.contains("event"), "{err}");
+    assert!(
+        err.contains("forward-rules") && err.contains("event"),
+        "{err}"
+    );
 }
 
 #[test]

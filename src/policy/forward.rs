@@ -119,7 +119,8 @@ mod tests {
 
     #[test]
     fn backend_only_wins_then_any_rule_or_the_token() {
-        let rules = rules_from(&[], &["room.*".into()], &["room.cmd".into(), "ops".into()]).unwrap();
+        let rules =
+            rules_from(&[], &["room.*".into()], &["room.cmd".into(), "ops".into()]).unwrap();
         assert_eq!(decide(&rules, "room.1", "chat", false), Forward::Also);
         assert_eq!(decide(&rules, "room.cmd", "chat", false), Forward::Only);
         assert_eq!(decide(&rules, "ops", "chat", true), Forward::Only);
@@ -158,6 +159,9 @@ mod tests {
             &[],
         )
         .unwrap_err();
-        assert!(bad.contains("[[forward-rules]]") && bad.contains("events"), "{bad}");
+        assert!(
+            bad.contains("[[forward-rules]]") && bad.contains("events"),
+            "{bad}"
+        );
     }
 }

@@ -135,7 +135,13 @@ struct Inner {
     tasks: mpsc::UnboundedSender<Task>,
     task_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Task>>>,
     presence: OnceLock<Presence>,
-    cluster: OnceLock<crate::cluster::Cluster>,
+    cluster: Arc<OnceLock<ClusterLink>>,
+}
+
+/// This node's cluster membership and id, once attached.
+struct ClusterLink {
+    cluster: crate::cluster::Cluster,
+    node: Arc<str>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -158,9 +164,32 @@ struct Observer {
     connection_webhooks: bool,
     /// `--hidden-connection-events`.
     hidden_connections: bool,
+    /// The other nodes' readers get this node's connection events and
+    /// client messages through it.
+    cluster: Arc<OnceLock<ClusterLink>>,
 }
 
 impl Observer {
+    /// The cluster, when there may be other nodes to tell.
+    fn replicating(&self) -> Option<&ClusterLink> {
+        self.cluster.get().filter(|l| l.cluster.replicates())
+    }
+
+    /// Hands an event about this node's own connections to the local
+    /// readers, the other nodes' readers and, if given, the webhooks (sent
+    /// by this node: only it sees its connections).
+    fn report(&self, event: WebhookEvent, hooks: Option<&Arc<Webhooks>>) {
+        self.events.push(&event);
+        if let Some(link) = self.replicating()
+            && let Ok(json) = serde_json::to_value(&event)
+        {
+            link.cluster.report(json);
+        }
+        if let Some(hooks) = hooks {
+            hooks.push_now(event);
+        }
+    }
+
     /// A connection event for the event stream, and for the webhooks with
     /// `--webhook-connection-events` (sent by this node: only it sees its
     /// connections); none for a hidden user unless
@@ -175,20 +204,18 @@ impl Observer {
     ) {
         let hooks = self.webhooks.as_ref().filter(|_| self.connection_webhooks);
         let hidden = || user_id.is_some_and(|u| !self.privacy.visible(u));
-        if (!self.events.has_readers() && hooks.is_none()) || (!self.hidden_connections && hidden())
-        {
+        let unread = !self.events.has_readers() && hooks.is_none() && self.replicating().is_none();
+        if unread || (!self.hidden_connections && hidden()) {
             return;
         }
         let mut event = WebhookEvent::new(name, None, user_id.cloned());
         event.connection = Some(conn.to_string());
         event.protocol = Some(protocol);
+        event.node = self.cluster.get().map(|l| l.node.clone());
         if name == "connection_closed" {
             event.reason = Some(webhooks::close_kind(reason));
         }
-        self.events.push(&event);
-        if let Some(hooks) = hooks {
-            hooks.push_now(event);
-        }
+        self.report(event, hooks);
     }
 }
 
@@ -233,11 +260,9 @@ impl PresenceObserver for Observer {
         // Sent by this node whether or not it sends the cluster's other
         // webhooks: only the node the client is connected to sees the
         // message as a client's, so it is sent once per cluster.
-        let event = webhooks::client_message(msg, protocol);
-        self.events.push(&event);
-        if let Some(hooks) = &self.webhooks {
-            hooks.push_now(event);
-        }
+        let mut event = webhooks::client_message(msg, protocol);
+        event.node = self.cluster.get().map(|l| l.node.clone());
+        self.report(event, self.webhooks.as_ref());
     }
 
     fn channel_batch(
@@ -344,7 +369,7 @@ impl Services {
                 tasks,
                 task_rx: std::sync::Mutex::new(Some(task_rx)),
                 presence: OnceLock::new(),
-                cluster: OnceLock::new(),
+                cluster: Arc::new(OnceLock::new()),
             }),
         })
     }
@@ -369,6 +394,7 @@ impl Services {
             privacy: self.inner.privacy.clone(),
             connection_webhooks: self.inner.config.webhooks.connection_events,
             hidden_connections: self.inner.config.hidden_connection_events,
+            cluster: self.inner.cluster.clone(),
         })]
     }
 
@@ -454,7 +480,7 @@ impl Services {
         if self.inner.privacy.set(uid, visible)? {
             self.apply_privacy(uid);
         }
-        if let Some(cluster) = self.inner.cluster.get() {
+        if let Some(ClusterLink { cluster, .. }) = self.inner.cluster.get() {
             cluster.forward_privacy(uid, visible);
         }
         Ok(self.inner.privacy.status(uid))
@@ -499,7 +525,7 @@ impl Services {
 
     fn remote_lease_users(&self, channel: &str) -> Vec<Arc<str>> {
         match self.inner.cluster.get() {
-            Some(cluster) => cluster.remote_lease_users(channel),
+            Some(ClusterLink { cluster, .. }) => cluster.remote_lease_users(channel),
             None => Vec::new(),
         }
     }
@@ -508,15 +534,15 @@ impl Services {
     /// node's event-stream readers of `topic` and, through the bus, every
     /// other node's. Returns the message id.
     pub fn bus_publish(&self, topic: &str, data: serde_json::Value) -> String {
-        let node: Arc<str> = self
+        let node = self
             .inner
             .cluster
             .get()
-            .map(|c| Arc::from(c.node_id()))
+            .map(|c| c.node.clone())
             .unwrap_or_else(|| Arc::from("standalone"));
         let event = webhooks::bus_message(node, topic, data.clone());
         self.inner.events.push(&event);
-        if let Some(cluster) = self.inner.cluster.get() {
+        if let Some(ClusterLink { cluster, .. }) = self.inner.cluster.get() {
             cluster.forward_app(&event.id, topic, data);
         }
         event.id
@@ -525,7 +551,10 @@ impl Services {
     /// Connects the services to this node's cluster membership, so
     /// privacy changes and sends reach the other nodes. Call once.
     pub fn attach_cluster(&self, cluster: &crate::cluster::Cluster) {
-        let _ = self.inner.cluster.set(cluster.clone());
+        let _ = self.inner.cluster.set(ClusterLink {
+            cluster: cluster.clone(),
+            node: Arc::from(cluster.node_id()),
+        });
     }
 
     /// Sends a message to everyone present to `channel`, on every node:
@@ -559,7 +588,7 @@ impl Services {
         };
         let remote_lease_users = self.remote_lease_users(channel);
         reached += self.deliver_to_lease_holders(channel, &direct, &remote_lease_users);
-        if let Some(cluster) = self.inner.cluster.get() {
+        if let Some(ClusterLink { cluster, .. }) = self.inner.cluster.get() {
             cluster.forward_direct(DirectTarget::Present(channel.to_string()), &direct);
         }
         (id, reached)
@@ -604,6 +633,42 @@ impl RemoteHandler for Services {
         let mut event = webhooks::bus_message(Arc::from(node), topic, data);
         event.id = id;
         self.inner.events.push(&event);
+    }
+
+    fn remote_report(&self, node: &str, event: serde_json::Value) {
+        match WebhookEvent::from_report(event) {
+            Some(event) => self.inner.events.push(&event),
+            None => {
+                tracing::debug!(%node, "ignored a report of an unknown event from another node")
+            }
+        }
+    }
+
+    fn connection_lost(
+        &self,
+        node: &str,
+        conn: &str,
+        uid: Option<&Arc<str>>,
+        protocol: Option<&str>,
+    ) {
+        let config = &self.inner.config;
+        let hooks = self
+            .inner
+            .webhooks
+            .as_ref()
+            .filter(|_| config.webhooks.connection_events);
+        let hidden = uid.is_some_and(|u| !self.inner.privacy.visible(u));
+        if (!self.inner.events.has_readers() && hooks.is_none())
+            || (hidden && !config.hidden_connection_events)
+        {
+            return;
+        }
+        let event = webhooks::connection_lost(node, conn, uid, protocol);
+        self.inner.events.push(&event);
+        // Every node sees the loss; the cluster's webhook sender reports it.
+        if let Some(hooks) = hooks {
+            hooks.push(event);
+        }
     }
 
     fn send_to_present(&self, channel: &str, msg: &DirectMessage, lease_users: &[Arc<str>]) {

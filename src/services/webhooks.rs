@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
 use tokio::sync::{mpsc, oneshot};
@@ -454,7 +454,8 @@ pub fn client_message(msg: &ChannelMessage, protocol: &'static str) -> WebhookEv
 /// `client_closed` (the client closed or went away), `timeout` (no traffic,
 /// no heartbeat or pong, or the connection's lifetime), `slow_consumer`
 /// (its outbound queue overflowed), `server_shutdown`, `policy` (rate
-/// limits and abuse) or `protocol_error`.
+/// limits and abuse) or `protocol_error` (and, reported by the other nodes,
+/// `node_lost`: see [`connection_lost`]).
 pub fn close_kind(reason: Option<&crate::outbox::CloseReason>) -> &'static str {
     use crate::transport::close;
     let Some(r) = reason else {
@@ -467,6 +468,82 @@ pub fn close_kind(reason: Option<&crate::outbox::CloseReason>) -> &'static str {
         close::POLICY => "policy",
         close::NORMAL => "client_closed",
         _ => "protocol_error",
+    }
+}
+
+/// What `connection_closed` may give as its `reason`.
+const CLOSE_KINDS: [&str; 7] = [
+    "client_closed",
+    "timeout",
+    "slow_consumer",
+    "server_shutdown",
+    "policy",
+    "protocol_error",
+    "node_lost",
+];
+
+/// The events a node reports to the others about its own connections.
+const REPORTED: [&str; 3] = ["connection_opened", "connection_closed", "client_message"];
+
+/// The `connection_closed` of a connection whose node (`node`) vanished.
+pub fn connection_lost(
+    node: &str,
+    conn: &str,
+    uid: Option<&Arc<str>>,
+    protocol: Option<&str>,
+) -> WebhookEvent {
+    let mut event = WebhookEvent::new("connection_closed", None, uid.cloned());
+    event.connection = Some(conn.to_string());
+    event.protocol = protocol.and_then(known_protocol);
+    event.node = Some(Arc::from(node));
+    event.reason = Some("node_lost");
+    event
+}
+
+fn known_protocol(name: &str) -> Option<&'static str> {
+    crate::frontends::COMPILED
+        .iter()
+        .map(|f| f.protocol)
+        .find(|p| *p == name)
+}
+
+/// A reported event as another node serialized it.
+#[derive(Deserialize)]
+struct Reported {
+    id: String,
+    name: String,
+    channel: Option<String>,
+    user_id: Option<String>,
+    data: Option<Value>,
+    event: Option<String>,
+    node: Option<String>,
+    connection: Option<String>,
+    protocol: Option<String>,
+    reason: Option<String>,
+    time_ms: u64,
+}
+
+impl WebhookEvent {
+    /// An event another node reported ([`REPORTED`]), or None if it is
+    /// not one of them.
+    pub fn from_report(json: Value) -> Option<WebhookEvent> {
+        let r: Reported = serde_json::from_value(json).ok()?;
+        Some(WebhookEvent {
+            id: r.id,
+            name: REPORTED.into_iter().find(|n| *n == r.name)?,
+            channel: r.channel.map(Arc::from),
+            user_id: r.user_id.map(Arc::from),
+            data: r.data.map(Arc::new),
+            event: r.event,
+            topic: None,
+            node: r.node.map(Arc::from),
+            connection: r.connection,
+            protocol: r.protocol.as_deref().and_then(known_protocol),
+            reason: r
+                .reason
+                .and_then(|k| CLOSE_KINDS.into_iter().find(|c| *c == k)),
+            time_ms: r.time_ms,
+        })
     }
 }
 
@@ -525,6 +602,23 @@ mod tests {
         assert_eq!(
             sign("Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn a_reported_event_reads_back_as_it_was_sent() {
+        let protocol = crate::frontends::COMPILED.first().map(|f| f.protocol);
+        for reason in CLOSE_KINDS {
+            let mut sent = connection_lost("node-a", "00ff", Some(&Arc::from("jim")), protocol);
+            sent.reason = Some(reason);
+            let json = serde_json::to_value(&sent).unwrap();
+            assert_eq!(WebhookEvent::from_report(json), Some(sent));
+        }
+        let bus = bus_message(Arc::from("a"), "t", Value::Null);
+        assert_eq!(
+            WebhookEvent::from_report(serde_json::to_value(&bus).unwrap()),
+            None,
+            "only connection events and client messages are reported"
         );
     }
 

@@ -377,3 +377,22 @@ async fn a_reader_on_one_node_sees_members_join_on_another() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_silent_connection_is_reported_closed_by_timeout() {
+    let srv = TestServer::start_with(|c| {
+        // Checked at each ping: the client neither sends nor answers.
+        c.limits.idle_timeout = Duration::from_millis(500);
+        c.limits.ping_interval = Duration::from_millis(300);
+    })
+    .await;
+    let mut reader = EventReader::open(srv.addr, "?type=connection_closed", None).await;
+    // Connected, then silent: no frame, no pong.
+    let silent = srv.connect(json!({"uid": "mute"})).await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), reader.next())
+        .await
+        .expect("closed by the idle timeout");
+    assert_eq!(closed.data["user_id"], "mute", "{:?}", closed.data);
+    assert_eq!(closed.data["reason"], "timeout", "{:?}", closed.data);
+    drop(silent);
+}

@@ -60,6 +60,8 @@ mod cli;
 #[cfg(feature = "hotsock")]
 mod cluster_auth;
 #[cfg(all(feature = "hotsock", feature = "sc"))]
+mod cluster_connections;
+#[cfg(all(feature = "hotsock", feature = "sc"))]
 mod cluster_outage;
 #[cfg(feature = "hotsock")]
 mod cluster_partition;

@@ -179,6 +179,10 @@ async fn socketio_acknowledgments_carry_the_backends_answers() {
     );
     let slow = sio_call(&mut sio, 9, "slow", Value::Null).await;
     assert!(error_message(&slow).contains("did not answer"), "{slow}");
+    // A token from the backend is the client's to reconnect with.
+    let login = sio_call(&mut sio, 10, "login", json!({"password": "secret"})).await;
+    assert_eq!(login["data"], json!({"welcome": "alice"}), "{login}");
+    assert!(login["auth_token"].is_string(), "{login}");
     // The Avaya events are the server's own, not calls.
     sio.subscribe("room").await.expect_err("no grant for room");
 }
@@ -204,6 +208,11 @@ async fn hotsock_calls_are_answered_with_rollcall_answer() {
         json!({"id": 2, "error": {"code": "BACKEND_ERROR", "message": "wrong password"}})
     );
     ann.expect("hotsock.pong").await;
+    ann.send(call(4, "login", json!({"password": "secret"})))
+        .await;
+    let f = ann.expect("rollcall.answer").await;
+    assert_eq!(f["data"]["data"], json!({"welcome": "alice"}), "{f}");
+    assert!(f["data"]["auth_token"].is_string(), "{f}");
     ann.send(call(3, "format-disk", Value::Null)).await;
     let f = ann.expect("rollcall.answer").await;
     assert!(error_message(&f["data"]).contains("--rpc-events"), "{f}");
