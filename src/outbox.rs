@@ -24,6 +24,11 @@ const ITEM_OVERHEAD: usize = 64;
 /// (RFC 6455 registry: 1013 Try Again Later), used for slow consumers.
 pub const CLOSE_SLOW_CONSUMER: u16 = 1013;
 
+/// The close code of a connection an operator disconnected (the HTTP API's
+/// disconnect routes); the close reason is the operator's. Outside the
+/// codes SocketCluster reserves (4000-4009, 4500).
+pub const CLOSE_KICKED: u16 = 4100;
+
 /// One item queued for a connection.
 #[derive(Debug, Clone)]
 pub enum Outbound {

@@ -21,10 +21,12 @@ use super::backlog::Backlog;
 use super::bus::{BusEvent, BusLink, Outgoing};
 use super::state::{ClusterState, Effect, Notice, PresenceKey};
 use super::wire::{
-    Body, CONNS_CHANNEL, DirectTarget, Frame, Op, PresenceRecord, WireMessage, pid_to_conn,
+    Body, CONNS_CHANNEL, DirectTarget, Frame, KickTarget, Op, PresenceRecord, WireMessage,
+    pid_to_conn,
 };
 use super::{BusState, ClusterStats, RemoteHandler};
 use crate::ids::ConnId;
+use crate::outbox::{CLOSE_KICKED, CloseReason};
 use crate::presence::{ChannelMessage, Origin, Presence, PresenceDelta, PresenceObserver};
 
 /// The presence id prefix of a user's lease on another node.
@@ -143,6 +145,8 @@ pub(super) enum Command {
     HandOver(oneshot::Sender<()>),
     /// Say goodbye to the cluster and stop.
     Leave(oneshot::Sender<()>),
+    /// A user's connections on the other nodes.
+    ConnectionsOf(String, oneshot::Sender<Vec<super::state::RemoteConnection>>),
 }
 
 /// The replication task's state.
@@ -247,6 +251,9 @@ impl Engine {
                         self.update_event_sender(self.now());
                         self.publish_stats();
                         let _ = reply.send(());
+                    }
+                    Some(Command::ConnectionsOf(uid, reply)) => {
+                        let _ = reply.send(self.state.remote_connections_of(&uid));
                     }
                     Some(Command::Leave(reply)) => {
                         self.leave().await;
@@ -536,6 +543,19 @@ impl Engine {
                 } => {
                     if let Some(h) = self.handler.get() {
                         h.app_message(&node, id, &topic, data);
+                    }
+                }
+                Effect::Kick { to, reason } => {
+                    let reason = CloseReason::new(CLOSE_KICKED, reason);
+                    match to {
+                        KickTarget::User(uid) => {
+                            self.presence.close_user(&uid, &reason);
+                        }
+                        KickTarget::Connection(id) => {
+                            if let Some(id) = ConnId::parse(&id) {
+                                self.presence.close_connection(id, &reason);
+                            }
+                        }
                     }
                 }
                 Effect::Report { node, event } => {

@@ -38,7 +38,7 @@ use crate::presence::{DirectMessage, Presence, PresenceObserver};
 use bus::Bus;
 use engine::{ClusterObserver, Command, Engine, LeaseUsers};
 use state::{ClusterState, Counters, PeerInfo, Timing};
-use wire::{DirectTarget, Op, WireDirect};
+use wire::{DirectTarget, KickTarget, Op, WireDirect};
 
 /// The Redis pub/sub channel the nodes share.
 pub const BUS_CHANNEL: &str = "rollcall:cluster";
@@ -404,6 +404,35 @@ impl Cluster {
     /// The users holding a lease on `channel` on other nodes.
     pub fn remote_lease_users(&self, channel: &str) -> Vec<Arc<str>> {
         engine::remote_lease_users(&self.shared.lease_users, channel)
+    }
+
+    /// Has the other nodes close their connections of `to` with `reason`
+    /// (this node closes its own itself).
+    pub fn forward_kick(&self, to: KickTarget, reason: &str) -> bool {
+        self.send_op(Op::Kick {
+            to,
+            reason: reason.to_string(),
+        })
+    }
+
+    /// `uid`'s connections on the other nodes (none when standalone).
+    pub async fn remote_connections_of(&self, uid: &str) -> Vec<state::RemoteConnection> {
+        let Some(commands) = &self.shared.commands else {
+            return Vec::new();
+        };
+        let (reply, answer) = oneshot::channel();
+        if commands
+            .send(Command::ConnectionsOf(uid.to_string(), reply))
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        tokio::time::timeout(Duration::from_secs(2), answer)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
     }
 
     /// Stops reporting the cluster's events before this node closes its

@@ -152,6 +152,13 @@ pub enum Effect {
         /// The event (webhook JSON).
         event: serde_json::Value,
     },
+    /// Close this node's connections an operator disconnected on another.
+    Kick {
+        /// Whose.
+        to: super::wire::KickTarget,
+        /// What the clients are told.
+        reason: String,
+    },
     /// A connection of a node that vanished (timed out, or restarted
     /// without saying goodbye) is gone with it.
     ConnectionLost {
@@ -281,6 +288,20 @@ pub struct PeerInfo {
     pub leaving: bool,
 }
 
+/// A connection on another node, as replicated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteConnection {
+    /// Its node.
+    pub node: String,
+    /// Its id.
+    pub id: String,
+    /// Its protocol.
+    pub protocol: String,
+    /// The channels it is a member of (not those it only subscribes to:
+    /// those are replicated as counts).
+    pub channels: Vec<String>,
+}
+
 /// This node's presences, its replicas of the other nodes and the
 /// protocol's bookkeeping.
 #[derive(Debug)]
@@ -399,6 +420,34 @@ impl ClusterState {
         peers
     }
 
+    /// `uid`'s connections on the other nodes: (node, connection id,
+    /// protocol, the channels it is a member of), sorted.
+    pub fn remote_connections_of(&self, uid: &str) -> Vec<RemoteConnection> {
+        let mut out = Vec::new();
+        for (node, r) in &self.remotes {
+            for (key, value) in &r.presences {
+                if &*key.ch != CONNS_CHANNEL || &*value.uid != uid {
+                    continue;
+                }
+                let mut channels: Vec<String> = r
+                    .presences
+                    .keys()
+                    .filter(|k| k.pid == key.pid && &*k.ch != CONNS_CHANNEL)
+                    .map(|k| k.ch.to_string())
+                    .collect();
+                channels.sort();
+                out.push(RemoteConnection {
+                    node: node.to_string(),
+                    id: key.pid.to_string(),
+                    protocol: value.info.as_str().unwrap_or_default().to_string(),
+                    channels,
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.node, &a.id).cmp(&(&b.node, &b.id)));
+        out
+    }
+
     /// The subscriber counts this node holds for `node`, sorted by channel.
     pub fn subscribers_of(&self, node: &str) -> Vec<(Arc<str>, usize)> {
         let mut list: Vec<_> = self
@@ -464,7 +513,8 @@ impl ClusterState {
                 | Op::Direct(_)
                 | Op::Privacy { .. }
                 | Op::App { .. }
-                | Op::Report { .. } => {}
+                | Op::Report { .. }
+                | Op::Kick { .. } => {}
             }
         }
         self.seq += 1;
@@ -651,6 +701,7 @@ impl ClusterState {
                             node: node.clone(),
                             event,
                         }),
+                        Op::Kick { to, reason } => fx.push(Effect::Kick { to, reason }),
                         Op::Put(_) | Op::Del { .. } | Op::Subs { .. } => {}
                     }
                 }
@@ -868,6 +919,7 @@ fn apply_op(node: &Arc<str>, r: &mut Replica, op: Op, fx: &mut Vec<Effect>) {
             node: node.clone(),
             event,
         }),
+        Op::Kick { to, reason } => fx.push(Effect::Kick { to, reason }),
     }
 }
 

@@ -176,6 +176,15 @@ pub enum Op {
         #[serde(default)]
         data: serde_json::Value,
     },
+    /// An operator disconnects connections (`POST /api/users/{uid}/disconnect`,
+    /// `POST /api/connections/{id}/disconnect` on the sender): each node
+    /// closes its own with `reason`.
+    Kick {
+        /// Whose connections.
+        to: KickTarget,
+        /// What the clients are told.
+        reason: String,
+    },
     /// An event the sender reported to its backends about its own
     /// connections (`connection_opened`, `connection_closed`,
     /// `client_message`: the webhook JSON, id included), for the
@@ -193,7 +202,12 @@ impl Op {
     pub fn is_message(&self) -> bool {
         matches!(
             self,
-            Op::Msg(_) | Op::Direct(_) | Op::Privacy { .. } | Op::App { .. } | Op::Report { .. }
+            Op::Msg(_)
+                | Op::Direct(_)
+                | Op::Privacy { .. }
+                | Op::App { .. }
+                | Op::Report { .. }
+                | Op::Kick { .. }
         )
     }
 }
@@ -226,6 +240,21 @@ pub enum DirectTarget {
     /// Everyone present to a channel through a lease but not subscribed to
     /// it (its subscribers get the channel message, replicated as `msg`).
     Present(String),
+}
+
+/// Which connections an operator disconnects.
+///
+/// ```text
+/// {"op":"kick","to":{"user":"jim"},"reason":"account suspended"}
+/// {"op":"kick","to":{"connection":"8f3a0c1200000004"},"reason":"…"}
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KickTarget {
+    /// Every connection of one user.
+    User(String),
+    /// One connection (by id).
+    Connection(String),
 }
 
 /// A direct message forwarded to the other nodes.

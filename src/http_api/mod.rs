@@ -11,6 +11,7 @@
 //! {"error":{"code":"INVALID_CHANNEL_NAME","message":"channel must be 1 to 256 characters"}}
 //! ```
 
+mod admin;
 mod channels;
 mod events;
 mod extract;
@@ -189,6 +190,17 @@ pub fn table() -> Vec<Route> {
         Route::new(M::GET, "/api/users/{uid}", get(users::status))
             .doc("users", "A user's presence", "Online while any connection or lease of the user is live (on any node of a cluster; `connections` counts all nodes). `since`: when they came online (null while offline). A hidden user is reported offline with 0 connections.")
             .response(200, json!({"uid": "alice", "online": true, "since": "2024-10-13T19:09:23Z", "connections": 2})),
+        Route::new(M::GET, "/api/users/{uid}/connections", get(admin::connections))
+            .doc("admin", "A user's connections on every node", "Each with its `id`, `node`, `protocol` and `channels` (on this node every channel it is subscribed to; on another node the channels it is a member of). Sorted: this node's first.")
+            .response(200, json!({"uid": "alice", "connections": [{"id": "8c1f2a3b00000001", "node": "node-a", "protocol": "hotsock", "channels": ["presence.room"]}]})),
+        Route::new(M::POST, "/api/users/{uid}/disconnect", post(admin::disconnect_user))
+            .doc("admin", "Disconnect every connection of a user", "On every node. Each client is closed with code 4100 and `reason` (default \"disconnected by the server's operator\"; at most 120 bytes), a Socket.IO client gets an error event with it and a disconnect; backends see `connection_closed` with reason `kicked`. The body is optional. `connections` counts those closed on the node asked. Clients may reconnect: revoke their tokens to keep them out.")
+            .request(json!({"reason": "account suspended"}))
+            .response(202, json!({"uid": "alice", "connections": 2, "reason": "account suspended"})),
+        Route::new(M::POST, "/api/connections/{id}/disconnect", post(admin::disconnect_connection))
+            .doc("admin", "Disconnect one connection", "Wherever it is in the cluster, as `POST /api/users/{uid}/disconnect` does for one connection. `here`: it was on the node asked (otherwise the other nodes were told).")
+            .request(json!({"reason": "duplicate session"}))
+            .response(202, json!({"connection": "8c1f2a3b00000001", "here": true, "reason": "duplicate session"})),
         Route::new(M::GET, "/api/users/{uid}/privacy", get(users::get_privacy))
             .doc("privacy", "A user's privacy", "`visible`: whether others see the user now; `choice`: the user's stored choice (null: the default, `--default-visible`); `tracking`: `--presence-tracking`; `user_toggle`: `--allow-user-toggle`.")
             .response(200, privacy.clone()),
@@ -206,7 +218,7 @@ pub fn table() -> Vec<Route> {
 
 const MESSAGE_TO_PRESENT: &str = "Everyone present to the channel gets the message: its subscribers as a channel message `{\"id\",\"event\",\"channel\",\"data\"}` (as `POST /api/publish`), and lease holders that are not subscribed as a direct message with the same `id`, `event` and `data`, on every node of a cluster (`connections` counts the node asked). Hidden users still receive it.";
 
-const EVENTS_DOC: &str = "`text/event-stream`. Each event is `event: <name>`, `id: <ULID>`, `data: <JSON>` with the webhooks' event JSON: `member_added`, `member_updated`, `member_removed`, `channel_occupied`, `channel_vacated`, `user_online`, `user_offline` (the cluster's, on any node), `client_message` (client messages of `--forward-channels`, this node's clients'), and `connection_opened`, `connection_closed` with `connection` and `protocol` (this node's connections; none for hidden users). A reader more than `--events-backlog` events behind loses the oldest and gets `event: gap`, `data: {\"missed\": N}` (N counts lost events of every type, before the filters). Comment lines keep the connection alive; the stream ends when the server shuts down.";
+const EVENTS_DOC: &str = "`text/event-stream`. Each event is `event: <name>`, `id: <ULID>`, `data: <JSON>` with the webhooks' event JSON: `member_added`, `member_updated`, `member_removed`, `channel_occupied`, `channel_vacated`, `user_online`, `user_offline`, `client_message` (client messages of `--forward-channels` and `[[forward-rules]]`), and `connection_opened`, `connection_closed` with `connection`, `protocol`, `node` and, closed, `reason` (`client_closed`, `timeout`, `slow_consumer`, `kicked`, `server_shutdown`, `policy`, `protocol_error`, `node_lost`; none for hidden users unless `--hidden-connection-events`): the whole cluster's, on any node. A reader more than `--events-backlog` events behind loses the oldest and gets `event: gap`, `data: {\"missed\": N}` (N counts lost events of every type, before the filters). Comment lines keep the connection alive; the stream ends when the server shuts down.";
 
 const LEASE_DOC: &str = "Replaces the caller's list of ids (channel names) it is present to; each id is a membership of that channel while the lease lives (`GET /api/channels/content:42` lists the user). Not refreshed within `ttl_ms` (default `--lease-ttl`), the lease expires and its memberships end; `ids: []` ends it at once. A backend uses the API key and names the `user` (optionally its member `info`); any channel may be leased. A client sends its `connection_id` and `connection_secret` instead; it may lease only `content:`, `service:` and `user:` ids, its lease ends with the connection, and its member data is the connection's. Several connections or tabs of one user are one member.";
 

@@ -1009,6 +1009,51 @@ impl Presence {
         }
     }
 
+    /// Closes every connection of `user_id` on this node with `reason`.
+    /// Returns how many.
+    pub fn close_user(&self, user_id: &str, reason: &crate::outbox::CloseReason) -> usize {
+        let ids = self.user_connections(user_id);
+        ids.into_iter()
+            .filter(|&id| self.close_connection(id, reason))
+            .count()
+    }
+
+    /// Closes connection `id` with `reason`, if it is open on this node.
+    pub fn close_connection(&self, id: ConnId, reason: &crate::outbox::CloseReason) -> bool {
+        let conn = lock(&self.inner.conns).get(&id).cloned();
+        match conn {
+            Some(conn) => {
+                conn.outbox.close(reason.clone());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// This node's connections of `user_id`: (id, protocol, channels it
+    /// is subscribed to, sorted).
+    pub fn user_connection_details(
+        &self,
+        user_id: &str,
+    ) -> Vec<(ConnId, &'static str, Vec<String>)> {
+        let conns: Vec<Arc<ConnShared>> = {
+            let users = lock(&self.inner.users);
+            let conns = lock(&self.inner.conns);
+            users
+                .get(user_id)
+                .map(|ids| ids.iter().filter_map(|id| conns.get(id).cloned()).collect())
+                .unwrap_or_default()
+        };
+        conns
+            .into_iter()
+            .map(|c| {
+                let mut channels: Vec<String> = c.subs().keys().map(|k| k.to_string()).collect();
+                channels.sort();
+                (c.id, c.protocol, channels)
+            })
+            .collect()
+    }
+
     /// Adds a presence that is not a local connection (a connection on
     /// another node, or a lease). Local subscribers see the member events.
     pub fn add_external_presence(

@@ -453,7 +453,8 @@ pub fn client_message(msg: &ChannelMessage, protocol: &'static str) -> WebhookEv
 /// Why a connection closed, as `connection_closed` reports it:
 /// `client_closed` (the client closed or went away), `timeout` (no traffic,
 /// no heartbeat or pong, or the connection's lifetime), `slow_consumer`
-/// (its outbound queue overflowed), `server_shutdown`, `policy` (rate
+/// (its outbound queue overflowed), `kicked` (an operator disconnected it
+/// through the HTTP API), `server_shutdown`, `policy` (rate
 /// limits and abuse) or `protocol_error` (and, reported by the other nodes,
 /// `node_lost`: see [`connection_lost`]).
 pub fn close_kind(reason: Option<&crate::outbox::CloseReason>) -> &'static str {
@@ -463,6 +464,7 @@ pub fn close_kind(reason: Option<&crate::outbox::CloseReason>) -> &'static str {
     };
     match r.code {
         crate::outbox::CLOSE_SLOW_CONSUMER => "slow_consumer",
+        crate::outbox::CLOSE_KICKED => "kicked",
         close::GOING_AWAY if r.reason == crate::server::SHUTDOWN_REASON => "server_shutdown",
         close::GOING_AWAY | 4000 | 4001 | 4005 => "timeout",
         close::POLICY => "policy",
@@ -472,8 +474,9 @@ pub fn close_kind(reason: Option<&crate::outbox::CloseReason>) -> &'static str {
 }
 
 /// What `connection_closed` may give as its `reason`.
-const CLOSE_KINDS: [&str; 7] = [
+const CLOSE_KINDS: [&str; 8] = [
     "client_closed",
+    "kicked",
     "timeout",
     "slow_consumer",
     "server_shutdown",
@@ -629,6 +632,7 @@ mod tests {
         assert_eq!(close_kind(None), "client_closed");
         assert_eq!(kind(1000, "client closed"), "client_closed");
         assert_eq!(kind(1013, "outbound queue over 1 bytes"), "slow_consumer");
+        assert_eq!(kind(4100, "account suspended"), "kicked");
         assert_eq!(
             kind(1001, crate::server::SHUTDOWN_REASON),
             "server_shutdown"

@@ -1,11 +1,13 @@
 //! Connection events and client messages across a three-node cluster on
 //! one private Redis: a backend reading the event stream of one node sees
 //! the connections and forwarded client messages of the others, tagged
-//! with their node (a node shutting down included: its clients' closes
-//! reach the others before it leaves); when a node is SIGKILLed, every one of its connections
-//! (anonymous ones included) is reported closed with reason `node_lost`,
-//! on the stream of the nodes left and once by webhook, although the dead
-//! node was the one sending the cluster's webhooks.
+//! with their node; an operator on one node lists a user's connections on
+//! every node and disconnects them; a node shutting down has its clients'
+//! closes reach the others before it leaves; when a node is SIGKILLed,
+//! every one of its connections (anonymous ones included) is reported
+//! closed with reason `node_lost`, on the stream of the nodes left and
+//! once by webhook, although the dead node was the one sending the
+//! cluster's webhooks.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -138,6 +140,64 @@ async fn connections_of_every_node_are_followed_and_a_lost_node_closes_them_once
         "{:?}",
         closed.data
     );
+
+    // From b, an operator sees kim's connections on a and c, and
+    // disconnects them: one by user, one by id.
+    let mut kim_a = a.hotsock(user("kim", Value::Null)).await;
+    kim_a.join("presence.lobby").await;
+    let mut kim_c = c.hotsock(user("kim", Value::Null)).await;
+    let listed = common::eventually(Duration::from_secs(5), || async {
+        let (_, body) = b.http("GET", "/api/users/kim/connections", None).await;
+        body["connections"].as_array().map_or(0, Vec::len) == 2
+    })
+    .await;
+    let (_, body) = b.http("GET", "/api/users/kim/connections", None).await;
+    assert!(listed, "{body}");
+    let on = |node: &str| {
+        body["connections"]
+            .as_array()
+            .and_then(|l| l.iter().find(|c| c["node"] == node).cloned())
+            .unwrap_or_default()
+    };
+    assert_eq!(on("a")["protocol"], "hotsock", "{body}");
+    assert_eq!(on("a")["channels"], json!(["presence.lobby"]), "{body}");
+    let kim_c_id = on("c")["id"].as_str().unwrap_or_default().to_string();
+    let (status, body) = b
+        .http(
+            "POST",
+            &format!("/api/connections/{kim_c_id}/disconnect"),
+            Some(json!({"reason": "one session only"})),
+        )
+        .await;
+    assert_eq!((status, &body["here"]), (202, &json!(false)), "{body}");
+    assert_eq!(
+        kim_c.expect_close().await,
+        (4100, "one session only".to_string())
+    );
+    let (status, body) = b
+        .http(
+            "POST",
+            "/api/users/kim/disconnect",
+            Some(json!({"reason": "account suspended"})),
+        )
+        .await;
+    assert_eq!((status, &body["connections"]), (202, &json!(0)), "{body}");
+    assert_eq!(
+        kim_a.expect_close().await,
+        (4100, "account suspended".to_string())
+    );
+    for node in ["c", "a"] {
+        let closed = seen_on(&mut reader, "kim's kicked connection_closed", |e| {
+            e.name == "connection_closed" && e.data["user_id"] == "kim"
+        })
+        .await;
+        assert_eq!(
+            (&closed.data["node"], &closed.data["reason"]),
+            (&json!(node), &json!("kicked")),
+            "{:?}",
+            closed.data
+        );
+    }
 
     // c shuts down: its clients are closed, and b's readers see why.
     let _cleo = c.hotsock(user("cleo", Value::Null)).await;

@@ -47,6 +47,8 @@ mod abuse_sc;
     feature = "sgc"
 ))]
 mod abuse_socketio;
+#[cfg(all(feature = "hotsock", feature = "sc", feature = "socketio"))]
+mod admin;
 #[cfg(all(
     feature = "hotsock",
     feature = "socketio",

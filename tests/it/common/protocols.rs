@@ -436,7 +436,7 @@ impl Peer {
         }
     }
 
-    fn label(&self) -> String {
+    pub fn label(&self) -> String {
         format!("{:?} client {:?}", self.proto, self.user)
     }
 
