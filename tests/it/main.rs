@@ -56,6 +56,8 @@ mod admin;
     feature = "sgc"
 ))]
 mod authorization;
+#[cfg(all(feature = "hotsock", feature = "sc"))]
+mod backend_example;
 #[cfg(feature = "hotsock")]
 mod channel_policy;
 mod cli;

@@ -128,3 +128,25 @@ pub fn verified_events(hit: &Hit) -> Vec<Value> {
     assert!(crate::common::is_ulid(body["id"].as_str().unwrap()));
     body["events"].as_array().expect("events").clone()
 }
+
+/// POSTs `body` to `url` (http://127.0.0.1:PORT/path) with
+/// `X-Rollcall-Signature: signature`, as the server would; returns the
+/// status.
+pub async fn post_signed(url: &str, body: &str, signature: &str) -> u16 {
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nX-Rollcall-Signature: {signature}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response)).await;
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
