@@ -41,7 +41,27 @@ use state::{ClusterState, Counters, PeerInfo, Timing};
 use wire::{DirectTarget, KickTarget, Op, WireDirect};
 
 /// The Redis pub/sub channel the nodes share.
-pub const BUS_CHANNEL: &str = "rollcall:cluster";
+pub const BUS_CHANNEL: &str = "cluster";
+
+/// The default `--bus-prefix`: the Redis channel is `rollcall:cluster` and
+/// the privacy hash `rollcall:privacy`.
+pub const DEFAULT_BUS_PREFIX: &str = "rollcall";
+
+/// Checks a `--bus-prefix`: 1-64 letters, digits, `-` or `_` (it names
+/// keys, channels, subjects and tables on every engine).
+pub fn check_bus_prefix(prefix: &str) -> Result<(), String> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= 64
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    match ok {
+        true => Ok(()),
+        false => Err(format!(
+            "bus-prefix {prefix:?}: use 1 to 64 letters, digits, '-' or '_'"
+        )),
+    }
+}
 
 /// Which bus to use.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +108,9 @@ pub struct ClusterConfig {
     pub node_timeout: Duration,
     /// Extra roots for a `rediss://` bus (`--tls-ca-file`).
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// What the bus's channel and keys start with (`--bus-prefix`):
+    /// deployments with different prefixes share an engine unseen.
+    pub prefix: String,
 }
 
 impl ClusterConfig {
@@ -105,7 +128,7 @@ impl ClusterConfig {
         if self.node_id.is_empty() || self.node_id.len() > 128 {
             return Err("node-id must be 1 to 128 characters".into());
         }
-        Ok(())
+        check_bus_prefix(&self.prefix)
     }
 
     fn timing(&self) -> Timing {
@@ -568,7 +591,8 @@ pub fn prepare(config: &ClusterConfig) -> Result<Option<Prepared>, String> {
     match &config.bus {
         BusSpec::Memory => Ok(None),
         BusSpec::Redis(url) => {
-            let bus = redis::RedisBus::new(url, BUS_CHANNEL, config.tls_ca_file.as_deref())?;
+            let channel = format!("{}:{BUS_CHANNEL}", config.prefix);
+            let bus = redis::RedisBus::new(url, &channel, config.tls_ca_file.as_deref())?;
             Ok(Some(prepare_with_bus(config.clone(), Box::new(bus))))
         }
     }

@@ -248,6 +248,11 @@ pub struct ClusterSettings {
     /// redis+cluster://host1:port1,host2:port2.
     #[arg(long, default_value = "memory")]
     pub bus: String,
+    /// What the bus's channel and keys start with (Redis: `<prefix>:cluster`,
+    /// `<prefix>:privacy`): deployments with different prefixes share one engine without
+    /// seeing each other.
+    #[arg(long, default_value = crate::cluster::DEFAULT_BUS_PREFIX)]
+    pub bus_prefix: String,
     /// This node's id, unique in the cluster [default: generated].
     #[arg(long)]
     pub node_id: Option<String>,
@@ -288,6 +293,7 @@ impl Config {
             heartbeat: settings.heartbeat_interval,
             node_timeout: settings.node_timeout,
             tls_ca_file: self.tls_ca_file.clone(),
+            prefix: settings.bus_prefix.clone(),
         };
         config.validate()?;
         Ok(config)
@@ -368,6 +374,7 @@ impl Config {
             data_dir: settings.data_dir.clone(),
             tls_ca_file: self.tls_ca_file.clone(),
             clustered: bus != crate::cluster::BusSpec::Memory,
+            bus_prefix: self.cluster.bus_prefix.clone(),
             privacy_redis: match bus {
                 crate::cluster::BusSpec::Redis(url) => Some(url),
                 crate::cluster::BusSpec::Memory => None,

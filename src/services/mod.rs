@@ -60,6 +60,8 @@ pub struct ServicesConfig {
     /// In a cluster, the Redis URL of the bus: privacy choices are kept
     /// there (shared by every node) instead of in `data_dir`.
     pub privacy_redis: Option<String>,
+    /// What the bus's keys start with (`--bus-prefix`).
+    pub bus_prefix: String,
     /// Extra roots for a `rediss://` privacy store (`--tls-ca-file`).
     pub tls_ca_file: Option<PathBuf>,
     /// Lease TTL when a refresh gives none.
@@ -89,6 +91,7 @@ impl Default for ServicesConfig {
             privacy: PrivacySettings::default(),
             data_dir: None,
             privacy_redis: None,
+            bus_prefix: crate::cluster::DEFAULT_BUS_PREFIX.into(),
             tls_ca_file: None,
             lease_ttl: Duration::from_secs(30),
             max_lease_ttl: Duration::from_secs(3600),
@@ -300,8 +303,12 @@ impl Services {
     pub fn new(config: ServicesConfig) -> Result<Services, ServicesError> {
         let store: Box<dyn PrivacyStore> = match (&config.privacy_redis, &config.data_dir) {
             (Some(url), _) => Box::new(
-                privacy_redis::RedisStore::new(url, config.tls_ca_file.as_deref())
-                    .map_err(ServicesError::Settings)?,
+                privacy_redis::RedisStore::new(
+                    url,
+                    &config.bus_prefix,
+                    config.tls_ca_file.as_deref(),
+                )
+                .map_err(ServicesError::Settings)?,
             ),
             (None, Some(dir)) => {
                 Box::new(privacy_file::FileStore::open(dir).map_err(ServicesError::Store)?)

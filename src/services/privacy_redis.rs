@@ -4,7 +4,7 @@
 //!
 //! # Format
 //!
-//! One hash, [`PRIVACY_KEY`], user id → `"1"` (visible) or `"0"` (hidden):
+//! One hash, `<prefix>:privacy` (`--bus-prefix`, default `rollcall`), user id → `"1"` (visible) or `"0"` (hidden):
 //!
 //! ```text
 //! HSET rollcall:privacy zed 0
@@ -31,8 +31,8 @@ use tokio::sync::oneshot;
 use super::privacy::PrivacyStore;
 use crate::cluster::redis::{self as redis_bus, RedisTarget};
 
-/// The Redis hash that holds every user's choice.
-pub const PRIVACY_KEY: &str = "rollcall:privacy";
+/// The Redis hash that holds every user's choice, after `<prefix>:`.
+pub const PRIVACY_KEY: &str = "privacy";
 
 /// How long a connection attempt or a command may take.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -92,6 +92,8 @@ pub struct RedisStore {
     conn: Mutex<Option<Conn>>,
     late: Mutex<Option<oneshot::Receiver<HashMap<String, bool>>>>,
     describe: String,
+    /// `<prefix>:privacy`.
+    key: String,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -104,13 +106,13 @@ impl std::fmt::Debug for RedisStore {
 
 /// Parses the hash's values: `"1"` visible, `"0"` hidden; anything else
 /// is skipped with a warning.
-fn parse_hash(raw: HashMap<String, String>) -> HashMap<String, bool> {
+fn parse_hash(raw: HashMap<String, String>, key: &str) -> HashMap<String, bool> {
     raw.into_iter()
         .filter_map(|(uid, v)| match v.as_str() {
             "1" => Some((uid, true)),
             "0" => Some((uid, false)),
             other => {
-                tracing::warn!(%uid, value = %other, key = PRIVACY_KEY, "ignored a privacy value that is not 0 or 1");
+                tracing::warn!(%uid, value = %other, %key, "ignored a privacy value that is not 0 or 1");
                 None
             }
         })
@@ -118,9 +120,10 @@ fn parse_hash(raw: HashMap<String, String>) -> HashMap<String, bool> {
 }
 
 impl RedisStore {
-    /// A store on the Redis of `url` (the `--bus` URL), trusting
-    /// `ca_file`'s roots too for TLS. Connects lazily.
-    pub fn new(url: &str, ca_file: Option<&std::path::Path>) -> Result<Self, String> {
+    /// A store on the Redis of `url` (the `--bus` URL) under `prefix`
+    /// (`--bus-prefix`), trusting `ca_file`'s roots too for TLS. Connects
+    /// lazily.
+    pub fn new(url: &str, prefix: &str, ca_file: Option<&std::path::Path>) -> Result<Self, String> {
         let roots = redis_bus::tls_roots(url, ca_file)?;
         let client = match RedisTarget::parse(url)? {
             RedisTarget::Single(u) => Client::Single(Box::new(
@@ -140,6 +143,7 @@ impl RedisStore {
             conn: Mutex::new(None),
             late: Mutex::new(None),
             describe: crate::cluster::redis::redact(url),
+            key: format!("{prefix}:{PRIVACY_KEY}"),
         })
     }
 
@@ -170,8 +174,8 @@ impl RedisStore {
 
     fn read_all(&self) -> Result<HashMap<String, bool>, String> {
         let raw: HashMap<String, String> =
-            self.with_conn(|c| redis::cmd("HGETALL").arg(PRIVACY_KEY).query(c))?;
-        Ok(parse_hash(raw))
+            self.with_conn(|c| redis::cmd("HGETALL").arg(&self.key).query(c))?;
+        Ok(parse_hash(raw, &self.key))
     }
 }
 
@@ -195,6 +199,7 @@ impl PrivacyStore for RedisStore {
                     conn: Mutex::new(None),
                     late: Mutex::new(None),
                     describe: self.describe.clone(),
+                    key: self.key.clone(),
                 };
                 std::thread::Builder::new()
                     .name("privacy-load".into())
@@ -224,14 +229,14 @@ impl PrivacyStore for RedisStore {
         match visible {
             Some(v) => self.with_conn(|c| {
                 redis::cmd("HSET")
-                    .arg(PRIVACY_KEY)
+                    .arg(&self.key)
                     .arg(user_id)
                     .arg(if v { "1" } else { "0" })
                     .query::<()>(c)
             }),
             None => self.with_conn(|c| {
                 redis::cmd("HDEL")
-                    .arg(PRIVACY_KEY)
+                    .arg(&self.key)
                     .arg(user_id)
                     .query::<()>(c)
             }),
@@ -254,7 +259,7 @@ mod tests {
             ("amy".to_string(), "1".to_string()),
             ("odd".to_string(), "yes".to_string()),
         ]);
-        let map = parse_hash(raw);
+        let map = parse_hash(raw, "rollcall:privacy");
         assert_eq!(map.len(), 2);
         assert_eq!(map.get("zed"), Some(&false));
         assert_eq!(map.get("amy"), Some(&true));
@@ -262,7 +267,7 @@ mod tests {
 
     #[test]
     fn bad_urls_are_refused() {
-        assert!(RedisStore::new("http://x", None).is_err());
-        assert!(RedisStore::new("redis://127.0.0.1:1", None).is_ok());
+        assert!(RedisStore::new("http://x", "rollcall", None).is_err());
+        assert!(RedisStore::new("redis://127.0.0.1:1", "rollcall", None).is_ok());
     }
 }

@@ -184,3 +184,46 @@ async fn a_node_starts_without_redis_and_joins_when_it_comes() {
     late.pump(200).await;
     assert_eq!(late.uids(), ["early", "late"]);
 }
+
+#[tokio::test]
+async fn deployments_with_different_bus_prefixes_share_a_redis_unseen() {
+    let _serial = serial().await;
+    let redis = Redis::start();
+    let with_prefix = |prefix: &str| NodeOptions {
+        extra: vec!["--bus-prefix".into(), prefix.into()],
+        ..NodeOptions::default()
+    };
+    let one_a = Node::start("a", &redis.url(), &with_prefix("one"));
+    let one_b = Node::start("b", &redis.url(), &with_prefix("one"));
+    // Same node id as one_a: in one deployment it would replace it.
+    let two_a = Node::start("a", &redis.url(), &with_prefix("two"));
+    wait_for_cluster(&[&one_a, &one_b], 2).await;
+    wait_for_cluster(&[&two_a], 1).await;
+
+    let mut amy = one_a.hotsock(user("amy", Value::Null)).await;
+    amy.join("presence.room").await;
+    let mut zed = two_a.hotsock(user("zed", Value::Null)).await;
+    zed.join("presence.room").await;
+    wait_for_members(&[&one_a, &one_b], "presence.room", &["amy"], common::WAIT).await;
+    one_a.set_visible("eve", false).await;
+    // Time for anything misrouted to arrive.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(two_a.member_set("presence.room").await, ["zed"]);
+    assert_eq!(one_b.member_set("presence.room").await, ["amy"]);
+    let (_, privacy) = two_a.http("GET", "/api/users/eve/privacy", None).await;
+    assert_eq!(privacy["choice"], Value::Null, "{privacy}");
+    let (_, privacy) = one_b.http("GET", "/api/users/eve/privacy", None).await;
+    assert_eq!(privacy["choice"], false, "{privacy}");
+    let (_, ready) = two_a.readyz().await;
+    assert_eq!(ready["cluster"]["nodes"], 1, "{ready}");
+    drop((amy, zed));
+
+    // A prefix that could not name a key is refused at start.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args(["serve", "--bus", &redis.url(), "--bus-prefix", "two words"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bus-prefix"), "{stderr}");
+}
