@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::ffi::OsString;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use rollcall::config::{Config, FileSettings};
+use rollcall::config::{Config, FileSettings, LogFormat};
 use rollcall::server::StartError;
 
 #[derive(Parser)]
@@ -279,14 +279,29 @@ async fn conformance(args: ConformanceArgs) -> Result<bool, String> {
     Ok(summary.failed == 0)
 }
 
+/// Sets up the log on stderr: RUST_LOG's filter (default `info`), as text
+/// (coloured only when stderr is a terminal and NO_COLOR is not set) or as
+/// one JSON object a line.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_ansi(colour).init()
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // The command line first, so that the log is set up as it says; until
+    // then, errors go to stderr as plain text.
     let cli = match parse_cli(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(e) => {
@@ -294,6 +309,11 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
+    let log_format = match &cli.command {
+        Some(Command::Serve(args)) => args.settings.log.log_format,
+        _ => LogFormat::Text,
+    };
+    init_logging(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -321,7 +341,11 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err((message, code)) => {
-            eprintln!("error: {message}");
+            // A JSON log stays all JSON, the reason the server stopped included.
+            match log_format {
+                LogFormat::Json => tracing::error!("{message}"),
+                LogFormat::Text => eprintln!("error: {message}"),
+            }
             ExitCode::from(code)
         }
     }
