@@ -64,10 +64,10 @@ struct TokenArgs {
     #[arg(long)]
     claims: Option<String>,
     /// Secret to sign with (or ROLLCALL_JWT_SECRET, or jwt-secret in --config).
-    #[arg(long, env = "ROLLCALL_JWT_SECRET")]
+    #[arg(long, env = "ROLLCALL_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
     /// TOML config file to read jwt-secret from.
-    #[arg(long, env = "ROLLCALL_CONFIG")]
+    #[arg(long, env = "ROLLCALL_CONFIG", hide_env_values = true)]
     config: Option<PathBuf>,
 }
 
@@ -80,10 +80,10 @@ struct ConformanceArgs {
     #[arg(long)]
     url: String,
     /// The server's JWT secret, to mint the suite's tokens.
-    #[arg(long, env = "ROLLCALL_JWT_SECRET")]
+    #[arg(long, env = "ROLLCALL_JWT_SECRET", hide_env_values = true)]
     jwt_secret: String,
     /// The server's HTTP API key, for HTTP steps.
-    #[arg(long, env = "ROLLCALL_API_KEY")]
+    #[arg(long, env = "ROLLCALL_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// Only run cases whose name contains this text.
     #[arg(long)]

@@ -5,10 +5,12 @@
 //! Engine.IO polling request, with method, path, status, duration and
 //! client address, refusals with their reason, and never a query string,
 //! a token or the API key; text output has no colour when stderr is not a
-//! terminal; the format is a setting like any other.
+//! terminal; a Redis password in `--bus` shows in neither `/readyz` nor the
+//! log.
 
 use std::net::SocketAddr;
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -274,4 +276,26 @@ fn the_log_format_is_a_setting_like_any_other() {
     assert_eq!(out.status.code(), Some(78), "{err}");
     assert!(err.contains("log-format = \"xml\""), "{err}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A password in the `--bus` URL is in neither `/readyz` nor the log,
+/// while the bus is unreachable and the node says why.
+#[tokio::test]
+async fn the_bus_password_is_in_neither_readyz_nor_the_log() {
+    let password = "s3cr3t-z";
+    let bus = format!("redis://:{password}@127.0.0.1:1");
+    let srv = ServerProcess::start("logs-bus", &["--bus", &bus, "--log-format", "json"]);
+    let answered = eventually(Duration::from_secs(5), || async {
+        let (_, body) = http(srv.addr, "GET", "/readyz", None, None).await;
+        body["cluster"]["last_error"].is_string()
+    })
+    .await;
+    let (status, body) = http(srv.addr, "GET", "/readyz", None, None).await;
+    assert!(answered, "/readyz gives no reason: {status} {body}");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["cluster"]["bus_target"], "redis://:***@127.0.0.1:1");
+    assert!(!body.to_string().contains(password), "{body}");
+    let log = srv.log_text();
+    json_lines(&log);
+    assert!(!log.contains(password), "{log}");
 }
