@@ -6,8 +6,9 @@
 //! core calls and core events into frames; each registers itself in
 //! [`frontends`]. Shared machinery: [`auth`] (JWT),
 //! [`transport`] (WebSocket loop and limits), [`http_api`], [`server`],
-//! [`tls`] (outgoing TLS).
+//! [`access`] (the access log), [`tls`] (outgoing TLS).
 
+pub mod access;
 pub mod app;
 pub mod auth;
 pub mod cluster;

@@ -220,6 +220,7 @@ impl Admission {
         counter.fetch_add(1, Ordering::Relaxed);
         if self.first_in_interval(addr.ip()) {
             tracing::warn!(
+                target: crate::access::TARGET,
                 client = %addr.ip(),
                 limit,
                 "connection refused: {what} ({limit}) reached; further refusals of this address are not logged for a minute"
@@ -328,7 +329,7 @@ pub async fn serve(listener: TcpListener, router: Router, admission: Admission, 
             stream,
             _permit: permit,
         });
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(crate::access::WithPeer::new(router.clone(), addr));
         let admission = admission.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::ffi::OsString;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use rollcall::config::{Config, FileSettings};
+use rollcall::config::{Config, FileSettings, LogFormat};
 use rollcall::server::StartError;
 
 #[derive(Parser)]
@@ -64,10 +64,10 @@ struct TokenArgs {
     #[arg(long)]
     claims: Option<String>,
     /// Secret to sign with (or ROLLCALL_JWT_SECRET, or jwt-secret in --config).
-    #[arg(long, env = "ROLLCALL_JWT_SECRET")]
+    #[arg(long, env = "ROLLCALL_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
     /// TOML config file to read jwt-secret from.
-    #[arg(long, env = "ROLLCALL_CONFIG")]
+    #[arg(long, env = "ROLLCALL_CONFIG", hide_env_values = true)]
     config: Option<PathBuf>,
 }
 
@@ -80,10 +80,10 @@ struct ConformanceArgs {
     #[arg(long)]
     url: String,
     /// The server's JWT secret, to mint the suite's tokens.
-    #[arg(long, env = "ROLLCALL_JWT_SECRET")]
+    #[arg(long, env = "ROLLCALL_JWT_SECRET", hide_env_values = true)]
     jwt_secret: String,
     /// The server's HTTP API key, for HTTP steps.
-    #[arg(long, env = "ROLLCALL_API_KEY")]
+    #[arg(long, env = "ROLLCALL_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// Only run cases whose name contains this text.
     #[arg(long)]
@@ -280,14 +280,29 @@ async fn conformance(args: ConformanceArgs) -> Result<bool, String> {
     Ok(summary.failed == 0)
 }
 
+/// Sets up the log on stderr: RUST_LOG's filter (default `info`), as text
+/// (coloured only when stderr is a terminal and NO_COLOR is not set) or as
+/// one JSON object a line.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_ansi(colour).init()
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // The command line first, so that the log is set up as it says; until
+    // then, errors go to stderr as plain text.
     let cli = match parse_cli(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(e) => {
@@ -295,6 +310,11 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
+    let log_format = match &cli.command {
+        Some(Command::Serve(args)) => args.settings.log.log_format,
+        _ => LogFormat::Text,
+    };
+    init_logging(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -322,7 +342,11 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err((message, code)) => {
-            eprintln!("error: {message}");
+            // A JSON log stays all JSON, the reason the server stopped included.
+            match log_format {
+                LogFormat::Json => tracing::error!("{message}"),
+                LogFormat::Text => eprintln!("error: {message}"),
+            }
             ExitCode::from(code)
         }
     }

@@ -120,7 +120,10 @@ pub fn router(app: App, config: &Config) -> Result<Router, String> {
     for front_end in crate::frontends::enabled(config)? {
         router = router.merge((front_end.routes)(&app, config)?);
     }
-    Ok(router.with_state(app))
+    // Outermost: the access log sees every route's answer, fallbacks too.
+    Ok(router
+        .layer(axum::middleware::from_fn(crate::access::log))
+        .with_state(app))
 }
 
 /// Why the server did not start. The kinds differ in what fixes them,

@@ -66,9 +66,11 @@ pub fn routes(_app: &App, settings: HotsockSettings) -> Router<App> {
         .layer(Extension(Arc::new(settings)))
 }
 
+/// Refuses the upgrade with `status`; the client gets `why` as the body,
+/// the access log shows it as the reason.
 fn refuse(status: StatusCode, why: String) -> Response {
-    tracing::debug!(%status, reason = %why, "hotsock upgrade refused");
-    (status, why).into_response()
+    let response = (status, why.clone()).into_response();
+    crate::access::with_reason(response, why)
 }
 
 /// Verifies the connect token, registers the connection, then upgrades.

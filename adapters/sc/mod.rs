@@ -277,7 +277,11 @@ fn upgrade(app: App, shared: Arc<ScShared>, ws: WebSocketUpgrade) -> Response {
             .connect(Identity::anonymous(), shared.codec.clone(), PROTOCOL)
         {
             Ok(pair) => pair,
-            Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+            Err(e) => {
+                let why = e.to_string();
+                let response = (StatusCode::SERVICE_UNAVAILABLE, why.clone()).into_response();
+                return crate::access::with_reason(response, why);
+            }
         };
     shared.ensure_ticker(&app);
     let transport = app.config.transport.clone();

@@ -213,9 +213,11 @@ pub fn routes(app: &App, settings: SgcConfig) -> Router<App> {
         .layer(Extension(settings))
 }
 
+/// Refuses the upgrade with `status`; the client gets `why` as the body,
+/// the access log shows it as the reason.
 fn refuse(status: StatusCode, why: String) -> Response {
-    tracing::debug!(%status, reason = %why, "sgc upgrade refused");
-    (status, why).into_response()
+    let response = (status, why.clone()).into_response();
+    crate::access::with_reason(response, why)
 }
 
 fn flag(query: &HashMap<String, String>, key: &str) -> Option<bool> {

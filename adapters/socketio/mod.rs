@@ -191,6 +191,20 @@ async fn authenticate(
     Ok(())
 }
 
+/// Logs a refused namespace connect (the Socket.IO counterpart of a
+/// refused WebSocket upgrade) on the access log, with the reason.
+fn refused(s: &SocketRef, why: &str) {
+    let parts = s.req_parts();
+    tracing::info!(
+        target: crate::access::TARGET,
+        path = %parts.uri.path(),
+        namespace = %s.ns(),
+        client = crate::access::client(&parts.extensions).map(tracing::field::display),
+        reason = %why,
+        "socket.io connect refused"
+    );
+}
+
 /// Wires a connected socket: event handlers, disconnect, and the pump.
 fn on_connect(app: &App, pumps: &ShutdownController, s: SocketRef) {
     let Some(session) = s.extensions.get::<Arc<session::Session>>() else {
@@ -253,7 +267,13 @@ pub fn routes(app: &App, settings: SocketIoConfig) -> Router<App> {
             let app = mw_app.clone();
             let pumps = mw_pumps.clone();
             let cfg = mw_cfg.clone();
-            async move { authenticate(&app, &cfg, &pumps, &s, auth.0.as_ref().ok()).await }
+            async move {
+                let result = authenticate(&app, &cfg, &pumps, &s, auth.0.as_ref().ok()).await;
+                if let Err(why) = &result {
+                    refused(&s, why);
+                }
+                result
+            }
         };
         // Everything is wired by the middleware (see `authenticate`).
         let handler = |_: SocketRef| async {};

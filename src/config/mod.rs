@@ -41,6 +41,8 @@ pub struct Config {
     pub cluster: ClusterSettings,
     #[command(flatten)]
     pub front_ends: crate::frontends::FrontEndSettings,
+    #[command(flatten, next_help_heading = "Logging")]
+    pub log: LogSettings,
     /// Extra root certificates (a PEM file) trusted by rollcall's outgoing TLS connections
     /// (rediss:// bus, https webhooks, channel check, OAuth introspection), besides the
     /// system's.
@@ -262,6 +264,27 @@ pub struct ClusterSettings {
     /// Remove a silent node's members after this long.
     #[arg(long, default_value = "2500ms", value_parser = parse_duration)]
     pub node_timeout: Duration,
+}
+
+/// How the log on stderr is written (read by the `rollcall` command, which
+/// sets up the subscriber before the server starts).
+#[derive(Args, Clone, Debug)]
+#[group(id = "log")]
+pub struct LogSettings {
+    /// Log format on stderr: text (coloured only when stderr is a terminal) or json (one JSON
+    /// object a line: timestamp, level, target, fields). The level is RUST_LOG's.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The log's format (`--log-format`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// A duration longer than zero (a value parser for settings where 0

@@ -322,12 +322,14 @@ impl ApiError {
 }
 
 impl IntoResponse for ApiError {
+    /// The JSON error; the access log shows its code as the reason.
     fn into_response(self) -> Response {
-        (
+        let response = (
             self.status,
             Json(json!({"error": {"code": self.code, "message": self.message}})),
         )
-            .into_response()
+            .into_response();
+        crate::access::with_reason(response, self.code)
     }
 }
 

@@ -284,6 +284,68 @@ fn help_never_shows_the_value_of_an_environment_variable() {
     assert!(!help.contains("env-password"), "{help}");
 }
 
+/// No `--help` shows the value of a secret's environment variable: the
+/// API key, the JWT secret, the webhook secret, and URLs that may carry a
+/// password (the bus, webhook receivers, OAuth introspection, the channel
+/// check, the RPC backend).
+#[test]
+fn no_help_shows_a_secret_from_the_environment() {
+    let secrets = [
+        ("ROLLCALL_API_KEY", "s3cr3t-x"),
+        ("ROLLCALL_JWT_SECRET", "s3cr3t-y"),
+        ("ROLLCALL_WEBHOOK_SECRET", "s3cr3t-w"),
+        ("ROLLCALL_BUS", "redis://:s3cr3t-z@127.0.0.1:1"),
+        ("ROLLCALL_WEBHOOK_URL", "https://hook:s3cr3t-h@127.0.0.1:1/"),
+        (
+            "ROLLCALL_OAUTH_INTROSPECTION_URL",
+            "https://client:s3cr3t-o@127.0.0.1:1/introspect",
+        ),
+        (
+            "ROLLCALL_CHANNEL_CHECK_URL",
+            "https://check:s3cr3t-c@127.0.0.1:1/",
+        ),
+        ("ROLLCALL_RPC_URL", "https://rpc:s3cr3t-r@127.0.0.1:1/"),
+        ("ROLLCALL_CONFIG", "/s3cr3t-path/rollcall.toml"),
+    ];
+    for args in [
+        &["serve", "--help"][..],
+        &["help", "serve"],
+        &["token", "--help"],
+        &["help", "token"],
+        &["conformance", "--help"],
+        &["--help"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .args(args)
+            .envs(secrets)
+            .output()
+            .expect("run");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {help}");
+        assert!(!help.contains("s3cr3t"), "{args:?} shows a secret:\n{help}");
+        if args.contains(&"token") {
+            // The variable is named, its value is not.
+            assert!(help.contains("[env: ROLLCALL_JWT_SECRET]"), "{help}");
+        }
+    }
+}
+
+/// The banner shows the bus without its password.
+#[test]
+fn the_banner_shows_no_bus_password() {
+    let lines = banner(
+        Command::new(env!("CARGO_BIN_EXE_rollcall"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--jwt-secret", "s"])
+            .args(["--api-key", "k", "--bus", "redis://:s3cr3t-z@127.0.0.1:1"]),
+    );
+    let text = lines.join("\n");
+    assert!(
+        text.contains("bus redis://:***@127.0.0.1:1"),
+        "the banner names the bus: {text}"
+    );
+    assert!(!text.contains("s3cr3t"), "{text}");
+}
+
 /// A supervisor can tell a configuration error (78, do not restart) from
 /// an address in use (69) and an unusable data directory (73).
 #[test]

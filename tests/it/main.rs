@@ -104,6 +104,8 @@ mod hotsock_smoke;
 #[cfg(all(feature = "socketio", feature = "sc"))]
 mod large_channels;
 #[cfg(feature = "hotsock")]
+mod logs;
+#[cfg(feature = "hotsock")]
 mod metrics;
 #[cfg(all(feature = "sc", feature = "socketio"))]
 mod rpc;
