@@ -24,6 +24,8 @@ pub mod bus;
 pub mod engine;
 pub mod http;
 pub mod memory;
+pub mod nats;
+pub mod postgres;
 pub mod redis;
 pub mod state;
 pub mod wire;
@@ -70,27 +72,42 @@ pub enum BusSpec {
     Memory,
     /// Redis (or Redis Cluster) at this URL.
     Redis(String),
+    /// PostgreSQL at this URL (LISTEN/NOTIFY).
+    Postgres(String),
+    /// NATS at this URL (core subjects).
+    Nats(String),
 }
 
 impl BusSpec {
-    /// Parses `--bus`: `memory` or a Redis URL (checked here, so a typo
-    /// stops the server at start instead of retrying forever).
+    /// Parses `--bus`: `memory` or an engine's URL (checked here, so a
+    /// typo stops the server at start instead of retrying forever).
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
         if s.is_empty() || s == "memory" {
             return Ok(BusSpec::Memory);
         }
-        redis::RedisTarget::parse(s)?;
-        Ok(BusSpec::Redis(s.to_string()))
+        let scheme = s.split_once("://").map(|(scheme, _)| scheme);
+        match scheme {
+            Some("postgres" | "postgresql") => {
+                postgres::check_url(s)?;
+                Ok(BusSpec::Postgres(s.to_string()))
+            }
+            Some("nats" | "tls") => {
+                nats::check_url(s)?;
+                Ok(BusSpec::Nats(s.to_string()))
+            }
+            _ => {
+                redis::RedisTarget::parse(s)?;
+                Ok(BusSpec::Redis(s.to_string()))
+            }
+        }
     }
-}
 
-impl BusSpec {
     /// The `--bus` value for the banner and logs, password hidden.
     pub fn describe(bus: &str) -> String {
         match bus.trim() {
             "" | "memory" => "memory (standalone)".into(),
-            url => redis::redact(url),
+            url => crate::http_client::redact_password(url),
         }
     }
 }
@@ -593,6 +610,15 @@ pub fn prepare(config: &ClusterConfig) -> Result<Option<Prepared>, String> {
         BusSpec::Redis(url) => {
             let channel = format!("{}:{BUS_CHANNEL}", config.prefix);
             let bus = redis::RedisBus::new(url, &channel, config.tls_ca_file.as_deref())?;
+            Ok(Some(prepare_with_bus(config.clone(), Box::new(bus))))
+        }
+        BusSpec::Postgres(url) => {
+            let bus =
+                postgres::PostgresBus::new(url, &config.prefix, config.tls_ca_file.as_deref())?;
+            Ok(Some(prepare_with_bus(config.clone(), Box::new(bus))))
+        }
+        BusSpec::Nats(url) => {
+            let bus = nats::NatsBus::new(url, &config.prefix, config.tls_ca_file.as_deref())?;
             Ok(Some(prepare_with_bus(config.clone(), Box::new(bus))))
         }
     }

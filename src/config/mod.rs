@@ -398,9 +398,9 @@ impl Config {
             tls_ca_file: self.tls_ca_file.clone(),
             clustered: bus != crate::cluster::BusSpec::Memory,
             bus_prefix: self.cluster.bus_prefix.clone(),
-            privacy_redis: match bus {
-                crate::cluster::BusSpec::Redis(url) => Some(url),
+            shared_privacy: match bus {
                 crate::cluster::BusSpec::Memory => None,
+                engine => Some(engine),
             },
             lease_ttl,
             max_lease_ids: self.limits.max_channels_per_connection,

@@ -17,6 +17,8 @@ pub mod event_stream;
 pub mod leases;
 pub mod privacy;
 pub mod privacy_file;
+pub mod privacy_nats;
+pub mod privacy_postgres;
 pub mod privacy_redis;
 pub mod rpc;
 pub mod user_presence;
@@ -57,9 +59,9 @@ pub struct ServicesConfig {
     pub privacy: PrivacySettings,
     /// Where the privacy store lives; None: in memory (lost on restart).
     pub data_dir: Option<PathBuf>,
-    /// In a cluster, the Redis URL of the bus: privacy choices are kept
-    /// there (shared by every node) instead of in `data_dir`.
-    pub privacy_redis: Option<String>,
+    /// In a cluster, the bus's engine: privacy choices are kept there
+    /// (shared by every node) instead of in `data_dir`.
+    pub shared_privacy: Option<crate::cluster::BusSpec>,
     /// What the bus's keys start with (`--bus-prefix`).
     pub bus_prefix: String,
     /// Extra roots for a `rediss://` privacy store (`--tls-ca-file`).
@@ -90,7 +92,7 @@ impl Default for ServicesConfig {
         ServicesConfig {
             privacy: PrivacySettings::default(),
             data_dir: None,
-            privacy_redis: None,
+            shared_privacy: None,
             bus_prefix: crate::cluster::DEFAULT_BUS_PREFIX.into(),
             tls_ca_file: None,
             lease_ttl: Duration::from_secs(30),
@@ -301,19 +303,26 @@ impl Services {
     /// Opens the privacy store (in `data_dir`, or in memory) and starts the
     /// webhook senders. Needs a Tokio runtime.
     pub fn new(config: ServicesConfig) -> Result<Services, ServicesError> {
-        let store: Box<dyn PrivacyStore> = match (&config.privacy_redis, &config.data_dir) {
-            (Some(url), _) => Box::new(
-                privacy_redis::RedisStore::new(
-                    url,
-                    &config.bus_prefix,
-                    config.tls_ca_file.as_deref(),
-                )
-                .map_err(ServicesError::Settings)?,
+        use crate::cluster::BusSpec;
+        let prefix = &config.bus_prefix;
+        let ca_file = config.tls_ca_file.as_deref();
+        let store: Box<dyn PrivacyStore> = match (&config.shared_privacy, &config.data_dir) {
+            (Some(BusSpec::Redis(url)), _) => Box::new(
+                privacy_redis::RedisStore::new(url, prefix, ca_file)
+                    .map_err(ServicesError::Settings)?,
             ),
-            (None, Some(dir)) => {
+            (Some(BusSpec::Postgres(url)), _) => Box::new(
+                privacy_postgres::PostgresStore::new(url, prefix, ca_file)
+                    .map_err(ServicesError::Settings)?,
+            ),
+            (Some(BusSpec::Nats(url)), _) => Box::new(
+                privacy_nats::NatsStore::new(url, prefix, ca_file)
+                    .map_err(ServicesError::Settings)?,
+            ),
+            (None | Some(BusSpec::Memory), Some(dir)) => {
                 Box::new(privacy_file::FileStore::open(dir).map_err(ServicesError::Store)?)
             }
-            (None, None) => Box::new(privacy::MemoryStore),
+            (None | Some(BusSpec::Memory), None) => Box::new(privacy::MemoryStore),
         };
         Self::with_store(config, store)
     }
