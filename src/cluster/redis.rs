@@ -18,19 +18,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use rand::Rng;
 use tokio::sync::mpsc;
 
-use super::bus::{Bus, BusEvent, Outgoing, TransportEnd};
+use super::bus::{Bus, BusEvent, Ended, TransportEnd, announce_up, batch};
 
 /// Time allowed to connect, subscribe, or publish one batch.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
-/// First and largest wait between reconnection attempts.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// See [`BACKOFF_MIN`].
-pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// Frames published in one pipeline.
-const MAX_BATCH: usize = 64;
 
 /// Where the Redis bus connects.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,90 +177,21 @@ impl Bus for RedisBus {
     }
 
     fn start(self: Box<Self>, end: TransportEnd) {
-        tokio::spawn(run(*self, end));
+        let described = self.described.clone();
+        tokio::spawn(super::bus::run_reconnecting("Redis", described, *self, end));
     }
 }
 
-/// Why a connected session ended.
-enum Ended {
-    /// The engine is gone: stop.
-    Stop,
-    /// The link broke: reconnect.
-    Lost(String),
-}
-
-async fn run(bus: RedisBus, mut end: TransportEnd) {
-    let mut backoff = BACKOFF_MIN;
-    let mut failures: u64 = 0;
-    loop {
-        let session = match &bus.target {
+impl super::bus::Connect for RedisBus {
+    async fn session(&self, end: &mut TransportEnd) -> Result<Ended, String> {
+        match &self.target {
             RedisTarget::Single(url) => {
-                single_session(url, bus.roots.as_deref(), &bus.channel, &mut end).await
+                single_session(url, self.roots.as_deref(), &self.channel, end).await
             }
             RedisTarget::Cluster(nodes) => {
-                cluster_session(nodes, bus.roots.as_deref(), &bus.channel, &mut end).await
-            }
-        };
-        match session {
-            Ok(Ended::Stop) => return,
-            Ok(Ended::Lost(reason)) => {
-                // It was up: the first retry comes quickly.
-                backoff = BACKOFF_MIN;
-                failures = 1;
-                tracing::warn!(bus = %bus.described, %reason, "lost the Redis bus; reconnecting (local clients are still served)");
-                if end.tx.send(BusEvent::Down(reason)).is_err() {
-                    return;
-                }
-            }
-            Err(reason) => {
-                failures += 1;
-                if failures == 1 {
-                    if end.tx.send(BusEvent::Down(reason.clone())).is_err() {
-                        return;
-                    }
-                    tracing::warn!(bus = %bus.described, %reason, "cannot reach Redis; serving local clients only and retrying every {BACKOFF_MAX:?} at most");
-                } else if failures.is_multiple_of(20) {
-                    tracing::warn!(bus = %bus.described, %reason, attempts = failures, "still cannot reach Redis; retrying");
-                } else {
-                    tracing::debug!(bus = %bus.described, %reason, "Redis connect attempt failed");
-                }
+                cluster_session(nodes, self.roots.as_deref(), &self.channel, end).await
             }
         }
-        let jitter = rand::rng().random_range(0.75..1.25);
-        if !discard_for(&mut end, backoff.mul_f64(jitter)).await {
-            return;
-        }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
-}
-
-/// Drops queued frames for `wait`; false if the engine is gone.
-async fn discard_for(end: &mut TransportEnd, wait: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + wait;
-    // Not connected: there is nothing to reset.
-    while end.reset.try_recv().is_ok() {}
-    loop {
-        match tokio::time::timeout_at(deadline, end.rx.recv()).await {
-            Err(_) => return true,
-            Ok(None) => return false,
-            Ok(Some(out)) => out.finish(false),
-        }
-    }
-}
-
-/// A new session is connected and subscribed: drops what was queued while
-/// the link was down and tells the engine. False if the engine is gone.
-fn announce_up(end: &mut TransportEnd) -> bool {
-    discard_queued(end);
-    end.tx.send(BusEvent::Up).is_ok()
-}
-
-/// Drops whatever was queued while the link was down (frames, and requests
-/// to reset a connection that is new anyway).
-fn discard_queued(end: &mut TransportEnd) {
-    while end.reset.try_recv().is_ok() {}
-    while let Ok(out) = end.rx.try_recv() {
-        out.finish(false);
     }
 }
 
@@ -280,18 +204,6 @@ async fn timed<T>(
         Ok(Err(e)) => Err(format!("{what}: {}", describe(&e))),
         Err(_) => Err(format!("{what}: no answer within {IO_TIMEOUT:?}")),
     }
-}
-
-/// Takes up to [`MAX_BATCH`] queued frames after `first`.
-fn batch(first: Outgoing, end: &mut TransportEnd) -> Vec<Outgoing> {
-    let mut batch = vec![first];
-    while batch.len() < MAX_BATCH {
-        match end.rx.try_recv() {
-            Ok(out) => batch.push(out),
-            Err(_) => break,
-        }
-    }
-    batch
 }
 
 /// One connected session on a single Redis server.
