@@ -246,8 +246,8 @@ pub struct ServicesSettings {
 #[derive(Args, Clone, Debug)]
 #[group(id = "cluster")]
 pub struct ClusterSettings {
-    /// Cluster bus: memory (standalone), redis://[:password@]host:port, rediss://…, or
-    /// redis+cluster://host1:port1,host2:port2.
+    /// Cluster bus: memory (standalone), redis://[:password@]host:port, rediss://…,
+    /// redis+cluster://host1:port1,host2:port2, or postgres://user:password@host:5432/db.
     #[arg(long, default_value = "memory")]
     pub bus: String,
     /// What the bus's channel and keys start with (Redis: `<prefix>:cluster`,

@@ -70,6 +70,8 @@ mod cluster_outage;
 #[cfg(feature = "hotsock")]
 mod cluster_partition;
 #[cfg(all(feature = "hotsock", feature = "sc"))]
+mod cluster_postgres;
+#[cfg(all(feature = "hotsock", feature = "sc"))]
 mod cluster_random;
 #[cfg(all(feature = "hotsock", feature = "sc"))]
 mod cluster_redis;
