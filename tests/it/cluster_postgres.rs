@@ -182,3 +182,46 @@ async fn privacy_lives_in_postgres_and_prefixes_keep_deployments_apart() {
     assert_eq!(choice(privacy), json!(false));
     drop(zed);
 }
+
+#[tokio::test]
+async fn tls_with_the_ca_file_and_no_password_shown() {
+    let _serial = serial().await;
+    let pki = crate::tls_support::TestPki::generate("postgres");
+    let pg = Postgres::start_tls(&pki.cert, &pki.key);
+    let bus = format!(
+        "postgres://rollcall:pw-s3cret@127.0.0.1:{}/postgres?sslmode=require",
+        pg.port
+    );
+    let ca = pki.ca.display().to_string();
+    let trusting = NodeOptions {
+        extra: vec!["--tls-ca-file".into(), ca],
+        ..NodeOptions::default()
+    };
+    let a = Node::start("a", &bus, &trusting);
+    let b = Node::start("b", &bus, &trusting);
+    wait_for_cluster(&[&a, &b], 2).await;
+    let mut amy = a.hotsock(user("amy", Value::Null)).await;
+    amy.join(ROOM).await;
+    wait_for_members(&[&a, &b], ROOM, &["amy"], Duration::from_secs(3)).await;
+
+    // Without the CA the server's certificate is refused, and said so.
+    let c = Node::start("c", &bus, &NodeOptions::default());
+    let (status, ready) = c.readyz().await;
+    assert_eq!(status, 503, "{ready}");
+    let said = common::eventually(Duration::from_secs(5), || async {
+        c.readyz().await.1.to_string().contains("certificate")
+    })
+    .await;
+    assert!(said, "{:?}", c.readyz().await);
+    for node in [&a, &b, &c] {
+        let (_, ready) = node.readyz().await;
+        assert!(!ready.to_string().contains("pw-s3cret"), "{ready}");
+        let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+        assert!(
+            !log.contains("pw-s3cret"),
+            "the password is in {}'s log",
+            node.name
+        );
+    }
+    drop(amy);
+}

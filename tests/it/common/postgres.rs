@@ -65,12 +65,42 @@ pub struct Postgres {
     dir: PathBuf,
     user: Option<(u32, u32)>,
     child: Option<Child>,
+    /// Server settings (`-c name=value`) beyond the defaults.
+    settings: Vec<String>,
 }
 
 impl Postgres {
     /// Creates a cluster in a fresh directory and starts it on a free
     /// port; waits until it accepts connections.
     pub fn start() -> Postgres {
+        Self::start_with(|_| Vec::new())
+    }
+
+    /// [`Postgres::start`] speaking TLS too (plain connections are still
+    /// accepted) with this certificate and key.
+    pub fn start_tls(cert: &Path, key: &Path) -> Postgres {
+        Self::start_with(|pg| {
+            let (cert_copy, key_copy) = (pg.dir.join("server.pem"), pg.dir.join("server.key"));
+            std::fs::copy(cert, &cert_copy).expect("copy the certificate");
+            std::fs::copy(key, &key_copy).expect("copy the key");
+            // PostgreSQL wants its key private to the server's user.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_copy, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod the key");
+            if let Some((uid, gid)) = pg.user {
+                for f in [&cert_copy, &key_copy] {
+                    std::os::unix::fs::chown(f, Some(uid), Some(gid)).expect("chown");
+                }
+            }
+            vec![
+                "ssl=on".into(),
+                format!("ssl_cert_file={}", cert_copy.display()),
+                format!("ssl_key_file={}", key_copy.display()),
+            ]
+        })
+    }
+
+    fn start_with(settings: impl FnOnce(&Postgres) -> Vec<String>) -> Postgres {
         let dir = std::env::temp_dir().join(format!(
             "rollcall-pg-{}-{}",
             std::process::id(),
@@ -103,7 +133,9 @@ impl Postgres {
             dir,
             user,
             child: None,
+            settings: Vec::new(),
         };
+        pg.settings = settings(&pg);
         pg.spawn();
         pg
     }
@@ -127,6 +159,7 @@ impl Postgres {
             .args(["-p", &self.port.to_string(), "-h", "127.0.0.1", "-k"])
             .arg(&self.dir)
             .args(["-c", "fsync=off", "-c", "max_connections=200"])
+            .args(self.settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .stdout(Stdio::null())
             .stderr(Stdio::from(
                 std::fs::File::create(log_path(&self.dir)).expect("the server log"),
