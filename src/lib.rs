@@ -21,6 +21,7 @@ pub mod ids;
 pub mod listener;
 pub mod metrics;
 pub mod names;
+pub mod origins;
 pub mod outbox;
 pub mod policy;
 pub mod presence;

@@ -120,8 +120,14 @@ pub fn router(app: App, config: &Config) -> Result<Router, String> {
     for front_end in crate::frontends::enabled(config)? {
         router = router.merge((front_end.routes)(&app, config)?);
     }
-    // Outermost: the access log sees every route's answer, fallbacks too.
+    let origins = crate::origins::AllowedOrigins::parse(&config.listener.allowed_origins)?;
+    // Outermost: the access log sees every route's answer, fallbacks and
+    // refused origins too.
     Ok(router
+        .layer(axum::middleware::from_fn_with_state(
+            origins,
+            crate::origins::check,
+        ))
         .layer(axum::middleware::from_fn(crate::access::log))
         .with_state(app))
 }

@@ -77,6 +77,11 @@ pub struct ListenerSettings {
     /// compiled in].
     #[arg(long, value_delimiter = ',')]
     pub frontends: Vec<String>,
+    /// Web pages that may open client connections (WebSocket upgrades, Engine.IO polling), by
+    /// their Origin, comma-separated: https://app.example.com, https://*.example.com
+    /// [default: any; clients authenticate with tokens, not cookies].
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
 }
 
 /// Client tokens and the HTTP API key.

@@ -109,6 +109,13 @@ mod large_channels;
 mod logs;
 #[cfg(feature = "hotsock")]
 mod metrics;
+#[cfg(all(
+    feature = "hotsock",
+    feature = "sc",
+    feature = "socketio",
+    feature = "sgc"
+))]
+mod origins;
 #[cfg(all(feature = "sc", feature = "socketio"))]
 mod rpc;
 #[cfg(feature = "sc")]
