@@ -23,6 +23,9 @@ pub struct FrontEnd {
     /// Its routes, with its settings read from `config`. Err: a setting
     /// is invalid (the server does not start).
     pub routes: fn(&App, &Config) -> Result<Router<App>, String>,
+    /// Checks its settings in `config` as `routes` would (`rollcall
+    /// config check`).
+    pub check: fn(&Config) -> Result<(), String>,
     /// The banner line saying where a client connects.
     pub endpoint: fn(SocketAddr) -> String,
 }

@@ -28,6 +28,28 @@ enum Command {
     Token(TokenArgs),
     /// Run a scripted conformance suite against a server.
     Conformance(ConformanceArgs),
+    /// Check a config file, or print the effective configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a TOML config file: every key known, every value valid, the
+    /// settings consistent (as `serve` would check them, without starting).
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Print every setting `serve` would use with these flags (the same as
+    /// serve's), the environment and --config, with where each value came
+    /// from; secrets masked.
+    #[command(disable_help_flag = false)]
+    Print {
+        /// `serve`'s flags, e.g. --config rollcall.toml --listen 0.0.0.0:4000.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        flags: Vec<OsString>,
+    },
 }
 
 /// Flags of `serve`: the config file, and every setting (declared in
@@ -124,6 +146,52 @@ fn parse_cli(argv: Vec<OsString>) -> Result<Cli, StartError> {
         args.settings.channels.forward_rules = file.forward_rules;
     }
     Ok(cli)
+}
+
+/// `rollcall config check FILE`.
+fn config_check(file: &std::path::Path) -> Result<bool, String> {
+    let config = Config::from_file(file).map_err(|e| e.to_string())?;
+    let resolved = rollcall::server::resolve(config);
+    rollcall::server::check(&resolved.config)
+        .map_err(|e| format!("config file {}: {e}", file.display()))?;
+    println!("{}: valid", file.display());
+    Ok(true)
+}
+
+/// `rollcall config print [serve's flags]`.
+fn config_print(flags: Vec<OsString>) -> Result<bool, StartError> {
+    let argv: Vec<OsString> = [OsString::from("rollcall"), OsString::from("serve")]
+        .into_iter()
+        .chain(flags)
+        .collect();
+    // Parsed as serve would parse them (the file first, for its path).
+    let cli = parse_cli(argv.clone())?;
+    let Some(Command::Serve(args)) = &cli.command else {
+        return Err(StartError::Settings(
+            "config print takes serve's flags".into(),
+        ));
+    };
+    let file = match &args.config {
+        Some(path) => FileSettings::read(path).map_err(|e| StartError::Settings(e.to_string()))?,
+        None => FileSettings::default(),
+    };
+    let command = cli_command(Some(&file));
+    let matches = command
+        .clone()
+        .try_get_matches_from(&argv)
+        .map_err(|e| StartError::Settings(e.to_string()))?;
+    let (Some(serve), Some(("serve", serve_matches))) =
+        (command.find_subcommand("serve"), matches.subcommand())
+    else {
+        return Err(StartError::Settings(
+            "config print takes serve's flags".into(),
+        ));
+    };
+    print!(
+        "{}",
+        rollcall::config::report::effective(serve, serve_matches, &file)
+    );
+    Ok(true)
 }
 
 /// Prints where every endpoint is. Written in one go, ignoring errors: a
@@ -337,6 +405,10 @@ fn main() -> ExitCode {
             .map_err(|e| (e.to_string(), e.exit_code())),
         Command::Token(args) => token(args).map(|_| true).map_err(|e| (e, 1)),
         Command::Conformance(args) => runtime.block_on(conformance(args)).map_err(|e| (e, 1)),
+        Command::Config(ConfigCommand::Check { file }) => config_check(&file).map_err(|e| (e, 1)),
+        Command::Config(ConfigCommand::Print { flags }) => {
+            config_print(flags).map_err(|e| (e.to_string(), e.exit_code()))
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -54,6 +54,23 @@ pub fn resolve(mut config: Config) -> Resolved {
     }
 }
 
+/// Checks every setting `start` checks, without starting anything
+/// (`rollcall config check`): the shared ones and each enabled front
+/// end's.
+pub fn check(config: &Config) -> Result<(), String> {
+    config.check_tls()?;
+    JwtVerifier::new(&config.jwt()).map_err(|e| e.to_string())?;
+    config.policy()?;
+    config.services()?;
+    config.cluster()?;
+    config.admission()?;
+    crate::origins::AllowedOrigins::parse(&config.listener.allowed_origins)?;
+    for front_end in crate::frontends::enabled(config)? {
+        (front_end.check)(config).map_err(|e| format!("{}: {e}", front_end.name))?;
+    }
+    Ok(())
+}
+
 /// A running server.
 pub struct RunningServer {
     addr: SocketAddr,

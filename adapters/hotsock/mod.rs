@@ -47,6 +47,7 @@ pub const FRONT_END: FrontEnd = FrontEnd {
     name: "hotsock",
     protocol: PROTOCOL,
     routes: |app, config| Ok(routes(app, config.front_ends.hotsock.clone())),
+    check: |_| Ok(()),
     endpoint: |addr| format!("Hotsock     ws://{addr}/hotsock?token=<JWT>"),
 };
 

@@ -35,6 +35,7 @@ pub const FRONT_END: FrontEnd = FrontEnd {
     name: "sc",
     protocol: PROTOCOL,
     routes: |app, config| Ok(routes(app, ScConfig::from_settings(&config.front_ends.sc)?)),
+    check: |config| ScConfig::from_settings(&config.front_ends.sc).map(|_| ()),
     endpoint: |addr| format!("SocketCluster ws://{addr}/socketcluster/  (token in #handshake)"),
 };
 

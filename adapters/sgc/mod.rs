@@ -46,6 +46,7 @@ pub const FRONT_END: FrontEnd = FrontEnd {
             SgcConfig::from_settings(&config.front_ends.sgc)?,
         ))
     },
+    check: |config| SgcConfig::from_settings(&config.front_ends.sgc).map(|_| ()),
     endpoint: |addr| format!("sgc         ws://{addr}/sgc  (subprotocol presence.esegece.com)"),
 };
 

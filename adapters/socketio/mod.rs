@@ -47,6 +47,7 @@ pub const FRONT_END: FrontEnd = FrontEnd {
         settings.rpc = app.services.rpc().cloned();
         Ok(routes(app, settings))
     },
+    check: |config| SocketIoConfig::from_settings(config).map(|_| ()),
     endpoint: |addr| format!("Socket.IO   http://{addr}/chat  (?tokenType=jwt&token=<JWT>)"),
 };
 

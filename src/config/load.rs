@@ -148,6 +148,11 @@ impl FileSettings {
         Ok(())
     }
 
+    /// Whether the file sets the argument `id`.
+    pub fn sets(&self, id: &str) -> bool {
+        self.values.iter().any(|(i, _)| i == id)
+    }
+
     /// `command` with this file's values as its arguments' defaults.
     pub fn apply(&self, mut command: Command) -> Command {
         for (id, values) in &self.values {

@@ -10,6 +10,7 @@
 //! `[sgc] require-token` for `--sgc-require-token`).
 
 mod load;
+pub mod report;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

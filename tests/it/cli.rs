@@ -383,3 +383,107 @@ fn startup_failures_exit_with_the_sysexits_code_of_their_kind() {
     assert_eq!(code, Some(73), "{err}");
     std::fs::remove_file(&file).ok();
 }
+
+/// Runs `rollcall args` with `env`; (success, stdout, stderr).
+fn run(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn config_check_finds_unknown_keys_bad_values_and_inconsistent_settings() {
+    let dir = std::env::temp_dir().join(format!("rollcall-config-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path.display().to_string()
+    };
+    let good = file(
+        "good.toml",
+        "listen = \"127.0.0.1:4100\"\n[cluster]\nbus = \"postgres://rc:pw@127.0.0.1/db\"\n",
+    );
+    let (ok, stdout, stderr) = run(&["config", "check", &good], &[]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("valid"), "{stdout}");
+    for (name, text, says) in [
+        ("unknown.toml", "bogus = 1\n", "unknown key `bogus`"),
+        (
+            "value.toml",
+            "max-member-bytes = \"lots\"\n",
+            "max-member-bytes",
+        ),
+        (
+            "timing.toml",
+            "heartbeat-interval = \"1s\"\nnode-timeout = \"1s\"\n",
+            "node-timeout",
+        ),
+        (
+            "sc.toml",
+            "[sc]\nping-interval = 5000\nping-timeout = 1000\n",
+            "sc",
+        ),
+        (
+            "origins.toml",
+            "allowed-origins = [\"#regex:(\"]\n",
+            "--allowed-origins",
+        ),
+    ] {
+        let (ok, _, stderr) = run(&["config", "check", &file(name, text)], &[]);
+        assert!(!ok, "{name} passed");
+        assert!(stderr.contains(says), "{name}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn config_print_shows_every_setting_with_its_source_and_no_secret() {
+    let dir = std::env::temp_dir().join(format!("rollcall-config-print-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("rc.toml");
+    std::fs::write(
+        &path,
+        "listen = \"127.0.0.1:4100\"\n[cluster]\nbus = \"redis://:bus-pw-1@127.0.0.1:6379\"\n",
+    )
+    .expect("write");
+    let (ok, stdout, stderr) = run(
+        &[
+            "config",
+            "print",
+            "--config",
+            &path.display().to_string(),
+            "--jwt-secret",
+            "jwt-s3cret",
+            "--open-channels",
+            "a.*,b",
+        ],
+        &[("ROLLCALL_API_KEY", "api-s3cret")],
+    );
+    assert!(ok, "{stderr}");
+    for line in [
+        "listen = \"127.0.0.1:4100\"  # config file",
+        "bus = \"redis://:***@127.0.0.1:6379\"  # config file",
+        "jwt-secret = \"***\"  # command line",
+        "api-key = \"***\"  # env ROLLCALL_API_KEY",
+        "open-channels = [\"a.*\", \"b\"]  # command line",
+        "max-member-bytes = 100000  # default",
+        "# node-id (not set)",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "{line:?} missing from\n{stdout}"
+        );
+    }
+    for secret in ["jwt-s3cret", "api-s3cret", "bus-pw-1"] {
+        assert!(!stdout.contains(secret), "{secret} shown");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
