@@ -272,8 +272,18 @@ async fn serve(args: ServeArgs) -> Result<(), StartError> {
     let server = rollcall::server::start(&resolved.config).await?;
     banner(&resolved, server.local_addr(), server.presence().policy());
     wait_for_signal().await;
-    tracing::info!("shutting down: closing every connection with 1001");
-    server.shutdown().await;
+    tracing::info!("shutting down (a second SIGTERM or Ctrl-C skips the drain)");
+    let drain = resolved.config.drain();
+    // A second signal during the drain stops at once; the drain future is
+    // dropped and the server stops as fast as it can.
+    let app = server.app_handle();
+    tokio::select! {
+        () = server.drain_and_shutdown(drain) => {}
+        () = wait_for_signal() => {
+            tracing::info!("second signal: closing every connection now");
+            rollcall::server::shutdown_now(&app).await;
+        }
+    }
     Ok(())
 }
 

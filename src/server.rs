@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::app::{App, Settings};
 use crate::auth::JwtVerifier;
 use crate::config::Config;
+use crate::ids::ConnId;
 use crate::outbox::CloseReason;
 use crate::presence::Presence;
 use crate::shutdown::ShutdownController;
@@ -71,6 +72,22 @@ pub fn check(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// How a node stops on SIGTERM (`--drain-grace`, `--drain-spread`).
+#[derive(Clone, Copy, Debug)]
+pub struct Drain {
+    /// How long it keeps serving after `/readyz` turns 503.
+    pub grace: Duration,
+    /// Over how long its clients are then closed.
+    pub spread: Duration,
+}
+
+/// How often a slice of clients is closed during the spread.
+const SPREAD_STEP: Duration = Duration::from_millis(100);
+
+/// Protocols whose clients are closed at the end instead (see
+/// [`RunningServer::drain_and_shutdown`]).
+const SPREAD_EXEMPT: [&str; 1] = ["socketio"];
+
 /// A running server.
 pub struct RunningServer {
     addr: SocketAddr,
@@ -94,36 +111,87 @@ impl RunningServer {
         &self.app.cluster
     }
 
+    /// Drains, then stops (SIGTERM): `/readyz` answers 503 at once, the
+    /// node keeps serving for `drain.grace` (a load balancer stops sending
+    /// it clients), then closes its WebSocket clients a few at a time over
+    /// `drain.spread` (so they do not all reconnect to the other nodes at
+    /// the same instant), then stops as [`Self::shutdown`] does (Socket.IO
+    /// clients are closed there: socketioxide closes a client's Engine.IO
+    /// connection only with all the others).
+    pub async fn drain_and_shutdown(self, drain: Drain) {
+        self.app.shutdown.draining.begin();
+        tracing::info!(
+            grace = ?drain.grace,
+            spread = ?drain.spread,
+            "draining: /readyz answers 503; clients are served for the grace period, then closed over the spread"
+        );
+        tokio::time::sleep(drain.grace).await;
+        // The next oldest node reports the removals from here on.
+        self.app.cluster.hand_over().await;
+        let reason = CloseReason::new(close::GOING_AWAY, SHUTDOWN_REASON);
+        let conns: Vec<ConnId> = self
+            .app
+            .presence
+            .connections()
+            .into_iter()
+            .filter(|(_, protocol)| !SPREAD_EXEMPT.contains(protocol))
+            .map(|(id, _)| id)
+            .collect();
+        let steps = (drain.spread.as_millis() / SPREAD_STEP.as_millis()).max(1) as usize;
+        let per_step = conns.len().div_ceil(steps).max(1);
+        for (i, chunk) in conns.chunks(per_step).enumerate() {
+            if i > 0 {
+                tokio::time::sleep(SPREAD_STEP).await;
+            }
+            for &id in chunk {
+                self.app.presence.close_connection(id, &reason);
+            }
+        }
+        self.shutdown().await;
+    }
+
     /// Stops the server: stops accepting, closes every client with 1001
     /// (removing their members at once) and waits for sessions to end.
     pub async fn shutdown(self) {
-        // The next oldest node reports this node's members' removal.
-        self.app.cluster.hand_over().await;
-        // The signal first: a session whose outbox is closed below must
-        // already know it is a shutdown (a Socket.IO pump would otherwise
-        // end its socket with a namespace DISCONNECT, which tells the client
-        // not to reconnect).
-        self.app.shutdown.trigger();
-        self.app
-            .presence
-            .close_all(CloseReason::new(close::GOING_AWAY, SHUTDOWN_REASON));
-        let drained = self.app.shutdown.drain(SHUTDOWN_GRACE).await;
-        if !drained {
-            tracing::warn!("some sessions did not end within {SHUTDOWN_GRACE:?}");
-        }
-        // The other nodes got the removals as the sessions ended (and the
-        // closes, for their event-stream readers); now the goodbye, which
-        // drops whatever is left.
-        self.app.cluster.leave().await;
-        // The members just removed are reported before the process ends.
-        if let Some(hooks) = self.app.services.webhooks()
-            && !hooks.flush(SHUTDOWN_GRACE).await
-        {
-            tracing::warn!(
-                "some webhook events were not delivered within {SHUTDOWN_GRACE:?} of shutdown"
-            );
-        }
+        shutdown_now(&self.app).await;
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.task).await;
+    }
+
+    /// A handle on the server's state, to stop it with [`shutdown_now`]
+    /// while a drain is under way.
+    pub fn app_handle(&self) -> App {
+        self.app.clone()
+    }
+}
+
+/// Stops `app` at once: closes every client with 1001 (removing their
+/// members), waits for their sessions, leaves the cluster and flushes the
+/// webhooks.
+pub async fn shutdown_now(app: &App) {
+    // The next oldest node reports this node's members' removal.
+    app.cluster.hand_over().await;
+    // The signal first: a session whose outbox is closed below must
+    // already know it is a shutdown (a Socket.IO pump would otherwise end
+    // its socket with a namespace DISCONNECT, which tells the client not
+    // to reconnect).
+    app.shutdown.trigger();
+    app.presence
+        .close_all(CloseReason::new(close::GOING_AWAY, SHUTDOWN_REASON));
+    let drained = app.shutdown.drain(SHUTDOWN_GRACE).await;
+    if !drained {
+        tracing::warn!("some sessions did not end within {SHUTDOWN_GRACE:?}");
+    }
+    // The other nodes got the removals as the sessions ended (and the
+    // closes, for their event-stream readers); now the goodbye, which
+    // drops whatever is left.
+    app.cluster.leave().await;
+    // The members just removed are reported before the process ends.
+    if let Some(hooks) = app.services.webhooks()
+        && !hooks.flush(SHUTDOWN_GRACE).await
+    {
+        tracing::warn!(
+            "some webhook events were not delivered within {SHUTDOWN_GRACE:?} of shutdown"
+        );
     }
 }
 

@@ -17,6 +17,23 @@ pub struct Shutdown {
     _alive: Arc<mpsc::Sender<()>>,
 }
 
+/// Whether the server is draining: asked to stop, it still serves its
+/// clients while the load balancer notices (`/readyz` answers 503).
+#[derive(Debug, Default)]
+pub struct Draining(std::sync::atomic::AtomicBool);
+
+impl Draining {
+    /// From now on the server is draining.
+    pub fn begin(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// True once draining began.
+    pub fn is_draining(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 impl Shutdown {
     /// Resolves when the server starts shutting down.
     pub async fn wait(&mut self) {
@@ -33,6 +50,8 @@ impl Shutdown {
 /// The server's side: fires the signal and waits for sessions to end.
 #[derive(Debug)]
 pub struct ShutdownController {
+    /// Set when a drain begins, before the signal.
+    pub draining: Draining,
     signal: watch::Sender<bool>,
     alive_tx: std::sync::Mutex<Option<Arc<mpsc::Sender<()>>>>,
     alive_rx: tokio::sync::Mutex<mpsc::Receiver<()>>,
@@ -50,6 +69,7 @@ impl ShutdownController {
         let (signal, _) = watch::channel(false);
         let (alive_tx, alive_rx) = mpsc::channel(1);
         ShutdownController {
+            draining: Draining::default(),
             signal,
             alive_tx: std::sync::Mutex::new(Some(Arc::new(alive_tx))),
             alive_rx: tokio::sync::Mutex::new(alive_rx),

@@ -37,6 +37,8 @@ impl Server {
             .args(["--max-connections-per-user", "100000"])
             .args(["--max-messages-per-second", "1000000"])
             .args(extra)
+            .env("ROLLCALL_DRAIN_GRACE", "0s")
+            .env("ROLLCALL_DRAIN_SPREAD", "0s")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -3,6 +3,7 @@
 //! ```text
 //! GET /readyz -> 200 {"status":"ready","cluster":{…ClusterStats…}}
 //!             -> 503 {"status":"not ready","reason":"…","cluster":{…}}
+//!             -> 503 {"status":"draining","reason":"…","cluster":{…}} (shutting down)
 //! ```
 //!
 //! A node whose bus is down still serves its own clients, but a load
@@ -58,6 +59,14 @@ pub fn not_ready_reason(stats: &ClusterStats) -> Option<String> {
 
 async fn readyz(State(app): State<App>) -> Response {
     let stats = app.cluster.stats();
+    if app.shutdown.draining.is_draining() {
+        let reason = "this node is shutting down: it still serves its clients for --drain-grace, then closes them; send new clients to other nodes";
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining", "reason": reason, "cluster": stats})),
+        )
+            .into_response();
+    }
     match not_ready_reason(&stats) {
         None => (
             StatusCode::OK,

@@ -83,6 +83,14 @@ pub struct ListenerSettings {
     /// [default: any; clients authenticate with tokens, not cookies].
     #[arg(long, value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// On SIGTERM, /readyz answers 503 at once and the node keeps serving this long, so a
+    /// load balancer stops sending it clients (a second SIGTERM or Ctrl-C stops at once).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub drain_grace: Duration,
+    /// Then its clients are closed over this long, a few at a time, so they do not all
+    /// reconnect to the other nodes at the same instant.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub drain_spread: Duration,
 }
 
 /// Client tokens and the HTTP API key.
@@ -477,6 +485,14 @@ impl Config {
             presence_member_bytes: self.limits.max_member_bytes,
             max_members: self.limits.max_members_per_channel,
         })
+    }
+
+    /// How the node stops on SIGTERM.
+    pub fn drain(&self) -> crate::server::Drain {
+        crate::server::Drain {
+            grace: self.listener.drain_grace,
+            spread: self.listener.drain_spread,
+        }
     }
 
     /// Settings for JWT verification.

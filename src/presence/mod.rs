@@ -1009,6 +1009,14 @@ impl Presence {
         }
     }
 
+    /// Every open connection on this node: (id, protocol).
+    pub fn connections(&self) -> Vec<(ConnId, &'static str)> {
+        lock(&self.inner.conns)
+            .values()
+            .map(|c| (c.id, c.protocol))
+            .collect()
+    }
+
     /// Closes every connection of `user_id` on this node with `reason`.
     /// Returns how many.
     pub fn close_user(&self, user_id: &str, reason: &crate::outbox::CloseReason) -> usize {

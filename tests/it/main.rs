@@ -88,6 +88,8 @@ mod cluster_tls;
 #[cfg(feature = "hotsock")]
 mod cluster_webhooks;
 mod core_rules;
+#[cfg(all(feature = "hotsock", feature = "sc"))]
+mod drain;
 #[cfg(feature = "hotsock")]
 mod event_stream;
 #[cfg(all(

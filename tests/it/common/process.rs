@@ -58,6 +58,10 @@ impl ServerProcess {
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(["--jwt-secret", SECRET, "--api-key", API_KEY])
             .args(args)
+            // SIGTERM stops at once unless a test asks for a drain (a
+            // flag in `args` wins over the environment).
+            .env("ROLLCALL_DRAIN_GRACE", "0s")
+            .env("ROLLCALL_DRAIN_SPREAD", "0s")
             .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))

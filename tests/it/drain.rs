@@ -1,0 +1,93 @@
+//! Graceful drain on SIGTERM: `/readyz` answers 503 at once while the node
+//! keeps serving its clients (and takes new ones) for `--drain-grace`; then
+//! its clients are closed a few at a time over `--drain-spread`, each with
+//! 1001, each member removed once; then the process exits.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::process::ServerProcess;
+use crate::common::protocols::{Peer, Proto};
+use crate::common::{Ending, http};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_then_closes_clients_spread_out() {
+    let mut server = ServerProcess::start(
+        "drain",
+        &[
+            "--open-channels",
+            "*",
+            "--drain-grace",
+            "1s",
+            "--drain-spread",
+            "1500ms",
+        ],
+    );
+    let mut clients = Vec::new();
+    for i in 0..12 {
+        let proto = if i % 2 == 0 {
+            Proto::Hotsock
+        } else {
+            Proto::Sc
+        };
+        let claims = json!({"uid": format!("u{i}"), "username": format!("u{i}")});
+        let mut peer = Peer::connect_to(server.addr, proto, Some(claims))
+            .await
+            .expect("connects");
+        peer.subscribe("presence.room").await.expect("joins");
+        clients.push(peer);
+    }
+    let (status, _) = http(server.addr, "GET", "/readyz", None, None).await;
+    assert_eq!(status, 200);
+
+    let term_at = Instant::now();
+    server.send_term();
+    // 503 at once, saying why.
+    let mut draining = Value::Null;
+    while term_at.elapsed() < Duration::from_millis(500) {
+        let (status, body) = http(server.addr, "GET", "/readyz", None, None).await;
+        if status == 503 {
+            draining = body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(draining["status"], "draining", "{draining}");
+    // Still serving during the grace: a new client connects and a publish
+    // reaches the members.
+    let mut late = Peer::connect_to(server.addr, Proto::Hotsock, Some(json!({"uid": "late"})))
+        .await
+        .expect("connects during the grace");
+    late.subscribe("presence.room").await.expect("joins");
+    let (status, _) = server
+        .http(
+            "POST",
+            "/api/publish",
+            Some(json!({"channel": "presence.room", "event": "still", "data": 1})),
+        )
+        .await;
+    assert_eq!(status, 202);
+
+    // Then closed with 1001, spread over the spread, not before the grace.
+    // Each watched at once, so each close is timed when it happens.
+    let closed_at: Vec<Duration> =
+        futures_util::future::join_all(clients.iter_mut().map(|peer| async move {
+            let (ending, _) = peer.ending_within(Duration::from_secs(6)).await;
+            assert!(matches!(ending, Ending::Close(1001, _)), "{ending:?}");
+            term_at.elapsed()
+        }))
+        .await;
+    let first = closed_at.iter().min().copied().unwrap_or_default();
+    let last = closed_at.iter().max().copied().unwrap_or_default();
+    assert!(
+        first >= Duration::from_millis(900),
+        "closed during the grace: {first:?}"
+    );
+    assert!(
+        last - first >= Duration::from_millis(700),
+        "not spread: first {first:?}, last {last:?}"
+    );
+    server.wait_exit();
+    drop(late);
+}
