@@ -271,6 +271,7 @@ async fn serve(args: ServeArgs) -> Result<(), StartError> {
     let resolved = rollcall::server::resolve(args.settings);
     let server = rollcall::server::start(&resolved.config).await?;
     banner(&resolved, server.local_addr(), server.presence().policy());
+    reload_keys_on_sighup(server.app_handle());
     wait_for_signal().await;
     tracing::info!("shutting down (a second SIGTERM or Ctrl-C skips the drain)");
     let drain = resolved.config.drain();
@@ -285,6 +286,27 @@ async fn serve(args: ServeArgs) -> Result<(), StartError> {
         }
     }
     Ok(())
+}
+
+/// SIGHUP reads the JWT key files again (key rotation without a restart).
+fn reload_keys_on_sighup(app: rollcall::app::App) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match app.verifier.reload() {
+                Ok(keys) => tracing::info!(%keys, "SIGHUP: reloaded the JWT keys"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: could not reload the JWT keys; the previous keys stay in use")
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = app;
 }
 
 async fn wait_for_signal() {

@@ -36,8 +36,9 @@ pub struct Resolved {
 
 /// Fills in a random JWT secret (when no keys are configured) and API key.
 pub fn resolve(mut config: Config) -> Resolved {
-    let generated_secret =
-        config.auth.jwt_secret.is_none() && config.auth.jwt_public_key.is_empty();
+    let generated_secret = config.auth.jwt_secret.is_none()
+        && config.auth.jwt_public_key.is_empty()
+        && config.auth.jwt_secrets_file.is_none();
     if generated_secret {
         config.auth.jwt_secret = Some(crate::ids::secret(32));
     }

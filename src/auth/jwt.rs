@@ -5,9 +5,10 @@
 //! and payload) so that errors can say precisely what is wrong; the signature
 //! and the `exp`/`nbf`/`iss`/`aud` checks are then done by `jsonwebtoken`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use jsonwebtoken::errors::{Error as JwtError, ErrorKind};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
@@ -15,6 +16,37 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
 use super::{AuthConfig, AuthError};
+
+/// Reads `--jwt-secrets-file`: a TOML table of key id = secret, e.g.
+/// `"2026-12" = "…"`.
+fn load_kid_secrets(path: &Path) -> Result<HashMap<String, DecodingKey>, AuthError> {
+    let fail = |message: String| AuthError::Config { message };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        fail(format!(
+            "cannot read the JWT secrets file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        fail(format!(
+            "the JWT secrets file {} is not TOML ({}); write one `\"key-id\" = \"secret\"` a line",
+            path.display(),
+            e.message()
+        ))
+    })?;
+    table
+        .into_iter()
+        .map(|(kid, secret)| match secret {
+            toml::Value::String(s) if !s.is_empty() => {
+                Ok((kid, DecodingKey::from_secret(s.as_bytes())))
+            }
+            _ => Err(fail(format!(
+                "the JWT secrets file {}: key {kid:?} must be a non-empty string",
+                path.display()
+            ))),
+        })
+        .collect()
+}
 
 /// Largest accepted [`AuthConfig::leeway_secs`] (one day).
 const MAX_LEEWAY_SECS: u64 = 86_400;
@@ -25,14 +57,82 @@ const MAX_TOKEN_BYTES: usize = 64 * 1024;
 ///
 /// Cheap to clone (the keys live behind an [`Arc`]) and `Send + Sync`, so one
 /// verifier can be shared by every connection and front end.
+///
+/// Keys can be replaced while the server runs ([`JwtVerifier::reload`]:
+/// SIGHUP or `POST /api/admin/reload-keys`): the key files are read again,
+/// and tokens already being verified finish with the keys they started
+/// with.
 #[derive(Clone, Debug)]
 pub struct JwtVerifier {
-    inner: Arc<Inner>,
+    keys: Arc<RwLock<Arc<Keys>>>,
+    config: Arc<AuthConfig>,
+}
+
+impl JwtVerifier {
+    /// Builds a verifier from `cfg`, reading every key file (see
+    /// [`Keys::new`] for what fails).
+    pub fn new(cfg: &AuthConfig) -> Result<Self, AuthError> {
+        Ok(JwtVerifier {
+            keys: Arc::new(RwLock::new(Arc::new(Keys::new(cfg)?))),
+            config: Arc::new(cfg.clone()),
+        })
+    }
+
+    fn current(&self) -> Arc<Keys> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reads the key files again (`--jwt-public-key`, `--jwt-secrets-file`)
+    /// and uses the new keys from now on. On an error the keys in use stay.
+    /// Returns what the verifier now accepts.
+    pub fn reload(&self) -> Result<String, AuthError> {
+        let fresh = Arc::new(Keys::new(&self.config)?);
+        let described = fresh.describe();
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(described)
+    }
+
+    /// Verifies the signature (the header's `alg` must match a configured
+    /// key; with a `kid`, the key of that id), the header (`typ`, if
+    /// present, must be `JWT`; no `crit`), `exp` (required), `nbf` (if
+    /// present), and `iss`/`aud` if configured. Returns the full claims
+    /// object.
+    ///
+    /// Surrounding whitespace is ignored; an empty token is
+    /// [`AuthError::MissingToken`].
+    pub fn verify(&self, token: &str) -> Result<Map<String, Value>, AuthError> {
+        self.current().verify(token)
+    }
+
+    /// Like [`verify`](Self::verify), then deserializes the claims into `T`.
+    /// A shape mismatch is an [`AuthError::InvalidClaims`].
+    pub fn verify_as<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<T, AuthError> {
+        self.current().verify_as(token)
+    }
+
+    /// One line describing what this verifier accepts, for startup logs.
+    pub fn describe(&self) -> String {
+        self.current().describe()
+    }
+
+    /// Verifies `token` and also returns its decoded payload bytes.
+    pub(crate) fn verify_raw(&self, token: &str) -> Result<Verified, AuthError> {
+        self.current().verify_raw(token)
+    }
+}
+
+/// One set of keys.
+#[derive(Debug)]
+struct Keys {
+    inner: Inner,
 }
 
 #[derive(Debug)]
 struct Inner {
     secret: Option<DecodingKey>,
+    /// `--jwt-secrets-file`: HMAC secrets by key id, for tokens whose
+    /// header names one (`kid`).
+    kid_secrets: HashMap<String, DecodingKey>,
     public_keys: Vec<PublicKey>,
     issuer: Option<String>,
     audience: Option<String>,
@@ -91,7 +191,7 @@ pub(crate) struct Verified {
     pub(crate) payload: Vec<u8>,
 }
 
-impl JwtVerifier {
+impl Keys {
     /// Builds a verifier from `cfg`, reading every PEM file in
     /// [`AuthConfig::public_keys`].
     ///
@@ -122,7 +222,11 @@ impl JwtVerifier {
             .iter()
             .map(|p| load_public_key(p))
             .collect::<Result<Vec<_>, _>>()?;
-        if secret.is_none() && public_keys.is_empty() {
+        let kid_secrets = match &cfg.secrets_file {
+            Some(path) => load_kid_secrets(path)?,
+            None => HashMap::new(),
+        };
+        if secret.is_none() && public_keys.is_empty() && kid_secrets.is_empty() {
             return Err(AuthError::Config {
                 message: "no JWT verification key is configured; pass --jwt-secret SECRET \
                           and/or --jwt-public-key FILE.pem"
@@ -130,14 +234,15 @@ impl JwtVerifier {
             });
         }
         let non_empty = |s: &Option<String>| s.as_ref().filter(|s| !s.is_empty()).cloned();
-        Ok(JwtVerifier {
-            inner: Arc::new(Inner {
+        Ok(Keys {
+            inner: Inner {
                 secret,
+                kid_secrets,
                 public_keys,
                 issuer: non_empty(&cfg.issuer),
                 audience: non_empty(&cfg.audience),
                 leeway: cfg.leeway_secs,
-            }),
+            },
         })
     }
 
@@ -167,6 +272,9 @@ impl JwtVerifier {
         let mut parts = Vec::new();
         if self.inner.secret.is_some() {
             parts.push("HS256/HS384/HS512 (secret)".to_owned());
+        }
+        if !self.inner.kid_secrets.is_empty() {
+            parts.push(format!("HS* by kid ({})", self.known_kids()));
         }
         for (kind, algs) in [
             (KeyKind::Rsa, "RS*/PS*"),
@@ -240,7 +348,8 @@ impl JwtVerifier {
         if b64url_decode(signature_b64).is_none() {
             return Err(malformed("the signature is not base64url"));
         }
-        let candidates = self.candidates(alg)?;
+        let kid = header.get("kid").and_then(Value::as_str);
+        let candidates = self.candidates(alg, kid)?;
         let validation = self.validation(alg);
         for key in candidates {
             match jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation) {
@@ -259,8 +368,26 @@ impl JwtVerifier {
         })
     }
 
-    fn candidates(&self, alg: Algorithm) -> Result<Vec<&DecodingKey>, AuthError> {
+    fn candidates(
+        &self,
+        alg: Algorithm,
+        kid: Option<&str>,
+    ) -> Result<Vec<&DecodingKey>, AuthError> {
         let keys: Vec<&DecodingKey> = match KeyKind::for_algorithm(alg) {
+            None if !self.inner.kid_secrets.is_empty() && kid.is_some() => {
+                let kid = kid.unwrap_or_default();
+                match self.inner.kid_secrets.get(kid) {
+                    Some(key) => vec![key],
+                    None => {
+                        return Err(AuthError::BadSignature {
+                            tried: format!(
+                                "no secret has the token's kid {kid:?} (known: {}); the key may have been retired, get a new token",
+                                self.known_kids()
+                            ),
+                        });
+                    }
+                }
+            }
             None => self.inner.secret.iter().collect(),
             Some(_) => self
                 .inner
@@ -287,6 +414,12 @@ impl JwtVerifier {
             alg: alg_name(alg).to_owned(),
             missing,
         })
+    }
+
+    fn known_kids(&self) -> String {
+        let mut kids: Vec<&str> = self.inner.kid_secrets.keys().map(String::as_str).collect();
+        kids.sort();
+        kids.join(", ")
     }
 
     fn tried_description(&self, alg: Algorithm) -> String {

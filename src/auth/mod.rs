@@ -63,6 +63,9 @@ pub struct AuthConfig {
     /// (P-384), Ed25519 keys verify EdDSA. Several keys may be given, e.g. for
     /// key rotation; each key of the token's algorithm family is tried.
     pub public_keys: Vec<PathBuf>,
+    /// A TOML file of HMAC secrets by key id (`--jwt-secrets-file`): a token
+    /// whose header has a `kid` is verified with that key's secret only.
+    pub secrets_file: Option<PathBuf>,
     /// Required `iss` value. Checked only if set; a token without `iss` is
     /// then rejected.
     pub issuer: Option<String>,

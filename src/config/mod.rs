@@ -104,6 +104,11 @@ pub struct AuthSettings {
     /// the environment variable).
     #[arg(long, value_delimiter = ',')]
     pub jwt_public_key: Vec<PathBuf>,
+    /// TOML file of HMAC secrets by key id (`"2026-12" = "secret"`, a line each): a token
+    /// whose header has a `kid` is verified with that secret. Rotate keys by editing it and
+    /// sending SIGHUP (or POST /api/admin/reload-keys); public key files are read again too.
+    #[arg(long)]
+    pub jwt_secrets_file: Option<PathBuf>,
     /// Required `iss` claim.
     #[arg(long)]
     pub jwt_issuer: Option<String>,
@@ -500,6 +505,7 @@ impl Config {
         AuthConfig {
             jwt_secret: self.auth.jwt_secret.clone(),
             public_keys: self.auth.jwt_public_key.clone(),
+            secrets_file: self.auth.jwt_secrets_file.clone(),
             issuer: self.auth.jwt_issuer.clone(),
             audience: self.auth.jwt_audience.clone(),
             leeway_secs: 0,

@@ -145,3 +145,19 @@ pub(super) async fn disconnect_connection(
     )
         .into_response())
 }
+
+/// `POST /api/admin/reload-keys`: reads the JWT key files again, as
+/// SIGHUP does, on the node asked.
+pub(super) async fn reload_keys(State(app): State<App>) -> Result<Response, ApiError> {
+    match app.verifier.reload() {
+        Ok(keys) => {
+            tracing::info!(%keys, "reloaded the JWT keys (HTTP API)");
+            Ok(Json(json!({"keys": keys})).into_response())
+        }
+        Err(e) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "KEYS_NOT_RELOADED",
+            format!("{e}; the previous keys stay in use"),
+        )),
+    }
+}

@@ -105,6 +105,8 @@ mod hotsock_http_api;
 #[cfg(feature = "hotsock")]
 mod hotsock_protocol;
 mod hotsock_smoke;
+#[cfg(feature = "hotsock")]
+mod keys;
 #[cfg(all(feature = "socketio", feature = "sc"))]
 mod large_channels;
 #[cfg(feature = "hotsock")]
