@@ -38,7 +38,8 @@ pub struct Resolved {
 pub fn resolve(mut config: Config) -> Resolved {
     let generated_secret = config.auth.jwt_secret.is_none()
         && config.auth.jwt_public_key.is_empty()
-        && config.auth.jwt_secrets_file.is_none();
+        && config.auth.jwt_secrets_file.is_none()
+        && config.auth.jwks_url.is_none();
     if generated_secret {
         config.auth.jwt_secret = Some(crate::ids::secret(32));
     }
@@ -62,6 +63,13 @@ pub fn resolve(mut config: Config) -> Resolved {
 pub fn check(config: &Config) -> Result<(), String> {
     config.check_tls()?;
     JwtVerifier::new(&config.jwt()).map_err(|e| e.to_string())?;
+    if let Some(url) = &config.auth.jwks_url {
+        crate::http_client::Target::parse(
+            "--jwks-url",
+            url,
+            crate::http_client::UserInfo::BasicAuth,
+        )?;
+    }
     config.policy()?;
     config.services()?;
     config.cluster()?;
@@ -280,7 +288,16 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
     // Every setting, front ends' included, is checked below before the
     // port is taken; a CA file is checked even when nothing uses it yet.
     config.check_tls()?;
-    let verifier = JwtVerifier::new(&config.jwt()).map_err(|e| e.to_string())?;
+    let mut verifier = JwtVerifier::new(&config.jwt()).map_err(|e| e.to_string())?;
+    if let Some(url) = &config.auth.jwks_url {
+        let jwks = crate::auth::jwks::Jwks::start(
+            url,
+            config.auth.jwks_refresh,
+            config.tls_ca_file.as_deref(),
+        )
+        .await?;
+        verifier = verifier.with_jwks(jwks);
+    }
     let settings = Settings {
         transport: config.transport(),
         api_key: config

@@ -15,6 +15,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
+use super::jwks::{Jwks, JwksKeys};
 use super::{AuthConfig, AuthError};
 
 /// Reads `--jwt-secrets-file`: a TOML table of key id = secret, e.g.
@@ -66,6 +67,7 @@ const MAX_TOKEN_BYTES: usize = 64 * 1024;
 pub struct JwtVerifier {
     keys: Arc<RwLock<Arc<Keys>>>,
     config: Arc<AuthConfig>,
+    jwks: Option<Arc<Jwks>>,
 }
 
 impl JwtVerifier {
@@ -75,7 +77,14 @@ impl JwtVerifier {
         Ok(JwtVerifier {
             keys: Arc::new(RwLock::new(Arc::new(Keys::new(cfg)?))),
             config: Arc::new(cfg.clone()),
+            jwks: None,
         })
+    }
+
+    /// This verifier, also taking the keys of `jwks` (by `kid`).
+    pub fn with_jwks(mut self, jwks: Arc<Jwks>) -> Self {
+        self.jwks = Some(jwks);
+        self
     }
 
     fn current(&self) -> Arc<Keys> {
@@ -101,23 +110,32 @@ impl JwtVerifier {
     /// Surrounding whitespace is ignored; an empty token is
     /// [`AuthError::MissingToken`].
     pub fn verify(&self, token: &str) -> Result<Map<String, Value>, AuthError> {
-        self.current().verify(token)
+        self.verify_raw(token).map(|v| v.claims)
     }
 
     /// Like [`verify`](Self::verify), then deserializes the claims into `T`.
     /// A shape mismatch is an [`AuthError::InvalidClaims`].
     pub fn verify_as<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<T, AuthError> {
-        self.current().verify_as(token)
+        let claims = self.verify(token)?;
+        serde_json::from_value(Value::Object(claims)).map_err(|e| {
+            AuthError::invalid_claims(format!("the claims do not have the expected shape ({e})"))
+        })
     }
 
     /// One line describing what this verifier accepts, for startup logs.
     pub fn describe(&self) -> String {
-        self.current().describe()
+        let mut out = self.current().describe();
+        if let Some(jwks) = &self.jwks {
+            out.push_str(&format!(", keys of the JWKS at {} by kid", jwks.url()));
+        }
+        out
     }
 
     /// Verifies `token` and also returns its decoded payload bytes.
     pub(crate) fn verify_raw(&self, token: &str) -> Result<Verified, AuthError> {
-        self.current().verify_raw(token)
+        let jwks = self.jwks.as_ref().map(|j| (j.keys(), j.as_ref()));
+        self.current()
+            .verify_raw(token, jwks.as_ref().map(|(k, j)| (k, *j)))
     }
 }
 
@@ -226,7 +244,11 @@ impl Keys {
             Some(path) => load_kid_secrets(path)?,
             None => HashMap::new(),
         };
-        if secret.is_none() && public_keys.is_empty() && kid_secrets.is_empty() {
+        if secret.is_none()
+            && public_keys.is_empty()
+            && kid_secrets.is_empty()
+            && cfg.jwks_url.is_none()
+        {
             return Err(AuthError::Config {
                 message: "no JWT verification key is configured; pass --jwt-secret SECRET \
                           and/or --jwt-public-key FILE.pem"
@@ -243,26 +265,6 @@ impl Keys {
                 audience: non_empty(&cfg.audience),
                 leeway: cfg.leeway_secs,
             },
-        })
-    }
-
-    /// Verifies the signature (the header's `alg` must match a configured
-    /// key), the header (`typ`, if present, must be `JWT`; no `crit`), `exp`
-    /// (required), `nbf` (if present), and `iss`/`aud` if configured.
-    /// Returns the full claims object.
-    ///
-    /// Surrounding whitespace is ignored; an empty token is
-    /// [`AuthError::MissingToken`].
-    pub fn verify(&self, token: &str) -> Result<Map<String, Value>, AuthError> {
-        self.verify_raw(token).map(|v| v.claims)
-    }
-
-    /// Like [`verify`](Self::verify), then deserializes the claims into `T`.
-    /// A shape mismatch is an [`AuthError::InvalidClaims`].
-    pub fn verify_as<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<T, AuthError> {
-        let claims = self.verify(token)?;
-        serde_json::from_value(Value::Object(claims)).map_err(|e| {
-            AuthError::invalid_claims(format!("the claims do not have the expected shape ({e})"))
         })
     }
 
@@ -311,8 +313,13 @@ impl Keys {
             .filter(move |k| k.kind == kind)
     }
 
-    /// Verifies `token` and also returns its decoded payload bytes.
-    pub(crate) fn verify_raw(&self, token: &str) -> Result<Verified, AuthError> {
+    /// Verifies `token` (with the keys of a JWKS, if any) and also
+    /// returns its decoded payload bytes.
+    fn verify_raw(
+        &self,
+        token: &str,
+        jwks: Option<(&JwksKeys, &Jwks)>,
+    ) -> Result<Verified, AuthError> {
         let token = token.trim();
         if token.is_empty() {
             return Err(AuthError::MissingToken);
@@ -349,7 +356,7 @@ impl Keys {
             return Err(malformed("the signature is not base64url"));
         }
         let kid = header.get("kid").and_then(Value::as_str);
-        let candidates = self.candidates(alg, kid)?;
+        let candidates = self.candidates(alg, kid, jwks)?;
         let validation = self.validation(alg);
         for key in candidates {
             match jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation) {
@@ -368,20 +375,41 @@ impl Keys {
         })
     }
 
-    fn candidates(
-        &self,
+    fn candidates<'a>(
+        &'a self,
         alg: Algorithm,
         kid: Option<&str>,
-    ) -> Result<Vec<&DecodingKey>, AuthError> {
+        jwks: Option<(&'a JwksKeys, &Jwks)>,
+    ) -> Result<Vec<&'a DecodingKey>, AuthError> {
+        // A public-key token naming a kid of the JWKS: that key only.
+        if let (Some(_), Some(kid), Some((keys, set))) = (KeyKind::for_algorithm(alg), kid, jwks) {
+            match keys.get(kid) {
+                Some(key) => return Ok(vec![key]),
+                None => {
+                    set.want_refresh();
+                    if self.inner.public_keys.iter().all(|k| !k.kind.accepts(alg)) {
+                        return Err(AuthError::UnknownKeyId {
+                            kid: kid.to_string(),
+                            known: format!(
+                                "the JWKS at {} has no such key (it is fetched again within {} s: a new key of the provider is accepted then)",
+                                set.url(),
+                                super::jwks::MIN_REFETCH.as_secs()
+                            ),
+                        });
+                    }
+                }
+            }
+        }
         let keys: Vec<&DecodingKey> = match KeyKind::for_algorithm(alg) {
             None if !self.inner.kid_secrets.is_empty() && kid.is_some() => {
                 let kid = kid.unwrap_or_default();
                 match self.inner.kid_secrets.get(kid) {
                     Some(key) => vec![key],
                     None => {
-                        return Err(AuthError::BadSignature {
-                            tried: format!(
-                                "no secret has the token's kid {kid:?} (known: {}); the key may have been retired, get a new token",
+                        return Err(AuthError::UnknownKeyId {
+                            kid: kid.to_string(),
+                            known: format!(
+                                "the secrets file has {}; the key may have been retired, get a new token",
                                 self.known_kids()
                             ),
                         });

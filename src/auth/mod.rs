@@ -17,6 +17,7 @@
 mod channel_rules;
 mod claim_value;
 mod hotsock_claims;
+pub mod jwks;
 mod jwt;
 mod mint;
 mod pattern;
@@ -66,6 +67,9 @@ pub struct AuthConfig {
     /// A TOML file of HMAC secrets by key id (`--jwt-secrets-file`): a token
     /// whose header has a `kid` is verified with that key's secret only.
     pub secrets_file: Option<PathBuf>,
+    /// Public keys come from this JSON Web Key Set too (`--jwks-url`;
+    /// attached with [`JwtVerifier::with_jwks`]).
+    pub jwks_url: Option<String>,
     /// Required `iss` value. Checked only if set; a token without `iss` is
     /// then rejected.
     pub issuer: Option<String>,
@@ -127,6 +131,13 @@ pub enum AuthError {
     UnsupportedCritical {
         /// The `crit` value, rendered as JSON.
         crit: String,
+    },
+    /// The token names a key id (`kid`) no configured key has.
+    UnknownKeyId {
+        /// The token's `kid`.
+        kid: String,
+        /// Which keys are known, and what to do.
+        known: String,
     },
     /// No configured key of the token's family verifies the signature.
     BadSignature {
@@ -244,6 +255,9 @@ impl fmt::Display for AuthError {
                 "token header lists critical extensions {crit} that rollcall does not \
                  understand; mint the token without a crit header"
             ),
+            AuthError::UnknownKeyId { kid, known } => {
+                write!(f, "token's key id {kid:?} is unknown: {known}")
+            }
             AuthError::BadSignature { tried } => write!(
                 f,
                 "token signature does not match {tried}; mint the token with the matching key"

@@ -109,6 +109,14 @@ pub struct AuthSettings {
     /// sending SIGHUP (or POST /api/admin/reload-keys); public key files are read again too.
     #[arg(long)]
     pub jwt_secrets_file: Option<PathBuf>,
+    /// JSON Web Key Set URL (an identity provider's jwks.json): tokens naming a kid of it are
+    /// verified with that key; fetched at start, every --jwks-refresh, and when a token names
+    /// an unknown kid (at most every 5 s).
+    #[arg(long)]
+    pub jwks_url: Option<String>,
+    /// How often the JWKS is fetched again.
+    #[arg(long, default_value = "10m", value_parser = positive_duration)]
+    pub jwks_refresh: Duration,
     /// Required `iss` claim.
     #[arg(long)]
     pub jwt_issuer: Option<String>,
@@ -506,6 +514,7 @@ impl Config {
             jwt_secret: self.auth.jwt_secret.clone(),
             public_keys: self.auth.jwt_public_key.clone(),
             secrets_file: self.auth.jwt_secrets_file.clone(),
+            jwks_url: self.auth.jwks_url.clone(),
             issuer: self.auth.jwt_issuer.clone(),
             audience: self.auth.jwt_audience.clone(),
             leeway_secs: 0,

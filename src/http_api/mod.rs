@@ -202,7 +202,8 @@ pub fn table() -> Vec<Route> {
             .request(json!({"reason": "duplicate session"}))
             .response(202, json!({"connection": "8c1f2a3b00000001", "here": true, "reason": "duplicate session"})),
         Route::new(M::POST, "/api/admin/reload-keys", post(admin::reload_keys))
-            .doc("admin", "Reload the JWT keys", "Reads `--jwt-secrets-file` and the `--jwt-public-key` files again on the node asked (as SIGHUP does), for key rotation without a restart; `keys` says what is accepted now. 422 if a file is unreadable or invalid: the previous keys stay in use.")
+            .doc("admin", "Reload the JWT keys", "Reads `--jwt-secrets-file` and the `--jwt-public-key` files again on the node asked (as SIGHUP does), for key rotation without a restart; `keys` says what is accepted now. The body is ignored. 422 if a file is unreadable or invalid: the previous keys stay in use.")
+            .request(json!({}))
             .response(200, json!({"keys": "HS256/HS384/HS512 (secret), HS* by kid (2026-11, 2026-12)"})),
         Route::new(M::GET, "/api/users/{uid}/privacy", get(users::get_privacy))
             .doc("privacy", "A user's privacy", "`visible`: whether others see the user now; `choice`: the user's stored choice (null: the default, `--default-visible`); `tracking`: `--presence-tracking`; `user_toggle`: `--allow-user-toggle`.")

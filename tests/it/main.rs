@@ -106,6 +106,8 @@ mod hotsock_http_api;
 mod hotsock_protocol;
 mod hotsock_smoke;
 #[cfg(feature = "hotsock")]
+mod jwks;
+#[cfg(feature = "hotsock")]
 mod keys;
 #[cfg(all(feature = "socketio", feature = "sc"))]
 mod large_channels;
