@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::common;
 use crate::common::cluster::scenarios::{CrossNodeRoom, sigkill_removal};
 use crate::common::cluster::*;
+use crate::tls_support::TestPki;
 
 const ROOM: &str = "presence.room";
 
@@ -404,4 +405,57 @@ async fn deployments_with_different_bus_prefixes_share_a_nats_unseen() {
     let (_, privacy) = two_b.http("GET", "/api/users/eve/privacy", None).await;
     assert_eq!(privacy["choice"], Value::Null, "{privacy}");
     drop((amy, zed));
+}
+
+#[tokio::test]
+async fn nodes_replicate_over_tls_with_the_ca_file() {
+    let _serial = serial().await;
+    let pki = TestPki::generate("nats");
+    let nats = Nats::start_tls(&pki.cert, &pki.key);
+    let bus = format!("tls://127.0.0.1:{}", nats.port);
+    let opts = NodeOptions {
+        extra: vec!["--tls-ca-file".into(), pki.ca.display().to_string()],
+        ..NodeOptions::default()
+    };
+    let a = Node::start("a", &bus, &opts);
+    let b = Node::start("b", &bus, &opts);
+    wait_for_cluster(&[&a, &b], 2).await;
+    let mut bob = Watcher::join(&b, "bob", ROOM).await;
+    let mut alice = a.hotsock(user("alice", Value::Null)).await;
+    alice.join(ROOM).await;
+    bob.until("alice's join on node a", Duration::from_secs(3), |w| {
+        w.count("added", "alice") == 1
+    })
+    .await;
+    // The privacy store connects with the same roots.
+    a.set_visible("zed", false).await;
+    let seen = common::eventually(Duration::from_secs(3), || async {
+        b.http("GET", "/api/users/zed/privacy", None).await.1["choice"] == json!(false)
+    })
+    .await;
+    assert!(seen, "node b never saw zed's choice");
+}
+
+#[tokio::test]
+async fn without_the_ca_file_the_nats_certificate_is_refused() {
+    let _serial = serial().await;
+    let pki = TestPki::generate("nats-untrusted");
+    let nats = Nats::start_tls(&pki.cert, &pki.key);
+    let bus = format!("tls://127.0.0.1:{}", nats.port);
+    let node = Node::start("a", &bus, &NodeOptions::default());
+    let explained = common::eventually(Duration::from_secs(10), || async {
+        let (_, ready) = node.readyz().await;
+        let error = ready["cluster"]["last_error"].as_str().unwrap_or_default();
+        ready["cluster"]["bus_state"] != "connected"
+            && error.contains("not trusted")
+            && error.contains("--tls-ca-file")
+    })
+    .await;
+    let (status, ready) = node.readyz().await;
+    assert!(
+        explained,
+        "readyz does not explain the refused certificate: {status} {ready}\nlog:\n{}",
+        node.log_text()
+    );
+    assert_ne!(status, 200, "a node cut off from the bus is not ready");
 }

@@ -5,7 +5,7 @@
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,12 +15,23 @@ pub struct Nats {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Certificate and key when it speaks only TLS.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Nats {
     /// Starts nats-server on a free port and waits until it greets.
     pub fn start() -> Nats {
         let mut n = Nats::not_running();
+        n.spawn();
+        n
+    }
+
+    /// Starts nats-server requiring TLS of its clients (`tls://`), with
+    /// this certificate and key (clients need no certificate).
+    pub fn start_tls(cert: &Path, key: &Path) -> Nats {
+        let mut n = Nats::not_running();
+        n.tls = Some((cert.to_path_buf(), key.to_path_buf()));
         n.spawn();
         n
     }
@@ -35,6 +46,7 @@ impl Nats {
             port,
             dir,
             child: None,
+            tls: None,
         }
     }
 
@@ -49,16 +61,23 @@ impl Nats {
             super::process::log_dir().join(format!("nats-{}.log", self.port)),
         )
         .expect("create the nats-server log");
-        let child = Command::new(nats_server())
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(&self.dir)
+        let mut cmd = Command::new(nats_server());
+        cmd.args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-js",
+            "-sd",
+        ])
+        .arg(&self.dir);
+        if let Some((cert, key)) = &self.tls {
+            cmd.args(["--tls", "--tlscert"])
+                .arg(cert)
+                .arg("--tlskey")
+                .arg(key);
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -78,7 +97,8 @@ impl Nats {
         }
     }
 
-    /// True when the server sends its INFO line.
+    /// True when the server sends its INFO line (in plain text, before
+    /// any TLS handshake).
     fn greets(&self) -> bool {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
