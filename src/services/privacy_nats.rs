@@ -30,6 +30,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_nats::connection::State;
 use async_nats::jetstream::{kv, stream};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -74,15 +75,26 @@ struct Inner {
     tls: Arc<rustls::ClientConfig>,
     bucket: String,
     describe: String,
-    /// The bucket, once reached (its client then reconnects by itself).
-    store: tokio::sync::Mutex<Option<kv::Store>>,
+    /// The bucket and its client, once reached (the client then
+    /// reconnects by itself).
+    open: tokio::sync::Mutex<Option<(async_nats::Client, kv::Store)>>,
 }
+
+/// How long an operation waits for a reconnecting client (after an outage
+/// the bus may be back, and ask for a reread, a moment before it).
+const RECONNECT_WAIT: Duration = Duration::from_secs(3);
 
 impl Inner {
     /// The bucket, connecting (and creating it) on first use.
     async fn store(&self) -> Result<kv::Store, String> {
-        let mut slot = self.store.lock().await;
-        if let Some(store) = slot.as_ref() {
+        let mut slot = self.open.lock().await;
+        if let Some((client, store)) = slot.as_ref() {
+            let deadline = tokio::time::Instant::now() + RECONNECT_WAIT;
+            while client.connection_state() != State::Connected
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             return Ok(store.clone());
         }
         let client = self
@@ -90,7 +102,7 @@ impl Inner {
             .connect(&self.tls)
             .await
             .map_err(|e| format!("cannot connect to NATS at {}: {e}", self.describe))?;
-        let mut js = async_nats::jetstream::new(client);
+        let mut js = async_nats::jetstream::new(client.clone());
         js.set_timeout(REQUEST_TIMEOUT);
         let store = match js.get_key_value(&self.bucket).await {
             Ok(store) => store,
@@ -124,11 +136,44 @@ impl Inner {
                 }
             }
         };
-        *slot = Some(store.clone());
+        *slot = Some((client, store.clone()));
         Ok(store)
     }
 
+    /// After a failed operation: if the client is connected, the bucket
+    /// itself is the problem (e.g. the server lost its storage), so the
+    /// next operation opens (or creates) it again. A client still
+    /// reconnecting is kept: dropping it would leave its retries running.
+    async fn check_bucket(&self) {
+        let mut slot = self.open.lock().await;
+        if slot
+            .as_ref()
+            .is_some_and(|(client, _)| client.connection_state() == State::Connected)
+        {
+            *slot = None;
+        }
+    }
+
     async fn read_all(&self) -> Result<HashMap<String, bool>, String> {
+        let read = self.try_read_all().await;
+        if read.is_err() {
+            self.check_bucket().await;
+        }
+        read
+    }
+
+    async fn save(&self, user_id: String, visible: Option<bool>) -> Result<(), String> {
+        if user_id.is_empty() {
+            return Err("an empty user id has no privacy choice".into());
+        }
+        let saved = self.try_save(user_id, visible).await;
+        if saved.is_err() {
+            self.check_bucket().await;
+        }
+        saved
+    }
+
+    async fn try_read_all(&self) -> Result<HashMap<String, bool>, String> {
         let store = self.store().await?;
         let failed = |e: &dyn std::fmt::Display| {
             format!(
@@ -173,10 +218,7 @@ impl Inner {
         Ok(map)
     }
 
-    async fn save(&self, user_id: String, visible: Option<bool>) -> Result<(), String> {
-        if user_id.is_empty() {
-            return Err("an empty user id has no privacy choice".into());
-        }
+    async fn try_save(&self, user_id: String, visible: Option<bool>) -> Result<(), String> {
         let store = self.store().await?;
         let key = key_of(&user_id);
         let failed = |e: &dyn std::fmt::Display| format!("NATS at {}: {e}", self.describe);
@@ -229,7 +271,7 @@ impl NatsStore {
                 tls: crate::tls::client_config(ca_file)?,
                 bucket: format!("{prefix}_{PRIVACY_BUCKET}"),
                 describe: nats_bus::redact(url.trim()),
-                store: tokio::sync::Mutex::new(None),
+                open: tokio::sync::Mutex::new(None),
             }),
             runtime: Some(runtime),
             late: Mutex::new(None),

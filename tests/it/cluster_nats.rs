@@ -459,3 +459,101 @@ async fn without_the_ca_file_the_nats_certificate_is_refused() {
     );
     assert_ne!(status, 200, "a node cut off from the bus is not ready");
 }
+
+/// Messages a client publishes while NATS is down reach the other node's
+/// subscribers once it is back: all of them, once each, in publish order.
+#[tokio::test]
+async fn messages_published_while_nats_is_down_arrive_in_order_after() {
+    let _serial = serial().await;
+    let mut nats = Nats::start();
+    let opts = NodeOptions::default();
+    let a = Node::start("a", &nats.url(), &opts);
+    let b = Node::start("b", &nats.url(), &opts);
+    wait_for_cluster(&[&a, &b], 2).await;
+    let mut far = Watcher::join(&b, "far", ROOM).await;
+    let mut sender = a.hotsock(user("sender", Value::Null)).await;
+    sender.join(ROOM).await;
+    far.until("sender added", Duration::from_secs(3), |w| {
+        w.count("added", "sender") == 1
+    })
+    .await;
+
+    nats.kill();
+    let down = common::eventually(Duration::from_secs(5), || async {
+        a.readyz().await.1["cluster"]["bus_state"] == "disconnected"
+    })
+    .await;
+    assert!(down, "node a did not notice: {:?}", a.readyz().await);
+    const N: u64 = 80;
+    send_numbered(&mut sender, ROOM, N).await;
+    let kept = common::eventually(Duration::from_secs(3), || async {
+        a.readyz().await.1["cluster"]["messages_waiting"] == N
+    })
+    .await;
+    assert!(kept, "node a does not keep them: {:?}", a.readyz().await);
+
+    nats.spawn();
+    let back = Instant::now();
+    far.until(
+        "every message after NATS is back",
+        Duration::from_secs(10),
+        |w| w.messages.len() as u64 >= N,
+    )
+    .await;
+    let took = back.elapsed();
+    far.pump(500).await;
+    let got: Vec<u64> = far
+        .messages
+        .iter()
+        .map(|m| m["data"]["i"].as_u64().expect("i"))
+        .collect();
+    assert_eq!(
+        got,
+        (0..N).collect::<Vec<_>>(),
+        "lost, repeated or out of order"
+    );
+    println!(
+        "nats: {N} messages published during a NATS outage reached node b {} ms after nats-server restarted",
+        took.as_millis()
+    );
+    let (_, ready) = a.readyz().await;
+    assert_eq!(ready["cluster"]["messages_waiting"], 0, "{ready}");
+    assert_eq!(ready["cluster"]["messages_dropped"], 0, "{ready}");
+}
+
+/// A nats-server that comes back without its storage has no privacy
+/// bucket: the next save after a failed one creates it again.
+#[tokio::test]
+async fn the_privacy_bucket_is_recreated_when_the_server_lost_it() {
+    let _serial = serial().await;
+    let mut nats = Nats::start();
+    let opts = NodeOptions::default();
+    let a = Node::start("a", &nats.url(), &opts);
+    let b = Node::start("b", &nats.url(), &opts);
+    wait_for_cluster(&[&a, &b], 2).await;
+    a.set_visible("zed", false).await;
+    nats.kill();
+    nats.wipe();
+    nats.spawn();
+    wait_for_cluster(&[&a, &b], 2).await;
+    let saved = common::eventually(Duration::from_secs(10), || async {
+        let body = json!({"visible": false});
+        a.http("PUT", "/api/users/amy/privacy", Some(body)).await.0 == 200
+    })
+    .await;
+    assert!(
+        saved,
+        "saves fail after the bucket was lost:\n{}",
+        a.log_text()
+    );
+    let seen = common::eventually(Duration::from_secs(3), || async {
+        b.http("GET", "/api/users/amy/privacy", None).await.1["choice"] == json!(false)
+    })
+    .await;
+    assert!(seen, "node b never saw amy's choice");
+    // A node that starts now reads the new bucket.
+    let c = Node::start("c", &nats.url(), &opts);
+    wait_for_cluster(&[&a, &b, &c], 3).await;
+    let (_, body) = c.http("GET", "/api/users/amy/privacy", None).await;
+    assert_eq!(body["choice"], false, "{body}");
+}

@@ -117,6 +117,16 @@ impl Nats {
     }
 }
 
+impl Nats {
+    /// Deletes its storage (JetStream streams, the privacy bucket), as if
+    /// it came back on a new disk. Only while it is not running.
+    pub fn wipe(&mut self) {
+        assert!(self.child.is_none(), "stop nats-server before wiping it");
+        let _ = std::fs::remove_dir_all(&self.dir);
+        std::fs::create_dir_all(&self.dir).expect("create the nats-server temp dir");
+    }
+}
+
 impl Drop for Nats {
     fn drop(&mut self) {
         self.kill();
