@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::cluster_partition::Proxy;
 use crate::common;
 use crate::common::cluster::scenarios::{CrossNodeRoom, sigkill_removal};
 use crate::common::cluster::*;
@@ -556,4 +557,86 @@ async fn the_privacy_bucket_is_recreated_when_the_server_lost_it() {
     wait_for_cluster(&[&a, &b, &c], 3).await;
     let (_, body) = c.http("GET", "/api/users/amy/privacy", None).await;
     assert_eq!(body["choice"], false, "{body}");
+}
+
+/// A nats-server; node a on it directly, node c through a [`Proxy`]; both
+/// ready. (Tests using it run multi-threaded: the proxy must keep running
+/// while the test thread waits for a node's banner.)
+async fn two_nodes_c_behind_a_proxy() -> (Nats, Proxy, Node, Node) {
+    let nats = Nats::start();
+    let proxy = Proxy::start(nats.port).await;
+    let opts = NodeOptions::default();
+    let a = Node::start("a", &nats.url(), &opts);
+    let c = Node::start("c", &format!("nats://127.0.0.1:{}", proxy.port), &opts);
+    wait_for_cluster(&[&a, &c], 2).await;
+    (nats, proxy, a, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_privacy_change_made_while_a_node_was_cut_off_applies_when_it_reconnects() {
+    let _serial = serial().await;
+    let (_nats, proxy, a, c) = two_nodes_c_behind_a_proxy().await;
+    let mut eve = c.hotsock(user("eve", Value::Null)).await;
+    eve.join(ROOM).await;
+    let mut watcher = Watcher::join(&c, "wat", ROOM).await;
+    wait_for_members(&[&a, &c], ROOM, &["eve", "wat"], common::WAIT).await;
+
+    // c loses NATS; a hides eve meanwhile (c misses the bus op).
+    proxy.set_cut(true);
+    let cut_off = common::eventually(Duration::from_secs(5), || async {
+        c.readyz().await.0 == 503
+    })
+    .await;
+    assert!(cut_off, "node c never noticed it lost NATS");
+    a.set_visible("eve", false).await;
+    watcher.pump(300).await;
+    assert_eq!(watcher.count("removed", "eve"), 0, "c cannot know yet");
+
+    // The link comes back: c re-reads the bucket and hides eve.
+    proxy.set_cut(false);
+    watcher
+        .until(
+            "eve hidden on c after it reconnects",
+            Duration::from_secs(8),
+            |w| w.count("removed", "eve") == 1,
+        )
+        .await;
+    let (_, body) = c.http("GET", "/api/users/eve/privacy", None).await;
+    assert_eq!(body["visible"], false, "{body}");
+    wait_for_members(&[&a, &c], ROOM, &["wat"], common::WAIT).await;
+    drop(eve);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_nats_connection_hangs_reconnects() {
+    let _serial = serial().await;
+    let (_nats, proxy, a, c) = two_nodes_c_behind_a_proxy().await;
+    let mut watcher = Watcher::join(&c, "wat", ROOM).await;
+    // Node c's bus connection (opened after the privacy store's) hangs: no
+    // error, no close, nothing flows.
+    proxy.freeze_latest();
+    let frozen = Instant::now();
+    let mut pam = a.hotsock(user("pam", Value::Null)).await;
+    pam.join(ROOM).await;
+    // c sees its own heartbeats stop coming back and has the client
+    // reconnect (before NATS's own pings would notice).
+    watcher
+        .until(
+            "pam's join on c after its bus reconnected",
+            Duration::from_secs(10),
+            |w| w.count("added", "pam") == 1,
+        )
+        .await;
+    println!(
+        "nats: a node with a hung NATS connection recovered {} ms after it froze",
+        frozen.elapsed().as_millis()
+    );
+    wait_for_cluster(&[&a, &c], 2).await;
+    let (_, ready) = c.readyz().await;
+    assert!(
+        ready["cluster"]["bus_recoveries"].as_u64().unwrap_or(0) >= 1,
+        "{ready}"
+    );
+    assert!(c.log_text().contains("heartbeats stopped coming back"));
+    drop(pam);
 }
