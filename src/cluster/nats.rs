@@ -4,9 +4,9 @@
 //! messages, and keeps one publisher's order on one connection).
 //!
 //! It only moves bytes and watches the link. Until a first connection
-//! succeeds it retries with exponential backoff (100 ms doubling to 2 s,
-//! with jitter); then the client (async-nats) reconnects by itself with
-//! the same backoff and resubscribes. Its connection events drive the link
+//! succeeds, [`super::bus::run_reconnecting`] retries with its backoff
+//! (100 ms doubling to 2 s, with jitter); then the client (async-nats)
+//! reconnects by itself with the same backoff and resubscribes. Its connection events drive the link
 //! state: `Up` once connected (the subscription is then written ahead of
 //! anything this node publishes), `Down` on a disconnect. Frames queued
 //! while the link is down are dropped (the replication protocol resyncs).
@@ -25,19 +25,16 @@ use futures_util::StreamExt;
 use rand::Rng;
 use tokio::sync::mpsc;
 
-use super::bus::{Bus, BusEvent, Outgoing, TransportEnd};
+use super::bus::{BACKOFF_MAX, Bus, BusEvent, Ended, Outgoing, TransportEnd, announce_up, batch};
 
 /// Time allowed to connect, or to publish and flush one batch.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
-/// First wait between reconnection attempts (the first retry is at once).
+/// First wait between the client's reconnection attempts (the first retry
+/// is at once), as [`super::bus::run_reconnecting`]'s.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// Largest wait between reconnection attempts.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How often the client pings the server: two unanswered pings take a
 /// half-open connection down.
 const PING_INTERVAL: Duration = Duration::from_secs(5);
-/// Frames published before one flush.
-const MAX_BATCH: usize = 64;
 
 /// How a NATS URL authenticates.
 #[derive(Clone, PartialEq, Eq)]
@@ -249,54 +246,9 @@ impl Bus for NatsBus {
     }
 
     fn start(self: Box<Self>, end: TransportEnd) {
-        tokio::spawn(run(*self, end));
+        let described = self.described.clone();
+        tokio::spawn(super::bus::run_reconnecting("NATS", described, *self, end));
     }
-}
-
-async fn run(bus: NatsBus, mut end: TransportEnd) {
-    let mut backoff = BACKOFF_MIN;
-    let mut failures: u64 = 0;
-    loop {
-        match session(&bus, &mut end, failures).await {
-            Ended::Stop => return,
-            Ended::Lost(reason) => {
-                backoff = BACKOFF_MIN;
-                failures = 1;
-                tracing::warn!(bus = %bus.described, %reason, "the NATS client stopped; starting a new one");
-                if end.tx.send(BusEvent::Down(reason)).is_err() {
-                    return;
-                }
-            }
-            Ended::Failed(reason) => {
-                failures += 1;
-                if failures == 1 {
-                    if end.tx.send(BusEvent::Down(reason.clone())).is_err() {
-                        return;
-                    }
-                    tracing::warn!(bus = %bus.described, %reason, "cannot reach NATS; serving local clients only and retrying every {BACKOFF_MAX:?} at most");
-                } else if failures.is_multiple_of(20) {
-                    tracing::warn!(bus = %bus.described, %reason, attempts = failures, "still cannot reach NATS; retrying");
-                } else {
-                    tracing::debug!(bus = %bus.described, %reason, "NATS connect attempt failed");
-                }
-            }
-        }
-        let jitter = rand::rng().random_range(0.75..1.25);
-        if !discard_for(&mut end, backoff.mul_f64(jitter)).await {
-            return;
-        }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
-}
-
-/// Why a client's session ended.
-enum Ended {
-    /// The engine is gone: stop.
-    Stop,
-    /// The first connection failed (the reason says why).
-    Failed(String),
-    /// The client gave up (it normally reconnects by itself): start anew.
-    Lost(String),
 }
 
 /// One client, connected or reconnecting.
@@ -309,60 +261,66 @@ struct Session<'a> {
     failures: u64,
 }
 
-async fn session(bus: &NatsBus, end: &mut TransportEnd, failures: u64) -> Ended {
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    let options = bus.target.options(&bus.tls).event_callback(move |event| {
-        let tx = events_tx.clone();
-        async move {
-            let _ = tx.send(event);
+impl super::bus::Connect for NatsBus {
+    /// One client: the first connection is made here (an error says why it
+    /// failed); the client then reconnects on its own, its events taking
+    /// the link down and up, until it gives up or the engine goes.
+    async fn session(&self, end: &mut TransportEnd) -> Result<Ended, String> {
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let options = self.target.options(&self.tls).event_callback(move |event| {
+            let tx = events_tx.clone();
+            async move {
+                let _ = tx.send(event);
+            }
+        });
+        let client = options
+            .connect(self.target.addrs())
+            .await
+            .map_err(|e| describe(&e.to_string()))?;
+        // Written first on every (re)connection, so this node's frames come
+        // back.
+        let mut sub = client
+            .subscribe(self.subject.clone())
+            .await
+            .map_err(|e| format!("SUB {}: {e}", self.subject))?;
+        if !announce_up(end) {
+            return Ok(Ended::Stop);
         }
-    });
-    // The first connection is made here, for its error's details; the
-    // client then reconnects on its own (its later errors say less).
-    let client = match options.connect(bus.target.addrs()).await {
-        Ok(client) => client,
-        Err(e) => return Ended::Failed(describe(&e.to_string())),
-    };
-    // Sent first on every (re)connection, so this node's frames come back;
-    // the link goes up on the Connected event that is already queued.
-    let mut sub = match client.subscribe(bus.subject.clone()).await {
-        Ok(sub) => sub,
-        Err(e) => return Ended::Lost(format!("SUB {}: {e}", bus.subject)),
-    };
-    let mut s = Session {
-        bus,
-        end,
-        client,
-        up: false,
-        failures,
-    };
-    loop {
-        tokio::select! {
-            Some(reason) = s.end.reset.recv() => s.reset(reason).await,
-            event = events.recv() => match event {
-                Some(event) => {
-                    if !s.on_event(event) {
-                        return Ended::Stop;
+        let mut s = Session {
+            bus: self,
+            end,
+            client,
+            up: true,
+            failures: 0,
+        };
+        loop {
+            tokio::select! {
+                Some(reason) = s.end.reset.recv() => s.reset(reason).await,
+                event = events.recv() => match event {
+                    Some(event) => {
+                        if !s.on_event(event) {
+                            return Ok(Ended::Stop);
+                        }
                     }
-                }
-                None => return Ended::Lost("the client's events stopped".into()),
-            },
-            msg = sub.next() => match msg {
-                Some(msg) => {
-                    if s.end.tx.send(BusEvent::Frame(msg.payload.to_vec())).is_err() {
-                        return Ended::Stop;
+                    None => return Ok(Ended::Lost("the client's events stopped".into())),
+                },
+                msg = sub.next() => match msg {
+                    Some(msg) => {
+                        if s.end.tx.send(BusEvent::Frame(msg.payload.to_vec())).is_err() {
+                            return Ok(Ended::Stop);
+                        }
                     }
-                }
-                None => return Ended::Lost("the subscription ended".into()),
-            },
-            out = s.end.rx.recv() => match out {
-                None => return Ended::Stop,
-                Some(out) if !s.up => out.finish(false),
-                Some(first) => {
-                    let batch = batch(first, s.end);
-                    s.publish(batch).await;
-                }
-            },
+                    None => return Ok(Ended::Lost("the subscription ended".into())),
+                },
+                out = s.end.rx.recv() => match out {
+                    None => return Ok(Ended::Stop),
+                    Some(out) if !s.up => out.finish(false),
+                    Some(first) => {
+                        let batch = batch(first, s.end);
+                        s.publish(batch).await;
+                    }
+                },
+            }
         }
     }
 }
@@ -377,14 +335,13 @@ impl Session<'_> {
     fn on_event(&mut self, event: Event) -> bool {
         let described = &self.bus.described;
         match event {
+            // The first connection's event comes after the session went up.
+            Event::Connected if self.up => true,
             Event::Connected => {
-                discard_queued(self.end);
-                if self.failures > 0 {
-                    tracing::info!(bus = %described, "connected to NATS");
-                }
+                tracing::info!(bus = %described, attempts = self.failures, "connected to NATS again");
                 self.up = true;
                 self.failures = 0;
-                self.end.tx.send(BusEvent::Up).is_ok()
+                announce_up(self.end)
             }
             Event::Disconnected if self.up => {
                 self.failures = 1;
@@ -472,40 +429,6 @@ impl Session<'_> {
             let _ = tokio::time::timeout(IO_TIMEOUT, self.client.force_reconnect()).await;
         }
     }
-}
-
-/// Drops queued frames for `wait`; false if the engine is gone.
-async fn discard_for(end: &mut TransportEnd, wait: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + wait;
-    while end.reset.try_recv().is_ok() {}
-    loop {
-        match tokio::time::timeout_at(deadline, end.rx.recv()).await {
-            Err(_) => return true,
-            Ok(None) => return false,
-            Ok(Some(out)) => out.finish(false),
-        }
-    }
-}
-
-/// Drops whatever was queued while the link was down (frames, and requests
-/// to reset a connection that is new anyway).
-fn discard_queued(end: &mut TransportEnd) {
-    while end.reset.try_recv().is_ok() {}
-    while let Ok(out) = end.rx.try_recv() {
-        out.finish(false);
-    }
-}
-
-/// Takes up to [`MAX_BATCH`] queued frames after `first`.
-fn batch(first: Outgoing, end: &mut TransportEnd) -> Vec<Outgoing> {
-    let mut batch = vec![first];
-    while batch.len() < MAX_BATCH {
-        match end.rx.try_recv() {
-            Ok(out) => batch.push(out),
-            Err(_) => break,
-        }
-    }
-    batch
 }
 
 #[cfg(test)]
