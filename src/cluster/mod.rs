@@ -107,8 +107,6 @@ impl BusSpec {
     pub fn describe(bus: &str) -> String {
         match bus.trim() {
             "" | "memory" => "memory (standalone)".into(),
-            // A NATS URL's lone user info is a token, not a user name.
-            url if url.starts_with("nats://") || url.starts_with("tls://") => nats::redact(url),
             url => crate::http_client::redact_password(url),
         }
     }

@@ -177,17 +177,7 @@ pub fn check_url(url: &str) -> Result<(), String> {
 
 /// The URL with any password or token replaced by `***`, for logs.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.rsplit_once('@') {
-        Some((userinfo, hosts)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{hosts}"),
-            // A lone user info is a token: all of it is secret.
-            None => format!("{scheme}://***@{hosts}"),
-        },
-        None => url.to_string(),
-    }
+    crate::http_client::redact_password(url)
 }
 
 /// A NATS error, with what to do about the common ones.

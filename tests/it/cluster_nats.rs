@@ -640,3 +640,31 @@ async fn a_node_whose_nats_connection_hangs_reconnects() {
     assert!(c.log_text().contains("heartbeats stopped coming back"));
     drop(pam);
 }
+
+/// A token in the URL authenticates the bus and the privacy store, and is
+/// shown nowhere; a wrong one is refused with a hint.
+#[tokio::test]
+async fn a_token_authenticates_and_stays_secret() {
+    let _serial = serial().await;
+    let nats = Nats::start_with(&["--auth", "s3cr3t-t0ken"]);
+    let bus = format!("nats://s3cr3t-t0ken@127.0.0.1:{}", nats.port);
+    let a = Node::start("a", &bus, &NodeOptions::default());
+    let b = Node::start("b", &bus, &NodeOptions::default());
+    wait_for_cluster(&[&a, &b], 2).await;
+    a.set_visible("zed", false).await;
+    let (_, ready) = b.readyz().await;
+    let shown = format!("nats://***@127.0.0.1:{}", nats.port);
+    assert_eq!(ready["cluster"]["bus_target"], shown, "{ready}");
+    for n in [&a, &b] {
+        assert!(!n.log_text().contains("s3cr3t"), "{}", n.log_text());
+    }
+    let wrong = format!("nats://wrong@127.0.0.1:{}", nats.port);
+    let c = Node::start("c", &wrong, &NodeOptions::default());
+    let refused = common::eventually(Duration::from_secs(5), || async {
+        let (_, ready) = c.readyz().await;
+        let error = ready["cluster"]["last_error"].as_str().unwrap_or_default();
+        error.contains("authorization") && error.contains("token")
+    })
+    .await;
+    assert!(refused, "{:?}\n{}", c.readyz().await, c.log_text());
+}

@@ -17,6 +17,8 @@ pub struct Nats {
     child: Option<Child>,
     /// Certificate and key when it speaks only TLS.
     tls: Option<(PathBuf, PathBuf)>,
+    /// More nats-server flags (e.g. `--auth TOKEN`).
+    extra: Vec<String>,
 }
 
 impl Nats {
@@ -36,6 +38,14 @@ impl Nats {
         n
     }
 
+    /// Starts nats-server with more flags (e.g. `--auth TOKEN`).
+    pub fn start_with(extra: &[&str]) -> Nats {
+        let mut n = Nats::not_running();
+        n.extra = extra.iter().map(|s| s.to_string()).collect();
+        n.spawn();
+        n
+    }
+
     /// A nats-server that is not running (yet), on a free port.
     pub fn not_running() -> Nats {
         let port = free_port();
@@ -47,6 +57,7 @@ impl Nats {
             dir,
             child: None,
             tls: None,
+            extra: Vec::new(),
         }
     }
 
@@ -71,6 +82,7 @@ impl Nats {
             "-sd",
         ])
         .arg(&self.dir);
+        cmd.args(&self.extra);
         if let Some((cert, key)) = &self.tls {
             cmd.args(["--tls", "--tlscert"])
                 .arg(cert)
