@@ -6,10 +6,12 @@
 //! It only moves bytes and watches the link. Until a first connection
 //! succeeds, [`super::bus::run_reconnecting`] retries with its backoff
 //! (100 ms doubling to 2 s, with jitter); then the client (async-nats)
-//! reconnects by itself with the same backoff and resubscribes. Its connection events drive the link
-//! state: `Up` once connected (the subscription is then written ahead of
-//! anything this node publishes), `Down` on a disconnect. Frames queued
-//! while the link is down are dropped (the replication protocol resyncs).
+//! reconnects by itself with the same backoff and resubscribes. Its
+//! connection events drive the link state: `Up` once connected (the
+//! subscription is then written ahead of anything this node publishes),
+//! `Down` on a disconnect. Frames queued while the link is down are
+//! dropped (the replication protocol resyncs). A reset request (the engine
+//! sees its own heartbeats stop) makes the client reconnect.
 //!
 //! URLs: `nats://[user:password@|token@]host[:port][,host2[:port2]…]`
 //! (port 4222 by default; several hosts are seeds of one NATS cluster),
