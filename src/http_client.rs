@@ -29,16 +29,17 @@ use rustls::ClientConfig;
 const POOL_IDLE: Duration = Duration::from_secs(30);
 
 /// The URL with any password replaced by `***`, for logs and errors
-/// (`redis://app:pw@h:1` → `redis://app:***@h:1`).
+/// (`redis://app:pw@h:1` → `redis://app:***@h:1`). User info without a
+/// colon may be a token (`nats://s3cr3t@h`): all of it is hidden.
 pub fn redact_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
     match rest.rsplit_once('@') {
-        Some((userinfo, hosts)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{hosts}")
-        }
+        Some((userinfo, hosts)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{hosts}"),
+            None => format!("{scheme}://***@{hosts}"),
+        },
         None => url.to_string(),
     }
 }

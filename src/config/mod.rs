@@ -274,7 +274,8 @@ pub struct ServicesSettings {
 #[group(id = "cluster")]
 pub struct ClusterSettings {
     /// Cluster bus: memory (standalone), redis://[:password@]host:port, rediss://…,
-    /// redis+cluster://host1:port1,host2:port2, or postgres://user:password@host:5432/db.
+    /// redis+cluster://host1:port1,host2:port2, postgres://user:password@host:5432/db, or
+    /// nats://[user:password@|token@]host:4222[,host2:4222] (tls://… for TLS; JetStream on).
     #[arg(long, default_value = "memory")]
     pub bus: String,
     /// What the bus's channel and keys start with (Redis: `<prefix>:cluster`,

@@ -20,9 +20,10 @@ use crate::common::cluster::*;
 
 /// A TCP proxy to `upstream` that drops every connection, and refuses new
 /// ones, while it is cut; and that can freeze its latest connection (it
-/// stays open, nothing flows) while the others go on.
-struct Proxy {
-    port: u16,
+/// stays open, nothing flows) while the others go on. (`cluster_nats`
+/// uses it too.)
+pub struct Proxy {
+    pub port: u16,
     cut: watch::Sender<bool>,
     /// The number (1, 2, …) of the connection that is frozen; 0: none.
     frozen: watch::Sender<u64>,
@@ -30,7 +31,7 @@ struct Proxy {
 }
 
 impl Proxy {
-    async fn start(upstream: u16) -> Proxy {
+    pub async fn start(upstream: u16) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("proxy addr").port();
         let (cut, cut_rx) = watch::channel(false);
@@ -70,7 +71,7 @@ impl Proxy {
     }
 
     /// Freezes the connection opened last.
-    fn freeze_latest(&self) {
+    pub fn freeze_latest(&self) {
         let _ = self.frozen.send(self.opened.load(Ordering::SeqCst));
     }
 
@@ -78,7 +79,7 @@ impl Proxy {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn set_cut(&self, cut: bool) {
+    pub fn set_cut(&self, cut: bool) {
         let _ = self.cut.send(cut);
     }
 }

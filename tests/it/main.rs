@@ -66,6 +66,8 @@ mod cluster_auth;
 #[cfg(all(feature = "hotsock", feature = "sc"))]
 mod cluster_connections;
 #[cfg(all(feature = "hotsock", feature = "sc"))]
+mod cluster_nats;
+#[cfg(all(feature = "hotsock", feature = "sc"))]
 mod cluster_outage;
 #[cfg(feature = "hotsock")]
 mod cluster_partition;

@@ -17,6 +17,8 @@ pub mod scenarios;
 
 // The engines cluster tests run on, for one import (unused by benches).
 #[allow(unused_imports)]
+pub use super::nats::Nats;
+#[allow(unused_imports)]
 pub use super::redis::{Redis, RedisCluster};
 
 /// Cluster tests start several processes; running two such tests at once

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod nats;
 pub mod postgres;
 pub mod process;
 pub mod protocols;
