@@ -97,6 +97,26 @@ async fn wait_for_sender(nodes: &[&Node], want: &str) {
 async fn each_event_is_sent_once_by_one_node_and_handed_over_on_death_and_shutdown() {
     let _serial = serial().await;
     let redis = Redis::start();
+    sent_once_and_handed_over(&redis.url()).await;
+}
+
+#[tokio::test]
+async fn each_event_is_sent_once_on_the_postgres_bus() {
+    let _serial = serial().await;
+    let pg = crate::common::postgres::Postgres::start();
+    sent_once_and_handed_over(&pg.url()).await;
+}
+
+#[tokio::test]
+async fn each_event_is_sent_once_on_the_nats_bus() {
+    let _serial = serial().await;
+    let nats = crate::common::nats::Nats::start();
+    sent_once_and_handed_over(&nats.url()).await;
+}
+
+/// Three nodes on `bus` send each event once, hand over on a SIGKILL and
+/// a SIGTERM, and replay what happened while nobody sent.
+async fn sent_once_and_handed_over(bus: &str) {
     let (url, seen) = collecting_receiver().await;
     let opts = NodeOptions {
         extra: vec![
@@ -110,11 +130,11 @@ async fn each_event_is_sent_once_by_one_node_and_handed_over_on_death_and_shutdo
         ..NodeOptions::default()
     };
     // Started in turn, so a is the oldest, then b, then c.
-    let mut a = Node::start("a", &redis.url(), &opts);
+    let mut a = Node::start("a", bus, &opts);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let mut b = Node::start("b", &redis.url(), &opts);
+    let mut b = Node::start("b", bus, &opts);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let c = Node::start("c", &redis.url(), &opts);
+    let c = Node::start("c", bus, &opts);
     wait_for_cluster(&[&a, &b, &c], 3).await;
     wait_for_sender(&[&a, &b, &c], "a").await;
     let within = Duration::from_secs(3);
