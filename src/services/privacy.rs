@@ -43,6 +43,39 @@ pub trait PrivacyStore: Send + Sync + 'static {
     }
 }
 
+/// For a shared store that could not be read at start: reads it again
+/// with `read` every second on a thread of its own until it answers, and
+/// hands the choices to the receiver (the services apply them then).
+/// Logs the failure first; `engine` names the store ("Redis").
+pub fn load_later(
+    engine: &'static str,
+    error: &str,
+    read: impl Fn() -> Result<HashMap<String, bool>, String> + Send + 'static,
+) -> Result<tokio::sync::oneshot::Receiver<HashMap<String, bool>>, String> {
+    tracing::error!(%error, "cannot read the privacy choices from {engine}; every user has the default visibility until {engine} answers (retrying every second)");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("privacy-load".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                if tx.is_closed() {
+                    return;
+                }
+                if let Ok(map) = read() {
+                    tracing::info!(
+                        users = map.len(),
+                        "loaded the privacy choices from {engine}"
+                    );
+                    let _ = tx.send(map);
+                    return;
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the privacy loader thread: {e}"))?;
+    Ok(rx)
+}
+
 /// A store that forgets everything on restart (no `--data-dir`).
 #[derive(Debug, Default)]
 pub struct MemoryStore;

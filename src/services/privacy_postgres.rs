@@ -14,15 +14,11 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 use super::privacy::PrivacyStore;
 use crate::cluster::postgres::{Target, create_if_missing, identifier, timed};
-
-/// How often a failed start-up load is retried.
-const RETRY: Duration = Duration::from_secs(1);
 
 /// The store.
 pub struct PostgresStore {
@@ -99,33 +95,13 @@ impl PrivacyStore for PostgresStore {
         match self.read_all() {
             Ok(map) => Ok(map),
             Err(e) => {
-                tracing::error!(error = %e, "cannot read the privacy choices from PostgreSQL; every user has the default visibility until it answers (retrying every second)");
-                let (tx, rx) = oneshot::channel();
-                *self.late.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx);
                 let retry = PostgresStore {
                     target: self.target.clone(),
                     table: self.table.clone(),
                     late: Mutex::new(None),
                 };
-                std::thread::Builder::new()
-                    .name("privacy-load".into())
-                    .spawn(move || {
-                        loop {
-                            std::thread::sleep(RETRY);
-                            if tx.is_closed() {
-                                return;
-                            }
-                            if let Ok(map) = retry.read_all() {
-                                tracing::info!(
-                                    users = map.len(),
-                                    "loaded the privacy choices from PostgreSQL"
-                                );
-                                let _ = tx.send(map);
-                                return;
-                            }
-                        }
-                    })
-                    .map_err(|e| format!("cannot start the privacy loader thread: {e}"))?;
+                let later = super::privacy::load_later("PostgreSQL", &e, move || retry.read_all())?;
+                *self.late.lock().unwrap_or_else(|p| p.into_inner()) = Some(later);
                 Ok(HashMap::new())
             }
         }

@@ -37,9 +37,6 @@ pub const PRIVACY_KEY: &str = "privacy";
 /// How long a connection attempt or a command may take.
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How often a failed start-up load is retried.
-const RETRY: Duration = Duration::from_secs(1);
-
 /// The client for the `--bus` target (both boxed: clippy's variant-size
 /// rule; there is one per node).
 enum Client {
@@ -188,9 +185,6 @@ impl PrivacyStore for RedisStore {
         match self.read_all() {
             Ok(map) => Ok(map),
             Err(e) => {
-                tracing::error!(error = %e, "cannot read the privacy choices from Redis; every user has the default visibility until Redis answers (retrying every second)");
-                let (tx, rx) = oneshot::channel();
-                *self.late.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx);
                 let retry = RedisStore {
                     client: match &self.client {
                         Client::Single(c) => Client::Single(c.clone()),
@@ -201,25 +195,8 @@ impl PrivacyStore for RedisStore {
                     describe: self.describe.clone(),
                     key: self.key.clone(),
                 };
-                std::thread::Builder::new()
-                    .name("privacy-load".into())
-                    .spawn(move || {
-                        loop {
-                            std::thread::sleep(RETRY);
-                            if tx.is_closed() {
-                                return;
-                            }
-                            if let Ok(map) = retry.read_all() {
-                                tracing::info!(
-                                    users = map.len(),
-                                    "loaded the privacy choices from Redis"
-                                );
-                                let _ = tx.send(map);
-                                return;
-                            }
-                        }
-                    })
-                    .map_err(|e| format!("cannot start the privacy loader thread: {e}"))?;
+                let later = super::privacy::load_later("Redis", &e, move || retry.read_all())?;
+                *self.late.lock().unwrap_or_else(|p| p.into_inner()) = Some(later);
                 Ok(HashMap::new())
             }
         }

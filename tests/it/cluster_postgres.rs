@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common;
-use crate::common::cluster::scenarios::{CrossNodeRoom, sigkill_removal};
+use crate::common::cluster::scenarios::{CrossNodeRoom, join_latency, sigkill_removal};
 use crate::common::cluster::*;
 use crate::common::postgres::Postgres;
 
@@ -41,25 +41,8 @@ async fn members_dedup_order_and_latency_on_postgres() {
     })
     .await;
 
-    let mut samples = Vec::new();
-    for i in 0..60 {
-        let uid = format!("lat{i}");
-        let mut joiner = a.hotsock(user(&uid, Value::Null)).await;
-        let t0 = Instant::now();
-        joiner.join(ROOM).await;
-        pam.until("latency join", Duration::from_secs(3), |w| {
-            w.count("added", &uid) == 1
-        })
-        .await;
-        samples.push(t0.elapsed());
-        joiner.close().await;
-    }
-    let (p50, p99) = percentiles(&mut samples);
-    println!(
-        "cluster (postgres): cross-node join latency (Hotsock on node a -> memberAdded on node b): p50 {p50:.1} ms, p99 {p99:.1} ms over {} joins",
-        samples.len()
-    );
-    assert!(p99 < 500.0, "cross-node join p99 {p99:.1} ms");
+    // Cross-node join latency: a member joining on node a, seen on node b.
+    join_latency(&a, &mut pam, ROOM, "cluster (postgres)").await;
 }
 
 #[tokio::test]

@@ -233,3 +233,36 @@ pub async fn sigkill_removal(
     assert_eq!(ready["cluster"]["nodes_timed_out"], 1, "{ready}");
     (on_a, on_b)
 }
+
+/// Cross-node join latency: 60 members joining `channel` on node `a` one
+/// after another, each timed until `watcher` (on another node) sees it.
+/// Prints p50 and p99 after `label`, asserts p99 under 500 ms, returns
+/// (p50, p99) in ms.
+pub async fn join_latency(
+    a: &Node,
+    watcher: &mut Watcher,
+    channel: &str,
+    label: &str,
+) -> (f64, f64) {
+    let mut samples = Vec::new();
+    for i in 0..60 {
+        let uid = format!("lat{i}");
+        let mut joiner = a.hotsock(user(&uid, Value::Null)).await;
+        let t0 = Instant::now();
+        joiner.join(channel).await;
+        watcher
+            .until("latency join", Duration::from_secs(3), |w| {
+                w.count("added", &uid) == 1
+            })
+            .await;
+        samples.push(t0.elapsed());
+        joiner.close().await;
+    }
+    let (p50, p99) = super::percentiles(&mut samples);
+    println!(
+        "{label}: cross-node join latency (Hotsock on node a -> memberAdded on node b): p50 {p50:.1} ms, p99 {p99:.1} ms over {} joins",
+        samples.len()
+    );
+    assert!(p99 < 500.0, "cross-node join p99 {p99:.1} ms");
+    (p50, p99)
+}
