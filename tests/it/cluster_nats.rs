@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 
 use crate::cluster_partition::Proxy;
 use crate::common;
-use crate::common::cluster::scenarios::{CrossNodeRoom, join_latency, sigkill_removal};
+use crate::common::cluster::scenarios::{
+    CrossNodeRoom, graceful_removal, join_latency, sigkill_removal,
+};
 use crate::common::cluster::*;
 use crate::tls_support::TestPki;
 
@@ -88,33 +90,7 @@ async fn a_node_shutting_down_removes_its_members_at_once() {
     let nats = Nats::start();
     let (a, b, mut c) = three(&nats);
     wait_for_cluster(&[&a, &b, &c], 3).await;
-    let mut watch = Watcher::join(&a, "watch", ROOM).await;
-    let mut sc = Sc::connect(&c, "leaver-sc").await;
-    sc.subscribe(ROOM).await;
-    let mut hs = c.hotsock(user("leaver-hs", Value::Null)).await;
-    hs.join(ROOM).await;
-    watch
-        .until("joins", Duration::from_secs(3), |w| w.list.len() == 3)
-        .await;
-    let t0 = Instant::now();
-    c.send_term();
-    watch
-        .until("leaves", Duration::from_secs(3), |w| w.list.len() == 1)
-        .await;
-    let took = t0.elapsed();
-    println!(
-        "nats: graceful shutdown (SIGTERM) removed the node's members after {} ms",
-        took.as_millis()
-    );
-    assert!(took < Duration::from_millis(2000), "{took:?}");
-    c.wait_exit();
-    watch.pump(500).await;
-    assert_eq!(watch.count("removed", "leaver-sc"), 1);
-    assert_eq!(watch.count("removed", "leaver-hs"), 1);
-    let (_, ready) = b.readyz().await;
-    assert_eq!(ready["cluster"]["nodes_left"], 1, "{ready}");
-    assert_eq!(ready["cluster"]["nodes_timed_out"], 0, "{ready}");
-    wait_for_members(&[&a, &b], ROOM, &["watch"], Duration::from_secs(1)).await;
+    graceful_removal(&a, &b, &mut c, ROOM, "nats").await;
 }
 
 /// A connection the outage test keeps: (node, uid, client).

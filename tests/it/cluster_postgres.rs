@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common;
-use crate::common::cluster::scenarios::{CrossNodeRoom, join_latency, sigkill_removal};
+use crate::common::cluster::scenarios::{
+    CrossNodeRoom, graceful_removal, join_latency, sigkill_removal,
+};
 use crate::common::cluster::*;
 use crate::common::postgres::Postgres;
 
@@ -52,6 +54,15 @@ async fn a_killed_node_is_removed_exactly_once_on_postgres() {
     let (a, b, mut c) = start_three(&pg.url(), &NodeOptions::default());
     wait_for_cluster(&[&a, &b, &c], 3).await;
     sigkill_removal(&a, &b, &mut c, ROOM, "cluster (postgres)").await;
+}
+
+#[tokio::test]
+async fn a_node_shutting_down_removes_its_members_at_once_on_postgres() {
+    let _serial = serial().await;
+    let pg = Postgres::start();
+    let (a, b, mut c) = start_three(&pg.url(), &NodeOptions::default());
+    wait_for_cluster(&[&a, &b, &c], 3).await;
+    graceful_removal(&a, &b, &mut c, ROOM, "cluster (postgres)").await;
 }
 
 #[tokio::test]

@@ -266,3 +266,38 @@ pub async fn join_latency(
     assert!(p99 < 500.0, "cross-node join p99 {p99:.1} ms");
     (p50, p99)
 }
+
+/// Node c, holding two members of `channel` (SocketCluster and Hotsock), is
+/// stopped with SIGTERM (no drain): a watcher on node a sees both removed
+/// once, well before the node timeout (the goodbye did it), and node b
+/// counts node c as left, not timed out. Prints the time after `label`.
+pub async fn graceful_removal(a: &Node, b: &Node, c: &mut Node, channel: &str, label: &str) {
+    let mut watch = Watcher::join(a, "watch", channel).await;
+    let mut sc = Sc::connect(c, "leaver-sc").await;
+    sc.subscribe(channel).await;
+    let mut hs = c.hotsock(user("leaver-hs", Value::Null)).await;
+    hs.join(channel).await;
+    watch
+        .until("joins", Duration::from_secs(3), |w| w.list.len() == 3)
+        .await;
+    let t0 = Instant::now();
+    c.send_term();
+    watch
+        .until("leaves", Duration::from_secs(3), |w| w.list.len() == 1)
+        .await;
+    let took = t0.elapsed();
+    println!(
+        "{label}: graceful shutdown (SIGTERM) removed the node's members after {} ms",
+        took.as_millis()
+    );
+    // Well before the 2.5 s timeout: the goodbye did it.
+    assert!(took < Duration::from_millis(2000), "{took:?}");
+    c.wait_exit();
+    watch.pump(500).await;
+    assert_eq!(watch.count("removed", "leaver-sc"), 1);
+    assert_eq!(watch.count("removed", "leaver-hs"), 1);
+    let (_, ready) = b.readyz().await;
+    assert_eq!(ready["cluster"]["nodes_left"], 1, "{ready}");
+    assert_eq!(ready["cluster"]["nodes_timed_out"], 0, "{ready}");
+    wait_for_members(&[a, b], channel, &["watch"], Duration::from_secs(1)).await;
+}
