@@ -301,3 +301,41 @@ pub async fn graceful_removal(a: &Node, b: &Node, c: &mut Node, channel: &str, l
     assert_eq!(ready["cluster"]["nodes_timed_out"], 0, "{ready}");
     wait_for_members(&[a, b], channel, &["watch"], Duration::from_secs(1)).await;
 }
+
+/// After an outage of the bus: every watcher (named `names`) ends with
+/// exactly `want` as members, saw none of `stayed` leave, saw no user join
+/// twice without leaving, and every node counts at least two recoveries
+/// (the link went down and came back).
+pub async fn consistent_after_outage(
+    nodes: &[&Node],
+    watchers: &mut [Watcher],
+    names: &[&str],
+    want: &[String],
+    stayed: &[&str],
+) {
+    for w in watchers.iter_mut() {
+        w.pump(1000).await;
+    }
+    for (w, name) in watchers.iter().zip(names) {
+        assert_eq!(w.uids(), want, "watcher {name} ended with other members");
+        for uid in stayed {
+            assert_eq!(w.count("removed", uid), 0, "{name}: {uid} {:?}", w.events);
+        }
+        for uid in want {
+            let added = w.count("added", uid) as i64;
+            let removed = w.count("removed", uid) as i64;
+            assert!(
+                added - removed <= 1,
+                "{name}: {uid} joined twice without leaving: {:?}",
+                w.events
+            );
+        }
+    }
+    for n in nodes {
+        let (_, ready) = n.readyz().await;
+        assert!(
+            ready["cluster"]["bus_recoveries"].as_u64().unwrap_or(0) >= 2,
+            "{ready}"
+        );
+    }
+}
