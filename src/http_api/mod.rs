@@ -133,27 +133,27 @@ pub fn table() -> Vec<Route> {
         Route::new(M::POST, "/api/publish", post(channels::publish))
             .doc("messages", "Publish to a channel", "Every subscriber of the channel, on every front end, receives a channel message `{\"id\",\"event\",\"channel\",\"data\"}` (no `meta`). `channel`: 1-256 characters without whitespace or control characters. See also `POST /api/channels/{name}/send`, which also reaches lease holders.")
             .request(json!({"channel": "presence.room1", "event": "news", "data": {"text": "hi"}}))
-            .response(202, json!({"channel": "presence.room1", "event": "news", "id": "01JA2Z4K8Q3W7E5R9T1Y6U0I2O"})),
+            .response(202, json!({"channel": "presence.room1", "event": "news", "id": "01JA2Z4K8Q3W7E5R9T1Y6V0H2N"})),
         Route::new(M::POST, "/api/broadcast", post(users::broadcast))
             .doc("messages", "Send to everyone", "A direct message to every connection, on every front end and (in a cluster) every node. `connections` counts those reached on the node asked; the other nodes deliver to theirs.")
             .request(msg.clone())
-            .response(202, json!({"event": "ideavoted", "id": "01JA2Z4K8Q3W7E5R9T1Y6U0I2O", "connections": 42})),
+            .response(202, json!({"event": "ideavoted", "id": "01JA2Z4K8Q3W7E5R9T1Y6V0H2N", "connections": 42})),
         Route::new(M::POST, "/api/users/{uid}/send", post(users::send_to_user))
             .doc("messages", "Send to one user", "A direct message to every connection of the user (all front ends, and in a cluster all nodes). `connections` is how many were reached on the node asked (0 if the user has none there); the other nodes deliver to theirs.")
             .request(msg.clone())
-            .response(202, json!({"uid": "alice", "event": "ideavoted", "id": "01JA2Z4K8Q3W7E5R9T1Y6U0I2O", "connections": 2})),
+            .response(202, json!({"uid": "alice", "event": "ideavoted", "id": "01JA2Z4K8Q3W7E5R9T1Y6V0H2N", "connections": 2})),
         Route::new(M::POST, "/api/channels/{name}/send", post(channels::send_to_present))
             .doc("messages", "Send to everyone present to a channel", MESSAGE_TO_PRESENT)
             .request(msg.clone())
-            .response(202, json!({"channel": "content:42", "event": "ideavoted", "id": "01JA2Z4K8Q3W7E5R9T1Y6U0I2O", "connections": 5})),
+            .response(202, json!({"channel": "content:42", "event": "ideavoted", "id": "01JA2Z4K8Q3W7E5R9T1Y6V0H2N", "connections": 5})),
         Route::new(M::POST, "/api/content/{id}/send", post(channels::send_to_content))
             .doc("messages", "Send to everyone present to a content id", "Same as `POST /api/channels/content:{id}/send` (the seed's SendToUsersPresentToContent).")
             .request(msg.clone())
-            .response(202, json!({"channel": "content:42", "event": "ideavoted", "id": "01JA2Z4K8Q3W7E5R9T1Y6U0I2O", "connections": 5})),
+            .response(202, json!({"channel": "content:42", "event": "ideavoted", "id": "01JA2Z4K8Q3W7E5R9T1Y6V0H2N", "connections": 5})),
         Route::new(M::POST, "/api/services/{id}/send", post(channels::send_to_service))
             .doc("messages", "Send to everyone present to a service id", "Same as `POST /api/channels/service:{id}/send` (the seed's SendToUsersPresentToService).")
             .request(msg)
-            .response(202, json!({"channel": "service:abc", "event": "ideavoted", "id": "01JA2Z4K8Q3W7E5R9T1Y6U0I2O", "connections": 1})),
+            .response(202, json!({"channel": "service:abc", "event": "ideavoted", "id": "01JA2Z4K8Q3W7E5R9T1Y6V0H2N", "connections": 1})),
         Route::new(M::GET, "/api/channels", get(channels::list))
             .doc("channels", "List occupied channels with counts", "Sorted by name. `connections` counts subscriptions plus leases and remote presences; hidden users count nowhere.")
             .query(&[("prefix", "only channels whose name starts with this, e.g. `content:`")])
@@ -177,11 +177,11 @@ pub fn table() -> Vec<Route> {
         Route::new(M::GET, "/api/events", get(events::stream))
             .doc("events", "Stream events to a backend (Server-Sent Events)", EVENTS_DOC)
             .query(&[("channel", "comma-separated channel patterns (names, `*` globs, `#regex:`); with it, events without a channel are left out"), ("type", "comma-separated event names, e.g. `member_added,member_removed`"), ("bus", "comma-separated bus topics: their `bus_message`s (only those, unless `type` names more)")])
-            .response(200, json!("event: member_added\nid: 01JA2Z4K8Q3W7E5R9T1Y6U0I2O\ndata: {\"id\":\"01JA2Z4K8Q3W7E5R9T1Y6U0I2O\",\"name\":\"member_added\",\"channel\":\"presence.room\",\"user_id\":\"alice\",\"data\":{\"name\":\"Alice\"},\"time_ms\":1728846563000}")),
+            .response(200, json!("event: member_added\nid: 01JA2Z4K8Q3W7E5R9T1Y6V0H2N\ndata: {\"id\":\"01JA2Z4K8Q3W7E5R9T1Y6V0H2N\",\"name\":\"member_added\",\"channel\":\"presence.room\",\"user_id\":\"alice\",\"data\":{\"name\":\"Alice\"},\"time_ms\":1728846563000}")),
         Route::new(M::POST, "/api/bus/publish", post(events::bus_publish))
             .doc("events", "Send an application message to backends on every node", "Every `GET /api/events?bus=TOPIC` reader on every node of the cluster gets it as `bus_message` with `topic`, `data` and `node` (where it was sent). Not stored: readers connected later do not get it.")
             .request(json!({"topic": "cache.invalidate", "data": {"key": "user:42"}}))
-            .response(202, json!({"topic": "cache.invalidate", "id": "01JA2Z4K8Q3W7E5R9T1Y6U0I2O"})),
+            .response(202, json!({"topic": "cache.invalidate", "id": "01JA2Z4K8Q3W7E5R9T1Y6V0H2N"})),
         Route::new(M::POST, "/api/presence/refresh", post(leases::refresh))
             .auth(Auth::ApiKeyOrClient)
             .doc("presence", "Refresh a presence lease", LEASE_DOC)
@@ -433,6 +433,12 @@ mod tests {
             );
             let takes_body = matches!(r.method, Method::POST | Method::PUT);
             assert_eq!(r.request.is_some(), takes_body, "{} {}", r.method, r.path);
+            // Example ids are real ULIDs (Crockford base32: no I, L, O, U).
+            for example in [&r.response.1].into_iter().chain(r.request.as_ref()) {
+                if let Some(id) = example.get("id").and_then(|id| id.as_str()) {
+                    assert!(crate::ids::is_ulid(id), "{} {}: {id}", r.method, r.path);
+                }
+            }
         }
     }
 }
