@@ -12,26 +12,27 @@ use std::time::{Duration, Instant};
 
 use super::redis::free_port;
 
-/// Where the server binaries are: on the PATH, or where Debian puts them.
+/// Where the server binaries are: where Debian puts them (its PATH has
+/// only version wrappers, if anything), else on the PATH.
 fn bin(name: &str) -> PathBuf {
-    let on_path = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    if let Some(path) = on_path {
-        return path;
-    }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
         .unwrap_or_default();
     versions.sort();
-    versions
+    let debian = versions
         .into_iter()
         .rev()
         .map(|v| v.join("bin").join(name))
-        .find(|p| p.exists())
+        .find(|p| p.exists());
+    if let Some(path) = debian {
+        return path;
+    }
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
         .unwrap_or_else(|| {
             panic!("{name} not found; install the postgresql package (scripts/test does)")
         })
