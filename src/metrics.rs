@@ -1,4 +1,5 @@
-//! `GET /metrics` (Prometheus text format 0.0.4) and `GET /dashboard` (a
+//! `GET /metrics` (Prometheus text format 0.0.4, written by the
+//! `prometheus-client` crate's encoder) and `GET /dashboard` (a
 //! live page over the HTTP API). Both are open, like `/healthz`: the
 //! metrics carry counts only, and the page asks for the API key before it
 //! reads anything else.
@@ -7,8 +8,10 @@
 //! core; the rest (current counts, cluster, webhooks, process) is read at
 //! scrape time.
 
+mod live;
 mod observer;
-mod text;
+
+use std::fmt;
 
 use axum::Router;
 use axum::extract::State;
@@ -16,8 +19,22 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+pub use live::{LEAVE_REASONS, Live, ProtocolCounters};
 pub use observer::{CHANGES, MetricsObserver, ORIGINS, ProtocolCounts, Snapshot};
-pub use text::{CONTENT_TYPE, Exposition, Family, Number};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+/// The `Content-Type` of a scrape answer: the Prometheus text format
+/// 0.0.4, which every scraper reads (Prometheus, VictoriaMetrics, the
+/// Datadog and OpenTelemetry receivers), rather than OpenMetrics 1.0.0,
+/// so nothing that scraped the hand-written text before needs a change.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 use crate::app::App;
 use crate::cluster::{BusState, ClusterStats};
@@ -38,15 +55,18 @@ pub fn routes() -> Router<App> {
 }
 
 async fn scrape(State(app): State<App>) -> impl IntoResponse {
-    let body = render(&Scrape {
-        observed: app.metrics.snapshot(),
-        presence: app.presence.stats(),
-        cluster: app.cluster.stats(),
-        webhooks_dropped: app.services.webhooks().map(|w| w.dropped()),
-        admission: app.admission.stats(),
-        started: app.metrics.started(),
-        process: ProcessStats::read(),
-    });
+    let body = render(
+        &Scrape {
+            observed: app.metrics.snapshot(),
+            presence: app.presence.stats(),
+            cluster: app.cluster.stats(),
+            webhooks_dropped: app.services.webhooks().map(|w| w.dropped()),
+            admission: app.admission.stats(),
+            started: app.metrics.started(),
+            process: ProcessStats::read(),
+        },
+        app.metrics.live(),
+    );
     (
         [
             (header::CONTENT_TYPE, CONTENT_TYPE),
@@ -86,232 +106,318 @@ pub struct Scrape {
     pub process: ProcessStats,
 }
 
-/// The scrape answer.
-pub fn render(s: &Scrape) -> String {
-    let mut out = Exposition::new();
-    write_presence(&mut out, s);
-    write_cluster(&mut out, &s.cluster);
-    if let Some(dropped) = s.webhooks_dropped {
-        out.counter(
-            "rollcall_webhook_events_dropped_total",
-            "Webhook events dropped because the delivery queue was full (receivers slow or down).",
-        )
-        .value(dropped);
+/// The scrape answer, in the Prometheus text format 0.0.4 (see
+/// [`CONTENT_TYPE`]): the scrape-time figures of `s`, then the live
+/// metrics of `live`.
+pub fn render(s: &Scrape, live: &Live) -> String {
+    // A registry per scrape: the scrape-time figures are a collector over
+    // this snapshot, the live metrics are shared handles (clones of the
+    // same atomics and histograms), so nothing global and no copy of them.
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(ScrapeCollector(s.clone())));
+    live.register(&mut registry);
+    let mut out = String::with_capacity(16 * 1024);
+    // Writing into a String cannot fail; an encoder error would only cut
+    // the answer short.
+    if let Err(e) = prometheus_text::encode(&mut out, &registry) {
+        tracing::warn!("metrics encoding failed: {e}");
     }
-    let a = &s.admission;
-    let mut refused = out.counter(
-        "rollcall_connections_refused_total",
-        "Client connections refused at the listener: over --max-connections (total_cap), over --max-connections-per-address (address_cap), or closed for not sending a request head within --header-timeout (header_timeout).",
-    );
-    refused.sample(&[("reason", "total_cap")], a.refused_total_cap);
-    refused.sample(&[("reason", "address_cap")], a.refused_address_cap);
-    refused.sample(&[("reason", "header_timeout")], a.header_timeouts);
-    write_process(&mut out, s);
-    out.finish()
+    out
 }
 
-fn write_presence(out: &mut Exposition, s: &Scrape) {
+/// The scrape-time figures, written when the registry is encoded.
+#[derive(Debug)]
+struct ScrapeCollector(Scrape);
+
+impl Collector for ScrapeCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let s = &self.0;
+        write_presence(&mut enc, s)?;
+        write_cluster(&mut enc, &s.cluster)?;
+        if let Some(dropped) = s.webhooks_dropped {
+            counter(
+                &mut enc,
+                "rollcall_webhook_events_dropped",
+                "Webhook events dropped because the delivery queue was full (receivers slow or down).",
+                dropped,
+            )?;
+        }
+        let a = &s.admission;
+        let mut refused = enc.encode_descriptor(
+            "rollcall_connections_refused",
+            "Client connections refused at the listener: over --max-connections (total_cap), over --max-connections-per-address (address_cap), or closed for not sending a request head within --header-timeout (header_timeout).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, n) in [
+            ("total_cap", a.refused_total_cap),
+            ("address_cap", a.refused_address_cap),
+            ("header_timeout", a.header_timeouts),
+        ] {
+            ConstCounter::new(n).encode(refused.encode_family(&[("reason", reason)])?)?;
+        }
+        write_process(&mut enc, s)
+    }
+}
+
+/// A counter family of one series. `name` without `_total`: the encoder
+/// adds it.
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    ConstCounter::new(value).encode(enc.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+/// A gauge family of one series.
+fn gauge<N: EncodeGaugeValue + fmt::Debug>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: N,
+) -> fmt::Result {
+    ConstGauge::new(value).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+/// A counter family with one label.
+fn counter_by<'a>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (&'a str, u64)>,
+) -> fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (v, n) in values {
+        ConstCounter::new(n).encode(family.encode_family(&[(label, v)])?)?;
+    }
+    Ok(())
+}
+
+fn write_presence(enc: &mut DescriptorEncoder, s: &Scrape) -> fmt::Result {
     let o = &s.observed;
-    let mut opened = out.counter(
-        "rollcall_connections_opened_total",
+    counter_by(
+        enc,
+        "rollcall_connections_opened",
         "Client connections opened on this node, per wire protocol.",
-    );
-    for p in &o.protocols {
-        opened.sample(&[("protocol", p.protocol)], p.opened);
-    }
-    let mut closed = out.counter(
-        "rollcall_connections_closed_total",
+        "protocol",
+        o.protocols.iter().map(|p| (p.protocol, p.opened)),
+    )?;
+    counter_by(
+        enc,
+        "rollcall_connections_closed",
         "Client connections closed on this node, per wire protocol.",
-    );
-    for p in &o.protocols {
-        closed.sample(&[("protocol", p.protocol)], p.closed);
-    }
-    let mut open = out.gauge(
+        "protocol",
+        o.protocols.iter().map(|p| (p.protocol, p.closed)),
+    )?;
+    let mut open = enc.encode_descriptor(
         "rollcall_connections",
         "Client connections open on this node, per wire protocol.",
-    );
+        None,
+        MetricType::Gauge,
+    )?;
     for p in &o.protocols {
-        open.sample(&[("protocol", p.protocol)], p.open());
+        ConstGauge::new(p.open()).encode(open.encode_family(&[("protocol", p.protocol)])?)?;
     }
-    out.gauge(
+    gauge(
+        enc,
         "rollcall_node_connections",
         "Client connections open on this node, all protocols.",
-    )
-    .value(s.presence.connections);
-    out.gauge(
+        s.presence.connections,
+    )?;
+    gauge(
+        enc,
         "rollcall_channels",
         "Channels with at least one subscriber or member (members on other nodes included).",
-    )
-    .value(s.presence.channels);
-    let mut events = out.counter(
-        "rollcall_member_events_total",
+        s.presence.channels,
+    )?;
+    let mut events = enc.encode_descriptor(
+        "rollcall_member_events",
         "Member changes others see (added, updated, removed), by where the presence comes from: a local connection, another node, or a lease.",
-    );
+        None,
+        MetricType::Counter,
+    )?;
     for (c, change) in CHANGES.iter().enumerate() {
         for (i, origin) in ORIGINS.iter().enumerate() {
-            events.sample(
-                &[("change", change), ("origin", origin)],
-                o.member_events[c][i],
-            );
+            ConstCounter::new(o.member_events[c][i])
+                .encode(events.encode_family(&[("change", *change), ("origin", *origin)])?)?;
         }
     }
-    out.counter(
-        "rollcall_messages_published_total",
+    counter(
+        enc,
+        "rollcall_messages_published",
         "Channel messages published on this node by clients or the HTTP API.",
-    )
-    .value(o.published);
-    out.counter(
-        "rollcall_channels_occupied_total",
+        o.published,
+    )?;
+    counter(
+        enc,
+        "rollcall_channels_occupied",
         "Times a channel got its first subscriber or member.",
-    )
-    .value(o.occupied);
-    out.counter(
-        "rollcall_channels_vacated_total",
+        o.occupied,
+    )?;
+    counter(
+        enc,
+        "rollcall_channels_vacated",
         "Times a channel lost its last subscriber and member.",
+        o.vacated,
     )
-    .value(o.vacated);
 }
 
-fn write_cluster(out: &mut Exposition, c: &ClusterStats) {
+fn write_cluster(enc: &mut DescriptorEncoder, c: &ClusterStats) -> fmt::Result {
     let state = c.bus_state.name();
-    out.gauge(
+    let mut info = enc.encode_descriptor(
         "rollcall_cluster_info",
         "This node's id, bus kind and bus state (value always 1).",
-    )
-    .sample(
-        &[("node", &c.node_id), ("bus", c.bus), ("state", state)],
-        1u64,
-    );
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(1u64).encode(info.encode_family(&[
+        ("node", c.node_id.as_str()),
+        ("bus", c.bus),
+        ("state", state),
+    ])?)?;
     let up = matches!(c.bus_state, BusState::Connected | BusState::Standalone);
-    out.gauge(
+    gauge(
+        enc,
         "rollcall_bus_up",
         "1 when the cluster bus link works (connected, or standalone), else 0.",
-    )
-    .value(up);
-    out.gauge(
+        u64::from(up),
+    )?;
+    gauge(
+        enc,
         "rollcall_ready",
         "1 when this node sees the whole cluster (what /readyz answers 200 for).",
-    )
-    .value(c.ready);
-    out.gauge(
+        u64::from(c.ready),
+    )?;
+    gauge(
+        enc,
         "rollcall_event_sender",
         "1 on the node that reports the cluster's presence events (webhooks).",
-    )
-    .value(c.event_sender);
-    out.gauge(
+        u64::from(c.event_sender),
+    )?;
+    gauge(
+        enc,
         "rollcall_cluster_nodes",
         "Live cluster nodes, this one included.",
-    )
-    .value(c.nodes);
-    out.gauge(
+        c.nodes,
+    )?;
+    gauge(
+        enc,
         "rollcall_cluster_connections",
         "Client connections on all nodes (other nodes as last reported).",
-    )
-    .value(c.cluster_connections);
-    // No sample until a heartbeat made the round trip (standalone: never).
-    let mut lag = out.gauge(
+        c.cluster_connections,
+    )?;
+    // No sample until a heartbeat made the round trip (standalone: never);
+    // the family's HELP and TYPE are still written.
+    let lag = enc.encode_descriptor(
         "rollcall_bus_lag_seconds",
         "Last round trip of this node's heartbeat over the bus.",
-    );
+        None,
+        MetricType::Gauge,
+    )?;
     if let Some(ms) = c.bus_lag_ms {
-        lag.value(ms as f64 / 1000.0);
+        ConstGauge::new(ms as f64 / 1000.0).encode(lag)?;
     }
-    out.gauge(
+    gauge(
+        enc,
         "rollcall_bus_messages_waiting",
         "Messages waiting for the bus (while it is down).",
-    )
-    .value(c.messages_waiting);
-    let counters: [(&'static str, &str, u64); 14] = [
+        c.messages_waiting,
+    )?;
+    let counters: [(&str, &str, u64); 14] = [
         (
-            "rollcall_bus_frames_sent_total",
+            "rollcall_bus_frames_sent",
             "Frames handed to the bus transport.",
             c.frames_sent,
         ),
         (
-            "rollcall_bus_frames_received_total",
+            "rollcall_bus_frames_received",
             "Frames received from the bus (this node's own included).",
             c.frames_received,
         ),
         (
-            "rollcall_bus_frames_dropped_total",
+            "rollcall_bus_frames_dropped",
             "Frames dropped because the bus transport queue was full.",
             c.frames_dropped,
         ),
         (
-            "rollcall_bus_malformed_frames_total",
+            "rollcall_bus_malformed_frames",
             "Bus frames that could not be parsed.",
             c.malformed_frames,
         ),
         (
-            "rollcall_bus_messages_dropped_total",
+            "rollcall_bus_messages_dropped",
             "Messages dropped because too many waited for the bus.",
             c.messages_dropped,
         ),
         (
-            "rollcall_bus_recoveries_total",
+            "rollcall_bus_recoveries",
             "Times the bus link came (back) up.",
             c.counters.bus_recoveries,
         ),
         (
-            "rollcall_bus_stale_frames_total",
+            "rollcall_bus_stale_frames",
             "Frames ignored as coming from an older life of a node or from a node that left.",
             c.counters.stale_frames,
         ),
         (
-            "rollcall_cluster_deltas_sent_total",
+            "rollcall_cluster_deltas_sent",
             "Presence delta frames this node sent.",
             c.seq,
         ),
         (
-            "rollcall_cluster_resyncs_total",
+            "rollcall_cluster_resyncs",
             "Replicas of other nodes replaced by a full state.",
             c.counters.resyncs,
         ),
         (
-            "rollcall_cluster_gaps_total",
+            "rollcall_cluster_gaps",
             "Sequence gaps detected in other nodes' deltas.",
             c.counters.gaps,
         ),
         (
-            "rollcall_cluster_sync_requests_total",
+            "rollcall_cluster_sync_requests",
             "Full-state requests sent.",
             c.counters.sync_requests,
         ),
         (
-            "rollcall_cluster_states_sent_total",
+            "rollcall_cluster_states_sent",
             "Full states published.",
             c.counters.states_sent,
         ),
         (
-            "rollcall_cluster_nodes_timed_out_total",
+            "rollcall_cluster_nodes_timed_out",
             "Nodes dropped after the node timeout.",
             c.counters.nodes_timed_out,
         ),
         (
-            "rollcall_cluster_nodes_left_total",
+            "rollcall_cluster_nodes_left",
             "Nodes that said goodbye.",
             c.counters.nodes_left,
         ),
     ];
     for (name, help, value) in counters {
-        out.counter(name, help).value(value);
+        counter(enc, name, help, value)?;
     }
+    Ok(())
 }
 
-fn write_process(out: &mut Exposition, s: &Scrape) {
-    out.gauge(
+fn write_process(enc: &mut DescriptorEncoder, s: &Scrape) -> fmt::Result {
+    gauge(
+        enc,
         "rollcall_start_time_seconds",
         "When the server started, in Unix seconds.",
-    )
-    .value(s.started);
+        s.started,
+    )?;
     if let Some(bytes) = s.process.resident_bytes {
-        out.gauge("process_resident_memory_bytes", "Resident memory size.")
-            .value(bytes);
+        gauge(
+            enc,
+            "process_resident_memory_bytes",
+            "Resident memory size.",
+            bytes,
+        )?;
     }
     if let Some(fds) = s.process.open_fds {
-        out.gauge("process_open_fds", "Open file descriptors.")
-            .value(fds);
+        gauge(enc, "process_open_fds", "Open file descriptors.", fds)?;
     }
+    Ok(())
 }
 
 /// The process's resources, from `/proc/self` (Linux; None elsewhere).
@@ -374,7 +480,8 @@ mod tests {
             started: 1.5,
             process: ProcessStats::default(),
         };
-        let without = render(&scrape(None));
+        let live = Live::new();
+        let without = render(&scrape(None), &live);
         assert!(!without.contains("rollcall_webhook_events_dropped_total"));
         assert!(without.contains("rollcall_bus_up 1\n"));
         assert!(without.contains(
@@ -382,7 +489,37 @@ mod tests {
         ));
         assert!(without.contains("rollcall_start_time_seconds 1.5\n"));
         assert!(!without.contains("\nrollcall_bus_lag_seconds "));
-        let with = render(&scrape(Some(7)));
+        let with = render(&scrape(Some(7)), &live);
         assert!(with.contains("\nrollcall_webhook_events_dropped_total 7\n"));
+    }
+
+    #[test]
+    fn counters_keep_their_names() {
+        let scrape = Scrape {
+            admission: Default::default(),
+            observed: MetricsObserver::new().snapshot(),
+            presence: Stats::default(),
+            cluster: crate::cluster::Cluster::standalone("n1").stats(),
+            webhooks_dropped: None,
+            started: 1.5,
+            process: ProcessStats::default(),
+        };
+        let text = render(&scrape, &Live::new());
+        // The encoder adds _total to counters named without it: the
+        // exposition keeps the names of the hand-written one.
+        for family in [
+            "rollcall_connections_opened_total counter",
+            "rollcall_member_events_total counter",
+            "rollcall_connections_refused_total counter",
+            "rollcall_cluster_nodes_left_total counter",
+            "rollcall_auth_failures_total counter",
+            "rollcall_connections gauge",
+            "rollcall_fanout_size histogram",
+        ] {
+            assert!(text.contains(&format!("\n# TYPE {family}\n")), "{family}");
+        }
+        assert!(!text.contains("_total_total"));
+        assert!(text.contains("\nrollcall_messages_published_total 0\n"));
+        assert!(text.contains("\nrollcall_fanout_size_bucket{le=\"+Inf\"} 0\n"));
     }
 }

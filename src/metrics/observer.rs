@@ -71,6 +71,8 @@ pub struct MetricsObserver {
     vacated: AtomicU64,
     /// When the server started (Unix seconds).
     started: f64,
+    /// The histograms and labelled counters fed outside the core.
+    live: super::Live,
 }
 
 impl Default for MetricsObserver {
@@ -93,6 +95,7 @@ impl MetricsObserver {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0),
+            live: super::Live::new(),
         };
         // Known front ends report 0 before their first client, so a
         // dashboard or alert sees the series from the start.
@@ -110,6 +113,11 @@ impl MetricsObserver {
     /// When the server started, in Unix seconds.
     pub fn started(&self) -> f64 {
         self.started
+    }
+
+    /// The live metrics (histograms, labelled counters).
+    pub fn live(&self) -> &super::Live {
+        &self.live
     }
 
     /// The slot of `protocol`, claiming a free one on first use.

@@ -1,6 +1,7 @@
 //! `GET /metrics` and `GET /dashboard` over real sockets: counters and
 //! gauges follow clients joining, leaving and publishing; the text parses
-//! as Prometheus 0.0.4; the dashboard page only calls routes that exist.
+//! as Prometheus 0.0.4 (histograms included); the dashboard page only
+//! calls routes that exist.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -78,6 +79,7 @@ fn parse(text: &str) -> Series {
     let mut declared: HashSet<String> = HashSet::new();
     let mut help_for: Option<String> = None;
     let mut current: Option<String> = None;
+    let mut histogram = false;
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# HELP ") {
             let (name, help) = rest.split_once(' ').expect("HELP name text");
@@ -93,7 +95,7 @@ fn parse(text: &str) -> Series {
                 "TYPE {name} without HELP right before"
             );
             assert!(
-                matches!(kind, "counter" | "gauge"),
+                matches!(kind, "counter" | "gauge" | "histogram"),
                 "unexpected type in {line:?}"
             );
             assert_eq!(
@@ -102,6 +104,7 @@ fn parse(text: &str) -> Series {
                 "counter names (only) end in _total: {line:?}"
             );
             assert!(declared.insert(name.to_string()));
+            histogram = kind == "histogram";
             current = Some(name.to_string());
             help_for = None;
         } else {
@@ -119,9 +122,25 @@ fn parse(text: &str) -> Series {
                     .unwrap_or_else(|_| panic!("bad value in {line:?}")),
             };
             let (name, labels) = split_series(key);
+            // A histogram's samples are its _bucket (with `le`), _sum and
+            // _count series.
+            let family = if histogram {
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix));
+                let base = base.unwrap_or_else(|| panic!("histogram sample {line:?}"));
+                assert_eq!(
+                    name.ends_with("_bucket"),
+                    labels.iter().any(|(l, _)| l == "le"),
+                    "le on (only) buckets: {line:?}"
+                );
+                base
+            } else {
+                name
+            };
             assert_eq!(
                 current.as_deref(),
-                Some(name),
+                Some(family),
                 "sample {line:?} outside its family"
             );
             let mut label_names = HashSet::new();

@@ -1,0 +1,218 @@
+//! The metrics fed as things happen (histograms, counters by label), as
+//! `prometheus-client` typed families. Each handle is an `Arc` inside:
+//! [`Live::register`] puts clones of them in a scrape's registry.
+//!
+//! Hot paths (a delivery, a frame) use a counter handle taken once per
+//! connection ([`Live::protocol`]): an atomic add, no label lookup. A
+//! histogram observe takes the histogram's own short mutex
+//! (`prometheus-client` has no atomic histogram); they are fed once per
+//! request, publish, webhook batch or leave, never per recipient.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// `route` and status class of an HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The route template (`/api/channels/{channel}`), or `unmatched`.
+    pub route: String,
+    /// `2xx`, `4xx`, ...
+    pub status: &'static str,
+}
+
+/// A wire protocol.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabel {
+    /// The front end's protocol name.
+    pub protocol: &'static str,
+}
+
+/// Why a member left.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// One of [`LEAVE_REASONS`].
+    pub reason: &'static str,
+}
+
+/// The `reason` values of `rollcall_leave_seconds`.
+pub const LEAVE_REASONS: [&str; 8] = [
+    "client_closed",
+    "timeout",
+    "slow_consumer",
+    "kicked",
+    "server_shutdown",
+    "policy",
+    "protocol_error",
+    "node_lost",
+];
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Request durations: 1 ms to about 16 s.
+fn http_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// Leave times: 1 ms to about 65 s (a node timeout is tens of seconds).
+fn leave_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// The live metrics of one server.
+#[derive(Debug)]
+pub struct Live {
+    http: HistogramFamily<HttpLabels>,
+    fanout: Histogram,
+    webhook_delivery: Histogram,
+    webhook_attempts: Histogram,
+    leave: HistogramFamily<ReasonLabel>,
+    auth_failures: Family<ProtocolLabel, Counter>,
+    rate_limited: Family<ProtocolLabel, Counter>,
+    bytes_received: Family<ProtocolLabel, Counter>,
+    bytes_sent: Family<ProtocolLabel, Counter>,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The counters of one protocol, taken once (per connection or front end)
+/// so that the hot path is an atomic add.
+#[derive(Clone, Debug, Default)]
+pub struct ProtocolCounters {
+    /// Bytes of WebSocket frames received.
+    pub bytes_received: Counter,
+    /// Bytes of WebSocket frames sent.
+    pub bytes_sent: Counter,
+    /// Frames refused by the rate limit.
+    pub rate_limited: Counter,
+    /// Refused logins / tokens.
+    pub auth_failures: Counter,
+}
+
+impl Live {
+    /// Everything at zero.
+    pub fn new() -> Self {
+        let live = Live {
+            http: Family::new_with_constructor(http_buckets as fn() -> Histogram),
+            // 1 to 65536 recipients.
+            fanout: Histogram::new(exponential_buckets(1.0, 2.0, 17)),
+            webhook_delivery: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
+            // A retry budget is a handful of attempts.
+            webhook_attempts: Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0]),
+            leave: Family::new_with_constructor(leave_buckets as fn() -> Histogram),
+            auth_failures: Family::default(),
+            rate_limited: Family::default(),
+            bytes_received: Family::default(),
+            bytes_sent: Family::default(),
+        };
+        // Series for every compiled-in front end from the start, so that
+        // rate() and alerts see a 0 before the first event.
+        for front_end in crate::frontends::COMPILED {
+            live.protocol(front_end.protocol);
+        }
+        live
+    }
+
+    /// Puts the metrics in `registry` (clones of the same handles).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "rollcall_http_request_duration_seconds",
+            "HTTP requests (API, upgrades, polling) by route template and status class: time to the response head.",
+            self.http.clone(),
+        );
+        registry.register(
+            "rollcall_fanout_size",
+            "Recipients on this node per channel message delivered here (published here or on another node).",
+            self.fanout.clone(),
+        );
+        registry.register(
+            "rollcall_webhook_delivery_seconds",
+            "Webhook batches: time from the first attempt to success or give-up.",
+            self.webhook_delivery.clone(),
+        );
+        registry.register(
+            "rollcall_webhook_attempts",
+            "Webhook batches: attempts until success or give-up.",
+            self.webhook_attempts.clone(),
+        );
+        registry.register(
+            "rollcall_leave_seconds",
+            "Members removed, by reason: from the moment the leave was decided (close decided, node last heard) to the removal.",
+            self.leave.clone(),
+        );
+        // Counters are named without _total: the encoder adds it.
+        registry.register(
+            "rollcall_auth_failures",
+            "Connections or logins refused for bad credentials, per wire protocol.",
+            self.auth_failures.clone(),
+        );
+        registry.register(
+            "rollcall_rate_limited_frames",
+            "Client frames refused by the rate limit, per wire protocol.",
+            self.rate_limited.clone(),
+        );
+        registry.register(
+            "rollcall_bytes_received",
+            "Bytes of WebSocket frames received from clients, per wire protocol.",
+            self.bytes_received.clone(),
+        );
+        registry.register(
+            "rollcall_bytes_sent",
+            "Bytes of WebSocket frames sent to clients, per wire protocol.",
+            self.bytes_sent.clone(),
+        );
+    }
+
+    /// The counter handles of `protocol` (a lookup under a read lock: take
+    /// them once, not per frame).
+    pub fn protocol(&self, protocol: &'static str) -> ProtocolCounters {
+        let label = ProtocolLabel { protocol };
+        ProtocolCounters {
+            bytes_received: self.bytes_received.get_or_create_owned(&label),
+            bytes_sent: self.bytes_sent.get_or_create_owned(&label),
+            rate_limited: self.rate_limited.get_or_create_owned(&label),
+            auth_failures: self.auth_failures.get_or_create_owned(&label),
+        }
+    }
+
+    /// An HTTP request took `seconds` to its response head.
+    pub fn http_request(&self, route: &str, status: u16, seconds: f64) {
+        let status = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        let labels = HttpLabels {
+            route: route.to_owned(),
+            status,
+        };
+        self.http.get_or_create(&labels).observe(seconds);
+    }
+
+    /// A channel message reached `recipients` connections on this node.
+    pub fn fanout(&self, recipients: usize) {
+        self.fanout.observe(recipients as f64);
+    }
+
+    /// A webhook batch is done (delivered or given up).
+    pub fn webhook_batch(&self, attempts: u32, seconds: f64) {
+        self.webhook_attempts.observe(f64::from(attempts));
+        self.webhook_delivery.observe(seconds);
+    }
+
+    /// A member left for `reason` (one of [`LEAVE_REASONS`]), `seconds`
+    /// after the leave was decided.
+    pub fn leave(&self, reason: &'static str, seconds: f64) {
+        self.leave
+            .get_or_create(&ReasonLabel { reason })
+            .observe(seconds);
+    }
+}
