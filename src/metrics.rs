@@ -417,20 +417,50 @@ fn write_process(enc: &mut DescriptorEncoder, s: &Scrape) -> fmt::Result {
     if let Some(fds) = s.process.open_fds {
         gauge(enc, "process_open_fds", "Open file descriptors.", fds)?;
     }
+    if let Some(cpu) = s.process.cpu_seconds {
+        // A counter of seconds: a float, so the f64 counter value.
+        ConstCounter::new(cpu).encode(enc.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds.",
+            None,
+            MetricType::Counter,
+        )?)?;
+    }
+    if let Some(start) = s.process.start_time {
+        gauge(
+            enc,
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            start,
+        )?;
+    }
+    let mut build = enc.encode_descriptor(
+        "rollcall_build_info",
+        "The running build (value always 1).",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(1u64)
+        .encode(build.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)?;
     Ok(())
 }
 
 /// The process's resources, from `/proc/self` (Linux; None elsewhere).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ProcessStats {
     /// Resident memory in bytes.
     pub resident_bytes: Option<u64>,
     /// Open file descriptors.
     pub open_fds: Option<usize>,
+    /// User and system CPU time, in seconds.
+    pub cpu_seconds: Option<f64>,
+    /// When the process started, in Unix seconds.
+    pub start_time: Option<f64>,
 }
 
 impl ProcessStats {
     /// Reads them now (procfs is in memory: no disk wait).
+    #[cfg(target_os = "linux")]
     pub fn read() -> Self {
         let resident_bytes = std::fs::read_to_string("/proc/self/status")
             .ok()
@@ -438,11 +468,56 @@ impl ProcessStats {
         let open_fds = std::fs::read_dir("/proc/self/fd")
             .ok()
             .map(|dir| dir.count());
+        let times = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|stat| stat_times(&stat));
+        let boot_time = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|stat| boot_time(&stat));
         ProcessStats {
             resident_bytes,
             open_fds,
+            cpu_seconds: times.map(|t| t.0),
+            start_time: times.zip(boot_time).map(|(t, boot)| boot + t.1),
         }
     }
+
+    /// Nothing outside Linux.
+    #[cfg(not(target_os = "linux"))]
+    pub fn read() -> Self {
+        Self::default()
+    }
+}
+
+/// From `/proc/self/stat`: (utime + stime, starttime), in seconds (the
+/// start since boot). The command name (field 2) may hold spaces and
+/// parentheses, so the fields are counted after its last `)`.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn stat_times(stat: &str) -> Option<(f64, f64)> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    // rest starts at field 3 (state): utime is field 14, stime 15,
+    // starttime 22.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field =
+        |n: usize| -> Option<f64> { fields.get(n - 3)?.parse::<u64>().ok().map(|t| t as f64) };
+    let cpu = field(14)? + field(15)?;
+    Some((cpu / USER_HZ, field(22)? / USER_HZ))
+}
+
+/// The unit of the times in `/proc/self/stat`: USER_HZ, which the kernel
+/// fixes at 100 for user space on every architecture Linux runs on (what
+/// `sysconf(_SC_CLK_TCK)` answers), so no libc call is needed.
+const USER_HZ: f64 = 100.0;
+
+/// `btime N` of `/proc/stat`: when the machine booted, in Unix seconds.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn boot_time(stat: &str) -> Option<f64> {
+    let line = stat.lines().find(|l| l.starts_with("btime "))?;
+    line["btime ".len()..]
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|t| t as f64)
 }
 
 /// `VmRSS:   1234 kB` of `/proc/self/status`, in bytes.
@@ -467,6 +542,15 @@ mod tests {
         let status = "Name:\trollcall\nVmRSS:\t   2048 kB\nThreads:\t4\n";
         assert_eq!(vm_rss_bytes(status), Some(2048 * 1024));
         assert_eq!(vm_rss_bytes("Name: x\n"), None);
+    }
+
+    #[test]
+    fn stat_parses() {
+        // A command name with a space and a parenthesis.
+        let stat = "1234 (roll )call) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 4200 1000 10";
+        assert_eq!(stat_times(stat), Some((3.0, 42.0)));
+        assert_eq!(stat_times("1 (x) S 1"), None);
+        assert_eq!(boot_time("cpu 1 2\nbtime 1700000000\n"), Some(1.7e9));
     }
 
     #[test]

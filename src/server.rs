@@ -222,7 +222,10 @@ pub fn router(app: App, config: &Config) -> Result<Router, String> {
             origins,
             crate::origins::check,
         ))
-        .layer(axum::middleware::from_fn(crate::access::log))
+        .layer(axum::middleware::from_fn_with_state(
+            app.metrics.clone(),
+            crate::access::log,
+        ))
         .with_state(app))
 }
 

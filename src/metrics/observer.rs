@@ -180,6 +180,10 @@ impl PresenceObserver for MetricsObserver {
         self.published.fetch_add(1, Ordering::Relaxed);
     }
 
+    fn fanned_out(&self, recipients: usize) {
+        self.live.fanout(recipients);
+    }
+
     fn connected(&self, _conn: ConnId, _user_id: Option<&Arc<str>>, protocol: &'static str) {
         self.slot(protocol).opened.fetch_add(1, Ordering::SeqCst);
     }

@@ -861,8 +861,14 @@ impl Presence {
                 }
             }
         };
+        let fanned_out = |recipients: usize| {
+            for observer in &self.inner.observers {
+                observer.fanned_out(recipients);
+            }
+        };
         let Some(ch) = self.existing_channel(&msg.channel) else {
             notify(msg);
+            fanned_out(0);
             return 0;
         };
         let guard = self.lock_channel(&ch);
@@ -875,6 +881,7 @@ impl Presence {
         // Under the lock, so observers see messages and presence changes of
         // a channel in one order.
         notify(msg);
+        fanned_out(delivered);
         delivered
     }
 

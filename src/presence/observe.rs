@@ -52,6 +52,11 @@ pub trait PresenceObserver: Send + Sync + 'static {
     /// A message was published on this node by a local client or the HTTP
     /// API (not for messages delivered with [`super::Presence::deliver_remote`]).
     fn published(&self, _msg: &ChannelMessage) {}
+    /// A channel message (published here or on another node) was queued
+    /// for `recipients` connections of this node (0 included). Under the
+    /// channel's lock when it has subscribers: keep it to an atomic add or
+    /// a histogram observe.
+    fn fanned_out(&self, _recipients: usize) {}
     /// A client's message the policy sends to the backend (`forward`:
     /// also or only), on the node the client is connected to, before it is
     /// delivered (if it is). `protocol` is the sender's front end.

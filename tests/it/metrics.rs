@@ -448,6 +448,125 @@ async fn counters_and_gauges_follow_clients() {
     srv.stop().await;
 }
 
+/// The cumulative count of the bucket `le` of histogram series
+/// `name{labels}` (`labels`: the other labels as written, e.g.
+/// `reason="timeout"`, or empty).
+fn bucket(series: &Series, name: &str, labels: &str, le: f64) -> Option<f64> {
+    series.iter().find_map(|(key, value)| {
+        let (n, pairs) = split_series(key);
+        if n != format!("{name}_bucket") {
+            return None;
+        }
+        let le_of = pairs.iter().find(|(l, _)| l == "le")?;
+        let bound: f64 = if le_of.1 == "+Inf" {
+            f64::INFINITY
+        } else {
+            le_of.1.parse().ok()?
+        };
+        let others: Vec<String> = pairs
+            .iter()
+            .filter(|(l, _)| l != "le")
+            .map(|(l, v)| format!("{l}=\"{v}\""))
+            .collect();
+        (bound == le && others.join(",") == labels).then_some(*value)
+    })
+}
+
+#[tokio::test]
+async fn histograms_and_process_metrics() {
+    let srv = TestServer::start().await;
+    let start = expect_metrics(&srv, &[]).await;
+    // Every histogram is declared from the start; unlabelled ones have
+    // their zero buckets.
+    for name in [
+        "rollcall_fanout_size",
+        "rollcall_webhook_delivery_seconds",
+        "rollcall_webhook_attempts",
+    ] {
+        assert_eq!(start.get(&format!("{name}_count")), Some(&0.0), "{name}");
+        assert_eq!(start.get(&format!("{name}_sum")), Some(&0.0), "{name}");
+        assert_eq!(bucket(&start, name, "", f64::INFINITY), Some(0.0));
+    }
+    // Process metrics from /proc/self, and the build.
+    #[cfg(target_os = "linux")]
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        let v = start.get(name).copied().unwrap_or_else(|| panic!("{name}"));
+        assert!(v > 0.0, "{name} {v}");
+    }
+    let started = start["process_start_time_seconds"];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!(
+        started <= now + 1.0 && started > now - 24.0 * 3600.0,
+        "{started}"
+    );
+    let version = format!(
+        "rollcall_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(start.get(&version), Some(&1.0), "{version}");
+
+    // The first scrape was timed by route template and status class.
+    let second = scrape(srv.addr).await;
+    let metrics_route = "route=\"/metrics\",status=\"2xx\"";
+    let count = |s: &Series, labels: &str| {
+        s.get(&format!(
+            "rollcall_http_request_duration_seconds_count{{{labels}}}"
+        ))
+        .copied()
+    };
+    assert!(count(&second, metrics_route) >= Some(1.0), "{second:?}");
+    assert!(
+        bucket(
+            &second,
+            "rollcall_http_request_duration_seconds",
+            metrics_route,
+            f64::INFINITY
+        ) >= Some(1.0)
+    );
+
+    // A publish to 3 subscribers: one observation of 3, in the buckets
+    // from 4 up and not in 2.
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut c = srv.connect(anonymous()).await;
+        c.join("news").await;
+        clients.push(c);
+    }
+    srv.publish("news", "headline", json!("hi")).await;
+    for c in &mut clients {
+        c.expect("headline").await;
+    }
+    let after = expect_metrics(
+        &srv,
+        &[
+            ("rollcall_fanout_size_count", 1.0),
+            ("rollcall_fanout_size_sum", 3.0),
+        ],
+    )
+    .await;
+    assert_eq!(bucket(&after, "rollcall_fanout_size", "", 2.0), Some(0.0));
+    assert_eq!(bucket(&after, "rollcall_fanout_size", "", 4.0), Some(1.0));
+    // The API publish has its route template, not the request path.
+    assert!(
+        after
+            .keys()
+            .any(|k| k.starts_with("rollcall_http_request_duration_seconds_count{route=\"/api/")),
+        "{after:?}"
+    );
+    for c in clients {
+        c.close().await;
+    }
+    srv.stop().await;
+}
+
 /// Refreshes lee's lease on `ids` (an empty list ends it).
 async fn lease(srv: &TestServer, ids: serde_json::Value) {
     let lease = json!({"user": "lee", "ids": ids, "ttl_ms": 30000});
