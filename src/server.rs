@@ -318,6 +318,8 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
     observers.extend(cluster.as_ref().map(|c| c.observer()));
     let metrics = crate::metrics::MetricsObserver::shared();
     observers.push(metrics.clone());
+    let mut settings = settings;
+    settings.transport.metrics = Some(metrics.clone());
     let presence = Presence::with_observers(config.presence_limits(), observers);
     presence.set_policy(policy);
     services.start(&presence);

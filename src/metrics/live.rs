@@ -181,6 +181,14 @@ impl Live {
         }
     }
 
+    /// A connection or login of `protocol` was refused for bad
+    /// credentials.
+    pub fn auth_failure(&self, protocol: &'static str) {
+        self.auth_failures
+            .get_or_create(&ProtocolLabel { protocol })
+            .inc();
+    }
+
     /// An HTTP request took `seconds` to its response head.
     pub fn http_request(&self, route: &str, status: u16, seconds: f64) {
         let status = match status {

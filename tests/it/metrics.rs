@@ -561,6 +561,29 @@ async fn histograms_and_process_metrics() {
             .any(|k| k.starts_with("rollcall_http_request_duration_seconds_count{route=\"/api/")),
         "{after:?}"
     );
+    // WebSocket payload bytes, by protocol: the joins in, the joins'
+    // answers and the message out.
+    let bytes = |s: &Series, dir: &str| {
+        s.get(&format!(
+            "rollcall_bytes_{dir}_total{{protocol=\"hotsock\"}}"
+        ))
+        .copied()
+    };
+    assert!(bytes(&after, "received") > Some(0.0), "{after:?}");
+    assert!(bytes(&after, "sent") > Some(0.0), "{after:?}");
+    assert_eq!(
+        after.get("rollcall_rate_limited_frames_total{protocol=\"hotsock\"}"),
+        Some(&0.0)
+    );
+
+    // A bad token: refused before the upgrade, counted.
+    let refused = tokio_tungstenite::connect_async(srv.url("not-a-jwt")).await;
+    assert!(refused.is_err());
+    expect_metrics(
+        &srv,
+        &[("rollcall_auth_failures_total{protocol=\"hotsock\"}", 1.0)],
+    )
+    .await;
     for c in clients {
         c.close().await;
     }
