@@ -47,6 +47,11 @@ const DASHBOARD: &str = include_str!("../web/dashboard.html");
 const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
      style-src 'unsafe-inline'; connect-src 'self'; img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
+/// `/metrics` alone, for `--metrics-listen`.
+pub fn scrape_routes() -> Router<App> {
+    Router::new().route("/metrics", get(scrape))
+}
+
 /// The routes (open: no API key).
 pub fn routes() -> Router<App> {
     Router::new()

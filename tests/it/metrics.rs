@@ -590,6 +590,25 @@ async fn histograms_and_process_metrics() {
     srv.stop().await;
 }
 
+#[tokio::test]
+async fn metrics_listen_serves_only_metrics() {
+    let srv = TestServer::start_with(|c| {
+        c.listener.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
+    })
+    .await;
+    let at = srv.server.metrics_addr().expect("a metrics listener");
+    assert_ne!(at, srv.addr);
+    let series = scrape(at).await;
+    assert_eq!(series.get("rollcall_bus_up"), Some(&1.0));
+    // Nothing else there: no API, no dashboard, no front end.
+    for path in ["/api/channels", "/dashboard", "/healthz", "/hotsock"] {
+        assert_eq!(get(at, path, true).await.status, 404, "{path}");
+    }
+    // The main listener keeps /metrics.
+    assert_eq!(scrape(srv.addr).await.get("rollcall_bus_up"), Some(&1.0));
+    srv.stop().await;
+}
+
 /// Refreshes lee's lease on `ids` (an empty list ends it).
 async fn lease(srv: &TestServer, ids: serde_json::Value) {
     let lease = json!({"user": "lee", "ids": ids, "ttl_ms": 30000});
