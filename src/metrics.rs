@@ -66,6 +66,7 @@ async fn scrape(State(app): State<App>) -> impl IntoResponse {
             presence: app.presence.stats(),
             cluster: app.cluster.stats(),
             webhooks_dropped: app.services.webhooks().map(|w| w.dropped()),
+            webhook_stats: app.services.webhooks().map(|w| w.stats().clone()),
             admission: app.admission.stats(),
             started: app.metrics.started(),
             process: ProcessStats::read(),
@@ -103,6 +104,8 @@ pub struct Scrape {
     pub cluster: ClusterStats,
     /// Webhook events dropped, when webhooks are configured.
     pub webhooks_dropped: Option<u64>,
+    /// The webhook delivery histograms, when webhooks are configured.
+    pub webhook_stats: Option<crate::services::webhooks::DeliveryStats>,
     /// Connections refused or cut at the listener.
     pub admission: crate::listener::AdmissionStats,
     /// When the server started (Unix seconds).
@@ -121,6 +124,18 @@ pub fn render(s: &Scrape, live: &Live) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(ScrapeCollector(s.clone())));
     live.register(&mut registry);
+    if let Some(stats) = &s.webhook_stats {
+        registry.register(
+            "rollcall_webhook_delivery_seconds",
+            "Webhook batches, per URL: time from the first attempt to success or give-up.",
+            stats.seconds.clone(),
+        );
+        registry.register(
+            "rollcall_webhook_attempts",
+            "Webhook batches, per URL: attempts until success or give-up.",
+            stats.attempts.clone(),
+        );
+    }
     let mut out = String::with_capacity(16 * 1024);
     // Writing into a String cannot fail; an encoder error would only cut
     // the answer short.
@@ -566,6 +581,7 @@ mod tests {
             presence: Stats::default(),
             cluster: crate::cluster::Cluster::standalone("n1").stats(),
             webhooks_dropped,
+            webhook_stats: None,
             started: 1.5,
             process: ProcessStats::default(),
         };
@@ -590,6 +606,7 @@ mod tests {
             presence: Stats::default(),
             cluster: crate::cluster::Cluster::standalone("n1").stats(),
             webhooks_dropped: None,
+            webhook_stats: None,
             started: 1.5,
             process: ProcessStats::default(),
         };

@@ -6,7 +6,8 @@
 //! connection ([`Live::protocol`]): an atomic add, no label lookup. A
 //! histogram observe takes the histogram's own short mutex
 //! (`prometheus-client` has no atomic histogram); they are fed once per
-//! request, publish, webhook batch or leave, never per recipient.
+//! request, publish or leave, never per recipient. The webhook histograms
+//! live with the webhooks (`services::webhooks::DeliveryStats`).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -66,8 +67,6 @@ fn leave_buckets() -> Histogram {
 pub struct Live {
     http: HistogramFamily<HttpLabels>,
     fanout: Histogram,
-    webhook_delivery: Histogram,
-    webhook_attempts: Histogram,
     leave: HistogramFamily<ReasonLabel>,
     auth_failures: Family<ProtocolLabel, Counter>,
     rate_limited: Family<ProtocolLabel, Counter>,
@@ -102,9 +101,6 @@ impl Live {
             http: Family::new_with_constructor(http_buckets as fn() -> Histogram),
             // 1 to 65536 recipients.
             fanout: Histogram::new(exponential_buckets(1.0, 2.0, 17)),
-            webhook_delivery: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
-            // A retry budget is a handful of attempts.
-            webhook_attempts: Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0]),
             leave: Family::new_with_constructor(leave_buckets as fn() -> Histogram),
             auth_failures: Family::default(),
             rate_limited: Family::default(),
@@ -130,16 +126,6 @@ impl Live {
             "rollcall_fanout_size",
             "Recipients on this node per channel message delivered here (published here or on another node).",
             self.fanout.clone(),
-        );
-        registry.register(
-            "rollcall_webhook_delivery_seconds",
-            "Webhook batches: time from the first attempt to success or give-up.",
-            self.webhook_delivery.clone(),
-        );
-        registry.register(
-            "rollcall_webhook_attempts",
-            "Webhook batches: attempts until success or give-up.",
-            self.webhook_attempts.clone(),
         );
         registry.register(
             "rollcall_leave_seconds",
@@ -208,12 +194,6 @@ impl Live {
     /// A channel message reached `recipients` connections on this node.
     pub fn fanout(&self, recipients: usize) {
         self.fanout.observe(recipients as f64);
-    }
-
-    /// A webhook batch is done (delivered or given up).
-    pub fn webhook_batch(&self, attempts: u32, seconds: f64) {
-        self.webhook_attempts.observe(f64::from(attempts));
-        self.webhook_delivery.observe(seconds);
     }
 
     /// A member left for `reason` (one of [`LEAVE_REASONS`]), `seconds`
