@@ -50,21 +50,39 @@ impl Outbound {
 }
 
 /// Why and how a connection is being closed by the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CloseReason {
     /// WebSocket close code.
     pub code: u16,
     /// Human-readable reason (sent in the close frame, at most 123 bytes).
     pub reason: Cow<'static, str>,
+    /// When the close was decided (reasons are built where it is), for
+    /// `rollcall_leave_seconds`: one clock read per close.
+    decided: std::time::Instant,
 }
 
+/// Two reasons are the same close whenever they were decided.
+impl PartialEq for CloseReason {
+    fn eq(&self, other: &Self) -> bool {
+        self.code == other.code && self.reason == other.reason
+    }
+}
+
+impl Eq for CloseReason {}
+
 impl CloseReason {
-    /// Builds a close reason.
+    /// Builds a close reason, decided now.
     pub fn new(code: u16, reason: impl Into<Cow<'static, str>>) -> Self {
         CloseReason {
             code,
             reason: reason.into(),
+            decided: std::time::Instant::now(),
         }
+    }
+
+    /// Time since the close was decided.
+    pub fn since_decided(&self) -> std::time::Duration {
+        self.decided.elapsed()
     }
 }
 

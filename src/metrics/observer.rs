@@ -193,9 +193,15 @@ impl PresenceObserver for MetricsObserver {
         _conn: ConnId,
         _user_id: Option<&Arc<str>>,
         protocol: &'static str,
-        _reason: Option<&crate::outbox::CloseReason>,
+        reason: Option<&crate::outbox::CloseReason>,
     ) {
         self.slot(protocol).closed.fetch_add(1, Ordering::SeqCst);
+        // Its members were removed just before this call: the time since
+        // the server decided the close. A client that went away decided
+        // nothing here (0: its removal follows the read of its close at once).
+        let seconds = reason.map_or(0.0, |r| r.since_decided().as_secs_f64());
+        self.live
+            .leave(crate::services::webhooks::close_kind(reason), seconds);
     }
 
     fn channel_batch(

@@ -581,9 +581,29 @@ async fn histograms_and_process_metrics() {
         &[("rollcall_auth_failures_total{protocol=\"hotsock\"}", 1.0)],
     )
     .await;
+    // Client closes: leaves with reason client_closed, timed from the
+    // close frame's read to the removal (well under a second here).
     for c in clients {
         c.close().await;
     }
+    let left = expect_metrics(
+        &srv,
+        &[(
+            "rollcall_leave_seconds_count{reason=\"client_closed\"}",
+            3.0,
+        )],
+    )
+    .await;
+    assert_eq!(
+        bucket(
+            &left,
+            "rollcall_leave_seconds",
+            "reason=\"client_closed\"",
+            1.024
+        ),
+        Some(3.0)
+    );
+    assert!(left["rollcall_leave_seconds_sum{reason=\"client_closed\"}"] < 3.0);
     srv.stop().await;
 }
 
