@@ -184,6 +184,10 @@ impl PresenceObserver for MetricsObserver {
         self.live.fanout(recipients);
     }
 
+    fn connection_lost(&self, silent_ms: u64) {
+        self.live.leave("node_lost", silent_ms as f64 / 1000.0);
+    }
+
     fn connected(&self, _conn: ConnId, _user_id: Option<&Arc<str>>, protocol: &'static str) {
         self.slot(protocol).opened.fetch_add(1, Ordering::SeqCst);
     }

@@ -885,6 +885,14 @@ impl Presence {
         delivered
     }
 
+    /// Tells the observers that a lost node's connection was removed,
+    /// `silent_ms` after that node was last heard (the cluster calls it).
+    pub fn connection_lost(&self, silent_ms: u64) {
+        for observer in &self.inner.observers {
+            observer.connection_lost(silent_ms);
+        }
+    }
+
     /// Sends a direct message to every connection of `user_id`. Returns the
     /// number of connections reached.
     pub fn send_to_user(&self, user_id: &str, msg: &DirectMessage) -> usize {

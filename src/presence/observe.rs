@@ -57,6 +57,9 @@ pub trait PresenceObserver: Send + Sync + 'static {
     /// channel's lock when it has subscribers: keep it to an atomic add or
     /// a histogram observe.
     fn fanned_out(&self, _recipients: usize) {}
+    /// A connection of a node that vanished was removed, `silent_ms` after
+    /// that node was last heard.
+    fn connection_lost(&self, _silent_ms: u64) {}
     /// A client's message the policy sends to the backend (`forward`:
     /// also or only), on the node the client is connected to, before it is
     /// delivered (if it is). `protocol` is the sender's front end.

@@ -869,17 +869,28 @@ async fn cluster_figures_on_a_redis_bus() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 
-    // Node b vanishes without a goodbye: a times it out.
+    // A connection on b, which a replicates.
+    let pam = b.hotsock(user("pam", json!(null))).await;
+    expect_metrics_at(a.addr, &[("rollcall_cluster_connections", 2.0)], WAIT).await;
+
+    // Node b vanishes without a goodbye: a times it out, and removes
+    // pam's connection as lost, past the 1 s node timeout after b's last
+    // heartbeat.
     b.kill();
-    expect_metrics_at(
+    let lost = "rollcall_leave_seconds_count{reason=\"node_lost\"}";
+    let after = expect_metrics_at(
         a.addr,
         &[
             ("rollcall_cluster_nodes", 1.0),
             ("rollcall_cluster_nodes_timed_out_total", 1.0),
             ("rollcall_cluster_nodes_left_total", 0.0),
+            (lost, 1.0),
         ],
         std::time::Duration::from_secs(10),
     )
     .await;
+    let silent = after["rollcall_leave_seconds_sum{reason=\"node_lost\"}"];
+    assert!((1.0..10.0).contains(&silent), "node lost after {silent}s");
+    drop(pam);
     jim.close().await;
 }
