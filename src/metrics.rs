@@ -127,12 +127,12 @@ pub fn render(s: &Scrape, live: &Live) -> String {
     if let Some(stats) = &s.webhook_stats {
         registry.register(
             "rollcall_webhook_delivery_seconds",
-            "Webhook batches, per URL: time from the first attempt to success or give-up.",
+            "Webhook batches, per URL: time from the first attempt to success or give-up",
             stats.seconds.clone(),
         );
         registry.register(
             "rollcall_webhook_attempts",
-            "Webhook batches, per URL: attempts until success or give-up.",
+            "Webhook batches, per URL: attempts until success or give-up",
             stats.attempts.clone(),
         );
     }
@@ -625,6 +625,11 @@ mod tests {
             assert!(text.contains(&format!("\n# TYPE {family}\n")), "{family}");
         }
         assert!(!text.contains("_total_total"));
+        // Registry::register adds a period to HELP; ours have none.
+        let doubled = text
+            .lines()
+            .find(|l| l.starts_with("# HELP") && l.ends_with(".."));
+        assert_eq!(doubled, None);
         assert!(text.contains("\nrollcall_messages_published_total 0\n"));
         assert!(text.contains("\nrollcall_fanout_size_bucket{le=\"+Inf\"} 0\n"));
     }

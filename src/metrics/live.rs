@@ -115,42 +115,43 @@ impl Live {
         live
     }
 
-    /// Puts the metrics in `registry` (clones of the same handles).
+    /// Puts the metrics in `registry` (clones of the same handles). HELP
+    /// texts end without a period: `Registry::register` adds one.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "rollcall_http_request_duration_seconds",
-            "HTTP requests (API, upgrades, polling) by route template and status class: time to the response head.",
+            "HTTP requests (API, upgrades, polling) by route template and status class: time to the response head",
             self.http.clone(),
         );
         registry.register(
             "rollcall_fanout_size",
-            "Recipients on this node per channel message delivered here (published here or on another node).",
+            "Recipients on this node per channel message delivered here (published here or on another node)",
             self.fanout.clone(),
         );
         registry.register(
             "rollcall_leave_seconds",
-            "Members removed, by reason: from the moment the leave was decided (close decided, node last heard) to the removal.",
+            "Connections removed with their members, by reason: from the moment the close was decided (or a lost node last heard) to the removal",
             self.leave.clone(),
         );
         // Counters are named without _total: the encoder adds it.
         registry.register(
             "rollcall_auth_failures",
-            "Connections or logins refused for bad credentials, per wire protocol.",
+            "Connections or logins refused for bad credentials, per wire protocol",
             self.auth_failures.clone(),
         );
         registry.register(
             "rollcall_rate_limited_frames",
-            "Client frames refused by the rate limit, per wire protocol.",
+            "Client frames refused by the rate limit, per wire protocol",
             self.rate_limited.clone(),
         );
         registry.register(
             "rollcall_bytes_received",
-            "Bytes of WebSocket frames received from clients, per wire protocol.",
+            "Bytes of WebSocket frames received from clients, per wire protocol",
             self.bytes_received.clone(),
         );
         registry.register(
             "rollcall_bytes_sent",
-            "Bytes of WebSocket frames sent to clients, per wire protocol.",
+            "Bytes of WebSocket frames sent to clients, per wire protocol",
             self.bytes_sent.clone(),
         );
     }
