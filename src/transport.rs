@@ -286,6 +286,12 @@ where
         for item in batch.drain(..) {
             outbox.sent(&item);
         }
+        // The sampled frame, if this batch had it, is written now.
+        if let (Ok(Ok(())), Some(queued)) = (&result, rx.take_sample()) {
+            cfg.counters
+                .delivery
+                .observe(queued.elapsed().as_secs_f64());
+        }
         match result {
             Ok(Ok(())) if closing => return false,
             Ok(Ok(())) => {}

@@ -72,6 +72,7 @@ pub struct Live {
     rate_limited: Family<ProtocolLabel, Counter>,
     bytes_received: Family<ProtocolLabel, Counter>,
     bytes_sent: Family<ProtocolLabel, Counter>,
+    delivery: HistogramFamily<ProtocolLabel>,
 }
 
 impl Default for Live {
@@ -80,10 +81,17 @@ impl Default for Live {
     }
 }
 
+/// Delivery latencies: 100 µs to about 3 s.
+fn delivery_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 15))
+}
+
 /// The counters of one protocol, taken once (per connection or front end)
 /// so that the hot path is an atomic add.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ProtocolCounters {
+    /// Queue-to-write time of sampled frames (1 in 64 per connection).
+    pub delivery: Histogram,
     /// Bytes of WebSocket frames received.
     pub bytes_received: Counter,
     /// Bytes of WebSocket frames sent.
@@ -92,6 +100,19 @@ pub struct ProtocolCounters {
     pub rate_limited: Counter,
     /// Refused logins / tokens.
     pub auth_failures: Counter,
+}
+
+/// Detached handles (counted nowhere): transports without metrics.
+impl Default for ProtocolCounters {
+    fn default() -> Self {
+        ProtocolCounters {
+            delivery: delivery_buckets(),
+            bytes_received: Counter::default(),
+            bytes_sent: Counter::default(),
+            rate_limited: Counter::default(),
+            auth_failures: Counter::default(),
+        }
+    }
 }
 
 impl Live {
@@ -106,6 +127,7 @@ impl Live {
             rate_limited: Family::default(),
             bytes_received: Family::default(),
             bytes_sent: Family::default(),
+            delivery: Family::new_with_constructor(delivery_buckets as fn() -> Histogram),
         };
         // Series for every compiled-in front end from the start, so that
         // rate() and alerts see a 0 before the first event.
@@ -150,6 +172,11 @@ impl Live {
             self.bytes_received.clone(),
         );
         registry.register(
+            "rollcall_delivery_seconds",
+            "Frames from queued for a connection to written to its socket, 1 in 64 per connection sampled (the first, the 65th, ...), per wire protocol",
+            self.delivery.clone(),
+        );
+        registry.register(
             "rollcall_bytes_sent",
             "Bytes of WebSocket frames sent to clients, per wire protocol",
             self.bytes_sent.clone(),
@@ -161,6 +188,7 @@ impl Live {
     pub fn protocol(&self, protocol: &'static str) -> ProtocolCounters {
         let label = ProtocolLabel { protocol };
         ProtocolCounters {
+            delivery: self.delivery.get_or_create_owned(&label),
             bytes_received: self.bytes_received.get_or_create_owned(&label),
             bytes_sent: self.bytes_sent.get_or_create_owned(&label),
             rate_limited: self.rate_limited.get_or_create_owned(&label),

@@ -573,6 +573,11 @@ async fn histograms_and_process_metrics() {
         Some(&0.0)
     );
 
+    // Each client's first frame (its join's answer) was timed from queue
+    // to write.
+    let delivery = "rollcall_delivery_seconds_count{protocol=\"hotsock\"}";
+    assert!(after.get(delivery) >= Some(&3.0), "{after:?}");
+
     // A bad token: refused before the upgrade, counted.
     let refused = tokio_tungstenite::connect_async(srv.url("not-a-jwt")).await;
     assert!(refused.is_err());
