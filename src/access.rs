@@ -12,11 +12,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
 use tokio::time::Instant;
+
+use crate::metrics::MetricsObserver;
 
 /// The log target of access lines and refusals.
 pub const TARGET: &str = "rollcall::access";
@@ -39,10 +41,20 @@ pub fn client(extensions: &axum::http::Extensions) -> Option<SocketAddr> {
         .map(|ConnectInfo(addr)| *addr)
 }
 
-/// Middleware (`axum::middleware::from_fn`) that writes the access line
+/// Middleware (`axum::middleware::from_fn_with_state`) that writes the access line
 /// of each request once its response head is ready.
-pub async fn log(req: Request, next: Next) -> Response {
+///
+/// Also feeds `rollcall_http_request_duration_seconds` of `metrics`, by
+/// the route template the router matched (`unmatched` for fallbacks, so
+/// that scanners' paths cannot grow the series).
+pub async fn log(
+    State(metrics): State<Arc<MetricsObserver>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let start = Instant::now();
+    // An Arc inside: no copy of the path until the observe.
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
     // The path alone: the query may carry a token.
     let path = req.uri().path().to_owned();
@@ -50,7 +62,13 @@ pub async fn log(req: Request, next: Next) -> Response {
     let upgrade = req.headers().contains_key(header::UPGRADE);
     let response = next.run(req).await;
     let status = response.status().as_u16();
-    let duration_ms = start.elapsed().as_micros() as f64 / 1000.0;
+    let elapsed = start.elapsed();
+    let duration_ms = elapsed.as_micros() as f64 / 1000.0;
+    metrics.live().http_request(
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        status,
+        elapsed.as_secs_f64(),
+    );
     let reason = response.extensions().get::<Reason>().map(|r| &*r.0);
     let what = match (upgrade, status) {
         (false, _) => "request",

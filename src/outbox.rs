@@ -12,6 +12,7 @@ use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -50,21 +51,39 @@ impl Outbound {
 }
 
 /// Why and how a connection is being closed by the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CloseReason {
     /// WebSocket close code.
     pub code: u16,
     /// Human-readable reason (sent in the close frame, at most 123 bytes).
     pub reason: Cow<'static, str>,
+    /// When the close was decided (reasons are built where it is), for
+    /// `rollcall_leave_seconds`: one clock read per close.
+    decided: std::time::Instant,
 }
 
+/// Two reasons are the same close whenever they were decided.
+impl PartialEq for CloseReason {
+    fn eq(&self, other: &Self) -> bool {
+        self.code == other.code && self.reason == other.reason
+    }
+}
+
+impl Eq for CloseReason {}
+
 impl CloseReason {
-    /// Builds a close reason.
+    /// Builds a close reason, decided now.
     pub fn new(code: u16, reason: impl Into<Cow<'static, str>>) -> Self {
         CloseReason {
             code,
             reason: reason.into(),
+            decided: std::time::Instant::now(),
         }
+    }
+
+    /// Time since the close was decided.
+    pub fn since_decided(&self) -> std::time::Duration {
+        self.decided.elapsed()
     }
 }
 
@@ -88,6 +107,9 @@ pub struct Outbox {
 #[derive(Debug)]
 pub struct OutboxReceiver {
     queue: Arc<Queue>,
+    /// When the sampled item received last was queued (see
+    /// [`OutboxReceiver::take_sample`]).
+    sample: Option<Instant>,
 }
 
 /// The queue shared by both halves.
@@ -103,7 +125,17 @@ struct QueueState {
     waker: Option<Waker>,
     sender_gone: bool,
     receiver_gone: bool,
+    /// Items pushed and popped (wrapping), for the delivery-latency
+    /// sample: one item in [`SAMPLE_EVERY`] carries a queue time.
+    pushed: u32,
+    popped: u32,
+    /// The sampled item (its push number) and when it was queued.
+    sample: Option<(u32, Instant)>,
 }
+
+/// One item in this many (the first, the 65th, ...) is timed from queue
+/// to write: a clock read per 64 pushes, none per delivery otherwise.
+const SAMPLE_EVERY: u32 = 64;
 
 /// A drained queue whose capacity grew past this many items (a burst or a
 /// slow reader) gives its memory back.
@@ -116,6 +148,26 @@ impl Queue {
 }
 
 impl QueueState {
+    fn push(&mut self, item: Outbound) {
+        self.items.push_back(item);
+        self.pushed = self.pushed.wrapping_add(1);
+        if self.pushed % SAMPLE_EVERY == 1 && self.sample.is_none() {
+            self.sample = Some((self.pushed, Instant::now()));
+        }
+    }
+
+    /// The queue time of the sample, if the item just popped was it.
+    fn popped_sample(&mut self) -> Option<Instant> {
+        self.popped = self.popped.wrapping_add(1);
+        match self.sample {
+            Some((n, at)) if n == self.popped => {
+                self.sample = None;
+                Some(at)
+            }
+            _ => None,
+        }
+    }
+
     fn pop(&mut self) -> Option<Outbound> {
         let item = self.items.pop_front();
         if self.items.is_empty() && self.items.capacity() > SHRINK_ABOVE_ITEMS {
@@ -138,7 +190,10 @@ impl Outbox {
                 close_reason: Mutex::new(None),
                 close_signal: Notify::new(),
             },
-            OutboxReceiver { queue },
+            OutboxReceiver {
+                queue,
+                sample: None,
+            },
         )
     }
 
@@ -169,7 +224,7 @@ impl Outbox {
                 self.queued.fetch_sub(cost, Ordering::AcqRel);
                 return false;
             }
-            state.items.push_back(item);
+            state.push(item);
             state.waker.take()
         };
         // Woken outside the lock, so the writer does not wait on it.
@@ -253,6 +308,9 @@ impl OutboxReceiver {
         poll_fn(|cx| {
             let mut state = self.queue.lock();
             if let Some(item) = state.pop() {
+                if let Some(at) = state.popped_sample() {
+                    self.sample = Some(at);
+                }
                 return Poll::Ready(Some(item));
             }
             if state.sender_gone {
@@ -269,7 +327,18 @@ impl OutboxReceiver {
 
     /// A queued item if one is ready now.
     pub fn try_recv(&mut self) -> Option<Outbound> {
-        self.queue.lock().pop()
+        let mut state = self.queue.lock();
+        let item = state.pop()?;
+        if let Some(at) = state.popped_sample() {
+            self.sample = Some(at);
+        }
+        Some(item)
+    }
+
+    /// When the sampled item among those received so far was queued, once
+    /// (the writer calls it after writing them: queue-to-write latency).
+    pub fn take_sample(&mut self) -> Option<Instant> {
+        self.sample.take()
     }
 }
 
@@ -302,6 +371,32 @@ pub(crate) fn drain_text(rx: &mut OutboxReceiver) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_item_in_64_is_timed() {
+        let (outbox, mut rx) = Outbox::new(1 << 20);
+        let mut sampled = Vec::new();
+        for i in 1..=130 {
+            assert!(outbox.push_text(Bytes::from_static(b"x")));
+            assert!(rx.try_recv().is_some());
+            if rx.take_sample().is_some() {
+                sampled.push(i);
+            }
+        }
+        assert_eq!(sampled, vec![1, 65, 129]);
+        // Queued together: the sample waits for its own item.
+        for _ in 0..70 {
+            assert!(outbox.push_text(Bytes::from_static(b"x")));
+        }
+        let mut at = Vec::new();
+        for i in 131..=200 {
+            assert!(rx.try_recv().is_some());
+            if rx.take_sample().is_some() {
+                at.push(i);
+            }
+        }
+        assert_eq!(at, vec![193]);
+    }
 
     #[tokio::test]
     async fn overflow_closes_with_a_reason() {

@@ -100,6 +100,7 @@ const SPREAD_EXEMPT: [&str; 1] = ["socketio"];
 /// A running server.
 pub struct RunningServer {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     app: App,
     task: tokio::task::JoinHandle<()>,
 }
@@ -108,6 +109,11 @@ impl RunningServer {
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the `--metrics-listen` listener, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The presence core (for embedding and tests).
@@ -222,7 +228,10 @@ pub fn router(app: App, config: &Config) -> Result<Router, String> {
             origins,
             crate::origins::check,
         ))
-        .layer(axum::middleware::from_fn(crate::access::log))
+        .layer(axum::middleware::from_fn_with_state(
+            app.metrics.clone(),
+            crate::access::log,
+        ))
         .with_state(app))
 }
 
@@ -315,6 +324,8 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
     observers.extend(cluster.as_ref().map(|c| c.observer()));
     let metrics = crate::metrics::MetricsObserver::shared();
     observers.push(metrics.clone());
+    let mut settings = settings;
+    settings.transport.metrics = Some(metrics.clone());
     let presence = Presence::with_observers(config.presence_limits(), observers);
     presence.set_policy(policy);
     services.start(&presence);
@@ -343,7 +354,48 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
         .map_err(|source| StartError::Listen { addr, source })?;
     let stop = app.shutdown.handle();
     let admission = app.admission.clone();
+    let metrics_addr = match config.listener.metrics_listen {
+        Some(at) => Some(serve_metrics(&app, config, at).await?),
+        None => None,
+    };
     let task = tokio::spawn(crate::listener::serve(listener, service, admission, stop));
     tracing::info!(%addr, "rollcall listening");
-    Ok(RunningServer { addr, app, task })
+    Ok(RunningServer {
+        addr,
+        metrics_addr,
+        app,
+        task,
+    })
+}
+
+/// `--metrics-listen`: a listener with GET /metrics only (no API, no
+/// dashboard, no front ends), so a scraper can reach it on a port that
+/// clients cannot. Its own admission caps, so that clients filling the
+/// main listener's never refuse a scrape; it stops with the server.
+async fn serve_metrics(
+    app: &App,
+    config: &Config,
+    at: SocketAddr,
+) -> Result<SocketAddr, StartError> {
+    let listener = TcpListener::bind(at)
+        .await
+        .map_err(|source| StartError::Listen { addr: at, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Listen { addr: at, source })?;
+    let router = crate::metrics::scrape_routes()
+        .layer(axum::middleware::from_fn_with_state(
+            app.metrics.clone(),
+            crate::access::log,
+        ))
+        .with_state(app.clone());
+    let admission = crate::listener::Admission::new(config.admission()?);
+    tokio::spawn(crate::listener::serve(
+        listener,
+        router,
+        admission,
+        app.shutdown.handle(),
+    ));
+    tracing::info!(%addr, "metrics listening");
+    Ok(addr)
 }

@@ -3,12 +3,14 @@
 //! timers, and closing with a reason. Adapters implement [`Session`] and
 //! only speak their protocol.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
+use crate::metrics::{MetricsObserver, ProtocolCounters};
 use crate::outbox::{CloseReason, Outbound, OutboxReceiver};
 use crate::presence::{Connection, OutboxHandle};
 use crate::shutdown::Shutdown;
@@ -45,6 +47,11 @@ pub struct TransportConfig {
     /// A single write that takes longer than this means the peer stopped
     /// reading: the connection is dropped.
     pub write_timeout: Duration,
+    /// The server's metrics (None: not counted, e.g. in unit tests).
+    pub metrics: Option<Arc<MetricsObserver>>,
+    /// The byte and rate-limit counters of this connection's protocol,
+    /// taken once in [`run`] so that a frame costs an atomic add.
+    pub(crate) counters: ProtocolCounters,
 }
 
 impl Default for TransportConfig {
@@ -55,6 +62,8 @@ impl Default for TransportConfig {
             ping_interval: Duration::from_secs(25),
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
+            metrics: None,
+            counters: ProtocolCounters::default(),
         }
     }
 }
@@ -123,6 +132,14 @@ pub trait Session: Send + 'static {
 }
 
 pub use crate::rate::RateLimiter;
+
+/// The payload bytes of an outgoing item (pings count none).
+fn payload_len(item: &Outbound) -> u64 {
+    match item {
+        Outbound::Text(bytes) | Outbound::Binary(bytes) => bytes.len() as u64,
+        _ => 0,
+    }
+}
 
 fn to_message(item: &Outbound) -> Option<Message> {
     match item {
@@ -241,6 +258,7 @@ where
                 for item in &batch {
                     if let Some(msg) = to_message(item) {
                         sink.feed(msg).await?;
+                        cfg.counters.bytes_sent.inc_by(payload_len(item));
                     }
                 }
                 sink.flush().await
@@ -267,6 +285,12 @@ where
         };
         for item in batch.drain(..) {
             outbox.sent(&item);
+        }
+        // The sampled frame, if this batch had it, is written now.
+        if let (Ok(Ok(())), Some(queued)) = (&result, rx.take_sample()) {
+            cfg.counters
+                .delivery
+                .observe(queued.elapsed().as_secs_f64());
         }
         match result {
             Ok(Ok(())) if closing => return false,
@@ -312,6 +336,10 @@ pub fn run<S: Session>(
         user = session.connection().user_id().as_deref().unwrap_or("-"),
         "connection opened"
     );
+    let mut cfg = cfg;
+    if let Some(metrics) = &cfg.metrics {
+        cfg.counters = metrics.live().protocol(session.connection().protocol());
+    }
     let mut outbox_rx = outbox_rx;
     let mut session = Some(session);
     let mut shutdown = shutdown;
@@ -377,10 +405,11 @@ async fn write_side(
     let slow = reason.code == crate::outbox::CLOSE_SLOW_CONSUMER;
     let flush = async {
         while let Some(item) = outbox_rx.try_recv().filter(|_| !slow) {
-            if let Some(msg) = to_message(&item)
-                && sink.send(msg).await.is_err()
-            {
-                return;
+            if let Some(msg) = to_message(&item) {
+                if sink.send(msg).await.is_err() {
+                    return;
+                }
+                cfg.counters.bytes_sent.inc_by(payload_len(&item));
             }
             outbox.sent(&item);
         }
@@ -449,15 +478,24 @@ async fn read_loop<S: Session>(
                     // Text and binary frames share one rate limit, and a
                     // flood of either ends in the same policy close.
                     Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
+                        let len = match &msg {
+                            Message::Text(text) => text.len(),
+                            Message::Binary(data) => data.len(),
+                            _ => 0,
+                        };
+                        cfg.counters.bytes_received.inc_by(len as u64);
                         if limiter.allow(Instant::now()) {
                             match &msg {
                                 Message::Text(text) => session.on_text(text.as_str()),
                                 _ => session.on_binary(&msg.into_data()),
                             }
-                        } else if limiter.flooding() || limiter.sustained_abuse(Instant::now()) {
-                            Flow::Close(CloseReason::new(close::POLICY, format!("message rate over {} per second for too long", cfg.max_messages_per_second)))
                         } else {
-                            session.on_rate_limited(cfg.max_messages_per_second)
+                            cfg.counters.rate_limited.inc();
+                            if limiter.flooding() || limiter.sustained_abuse(Instant::now()) {
+                                Flow::Close(CloseReason::new(close::POLICY, format!("message rate over {} per second for too long", cfg.max_messages_per_second)))
+                            } else {
+                                session.on_rate_limited(cfg.max_messages_per_second)
+                            }
                         }
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,

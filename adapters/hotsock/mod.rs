@@ -67,6 +67,12 @@ pub fn routes(_app: &App, settings: HotsockSettings) -> Router<App> {
         .layer(Extension(Arc::new(settings)))
 }
 
+/// A 401 for bad credentials, counted in `rollcall_auth_failures_total`.
+fn unauthorized(app: &App, why: String) -> Response {
+    app.metrics.live().auth_failure(PROTOCOL);
+    refuse(StatusCode::UNAUTHORIZED, why)
+}
+
 /// Refuses the upgrade with `status`; the client gets `why` as the body,
 /// the access log shows it as the reason.
 fn refuse(status: StatusCode, why: String) -> Response {
@@ -83,8 +89,8 @@ async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     let Some(token) = query.get("token") else {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
+        return unauthorized(
+            &app,
             "missing token: connect to /hotsock?token=<JWT with scope \"connect\">".into(),
         );
     };
@@ -94,7 +100,7 @@ async fn upgrade(
         Ok(claims)
     }) {
         Ok(c) => c,
-        Err(e) => return refuse(StatusCode::UNAUTHORIZED, format!("invalid token: {e}")),
+        Err(e) => return unauthorized(&app, format!("invalid token: {e}")),
     };
     let identity = Identity {
         user_id: claims
@@ -107,7 +113,7 @@ async fn upgrade(
     let (conn, outbox_rx) = match app.presence.connect(identity, codec(), PROTOCOL) {
         Ok(pair) => pair,
         Err(e @ crate::presence::ConnectError::InvalidUserId(_)) => {
-            return refuse(StatusCode::UNAUTHORIZED, format!("invalid token: {e}"));
+            return unauthorized(&app, format!("invalid token: {e}"));
         }
         Err(e) => return refuse(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
     };

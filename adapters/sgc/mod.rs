@@ -214,6 +214,12 @@ pub fn routes(app: &App, settings: SgcConfig) -> Router<App> {
         .layer(Extension(settings))
 }
 
+/// A 401 for bad credentials, counted in `rollcall_auth_failures_total`.
+fn unauthorized(app: &App, why: String) -> Response {
+    app.metrics.live().auth_failure(PROTOCOL);
+    refuse(StatusCode::UNAUTHORIZED, why)
+}
+
 /// Refuses the upgrade with `status`; the client gets `why` as the body,
 /// the access log shows it as the reason.
 fn refuse(status: StatusCode, why: String) -> Response {
@@ -281,12 +287,12 @@ async fn upgrade(
                     Ok((id, member, access))
                 }) {
                 Ok(pair) => Some(pair),
-                Err(e) => return refuse(StatusCode::UNAUTHORIZED, format!("invalid token: {e}")),
+                Err(e) => return unauthorized(&app, format!("invalid token: {e}")),
             }
         }
         None if config.require_token => {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
+            return unauthorized(
+                &app,
                 "missing token: this server requires /sgc?token=<JWT with a uid claim>".into(),
             );
         }
@@ -313,7 +319,7 @@ async fn upgrade(
     let (conn, outbox_rx) = match app.presence.connect(identity, core_codec, PROTOCOL) {
         Ok(pair) => pair,
         Err(e @ crate::presence::ConnectError::InvalidUserId(_)) => {
-            return refuse(StatusCode::UNAUTHORIZED, format!("invalid token: {e}"));
+            return unauthorized(&app, format!("invalid token: {e}"));
         }
         Err(e) => return refuse(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
     };

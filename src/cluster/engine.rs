@@ -568,7 +568,9 @@ impl Engine {
                     pid,
                     uid,
                     protocol,
+                    silent_ms,
                 } => {
+                    self.presence.connection_lost(silent_ms);
                     if let Some(h) = self.handler.get() {
                         let uid = Some(&uid).filter(|u| !u.is_empty());
                         h.connection_lost(&node, &pid, uid, protocol.as_deref());

@@ -170,6 +170,9 @@ pub enum Effect {
         uid: Arc<str>,
         /// Its protocol (the replicated `info`).
         protocol: Option<String>,
+        /// Time from the node's last frame heard to this removal, in ms
+        /// (`rollcall_leave_seconds{reason="node_lost"}`).
+        silent_ms: Millis,
     },
     /// Publish a frame on the bus.
     Send(Frame),
@@ -636,7 +639,8 @@ impl ClusterState {
             Some(known) if frame.epoch > known => {
                 if let Some(old) = self.remotes.remove(&node) {
                     let presences = old.presences.len();
-                    remove_all(&node, old, true, &mut fx);
+                    let silent = now.saturating_sub(old.last_heard);
+                    remove_all(&node, old, Some(silent), &mut fx);
                     fx.push(Effect::Notice(Notice::NodeRestarted {
                         node: node.clone(),
                         presences,
@@ -755,7 +759,7 @@ impl ClusterState {
         }
         if left && let Some(old) = self.remotes.remove(&node) {
             let presences = old.presences.len();
-            remove_all(&node, old, false, &mut fx);
+            remove_all(&node, old, None, &mut fx);
             self.departed.insert((node.clone(), frame.epoch), now);
             self.counters.nodes_left += 1;
             fx.push(Effect::Notice(Notice::NodeLeft { node, presences }));
@@ -820,7 +824,8 @@ impl ClusterState {
         for node in dead {
             if let Some(old) = self.remotes.remove(&node) {
                 let presences = old.presences.len();
-                remove_all(&node, old, true, &mut fx);
+                let silent = now.saturating_sub(old.last_heard);
+                remove_all(&node, old, Some(silent), &mut fx);
                 self.counters.nodes_timed_out += 1;
                 fx.push(Effect::Notice(Notice::NodeTimedOut { node, presences }));
             }
@@ -1018,15 +1023,18 @@ fn replace_replica(
 }
 
 /// Removes a node's whole replica; `lost`: it vanished without saying
-/// goodbye, so its connections are reported lost too.
-fn remove_all(node: &Arc<str>, replica: Replica, lost: bool, fx: &mut Vec<Effect>) {
+/// goodbye (silent for that long), so its connections are reported lost too.
+fn remove_all(node: &Arc<str>, replica: Replica, lost: Option<Millis>, fx: &mut Vec<Effect>) {
     for (key, value) in replica.presences {
-        if lost && &*key.ch == CONNS_CHANNEL {
+        if let Some(silent_ms) = lost
+            && &*key.ch == CONNS_CHANNEL
+        {
             fx.push(Effect::ConnectionLost {
                 node: node.clone(),
                 pid: key.pid.clone(),
                 uid: value.uid.clone(),
                 protocol: value.info.as_str().map(String::from),
+                silent_ms,
             });
         }
         fx.push(Effect::Remove {

@@ -91,6 +91,10 @@ pub struct ListenerSettings {
     /// reconnect to the other nodes at the same instant.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub drain_spread: Duration,
+    /// Also serve GET /metrics (and nothing else) on this address, e.g. a port only the
+    /// monitoring network reaches; /metrics stays on --listen too.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Client tokens and the HTTP API key.

@@ -71,6 +71,8 @@ pub struct MetricsObserver {
     vacated: AtomicU64,
     /// When the server started (Unix seconds).
     started: f64,
+    /// The histograms and labelled counters fed outside the core.
+    live: super::Live,
 }
 
 impl Default for MetricsObserver {
@@ -93,6 +95,7 @@ impl MetricsObserver {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0),
+            live: super::Live::new(),
         };
         // Known front ends report 0 before their first client, so a
         // dashboard or alert sees the series from the start.
@@ -110,6 +113,11 @@ impl MetricsObserver {
     /// When the server started, in Unix seconds.
     pub fn started(&self) -> f64 {
         self.started
+    }
+
+    /// The live metrics (histograms, labelled counters).
+    pub fn live(&self) -> &super::Live {
+        &self.live
     }
 
     /// The slot of `protocol`, claiming a free one on first use.
@@ -172,6 +180,14 @@ impl PresenceObserver for MetricsObserver {
         self.published.fetch_add(1, Ordering::Relaxed);
     }
 
+    fn fanned_out(&self, recipients: usize) {
+        self.live.fanout(recipients);
+    }
+
+    fn connection_lost(&self, silent_ms: u64) {
+        self.live.leave("node_lost", silent_ms as f64 / 1000.0);
+    }
+
     fn connected(&self, _conn: ConnId, _user_id: Option<&Arc<str>>, protocol: &'static str) {
         self.slot(protocol).opened.fetch_add(1, Ordering::SeqCst);
     }
@@ -181,9 +197,15 @@ impl PresenceObserver for MetricsObserver {
         _conn: ConnId,
         _user_id: Option<&Arc<str>>,
         protocol: &'static str,
-        _reason: Option<&crate::outbox::CloseReason>,
+        reason: Option<&crate::outbox::CloseReason>,
     ) {
         self.slot(protocol).closed.fetch_add(1, Ordering::SeqCst);
+        // Its members were removed just before this call: the time since
+        // the server decided the close. A client that went away decided
+        // nothing here (0: its removal follows the read of its close at once).
+        let seconds = reason.map_or(0.0, |r| r.since_decided().as_secs_f64());
+        self.live
+            .leave(crate::services::webhooks::close_kind(reason), seconds);
     }
 
     fn channel_batch(

@@ -861,8 +861,14 @@ impl Presence {
                 }
             }
         };
+        let fanned_out = |recipients: usize| {
+            for observer in &self.inner.observers {
+                observer.fanned_out(recipients);
+            }
+        };
         let Some(ch) = self.existing_channel(&msg.channel) else {
             notify(msg);
+            fanned_out(0);
             return 0;
         };
         let guard = self.lock_channel(&ch);
@@ -875,7 +881,16 @@ impl Presence {
         // Under the lock, so observers see messages and presence changes of
         // a channel in one order.
         notify(msg);
+        fanned_out(delivered);
         delivered
+    }
+
+    /// Tells the observers that a lost node's connection was removed,
+    /// `silent_ms` after that node was last heard (the cluster calls it).
+    pub fn connection_lost(&self, silent_ms: u64) {
+        for observer in &self.inner.observers {
+            observer.connection_lost(silent_ms);
+        }
     }
 
     /// Sends a direct message to every connection of `user_id`. Returns the

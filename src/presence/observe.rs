@@ -52,6 +52,14 @@ pub trait PresenceObserver: Send + Sync + 'static {
     /// A message was published on this node by a local client or the HTTP
     /// API (not for messages delivered with [`super::Presence::deliver_remote`]).
     fn published(&self, _msg: &ChannelMessage) {}
+    /// A channel message (published here or on another node) was queued
+    /// for `recipients` connections of this node (0 included). Under the
+    /// channel's lock when it has subscribers: keep it to an atomic add or
+    /// a histogram observe.
+    fn fanned_out(&self, _recipients: usize) {}
+    /// A connection of a node that vanished was removed, `silent_ms` after
+    /// that node was last heard.
+    fn connection_lost(&self, _silent_ms: u64) {}
     /// A client's message the policy sends to the backend (`forward`:
     /// also or only), on the node the client is connected to, before it is
     /// delivered (if it is). `protocol` is the sender's front end.

@@ -46,6 +46,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
@@ -170,6 +171,7 @@ impl WebhookEvent {
 /// The webhook queue: cheap to call from observers.
 #[derive(Debug)]
 pub struct Webhooks {
+    stats: DeliveryStats,
     tx: mpsc::Sender<Queued>,
     dropped: AtomicU64,
     /// Whether this node sends (always, unless clustered), and what it holds.
@@ -208,14 +210,22 @@ impl Webhooks {
     pub fn start(config: WebhookConfig, handover: Handover) -> Result<Arc<Webhooks>, String> {
         let (targets, client) = parse_targets(&config.urls, config.tls_ca_file.as_deref())?;
         let (tx, rx) = mpsc::channel(QUEUE_EVENTS);
+        let stats = DeliveryStats::new();
         let mut senders = Vec::new();
         for target in targets {
             let (btx, brx) = mpsc::channel(QUEUE_BATCHES);
             senders.push(btx);
-            tokio::spawn(deliver(client.clone(), target, brx, config.clone()));
+            tokio::spawn(deliver(
+                client.clone(),
+                target,
+                brx,
+                config.clone(),
+                stats.clone(),
+            ));
         }
         tokio::spawn(batch(rx, senders, config));
         Ok(Arc::new(Webhooks {
+            stats,
             tx,
             dropped: AtomicU64::new(0),
             handover: Mutex::new(handover),
@@ -290,6 +300,11 @@ impl Webhooks {
     /// Events dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The delivery histograms (shared handles).
+    pub fn stats(&self) -> &DeliveryStats {
+        &self.stats
     }
 }
 
@@ -388,12 +403,35 @@ fn encode(events: &[WebhookEvent], config: &WebhookConfig) -> Option<Batch> {
     })
 }
 
+/// The delivery histograms of `/metrics` (`rollcall_webhook_delivery_seconds`,
+/// `rollcall_webhook_attempts`): one observe each per batch, when it is
+/// delivered or given up, by the URL's sender.
+#[derive(Clone, Debug)]
+pub struct DeliveryStats {
+    /// From the first attempt to success or give-up, in seconds.
+    pub seconds: Histogram,
+    /// Attempts it took.
+    pub attempts: Histogram,
+}
+
+impl DeliveryStats {
+    fn new() -> Self {
+        DeliveryStats {
+            // 5 ms to about 10 s; a batch that is retried spends longer
+            // (+Inf then, with its attempts in the other histogram).
+            seconds: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
+            attempts: Histogram::new([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0]),
+        }
+    }
+}
+
 /// Sends batches to one URL in order, retrying each with backoff.
 async fn deliver(
     client: HttpClient,
     target: Target,
     mut rx: mpsc::Receiver<Work>,
     config: WebhookConfig,
+    stats: DeliveryStats,
 ) {
     while let Some(work) = rx.recv().await {
         let batch = match work {
@@ -404,7 +442,10 @@ async fn deliver(
             }
         };
         let mut delay = config.retry_base;
+        let started = tokio::time::Instant::now();
+        let mut attempts = 0;
         for attempt in 1..=config.max_attempts.max(1) {
+            attempts = attempt;
             let request = Signed {
                 id: &batch.id,
                 signature: batch.signature.as_deref(),
@@ -429,6 +470,8 @@ async fn deliver(
             tokio::time::sleep(delay + jitter).await;
             delay = (delay * 2).min(MAX_BACKOFF);
         }
+        stats.attempts.observe(f64::from(attempts));
+        stats.seconds.observe(started.elapsed().as_secs_f64());
     }
 }
 
@@ -679,6 +722,7 @@ mod tests {
         use crate::presence::Origin;
         let (tx, mut rx) = mpsc::channel(16);
         let hooks = Arc::new(Webhooks {
+            stats: DeliveryStats::new(),
             tx,
             dropped: AtomicU64::new(0),
             handover: Mutex::new(Handover::standby(Duration::from_secs(60))),

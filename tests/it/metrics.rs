@@ -1,6 +1,7 @@
 //! `GET /metrics` and `GET /dashboard` over real sockets: counters and
 //! gauges follow clients joining, leaving and publishing; the text parses
-//! as Prometheus 0.0.4; the dashboard page only calls routes that exist.
+//! as Prometheus 0.0.4 (histograms included); the dashboard page only
+//! calls routes that exist.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -78,6 +79,7 @@ fn parse(text: &str) -> Series {
     let mut declared: HashSet<String> = HashSet::new();
     let mut help_for: Option<String> = None;
     let mut current: Option<String> = None;
+    let mut histogram = false;
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# HELP ") {
             let (name, help) = rest.split_once(' ').expect("HELP name text");
@@ -93,7 +95,7 @@ fn parse(text: &str) -> Series {
                 "TYPE {name} without HELP right before"
             );
             assert!(
-                matches!(kind, "counter" | "gauge"),
+                matches!(kind, "counter" | "gauge" | "histogram"),
                 "unexpected type in {line:?}"
             );
             assert_eq!(
@@ -102,6 +104,7 @@ fn parse(text: &str) -> Series {
                 "counter names (only) end in _total: {line:?}"
             );
             assert!(declared.insert(name.to_string()));
+            histogram = kind == "histogram";
             current = Some(name.to_string());
             help_for = None;
         } else {
@@ -119,9 +122,25 @@ fn parse(text: &str) -> Series {
                     .unwrap_or_else(|_| panic!("bad value in {line:?}")),
             };
             let (name, labels) = split_series(key);
+            // A histogram's samples are its _bucket (with `le`), _sum and
+            // _count series.
+            let family = if histogram {
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix));
+                let base = base.unwrap_or_else(|| panic!("histogram sample {line:?}"));
+                assert_eq!(
+                    name.ends_with("_bucket"),
+                    labels.iter().any(|(l, _)| l == "le"),
+                    "le on (only) buckets: {line:?}"
+                );
+                base
+            } else {
+                name
+            };
             assert_eq!(
                 current.as_deref(),
-                Some(name),
+                Some(family),
                 "sample {line:?} outside its family"
             );
             let mut label_names = HashSet::new();
@@ -429,6 +448,189 @@ async fn counters_and_gauges_follow_clients() {
     srv.stop().await;
 }
 
+/// The cumulative count of the bucket `le` of histogram series
+/// `name{labels}` (`labels`: the other labels as written, e.g.
+/// `reason="timeout"`, or empty).
+fn bucket(series: &Series, name: &str, labels: &str, le: f64) -> Option<f64> {
+    series.iter().find_map(|(key, value)| {
+        let (n, pairs) = split_series(key);
+        if n != format!("{name}_bucket") {
+            return None;
+        }
+        let le_of = pairs.iter().find(|(l, _)| l == "le")?;
+        let bound: f64 = if le_of.1 == "+Inf" {
+            f64::INFINITY
+        } else {
+            le_of.1.parse().ok()?
+        };
+        let others: Vec<String> = pairs
+            .iter()
+            .filter(|(l, _)| l != "le")
+            .map(|(l, v)| format!("{l}=\"{v}\""))
+            .collect();
+        (bound == le && others.join(",") == labels).then_some(*value)
+    })
+}
+
+#[tokio::test]
+async fn histograms_and_process_metrics() {
+    let srv = TestServer::start().await;
+    let start = expect_metrics(&srv, &[]).await;
+    // Every histogram is declared from the start; unlabelled ones have
+    // their zero buckets.
+    let name = "rollcall_fanout_size";
+    assert_eq!(start.get(&format!("{name}_count")), Some(&0.0), "{name}");
+    assert_eq!(start.get(&format!("{name}_sum")), Some(&0.0), "{name}");
+    assert_eq!(bucket(&start, name, "", f64::INFINITY), Some(0.0));
+    // Webhook histograms only with webhooks.
+    assert!(!start.contains_key("rollcall_webhook_attempts_count"));
+    // Process metrics from /proc/self, and the build.
+    #[cfg(target_os = "linux")]
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        let v = start.get(name).copied().unwrap_or_else(|| panic!("{name}"));
+        assert!(v > 0.0, "{name} {v}");
+    }
+    let started = start["process_start_time_seconds"];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!(
+        started <= now + 1.0 && started > now - 24.0 * 3600.0,
+        "{started}"
+    );
+    let version = format!(
+        "rollcall_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(start.get(&version), Some(&1.0), "{version}");
+
+    // The first scrape was timed by route template and status class.
+    let second = scrape(srv.addr).await;
+    let metrics_route = "route=\"/metrics\",status=\"2xx\"";
+    let count = |s: &Series, labels: &str| {
+        s.get(&format!(
+            "rollcall_http_request_duration_seconds_count{{{labels}}}"
+        ))
+        .copied()
+    };
+    assert!(count(&second, metrics_route) >= Some(1.0), "{second:?}");
+    assert!(
+        bucket(
+            &second,
+            "rollcall_http_request_duration_seconds",
+            metrics_route,
+            f64::INFINITY
+        ) >= Some(1.0)
+    );
+
+    // A publish to 3 subscribers: one observation of 3, in the buckets
+    // from 4 up and not in 2.
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut c = srv.connect(anonymous()).await;
+        c.join("news").await;
+        clients.push(c);
+    }
+    srv.publish("news", "headline", json!("hi")).await;
+    for c in &mut clients {
+        c.expect("headline").await;
+    }
+    let after = expect_metrics(
+        &srv,
+        &[
+            ("rollcall_fanout_size_count", 1.0),
+            ("rollcall_fanout_size_sum", 3.0),
+        ],
+    )
+    .await;
+    assert_eq!(bucket(&after, "rollcall_fanout_size", "", 2.0), Some(0.0));
+    assert_eq!(bucket(&after, "rollcall_fanout_size", "", 4.0), Some(1.0));
+    // The API publish has its route template, not the request path.
+    assert!(
+        after
+            .keys()
+            .any(|k| k.starts_with("rollcall_http_request_duration_seconds_count{route=\"/api/")),
+        "{after:?}"
+    );
+    // WebSocket payload bytes, by protocol: the joins in, the joins'
+    // answers and the message out.
+    let bytes = |s: &Series, dir: &str| {
+        s.get(&format!(
+            "rollcall_bytes_{dir}_total{{protocol=\"hotsock\"}}"
+        ))
+        .copied()
+    };
+    assert!(bytes(&after, "received") > Some(0.0), "{after:?}");
+    assert!(bytes(&after, "sent") > Some(0.0), "{after:?}");
+    assert_eq!(
+        after.get("rollcall_rate_limited_frames_total{protocol=\"hotsock\"}"),
+        Some(&0.0)
+    );
+
+    // Each client's first frame (its join's answer) was timed from queue
+    // to write.
+    let delivery = "rollcall_delivery_seconds_count{protocol=\"hotsock\"}";
+    assert!(after.get(delivery) >= Some(&3.0), "{after:?}");
+
+    // A bad token: refused before the upgrade, counted.
+    let refused = tokio_tungstenite::connect_async(srv.url("not-a-jwt")).await;
+    assert!(refused.is_err());
+    expect_metrics(
+        &srv,
+        &[("rollcall_auth_failures_total{protocol=\"hotsock\"}", 1.0)],
+    )
+    .await;
+    // Client closes: leaves with reason client_closed, timed from the
+    // close frame's read to the removal (well under a second here).
+    for c in clients {
+        c.close().await;
+    }
+    let left = expect_metrics(
+        &srv,
+        &[(
+            "rollcall_leave_seconds_count{reason=\"client_closed\"}",
+            3.0,
+        )],
+    )
+    .await;
+    assert_eq!(
+        bucket(
+            &left,
+            "rollcall_leave_seconds",
+            "reason=\"client_closed\"",
+            1.024
+        ),
+        Some(3.0)
+    );
+    assert!(left["rollcall_leave_seconds_sum{reason=\"client_closed\"}"] < 3.0);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_listen_serves_only_metrics() {
+    let srv = TestServer::start_with(|c| {
+        c.listener.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
+    })
+    .await;
+    let at = srv.server.metrics_addr().expect("a metrics listener");
+    assert_ne!(at, srv.addr);
+    let series = scrape(at).await;
+    assert_eq!(series.get("rollcall_bus_up"), Some(&1.0));
+    // Nothing else there: no API, no dashboard, no front end.
+    for path in ["/api/channels", "/dashboard", "/healthz", "/hotsock"] {
+        assert_eq!(get(at, path, true).await.status, 404, "{path}");
+    }
+    // The main listener keeps /metrics.
+    assert_eq!(scrape(srv.addr).await.get("rollcall_bus_up"), Some(&1.0));
+    srv.stop().await;
+}
+
 /// Refreshes lee's lease on `ids` (an empty list ends it).
 async fn lease(srv: &TestServer, ids: serde_json::Value) {
     let lease = json!({"user": "lee", "ids": ids, "ttl_ms": 30000});
@@ -474,8 +676,11 @@ async fn sgc_connect(
 async fn webhooks_and_escaped_labels() {
     let node = "node \"q\" \\b";
     let srv = TestServer::start_with(|c| {
-        // Nothing listens there; no event is raised in this test.
+        // Nothing listens there: every attempt fails at once.
         c.services.webhook_url = vec!["http://127.0.0.1:9/hook".into()];
+        c.services.webhook_batch_ms = 20;
+        c.services.webhook_retry_ms = 10;
+        c.services.webhook_max_attempts = 2;
         c.cluster.node_id = Some(node.into());
     })
     .await;
@@ -484,6 +689,29 @@ async fn webhooks_and_escaped_labels() {
         scraped.get("rollcall_webhook_events_dropped_total"),
         Some(&0.0)
     );
+    assert_eq!(scraped.get("rollcall_webhook_attempts_count"), Some(&0.0));
+    // A member joins: one batch, given up after its 2 attempts.
+    let mut jim = srv.connect(user("jim", json!(null))).await;
+    jim.join("presence.room").await;
+    let after = expect_metrics(
+        &srv,
+        &[
+            ("rollcall_webhook_attempts_count", 1.0),
+            ("rollcall_webhook_attempts_sum", 2.0),
+            ("rollcall_webhook_delivery_seconds_count", 1.0),
+        ],
+    )
+    .await;
+    assert_eq!(
+        bucket(&after, "rollcall_webhook_attempts", "", 1.0),
+        Some(0.0)
+    );
+    assert_eq!(
+        bucket(&after, "rollcall_webhook_attempts", "", 2.0),
+        Some(1.0)
+    );
+    assert!(after["rollcall_webhook_delivery_seconds_sum"] >= 0.01);
+    jim.close().await;
     let info: Vec<_> = scraped
         .keys()
         .filter(|k| k.starts_with("rollcall_cluster_info{"))
@@ -646,17 +874,28 @@ async fn cluster_figures_on_a_redis_bus() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 
-    // Node b vanishes without a goodbye: a times it out.
+    // A connection on b, which a replicates.
+    let pam = b.hotsock(user("pam", json!(null))).await;
+    expect_metrics_at(a.addr, &[("rollcall_cluster_connections", 2.0)], WAIT).await;
+
+    // Node b vanishes without a goodbye: a times it out, and removes
+    // pam's connection as lost, past the 1 s node timeout after b's last
+    // heartbeat.
     b.kill();
-    expect_metrics_at(
+    let lost = "rollcall_leave_seconds_count{reason=\"node_lost\"}";
+    let after = expect_metrics_at(
         a.addr,
         &[
             ("rollcall_cluster_nodes", 1.0),
             ("rollcall_cluster_nodes_timed_out_total", 1.0),
             ("rollcall_cluster_nodes_left_total", 0.0),
+            (lost, 1.0),
         ],
         std::time::Duration::from_secs(10),
     )
     .await;
+    let silent = after["rollcall_leave_seconds_sum{reason=\"node_lost\"}"];
+    assert!((1.0..10.0).contains(&silent), "node lost after {silent}s");
+    drop(pam);
     jim.close().await;
 }
