@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::oneshot;
 
@@ -25,6 +26,8 @@ pub struct PostgresStore {
     target: Target,
     table: String,
     late: Mutex<Option<oneshot::Receiver<HashMap<String, bool>>>>,
+    /// The table is known to exist (created once, not on every call).
+    created: AtomicBool,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -45,6 +48,7 @@ impl PostgresStore {
             target: Target::new(url, ca_file)?,
             table: identifier(prefix, "privacy"),
             late: Mutex::new(None),
+            created: Default::default(),
         })
     }
 
@@ -61,15 +65,24 @@ impl PostgresStore {
                     .map_err(|e| format!("cannot start the privacy store's runtime: {e}"))?;
                 runtime.block_on(async {
                     let client = self.target.connect(None).await?;
-                    create_if_missing(
-                        &client,
-                        &format!(
-                            "CREATE TABLE IF NOT EXISTS {} (uid text PRIMARY KEY, visible boolean NOT NULL)",
-                            self.table
-                        ),
-                    )
-                    .await?;
-                    job(&client).await
+                    if !self.created.load(Ordering::Relaxed) {
+                        create_if_missing(
+                            &client,
+                            &format!(
+                                "CREATE TABLE IF NOT EXISTS {} (uid text PRIMARY KEY, visible boolean NOT NULL)",
+                                self.table
+                            ),
+                        )
+                        .await?;
+                        self.created.store(true, Ordering::Relaxed);
+                    }
+                    let result = job(&client).await;
+                    // A server that lost its storage lost the table too:
+                    // after a failure the next call makes sure again.
+                    if result.is_err() {
+                        self.created.store(false, Ordering::Relaxed);
+                    }
+                    result
                 })
             });
             handle
@@ -99,6 +112,7 @@ impl PrivacyStore for PostgresStore {
                     target: self.target.clone(),
                     table: self.table.clone(),
                     late: Mutex::new(None),
+                    created: Default::default(),
                 };
                 let later = super::privacy::load_later("PostgreSQL", &e, move || retry.read_all())?;
                 *self.late.lock().unwrap_or_else(|p| p.into_inner()) = Some(later);
