@@ -50,6 +50,22 @@ impl Outbound {
     }
 }
 
+/// Something the server asks a connection's session to do that is more
+/// than a frame to send: the session changes its own state and tells its
+/// client in its protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Order {
+    /// End the subscription to this core channel (an operator removed the
+    /// user from it): unsubscribe as if the client had asked, and tell the
+    /// client why.
+    LeaveChannel {
+        /// The core channel.
+        channel: Arc<str>,
+        /// What the client is told.
+        reason: Arc<str>,
+    },
+}
+
 /// Why and how a connection is being closed by the server.
 #[derive(Debug, Clone)]
 pub struct CloseReason {
@@ -100,7 +116,11 @@ pub struct Outbox {
     limit: usize,
     closed: AtomicBool,
     close_reason: Mutex<Option<CloseReason>>,
-    close_signal: Notify,
+    /// Orders for the session ([`Outbox::order`]); empty almost always.
+    orders: Mutex<Vec<Order>>,
+    /// Notified on a close and on an order: one `Notify` for both keeps an
+    /// idle connection small, and both are rare.
+    signal: Notify,
 }
 
 /// The receiving half, owned by the connection's writer.
@@ -188,7 +208,8 @@ impl Outbox {
                 limit: limit_bytes,
                 closed: AtomicBool::new(false),
                 close_reason: Mutex::new(None),
-                close_signal: Notify::new(),
+                orders: Mutex::new(Vec::new()),
+                signal: Notify::new(),
             },
             OutboxReceiver {
                 queue,
@@ -260,7 +281,44 @@ impl Outbox {
             *slot = Some(reason);
         }
         self.closed.store(true, Ordering::Release);
-        self.close_signal.notify_waiters();
+        self.signal.notify_waiters();
+    }
+
+    /// Gives the session an order (see [`Order`]); false if the connection
+    /// is closing (its subscriptions end anyway).
+    pub fn order(&self, order: Order) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        self.orders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(order);
+        self.signal.notify_waiters();
+        true
+    }
+
+    /// The orders given since the last call, oldest first.
+    pub fn take_orders(&self) -> Vec<Order> {
+        std::mem::take(&mut *self.orders.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Resolves once an order is waiting ([`Outbox::take_orders`]).
+    pub async fn ordered(&self) {
+        loop {
+            // Created before the check, so an order given in between is
+            // not missed (as in `closed`).
+            let notified = self.signal.notified();
+            if !self
+                .orders
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+            {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// True once [`Outbox::close`] was called.
@@ -278,13 +336,16 @@ impl Outbox {
 
     /// Resolves once the connection has been asked to close.
     pub async fn closed(&self) {
-        // A `Notified` sees `notify_waiters` calls made after its creation,
-        // so a close between this line and the check below is not missed.
-        let notified = self.close_signal.notified();
-        if self.closed.load(Ordering::Acquire) {
-            return;
+        loop {
+            // A `Notified` sees `notify_waiters` calls made after its
+            // creation, so a close between this line and the check below is
+            // not missed. An order wakes it too: it then waits again.
+            let notified = self.signal.notified();
+            if self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
         }
-        notified.await;
     }
 }
 
@@ -437,6 +498,33 @@ mod tests {
         drop(rx);
         assert!(!outbox.push_text(Bytes::from_static(b"x")));
         assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_order_wakes_its_waiter_but_not_the_close_waiter() {
+        let (outbox, _rx) = Outbox::new(1 << 20);
+        let order = Order::LeaveChannel {
+            channel: "room".into(),
+            reason: "why".into(),
+        };
+        let ordered = outbox.ordered();
+        let closed = outbox.closed();
+        tokio::pin!(ordered, closed);
+        assert!(outbox.order(order.clone()));
+        tokio::time::timeout(std::time::Duration::from_secs(1), &mut ordered)
+            .await
+            .expect("the order is seen");
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(20), &mut closed)
+                .await
+                .is_err(),
+            "an order is no close"
+        );
+        assert_eq!(outbox.take_orders(), vec![order.clone()]);
+        assert!(outbox.take_orders().is_empty());
+        outbox.close(CloseReason::new(1000, "bye"));
+        closed.await;
+        assert!(!outbox.order(order), "a closing connection takes no orders");
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 use crate::metrics::{MetricsObserver, ProtocolCounters};
-use crate::outbox::{CloseReason, Outbound, OutboxReceiver};
+use crate::outbox::{CloseReason, Order, Outbound, OutboxReceiver};
 use crate::presence::{Connection, OutboxHandle};
 use crate::shutdown::Shutdown;
 
@@ -113,6 +113,11 @@ pub trait Session: Send + 'static {
 
     /// A frame was dropped because the client exceeded its message rate.
     fn on_rate_limited(&mut self, limit: u32) -> Flow;
+
+    /// The server removed the connection from the core channel `channel`
+    /// (an operator's action): unsubscribe from it as if the client had
+    /// asked, and tell the client `reason` in the protocol's own way.
+    fn on_removed(&mut self, channel: &str, reason: &str) -> Flow;
 
     /// The backend check a [`Flow::Wait`] waited for has answered: handle
     /// what was put aside.
@@ -456,10 +461,16 @@ async fn read_loop<S: Session>(
     tokio::pin!(closed);
     let stopping = shutdown.wait();
     tokio::pin!(stopping);
+    let ordered = outbox.ordered();
+    tokio::pin!(ordered);
     loop {
         let timer = session.next_timer().unwrap_or(far_future);
         let mut flow = tokio::select! {
             _ = &mut closed => break,
+            _ = &mut ordered => {
+                ordered.set(outbox.ordered());
+                obey(session, outbox.take_orders())
+            }
             _ = &mut stopping => Flow::Close(CloseReason::new(close::GOING_AWAY, "server shutting down")),
             _ = sleep_until(timer) => session.on_timer(Instant::now()),
             _ = ping.tick() => {
@@ -516,6 +527,20 @@ async fn read_loop<S: Session>(
             break;
         }
     }
+}
+
+/// Hands the server's orders to the session, stopping at the first that
+/// ends the connection or waits.
+fn obey<S: Session>(session: &mut S, orders: Vec<Order>) -> Flow {
+    for order in orders {
+        let flow = match order {
+            Order::LeaveChannel { channel, reason } => session.on_removed(&channel, &reason),
+        };
+        if flow != Flow::Continue {
+            return flow;
+        }
+    }
+    Flow::Continue
 }
 
 #[cfg(test)]

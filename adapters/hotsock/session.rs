@@ -326,28 +326,36 @@ impl HotsockSession {
 
     fn unsubscribe(&mut self, name: &str) {
         let (channel, alias) = self.resolve(name);
-        let Some(sub) = self.subs.get(&channel) else {
+        if !self.subs.contains_key(&channel) {
             return self.send_error(WireError::new(
                 codes::NOT_SUBSCRIBED,
                 Some(&channel),
                 format!("not subscribed to {channel}"),
             ));
+        }
+        self.end_subscription(&channel, alias, None);
+    }
+
+    /// Ends the subscription to `channel` in the core and answers
+    /// `hotsock.unsubscribed` (with `removed`'s reason when the server
+    /// ended it).
+    fn end_subscription(&mut self, channel: &str, alias: Option<String>, removed: Option<&str>) {
+        let Some(sub) = self.subs.remove(channel) else {
+            return;
         };
         let conn = &self.conn;
-        let uid = sub.uid.clone();
-        let umd = sub.umd.clone();
-        let alias = alias.or_else(|| sub.alias.clone());
-        conn.presence().unsubscribe(conn, &channel, |_| {
+        let alias = alias.or(sub.alias);
+        conn.presence().unsubscribe(conn, channel, |_| {
             conn.send_text(wire::unsubscribed(
-                &channel,
+                channel,
                 alias.as_deref(),
                 Meta {
-                    uid: uid.as_deref(),
-                    umd: &umd,
+                    uid: sub.uid.as_deref(),
+                    umd: &sub.umd,
                 },
+                removed,
             ));
         });
-        self.subs.remove(&channel);
     }
 
     fn client_message(
@@ -512,6 +520,11 @@ impl Session for HotsockSession {
             None,
             format!("more than {limit} messages per second; this frame was dropped, slow down"),
         ));
+        Flow::Continue
+    }
+
+    fn on_removed(&mut self, channel: &str, reason: &str) -> Flow {
+        self.end_subscription(channel, None, Some(reason));
         Flow::Continue
     }
 

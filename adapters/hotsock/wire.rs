@@ -419,15 +419,28 @@ pub fn subscribed(
 }
 
 /// `hotsock.unsubscribed` (spec §3.2 S3), always with `meta`.
-pub fn unsubscribed(channel: &str, alias: Option<&str>, meta: Meta<'_>) -> Bytes {
+///
+/// `removed`: the server ended the subscription (an operator removed the
+/// user from the channel), and `data.reason` says why; otherwise `data` is
+/// `{}` as Hotsock sends it.
+pub fn unsubscribed(
+    channel: &str,
+    alias: Option<&str>,
+    meta: Meta<'_>,
+    removed: Option<&str>,
+) -> Bytes {
     let mut meta_json = serde_json::json!({"uid": meta.uid, "umd": meta.umd});
     if let (Some(alias), Some(obj)) = (alias, meta_json.as_object_mut()) {
         obj.insert("channelAlias".into(), Value::from(alias));
     }
+    let data = match removed {
+        Some(reason) => serde_json::json!({ "reason": reason }),
+        None => serde_json::json!({}),
+    };
     to_bytes(&serde_json::json!({
         "event": "hotsock.unsubscribed",
         "channel": channel,
-        "data": {},
+        "data": data,
         "meta": meta_json,
     }))
 }

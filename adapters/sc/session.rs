@@ -304,6 +304,13 @@ impl ScSession {
                 )),
             })
             .collect();
+        self.kick_out(refused);
+    }
+
+    /// Ends each `(channel, why)` subscription with `#kickOut` (`why` is
+    /// its message), publishing `leave`s as for an unsubscribe (unlike the
+    /// v14 server, which leaves a ghost).
+    fn kick_out(&mut self, refused: Vec<(String, String)>) {
         // Every refused subscription goes first, then the core follows:
         // a channel that sorts before its `presence>` feed must not send
         // its leave to a feed that is about to end too.
@@ -823,6 +830,18 @@ impl Session for ScSession {
 
     fn on_rate_limited(&mut self, limit: u32) -> Flow {
         tracing::debug!(socket = %self.socket_id, limit, "SocketCluster frame dropped: over the message rate");
+        Flow::Continue
+    }
+
+    fn on_removed(&mut self, channel: &str, reason: &str) -> Flow {
+        // `channel` itself and its `presence>` feed both read the channel.
+        let ended: Vec<(String, String)> = self
+            .subs
+            .iter()
+            .filter(|c| Self::core_channels(c).any(|core| core == channel))
+            .map(|c| (c.clone(), reason.to_string()))
+            .collect();
+        self.kick_out(ended);
         Flow::Continue
     }
 

@@ -511,17 +511,26 @@ impl SgcSession {
     fn unsubscribe(&mut self, channel: &str) -> Result<(), SgcError> {
         self.joined()?;
         self.subscribed_to(channel)?;
+        self.leave_channel(channel, None);
+        Ok(())
+    }
+
+    /// Ends the subscription to `channel`; `kicked`: the server ended it,
+    /// and the leaver is told so (`"reason":"kicked"`) and why.
+    fn leave_channel(&mut self, channel: &str, kicked: Option<&str>) {
         let me = self.me_wire();
         let (conn, codec, b64) = (&self.conn, &self.codec, self.base64);
         conn.presence().unsubscribe(conn, channel, |_| {
             // The remaining members hear of it from the core (when the
             // member really left); the leaver always gets its confirmation.
-            let frame = Frame::new(method::REMOVE_CHANNEL_MEMBER, b64)
+            let mut frame = Frame::new(method::REMOVE_CHANNEL_MEMBER, b64)
                 .member(&me)
                 .channel(channel);
+            if let Some(why) = kicked {
+                frame = frame.reason("kicked").message(why);
+            }
             conn.send_text(codec.finish(frame));
         });
-        Ok(())
     }
 
     /// publish@msg (spec §4.6): to a channel's subscribers (of every front
@@ -891,6 +900,13 @@ impl Session for SgcSession {
             format!("More than {limit} messages per second; this frame was dropped, slow down."),
         );
         self.send_error(&err, "", &self.me_wire());
+        Flow::Continue
+    }
+
+    fn on_removed(&mut self, channel: &str, reason: &str) -> Flow {
+        if self.subscribed_to(channel).is_ok() {
+            self.leave_channel(channel, Some(reason));
+        }
         Flow::Continue
     }
 

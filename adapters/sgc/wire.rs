@@ -535,6 +535,13 @@ impl Frame {
         self
     }
 
+    /// Adds `"reason":…` (why a member was removed: spec §9.3).
+    pub fn reason(mut self, reason: &str) -> Self {
+        self.buf.push_str(r#","reason":"#);
+        self.string(reason);
+        self
+    }
+
     /// Adds `"channel":{"name":…}`.
     pub fn channel(mut self, name: &str) -> Self {
         self.buf.push_str(r#","channel":{"name":"#);

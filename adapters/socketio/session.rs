@@ -18,7 +18,7 @@ use super::SocketIoConfig;
 use super::auth::User;
 use super::wire::{self, PresenceAction, WireError, codes};
 use crate::ids;
-use crate::outbox::{Outbound, OutboxReceiver};
+use crate::outbox::{Order, Outbound, OutboxReceiver};
 use crate::policy::{BackendRequest, Refusal};
 use crate::presence::{
     ChannelMessage, Connection, MemberChange, MessageSender, SubscribeError, SubscribeOptions,
@@ -387,6 +387,22 @@ impl Session {
         });
     }
 
+    /// Carries out the server's order (see [`Order`]).
+    fn obey(&self, order: Order) {
+        match order {
+            Order::LeaveChannel { channel, reason } => {
+                if lock(&self.subs).remove(&*channel).is_none() {
+                    return;
+                }
+                self.with_conn(|conn| {
+                    conn.presence().unsubscribe(conn, &channel, |_| {
+                        conn.send_text(wire::channel_removed(&channel, &reason));
+                    });
+                });
+            }
+        }
+    }
+
     /// SEND_MESSAGE and SEND_MEDIA_SESSION_EVENTS: checked like any client
     /// publish, then relayed to the channel (`relay` says which frames).
     fn send_message(
@@ -626,8 +642,16 @@ impl Session {
         let Some(outbox) = self.with_conn(|c| c.outbox_handle()) else {
             return;
         };
+        let ordered = outbox.ordered();
+        tokio::pin!(ordered);
         let reason = loop {
             tokio::select! {
+                _ = &mut ordered => {
+                    ordered.set(outbox.ordered());
+                    for order in outbox.take_orders() {
+                        self.obey(order);
+                    }
+                }
                 item = rx.recv() => {
                     let Some(item) = item else { break None };
                     let ok = tokio::select! {

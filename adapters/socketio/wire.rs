@@ -560,6 +560,20 @@ pub fn channel_unsubscribed(channel: &ChannelRef) -> Bytes {
     )
 }
 
+/// `CHANNEL_UNSUBSCRIBED` the client did not ask for: an operator removed
+/// the user from the topic; `reason` says why (an addition to the spec's
+/// `{"channel"}`).
+pub fn channel_removed(channel: &str, reason: &str) -> Bytes {
+    let channel = ChannelRef {
+        id: channel.to_string(),
+        kind: "topic".to_string(),
+    };
+    frame(
+        server::CHANNEL_UNSUBSCRIBED,
+        &json!({"channel": channel.json(), "reason": reason}),
+    )
+}
+
 /// `SEND_MESSAGE_FAILED`: `{"topicId", "category", "error":{"code","message"}}`.
 pub fn send_message_failed(topic_id: Option<&str>, err: &WireError) -> Bytes {
     frame(

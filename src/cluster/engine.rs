@@ -545,19 +545,21 @@ impl Engine {
                         h.app_message(&node, id, &topic, data);
                     }
                 }
-                Effect::Kick { to, reason } => {
-                    let reason = CloseReason::new(CLOSE_KICKED, reason);
-                    match to {
-                        KickTarget::User(uid) => {
-                            self.presence.close_user(&uid, &reason);
-                        }
-                        KickTarget::Connection(id) => {
-                            if let Some(id) = ConnId::parse(&id) {
-                                self.presence.close_connection(id, &reason);
-                            }
+                Effect::Kick { to, reason } => match to {
+                    KickTarget::User(uid) => {
+                        let reason = CloseReason::new(CLOSE_KICKED, reason);
+                        self.presence.close_user(&uid, &reason);
+                    }
+                    KickTarget::Connection(id) => {
+                        if let Some(id) = ConnId::parse(&id) {
+                            let reason = CloseReason::new(CLOSE_KICKED, reason);
+                            self.presence.close_connection(id, &reason);
                         }
                     }
-                }
+                    KickTarget::Membership { user, channel } => {
+                        self.presence.remove_from_channel(&user, &channel, &reason);
+                    }
+                },
                 Effect::Report { node, event } => {
                     if let Some(h) = self.handler.get() {
                         h.remote_report(&node, event);

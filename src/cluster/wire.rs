@@ -247,6 +247,7 @@ pub enum DirectTarget {
 /// ```text
 /// {"op":"kick","to":{"user":"jim"},"reason":"account suspended"}
 /// {"op":"kick","to":{"connection":"8f3a0c1200000004"},"reason":"…"}
+/// {"op":"kick","to":{"membership":{"user":"jim","channel":"room"}},"reason":"…"}
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -255,6 +256,14 @@ pub enum KickTarget {
     User(String),
     /// One connection (by id).
     Connection(String),
+    /// One user's subscriptions to one channel: they end, the connections
+    /// stay open.
+    Membership {
+        /// The user.
+        user: String,
+        /// The channel.
+        channel: String,
+    },
 }
 
 /// A direct message forwarded to the other nodes.

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{ApiError, ApiPath, check_uid};
+use super::{ApiError, ApiPath, check_channel, check_uid};
 use crate::app::App;
 use crate::cluster::wire::KickTarget;
 use crate::ids::ConnId;
@@ -79,6 +79,15 @@ struct DisconnectBody {
 /// The close reason from an optional JSON body (none, or `{}`: the
 /// default).
 fn close_reason(body: &Bytes) -> Result<CloseReason, ApiError> {
+    Ok(CloseReason::new(
+        CLOSE_KICKED,
+        operator_reason(body, DEFAULT_REASON)?,
+    ))
+}
+
+/// The reason the client is told, from an optional JSON body
+/// `{"reason": …}` (none, or `{}`: `default`).
+fn operator_reason(body: &Bytes, default: &str) -> Result<String, ApiError> {
     let parsed: DisconnectBody = match body.iter().all(u8::is_ascii_whitespace) {
         true => DisconnectBody::default(),
         false => serde_json::from_slice(body).map_err(|e| {
@@ -88,7 +97,7 @@ fn close_reason(body: &Bytes) -> Result<CloseReason, ApiError> {
             )
         })?,
     };
-    let reason = parsed.reason.unwrap_or_else(|| DEFAULT_REASON.to_string());
+    let reason = parsed.reason.unwrap_or_else(|| default.to_string());
     if reason.is_empty() || reason.len() > MAX_REASON_BYTES || reason.chars().any(char::is_control)
     {
         return Err(ApiError::bad_request(
@@ -98,7 +107,7 @@ fn close_reason(body: &Bytes) -> Result<CloseReason, ApiError> {
             ),
         ));
     }
-    Ok(CloseReason::new(CLOSE_KICKED, reason))
+    Ok(reason)
 }
 
 /// `POST /api/users/{uid}/disconnect`.
@@ -142,6 +151,34 @@ pub(super) async fn disconnect_connection(
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"connection": id, "here": here, "reason": reason.reason})),
+    )
+        .into_response())
+}
+
+/// What a removed client is told when no reason is given.
+const DEFAULT_REMOVAL_REASON: &str = "removed from the channel by the server's operator";
+
+/// `POST /api/channels/{name}/members/{uid}/remove`: ends the user's
+/// subscriptions to the channel on every node; the connections stay open.
+pub(super) async fn remove_member(
+    State(app): State<App>,
+    ApiPath((channel, uid)): ApiPath<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_channel(&channel)?;
+    check_uid(&uid)?;
+    let reason = operator_reason(&body, DEFAULT_REMOVAL_REASON)?;
+    let here = app.presence.remove_from_channel(&uid, &channel, &reason);
+    app.cluster.forward_kick(
+        KickTarget::Membership {
+            user: uid.clone(),
+            channel: channel.clone(),
+        },
+        &reason,
+    );
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"channel": channel, "uid": uid, "connections": here, "reason": reason})),
     )
         .into_response())
 }

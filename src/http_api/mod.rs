@@ -201,6 +201,10 @@ pub fn table() -> Vec<Route> {
             .doc("admin", "Disconnect one connection", "Wherever it is in the cluster, as `POST /api/users/{uid}/disconnect` does for one connection. `here`: it was on the node asked (otherwise the other nodes were told).")
             .request(json!({"reason": "duplicate session"}))
             .response(202, json!({"connection": "8c1f2a3b00000001", "here": true, "reason": "duplicate session"})),
+        Route::new(M::POST, "/api/channels/{name}/members/{uid}/remove", post(admin::remove_member))
+            .doc("admin", "Remove a user from a channel", "On every node, each of the user's connections subscribed to the channel is unsubscribed as if it had asked, and told `reason` (default \"removed from the channel by the server's operator\"; at most 120 bytes) in its protocol: Hotsock `hotsock.unsubscribed` with `data.reason`, Socket.IO `CHANNEL_UNSUBSCRIBED` with `reason`, SocketCluster `#kickOut` with the reason as `message` (for the channel and its `presence>` feed), sgc `channel@member@remove` with `reason: \"kicked\"` and the reason as `message.text`. The others see the member leave. The connections stay open, and may subscribe again if the channel policy allows: change their grants to keep them out. Presence leases are the backend's and are not ended. `connections` counts those told on the node asked.")
+            .request(json!({"reason": "off-topic"}))
+            .response(202, json!({"channel": "presence.room", "uid": "alice", "connections": 1, "reason": "off-topic"})),
         Route::new(M::POST, "/api/admin/reload-keys", post(admin::reload_keys))
             .doc("admin", "Reload the JWT keys", "Reads `--jwt-secrets-file` and the `--jwt-public-key` files again on the node asked (as SIGHUP does), for key rotation without a restart; `keys` says what is accepted now. The body is ignored. 422 if a file is unreadable or invalid: the previous keys stay in use.")
             .request(json!({}))

@@ -1053,20 +1053,43 @@ impl Presence {
         }
     }
 
+    /// This node's open connections of `user_id`.
+    fn open_connections_of(&self, user_id: &str) -> Vec<Arc<ConnShared>> {
+        let users = lock(&self.inner.users);
+        let conns = lock(&self.inner.conns);
+        users
+            .get(user_id)
+            .map(|ids| ids.iter().filter_map(|id| conns.get(id).cloned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Removes `user_id` from `channel` on this node: each of its
+    /// connections subscribed there is told to unsubscribe (its session
+    /// does, as if the client had asked, and tells the client `reason`).
+    /// Returns how many connections were told.
+    pub fn remove_from_channel(&self, user_id: &str, channel: &str, reason: &str) -> usize {
+        let conns = self.open_connections_of(user_id);
+        let channel: Arc<str> = Arc::from(channel);
+        let reason: Arc<str> = Arc::from(reason);
+        conns
+            .into_iter()
+            .filter(|c| c.subs().contains_key(&channel))
+            .filter(|c| {
+                c.outbox.order(crate::outbox::Order::LeaveChannel {
+                    channel: channel.clone(),
+                    reason: reason.clone(),
+                })
+            })
+            .count()
+    }
+
     /// This node's connections of `user_id`: (id, protocol, channels it
     /// is subscribed to, sorted).
     pub fn user_connection_details(
         &self,
         user_id: &str,
     ) -> Vec<(ConnId, &'static str, Vec<String>)> {
-        let conns: Vec<Arc<ConnShared>> = {
-            let users = lock(&self.inner.users);
-            let conns = lock(&self.inner.conns);
-            users
-                .get(user_id)
-                .map(|ids| ids.iter().filter_map(|id| conns.get(id).cloned()).collect())
-                .unwrap_or_default()
-        };
+        let conns = self.open_connections_of(user_id);
         conns
             .into_iter()
             .map(|c| {

@@ -127,3 +127,122 @@ async fn an_operator_lists_and_disconnects_a_users_connections_on_every_front_en
         closed.data
     );
 }
+
+/// Removing a user from a channel ends their subscriptions there on every
+/// front end, each client told in its protocol's words, while the
+/// connection stays open (and may subscribe again).
+#[tokio::test]
+async fn an_operator_removes_a_user_from_a_channel_on_every_front_end() {
+    let srv = TestServer::start_open().await;
+    let channel = "presence.stage";
+    let mut watcher = Peer::connect(&srv, Proto::Hotsock, Some(json!({"uid": "watcher"})))
+        .await
+        .expect("hotsock");
+    watcher.subscribe(channel).await.expect("subscribes");
+    let path = |uid: &str| format!("/api/channels/{channel}/members/{uid}/remove");
+
+    // Refused: no key, a bad channel name.
+    let (status, _) = http(srv.addr, "POST", &path("anyone"), None, None).await;
+    assert_eq!(status, 401);
+    let (status, body) = srv
+        .http("POST", "/api/channels/a%20b/members/x/remove", None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("INVALID_CHANNEL_NAME")),
+        "{body}"
+    );
+    // Nobody to remove: nothing happens.
+    let (status, body) = srv.http("POST", &path("nobody"), None).await;
+    assert_eq!((status, &body["connections"]), (202, &json!(0)), "{body}");
+
+    for proto in Proto::ALL {
+        let uid = format!("speaker-{}", proto.name());
+        let claims = json!({"uid": uid, "username": uid});
+        let mut speaker = Peer::connect(&srv, proto, Some(claims))
+            .await
+            .expect("connects");
+        speaker.subscribe(channel).await.expect("subscribes");
+        watcher.expect_joined(channel, &uid).await;
+
+        let (status, body) = srv
+            .http("POST", &path(&uid), Some(json!({"reason": "off-topic"})))
+            .await;
+        assert_eq!((status, &body["connections"]), (202, &json!(1)), "{body}");
+        assert_eq!(body["reason"], "off-topic", "{body}");
+        expect_removed(&mut speaker, channel, "off-topic").await;
+        let left = watcher.next().await;
+        assert!(
+            left["event"] == "hotsock.memberRemoved"
+                && left["data"]["member"]["uid"] == uid.as_str(),
+            "{proto:?}: {left}"
+        );
+        let members = srv.member_uids(channel).await;
+        assert_eq!(members, vec!["watcher".to_string()], "{proto:?}");
+
+        // Still connected: it may subscribe again.
+        speaker.subscribe(channel).await.expect("subscribes again");
+        watcher.expect_joined(channel, &uid).await;
+        speaker.close().await;
+        watcher.next().await;
+    }
+}
+
+/// The removal notice of each protocol, reading past presence traffic.
+async fn expect_removed(peer: &mut Peer, channel: &str, reason: &str) {
+    let who = peer.label();
+    match peer.proto {
+        Proto::Hotsock => {
+            let f = peer.next().await;
+            assert_eq!(
+                f,
+                json!({"event": "hotsock.unsubscribed", "channel": channel,
+                    "data": {"reason": reason}, "meta": f["meta"].clone()}),
+                "{who}"
+            );
+        }
+        Proto::SocketIo => {
+            let f = peer.next().await;
+            assert_eq!(
+                f,
+                json!({"event": "CHANNEL_UNSUBSCRIBED", "data": {
+                    "channel": {"_id": channel, "type": "topic"}, "reason": reason}}),
+                "{who}"
+            );
+        }
+        Proto::Sc => {
+            // The channel and its presence> feed, in either order.
+            let mut kicked = Vec::new();
+            while kicked.len() < 2 {
+                let f = peer.next().await;
+                if f["event"] == "#kickOut" {
+                    assert_eq!(f["data"]["message"], reason, "{who}: {f}");
+                    kicked.push(
+                        f["data"]["channel"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
+                } else {
+                    assert_eq!(f["event"], "#publish", "{who}: {f}");
+                }
+            }
+            kicked.sort();
+            assert_eq!(
+                kicked,
+                [channel.to_string(), format!("presence>{channel}")],
+                "{who}"
+            );
+        }
+        Proto::Sgc => {
+            let f = peer.next().await;
+            assert_eq!(
+                f["method"], "sgc@presence@channel@member@remove",
+                "{who}: {f}"
+            );
+            assert_eq!(f["channel"]["name"], channel, "{who}: {f}");
+            assert_eq!(f["reason"], "kicked", "{who}: {f}");
+            assert_eq!(f["message"]["text"], reason, "{who}: {f}");
+        }
+    }
+}

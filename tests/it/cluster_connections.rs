@@ -161,6 +161,28 @@ async fn connections_of_every_node_are_followed_and_a_lost_node_closes_them_once
     };
     assert_eq!(on("a")["protocol"], "hotsock", "{body}");
     assert_eq!(on("a")["channels"], json!(["presence.lobby"]), "{body}");
+    // Removed from a channel on a, from b: kim's connection on a is told
+    // and stays open.
+    let (status, body) = b
+        .http(
+            "POST",
+            "/api/channels/presence.lobby/members/kim/remove",
+            Some(json!({"reason": "lobby closed"})),
+        )
+        .await;
+    assert_eq!((status, &body["connections"]), (202, &json!(0)), "{body}");
+    let removed = kim_a.expect("hotsock.unsubscribed").await;
+    assert_eq!(
+        (&removed["channel"], &removed["data"]["reason"]),
+        (&json!("presence.lobby"), &json!("lobby closed")),
+        "{removed}"
+    );
+    let gone = common::eventually(Duration::from_secs(5), || async {
+        b.member_set("presence.lobby").await.is_empty()
+    })
+    .await;
+    assert!(gone, "kim is still a member of presence.lobby seen from b");
+    kim_a.ping_pong().await;
     let kim_c_id = on("c")["id"].as_str().unwrap_or_default().to_string();
     let (status, body) = b
         .http(
