@@ -42,6 +42,14 @@ pub enum Outbound {
 }
 
 impl Outbound {
+    /// Bytes of payload (a ping has none), for the byte counters.
+    pub fn payload_len(&self) -> u64 {
+        match self {
+            Outbound::Text(b) | Outbound::Binary(b) => b.len() as u64,
+            Outbound::Ping => 0,
+        }
+    }
+
     fn cost(&self) -> usize {
         match self {
             Outbound::Text(b) | Outbound::Binary(b) => b.len() + ITEM_OVERHEAD,

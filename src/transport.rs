@@ -139,13 +139,6 @@ pub trait Session: Send + 'static {
 pub use crate::rate::RateLimiter;
 
 /// The payload bytes of an outgoing item (pings count none).
-fn payload_len(item: &Outbound) -> u64 {
-    match item {
-        Outbound::Text(bytes) | Outbound::Binary(bytes) => bytes.len() as u64,
-        _ => 0,
-    }
-}
-
 fn to_message(item: &Outbound) -> Option<Message> {
     match item {
         Outbound::Text(bytes) => Utf8Bytes::try_from(bytes.clone()).ok().map(Message::Text),
@@ -263,7 +256,7 @@ where
                 for item in &batch {
                     if let Some(msg) = to_message(item) {
                         sink.feed(msg).await?;
-                        cfg.counters.bytes_sent.inc_by(payload_len(item));
+                        cfg.counters.bytes_sent.inc_by(item.payload_len());
                     }
                 }
                 sink.flush().await
@@ -414,7 +407,7 @@ async fn write_side(
                 if sink.send(msg).await.is_err() {
                     return;
                 }
-                cfg.counters.bytes_sent.inc_by(payload_len(&item));
+                cfg.counters.bytes_sent.inc_by(item.payload_len());
             }
             outbox.sent(&item);
         }

@@ -153,6 +153,9 @@ pub struct ScShared {
     ticker_started: AtomicBool,
     /// The backend that answers custom events (`--rpc-url`).
     rpc: Option<Arc<crate::services::rpc::Rpc>>,
+    /// `rollcall_auth_failures_total{protocol="socketcluster"}`: tokens
+    /// refused at the handshake, `#authenticate` or a backend's login.
+    pub(crate) auth_failures: prometheus_client::metrics::counter::Counter,
 }
 
 impl ScShared {
@@ -160,6 +163,7 @@ impl ScShared {
         config: ScConfig,
         verifier: JwtVerifier,
         rpc: Option<Arc<crate::services::rpc::Rpc>>,
+        auth_failures: prometheus_client::metrics::counter::Counter,
     ) -> Self {
         let codec = Arc::new(wire::ScCodec {
             presence_timeout_ms: config.presence_timeout_ms(),
@@ -171,6 +175,7 @@ impl ScShared {
             watched: Mutex::new(HashMap::new()),
             ticker_started: AtomicBool::new(false),
             rpc,
+            auth_failures,
         }
     }
 
@@ -259,6 +264,7 @@ pub fn routes(app: &App, settings: ScConfig) -> Router<App> {
         settings,
         app.verifier.clone(),
         app.services.rpc().cloned(),
+        app.metrics.live().protocol(PROTOCOL).auth_failures,
     ));
     let handler = move |State(app): State<App>, ws: WebSocketUpgrade| {
         let shared = shared.clone();

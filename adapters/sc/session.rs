@@ -358,7 +358,10 @@ impl ScSession {
                 exp: claims.get("exp").and_then(Value::as_u64),
                 access,
             })),
-            Err(e) => Err(ScError::from_auth(&e)),
+            Err(e) => {
+                self.shared.auth_failures.inc();
+                Err(ScError::from_auth(&e))
+            }
         }
     }
 

@@ -75,6 +75,8 @@ pub struct SocketIoConfig {
     pub write_timeout: Duration,
     /// The backend that answers custom events (`--rpc-url`).
     pub rpc: Option<Arc<crate::services::rpc::Rpc>>,
+    /// The front end's byte and delivery metrics (set in [`routes`]).
+    pub counters: crate::metrics::ProtocolCounters,
 }
 
 impl Default for SocketIoConfig {
@@ -87,6 +89,7 @@ impl Default for SocketIoConfig {
             max_events_per_second: 100,
             write_timeout: Duration::from_secs(10),
             rpc: None,
+            counters: Default::default(),
         }
     }
 }
@@ -174,9 +177,11 @@ async fn authenticate(
     s: &SocketRef,
     auth_payload: Option<&Value>,
 ) -> Result<(), String> {
-    let creds = auth::credentials(s.req_parts().uri.query(), auth_payload)?;
-    let (user, access) =
-        auth::authenticate(&creds, &app.verifier, cfg.introspector.as_deref()).await?;
+    let checked = match auth::credentials(s.req_parts().uri.query(), auth_payload) {
+        Ok(creds) => auth::authenticate(&creds, &app.verifier, cfg.introspector.as_deref()).await,
+        Err(e) => Err(e),
+    };
+    let (user, access) = checked.inspect_err(|_| app.metrics.live().auth_failure(PROTOCOL))?;
     let identity = Identity::user(user.user_id.clone(), user.profile.clone());
     let (conn, rx) = app
         .presence
@@ -216,9 +221,11 @@ fn on_connect(app: &App, pumps: &ShutdownController, s: SocketRef) {
     // arrival order, then runs the future it returns in a task of its own:
     // the event is handled in the call, so events keep their order.
     let handler = session.clone();
+    let counted = session.counters().clone();
     s.on_fallback(
         move |Event(event): Event, data: TryData<Value>, ack: AckSender| {
             let payload = data.0.unwrap_or_else(|e| malformed(&e));
+            counted.bytes_received.inc_by(event_len(&event, &payload));
             match wire::client::is_avaya(&event) {
                 true => handler.on_event(event, payload),
                 false => handler.on_call(event, payload, ack),
@@ -234,6 +241,25 @@ fn on_connect(app: &App, pumps: &ShutdownController, s: SocketRef) {
     tokio::spawn(session.pump(s, app.shutdown.handle(), pumps.handle()));
 }
 
+/// The length of `[event, payload]` as JSON: what the client sent, less
+/// the packet header socketioxide read (counted without a copy).
+fn event_len(event: &str, payload: &Value) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing JSON into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, &(event, payload));
+    count.0
+}
+
 /// A payload socketioxide could not parse: handed to the handlers as a
 /// value no decoder accepts, so the client gets the event's own error.
 fn malformed(e: &dyn std::fmt::Display) -> Value {
@@ -242,7 +268,8 @@ fn malformed(e: &dyn std::fmt::Display) -> Value {
 }
 
 /// The adapter's routes, with its settings: everything under `/socket.io`.
-pub fn routes(app: &App, settings: SocketIoConfig) -> Router<App> {
+pub fn routes(app: &App, mut settings: SocketIoConfig) -> Router<App> {
+    settings.counters = app.metrics.live().protocol(PROTOCOL);
     let cfg = Arc::new(settings);
     let (svc, io) = SocketIo::builder()
         .ping_interval(cfg.settings.socketio_ping_interval)

@@ -661,6 +661,13 @@ impl Session {
                         _ = outbox.closed() => false,
                     };
                     outbox.sent(&item);
+                    if ok {
+                        // Handed to socketioxide, which writes it next.
+                        self.config.counters.bytes_sent.inc_by(item.payload_len());
+                        if let Some(queued) = rx.take_sample() {
+                            self.config.counters.delivery.observe(queued.elapsed().as_secs_f64());
+                        }
+                    }
                     if !ok {
                         break Some(outbox
                             .close_reason()
@@ -700,6 +707,11 @@ impl Session {
             }
             self.close();
         }
+    }
+
+    /// The front end's metrics.
+    pub fn counters(&self) -> &crate::metrics::ProtocolCounters {
+        &self.config.counters
     }
 
     /// Emits one outbox item. Waits (up to the write timeout) while the

@@ -612,6 +612,53 @@ async fn histograms_and_process_metrics() {
     srv.stop().await;
 }
 
+/// A refused token counts on the front ends that take tokens after the
+/// upgrade too: a Socket.IO namespace connect, a SocketCluster
+/// `#authenticate`.
+#[tokio::test]
+async fn socketio_and_socketcluster_count_refused_tokens_and_socketio_bytes() {
+    use crate::common::protocols::{Peer, Proto};
+    let srv = TestServer::start_open().await;
+    let expired = json!({"uid": "x", "username": "x", "exp": 1});
+    let refused = Peer::connect(&srv, Proto::SocketIo, Some(expired)).await;
+    assert!(refused.is_err(), "an expired token connected");
+    let mut sc = Peer::connect(&srv, Proto::Sc, None).await.expect("sc");
+    let cid = sc.sc_request("#authenticate", json!("not-a-jwt")).await;
+    // The bad token is dropped (`#removeAuthToken`), then the answer.
+    let mut reply = sc.next().await;
+    if reply["event"] == "#removeAuthToken" {
+        reply = sc.next().await;
+    }
+    assert_eq!(reply["rid"], cid, "{reply}");
+    assert!(reply["error"].is_object(), "{reply}");
+    // A Socket.IO client's events in and out are counted too, and its
+    // first frame timed from queue to socketioxide.
+    let mut client = Peer::connect(&srv, Proto::SocketIo, Some(json!({"uid": "sio"})))
+        .await
+        .expect("socket.io");
+    client.subscribe("room").await.expect("subscribes");
+    let series = scrape(srv.addr).await;
+    for name in [
+        "rollcall_bytes_received_total{protocol=\"socketio\"}",
+        "rollcall_bytes_sent_total{protocol=\"socketio\"}",
+        "rollcall_delivery_seconds_count{protocol=\"socketio\"}",
+    ] {
+        assert!(series.get(name) > Some(&0.0), "{name}: {series:?}");
+    }
+    expect_metrics(
+        &srv,
+        &[
+            ("rollcall_auth_failures_total{protocol=\"socketio\"}", 1.0),
+            (
+                "rollcall_auth_failures_total{protocol=\"socketcluster\"}",
+                1.0,
+            ),
+        ],
+    )
+    .await;
+    srv.stop().await;
+}
+
 #[tokio::test]
 async fn metrics_listen_serves_only_metrics() {
     let srv = TestServer::start_with(|c| {
