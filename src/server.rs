@@ -11,7 +11,6 @@ use tokio::net::TcpListener;
 use crate::app::{App, Settings};
 use crate::auth::JwtVerifier;
 use crate::config::Config;
-use crate::ids::ConnId;
 use crate::outbox::CloseReason;
 use crate::presence::Presence;
 use crate::shutdown::ShutdownController;
@@ -93,10 +92,6 @@ pub struct Drain {
 /// How often a slice of clients is closed during the spread.
 const SPREAD_STEP: Duration = Duration::from_millis(100);
 
-/// Protocols whose clients are closed at the end instead (see
-/// [`RunningServer::drain_and_shutdown`]).
-const SPREAD_EXEMPT: [&str; 1] = ["socketio"];
-
 /// A running server.
 pub struct RunningServer {
     addr: SocketAddr,
@@ -131,8 +126,8 @@ impl RunningServer {
     /// it clients), then closes its WebSocket clients a few at a time over
     /// `drain.spread` (so they do not all reconnect to the other nodes at
     /// the same instant), then stops as [`Self::shutdown`] does (Socket.IO
-    /// clients are closed there: socketioxide closes a client's Engine.IO
-    /// connection only with all the others).
+    /// polling clients are closed there: socketioxide closes their
+    /// Engine.IO connection only with all the others).
     pub async fn drain_and_shutdown(self, drain: Drain) {
         self.app.shutdown.draining.begin();
         tracing::info!(
@@ -144,14 +139,7 @@ impl RunningServer {
         // The next oldest node reports the removals from here on.
         self.app.cluster.hand_over().await;
         let reason = CloseReason::new(close::GOING_AWAY, SHUTDOWN_REASON);
-        let conns: Vec<ConnId> = self
-            .app
-            .presence
-            .connections()
-            .into_iter()
-            .filter(|(_, protocol)| !SPREAD_EXEMPT.contains(protocol))
-            .map(|(id, _)| id)
-            .collect();
+        let conns = self.app.presence.closable_one_by_one();
         let steps = (drain.spread.as_millis() / SPREAD_STEP.as_millis()).max(1) as usize;
         let per_step = conns.len().div_ceil(steps).max(1);
         for (i, chunk) in conns.chunks(per_step).enumerate() {

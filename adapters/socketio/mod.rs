@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod polling_shim;
 pub mod session;
+pub mod sever;
 pub mod shim;
 pub mod wire;
 
@@ -188,6 +189,11 @@ async fn authenticate(
         .connect(identity, codec(), PROTOCOL)
         .map_err(|e| format!("not authorized: {e}"))?;
     conn.set_access(access);
+    // Without a switch (polling, or upgraded from polling) socketioxide
+    // can close this client only with all the others.
+    if s.req_parts().extensions.get::<sever::Sever>().is_none() {
+        conn.set_closes_with_server();
+    }
     let session = session::Session::new(conn, rx, user, s.id.to_string(), cfg.clone());
     s.extensions.insert(Arc::new(session));
     // Wired here, before socketioxide sends the connect acknowledgment: an
@@ -260,6 +266,19 @@ fn event_len(event: &str, payload: &Value) -> u64 {
     count.0
 }
 
+/// Starts socketioxide's session on an upgraded stream.
+fn start_session<S, St, E>(svc: S) -> impl FnOnce(St, Request<()>) + Send + 'static
+where
+    S: HyperService<(St, Request<()>), Future = std::future::Ready<Result<(), E>>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    move |stream, head| {
+        if let Err(e) = svc.call((stream, head)).into_inner() {
+            tracing::debug!(error = %e, "socket.io websocket refused");
+        }
+    }
+}
+
 /// A payload socketioxide could not parse: handed to the handlers as a
 /// value no decoder accepts, so the client gets the event's own error.
 fn malformed(e: &dyn std::fmt::Display) -> Value {
@@ -327,13 +346,25 @@ pub fn routes(app: &App, mut settings: SocketIoConfig) -> Router<App> {
                 true => polling_shim::rewrite_request(req, polling_limit).await,
                 false => req,
             };
-            if shim::is_eio3_websocket(&req) {
-                let start = move |stream: shim::Eio3Stream, head: Request<()>| {
-                    if let Err(e) = HyperService::call(&svc, (stream, head)).into_inner() {
-                        tracing::debug!(error = %e, "socket.io EIO3 websocket refused");
-                    }
+            if shim::is_websocket(&req) {
+                // Each WebSocket client's stream can be cut alone, for the
+                // drain spread (`sever.rs`): the session finds the switch
+                // in the request's extensions.
+                let mut req = req;
+                let sever = sever::Sever::default();
+                req.extensions_mut().insert(sever.clone());
+                return match shim::is_eio3_websocket(&req) {
+                    true => shim::upgrade(
+                        move |io| sever::Severable::new(shim::ConnectRewrite::new(io), sever),
+                        start_session(svc),
+                        req,
+                    ),
+                    false => shim::upgrade(
+                        move |io| sever::Severable::new(io, sever),
+                        start_session(svc),
+                        req,
+                    ),
                 };
-                return shim::upgrade(start, req);
             }
             match HyperService::call(&svc, req).await {
                 Ok(resp) => resp.map(Body::new),

@@ -698,12 +698,21 @@ impl Session {
             if let Some((event, payload)) = wire::split_event(&wire::error(&err)) {
                 let _ = socket.emit(event, &payload);
             }
-            // At shutdown the Engine.IO connection itself is closed once
-            // every pump is done (see `routes`), so that clients see a
-            // transport close and reconnect; a namespace DISCONNECT would
-            // tell them not to, and would hide the socket from that close.
-            if !shutdown.is_shutting_down() {
-                let _ = socket.disconnect();
+            // A client the server is going away from (a drain) must see
+            // its transport close and reconnect elsewhere: a namespace
+            // DISCONNECT would tell it not to. A WebSocket client's stream
+            // is cut alone (`sever.rs`); the others' Engine.IO connections
+            // close with all the rest at shutdown, once every pump is done
+            // (see `routes`).
+            let going_away = outbox
+                .close_reason()
+                .is_some_and(|r| r.code == crate::transport::close::GOING_AWAY);
+            match socket.req_parts().extensions.get::<super::sever::Sever>() {
+                Some(sever) if going_away && !shutdown.is_shutting_down() => sever.cut(),
+                _ if !shutdown.is_shutting_down() => {
+                    let _ = socket.disconnect();
+                }
+                _ => {}
             }
             self.close();
         }

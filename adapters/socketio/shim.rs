@@ -18,8 +18,10 @@
 //! frames are not touched; socketioxide's own WebSocket (with its size
 //! limits, heartbeats and EIO3 framing) sees a normal client.
 //!
-//! Only `EIO=3` WebSocket upgrades go through here (including upgrades from
-//! polling, `sid=…`); everything else goes straight to socketioxide.
+//! Only `EIO=3` WebSocket upgrades go through the filter (including
+//! upgrades from polling, `sid=…`). Every WebSocket upgrade is answered by
+//! [`upgrade`] here, so that the front end owns each client's stream (see
+//! `sever.rs`).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -73,14 +75,26 @@ pub fn is_eio3_websocket(req: &Request<Body>) -> bool {
     eio3 && ws && upgrade
 }
 
-/// The stream socketioxide gets for an EIO3 WebSocket connection.
-pub type Eio3Stream = ConnectRewrite<TokioIo<hyper::upgrade::Upgraded>>;
+/// True for a WebSocket upgrade request of any Engine.IO version.
+pub fn is_websocket(req: &Request<Body>) -> bool {
+    let query = req.uri().query().unwrap_or("");
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    upgrade && query.split('&').any(|pair| pair == "transport=websocket")
+}
 
-/// Answers an EIO3 WebSocket upgrade and, once upgraded, calls `start`
-/// with the stream (wrapped in [`ConnectRewrite`]) and the request head,
-/// which starts socketioxide's session on it.
-pub fn upgrade(
-    start: impl FnOnce(Eio3Stream, Request<()>) + Send + 'static,
+/// The upgraded connection of a client.
+pub type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
+
+/// Answers a WebSocket upgrade and, once upgraded, calls `start` with the
+/// stream (`wrap`ped: e.g. in [`ConnectRewrite`] for EIO3 clients) and the
+/// request head, which starts socketioxide's session on it.
+pub fn upgrade<St: Send + 'static>(
+    wrap: impl FnOnce(Upgraded) -> St + Send + 'static,
+    start: impl FnOnce(St, Request<()>) + Send + 'static,
     mut req: Request<Body>,
 ) -> Response<Body> {
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
@@ -105,11 +119,8 @@ pub fn upgrade(
     let (parts, _) = req.into_parts();
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(io) => {
-                let stream = ConnectRewrite::new(TokioIo::new(io));
-                start(stream, Request::from_parts(parts, ()));
-            }
-            Err(e) => tracing::debug!(error = %e, "socket.io EIO3 upgrade failed"),
+            Ok(io) => start(wrap(TokioIo::new(io)), Request::from_parts(parts, ())),
+            Err(e) => tracing::debug!(error = %e, "socket.io WebSocket upgrade failed"),
         }
     });
     let accept = derive_accept_key(key.as_bytes());

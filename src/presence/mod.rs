@@ -463,6 +463,7 @@ impl Presence {
             outbox,
             subs: Mutex::new(HashMap::new()),
             closing: std::sync::atomic::AtomicBool::new(false),
+            closes_with_server: std::sync::atomic::AtomicBool::new(false),
             flavor: std::sync::atomic::AtomicU8::new(0),
             hidden: std::sync::atomic::AtomicBool::new(false),
             access: Mutex::new(crate::policy::Access::anonymous()),
@@ -1024,11 +1025,17 @@ impl Presence {
         }
     }
 
-    /// Every open connection on this node: (id, protocol).
-    pub fn connections(&self) -> Vec<(ConnId, &'static str)> {
+    /// This node's open connections that can be closed one at a time (a
+    /// drain closes them over its spread; the others close with the
+    /// server: see `Connection::set_closes_with_server`).
+    pub fn closable_one_by_one(&self) -> Vec<ConnId> {
         lock(&self.inner.conns)
             .values()
-            .map(|c| (c.id, c.protocol))
+            .filter(|c| {
+                !c.closes_with_server
+                    .load(std::sync::atomic::Ordering::Acquire)
+            })
+            .map(|c| c.id)
             .collect()
     }
 

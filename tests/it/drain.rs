@@ -1,7 +1,8 @@
 //! Graceful drain on SIGTERM: `/readyz` answers 503 at once while the node
 //! keeps serving its clients (and takes new ones) for `--drain-grace`; then
 //! its clients are closed a few at a time over `--drain-spread`, each with
-//! 1001, each member removed once; then the process exits.
+//! 1001 (a Socket.IO WebSocket client: its transport cut, so that it
+//! reconnects), each member removed once; then the process exits.
 
 use std::time::{Duration, Instant};
 
@@ -26,11 +27,7 @@ async fn sigterm_drains_then_closes_clients_spread_out() {
     );
     let mut clients = Vec::new();
     for i in 0..12 {
-        let proto = if i % 2 == 0 {
-            Proto::Hotsock
-        } else {
-            Proto::Sc
-        };
+        let proto = [Proto::Hotsock, Proto::Sc, Proto::SocketIo][i % 3];
         let claims = json!({"uid": format!("u{i}"), "username": format!("u{i}")});
         let mut peer = Peer::connect_to(server.addr, proto, Some(claims))
             .await
@@ -70,14 +67,37 @@ async fn sigterm_drains_then_closes_clients_spread_out() {
     assert_eq!(status, 202);
 
     // Then closed with 1001, spread over the spread, not before the grace.
-    // Each watched at once, so each close is timed when it happens.
-    let closed_at: Vec<Duration> =
+    // Each watched at once, so each close is timed when it happens. A
+    // Socket.IO client's transport is cut, without the namespace
+    // DISCONNECT that would keep socket.io-client from reconnecting.
+    let closed_at: Vec<(Proto, Duration)> =
         futures_util::future::join_all(clients.iter_mut().map(|peer| async move {
-            let (ending, _) = peer.ending_within(Duration::from_secs(6)).await;
-            assert!(matches!(ending, Ending::Close(1001, _)), "{ending:?}");
-            term_at.elapsed()
+            let (ending, seen) = peer.ending_within(Duration::from_secs(6)).await;
+            match peer.proto {
+                Proto::SocketIo => assert!(
+                    !seen.iter().any(|f| f.starts_with("41")),
+                    "{}: told not to reconnect: {seen:?}",
+                    peer.label()
+                ),
+                _ => assert!(matches!(ending, Ending::Close(1001, _)), "{ending:?}"),
+            }
+            (peer.proto, term_at.elapsed())
         }))
         .await;
+    // Socket.IO clients too are spread (each in a slot of its own), not
+    // all closed at the end.
+    let socketio: Vec<Duration> = closed_at
+        .iter()
+        .filter(|(proto, _)| *proto == Proto::SocketIo)
+        .map(|(_, at)| *at)
+        .collect();
+    let spread = socketio.iter().max().copied().unwrap_or_default()
+        - socketio.iter().min().copied().unwrap_or_default();
+    assert!(
+        spread >= Duration::from_millis(200),
+        "Socket.IO clients closed together: {socketio:?}"
+    );
+    let closed_at: Vec<Duration> = closed_at.into_iter().map(|(_, at)| at).collect();
     let first = closed_at.iter().min().copied().unwrap_or_default();
     let last = closed_at.iter().max().copied().unwrap_or_default();
     assert!(
