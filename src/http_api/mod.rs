@@ -60,8 +60,13 @@ const EXAMPLE_ID: &str = "01JA2Z4K8Q3W7E5R9T1Y6V0H2N";
 /// `body = ErrorBody`, see [`errors`]) and `security` as its group says
 /// (`(("apiKey" = []))` for the API-key group); then add
 /// `.routes(routes!(module::handler))` to its group below (the methods of
-/// one path go in one `routes!`). The `openapi` integration test then
-/// validates the document and checks every operation against the router.
+/// one path go in one `routes!`). Patterns to copy: query parameters as
+/// an `IntoParams` struct (`channels::PageQuery`, with `next_offset` as a
+/// required `Option`), an optional body as `request_body(content =
+/// Option<T>)` (`admin::disconnect_user`). Never `.route(...)`: that
+/// route would be missing from the document. The `openapi` integration
+/// test then validates the document and checks every operation against
+/// the router.
 fn api(api_key: impl FnOnce(OpenApiRouter<App>) -> OpenApiRouter<App>) -> OpenApiRouter<App> {
     // `Authorization: Bearer <api key>`.
     let with_key = OpenApiRouter::new()
