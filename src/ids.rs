@@ -73,9 +73,10 @@ pub fn ulid() -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// True if `s` looks like a ULID: 26 Crockford base32 characters.
+/// True if `s` is a ULID: 26 Crockford base32 characters, the first 0-7
+/// (26 digits hold 130 bits; a ULID has 128).
 pub fn is_ulid(s: &str) -> bool {
-    s.len() == 26 && s.bytes().all(|b| CROCKFORD.contains(&b))
+    s.len() == 26 && s.bytes().all(|b| CROCKFORD.contains(&b)) && s.as_bytes()[0] <= b'7'
 }
 
 /// A random alphanumeric secret of `len` characters.
@@ -100,6 +101,16 @@ mod tests {
             assert!(id > last, "{id} <= {last}");
             last = id;
         }
+    }
+
+    #[test]
+    fn ulid_check_refuses_overflow_and_non_crockford() {
+        assert!(is_ulid("01JA2Z4K8Q3W7E5R9T1Y6V0H2N"));
+        assert!(is_ulid("7ZZZZZZZZZZZZZZZZZZZZZZZZZ"));
+        // Over 128 bits, a letter Crockford leaves out, too short.
+        assert!(!is_ulid("8ZZZZZZZZZZZZZZZZZZZZZZZZZ"));
+        assert!(!is_ulid("01JA2Z4K8Q3W7E5R9T1Y6V0H2U"));
+        assert!(!is_ulid("01JA2Z4K8Q3W7E5R9T1Y6V0H2"));
     }
 
     #[test]

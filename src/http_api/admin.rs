@@ -1,5 +1,6 @@
-//! Operator actions: a user's connections on every node, and
-//! disconnecting a user or one connection, cluster-wide. A disconnected
+//! Operator actions: a user's connections on every node, disconnecting a
+//! user or one connection, and removing a user from a channel,
+//! cluster-wide. A disconnected
 //! client is closed with code 4100 and the operator's reason (Socket.IO:
 //! an error event with the reason, then a disconnect), and reported as
 //! `connection_closed` with reason `kicked`.
@@ -8,11 +9,10 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::ToSchema;
 
-use super::{ApiError, ApiPath, check_channel, check_uid};
+use super::{ApiError, ApiPath, ErrorBody, check_channel, check_uid, errors};
 use crate::app::App;
 use crate::cluster::wire::KickTarget;
 use crate::ids::ConnId;
@@ -25,21 +25,48 @@ const DEFAULT_REASON: &str = "disconnected by the server's operator";
 const MAX_REASON_BYTES: usize = 120;
 
 /// One connection of a user.
-#[derive(Debug, Serialize)]
-struct ConnectionInfo {
-    id: String,
-    node: String,
-    protocol: String,
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ConnectionInfo {
     /// Channels it is subscribed to (on another node: those it is a
     /// member of).
     channels: Vec<String>,
+    /// The connection id (16 hex digits).
+    id: String,
+    /// The node it is on.
+    node: String,
+    /// Its front end: `hotsock`, `socketio`, `sc` or `sgc`.
+    protocol: String,
 }
 
 /// `GET /api/users/{uid}/connections`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct UserConnections {
+    /// This node's first, each part sorted by id.
+    connections: Vec<ConnectionInfo>,
+    uid: String,
+}
+
+/// `GET /api/users/{uid}/connections`.
+#[utoipa::path(
+    get,
+    path = "/api/users/{uid}/connections",
+    operation_id = "listUserConnections",
+    tag = "admin",
+    summary = "A user's connections on every node",
+    description = "Each with its `id`, `node`, `protocol` and `channels` (on this node every channel it is subscribed to; on another node the channels it is a member of). Sorted: this node's first.",
+    security(("apiKey" = [])),
+    params(("uid" = String, Path, description = "The user id", example = "alice")),
+    responses(
+        (status = 200, description = "The connections", body = UserConnections,
+            example = json!({"connections": [{"channels": ["presence.room"], "id": "8c1f2a3b00000001", "node": "node-a", "protocol": "hotsock"}], "uid": "alice"})),
+        (status = 400, description = "`INVALID_PATH`, `INVALID_USER_ID`", body = ErrorBody),
+        (status = 401, description = errors::UNAUTHORIZED, body = ErrorBody)
+    )
+)]
 pub(super) async fn connections(
     State(app): State<App>,
     ApiPath(uid): ApiPath<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<UserConnections>, ApiError> {
     check_uid(&uid)?;
     let node = app.cluster.node_id();
     let mut list: Vec<ConnectionInfo> = app
@@ -66,14 +93,41 @@ pub(super) async fn connections(
                 channels: c.channels,
             }),
     );
-    Ok(Json(json!({"uid": uid, "connections": list})).into_response())
+    Ok(Json(UserConnections {
+        connections: list,
+        uid,
+    }))
 }
 
-/// The optional body of the disconnect routes.
-#[derive(Debug, Default, Deserialize)]
+/// The optional body of the disconnect routes: none, `{}`, or a reason.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DisconnectBody {
+pub(super) struct DisconnectBody {
+    /// What the client is told: 1-120 bytes without control characters
+    /// (each route says its default).
+    #[schema(min_length = 1, max_length = 120)]
     reason: Option<String>,
+}
+
+/// A user's connections were closed.
+#[derive(Serialize, ToSchema)]
+pub(super) struct UserDisconnected {
+    /// Connections closed on the node asked; the other nodes close theirs.
+    connections: usize,
+    /// What the clients were told.
+    reason: String,
+    uid: String,
+}
+
+/// A connection was closed.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ConnectionDisconnected {
+    /// The connection id.
+    connection: String,
+    /// It was on the node asked (otherwise the other nodes were told).
+    here: bool,
+    /// What the client was told.
+    reason: String,
 }
 
 /// The close reason from an optional JSON body (none, or `{}`: the
@@ -111,11 +165,30 @@ fn operator_reason(body: &Bytes, default: &str) -> Result<String, ApiError> {
 }
 
 /// `POST /api/users/{uid}/disconnect`.
+#[utoipa::path(
+    post,
+    path = "/api/users/{uid}/disconnect",
+    operation_id = "disconnectUser",
+    tag = "admin",
+    summary = "Disconnect every connection of a user",
+    description = "On every node. Each client is closed with code 4100 and `reason` (default \"disconnected by the server's operator\"; at most 120 bytes), a Socket.IO client gets an error event with it and a disconnect; backends see `connection_closed` with reason `kicked`. The body is optional. `connections` counts those closed on the node asked. Clients may reconnect: revoke their tokens to keep them out.",
+    security(("apiKey" = [])),
+    params(("uid" = String, Path, description = "The user id", example = "alice")),
+    request_body(content = Option<DisconnectBody>, description = "Optional", example = json!({"reason": "account suspended"})),
+    responses(
+        (status = 202, description = "Closed", body = UserDisconnected,
+            example = json!({"connections": 2, "reason": "account suspended", "uid": "alice"})),
+        (status = 400, description = "`INVALID_PATH`, `INVALID_USER_ID`, `INVALID_BODY`, `INVALID_REASON`", body = ErrorBody),
+        (status = 401, description = errors::UNAUTHORIZED, body = ErrorBody),
+        (status = 408, description = errors::REQUEST_TIMEOUT, body = ErrorBody),
+        (status = 413, description = errors::BODY_TOO_LARGE, body = ErrorBody)
+    )
+)]
 pub(super) async fn disconnect_user(
     State(app): State<App>,
     ApiPath(uid): ApiPath<String>,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<(StatusCode, Json<UserDisconnected>), ApiError> {
     check_uid(&uid)?;
     let reason = close_reason(&body)?;
     let here = app.presence.close_user(&uid, &reason);
@@ -123,17 +196,39 @@ pub(super) async fn disconnect_user(
         .forward_kick(KickTarget::User(uid.clone()), &reason.reason);
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"uid": uid, "connections": here, "reason": reason.reason})),
-    )
-        .into_response())
+        Json(UserDisconnected {
+            connections: here,
+            reason: reason.reason.into_owned(),
+            uid,
+        }),
+    ))
 }
 
 /// `POST /api/connections/{id}/disconnect`.
+#[utoipa::path(
+    post,
+    path = "/api/connections/{id}/disconnect",
+    operation_id = "disconnectConnection",
+    tag = "admin",
+    summary = "Disconnect one connection",
+    description = "Wherever it is in the cluster, as `POST /api/users/{uid}/disconnect` does for one connection. `here`: it was on the node asked (otherwise the other nodes were told). The body is optional.",
+    security(("apiKey" = [])),
+    params(("id" = String, Path, description = "The connection id (16 hex digits, as in `GET /api/users/{uid}/connections`)", example = "8c1f2a3b00000001")),
+    request_body(content = Option<DisconnectBody>, description = "Optional", example = json!({"reason": "duplicate session"})),
+    responses(
+        (status = 202, description = "Closed, or the other nodes were told", body = ConnectionDisconnected,
+            example = json!({"connection": "8c1f2a3b00000001", "here": true, "reason": "duplicate session"})),
+        (status = 400, description = "`INVALID_PATH`, `INVALID_CONNECTION_ID`, `INVALID_BODY`, `INVALID_REASON`", body = ErrorBody),
+        (status = 401, description = errors::UNAUTHORIZED, body = ErrorBody),
+        (status = 408, description = errors::REQUEST_TIMEOUT, body = ErrorBody),
+        (status = 413, description = errors::BODY_TOO_LARGE, body = ErrorBody)
+    )
+)]
 pub(super) async fn disconnect_connection(
     State(app): State<App>,
     ApiPath(id): ApiPath<String>,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<(StatusCode, Json<ConnectionDisconnected>), ApiError> {
     let Some(conn) = ConnId::parse(&id).filter(|_| id.len() == 16) else {
         return Err(ApiError::bad_request(
             "INVALID_CONNECTION_ID",
@@ -150,21 +245,65 @@ pub(super) async fn disconnect_connection(
     }
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"connection": id, "here": here, "reason": reason.reason})),
-    )
-        .into_response())
+        Json(ConnectionDisconnected {
+            connection: id,
+            here,
+            reason: reason.reason.into_owned(),
+        }),
+    ))
+}
+
+/// The keys accepted after a reload.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ReloadedKeys {
+    /// What is accepted now, for people.
+    keys: String,
 }
 
 /// What a removed client is told when no reason is given.
 const DEFAULT_REMOVAL_REASON: &str = "removed from the channel by the server's operator";
 
+/// A user was removed from a channel.
+#[derive(Serialize, ToSchema)]
+pub(super) struct MemberRemoved {
+    /// The channel.
+    channel: String,
+    /// Connections told on the node asked; the other nodes tell theirs.
+    connections: usize,
+    /// What the clients were told.
+    reason: String,
+    uid: String,
+}
+
 /// `POST /api/channels/{name}/members/{uid}/remove`: ends the user's
 /// subscriptions to the channel on every node; the connections stay open.
+#[utoipa::path(
+    post,
+    path = "/api/channels/{name}/members/{uid}/remove",
+    operation_id = "removeMember",
+    tag = "admin",
+    summary = "Remove a user from a channel",
+    description = "On every node, each of the user's connections subscribed to the channel is unsubscribed as if it had asked, and told `reason` (default \"removed from the channel by the server's operator\"; at most 120 bytes) in its protocol: Hotsock `hotsock.unsubscribed` with `data.reason`, Socket.IO `CHANNEL_UNSUBSCRIBED` with `reason`, SocketCluster `#kickOut` with the reason as `message` (for the channel and its `presence>` feed), sgc `channel@member@remove` with `reason: \"kicked\"` and the reason as `message.text`. The others see the member leave. The connections stay open, and may subscribe again if the channel policy allows: change their grants to keep them out. Presence leases are the backend's and are not ended. The body is optional. `connections` counts those told on the node asked.",
+    security(("apiKey" = [])),
+    params(
+        ("name" = String, Path, description = "The channel", example = "presence.room"),
+        ("uid" = String, Path, description = "The user id", example = "alice")
+    ),
+    request_body(content = Option<DisconnectBody>, description = "Optional", example = json!({"reason": "off-topic"})),
+    responses(
+        (status = 202, description = "Removed", body = MemberRemoved,
+            example = json!({"channel": "presence.room", "connections": 1, "reason": "off-topic", "uid": "alice"})),
+        (status = 400, description = "`INVALID_PATH`, `INVALID_CHANNEL_NAME`, `INVALID_USER_ID`, `INVALID_BODY`, `INVALID_REASON`", body = ErrorBody),
+        (status = 401, description = errors::UNAUTHORIZED, body = ErrorBody),
+        (status = 408, description = errors::REQUEST_TIMEOUT, body = ErrorBody),
+        (status = 413, description = errors::BODY_TOO_LARGE, body = ErrorBody)
+    )
+)]
 pub(super) async fn remove_member(
     State(app): State<App>,
     ApiPath((channel, uid)): ApiPath<(String, String)>,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<(StatusCode, Json<MemberRemoved>), ApiError> {
     check_channel(&channel)?;
     check_uid(&uid)?;
     let reason = operator_reason(&body, DEFAULT_REMOVAL_REASON)?;
@@ -178,18 +317,39 @@ pub(super) async fn remove_member(
     );
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"channel": channel, "uid": uid, "connections": here, "reason": reason})),
-    )
-        .into_response())
+        Json(MemberRemoved {
+            channel,
+            connections: here,
+            reason,
+            uid,
+        }),
+    ))
 }
 
 /// `POST /api/admin/reload-keys`: reads the JWT key files again, as
 /// SIGHUP does, on the node asked.
-pub(super) async fn reload_keys(State(app): State<App>) -> Result<Response, ApiError> {
+#[utoipa::path(
+    post,
+    path = "/api/admin/reload-keys",
+    operation_id = "reloadKeys",
+    tag = "admin",
+    summary = "Reload the JWT keys",
+    description = "Reads `--jwt-secrets-file` and the `--jwt-public-key` files again on the node asked (as SIGHUP does), for key rotation without a restart; `keys` says what is accepted now. The body is ignored. 422 if a file is unreadable or invalid: the previous keys stay in use.",
+    security(("apiKey" = [])),
+    responses(
+        (status = 200, description = "Reloaded", body = ReloadedKeys,
+            example = json!({"keys": "HS256/HS384/HS512 (secret), HS* by kid (2026-11, 2026-12)"})),
+        (status = 401, description = errors::UNAUTHORIZED, body = ErrorBody),
+        (status = 408, description = errors::REQUEST_TIMEOUT, body = ErrorBody),
+        (status = 413, description = errors::BODY_TOO_LARGE, body = ErrorBody),
+        (status = 422, description = "`KEYS_NOT_RELOADED`: a key file is unreadable or invalid; the previous keys stay in use", body = ErrorBody)
+    )
+)]
+pub(super) async fn reload_keys(State(app): State<App>) -> Result<Json<ReloadedKeys>, ApiError> {
     match app.verifier.reload() {
         Ok(keys) => {
             tracing::info!(%keys, "reloaded the JWT keys (HTTP API)");
-            Ok(Json(json!({"keys": keys})).into_response())
+            Ok(Json(ReloadedKeys { keys }))
         }
         Err(e) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -12,33 +12,97 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::users::client_connection;
-use super::{ApiError, JsonBody, check_api_key, check_channel, check_uid};
+use super::{ApiError, ErrorBody, JsonBody, check_api_key, check_channel, check_uid, errors};
 use crate::app::App;
-use crate::services::leases::{LeaseOwner, Refresh};
+use crate::services::leases::{LeaseOwner, Refresh, Rejected};
 
 /// Id prefixes a client may lease (a backend may lease any channel).
 pub const CLIENT_PREFIXES: [&str; 3] = ["content:", "service:", "user:"];
 
-#[derive(Deserialize)]
+/// The body of `POST /api/presence/refresh`: `user` (a backend, with the
+/// API key) or `connection_id` and `connection_secret` (a client).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RefreshBody {
+    /// The user the backend's lease is for (with the API key).
     user: Option<String>,
+    /// A client's own connection (Hotsock: `connectionId`).
     connection_id: Option<String>,
+    /// Its secret (Hotsock: `connectionSecret`).
     connection_secret: Option<String>,
+    /// Every id (channel name) the holder is present to now; `[]` ends the
+    /// lease.
     ids: Vec<String>,
+    /// How long the lease lives without another refresh (default
+    /// `--lease-ttl`, at most `--max-lease-ttl`).
+    #[schema(minimum = 1)]
     ttl_ms: Option<u64>,
+    /// A backend lease's member data: any JSON value.
+    #[schema(value_type = Value, required = false)]
     info: Option<Value>,
 }
 
+/// The lease after a refresh.
+#[derive(Serialize, ToSchema)]
+pub(super) struct LeaseRefreshed {
+    /// When the lease expires without another refresh (RFC 3339); null
+    /// when `ids` was empty and the lease ended.
+    #[schema(required = true, format = DateTime)]
+    expires_at: Option<String>,
+    /// The ids the holder is present to now.
+    ids: Vec<String>,
+    /// Ids that could not be joined.
+    rejected: Vec<RejectedId>,
+    ttl_ms: u64,
+}
+
+/// An id a refresh could not join.
+#[derive(Serialize, ToSchema)]
+pub(super) struct RejectedId {
+    /// Why (e.g. the channel is full).
+    error: String,
+    id: String,
+}
+
+impl From<Rejected> for RejectedId {
+    fn from(r: Rejected) -> Self {
+        RejectedId {
+            error: r.error,
+            id: r.id,
+        }
+    }
+}
+
+/// `POST /api/presence/refresh`.
+#[utoipa::path(
+    post,
+    path = "/api/presence/refresh",
+    operation_id = "refreshPresenceLease",
+    tag = "presence",
+    summary = "Refresh a presence lease",
+    description = "Replaces the caller's list of ids (channel names) it is present to; each id is a membership of that channel while the lease lives (`GET /api/channels/content:42` lists the user). Not refreshed within `ttl_ms` (default `--lease-ttl`), the lease expires and its memberships end; `ids: []` ends it at once. A backend uses the API key and names the `user` (optionally its member `info`); any channel may be leased. A client sends its `connection_id` and `connection_secret` instead; it may lease only `content:`, `service:` and `user:` ids, its lease ends with the connection, and its member data is the connection's. Several connections or tabs of one user are one member.",
+    security(("apiKey" = []), ()),
+    request_body(content = RefreshBody, example = json!({"user": "u1", "ids": ["content:42", "service:abc"], "ttl_ms": 30000})),
+    responses(
+        (status = 200, description = "The lease now", body = LeaseRefreshed,
+            example = json!({"expires_at": "2024-10-13T19:09:53Z", "ids": ["content:42", "service:abc"], "rejected": [], "ttl_ms": 30000})),
+        (status = 400, description = "`INVALID_BODY` (e.g. both or neither of `user` and `connection_id`), `INVALID_TTL`, `TOO_MANY_IDS`, `INVALID_CHANNEL_NAME`, `INVALID_USER_ID`", body = ErrorBody),
+        (status = 401, description = "`INVALID_API_KEY`: a wrong key; `MISSING_API_KEY`: a `user` lease without the key; `INVALID_CONNECTION`: no open connection has this id and secret", body = ErrorBody),
+        (status = 403, description = "`ID_NOT_ALLOWED`: a client may lease only `content:`, `service:` and `user:` ids", body = ErrorBody),
+        (status = 408, description = errors::REQUEST_TIMEOUT, body = ErrorBody),
+        (status = 413, description = errors::BODY_TOO_LARGE, body = ErrorBody)
+    )
+)]
 pub(super) async fn refresh(
     State(app): State<App>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<RefreshBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LeaseRefreshed>, ApiError> {
     let backend = check_api_key(&app, &headers)?;
     let config = app.services.config();
     let ttl = match body.ttl_ms {
@@ -138,10 +202,10 @@ pub(super) async fn refresh(
         }
     };
     let outcome = app.services.leases().refresh(request);
-    Ok(Json(json!({
-        "ids": outcome.ids,
-        "ttl_ms": ttl.as_millis() as u64,
-        "expires_at": outcome.expires_at,
-        "rejected": outcome.rejected,
-    })))
+    Ok(Json(LeaseRefreshed {
+        expires_at: outcome.expires_at,
+        ids: outcome.ids,
+        rejected: outcome.rejected.into_iter().map(RejectedId::from).collect(),
+        ttl_ms: ttl.as_millis() as u64,
+    }))
 }

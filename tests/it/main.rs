@@ -117,6 +117,8 @@ mod large_channels;
 mod logs;
 #[cfg(feature = "hotsock")]
 mod metrics;
+#[cfg(feature = "hotsock")]
+mod openapi;
 #[cfg(all(
     feature = "hotsock",
     feature = "sc",
