@@ -318,13 +318,26 @@ pub(super) async fn send_to_service(
 pub(super) struct ListQuery {
     /// Only channels whose name starts with this, e.g. `content:`.
     prefix: Option<String>,
+    /// Only channels whose name contains this.
+    contains: Option<String>,
+    /// Channels to skip (default 0).
+    offset: Option<usize>,
+    /// Page size, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
 }
 
-/// `GET /api/channels`.
+/// `GET /api/channels`: one page.
 #[derive(Serialize, ToSchema)]
 pub(super) struct ChannelList {
     /// Occupied channels, sorted by name.
     channels: Vec<ChannelCounts>,
+    /// The offset of the next page; null on the last page.
+    #[schema(required = true)]
+    next_offset: Option<usize>,
+    offset: usize,
+    /// Channels that match the filters, on every page together.
+    total: usize,
 }
 
 /// One occupied channel.
@@ -356,29 +369,60 @@ impl From<ChannelSummary> for ChannelCounts {
     path = "/api/channels",
     operation_id = "listChannels",
     tag = "channels",
-    summary = "List occupied channels with counts",
-    description = "Sorted by name. `connections` counts subscriptions plus leases and remote presences; hidden users count nowhere.",
+    summary = "List occupied channels with counts, one page at a time",
+    description = "Sorted by name, from `offset` (default 0), at most `limit` (default 100, at most 1000). `total` counts the channels that match the filters; `next_offset` is null on the last page. `connections` counts subscriptions plus leases and remote presences; hidden users count nowhere.",
     security(("apiKey" = [])),
     params(ListQuery),
     responses(
         (status = 200, description = "The channels", body = ChannelList,
-            example = json!({"channels": [{"connections": 3, "member_bytes": 64, "members": 2, "name": "content:42"}]})),
-        (status = 400, description = "`INVALID_QUERY`", body = ErrorBody),
+            example = json!({"channels": [{"connections": 3, "member_bytes": 64, "members": 2, "name": "content:42"}], "next_offset": null, "offset": 0, "total": 1})),
+        (status = 400, description = "`INVALID_QUERY` (e.g. `limit` out of range)", body = ErrorBody),
         (status = 401, description = errors::UNAUTHORIZED, body = ErrorBody)
     )
 )]
 pub(super) async fn list(
     State(app): State<App>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Json<ChannelList> {
+) -> Result<Json<ChannelList>, ApiError> {
+    let (offset, limit) = page_bounds(q.offset, q.limit)?;
     // Cluster-wide: other nodes' members and subscribers are in the core.
     let mut channels = app.presence.channels();
     if let Some(prefix) = &q.prefix {
         channels.retain(|c| c.name.starts_with(prefix.as_str()));
     }
-    Json(ChannelList {
-        channels: channels.into_iter().map(ChannelCounts::from).collect(),
-    })
+    if let Some(part) = &q.contains {
+        channels.retain(|c| c.name.contains(part.as_str()));
+    }
+    let total = channels.len();
+    let page: Vec<ChannelCounts> = channels
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(ChannelCounts::from)
+        .collect();
+    let next = offset.saturating_add(page.len());
+    Ok(Json(ChannelList {
+        channels: page,
+        next_offset: (next < total).then_some(next),
+        offset,
+        total,
+    }))
+}
+
+/// Page size when the query names no `limit`.
+const DEFAULT_PAGE: usize = 100;
+
+/// `offset` (default 0) and `limit` (default [`DEFAULT_PAGE`], 1 to
+/// [`MAX_PAGE`]) of a paged listing.
+fn page_bounds(offset: Option<usize>, limit: Option<usize>) -> Result<(usize, usize), ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(
+            "INVALID_QUERY",
+            format!("limit must be 1 to {MAX_PAGE}"),
+        ));
+    }
+    Ok((offset.unwrap_or(0), limit))
 }
 
 /// A member of a channel.
@@ -472,7 +516,7 @@ pub(super) struct MemberPage {
     total: usize,
 }
 
-/// Largest page of members.
+/// Largest page of members or channels.
 const MAX_PAGE: usize = 1000;
 
 /// `GET /api/channels/{name}/members`.
@@ -498,14 +542,7 @@ pub(super) async fn members(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<MemberPage>, ApiError> {
     check_channel(&name)?;
-    let offset = q.offset.unwrap_or(0);
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::bad_request(
-            "INVALID_QUERY",
-            format!("limit must be 1 to {MAX_PAGE}"),
-        ));
-    }
+    let (offset, limit) = page_bounds(q.offset, q.limit)?;
     let (total, page) = app
         .presence
         .with_members(&name, |m| {

@@ -24,6 +24,7 @@ mod events;
 mod extract;
 mod leases;
 pub mod openapi;
+mod stats;
 mod users;
 
 use axum::extract::{Request, State};
@@ -90,6 +91,7 @@ fn api(api_key: impl FnOnce(OpenApiRouter<App>) -> OpenApiRouter<App>) -> OpenAp
         .routes(routes!(admin::disconnect_connection))
         .routes(routes!(admin::remove_member))
         .routes(routes!(admin::reload_keys))
+        .routes(routes!(stats::node_stats))
         .routes(routes!(users::get_privacy, users::put_privacy));
     let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi())
         // Open.

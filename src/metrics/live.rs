@@ -225,6 +225,13 @@ impl Live {
         self.fanout.observe(recipients as f64);
     }
 
+    /// Deliveries of channel messages to connections on this node since
+    /// start: the sum of `rollcall_fanout_size` (no second count).
+    pub fn deliveries(&self) -> u64 {
+        // Whole recipient counts: the f64 sum is exact up to 2^53.
+        self.fanout.sum() as u64
+    }
+
     /// A member left for `reason` (one of [`LEAVE_REASONS`]), `seconds`
     /// after the leave was decided.
     pub fn leave(&self, reason: &'static str, seconds: f64) {

@@ -196,7 +196,13 @@ async fn publish_validation_errors() {
 async fn channel_listing_counts_members_and_connections() {
     let srv = TestServer::start().await;
     let (status, body) = srv.http("GET", "/api/channels", None).await;
-    assert_eq!((status, body), (200, json!({"channels": []})));
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"channels": [], "total": 0, "offset": 0, "next_offset": null})
+        )
+    );
 
     let jim_umd = json!({"n": "Jim"});
     let mut jim1 = srv.connect(user("jim", jim_umd.clone())).await;
@@ -220,7 +226,7 @@ async fn channel_listing_counts_members_and_connections() {
             {"name": "presence.a", "members": 2, "connections": 3,
              "member_bytes": weight("jim", &jim_umd) + weight("dwight", &Value::Null)},
             {"name": "presence.b", "members": 1, "connections": 1, "member_bytes": weight("pam", &Value::Null)}
-        ]})
+        ], "total": 3, "offset": 0, "next_offset": null})
     );
     // Empty channels disappear from the listing.
     jim1.close().await;

@@ -90,6 +90,8 @@ mod cluster_tls;
 #[cfg(feature = "hotsock")]
 mod cluster_webhooks;
 mod core_rules;
+#[cfg(feature = "hotsock")]
+mod dashboard;
 #[cfg(all(feature = "hotsock", feature = "sc"))]
 mod drain;
 #[cfg(feature = "hotsock")]
