@@ -814,30 +814,42 @@ async fn dashboard_page_calls_only_existing_routes() {
     for outside in ["http://", "https://", " src=", "@import"] {
         assert!(!html.contains(outside), "the page references {outside}");
     }
-    // Every request goes through one helper, `api('<path>' …)`.
+    // Every request goes through one helper, `api('<route>' …)`, with a
+    // route template of the HTTP API (or /readyz) as written in the
+    // OpenAPI document.
     assert_eq!(html.matches("fetch(").count(), 1, "one fetch, inside api()");
-    let paths: Vec<&str> = html
+    let routes: HashSet<&str> = html
         .split("api('")
         .skip(1)
-        .filter_map(|rest| rest.split_once('\'').map(|(path, _)| path))
+        .filter_map(|rest| rest.split_once('\'').map(|(route, _)| route))
         .collect();
-    let distinct: HashSet<&str> = paths.iter().copied().collect();
-    let expected: HashSet<&str> = ["/api/channels", "/api/channels/", "/readyz", "/metrics"].into();
-    assert_eq!(distinct, expected);
-    for path in distinct {
-        // A path ending in '/' gets a channel name appended by the page.
-        let path = if path.ends_with('/') {
-            format!("{path}presence.room")
-        } else {
-            path.to_string()
-        };
-        let answer = get(srv.addr, &path, true).await;
-        assert_eq!(answer.status, 200, "{path}: {}", answer.body);
-        if path.starts_with("/api/channels/") {
-            let body: serde_json::Value = serde_json::from_str(&answer.body).expect("JSON");
-            assert_eq!(uids(&body["members"]), ["jim"]);
-        }
+    let (status, doc) = http(srv.addr, "GET", "/api/openapi.json", None, None).await;
+    assert_eq!(status, 200, "{doc}");
+    for route in &routes {
+        assert!(
+            *route == "/readyz" || doc["paths"].get(*route).is_some(),
+            "the page calls {route}, which the API does not have"
+        );
     }
+    for needed in [
+        "/api/channels",
+        "/api/channels/{name}/members",
+        "/api/admin/stats",
+        "/api/users/{uid}/connections",
+        "/api/users/{uid}/disconnect",
+        "/api/connections/{id}/disconnect",
+        "/api/channels/{name}/members/{uid}/remove",
+        "/readyz",
+    ] {
+        assert!(routes.contains(needed), "the page does not call {needed}");
+    }
+    // It reads no /metrics (which may be on --metrics-listen only).
+    assert!(!html.contains("'/metrics'"));
+    let (status, members) = srv
+        .http("GET", "/api/channels/presence.room/members", None)
+        .await;
+    assert_eq!(status, 200, "{members}");
+    assert_eq!(uids(&members["members"]), ["jim"]);
     // The page asks for the key again when the API refuses it.
     assert_eq!(get(srv.addr, "/api/channels", false).await.status, 401);
     assert!(html.contains("res.status === 401"));
