@@ -25,7 +25,7 @@ pub(super) struct NodeStats {
     /// Per front end, the compiled-in ones first.
     connections: Vec<ProtocolConnections>,
     /// Channel messages delivered to connections on this node since it
-    /// started (the sum of `rollcall_fanout_size`).
+    /// started (`rollcall_deliveries_total`).
     deliveries: u64,
     /// Channel messages published on this node since it started
     /// (`rollcall_messages_published_total`).
@@ -43,7 +43,7 @@ pub(super) struct NodeStats {
     operation_id = "nodeStats",
     tag = "admin",
     summary = "This node's live counters",
-    description = "What the dashboard charts: open connections per front end on the node asked, and since it started the channel messages published on it (`messages_published`, as `rollcall_messages_published_total`) and the deliveries of channel messages to its connections (`deliveries`, the sum of `rollcall_fanout_size`). Rates are the difference of two reads over the time between them.",
+    description = "What the dashboard charts: open connections per front end on the node asked, and since it started the channel messages published on it (`messages_published`, as `rollcall_messages_published_total`) and the deliveries of channel messages to its connections (`deliveries`, `rollcall_deliveries_total`). Rates are the difference of two reads over the time between them.",
     security(("apiKey" = [])),
     responses(
         (status = 200, description = "The counters", body = NodeStats,

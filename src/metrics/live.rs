@@ -67,6 +67,8 @@ fn leave_buckets() -> Histogram {
 pub struct Live {
     http: HistogramFamily<HttpLabels>,
     fanout: Histogram,
+    /// The recipients of `fanout` added up: the dashboard's deliveries/s.
+    deliveries: Counter,
     leave: HistogramFamily<ReasonLabel>,
     auth_failures: Family<ProtocolLabel, Counter>,
     rate_limited: Family<ProtocolLabel, Counter>,
@@ -122,6 +124,7 @@ impl Live {
             http: Family::new_with_constructor(http_buckets as fn() -> Histogram),
             // 1 to 65536 recipients.
             fanout: Histogram::new(exponential_buckets(1.0, 2.0, 17)),
+            deliveries: Counter::default(),
             leave: Family::new_with_constructor(leave_buckets as fn() -> Histogram),
             auth_failures: Family::default(),
             rate_limited: Family::default(),
@@ -156,6 +159,11 @@ impl Live {
             self.leave.clone(),
         );
         // Counters are named without _total: the encoder adds it.
+        registry.register(
+            "rollcall_deliveries",
+            "Channel messages delivered to connections on this node (the recipients of rollcall_fanout_size added up)",
+            self.deliveries.clone(),
+        );
         registry.register(
             "rollcall_auth_failures",
             "Connections or logins refused for bad credentials, per wire protocol",
@@ -223,13 +231,13 @@ impl Live {
     /// A channel message reached `recipients` connections on this node.
     pub fn fanout(&self, recipients: usize) {
         self.fanout.observe(recipients as f64);
+        self.deliveries.inc_by(recipients as u64);
     }
 
     /// Deliveries of channel messages to connections on this node since
-    /// start: the sum of `rollcall_fanout_size` (no second count).
+    /// start (`rollcall_deliveries_total`).
     pub fn deliveries(&self) -> u64 {
-        // Whole recipient counts: the f64 sum is exact up to 2^53.
-        self.fanout.sum() as u64
+        self.deliveries.get()
     }
 
     /// A member left for `reason` (one of [`LEAVE_REASONS`]), `seconds`

@@ -546,6 +546,7 @@ async fn histograms_and_process_metrics() {
         &[
             ("rollcall_fanout_size_count", 1.0),
             ("rollcall_fanout_size_sum", 3.0),
+            ("rollcall_deliveries_total", 3.0),
         ],
     )
     .await;
