@@ -327,6 +327,7 @@ pub fn run<S: Session>(
 ) -> impl Future<Output = ()> + Send + 'static {
     let (mut sink, mut stream) = socket.split();
     let conn_id = session.connection().id();
+    let protocol = session.connection().protocol();
     let outbox = session.connection().outbox_handle();
     tracing::debug!(
         conn = %conn_id,
@@ -357,6 +358,12 @@ pub fn run<S: Session>(
             write_side(&mut sink, &mut outbox_rx, &outbox, &cfg, session_gone_rx),
         );
         let reason = outbox.close_reason();
+        if let Some(metrics) = &cfg.metrics {
+            // No reason: the peer vanished without a close (1006).
+            metrics
+                .live()
+                .closed(protocol, reason.as_ref().map_or(1006, |r| r.code));
+        }
         tracing::debug!(
             conn = %conn_id,
             code = reason.as_ref().map(|r| r.code),

@@ -78,6 +78,8 @@ pub struct SocketIoConfig {
     pub rpc: Option<Arc<crate::services::rpc::Rpc>>,
     /// The front end's byte and delivery metrics (set in [`routes`]).
     pub counters: crate::metrics::ProtocolCounters,
+    /// The server's metrics (set in [`routes`]; None in unit tests).
+    pub metrics: Option<Arc<crate::metrics::MetricsObserver>>,
 }
 
 impl Default for SocketIoConfig {
@@ -91,6 +93,7 @@ impl Default for SocketIoConfig {
             write_timeout: Duration::from_secs(10),
             rpc: None,
             counters: Default::default(),
+            metrics: None,
         }
     }
 }
@@ -289,6 +292,7 @@ fn malformed(e: &dyn std::fmt::Display) -> Value {
 /// The adapter's routes, with its settings: everything under `/socket.io`.
 pub fn routes(app: &App, mut settings: SocketIoConfig) -> Router<App> {
     settings.counters = app.metrics.live().protocol(PROTOCOL);
+    settings.metrics = Some(app.metrics.clone());
     let cfg = Arc::new(settings);
     let (svc, io) = SocketIo::builder()
         .ping_interval(cfg.settings.socketio_ping_interval)

@@ -669,13 +669,15 @@ impl Session {
                         }
                     }
                     if !ok {
-                        break Some(outbox
-                            .close_reason()
-                            .map(|r| r.reason.to_string())
-                            .unwrap_or_else(|| format!(
+                        // A close decided meanwhile wins (first reason).
+                        outbox.close(crate::outbox::CloseReason::new(
+                            crate::outbox::CLOSE_SLOW_CONSUMER,
+                            format!(
                                 "the client did not read its events within {:?}; reconnect",
                                 self.config.write_timeout
-                            )));
+                            ),
+                        ));
+                        break outbox.close_reason().map(|r| r.reason.to_string());
                     }
                 }
                 _ = outbox.closed() => {
@@ -693,6 +695,16 @@ impl Session {
                 _ = shutdown.wait() => break Some("server shutting down".into()),
             }
         };
+        if let Some(metrics) = &self.config.metrics {
+            // The socket went by itself: a normal close (1000).
+            let code = match &reason {
+                None => crate::transport::close::NORMAL,
+                Some(_) => outbox
+                    .close_reason()
+                    .map_or(crate::transport::close::GOING_AWAY, |r| r.code),
+            };
+            metrics.live().closed(super::PROTOCOL, code);
+        }
         if let Some(why) = reason {
             let err = WireError::new(codes::CLOSING, why);
             if let Some((event, payload)) = wire::split_event(&wire::error(&err)) {

@@ -31,6 +31,15 @@ pub struct ProtocolLabel {
     pub protocol: &'static str,
 }
 
+/// The close code a connection ended with, by protocol.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseLabels {
+    /// The front end's protocol name.
+    pub protocol: &'static str,
+    /// The WebSocket close code the server sent (or decided on).
+    pub code: u16,
+}
+
 /// Why a member left.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -75,6 +84,7 @@ pub struct Live {
     bytes_received: Family<ProtocolLabel, Counter>,
     bytes_sent: Family<ProtocolLabel, Counter>,
     delivery: HistogramFamily<ProtocolLabel>,
+    close_codes: Family<CloseLabels, Counter>,
 }
 
 impl Default for Live {
@@ -127,6 +137,7 @@ impl Live {
             deliveries: Counter::default(),
             leave: Family::new_with_constructor(leave_buckets as fn() -> Histogram),
             auth_failures: Family::default(),
+            close_codes: Family::default(),
             rate_limited: Family::default(),
             bytes_received: Family::default(),
             bytes_sent: Family::default(),
@@ -168,6 +179,11 @@ impl Live {
             "rollcall_auth_failures",
             "Connections or logins refused for bad credentials, per wire protocol",
             self.auth_failures.clone(),
+        );
+        registry.register(
+            "rollcall_closes",
+            "Connections ended, by wire protocol and the close code the server sent (1000 normal or client closed, 1001 going away, 1008 policy, 1009 too big, 1013 slow consumer, 4100 kicked, ...)",
+            self.close_codes.clone(),
         );
         registry.register(
             "rollcall_rate_limited_frames",
@@ -238,6 +254,13 @@ impl Live {
     /// start (`rollcall_deliveries_total`).
     pub fn deliveries(&self) -> u64 {
         self.deliveries.get()
+    }
+
+    /// A connection of `protocol` ended with close code `code`.
+    pub fn closed(&self, protocol: &'static str, code: u16) {
+        self.close_codes
+            .get_or_create(&CloseLabels { protocol, code })
+            .inc();
     }
 
     /// A member left for `reason` (one of [`LEAVE_REASONS`]), `seconds`

@@ -617,7 +617,7 @@ async fn histograms_and_process_metrics() {
 /// upgrade too: a Socket.IO namespace connect, a SocketCluster
 /// `#authenticate`.
 #[tokio::test]
-async fn socketio_and_socketcluster_count_refused_tokens_and_socketio_bytes() {
+async fn refused_tokens_socketio_bytes_and_close_codes_are_counted() {
     use crate::common::protocols::{Peer, Proto};
     let srv = TestServer::start_open().await;
     let expired = json!({"uid": "x", "username": "x", "exp": 1});
@@ -646,6 +646,31 @@ async fn socketio_and_socketcluster_count_refused_tokens_and_socketio_bytes() {
     ] {
         assert!(series.get(name) > Some(&0.0), "{name}: {series:?}");
     }
+    // Closes by code: a client that leaves (1000), an operator's kick
+    // (4100).
+    client.close().await;
+    let mut kicked = Peer::connect(&srv, Proto::Hotsock, Some(json!({"uid": "kicked"})))
+        .await
+        .expect("hotsock");
+    let (status, _) = srv.http("POST", "/api/users/kicked/disconnect", None).await;
+    assert_eq!(status, 202);
+    kicked
+        .ending_within(std::time::Duration::from_secs(5))
+        .await;
+    expect_metrics(
+        &srv,
+        &[
+            (
+                "rollcall_closes_total{protocol=\"socketio\",code=\"1000\"}",
+                1.0,
+            ),
+            (
+                "rollcall_closes_total{protocol=\"hotsock\",code=\"4100\"}",
+                1.0,
+            ),
+        ],
+    )
+    .await;
     expect_metrics(
         &srv,
         &[
