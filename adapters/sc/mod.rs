@@ -156,6 +156,10 @@ pub struct ScShared {
     /// `rollcall_auth_failures_total{protocol="socketcluster"}`: tokens
     /// refused at the handshake, `#authenticate` or a backend's login.
     pub(crate) auth_failures: prometheus_client::metrics::counter::Counter,
+    /// `rollcall_rate_limited_frames_total{protocol="socketcluster"}`:
+    /// requests (packets, several may share a frame) over the message rate
+    /// too, besides whole frames.
+    pub(crate) rate_limited: prometheus_client::metrics::counter::Counter,
 }
 
 impl ScShared {
@@ -163,7 +167,7 @@ impl ScShared {
         config: ScConfig,
         verifier: JwtVerifier,
         rpc: Option<Arc<crate::services::rpc::Rpc>>,
-        auth_failures: prometheus_client::metrics::counter::Counter,
+        counters: crate::metrics::ProtocolCounters,
     ) -> Self {
         let codec = Arc::new(wire::ScCodec {
             presence_timeout_ms: config.presence_timeout_ms(),
@@ -175,7 +179,8 @@ impl ScShared {
             watched: Mutex::new(HashMap::new()),
             ticker_started: AtomicBool::new(false),
             rpc,
-            auth_failures,
+            auth_failures: counters.auth_failures,
+            rate_limited: counters.rate_limited,
         }
     }
 
@@ -264,7 +269,7 @@ pub fn routes(app: &App, settings: ScConfig) -> Router<App> {
         settings,
         app.verifier.clone(),
         app.services.rpc().cloned(),
-        app.metrics.live().protocol(PROTOCOL).auth_failures,
+        app.metrics.live().protocol(PROTOCOL),
     ));
     let handler = move |State(app): State<App>, ws: WebSocketUpgrade| {
         let shared = shared.clone();

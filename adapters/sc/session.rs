@@ -726,6 +726,7 @@ impl ScSession {
     /// A packet over the request rate: dropped, with an error reply if it
     /// asked for one.
     fn rate_limited(&self, packet: &Packet) {
+        self.shared.rate_limited.inc();
         let cid = match packet {
             Packet::Event { cid, .. } | Packet::Invalid { cid, .. } => cid.as_ref(),
             Packet::Response => None,

@@ -141,6 +141,7 @@ impl Session {
         rate.count += 1;
         if rate.count > limit {
             drop(rate);
+            self.config.counters.rate_limited.inc();
             self.send(wire::error(&WireError::new(
                 codes::RATE_LIMITED,
                 format!("more than {limit} events per second; this event was dropped, slow down"),

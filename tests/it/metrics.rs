@@ -646,6 +646,23 @@ async fn refused_tokens_socketio_bytes_and_close_codes_are_counted() {
     ] {
         assert!(series.get(name) > Some(&0.0), "{name}: {series:?}");
     }
+    // Events over the event rate (100 a second here) are counted.
+    for _ in 0..150 {
+        client
+            .emit(
+                "UNSUBSCRIBE_CHANNEL",
+                json!({"channel": {"_id": "elsewhere"}}),
+            )
+            .await;
+    }
+    // At least the 50 over the limit (more if the one-second window
+    // began before the first).
+    let limited = "rollcall_rate_limited_frames_total{protocol=\"socketio\"}";
+    let counted = eventually(std::time::Duration::from_secs(5), || async {
+        scrape(srv.addr).await.get(limited) >= Some(&50.0)
+    })
+    .await;
+    assert!(counted, "{:?}", scrape(srv.addr).await.get(limited));
     // Closes by code: a client that leaves (1000), an operator's kick
     // (4100).
     client.close().await;
