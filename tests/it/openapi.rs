@@ -9,7 +9,6 @@
 //! does not list is 405.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -31,27 +30,12 @@ async fn the_document_is_valid_openapi_3_1_with_valid_examples() {
     }
     let srv = TestServer::start().await;
     let url = format!("http://{}", srv.addr);
-    let child = tokio::process::Command::new("node")
-        .arg("conformance/node/openapi.js")
-        .args(["--url", &url])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node starts");
-    let limit = Duration::from_secs(60);
-    let out = tokio::time::timeout(limit, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("openapi.js did not finish within {limit:?}"))
-        .expect("node output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "openapi.js failed:\n{stdout}\n{stderr}"
-    );
-    assert!(!stdout.contains("FAIL"), "{stdout}");
+    let stdout = run_node_script(
+        "conformance/node/openapi.js",
+        &["--url", &url],
+        Duration::from_secs(60),
+    )
+    .await;
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
     srv.stop().await;
 }

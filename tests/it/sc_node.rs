@@ -6,7 +6,6 @@
 //! Needs `node` and `cd conformance && npm ci`.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::common::*;
@@ -28,23 +27,9 @@ fn require_node() {
 /// printing its PASS/FAIL lines.
 async fn run_node(srv: &TestServer, script: &str, extra: &[&str], limit: Duration) {
     let url = format!("http://{}", srv.addr);
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg(script)
-        .args(["--url", &url, "--secret", SECRET])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let child = cmd.spawn().expect("node starts");
-    let out = tokio::time::timeout(limit, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{script} did not finish within {limit:?}"))
-        .expect("node output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
-    assert!(!stdout.contains("FAIL"), "{stdout}");
+    let mut args = vec!["--url", &url, "--secret", SECRET];
+    args.extend_from_slice(extra);
+    run_node_script(script, &args, limit).await;
 }
 
 /// The settings the Node suites state (channel rules for their anonymous

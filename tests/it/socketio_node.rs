@@ -4,7 +4,6 @@
 //! `cd conformance && npm ci`.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::common::*;
@@ -31,27 +30,12 @@ async fn real_clients_1_7_3_2_0_4_and_4_8_4_pass() {
     let settings = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/node/socketio.toml");
     let srv = TestServer::start_from_file(&settings).await;
     let url = format!("http://{}", srv.addr);
-    let child = tokio::process::Command::new("node")
-        .arg("conformance/node/socketio.js")
-        .args(["--url", &url, "--secret", SECRET])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node starts");
-    let limit = Duration::from_secs(90);
-    let out = tokio::time::timeout(limit, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("socketio.js did not finish within {limit:?}"))
-        .expect("node output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "socketio.js failed:\n{stdout}\n{stderr}"
-    );
-    assert!(!stdout.contains("FAIL"), "{stdout}");
+    let stdout = run_node_script(
+        "conformance/node/socketio.js",
+        &["--url", &url, "--secret", SECRET],
+        Duration::from_secs(90),
+    )
+    .await;
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
     srv.stop().await;
 }

@@ -608,3 +608,27 @@ pub fn is_ulid(s: &str) -> bool {
         && s.bytes()
             .all(|b| b"0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(&b))
 }
+
+/// Runs `node <script> <args>` (from the crate's root) and asserts that it
+/// succeeded within `limit` with no FAIL line, printing its output.
+/// Returns its stdout.
+pub async fn run_node_script(script: &str, args: &[&str], limit: Duration) -> String {
+    let child = tokio::process::Command::new("node")
+        .arg(script)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node starts");
+    let out = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish within {limit:?}"))
+        .expect("node output");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    stdout
+}
