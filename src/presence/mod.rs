@@ -897,15 +897,7 @@ impl Presence {
     /// Sends a direct message to every connection of `user_id`. Returns the
     /// number of connections reached.
     pub fn send_to_user(&self, user_id: &str, msg: &DirectMessage) -> usize {
-        let targets: Vec<Arc<ConnShared>> = {
-            let users = lock(&self.inner.users);
-            let conns = lock(&self.inner.conns);
-            users
-                .get(user_id)
-                .map(|ids| ids.iter().filter_map(|id| conns.get(id).cloned()).collect())
-                .unwrap_or_default()
-        };
-        fanout::deliver_direct(&targets, msg)
+        fanout::deliver_direct(&self.open_connections_of(user_id), msg)
     }
 
     /// Sends a direct message to one connection.
