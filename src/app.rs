@@ -40,3 +40,15 @@ pub struct App {
     /// Connection caps and their refusal counts.
     pub admission: crate::listener::Admission,
 }
+
+impl App {
+    /// The cluster's figures. A standalone node runs no replication, which
+    /// is what counts connections in a cluster: its own are counted here.
+    pub fn cluster_stats(&self) -> crate::cluster::ClusterStats {
+        let mut stats = self.cluster.stats();
+        if stats.bus_state == crate::cluster::BusState::Standalone {
+            stats.cluster_connections = self.presence.stats().connections;
+        }
+        stats
+    }
+}

@@ -64,7 +64,7 @@ async fn scrape(State(app): State<App>) -> impl IntoResponse {
         &Scrape {
             observed: app.metrics.snapshot(),
             presence: app.presence.stats(),
-            cluster: app.cluster.stats(),
+            cluster: app.cluster_stats(),
             webhooks_dropped: app.services.webhooks().map(|w| w.dropped()),
             webhook_stats: app.services.webhooks().map(|w| w.stats().clone()),
             admission: app.admission.stats(),

@@ -58,7 +58,7 @@ pub fn not_ready_reason(stats: &ClusterStats) -> Option<String> {
 }
 
 async fn readyz(State(app): State<App>) -> Response {
-    let stats = app.cluster.stats();
+    let stats = app.cluster_stats();
     if app.shutdown.draining.is_draining() {
         let reason = "this node is shutting down: it still serves its clients for --drain-grace, then closes them; send new clients to other nodes";
         return (

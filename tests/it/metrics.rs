@@ -339,6 +339,8 @@ async fn counters_and_gauges_follow_clients() {
             (open("hotsock"), 3.0),
             (closed("hotsock"), 0.0),
             ("rollcall_node_connections".into(), 3.0),
+            // Standalone: the cluster is this node.
+            ("rollcall_cluster_connections".into(), 3.0),
             (events("added", "local"), 2.0),
             ("rollcall_channels_occupied_total".into(), 2.0),
             ("rollcall_channels".into(), 2.0),
