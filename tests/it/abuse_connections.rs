@@ -137,9 +137,11 @@ async fn one_address_cannot_take_every_connection() {
     for _ in 0..20 {
         greedy.push(slowloris("127.0.0.1", server.addr).await);
     }
-    // The 21st from the same address is closed at once.
+    // The 21st from the same address is closed at once (within 10 s on a
+    // loaded machine; a socket the caps let in would stay open for the
+    // 30 s header timeout).
     let mut extra = slowloris("127.0.0.1", server.addr).await;
-    assert!(closed_within(&mut extra, Duration::from_secs(2)).await);
+    assert!(closed_within(&mut extra, Duration::from_secs(10)).await);
     // Another address still gets in, and the health check answers.
     assert_eq!(healthz("127.0.0.2", server.addr).await, Some(200));
     let mut others = Vec::new();
@@ -150,7 +152,7 @@ async fn one_address_cannot_take_every_connection() {
     let mut over = slowloris("127.0.0.4", server.addr).await;
     let mut last = slowloris("127.0.0.5", server.addr).await;
     assert!(
-        closed_within(&mut last, Duration::from_secs(2)).await,
+        closed_within(&mut last, Duration::from_secs(10)).await,
         "the total cap holds"
     );
     drop(over.shutdown().await);
