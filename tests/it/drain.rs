@@ -111,3 +111,55 @@ async fn sigterm_drains_then_closes_clients_spread_out() {
     server.wait_exit();
     drop(late);
 }
+
+/// A real socket.io-client 4 on WebSocket is told of a drain by its
+/// transport closing ("transport close", after which it reconnects), not
+/// by a namespace DISCONNECT ("io server disconnect", after which it does
+/// not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_lets_socketio_clients_reconnect() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let mut server = ServerProcess::start(
+        "drain-socketio",
+        &[
+            "--open-channels",
+            "*",
+            "--drain-grace",
+            "200ms",
+            "--drain-spread",
+            "500ms",
+        ],
+    );
+    let mut claims = json!({"uid": "sio"});
+    let token = crate::common::sign(&mut claims);
+    let url = format!("http://{}", server.addr);
+    let mut client = tokio::process::Command::new("node")
+        .arg("conformance/node/drain-client.js")
+        .args(["--url", &url, "--token", &token])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node starts");
+    let stdout = client.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    assert_eq!(next_line(&mut lines).await, "subscribed");
+    server.send_term();
+    assert_eq!(
+        next_line(&mut lines).await,
+        "disconnect transport close",
+        "told not to reconnect"
+    );
+    server.wait_exit();
+}
+
+/// The next line the Node client prints (within 20 s).
+async fn next_line(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> String {
+    tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the client answers within 20 s")
+        .expect("stdout")
+        .unwrap_or_default()
+}
