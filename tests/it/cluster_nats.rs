@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use crate::cluster_partition::Proxy;
 use crate::common;
 use crate::common::cluster::scenarios::{
-    CrossNodeRoom, consistent_after_outage, graceful_removal, join_latency, sigkill_removal,
+    CrossNodeRoom, consistent_after_outage, graceful_removal, join_latency,
+    ready_once_the_bus_comes, sigkill_removal,
 };
 use crate::common::cluster::*;
 use crate::tls_support::TestPki;
@@ -234,25 +235,7 @@ async fn a_node_starts_without_nats_and_joins_when_it_comes() {
         a.log_text()
     );
     nats.spawn();
-    let ok = common::eventually(Duration::from_secs(5), || async {
-        a.readyz().await.0 == 200
-    })
-    .await;
-    assert!(
-        ok,
-        "ready within 5 s of NATS starting: {:?}",
-        a.readyz().await
-    );
-    let b = Node::start("b", &nats.url(), &NodeOptions::default());
-    wait_for_cluster(&[&a, &b], 2).await;
-    wait_for_members(&[&a, &b], ROOM, &["early"], Duration::from_secs(3)).await;
-    let mut late = Watcher::join(&b, "late", ROOM).await;
-    w.until("late added", Duration::from_secs(3), |w| {
-        w.count("added", "late") == 1
-    })
-    .await;
-    late.pump(200).await;
-    assert_eq!(late.uids(), ["early", "late"]);
+    let b = ready_once_the_bus_comes(&a, &mut w, &nats.url(), "NATS", ROOM).await;
     // The privacy store works once NATS is there, from either node.
     a.set_visible("ann.lee@example.com", false).await;
     let seen = common::eventually(Duration::from_secs(3), || async {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::common;
 use crate::common::cluster::scenarios::{
-    CrossNodeRoom, graceful_removal, join_latency, sigkill_removal,
+    CrossNodeRoom, graceful_removal, join_latency, ready_once_the_bus_comes, sigkill_removal,
 };
 use crate::common::cluster::*;
 
@@ -120,26 +120,7 @@ async fn a_node_starts_without_redis_and_joins_when_it_comes() {
         a.log_text()
     );
     redis.spawn();
-    let ok = common::eventually(Duration::from_secs(5), || async {
-        a.readyz().await.0 == 200
-    })
-    .await;
-    assert!(
-        ok,
-        "ready within 5 s of Redis starting: {:?}",
-        a.readyz().await
-    );
-    // Its member reaches a node that starts afterwards.
-    let b = Node::start("b", &redis.url(), &NodeOptions::default());
-    wait_for_cluster(&[&a, &b], 2).await;
-    wait_for_members(&[&a, &b], ROOM, &["early"], Duration::from_secs(3)).await;
-    let mut late = Watcher::join(&b, "late", ROOM).await;
-    w.until("late added", Duration::from_secs(3), |w| {
-        w.count("added", "late") == 1
-    })
-    .await;
-    late.pump(200).await;
-    assert_eq!(late.uids(), ["early", "late"]);
+    let _b = ready_once_the_bus_comes(&a, &mut w, &redis.url(), "Redis", ROOM).await;
 }
 
 #[tokio::test]

@@ -1,12 +1,15 @@
-//! Scenarios that the Redis suite (`cluster_redis`) and the Redis Cluster
-//! suite (`cluster_sharded`) both run on their three nodes a, b and c, so
-//! that both buses are held to the same checks.
+//! Scenarios that the bus suites (`cluster_redis`, `cluster_sharded`,
+//! `cluster_postgres`, `cluster_nats`) run on their nodes, so that every
+//! bus is held to the same checks.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Node, Sc, Watcher, join_seen, send_numbered, user, wait_for_members};
+use super::{
+    Node, NodeOptions, Sc, Watcher, join_seen, send_numbered, user, wait_for_cluster,
+    wait_for_members,
+};
 use crate::common::Client;
 
 /// The channel both Redis suites share across their nodes a, b and c: pam
@@ -338,4 +341,38 @@ pub async fn consistent_after_outage(
             "{ready}"
         );
     }
+}
+
+/// Node a started while its bus (`engine`, at `bus`) was down, with
+/// `early` (watched by `w`) a member of `channel`; the bus has just been
+/// started. Node a turns ready within 5 s, and a node b started then sees
+/// `early`, whose watcher sees b's own joiner `late` added once. Returns b.
+pub async fn ready_once_the_bus_comes(
+    a: &Node,
+    w: &mut Watcher,
+    bus: &str,
+    engine: &str,
+    channel: &str,
+) -> Node {
+    let ok = crate::common::eventually(Duration::from_secs(5), || async {
+        a.readyz().await.0 == 200
+    })
+    .await;
+    assert!(
+        ok,
+        "ready within 5 s of {engine} starting: {:?}",
+        a.readyz().await
+    );
+    // Its member reaches a node that starts afterwards.
+    let b = Node::start("b", bus, &NodeOptions::default());
+    wait_for_cluster(&[a, &b], 2).await;
+    wait_for_members(&[a, &b], channel, &["early"], Duration::from_secs(3)).await;
+    let mut late = Watcher::join(&b, "late", channel).await;
+    w.until("late added", Duration::from_secs(3), |w| {
+        w.count("added", "late") == 1
+    })
+    .await;
+    late.pump(200).await;
+    assert_eq!(late.uids(), ["early", "late"]);
+    b
 }
