@@ -413,32 +413,10 @@ async fn messages_published_while_nats_is_down_arrive_in_order_after() {
     assert!(kept, "node a does not keep them: {:?}", a.readyz().await);
 
     nats.spawn();
-    let back = Instant::now();
-    far.until(
-        "every message after NATS is back",
-        Duration::from_secs(10),
-        |w| w.messages.len() as u64 >= N,
+    crate::common::cluster::scenarios::kept_messages_arrive_in_order(
+        &a, &mut far, N, "nats", "NATS",
     )
     .await;
-    let took = back.elapsed();
-    far.pump(500).await;
-    let got: Vec<u64> = far
-        .messages
-        .iter()
-        .map(|m| m["data"]["i"].as_u64().expect("i"))
-        .collect();
-    assert_eq!(
-        got,
-        (0..N).collect::<Vec<_>>(),
-        "lost, repeated or out of order"
-    );
-    println!(
-        "nats: {N} messages published during a NATS outage reached node b {} ms after nats-server restarted",
-        took.as_millis()
-    );
-    let (_, ready) = a.readyz().await;
-    assert_eq!(ready["cluster"]["messages_waiting"], 0, "{ready}");
-    assert_eq!(ready["cluster"]["messages_dropped"], 0, "{ready}");
 }
 
 /// A nats-server that comes back without its storage has no privacy

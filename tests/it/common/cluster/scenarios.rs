@@ -376,3 +376,42 @@ pub async fn ready_once_the_bus_comes(
     assert_eq!(late.uids(), ["early", "late"]);
     b
 }
+
+/// The bus (`engine`) has just come back after an outage during which node
+/// a kept `n` numbered messages for the other nodes: `far` (on another
+/// node) gets every one, once, in order, within 10 s, and node a keeps
+/// none back and dropped none. Prints the time after `label`.
+pub async fn kept_messages_arrive_in_order(
+    a: &Node,
+    far: &mut Watcher,
+    n: u64,
+    label: &str,
+    engine: &str,
+) {
+    let back = Instant::now();
+    far.until(
+        &format!("every message after {engine} is back"),
+        Duration::from_secs(10),
+        |w| w.messages.len() as u64 >= n,
+    )
+    .await;
+    let took = back.elapsed();
+    far.pump(500).await;
+    let got: Vec<u64> = far
+        .messages
+        .iter()
+        .map(|m| m["data"]["i"].as_u64().expect("i"))
+        .collect();
+    assert_eq!(
+        got,
+        (0..n).collect::<Vec<_>>(),
+        "lost, repeated or out of order"
+    );
+    println!(
+        "{label}: {n} messages published during a {engine} outage reached node b {} ms after {engine} restarted",
+        took.as_millis()
+    );
+    let (_, ready) = a.readyz().await;
+    assert_eq!(ready["cluster"]["messages_waiting"], 0, "{ready}");
+    assert_eq!(ready["cluster"]["messages_dropped"], 0, "{ready}");
+}
