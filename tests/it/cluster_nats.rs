@@ -473,35 +473,14 @@ async fn two_nodes_c_behind_a_proxy() -> (Nats, Proxy, Node, Node) {
 async fn a_privacy_change_made_while_a_node_was_cut_off_applies_when_it_reconnects() {
     let _serial = serial().await;
     let (_nats, proxy, a, c) = two_nodes_c_behind_a_proxy().await;
-    let mut eve = c.hotsock(user("eve", Value::Null)).await;
-    eve.join(ROOM).await;
-    let mut watcher = Watcher::join(&c, "wat", ROOM).await;
-    wait_for_members(&[&a, &c], ROOM, &["eve", "wat"], common::WAIT).await;
-
-    // c loses NATS; a hides eve meanwhile (c misses the bus op).
-    proxy.set_cut(true);
-    let cut_off = common::eventually(Duration::from_secs(5), || async {
-        c.readyz().await.0 == 503
-    })
+    crate::common::cluster::scenarios::privacy_change_reaches_a_node_that_was_cut_off(
+        &a,
+        &c,
+        |cut| proxy.set_cut(cut),
+        ROOM,
+        "NATS",
+    )
     .await;
-    assert!(cut_off, "node c never noticed it lost NATS");
-    a.set_visible("eve", false).await;
-    watcher.pump(300).await;
-    assert_eq!(watcher.count("removed", "eve"), 0, "c cannot know yet");
-
-    // The link comes back: c re-reads the bucket and hides eve.
-    proxy.set_cut(false);
-    watcher
-        .until(
-            "eve hidden on c after it reconnects",
-            Duration::from_secs(8),
-            |w| w.count("removed", "eve") == 1,
-        )
-        .await;
-    let (_, body) = c.http("GET", "/api/users/eve/privacy", None).await;
-    assert_eq!(body["visible"], false, "{body}");
-    wait_for_members(&[&a, &c], ROOM, &["wat"], common::WAIT).await;
-    drop(eve);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,8 +14,6 @@ use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::common;
-use crate::common::WAIT;
 use crate::common::cluster::*;
 
 /// A TCP proxy to `upstream` that drops every connection, and refuses new
@@ -101,39 +99,14 @@ async fn two_nodes_c_behind_a_proxy() -> (Redis, Proxy, Node, Node) {
 async fn a_privacy_change_made_while_a_node_was_cut_off_applies_when_it_reconnects() {
     let _serial = serial().await;
     let (_redis, proxy, a, c) = two_nodes_c_behind_a_proxy().await;
-
-    // eve is a member on c; a watcher on c sees her.
-    let mut eve = c.hotsock(user("eve", Value::Null)).await;
-    eve.join("presence.room").await;
-    let mut watcher = Watcher::join(&c, "wat", "presence.room").await;
-    wait_for_members(&[&a, &c], "presence.room", &["eve", "wat"], WAIT).await;
-
-    // c loses Redis; a hides eve meanwhile (stored in Redis; c misses the
-    // bus op).
-    proxy.set_cut(true);
-    let cut_off = common::eventually(Duration::from_secs(5), || async {
-        c.readyz().await.0 == 503
-    })
+    crate::common::cluster::scenarios::privacy_change_reaches_a_node_that_was_cut_off(
+        &a,
+        &c,
+        |cut| proxy.set_cut(cut),
+        "presence.room",
+        "Redis",
+    )
     .await;
-    assert!(cut_off, "node c never noticed it lost Redis");
-    a.set_visible("eve", false).await;
-    watcher.pump(300).await;
-    assert_eq!(watcher.count("removed", "eve"), 0, "c cannot know yet");
-
-    // The link comes back: c re-reads the choices and hides eve.
-    proxy.set_cut(false);
-    watcher
-        .until(
-            "eve hidden on c after it reconnects",
-            Duration::from_secs(8),
-            |w| w.count("removed", "eve") == 1,
-        )
-        .await;
-    let (status, body) = c.http("GET", "/api/users/eve/privacy", None).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["visible"], false, "{body}");
-    wait_for_members(&[&a, &c], "presence.room", &["wat"], WAIT).await;
-    drop(eve);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -415,3 +415,45 @@ pub async fn kept_messages_arrive_in_order(
     assert_eq!(ready["cluster"]["messages_waiting"], 0, "{ready}");
     assert_eq!(ready["cluster"]["messages_dropped"], 0, "{ready}");
 }
+
+/// Node c, member `eve` and watcher `wat` on it, loses its bus (`cut(true)`,
+/// `engine` names it); node a hides eve meanwhile (stored in the shared
+/// privacy store; c misses the bus op). When the link is back
+/// (`cut(false)`), c re-reads the choices: eve leaves on c, once.
+pub async fn privacy_change_reaches_a_node_that_was_cut_off(
+    a: &Node,
+    c: &Node,
+    cut: impl Fn(bool),
+    channel: &str,
+    engine: &str,
+) {
+    let wait = crate::common::WAIT;
+    let mut eve = c.hotsock(user("eve", Value::Null)).await;
+    eve.join(channel).await;
+    let mut watcher = Watcher::join(c, "wat", channel).await;
+    wait_for_members(&[a, c], channel, &["eve", "wat"], wait).await;
+
+    cut(true);
+    let cut_off = crate::common::eventually(Duration::from_secs(5), || async {
+        c.readyz().await.0 == 503
+    })
+    .await;
+    assert!(cut_off, "node c never noticed it lost {engine}");
+    a.set_visible("eve", false).await;
+    watcher.pump(300).await;
+    assert_eq!(watcher.count("removed", "eve"), 0, "c cannot know yet");
+
+    cut(false);
+    watcher
+        .until(
+            "eve hidden on c after it reconnects",
+            Duration::from_secs(8),
+            |w| w.count("removed", "eve") == 1,
+        )
+        .await;
+    let (status, body) = c.http("GET", "/api/users/eve/privacy", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["visible"], false, "{body}");
+    wait_for_members(&[a, c], channel, &["wat"], wait).await;
+    drop(eve);
+}
