@@ -32,6 +32,7 @@ pub mod shutdown;
 pub mod time;
 pub mod tls;
 pub mod transport;
+pub mod woken;
 
 #[cfg(feature = "hotsock")]
 #[path = "../adapters/hotsock/mod.rs"]

@@ -229,7 +229,8 @@ async fn write_loop<W, E>(
 where
     W: futures_util::Sink<Message, Error = E> + Unpin,
 {
-    let closed = outbox.closed();
+    // Polled only when woken: the writer wakes for every delivery.
+    let closed = crate::woken::on_wake(outbox.closed());
     tokio::pin!(closed);
     // Grows on demand: reserving WRITE_BATCH items up front cost every idle
     // connection 2.5 KB.
@@ -345,18 +346,20 @@ pub fn run<S: Session>(
     Box::pin(async move {
         let (session_gone_tx, session_gone_rx) = tokio::sync::oneshot::channel::<()>();
         // Called in place (not bound to locals first), so that each side's
-        // future is stored once, inside the join.
-        tokio::join!(
+        // future is stored once, inside the join. A delivery wakes only the
+        // writer, a frame from the client only the reader.
+        crate::woken::join(
             read_side(
                 &mut stream,
                 &mut session,
                 &outbox,
                 &cfg,
                 &mut shutdown,
-                session_gone_tx
+                session_gone_tx,
             ),
             write_side(&mut sink, &mut outbox_rx, &outbox, &cfg, session_gone_rx),
-        );
+        )
+        .await;
         let reason = outbox.close_reason();
         if let Some(metrics) = &cfg.metrics {
             // No reason: the peer vanished without a close (1006).
