@@ -47,6 +47,16 @@ impl ArcWake for Side {
     }
 }
 
+/// Whether `task` is not the waker the sides registered last (then it
+/// becomes that waker, and every side must register it).
+fn renew(registered: &mut Option<Waker>, task: &Waker) -> bool {
+    let new_task = !registered.as_ref().is_some_and(|last| last.will_wake(task));
+    if new_task {
+        *registered = Some(task.clone());
+    }
+    new_task
+}
+
 /// Polls `side`'s future if it was woken and is not finished yet. The
 /// side's registration of `task` is renewed only when a wake-up used it
 /// (or `task` is new): registering costs atomic operations on every poll.
@@ -114,14 +124,8 @@ impl<A: Future, B: Future> Future for JoinWoken<A, B> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let new_task = !this
-            .registered
-            .as_ref()
-            .is_some_and(|task| task.will_wake(cx.waker()));
-        if new_task {
-            *this.registered = Some(cx.waker().clone());
-        }
         let task = cx.waker();
+        let new_task = renew(this.registered, task);
         poll_side(
             this.a,
             this.out_a,
@@ -181,27 +185,26 @@ impl<F: Future> Future for OnWake<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let new_task = !this
-            .registered
-            .as_ref()
-            .is_some_and(|task| task.will_wake(cx.waker()));
-        if new_task {
-            *this.registered = Some(cx.waker().clone());
-        }
         if *this.done {
             return Poll::Pending;
         }
-        // As in `poll_side`: the flag is taken before registering.
-        let ready = this.side.take_ready();
-        if ready || new_task {
-            this.side.task.register(cx.waker());
+        let new_task = renew(this.registered, cx.waker());
+        let mut output = None;
+        poll_side(
+            this.inner,
+            &mut output,
+            this.side,
+            this.waker,
+            cx.waker(),
+            new_task,
+        );
+        match output {
+            Some(value) => {
+                *this.done = true;
+                Poll::Ready(value)
+            }
+            None => Poll::Pending,
         }
-        if !ready {
-            return Poll::Pending;
-        }
-        let value = std::task::ready!(this.inner.poll(&mut Context::from_waker(this.waker)));
-        *this.done = true;
-        Poll::Ready(value)
     }
 }
 
