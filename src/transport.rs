@@ -141,7 +141,7 @@ pub use crate::rate::RateLimiter;
 /// The payload bytes of an outgoing item (pings count none).
 fn to_message(item: &Outbound) -> Option<Message> {
     match item {
-        Outbound::Text(bytes) => Utf8Bytes::try_from(bytes.clone()).ok().map(Message::Text),
+        Outbound::Text(text) => Some(Message::Text(text.clone())),
         Outbound::Binary(bytes) => Some(Message::Binary(bytes.clone())),
         Outbound::Ping => Some(Message::Ping(bytes::Bytes::new())),
     }
@@ -601,7 +601,7 @@ mod tests {
     async fn a_write_that_finishes_during_close_ends_the_loop_cleanly() {
         let (outbox, mut rx) = Outbox::new(1 << 20);
         let mut gate = Gate::default();
-        outbox.push_text(bytes::Bytes::from_static(b"{}"));
+        outbox.push_text(Utf8Bytes::from_static("{}"));
         let cfg = TransportConfig::default();
         let opener = gate.clone();
         let closer = async {
@@ -624,7 +624,7 @@ mod tests {
     async fn a_peer_that_never_reads_is_dropped_after_the_grace_period() {
         let (outbox, mut rx) = Outbox::new(1 << 20);
         let mut gate = Gate::default();
-        outbox.push_text(bytes::Bytes::from_static(b"{}"));
+        outbox.push_text(Utf8Bytes::from_static("{}"));
         let cfg = TransportConfig::default();
         let closer = async {
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -11,7 +11,7 @@
 //! {"channel":"room.1","event":"chat","data":"Hello!"}                client message
 //! ```
 
-use bytes::Bytes;
+use crate::outbox::Utf8Bytes;
 use serde::Serialize;
 use serde::ser::SerializeSeq;
 use serde_json::Value;
@@ -340,14 +340,14 @@ impl Serialize for MemberList<'_> {
     }
 }
 
-fn to_bytes(value: &impl Serialize) -> Bytes {
+fn to_bytes(value: &impl Serialize) -> Utf8Bytes {
     // Serializing our own borrowed structs cannot fail (no maps with
     // non-string keys, no failing Serialize impls).
-    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+    Utf8Bytes::from(serde_json::to_string(value).unwrap_or_default())
 }
 
 /// `hotsock.connected` (spec §1.3).
-pub fn connected(conn_id: &str, expires_at: &str, secret: &str, meta: Meta<'_>) -> Bytes {
+pub fn connected(conn_id: &str, expires_at: &str, secret: &str, meta: Meta<'_>) -> Utf8Bytes {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Data<'a> {
@@ -380,7 +380,7 @@ pub fn subscribed(
     auto: bool,
     alias: Option<&str>,
     meta: Meta<'_>,
-) -> Bytes {
+) -> Utf8Bytes {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Data<'a> {
@@ -428,7 +428,7 @@ pub fn unsubscribed(
     alias: Option<&str>,
     meta: Meta<'_>,
     removed: Option<&str>,
-) -> Bytes {
+) -> Utf8Bytes {
     let mut meta_json = serde_json::json!({"uid": meta.uid, "umd": meta.umd});
     if let (Some(alias), Some(obj)) = (alias, meta_json.as_object_mut()) {
         obj.insert("channelAlias".into(), Value::from(alias));
@@ -446,7 +446,7 @@ pub fn unsubscribed(
 }
 
 /// `hotsock.error` (spec §4.1 plus `error.message`).
-pub fn error(err: &WireError) -> Bytes {
+pub fn error(err: &WireError) -> Utf8Bytes {
     #[derive(Serialize)]
     struct Body<'a> {
         code: &'a str,
@@ -479,7 +479,7 @@ pub const CALL: &str = "rollcall.call";
 pub fn call_answer(
     id: &serde_json::Value,
     answer: Result<(serde_json::Value, Option<String>), String>,
-) -> Bytes {
+) -> Utf8Bytes {
     let data = match answer {
         // The connection's token is the one it connected with: a token
         // from the backend is the client's to reconnect with.
@@ -489,16 +489,16 @@ pub fn call_answer(
             serde_json::json!({"id": id, "error": {"code": "BACKEND_ERROR", "message": why}})
         }
     };
-    Bytes::from(serde_json::json!({"event": "rollcall.answer", "data": data}).to_string())
+    Utf8Bytes::from(serde_json::json!({"event": "rollcall.answer", "data": data}).to_string())
 }
 
-pub fn pong() -> Bytes {
-    Bytes::from_static(br#"{"event":"hotsock.pong","data":{}}"#)
+pub fn pong() -> Utf8Bytes {
+    Utf8Bytes::from_static(r#"{"event":"hotsock.pong","data":{}}"#)
 }
 
 /// `hotsock.keepAlive` (spec §3.2 S8).
-pub fn keep_alive() -> Bytes {
-    Bytes::from_static(br#"{"event":"hotsock.keepAlive","data":{}}"#)
+pub fn keep_alive() -> Utf8Bytes {
+    Utf8Bytes::from_static(r#"{"event":"hotsock.keepAlive","data":{}}"#)
 }
 
 /// A member event (spec §3.2 S4): the member and the full member list.
@@ -507,7 +507,7 @@ pub fn member_event(
     channel: &str,
     member: MemberView<'_>,
     members: Members<'_>,
-) -> Option<Bytes> {
+) -> Option<Utf8Bytes> {
     let event = match change {
         MemberChange::Added => "hotsock.memberAdded",
         MemberChange::Updated => "hotsock.memberUpdated",
@@ -536,7 +536,7 @@ pub fn member_event(
 }
 
 /// A channel message (spec §3.2 S5/S6): `meta` only when a client sent it.
-pub fn message(msg: &ChannelMessage) -> Bytes {
+pub fn message(msg: &ChannelMessage) -> Utf8Bytes {
     #[derive(Serialize)]
     struct Frame<'a> {
         id: &'a str,
@@ -560,7 +560,7 @@ pub fn message(msg: &ChannelMessage) -> Bytes {
 
 /// A direct message (send to user / connection / broadcast): like a server
 /// publish, without a channel.
-pub fn direct(msg: &DirectMessage) -> Bytes {
+pub fn direct(msg: &DirectMessage) -> Utf8Bytes {
     #[derive(Serialize)]
     struct Frame<'a> {
         id: &'a str,
@@ -702,21 +702,39 @@ mod tests {
         let err = WireError::new(codes::NOT_SUBSCRIBED, Some("c"), "not subscribed");
         assert_eq!(
             error(&err),
-            Bytes::from_static(
-                br#"{"event":"hotsock.error","channel":"c","error":{"code":"NOT_SUBSCRIBED","message":"not subscribed"}}"#
+            Utf8Bytes::from_static(
+                r#"{"event":"hotsock.error","channel":"c","error":{"code":"NOT_SUBSCRIBED","message":"not subscribed"}}"#
             )
         );
         let null = Value::Null;
         assert_eq!(
-            subscribed("live-updates", None, false, None, Meta { uid: None, umd: &null }),
-            Bytes::from_static(
-                br#"{"event":"hotsock.subscribed","channel":"live-updates","data":{},"meta":{"uid":null,"umd":null}}"#
+            subscribed(
+                "live-updates",
+                None,
+                false,
+                None,
+                Meta {
+                    uid: None,
+                    umd: &null
+                }
+            ),
+            Utf8Bytes::from_static(
+                r#"{"event":"hotsock.subscribed","channel":"live-updates","data":{},"meta":{"uid":null,"umd":null}}"#
             )
         );
         assert_eq!(
-            subscribed("user.123", None, true, Some("user"), Meta { uid: None, umd: &null }),
-            Bytes::from_static(
-                br#"{"event":"hotsock.subscribed","channel":"user.123","data":{"autoSubscribed":true},"meta":{"channelAlias":"user","uid":null,"umd":null}}"#
+            subscribed(
+                "user.123",
+                None,
+                true,
+                Some("user"),
+                Meta {
+                    uid: None,
+                    umd: &null
+                }
+            ),
+            Utf8Bytes::from_static(
+                r#"{"event":"hotsock.subscribed","channel":"user.123","data":{"autoSubscribed":true},"meta":{"channelAlias":"user","uid":null,"umd":null}}"#
             )
         );
         let c = connected(
@@ -730,8 +748,8 @@ mod tests {
         );
         assert_eq!(
             c,
-            Bytes::from_static(
-                br#"{"event":"hotsock.connected","data":{"connectionId":"id1","connectionExpiresAt":"2024-10-13T19:09:23Z","connectionSecret":"s3cr3t"},"meta":{"uid":"Jim","umd":null}}"#
+            Utf8Bytes::from_static(
+                r#"{"event":"hotsock.connected","data":{"connectionId":"id1","connectionExpiresAt":"2024-10-13T19:09:23Z","connectionSecret":"s3cr3t"},"meta":{"uid":"Jim","umd":null}}"#
             )
         );
     }

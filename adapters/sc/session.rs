@@ -120,7 +120,7 @@ impl ScSession {
         }
     }
 
-    fn send(&self, frame: impl Into<bytes::Bytes>) {
+    fn send(&self, frame: impl Into<crate::outbox::Utf8Bytes>) {
         self.conn.send_text(frame);
     }
 

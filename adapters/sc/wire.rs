@@ -20,7 +20,7 @@
 //! The server renders core events with [`ScCodec`]: channel messages and the
 //! sc-stateless-presence packets are `#publish` events.
 
-use bytes::Bytes;
+use crate::outbox::Utf8Bytes;
 use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -58,7 +58,7 @@ pub struct PongPacket {
 
 /// `{"event":"#kickOut","data":{"message":"…","channel":"C"}}`: the
 /// server ended the subscription to C; the client marks it unsubscribed.
-pub fn kick_out(channel: &str, message: &str) -> Bytes {
+pub fn kick_out(channel: &str, message: &str) -> Utf8Bytes {
     #[derive(Serialize)]
     struct KickOut<'a> {
         message: &'a str,
@@ -499,9 +499,9 @@ fn iso_millis(secs: u64) -> String {
     }
 }
 
-fn to_bytes(value: &impl Serialize) -> Bytes {
+fn to_bytes(value: &impl Serialize) -> Utf8Bytes {
     // Serializing these plain structs cannot fail (string keys only).
-    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+    Utf8Bytes::from(serde_json::to_string(value).unwrap_or_default())
 }
 
 #[derive(Serialize)]
@@ -514,7 +514,7 @@ struct Reply<'a, D: Serialize> {
 }
 
 /// `{"rid":N}`: a request succeeded.
-pub fn ok(cid: &Cid) -> Bytes {
+pub fn ok(cid: &Cid) -> Utf8Bytes {
     to_bytes(&Reply::<()> {
         rid: cid.raw(),
         error: None,
@@ -523,7 +523,7 @@ pub fn ok(cid: &Cid) -> Bytes {
 }
 
 /// `{"rid":N,"error":{…}}`: a request failed.
-pub fn error(cid: &Cid, err: &ScError) -> Bytes {
+pub fn error(cid: &Cid, err: &ScError) -> Utf8Bytes {
     to_bytes(&Reply::<()> {
         rid: cid.raw(),
         error: Some(err),
@@ -549,7 +549,7 @@ pub fn handshake(
     ping_timeout_ms: u64,
     auth_error: Option<&ScError>,
     is_authenticated: bool,
-) -> Bytes {
+) -> Utf8Bytes {
     to_bytes(&Reply {
         rid: cid.raw(),
         error: None,
@@ -573,7 +573,7 @@ struct AuthStatus<'a> {
 /// or for a bad token
 /// `{"rid":N,"error":{…},"data":{"isAuthenticated":false,"authError":{…}}}`;
 /// a token that is merely not valid yet gets no `error` (spec §3.6).
-pub fn auth_status(cid: &Cid, auth_error: Option<&ScError>, bad: bool) -> Bytes {
+pub fn auth_status(cid: &Cid, auth_error: Option<&ScError>, bad: bool) -> Utf8Bytes {
     to_bytes(&Reply {
         rid: cid.raw(),
         error: auth_error.filter(|_| bad),
@@ -585,7 +585,7 @@ pub fn auth_status(cid: &Cid, auth_error: Option<&ScError>, bad: bool) -> Bytes 
 }
 
 /// `{"rid":N,"data":…}`: a request's answer.
-pub fn reply_data(cid: &Cid, data: &Value) -> Bytes {
+pub fn reply_data(cid: &Cid, data: &Value) -> Utf8Bytes {
     to_bytes(&Reply {
         rid: cid.raw(),
         error: None,
@@ -595,19 +595,19 @@ pub fn reply_data(cid: &Cid, data: &Value) -> Bytes {
 
 /// `{"event":"#setAuthToken","data":{"token":…}}`: the client stores the
 /// token (and sends it on its next handshake).
-pub fn set_auth_token(token: &str) -> Bytes {
+pub fn set_auth_token(token: &str) -> Utf8Bytes {
     to_bytes(&serde_json::json!({"event": "#setAuthToken", "data": {"token": token}}))
 }
 
 /// `{"event":"#removeAuthToken","data":null}`: the client must drop its token.
-pub fn remove_auth_token() -> Bytes {
-    Bytes::from_static(br##"{"event":"#removeAuthToken","data":null}"##)
+pub fn remove_auth_token() -> Utf8Bytes {
+    Utf8Bytes::from_static(r##"{"event":"#removeAuthToken","data":null}"##)
 }
 
 /// `{"event":"#disconnect","data":{"code":4005}}`, sent (v1) before a
 /// deliberate close.
-pub fn disconnect(code: u16) -> Bytes {
-    Bytes::from(format!(
+pub fn disconnect(code: u16) -> Utf8Bytes {
+    Utf8Bytes::from(format!(
         r##"{{"event":"#disconnect","data":{{"code":{code}}}}}"##
     ))
 }
@@ -626,7 +626,7 @@ struct PublishBody<'a> {
 
 /// `{"event":"#publish","data":{"channel":"…","data":…}}`: a message on a
 /// channel (`null` data when there is none).
-pub fn publish(channel: &str, data: Option<&RawValue>) -> Bytes {
+pub fn publish(channel: &str, data: Option<&RawValue>) -> Utf8Bytes {
     to_bytes(&PublishFrame {
         event: "#publish",
         data: PublishBody {
@@ -778,8 +778,8 @@ impl Codec for ScCodec {
 mod tests {
     use super::*;
 
-    fn text(b: Bytes) -> String {
-        String::from_utf8(b.to_vec()).unwrap()
+    fn text(b: Utf8Bytes) -> String {
+        b.to_string()
     }
 
     fn one(frame: &str) -> (String, Option<String>, Option<Cid>) {

@@ -20,7 +20,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
+use crate::outbox::Utf8Bytes;
 use indexmap::IndexMap;
 use rand::Rng;
 use tokio::time::Instant;
@@ -72,7 +72,7 @@ impl RecentIds {
 
 #[derive(Debug)]
 struct Pending {
-    frame: Bytes,
+    frame: Utf8Bytes,
     sent_at: Instant,
     resends: u32,
 }
@@ -88,7 +88,7 @@ struct State {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Due {
     /// Frames to send again (possibly none).
-    Resend(Vec<Bytes>),
+    Resend(Vec<Utf8Bytes>),
     /// A frame was re-sent `max_resends` times without an ack.
     GaveUp {
         /// Frames still unacknowledged.
@@ -127,7 +127,7 @@ impl AckTracker {
     }
 
     /// Remembers a frame sent with ack id `id`.
-    pub fn track(&self, id: String, frame: Bytes, now: Instant) {
+    pub fn track(&self, id: String, frame: Utf8Bytes, now: Instant) {
         let over = {
             let mut st = self.state();
             st.bytes += frame.len();
@@ -245,10 +245,10 @@ mod tests {
         let t0 = Instant::now();
         let timeout = Duration::from_secs(10);
         let tracker = AckTracker::new(1 << 20);
-        tracker.track("A".into(), Bytes::from_static(b"a"), t0);
+        tracker.track("A".into(), Utf8Bytes::from_static("a"), t0);
         tracker.track(
             "B".into(),
-            Bytes::from_static(b"b"),
+            Utf8Bytes::from_static("b"),
             t0 + Duration::from_secs(5),
         );
         assert_eq!(tracker.next_due(timeout), Some(t0 + timeout));
@@ -259,7 +259,7 @@ mod tests {
         let t1 = t0 + timeout;
         assert_eq!(
             tracker.due(t1, timeout, 2),
-            Due::Resend(vec![Bytes::from_static(b"a")])
+            Due::Resend(vec![Utf8Bytes::from_static("a")])
         );
         // B is now the oldest.
         assert_eq!(
@@ -271,7 +271,7 @@ mod tests {
         let t2 = t1 + timeout;
         assert_eq!(
             tracker.due(t2, timeout, 2),
-            Due::Resend(vec![Bytes::from_static(b"a")])
+            Due::Resend(vec![Utf8Bytes::from_static("a")])
         );
         assert_eq!(
             tracker.due(t2 + timeout, timeout, 2),

@@ -1039,7 +1039,7 @@ mod tests {
         let mut out = Vec::new();
         while let Some(item) = rx.try_recv() {
             if let Outbound::Text(b) = item {
-                out.push(serde_json::from_slice(&b).unwrap());
+                out.push(serde_json::from_str(&b).unwrap());
             }
         }
         out

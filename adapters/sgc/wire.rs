@@ -34,9 +34,9 @@
 
 use std::borrow::Cow;
 
+use crate::outbox::Utf8Bytes;
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use bytes::Bytes;
 use serde_json::Value as Json;
 use tokio::time::Instant;
 
@@ -582,8 +582,8 @@ impl Frame {
 }
 
 /// The acknowledgment of a client frame (never base64, spec §4.10).
-pub fn acknowledgment(id: &str) -> Bytes {
-    Bytes::from(Frame::new(method::ACKNOWLEDGMENT, false).finish(Some(id)))
+pub fn acknowledgment(id: &str) -> Utf8Bytes {
+    Utf8Bytes::from(Frame::new(method::ACKNOWLEDGMENT, false).finish(Some(id)))
 }
 
 /// A channel message as sgc text: a JSON string's value, other JSON as
@@ -733,12 +733,12 @@ impl SgcCodec {
     }
 
     /// Closes a frame: with acks, adds a fresh id and tracks the frame.
-    pub fn finish(&self, frame: Frame) -> Bytes {
+    pub fn finish(&self, frame: Frame) -> Utf8Bytes {
         match &self.acks {
-            None => Bytes::from(frame.finish(None)),
+            None => Utf8Bytes::from(frame.finish(None)),
             Some(tracker) => {
                 let id = acks::new_id();
-                let bytes = Bytes::from(frame.finish(Some(&id)));
+                let bytes = Utf8Bytes::from(frame.finish(Some(&id)));
                 tracker.track(id, bytes.clone(), Instant::now());
                 bytes
             }
@@ -1026,7 +1026,7 @@ mod tests {
         );
         assert_eq!(
             &acknowledgment("ABC")[..],
-            br#"{"jsonrpc":"2.0","method":"sgc@presence@acknowledgment","id":"ABC"}"#
+            r#"{"jsonrpc":"2.0","method":"sgc@presence@acknowledgment","id":"ABC"}"#
         );
     }
 

@@ -114,7 +114,7 @@ impl Session {
         guard.as_ref().map(f)
     }
 
-    fn send(&self, frame: bytes::Bytes) {
+    fn send(&self, frame: crate::outbox::Utf8Bytes) {
         self.with_conn(|c| c.send_text(frame));
     }
 

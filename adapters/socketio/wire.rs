@@ -27,7 +27,7 @@
 //! outbox holding `["EVENT",payload]` (see [`split_event`]); the session's
 //! pump emits it on the socketioxide socket.
 
-use bytes::Bytes;
+use crate::outbox::Utf8Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
@@ -526,13 +526,13 @@ pub fn sender_json(user_id: Option<&str>, info: &Value) -> Value {
     Value::Object(out)
 }
 
-fn frame(event: &str, payload: &impl Serialize) -> Bytes {
+fn frame(event: &str, payload: &impl Serialize) -> Utf8Bytes {
     // `[event, payload]` of plain JSON values never fails to serialize.
-    Bytes::from(serde_json::to_vec(&(event, payload)).unwrap_or_default())
+    Utf8Bytes::from(serde_json::to_string(&(event, payload)).unwrap_or_default())
 }
 
 /// `CHANNEL_SUBSCRIBED` (spec §4.3).
-pub fn channel_subscribed(channel: &ChannelRef, dtsid: &str, session_id: &str) -> Bytes {
+pub fn channel_subscribed(channel: &ChannelRef, dtsid: &str, session_id: &str) -> Utf8Bytes {
     frame(
         server::CHANNEL_SUBSCRIBED,
         &json!({"channel": channel.json(), "dtsid": dtsid, "sessionId": session_id}),
@@ -540,7 +540,7 @@ pub fn channel_subscribed(channel: &ChannelRef, dtsid: &str, session_id: &str) -
 }
 
 /// `SUBSCRIBE_CHANNEL_FAILED` with the channel as the client sent it.
-pub fn subscribe_failed(channel: Option<&Value>, err: &WireError) -> Bytes {
+pub fn subscribe_failed(channel: Option<&Value>, err: &WireError) -> Utf8Bytes {
     let mut channel = channel.cloned().unwrap_or(Value::Null);
     // The original channel object, but not its password.
     if let Some(obj) = channel.as_object_mut() {
@@ -553,7 +553,7 @@ pub fn subscribe_failed(channel: Option<&Value>, err: &WireError) -> Bytes {
 }
 
 /// `CHANNEL_UNSUBSCRIBED`.
-pub fn channel_unsubscribed(channel: &ChannelRef) -> Bytes {
+pub fn channel_unsubscribed(channel: &ChannelRef) -> Utf8Bytes {
     frame(
         server::CHANNEL_UNSUBSCRIBED,
         &json!({"channel": channel.json()}),
@@ -563,7 +563,7 @@ pub fn channel_unsubscribed(channel: &ChannelRef) -> Bytes {
 /// `CHANNEL_UNSUBSCRIBED` the client did not ask for: an operator removed
 /// the user from the topic; `reason` says why (an addition to the spec's
 /// `{"channel"}`).
-pub fn channel_removed(channel: &str, reason: &str) -> Bytes {
+pub fn channel_removed(channel: &str, reason: &str) -> Utf8Bytes {
     let channel = ChannelRef {
         id: channel.to_string(),
         kind: "topic".to_string(),
@@ -575,7 +575,7 @@ pub fn channel_removed(channel: &str, reason: &str) -> Bytes {
 }
 
 /// `SEND_MESSAGE_FAILED`: `{"topicId", "category", "error":{"code","message"}}`.
-pub fn send_message_failed(topic_id: Option<&str>, err: &WireError) -> Bytes {
+pub fn send_message_failed(topic_id: Option<&str>, err: &WireError) -> Utf8Bytes {
     frame(
         server::SEND_MESSAGE_FAILED,
         &json!({"topicId": topic_id, "error": err.json()}),
@@ -584,7 +584,7 @@ pub fn send_message_failed(topic_id: Option<&str>, err: &WireError) -> Bytes {
 
 /// `PRESENCE_EVENT_RESPONSE` with category `media.session.invalid`: a
 /// SEND_PRESENCE_EVENT that could not be processed.
-pub fn presence_failed(topic_id: Option<&str>, err: &WireError) -> Bytes {
+pub fn presence_failed(topic_id: Option<&str>, err: &WireError) -> Utf8Bytes {
     frame(
         server::PRESENCE_EVENT_RESPONSE,
         &json!({"category": category::INVALID, "topicId": topic_id, "error": err.json()}),
@@ -592,7 +592,7 @@ pub fn presence_failed(topic_id: Option<&str>, err: &WireError) -> Bytes {
 }
 
 /// The generic `error` event `{"code","message"}`.
-pub fn error(err: &WireError) -> Bytes {
+pub fn error(err: &WireError) -> Utf8Bytes {
     frame(server::ERROR, &err.json())
 }
 
@@ -605,7 +605,7 @@ pub fn presence_event(
     channel: &str,
     member: MemberView<'_>,
     receivers: Option<&Value>,
-) -> Bytes {
+) -> Utf8Bytes {
     let mut content = member
         .info
         .get("presence")
@@ -699,23 +699,23 @@ impl Relay {
     }
 
     /// The frame a recipient gets for a payload built by [`message_payload`].
-    pub fn sent(self, payload: &str) -> Bytes {
+    pub fn sent(self, payload: &str) -> Utf8Bytes {
         let event = match self {
             Relay::Message => server::MESSAGE_SENT,
             Relay::MediaSession => server::MEDIA_SESSION_RESPONSE,
         };
-        let mut out = Vec::with_capacity(payload.len() + event.len() + 5);
-        out.extend_from_slice(b"[\"");
-        out.extend_from_slice(event.as_bytes());
-        out.extend_from_slice(b"\",");
-        out.extend_from_slice(payload.as_bytes());
-        out.push(b']');
-        Bytes::from(out)
+        let mut out = String::with_capacity(payload.len() + event.len() + 5);
+        out.push_str("[\"");
+        out.push_str(event);
+        out.push_str("\",");
+        out.push_str(payload);
+        out.push(']');
+        Utf8Bytes::from(out)
     }
 
     /// The refusal: SEND_MESSAGE_FAILED, or MEDIA_SESSION_RESPONSE with
     /// category `app.event.presence.media.session.invalid` and the error.
-    pub fn failed(self, topic_id: Option<&str>, err: &WireError) -> Bytes {
+    pub fn failed(self, topic_id: Option<&str>, err: &WireError) -> Utf8Bytes {
         match self {
             Relay::Message => send_message_failed(topic_id, err),
             Relay::MediaSession => frame(
@@ -735,7 +735,7 @@ impl Relay {
 /// {"channel":"presence.room1","event":"chat","data":"Hello!"}   (Hotsock, uid jim)
 /// → ["MESSAGE_SENT",{"_id":"01J…","category":"chat","topicId":"presence.room1","content":{"bodyText":"Hello!"},"sender":{"_id":"jim","type":"user","displayname":"Jim","username":"jim"},"created":"…"}]
 /// ```
-pub fn foreign_message(msg: &ChannelMessage) -> Bytes {
+pub fn foreign_message(msg: &ChannelMessage) -> Utf8Bytes {
     let data: Value = msg
         .data
         .as_deref()
@@ -776,7 +776,7 @@ fn is_own_payload(data: &RawValue, id: &str) -> bool {
 
 /// A direct message (HTTP API send-to-user / broadcast): emitted as the
 /// event it names, with its data. Reserved names are not delivered.
-pub fn direct(msg: &DirectMessage) -> Option<Bytes> {
+pub fn direct(msg: &DirectMessage) -> Option<Utf8Bytes> {
     if RESERVED_EVENTS.contains(&msg.event.as_str()) || msg.event.is_empty() {
         return None;
     }
@@ -789,15 +789,15 @@ pub type Split = (String, Box<RawValue>);
 
 /// [`split_event`], parsed once per broadcast rather than once per
 /// recipient: a broadcast reaches every recipient's outbox as the same
-/// shared `Bytes`, so each pump thread remembers the last item it split,
-/// by address. The cache holds a clone of that `Bytes`, so its memory
+/// shared `Utf8Bytes`, so each pump thread remembers the last item it split,
+/// by address. The cache holds a clone of that `Utf8Bytes`, so its memory
 /// cannot be freed and reused for another item while it is remembered:
 /// the same address is the same bytes.
-pub fn split_shared(item: &bytes::Bytes) -> Option<std::sync::Arc<Split>> {
+pub fn split_shared(item: &Utf8Bytes) -> Option<std::sync::Arc<Split>> {
     use std::cell::RefCell;
     use std::sync::Arc;
     thread_local! {
-        static LAST: RefCell<Option<(bytes::Bytes, Arc<Split>)>> = const { RefCell::new(None) };
+        static LAST: RefCell<Option<(Utf8Bytes, Arc<Split>)>> = const { RefCell::new(None) };
     }
     let hit = LAST.with_borrow(|last| {
         last.as_ref()
@@ -814,9 +814,8 @@ pub fn split_shared(item: &bytes::Bytes) -> Option<std::sync::Arc<Split>> {
 
 /// Splits an outbox item `["EVENT",payload]` into the event name and the
 /// raw payload, or None if it is not in that form.
-pub fn split_event(item: &[u8]) -> Option<(String, Box<RawValue>)> {
-    let text = std::str::from_utf8(item).ok()?;
-    let (event, payload): (String, Box<RawValue>) = serde_json::from_str(text).ok()?;
+pub fn split_event(item: &str) -> Option<(String, Box<RawValue>)> {
+    let (event, payload): (String, Box<RawValue>) = serde_json::from_str(item).ok()?;
     Some((event, payload))
 }
 
@@ -867,7 +866,7 @@ mod tests {
 
     fn text(o: Option<Outbound>) -> Value {
         match o {
-            Some(Outbound::Text(b)) => serde_json::from_slice(&b).unwrap(),
+            Some(Outbound::Text(b)) => serde_json::from_str(&b).unwrap(),
             other => panic!("expected text, got {other:?}"),
         }
     }
@@ -1126,7 +1125,7 @@ mod tests {
 
     #[test]
     fn a_shared_item_is_split_once_per_thread() {
-        let item = bytes::Bytes::from_static(br#"["MESSAGE_SENT",{"_id":"1"}]"#);
+        let item = Utf8Bytes::from_static(r#"["MESSAGE_SENT",{"_id":"1"}]"#);
         let first = split_shared(&item).expect("splits");
         let again = split_shared(&item.clone()).expect("splits");
         assert!(
@@ -1136,11 +1135,11 @@ mod tests {
         assert_eq!(first.0, "MESSAGE_SENT");
         assert_eq!(first.1.get(), r#"{"_id":"1"}"#);
         // Equal content at another address is split again, correctly.
-        let other = bytes::Bytes::from(br#"["MESSAGE_SENT",{"_id":"2"}]"#.to_vec());
+        let other = Utf8Bytes::from(r#"["MESSAGE_SENT",{"_id":"2"}]"#.to_string());
         let third = split_shared(&other).expect("splits");
         assert!(!std::sync::Arc::ptr_eq(&first, &third));
         assert_eq!(third.1.get(), r#"{"_id":"2"}"#);
-        assert!(split_shared(&bytes::Bytes::from_static(b"not json")).is_none());
+        assert!(split_shared(&Utf8Bytes::from_static("not json")).is_none());
     }
 
     #[test]
@@ -1159,6 +1158,6 @@ mod tests {
             payload.get(),
             r#"{"channel":{"_id":"t","type":"topic"},"dtsid":"c1","sessionId":"s1"}"#
         );
-        assert!(split_event(b"not json").is_none());
+        assert!(split_event("not json").is_none());
     }
 }

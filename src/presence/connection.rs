@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use serde_json::Value;
 
 use super::Presence;
@@ -182,7 +181,7 @@ impl Connection {
     }
 
     /// Queues a text frame for this connection only.
-    pub fn send_text(&self, frame: impl Into<Bytes>) -> bool {
+    pub fn send_text(&self, frame: impl Into<crate::outbox::Utf8Bytes>) -> bool {
         self.shared.outbox.push_text(frame.into())
     }
 

@@ -497,7 +497,7 @@ mod tests {
         let mut out = Vec::new();
         while let Some(item) = rx.try_recv() {
             if let Outbound::Text(b) = item {
-                out.push(String::from_utf8_lossy(&b).into_owned());
+                out.push(b.to_string());
             }
         }
         out

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::*;
@@ -36,7 +35,7 @@ impl Codec for Recorder {
             Event::Message(m) => format!("msg {} {} f{flavor}", m.channel, m.event),
             Event::Direct(m) => format!("direct {}", m.event),
         };
-        Some(Outbound::Text(Bytes::from(text)))
+        Some(Outbound::Text(text.into()))
     }
 }
 
@@ -403,7 +402,7 @@ fn direct_messages_use_the_connection_flavor() {
     impl Codec for Flavored {
         fn encode(&self, event: &Event<'_>, flavor: u8) -> Option<Outbound> {
             match event {
-                Event::Direct(m) => Some(Outbound::Text(Bytes::from(format!(
+                Event::Direct(m) => Some(Outbound::Text(crate::outbox::Utf8Bytes::from(format!(
                     "{} f{flavor}",
                     m.event
                 )))),

@@ -258,7 +258,7 @@ pub fn hotsock_frame(data: &[u8]) {
         Err(e) => {
             assert!(!e.code.is_empty() && !e.message.is_empty());
             let bytes = error(&e);
-            let v: Value = serde_json::from_slice(&bytes).expect("hotsock.error frame is JSON");
+            let v: Value = serde_json::from_str(&bytes).expect("hotsock.error frame is JSON");
             assert_eq!(v["error"]["code"], e.code);
             return;
         }
@@ -333,8 +333,8 @@ pub fn hotsock_frame(data: &[u8]) {
 #[cfg(feature = "socketio")]
 pub fn socketio_payload(data: &[u8]) {
     use rollcall::socketio::wire::split_event;
-    if let Some((event, payload)) = split_event(data) {
-        let again = serde_json::to_vec(&(&event, &payload)).expect("serializes");
+    if let Some((event, payload)) = std::str::from_utf8(data).ok().and_then(split_event) {
+        let again = serde_json::to_string(&(&event, &payload)).expect("serializes");
         let (e2, p2) = split_event(&again).expect("a re-encoded event splits");
         assert_eq!(event, e2);
         assert_eq!(payload.get(), p2.get());
@@ -362,7 +362,7 @@ fn socketio_decoders(p: &Value) {
     use serde_json::json;
     use serde_json::value::RawValue;
 
-    let as_json = |b: &[u8]| -> Value { serde_json::from_slice(b).expect("server frame is JSON") };
+    let as_json = |b: &str| -> Value { serde_json::from_str(b).expect("server frame is JSON") };
     match decode_channel(p) {
         Ok(c) => {
             assert!(check_channel_id(&c.id).is_ok(), "channel id {:?}", c.id);
@@ -814,11 +814,11 @@ pub fn sc_frame(data: &[u8]) {
         }
         if let Some(cid) = cid {
             let reply = ok(cid);
-            let rid: Rid<'_> = serde_json::from_slice(&reply).expect("{\"rid\":…} is JSON");
+            let rid: Rid<'_> = serde_json::from_str(&reply).expect("{\"rid\":…} is JSON");
             again.push_str(&format!(r#","cid":{}"#, rid.rid.get()));
             let err = error(cid, &ScError::broker("x"));
             // JSON syntax (a cid may be a number no f64 holds, echoed as is).
-            serde_json::from_slice::<serde::de::IgnoredAny>(&err).expect("error reply is JSON");
+            serde_json::from_str::<serde::de::IgnoredAny>(&err).expect("error reply is JSON");
         }
         again.push('}');
         match decode(&again) {
