@@ -177,7 +177,6 @@ fn codec() -> Arc<dyn Codec> {
 async fn authenticate(
     app: &App,
     cfg: &Arc<SocketIoConfig>,
-    pumps: &ShutdownController,
     s: &SocketRef,
     auth_payload: Option<&Value>,
 ) -> Result<(), String> {
@@ -201,8 +200,8 @@ async fn authenticate(
     s.extensions.insert(Arc::new(session));
     // Wired here, before socketioxide sends the connect acknowledgment: an
     // event the client sends right after it finds its handler in place
-    // (the connect handler runs later, in a task of its own).
-    on_connect(app, pumps, s.clone());
+    // (the connect handler, which starts the pump, runs later).
+    on_connect(s.clone());
     Ok(())
 }
 
@@ -221,7 +220,7 @@ fn refused(s: &SocketRef, why: &str) {
 }
 
 /// Wires a connected socket: event handlers, disconnect, and the pump.
-fn on_connect(app: &App, pumps: &ShutdownController, s: SocketRef) {
+fn on_connect(s: SocketRef) {
     let Some(session) = s.extensions.get::<Arc<session::Session>>() else {
         let _ = s.disconnect();
         return;
@@ -247,6 +246,19 @@ fn on_connect(app: &App, pumps: &ShutdownController, s: SocketRef) {
         let session = closer.clone();
         async move { session.close() }
     });
+}
+
+/// Starts the socket's pump, from the namespace's connect handler. Not
+/// from the middleware: socketioxide sends the connect acknowledgment,
+/// then marks the socket connected, then calls this handler, and refuses
+/// an emit before it is marked. A pump started in the middleware could
+/// take the reply to an event the client sent right after the
+/// acknowledgment in that gap, and the reply was lost (a loaded machine
+/// lost a `CHANNEL_SUBSCRIBED` about once in ten 1,000-client runs).
+fn start_pump(app: &App, pumps: &ShutdownController, s: SocketRef) {
+    let Some(session) = s.extensions.get::<Arc<session::Session>>() else {
+        return;
+    };
     tokio::spawn(session.pump(s, app.shutdown.handle(), pumps.handle()));
 }
 
@@ -312,22 +324,24 @@ pub fn routes(app: &App, mut settings: SocketIoConfig) -> Router<App> {
     let pumps = Arc::new(ShutdownController::new());
     for ns in NAMESPACES {
         let mw_app = app.clone();
-        let mw_pumps = pumps.clone();
         let mw_cfg = cfg.clone();
         let middleware = move |s: SocketRef, auth: TryData<Value>| {
             let app = mw_app.clone();
-            let pumps = mw_pumps.clone();
             let cfg = mw_cfg.clone();
             async move {
-                let result = authenticate(&app, &cfg, &pumps, &s, auth.0.as_ref().ok()).await;
+                let result = authenticate(&app, &cfg, &s, auth.0.as_ref().ok()).await;
                 if let Err(why) = &result {
                     refused(&s, why);
                 }
                 result
             }
         };
-        // Everything is wired by the middleware (see `authenticate`).
-        let handler = |_: SocketRef| async {};
+        // Everything else is wired by the middleware (see `authenticate`).
+        let (pump_app, pump_pumps) = (app.clone(), pumps.clone());
+        let handler = move |s: SocketRef| {
+            start_pump(&pump_app, &pump_pumps, s);
+            async {}
+        };
         io.ns(ns, handler.with(middleware));
     }
     // On shutdown, close every Engine.IO connection once the pumps have
