@@ -138,12 +138,12 @@ pub trait Session: Send + 'static {
 
 pub use crate::rate::RateLimiter;
 
-/// The payload bytes of an outgoing item (pings count none).
-fn to_message(item: &Outbound) -> Option<Message> {
+/// The WebSocket message of an outgoing item.
+fn to_message(item: &Outbound) -> Message {
     match item {
-        Outbound::Text(text) => Some(Message::Text(text.clone())),
-        Outbound::Binary(bytes) => Some(Message::Binary(bytes.clone())),
-        Outbound::Ping => Some(Message::Ping(bytes::Bytes::new())),
+        Outbound::Text(text) => Message::Text(text.clone()),
+        Outbound::Binary(bytes) => Message::Binary(bytes.clone()),
+        Outbound::Ping => Message::Ping(bytes::Bytes::new()),
     }
 }
 
@@ -255,10 +255,8 @@ where
         let result = {
             let write = async {
                 for item in &batch {
-                    if let Some(msg) = to_message(item) {
-                        sink.feed(msg).await?;
-                        cfg.counters.bytes_sent.inc_by(item.payload_len());
-                    }
+                    sink.feed(to_message(item)).await?;
+                    cfg.counters.bytes_sent.inc_by(item.payload_len());
                 }
                 sink.flush().await
             };
@@ -413,12 +411,10 @@ async fn write_side(
     let slow = reason.code == crate::outbox::CLOSE_SLOW_CONSUMER;
     let flush = async {
         while let Some(item) = outbox_rx.try_recv().filter(|_| !slow) {
-            if let Some(msg) = to_message(&item) {
-                if sink.send(msg).await.is_err() {
-                    return;
-                }
-                cfg.counters.bytes_sent.inc_by(item.payload_len());
+            if sink.send(to_message(&item)).await.is_err() {
+                return;
             }
+            cfg.counters.bytes_sent.inc_by(item.payload_len());
             outbox.sent(&item);
         }
         let _ = sink.send(close_message(&reason)).await;

@@ -47,116 +47,12 @@ impl ArcWake for Side {
     }
 }
 
-/// Whether `task` is not the waker the sides registered last (then it
-/// becomes that waker, and every side must register it).
-fn renew(registered: &mut Option<Waker>, task: &Waker) -> bool {
-    let new_task = !registered.as_ref().is_some_and(|last| last.will_wake(task));
-    if new_task {
-        *registered = Some(task.clone());
-    }
-    new_task
-}
-
-/// Polls `side`'s future if it was woken and is not finished yet. The
-/// side's registration of `task` is renewed only when a wake-up used it
-/// (or `task` is new): registering costs atomic operations on every poll.
-fn poll_side<F: Future>(
-    future: Pin<&mut F>,
-    output: &mut Option<F::Output>,
-    side: &Arc<Side>,
-    waker: &Waker,
-    task: &Waker,
-    new_task: bool,
-) {
-    if output.is_some() {
-        return;
-    }
-    // Taken before registering: a wake-up in between leaves the flag set
-    // (one spare poll later), and the poll below sees what it announced.
-    let ready = side.take_ready();
-    if ready || new_task {
-        side.task.register(task);
-    }
-    if ready && let Poll::Ready(value) = future.poll(&mut Context::from_waker(waker)) {
-        *output = Some(value);
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The future of [`join`]. A struct, not an `async fn`: an async
-    /// fn would store both (large) futures twice, as its arguments and as
-    /// the pinned locals they move into.
-    pub struct JoinWoken<A: Future, B: Future> {
-        #[pin]
-        a: A,
-        #[pin]
-        b: B,
-        out_a: Option<A::Output>,
-        out_b: Option<B::Output>,
-        side_a: Arc<Side>,
-        side_b: Arc<Side>,
-        waker_a: Waker,
-        waker_b: Waker,
-        // The task waker both sides last registered.
-        registered: Option<Waker>,
-    }
-}
-
-/// Runs `a` and `b` to completion on the current task and returns both
-/// outputs, polling each only after its own waker was woken.
-pub fn join<A: Future, B: Future>(a: A, b: B) -> JoinWoken<A, B> {
-    let (side_a, side_b) = (Side::new(), Side::new());
-    JoinWoken {
-        a,
-        b,
-        out_a: None,
-        out_b: None,
-        waker_a: futures_util::task::waker(side_a.clone()),
-        waker_b: futures_util::task::waker(side_b.clone()),
-        side_a,
-        side_b,
-        registered: None,
-    }
-}
-
-impl<A: Future, B: Future> Future for JoinWoken<A, B> {
-    type Output = (A::Output, B::Output);
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let task = cx.waker();
-        let new_task = renew(this.registered, task);
-        poll_side(
-            this.a,
-            this.out_a,
-            this.side_a,
-            this.waker_a,
-            task,
-            new_task,
-        );
-        poll_side(
-            this.b,
-            this.out_b,
-            this.side_b,
-            this.waker_b,
-            task,
-            new_task,
-        );
-        if this.out_a.is_some()
-            && this.out_b.is_some()
-            && let (Some(a), Some(b)) = (this.out_a.take(), this.out_b.take())
-        {
-            return Poll::Ready((a, b));
-        }
-        Poll::Pending
-    }
-}
-
 pin_project_lite::pin_project! {
     /// A future polled only after its own waker was woken; polling it
     /// otherwise costs an atomic swap. For `select!` branches that rarely
-    /// fire (a close, a shutdown) beside one that fires on every delivery:
-    /// a `tokio::sync::Notified` locks its `Notify` each time it is polled.
+    /// fire (a close, a shutdown) beside one that fires on every delivery
+    /// (a `tokio::sync::Notified` locks its `Notify` each time it is
+    /// polled), and for each side of [`join`].
     pub struct OnWake<F: Future> {
         #[pin]
         inner: F,
@@ -164,6 +60,7 @@ pin_project_lite::pin_project! {
         done: bool,
         side: Arc<Side>,
         waker: Waker,
+        // The task waker `side` registered last.
         registered: Option<Waker>,
     }
 }
@@ -188,23 +85,79 @@ impl<F: Future> Future for OnWake<F> {
         if *this.done {
             return Poll::Pending;
         }
-        let new_task = renew(this.registered, cx.waker());
-        let mut output = None;
-        poll_side(
-            this.inner,
-            &mut output,
-            this.side,
-            this.waker,
-            cx.waker(),
-            new_task,
-        );
-        match output {
-            Some(value) => {
-                *this.done = true;
-                Poll::Ready(value)
-            }
-            None => Poll::Pending,
+        // Taken before registering: a wake-up in between leaves the flag
+        // set (one spare poll later), and the poll below sees what it
+        // announced. The task's waker is registered again only when a
+        // wake-up used it or the task is new: registering costs atomic
+        // operations on every poll.
+        let ready = this.side.take_ready();
+        let task = cx.waker();
+        let new_task = !this
+            .registered
+            .as_ref()
+            .is_some_and(|last| last.will_wake(task));
+        if ready || new_task {
+            this.side.task.register(task);
         }
+        if new_task {
+            *this.registered = Some(task.clone());
+        }
+        if !ready {
+            return Poll::Pending;
+        }
+        let value = std::task::ready!(this.inner.poll(&mut Context::from_waker(this.waker)));
+        *this.done = true;
+        Poll::Ready(value)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`join`]. A struct, not an `async fn`: an async
+    /// fn would store both (large) futures twice, as its arguments and as
+    /// the pinned locals they move into.
+    pub struct JoinWoken<A: Future, B: Future> {
+        #[pin]
+        a: OnWake<A>,
+        #[pin]
+        b: OnWake<B>,
+        out_a: Option<A::Output>,
+        out_b: Option<B::Output>,
+    }
+}
+
+/// Runs `a` and `b` to completion on the current task and returns both
+/// outputs, polling each only after its own waker was woken.
+pub fn join<A: Future, B: Future>(a: A, b: B) -> JoinWoken<A, B> {
+    JoinWoken {
+        a: on_wake(a),
+        b: on_wake(b),
+        out_a: None,
+        out_b: None,
+    }
+}
+
+impl<A: Future, B: Future> Future for JoinWoken<A, B> {
+    type Output = (A::Output, B::Output);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if this.out_a.is_none()
+            && let Poll::Ready(value) = this.a.poll(cx)
+        {
+            *this.out_a = Some(value);
+        }
+        if this.out_b.is_none()
+            && let Poll::Ready(value) = this.b.poll(cx)
+        {
+            *this.out_b = Some(value);
+        }
+        if this.out_a.is_some()
+            && this.out_b.is_some()
+            && let (Some(a), Some(b)) = (this.out_a.take(), this.out_b.take())
+        {
+            return Poll::Ready((a, b));
+        }
+        Poll::Pending
     }
 }
 

@@ -219,7 +219,8 @@ fn refused(s: &SocketRef, why: &str) {
     );
 }
 
-/// Wires a connected socket: event handlers, disconnect, and the pump.
+/// Wires a socket the middleware accepted: its event and disconnect
+/// handlers (the pump starts later, in [`start_pump`]).
 fn on_connect(s: SocketRef) {
     let Some(session) = s.extensions.get::<Arc<session::Session>>() else {
         let _ = s.disconnect();
