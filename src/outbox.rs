@@ -159,6 +159,13 @@ struct QueueState {
     waker: Option<Waker>,
     sender_gone: bool,
     receiver_gone: bool,
+    /// A frame that may not be held by `--write-delay` (anything but a
+    /// broadcast: replies, errors, member lists) was queued since the
+    /// writer last asked ([`OutboxReceiver::take_reply_queued`]).
+    reply_queued: bool,
+    /// `waker` is the write delay's ([`OutboxReceiver::reply_queued`]):
+    /// only such a frame wakes it.
+    wake_for_replies_only: bool,
     /// Items pushed and popped (wrapping), for the delivery-latency
     /// sample: one item in [`SAMPLE_EVERY`] carries a queue time.
     pushed: u32,
@@ -232,10 +239,22 @@ impl Outbox {
         )
     }
 
-    /// Queues a frame. Returns false (and closes the connection as a slow
-    /// consumer) if the frame would exceed the byte budget, or false if the
-    /// connection is already closing.
+    /// Queues a frame that is written without waiting out `--write-delay`
+    /// (a reply, an error, a member list). Returns false (and closes the
+    /// connection as a slow consumer) if the frame would exceed the byte
+    /// budget, or false if the connection is already closing.
     pub fn push(&self, item: Outbound) -> bool {
+        self.enqueue(item, false)
+    }
+
+    /// Queues a broadcast frame (a channel event, a direct message): one
+    /// that `--write-delay` may hold for others to share its write. See
+    /// [`Outbox::push`].
+    pub fn push_deferrable(&self, item: Outbound) -> bool {
+        self.enqueue(item, true)
+    }
+
+    fn enqueue(&self, item: Outbound, deferrable: bool) -> bool {
         if self.closed.load(Ordering::Acquire) {
             return false;
         }
@@ -260,7 +279,11 @@ impl Outbox {
                 return false;
             }
             state.push(item);
-            state.waker.take()
+            state.reply_queued |= !deferrable;
+            match deferrable && state.wake_for_replies_only {
+                true => None,
+                false => state.waker.take(),
+            }
         };
         // Woken outside the lock, so the writer does not wait on it.
         if let Some(waker) = waker {
@@ -391,6 +414,33 @@ impl OutboxReceiver {
             if state.sender_gone {
                 return Poll::Ready(None);
             }
+            state.wake_for_replies_only = false;
+            match &mut state.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Whether a frame other than a broadcast was queued since the last
+    /// call; clears the mark. A writer holds frames for `--write-delay`
+    /// only when none was: a client waiting for a reply gets it at once.
+    pub fn take_reply_queued(&mut self) -> bool {
+        std::mem::take(&mut self.queue.lock().reply_queued)
+    }
+
+    /// Completes when a frame other than a broadcast is queued (or the
+    /// sender is gone); broadcasts queued meanwhile do not wake the
+    /// writer. For a writer waiting out `--write-delay`.
+    pub async fn reply_queued(&mut self) {
+        poll_fn(|cx| {
+            let mut state = self.queue.lock();
+            if state.reply_queued || state.sender_gone {
+                return Poll::Ready(());
+            }
+            state.wake_for_replies_only = true;
             match &mut state.waker {
                 Some(w) if w.will_wake(cx.waker()) => {}
                 slot => *slot = Some(cx.waker().clone()),
@@ -504,6 +554,47 @@ mod tests {
             .expect("the push wakes the receiver");
         assert!(matches!(item, Some(Outbound::Text(b)) if b == "late"));
         assert!(push.await.unwrap());
+    }
+
+    /// A writer waiting out `--write-delay` is woken by a reply only:
+    /// broadcasts queued meanwhile cost it no wake-up.
+    #[test]
+    fn only_a_reply_wakes_a_writer_waiting_for_one() {
+        use std::future::Future;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::{Context, Wake, Waker};
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let (outbox, mut rx) = Outbox::new(1 << 20);
+        let broadcast = || Outbound::Text(Utf8Bytes::from_static("b"));
+        outbox.push_deferrable(broadcast());
+        assert!(!rx.take_reply_queued());
+        {
+            let mut wait = std::pin::pin!(rx.reply_queued());
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+            outbox.push_deferrable(broadcast());
+            assert_eq!(count.0.load(Ordering::SeqCst), 0, "a broadcast woke it");
+            outbox.push_text(Utf8Bytes::from_static("reply"));
+            assert_eq!(count.0.load(Ordering::SeqCst), 1);
+            assert!(wait.as_mut().poll(&mut cx).is_ready());
+        }
+        assert!(rx.take_reply_queued());
+        assert!(!rx.take_reply_queued(), "taking the mark clears it");
+        // Waiting in recv again, any push wakes the writer.
+        while rx.try_recv().is_some() {}
+        {
+            let mut next = std::pin::pin!(rx.recv());
+            assert!(next.as_mut().poll(&mut cx).is_pending());
+            outbox.push_deferrable(broadcast());
+            assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        }
     }
 
     #[tokio::test]

@@ -47,6 +47,9 @@ pub struct TransportConfig {
     /// A single write that takes longer than this means the peer stopped
     /// reading: the connection is dropped.
     pub write_timeout: Duration,
+    /// How long the writer holds a frame for more to share its write
+    /// (`--write-delay`; zero: written at once).
+    pub write_delay: Duration,
     /// The server's metrics (None: not counted, e.g. in unit tests).
     pub metrics: Option<Arc<MetricsObserver>>,
     /// The byte and rate-limit counters of this connection's protocol,
@@ -62,6 +65,7 @@ impl Default for TransportConfig {
             ping_interval: Duration::from_secs(25),
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
+            write_delay: Duration::ZERO,
             metrics: None,
             counters: ProtocolCounters::default(),
         }
@@ -246,11 +250,18 @@ where
                 None => return false,
             },
         }
-        while batch.len() < WRITE_BATCH {
-            match rx.try_recv() {
-                Some(item) => batch.push(item),
-                None => break,
+        fill(&mut batch, rx);
+        // --write-delay: frames queued meanwhile share this write. A close
+        // ends the wait early; what is held is still written.
+        // A reply (not a broadcast) is never held, nor frames with it.
+        if !cfg.write_delay.is_zero() && batch.len() < WRITE_BATCH && !rx.take_reply_queued() {
+            tokio::select! {
+                biased;
+                _ = &mut closed => closing = true,
+                _ = rx.reply_queued() => {}
+                _ = sleep(cfg.write_delay) => {}
             }
+            fill(&mut batch, rx);
         }
         let result = {
             let write = async {
@@ -266,6 +277,10 @@ where
                 std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
             match first {
                 std::task::Poll::Ready(r) => Ok(r),
+                // `closed` completed during the write delay.
+                std::task::Poll::Pending if closing => {
+                    timeout(CLOSE_GRACE, &mut write).await.map_err(|_| ())
+                }
                 std::task::Poll::Pending => tokio::select! {
                     r = &mut write => Ok(r),
                     _ = sleep(cfg.write_timeout) => Err(()),
@@ -300,6 +315,16 @@ where
                 ));
                 return true;
             }
+        }
+    }
+}
+
+/// Moves already queued frames into `batch`, up to [`WRITE_BATCH`].
+fn fill(batch: &mut Vec<Outbound>, rx: &mut OutboxReceiver) {
+    while batch.len() < WRITE_BATCH {
+        match rx.try_recv() {
+            Some(item) => batch.push(item),
+            None => break,
         }
     }
 }
@@ -630,5 +655,124 @@ mod tests {
         let (gone, ()) = tokio::join!(write_loop(&mut gate, &mut rx, &outbox, &cfg), closer);
         assert!(gone);
         assert!(started.elapsed() < CLOSE_GRACE + Duration::from_millis(500));
+    }
+    /// A sink that is always ready and records how many frames each flush
+    /// wrote.
+    #[derive(Default)]
+    struct Flushes {
+        pending: usize,
+        flushed: Vec<usize>,
+    }
+
+    impl futures_util::Sink<Message> for Flushes {
+        type Error = ();
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(mut self: Pin<&mut Self>, _: Message) -> Result<(), ()> {
+            self.pending += 1;
+            Ok(())
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+            if self.pending > 0 {
+                let n = std::mem::take(&mut self.pending);
+                self.flushed.push(n);
+            }
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+            self.poll_flush(cx)
+        }
+    }
+
+    fn delayed(ms: u64) -> TransportConfig {
+        TransportConfig {
+            write_delay: Duration::from_millis(ms),
+            ..TransportConfig::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn frames_queued_during_the_write_delay_share_one_write() {
+        let (outbox, mut rx) = Outbox::new(1 << 20);
+        let mut sink = Flushes::default();
+        let cfg = delayed(20);
+        let publisher = async {
+            for _ in 0..3 {
+                outbox.push_deferrable(Outbound::Text(Utf8Bytes::from_static("{}")));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // After the first write: a write of its own.
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            outbox.push_deferrable(Outbound::Text(Utf8Bytes::from_static("{}")));
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            outbox.close(CloseReason::new(close::NORMAL, "done"));
+        };
+        let (gone, ()) = tokio::join!(write_loop(&mut sink, &mut rx, &outbox, &cfg), publisher);
+        assert!(!gone);
+        assert_eq!(sink.flushed, vec![3, 1]);
+        assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_write_delay_each_frame_is_written_at_once() {
+        let (outbox, mut rx) = Outbox::new(1 << 20);
+        let mut sink = Flushes::default();
+        let cfg = TransportConfig::default();
+        let publisher = async {
+            for _ in 0..3 {
+                outbox.push_deferrable(Outbound::Text(Utf8Bytes::from_static("{}")));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            outbox.close(CloseReason::new(close::NORMAL, "done"));
+        };
+        let (gone, ()) = tokio::join!(write_loop(&mut sink, &mut rx, &outbox, &cfg), publisher);
+        assert!(!gone);
+        assert_eq!(sink.flushed, vec![1, 1, 1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_close_during_the_write_delay_still_writes_the_held_frames() {
+        let (outbox, mut rx) = Outbox::new(1 << 20);
+        let mut sink = Flushes::default();
+        let cfg = delayed(1000);
+        outbox.push_deferrable(Outbound::Text(Utf8Bytes::from_static("{}")));
+        outbox.push_deferrable(Outbound::Text(Utf8Bytes::from_static("{}")));
+        let closer = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            outbox.close(CloseReason::new(close::GOING_AWAY, "bye"));
+        };
+        let started = Instant::now();
+        let (gone, ()) = tokio::join!(write_loop(&mut sink, &mut rx, &outbox, &cfg), closer);
+        assert!(!gone, "the caller still sends the close frame");
+        assert_eq!(sink.flushed, vec![2]);
+        assert_eq!(outbox.queued_bytes(), 0);
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "the close ended the wait"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_is_not_held_by_the_write_delay() {
+        let (outbox, mut rx) = Outbox::new(1 << 20);
+        let mut sink = Flushes::default();
+        let cfg = delayed(1000);
+        let started = Instant::now();
+        let client = async {
+            // A reply alone: written at once.
+            outbox.push_text(Utf8Bytes::from_static("{}"));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            // A broadcast is held until a reply comes, then both go.
+            outbox.push_deferrable(Outbound::Text(Utf8Bytes::from_static("{}")));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            outbox.push_text(Utf8Bytes::from_static("{}"));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            outbox.close(CloseReason::new(close::NORMAL, "done"));
+        };
+        let (gone, ()) = tokio::join!(write_loop(&mut sink, &mut rx, &outbox, &cfg), client);
+        assert!(!gone);
+        assert_eq!(sink.flushed, vec![1, 2]);
+        assert!(started.elapsed() < Duration::from_millis(100));
     }
 }

@@ -74,6 +74,9 @@ pub struct SocketIoConfig {
     /// How long the pump waits for a socket whose buffer is full before
     /// disconnecting it as a slow consumer.
     pub write_timeout: Duration,
+    /// How long the pump holds an event for more to be emitted with it, so
+    /// that socketioxide writes them together (`--write-delay`).
+    pub write_delay: Duration,
     /// The backend that answers custom events (`--rpc-url`).
     pub rpc: Option<Arc<crate::services::rpc::Rpc>>,
     /// The front end's byte and delivery metrics (set in [`routes`]).
@@ -91,6 +94,7 @@ impl Default for SocketIoConfig {
             max_ws_message_bytes: 1024 * 1024,
             max_events_per_second: 100,
             write_timeout: Duration::from_secs(10),
+            write_delay: Duration::ZERO,
             rpc: None,
             counters: Default::default(),
             metrics: None,
@@ -152,6 +156,7 @@ impl SocketIoConfig {
             max_payload_bytes: max_frame_bytes,
             max_ws_message_bytes: defaults.max_ws_message_bytes.max(max_frame_bytes),
             max_events_per_second: config.limits.max_messages_per_second,
+            write_delay: config.limits.write_delay,
             ..defaults
         })
     }

@@ -658,6 +658,8 @@ impl Session {
             tokio::pin!(gone);
             let stopping = on_wake(shutdown.wait());
             tokio::pin!(stopping);
+            // Nothing was queued when the last item had been emitted.
+            let mut was_idle = true;
             loop {
                 tokio::select! {
                     _ = &mut ordered => {
@@ -668,6 +670,19 @@ impl Session {
                     }
                     item = rx.recv() => {
                         let Some(item) = item else { break None };
+                        if was_idle
+                            && !self.config.write_delay.is_zero()
+                            && !rx.take_reply_queued()
+                        {
+                            // --write-delay: broadcasts queued meanwhile are
+                            // emitted right after this one, and socketioxide's
+                            // writer sends them all at once. A reply ends the
+                            // wait; a close waits at most this long.
+                            tokio::select! {
+                                _ = rx.reply_queued() => {}
+                                _ = tokio::time::sleep(self.config.write_delay) => {}
+                            }
+                        }
                         let ok = tokio::select! {
                             ok = self.emit(&socket, &item) => ok,
                             // The core gave up on a client that fell behind
@@ -675,6 +690,7 @@ impl Session {
                             _ = &mut closed => false,
                         };
                         outbox.sent(&item);
+                        was_idle = outbox.queued_bytes() == 0;
                         if ok {
                             // Handed to socketioxide, which writes it next.
                             self.config.counters.bytes_sent.inc_by(item.payload_len());

@@ -21,6 +21,7 @@
 //! Scenarios, each for Hotsock, Socket.IO and SocketCluster, rollcall then
 //! the Node peer, and for sgc (rollcall only: no Node server speaks it):
 //! - `steady`: 1,000 subscribers of one channel, 100 msg/s for 5 s;
+//!   `steady-write-delay`: the same, rollcall run with `--write-delay 10ms`;
 //! - `fast`: 100 subscribers, 1,000 msg/s for 2 s;
 //! - `burst`: 1,000 subscribers, 500 messages back to back (each
 //!   publish acknowledged before the next);
@@ -181,6 +182,7 @@ async fn fanout(name: String, server: Server, protocol: Protocol, load: Load) ->
     }
     server.wait_until_idle().await;
     let usage0 = server.usage();
+    let generator0 = peers::usage_of(std::process::id());
     let steal0 = peers::cpu_ticks();
     let start = Instant::now();
     let mut next = Instant::now();
@@ -204,7 +206,12 @@ async fn fanout(name: String, server: Server, protocol: Protocol, load: Load) ->
     }
     let elapsed = start.elapsed().as_secs_f64();
     let usage1 = server.usage();
+    let generator1 = peers::usage_of(std::process::id());
     let steal = peers::steal_percent(steal0, peers::cpu_ticks());
+    // Cores busy over the window: with two cores, server and generator
+    // together near 2.0 means the machine, not the server, set the pace.
+    let server_cores = (usage1.cpu() - usage0.cpu()) / elapsed;
+    let generator_cores = (generator1.cpu() - generator0.cpu()) / elapsed;
     let lat = &mut seen.latencies_us;
     lat.sort_unstable();
     let n = lat.len() as u64;
@@ -221,7 +228,7 @@ async fn fanout(name: String, server: Server, protocol: Protocol, load: Load) ->
         seconds: elapsed,
     };
     println!(
-        "{name}: {}: {n}/{} delivered, {} lost, {} duplicated, {} reordered, {:.0} deliveries/s, latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms, server CPU {:.2} us per delivery ({:.2} in user space), RSS {:.1} KiB per connection, steal {steal:.1}%",
+        "{name}: {}: {n}/{} delivered, {} lost, {} duplicated, {} reordered, {:.0} deliveries/s, latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms, server CPU {:.2} us per delivery ({:.2} in user space), RSS {:.1} KiB per connection, cores busy: server {server_cores:.2}, generator {generator_cores:.2}, steal {steal:.1}%",
         load.describe(),
         total * load.subscribers as u64,
         seen.lost,
@@ -366,6 +373,9 @@ fn print_table(pairs: &[Pair]) {
     }
 }
 
+/// rollcall's flags in `steady-write-delay`.
+const WRITE_DELAY_ARGS: &[&str] = &["--write-delay", "10ms"];
+
 fn main() {
     let filter: Vec<String> = std::env::args()
         .skip(1)
@@ -418,11 +428,18 @@ fn main() {
                 },
             ),
         ];
-        for (scenario, load) in fanouts {
+        // `steady` again with rollcall writing the frames of up to
+        // WRITE_DELAY together (Node writes each at once, as before).
+        let delayed = ("steady-write-delay", fanouts[0].1, WRITE_DELAY_ARGS);
+        let runs = fanouts
+            .into_iter()
+            .map(|(scenario, load)| (scenario, load, &[][..]))
+            .chain([delayed]);
+        for (scenario, load, rollcall_args) in runs {
             if wants(scenario) {
                 for &protocol in &protocols {
                     pairs.push(
-                        side_by_side(scenario, protocol, &[], |name, server| {
+                        side_by_side(scenario, protocol, rollcall_args, |name, server| {
                             fanout(name, server, protocol, load)
                         })
                         .await,

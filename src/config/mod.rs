@@ -168,6 +168,11 @@ pub struct LimitSettings {
     /// Close a peer silent for this long.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
+    /// Hold a connection's outgoing frames up to this long so that the frames of several
+    /// messages go out in one write: fewer system calls and wake-ups per message, at most
+    /// this much more latency (e.g. 10ms; at most 1s). 0 writes each frame at once.
+    #[arg(long, default_value = "0s", value_parser = write_delay)]
+    pub write_delay: Duration,
 }
 
 /// Who may subscribe and publish where, on every front end (full rules:
@@ -328,6 +333,22 @@ pub fn positive_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// The most `--write-delay` may hold a frame: it is latency added to
+/// every message, and more than a second would look like a stalled server.
+const MAX_WRITE_DELAY: Duration = Duration::from_secs(1);
+
+/// A `--write-delay`: 0 (off) up to [`MAX_WRITE_DELAY`].
+fn write_delay(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d > MAX_WRITE_DELAY => Err(format!(
+            "must be at most {} (every message waits up to this long; 5ms to 20ms saves most \
+             of the writes)",
+            humantime::format_duration(MAX_WRITE_DELAY)
+        )),
+        d => Ok(d),
+    }
+}
+
 impl Config {
     /// The settings of a TOML file over the defaults, without the
     /// environment or flags (tests, `rollcall token --config`).
@@ -398,6 +419,7 @@ impl Config {
             max_messages_per_second: self.limits.max_messages_per_second,
             ping_interval: self.limits.ping_interval,
             idle_timeout: self.limits.idle_timeout,
+            write_delay: self.limits.write_delay,
             ..TransportConfig::default()
         }
     }

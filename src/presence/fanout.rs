@@ -59,7 +59,7 @@ pub(super) fn deliver<'s>(
             continue;
         }
         if let Some(frame) = cache.get(&sub.conn, sub.flavor, event)
-            && sub.conn.outbox.push(frame)
+            && sub.conn.outbox.push_deferrable(frame)
         {
             delivered += 1;
         }
@@ -74,7 +74,7 @@ pub(super) fn deliver_direct(targets: &[Arc<ConnShared>], msg: &DirectMessage) -
     let mut delivered = 0;
     for conn in targets {
         if let Some(frame) = cache.get(conn, conn.flavor(), &event)
-            && conn.outbox.push(frame)
+            && conn.outbox.push_deferrable(frame)
         {
             delivered += 1;
         }
@@ -92,7 +92,7 @@ pub(super) fn deliver_invitation(
     let mut delivered = 0;
     for conn in targets {
         if let Some(frame) = cache.get_invitation(conn, conn.flavor(), event)
-            && conn.outbox.push(frame)
+            && conn.outbox.push_deferrable(frame)
         {
             delivered += 1;
         }

@@ -157,3 +157,5 @@ mod socketio_node;
 mod socketio_order;
 #[cfg(feature = "hotsock")]
 mod webhooks_tls;
+#[cfg(feature = "hotsock")]
+mod write_delay;

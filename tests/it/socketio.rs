@@ -851,3 +851,60 @@ async fn media_session_events_are_relayed_to_the_topic() {
     ann.expect_none(200).await;
     srv.stop().await;
 }
+
+/// `--write-delay` on Socket.IO: broadcasts wait (in order) so that
+/// socketioxide writes them together; a reply is never held and ends the
+/// wait of what is queued before it.
+#[tokio::test]
+async fn the_write_delay_holds_broadcasts_but_not_replies() {
+    const DELAY: Duration = Duration::from_secs(3);
+    let srv = TestServer::start_with(|c| {
+        c.channels.open_channels = vec!["*".into()];
+        c.limits.write_delay = DELAY;
+    })
+    .await;
+    let room = "delayed";
+    let mut ann = Sio::connected(&srv, &query(json!({"sub": "ann"})), 4).await;
+    let asked = std::time::Instant::now();
+    ann.subscribe(room).await;
+    assert!(
+        asked.elapsed() < DELAY - Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+
+    let publish = |i: usize| {
+        let srv = &srv;
+        async move {
+            let body =
+                json!({"channel": room, "event": "news", "data": {"bodyText": format!("m{i}")}});
+            let (status, _) = srv.http("POST", "/api/publish", Some(body)).await;
+            assert_eq!(status, 202);
+        }
+    };
+    for i in 0..3 {
+        publish(i).await;
+    }
+    ann.expect_none(1000).await;
+    for i in 0..3 {
+        let got = ann.expect("MESSAGE_SENT").await;
+        assert_eq!(got["content"]["bodyText"], format!("m{i}"), "{got}");
+    }
+
+    publish(3).await;
+    let asked = std::time::Instant::now();
+    ann.emit(
+        "SUBSCRIBE_CHANNEL",
+        json!({"channel": {"type": "topic", "_id": "delayed.too"}}),
+    )
+    .await;
+    let held = ann.expect("MESSAGE_SENT").await;
+    assert_eq!(held["content"]["bodyText"], "m3", "{held}");
+    ann.expect("CHANNEL_SUBSCRIBED").await;
+    assert!(
+        asked.elapsed() < DELAY - Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    srv.stop().await;
+}
