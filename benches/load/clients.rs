@@ -408,17 +408,28 @@ pub async fn hotsock_client(addr: SocketAddr, uid: &str) -> Ws {
 
 /// Subscribes a Hotsock client to a presence channel and reads until its
 /// member list holds `members`; the list is counted, not parsed (each
-/// client receives megabytes of lists in a storm).
-pub async fn hotsock_join_until(ws: &mut Ws, channel: &str, members: usize) {
+/// client receives megabytes of lists in a storm). `record` keeps every
+/// frame received.
+pub async fn hotsock_join_until(
+    ws: &mut Ws,
+    channel: &str,
+    members: usize,
+    mut record: Option<&mut Vec<String>>,
+) {
     send(ws, json!({"event":"hotsock.subscribe","channel":channel})).await;
     // A member is at least `{"uid":"m0000","umd":null},` (27 bytes):
     // shorter lists are not worth counting.
     let long_enough = members * 27;
     loop {
-        let text = read_until(Protocol::Hotsock, ws, |t| {
-            t.len() >= long_enough && t.contains("\"members\":")
-        })
-        .await;
+        let text = next_text(Protocol::Hotsock, ws)
+            .await
+            .unwrap_or_else(|| panic!("Hotsock connection ended"));
+        if let Some(frames) = record.as_deref_mut() {
+            frames.push(text.clone());
+        }
+        if text.len() < long_enough || !text.contains("\"members\":") {
+            continue;
+        }
         let list = text.split("\"members\":").nth(1).unwrap_or("");
         if list.matches("\"uid\":").count() >= members {
             return;

@@ -290,34 +290,68 @@ async fn storm(name: String, server: Server, clients: usize) -> Figures {
     for i in 0..clients {
         conns.push(clients::hotsock_client(server.addr, &format!("m{i:04}")).await);
     }
+    let usage0 = server.usage();
     let steal0 = peers::cpu_ticks();
     let start = Instant::now();
     let joiners: Vec<_> = conns
         .into_iter()
-        .map(|mut ws| {
+        .enumerate()
+        .map(|(i, mut ws)| {
             tokio::spawn(async move {
-                clients::hotsock_join_until(&mut ws, "presence.bench-storm", clients).await;
-                (Instant::now(), ws)
+                // The first client keeps what it receives (see `deflated`).
+                let mut frames = Vec::new();
+                let record = (i == 0).then_some(&mut frames);
+                clients::hotsock_join_until(&mut ws, "presence.bench-storm", clients, record)
+                    .await;
+                (Instant::now(), ws, frames)
             })
         })
         .collect();
     let mut last = start;
     let mut keep = Vec::new();
+    let mut frames = Vec::new();
     for joiner in joiners {
-        let (at, ws) = joiner.await.expect("joiner");
+        let (at, ws, received) = joiner.await.expect("joiner");
         last = last.max(at);
         keep.push(ws);
+        frames.extend(received);
     }
     let seconds = (last - start).as_secs_f64();
+    let server_cpu = server.usage().cpu() - usage0.cpu();
     println!(
-        "{name}: {clients} clients joined one presence channel; every member list complete after {:.0} ms, steal {:.1}%",
+        "{name}: {clients} clients joined one presence channel; every member list complete after {:.0} ms, server CPU {server_cpu:.2} s, steal {:.1}%",
         seconds * 1000.0,
         peers::steal_percent(steal0, peers::cpu_ticks()),
     );
+    println!("{name}: {}", deflated(&frames));
     Figures {
         seconds,
         ..Figures::default()
     }
+}
+
+/// What permessage-deflate could save in a join storm: the frames one
+/// client received, each compressed alone (raw deflate, level 1, as with
+/// `no_context_takeover`, so that one compressed frame could go to every
+/// recipient), and the CPU that takes. A measurement only: rollcall does
+/// not offer the extension (tungstenite has none).
+fn deflated(frames: &[String]) -> String {
+    let bytes: usize = frames.iter().map(String::len).sum();
+    let started = Instant::now();
+    let compressed: usize = frames
+        .iter()
+        .map(|f| miniz_oxide::deflate::compress_to_vec(f.as_bytes(), 1).len())
+        .sum();
+    let took = started.elapsed();
+    format!(
+        "permessage-deflate estimate: {} frames, {:.1} MB; deflated one by one at level 1: {:.2} MB ({:.1} %), {:.0} ms of CPU ({:.1} µs per KB)",
+        frames.len(),
+        bytes as f64 / 1e6,
+        compressed as f64 / 1e6,
+        compressed as f64 * 100.0 / bytes.max(1) as f64,
+        took.as_secs_f64() * 1e3,
+        took.as_secs_f64() * 1e6 / (bytes.max(1) as f64 / 1024.0),
+    )
 }
 
 /// The table of ratios, rollcall / Node peer (below 1 is better, except
