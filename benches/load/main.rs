@@ -301,8 +301,7 @@ async fn storm(name: String, server: Server, clients: usize) -> Figures {
                 // The first client keeps what it receives (see `deflated`).
                 let mut frames = Vec::new();
                 let record = (i == 0).then_some(&mut frames);
-                clients::hotsock_join_until(&mut ws, "presence.bench-storm", clients, record)
-                    .await;
+                clients::hotsock_join_until(&mut ws, "presence.bench-storm", clients, record).await;
                 (Instant::now(), ws, frames)
             })
         })
