@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 pub use axum::extract::ws::Utf8Bytes;
@@ -206,6 +206,16 @@ impl QueueState {
                 Some(at)
             }
             _ => None,
+        }
+    }
+
+    /// Registers the writer's waker: woken by the next push, or with
+    /// `replies_only` by the next push that is not a broadcast.
+    fn wait(&mut self, cx: &Context<'_>, replies_only: bool) {
+        self.wake_for_replies_only = replies_only;
+        match &mut self.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
         }
     }
 
@@ -414,11 +424,7 @@ impl OutboxReceiver {
             if state.sender_gone {
                 return Poll::Ready(None);
             }
-            state.wake_for_replies_only = false;
-            match &mut state.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                slot => *slot = Some(cx.waker().clone()),
-            }
+            state.wait(cx, false);
             Poll::Pending
         })
         .await
@@ -440,11 +446,7 @@ impl OutboxReceiver {
             if state.reply_queued || state.sender_gone {
                 return Poll::Ready(());
             }
-            state.wake_for_replies_only = true;
-            match &mut state.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                slot => *slot = Some(cx.waker().clone()),
-            }
+            state.wait(cx, true);
             Poll::Pending
         })
         .await
