@@ -6,7 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{
+    CloseFrame, Message, OnFailedUpgrade, Utf8Bytes, WebSocket, WebSocketUpgrade,
+};
+use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
@@ -208,13 +211,27 @@ fn close_message(reason: &CloseReason) -> Message {
 /// size), in 1 KiB reads.
 const READ_BUFFER_BYTES: usize = 1024;
 
-/// Applies the transport's limits to a WebSocket upgrade: largest message
-/// and frame, and the read buffer size. Every raw-WebSocket front end
+/// Upgrades with the transport's limits (`max_frame_bytes` for the largest
+/// message and frame, the read buffer size) and hands the socket to `start`, which returns the
+/// connection's future (e.g. [`run`]'s). Every raw-WebSocket front end
 /// upgrades through this.
-pub fn limit_upgrade<F>(ws: WebSocketUpgrade<F>, cfg: &TransportConfig) -> WebSocketUpgrade<F> {
-    ws.max_message_size(cfg.max_frame_bytes)
-        .max_frame_size(cfg.max_frame_bytes)
+///
+/// `start` is boxed: axum's upgrade task is sized for the callback it
+/// holds until the upgrade completes, so a callback that captured the
+/// session's parts itself kept that space (1 KB in all, `heaptrack`) for
+/// the connection's whole life. Boxed, the task holds a pointer, and the
+/// parts move into the connection's future.
+pub fn upgrade<F, C, Fut>(ws: WebSocketUpgrade<F>, max_frame_bytes: usize, start: C) -> Response
+where
+    F: OnFailedUpgrade,
+    C: FnOnce(WebSocket) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let start = Box::new(start);
+    ws.max_message_size(max_frame_bytes)
+        .max_frame_size(max_frame_bytes)
         .read_buffer_size(READ_BUFFER_BYTES)
+        .on_upgrade(move |socket| start(socket))
 }
 
 /// Most frames written in one flush.

@@ -298,8 +298,10 @@ fn upgrade(app: App, shared: Arc<ScShared>, ws: WebSocketUpgrade) -> Response {
     shared.ensure_ticker(&app);
     let transport = app.config.transport.clone();
     let shutdown = app.shutdown.handle();
-    crate::transport::limit_upgrade(ws, &transport).on_upgrade(move |socket| async move {
+    // Not an async block: it would keep its own copy of the session for the
+    // connection's lifetime; `run` holds everything in one allocation.
+    crate::transport::upgrade(ws, transport.max_frame_bytes, move |socket| {
         let session = session::ScSession::new(conn, shared, transport.max_messages_per_second);
-        crate::transport::run(socket, outbox_rx, session, transport, shutdown).await;
+        crate::transport::run(socket, outbox_rx, session, transport, shutdown)
     })
 }

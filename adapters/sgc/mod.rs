@@ -331,8 +331,12 @@ async fn upgrade(
     }
     let transport = app.config.transport.clone();
     let shutdown = app.shutdown.handle();
-    crate::transport::limit_upgrade(ws.protocols([SUBPROTOCOL]), &transport).on_upgrade(
-        move |socket| async move {
+    // Not an async block: it would keep its own copy of the session for the
+    // connection's lifetime; `run` holds everything in one allocation.
+    crate::transport::upgrade(
+        ws.protocols([SUBPROTOCOL]),
+        transport.max_frame_bytes,
+        move |socket| {
             let mut session = session::SgcSession::new(
                 conn,
                 config,
@@ -342,7 +346,7 @@ async fn upgrade(
                 base64,
             );
             session.open();
-            crate::transport::run(socket, outbox_rx, session, transport, shutdown).await;
+            crate::transport::run(socket, outbox_rx, session, transport, shutdown)
         },
     )
 }
