@@ -231,7 +231,7 @@ where
     ws.max_message_size(max_frame_bytes)
         .max_frame_size(max_frame_bytes)
         .read_buffer_size(READ_BUFFER_BYTES)
-        .on_upgrade(move |socket| start(socket))
+        .on_upgrade(start)
 }
 
 /// Most frames written in one flush.
