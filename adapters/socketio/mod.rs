@@ -319,9 +319,9 @@ pub fn routes(app: &App, mut settings: SocketIoConfig) -> Router<App> {
         // buffer full: small, so a client that stops reading backs up into
         // the core outbox, which --outbox-bytes bounds.
         .max_buffer_size(SOCKETIOXIDE_BUFFER)
-        // Client frames are small; as for the raw-WebSocket front ends,
-        // 1 KiB read chunks (the default 4 KiB cost 3 KiB per idle socket).
-        .ws_read_buffer_size(1024)
+        // Client frames are small; the raw-WebSocket front ends' read
+        // chunks (the default 4 KiB cost 3.5 KiB per idle socket).
+        .ws_read_buffer_size(crate::transport::READ_BUFFER_BYTES)
         .max_payload(cfg.max_ws_message_bytes as u64)
         .ws_max_message_size(cfg.max_ws_message_bytes)
         .ws_max_frame_size(cfg.max_ws_message_bytes)
