@@ -116,31 +116,11 @@ impl Drop for Server {
 
 /// Process `pid`'s CPU time and RSS now (the generator's own: its pid).
 pub fn usage_of(pid: u32) -> Usage {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // After the command name: state is field 0; utime 11, stime 12
-    // (0-based), in clock ticks of 1/100 s.
-    let seconds = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 100.0
-    };
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let (user, system) = crate::common::process::cpu_times(pid);
     Usage {
-        user: seconds(11),
-        system: seconds(12),
-        rss: rss_kb * 1024,
+        user,
+        system,
+        rss: crate::common::process::rss_bytes(pid),
     }
 }
 

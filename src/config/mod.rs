@@ -168,9 +168,10 @@ pub struct LimitSettings {
     /// Close a peer silent for this long.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
-    /// Hold a connection's outgoing frames up to this long so that the frames of several
-    /// messages go out in one write: fewer system calls and wake-ups per message, at most
-    /// this much more latency (e.g. 10ms; at most 1s). 0 writes each frame at once.
+    /// Hold a connection's broadcast frames (channel events, messages) up to this long so
+    /// that several go out in one write: fewer system calls and wake-ups per message, at
+    /// most this much more latency (e.g. 10ms; at most 1s). Replies to a client's own
+    /// requests are never held. 0 writes each frame at once.
     #[arg(long, default_value = "0s", value_parser = write_delay)]
     pub write_delay: Duration,
 }

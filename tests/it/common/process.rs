@@ -239,6 +239,13 @@ pub fn rss_bytes(pid: u32) -> u64 {
 /// CPU seconds (user + system) process `pid` has used so far, from
 /// /proc/PID/stat (Linux clock ticks, 100 per second).
 pub fn cpu_seconds(pid: u32) -> f64 {
+    let (user, system) = cpu_times(pid);
+    user + system
+}
+
+/// CPU seconds process `pid` has used so far in user space and in the
+/// kernel, from /proc/PID/stat (Linux clock ticks, 100 per second).
+pub fn cpu_times(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // utime and stime are fields 14 and 15; what follows the command
     // name's ')' starts at field 3.
@@ -246,6 +253,12 @@ pub fn cpu_seconds(pid: u32) -> f64 {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-    (ticks(11).unwrap_or(0) + ticks(12).unwrap_or(0)) as f64 / 100.0
+    let seconds = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0) as f64
+            / 100.0
+    };
+    (seconds(11), seconds(12))
 }
