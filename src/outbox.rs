@@ -350,6 +350,26 @@ impl Outbox {
         std::mem::take(&mut *self.orders.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Resolves once the outbox is closed or an order is waiting
+    /// ([`Outbox::take_orders`]), whichever comes first.
+    pub async fn closed_or_ordered(&self) {
+        loop {
+            // Created before the checks, so a close or an order given in
+            // between is not missed (as in `closed`).
+            let notified = self.signal.notified();
+            if self.is_closed()
+                || !self
+                    .orders
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_empty()
+            {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Resolves once an order is waiting ([`Outbox::take_orders`]).
     pub async fn ordered(&self) {
         loop {

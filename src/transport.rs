@@ -495,30 +495,39 @@ async fn read_loop<S: Session>(
     let conn_id = session.connection().id();
     let mut limiter = RateLimiter::new(cfg.max_messages_per_second);
     let mut last_heard = Instant::now();
-    let mut ping = tokio::time::interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);
-    let far_future = Instant::now() + Duration::from_secs(86400 * 365);
+    // The next liveness ping shares the session's timer: a tokio
+    // `Interval` of its own kept a boxed timer per idle connection.
+    let mut next_ping = Instant::now() + cfg.ping_interval;
     // Created once: re-creating them on every frame costs a waiter
-    // registration each time.
-    let closed = outbox.closed();
-    tokio::pin!(closed);
+    // registration each time. One future for a close and an order (both
+    // rare, both on the outbox's one signal) keeps the connection smaller.
+    let signalled = outbox.closed_or_ordered();
+    tokio::pin!(signalled);
     let stopping = shutdown.wait();
     tokio::pin!(stopping);
-    let ordered = outbox.ordered();
-    tokio::pin!(ordered);
     loop {
-        let timer = session.next_timer().unwrap_or(far_future);
+        let timer = session
+            .next_timer()
+            .map_or(next_ping, |t| t.min(next_ping));
         let mut flow = tokio::select! {
-            _ = &mut closed => break,
-            _ = &mut ordered => {
-                ordered.set(outbox.ordered());
+            _ = &mut signalled => {
+                if outbox.is_closed() {
+                    break;
+                }
+                signalled.set(outbox.closed_or_ordered());
                 obey(session, outbox.take_orders())
             }
             _ = &mut stopping => Flow::Close(CloseReason::new(close::GOING_AWAY, "server shutting down")),
-            _ = sleep_until(timer) => session.on_timer(Instant::now()),
-            _ = ping.tick() => {
-                if last_heard.elapsed() > cfg.idle_timeout {
+            _ = sleep_until(timer) => {
+                let now = Instant::now();
+                if now < next_ping {
+                    session.on_timer(now)
+                } else if last_heard.elapsed() > cfg.idle_timeout {
                     Flow::Close(CloseReason::new(close::GOING_AWAY, "no traffic from the client within the idle timeout"))
                 } else {
+                    // A session timer due at the same time fires on the
+                    // next turn (its deadline has passed).
+                    next_ping = now + cfg.ping_interval;
                     outbox.push(Outbound::Ping);
                     Flow::Continue
                 }
@@ -557,8 +566,10 @@ async fn read_loop<S: Session>(
             }
         };
         while let Flow::Wait(pending) = flow {
+            // Orders wait for the pending step; only a close ends it.
+            let closed = outbox.closed();
             flow = tokio::select! {
-                _ = &mut closed => return,
+                _ = closed => return,
                 _ = &mut stopping => Flow::Close(CloseReason::new(close::GOING_AWAY, "server shutting down")),
                 _ = pending => session.on_resume(),
             };
