@@ -506,9 +506,7 @@ async fn read_loop<S: Session>(
     let stopping = shutdown.wait();
     tokio::pin!(stopping);
     loop {
-        let timer = session
-            .next_timer()
-            .map_or(next_ping, |t| t.min(next_ping));
+        let timer = session.next_timer().map_or(next_ping, |t| t.min(next_ping));
         let mut flow = tokio::select! {
             _ = &mut signalled => {
                 if outbox.is_closed() {
