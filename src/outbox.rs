@@ -353,35 +353,32 @@ impl Outbox {
     /// Resolves once the outbox is closed or an order is waiting
     /// ([`Outbox::take_orders`]), whichever comes first.
     pub async fn closed_or_ordered(&self) {
-        loop {
-            // Created before the checks, so a close or an order given in
-            // between is not missed (as in `closed`).
-            let notified = self.signal.notified();
-            if self.is_closed()
-                || !self
-                    .orders
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .is_empty()
-            {
-                return;
-            }
-            notified.await;
-        }
+        self.signalled_until(|o| o.is_closed() || o.has_orders())
+            .await;
     }
 
     /// Resolves once an order is waiting ([`Outbox::take_orders`]).
     pub async fn ordered(&self) {
+        self.signalled_until(Outbox::has_orders).await;
+    }
+
+    fn has_orders(&self) -> bool {
+        !self
+            .orders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// Resolves once `ready` holds, checked again whenever the outbox's
+    /// signal (a close or an order) fires.
+    async fn signalled_until(&self, ready: impl Fn(&Outbox) -> bool) {
         loop {
-            // Created before the check, so an order given in between is
-            // not missed (as in `closed`).
+            // A `Notified` sees `notify_waiters` calls made after its
+            // creation, so a close or an order between this line and the
+            // check is not missed.
             let notified = self.signal.notified();
-            if !self
-                .orders
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_empty()
-            {
+            if ready(self) {
                 return;
             }
             notified.await;
@@ -401,18 +398,10 @@ impl Outbox {
             .clone()
     }
 
-    /// Resolves once the connection has been asked to close.
+    /// Resolves once the connection has been asked to close (an order
+    /// wakes it too; it then waits again).
     pub async fn closed(&self) {
-        loop {
-            // A `Notified` sees `notify_waiters` calls made after its
-            // creation, so a close between this line and the check below is
-            // not missed. An order wakes it too: it then waits again.
-            let notified = self.signal.notified();
-            if self.closed.load(Ordering::Acquire) {
-                return;
-            }
-            notified.await;
-        }
+        self.signalled_until(Outbox::is_closed).await;
     }
 }
 
