@@ -439,17 +439,30 @@ impl OutboxReceiver {
         .await
     }
 
+    /// `--write-delay`: waits up to `delay` for more broadcasts to join
+    /// what the writer took, unless a frame other than a broadcast was
+    /// queued since the last wait or is queued meanwhile (a client waiting
+    /// for a reply gets it at once). Returns at once for a zero delay.
+    pub async fn hold_for_more(&mut self, delay: std::time::Duration) {
+        if delay.is_zero() || self.take_reply_queued() {
+            return;
+        }
+        tokio::select! {
+            _ = self.reply_queued() => {}
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+
     /// Whether a frame other than a broadcast was queued since the last
-    /// call; clears the mark. A writer holds frames for `--write-delay`
-    /// only when none was: a client waiting for a reply gets it at once.
-    pub fn take_reply_queued(&mut self) -> bool {
+    /// call; clears the mark.
+    fn take_reply_queued(&mut self) -> bool {
         std::mem::take(&mut self.queue.lock().reply_queued)
     }
 
     /// Completes when a frame other than a broadcast is queued (or the
     /// sender is gone); broadcasts queued meanwhile do not wake the
-    /// writer. For a writer waiting out `--write-delay`.
-    pub async fn reply_queued(&mut self) {
+    /// writer.
+    async fn reply_queued(&mut self) {
         poll_fn(|cx| {
             let mut state = self.queue.lock();
             if state.reply_queued || state.sender_gone {

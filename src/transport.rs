@@ -213,9 +213,9 @@ fn close_message(reason: &CloseReason) -> Message {
 pub(crate) const READ_BUFFER_BYTES: usize = 512;
 
 /// Upgrades with the transport's limits (`max_frame_bytes` for the largest
-/// message and frame, the read buffer size) and hands the socket to `start`, which returns the
-/// connection's future (e.g. [`run`]'s). Every raw-WebSocket front end
-/// upgrades through this.
+/// message and frame, the read buffer size) and hands the socket to
+/// `start`, which returns the connection's future (e.g. [`run`]'s). Every
+/// raw-WebSocket front end upgrades through this.
 ///
 /// `start` is boxed: axum's upgrade task is sized for the callback it
 /// holds until the upgrade completes, so a callback that captured the
@@ -270,14 +270,13 @@ where
         }
         fill(&mut batch, rx);
         // --write-delay: frames queued meanwhile share this write. A close
-        // ends the wait early; what is held is still written.
-        // A reply (not a broadcast) is never held, nor frames with it.
-        if !cfg.write_delay.is_zero() && batch.len() < WRITE_BATCH && !rx.take_reply_queued() {
+        // ends the wait early; what is held is still written. A reply (not
+        // a broadcast) is never held, nor frames with it.
+        if !cfg.write_delay.is_zero() && batch.len() < WRITE_BATCH {
             tokio::select! {
                 biased;
                 _ = &mut closed => closing = true,
-                _ = rx.reply_queued() => {}
-                _ = sleep(cfg.write_delay) => {}
+                _ = rx.hold_for_more(cfg.write_delay) => {}
             }
             fill(&mut batch, rx);
         }

@@ -670,18 +670,12 @@ impl Session {
                     }
                     item = rx.recv() => {
                         let Some(item) = item else { break None };
-                        if was_idle
-                            && !self.config.write_delay.is_zero()
-                            && !rx.take_reply_queued()
-                        {
+                        if was_idle {
                             // --write-delay: broadcasts queued meanwhile are
                             // emitted right after this one, and socketioxide's
                             // writer sends them all at once. A reply ends the
                             // wait; a close waits at most this long.
-                            tokio::select! {
-                                _ = rx.reply_queued() => {}
-                                _ = tokio::time::sleep(self.config.write_delay) => {}
-                            }
+                            rx.hold_for_more(self.config.write_delay).await;
                         }
                         let ok = tokio::select! {
                             ok = self.emit(&socket, &item) => ok,
