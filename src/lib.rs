@@ -32,6 +32,7 @@ pub mod shutdown;
 pub mod time;
 pub mod tls;
 pub mod transport;
+pub mod websocket;
 pub mod woken;
 
 #[cfg(feature = "hotsock")]

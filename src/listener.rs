@@ -254,6 +254,14 @@ pub struct Admitted {
     _permit: Permit,
 }
 
+impl Admitted {
+    /// The socket and its slot, for a connection that leaves hyper
+    /// (a WebSocket upgrade); the slot stays taken until the permit drops.
+    pub fn into_parts(self) -> (TcpStream, Permit) {
+        (self.stream, self._permit)
+    }
+}
+
 impl AsyncRead for Admitted {
     fn poll_read(
         mut self: Pin<&mut Self>,

@@ -43,6 +43,8 @@ pub enum Outbound {
     Binary(Bytes),
     /// A WebSocket ping (liveness check).
     Ping,
+    /// A WebSocket pong answering the client's ping (its payload).
+    Pong(Bytes),
 }
 
 impl Outbound {
@@ -50,7 +52,7 @@ impl Outbound {
     pub fn payload_len(&self) -> u64 {
         match self {
             Outbound::Text(text) => text.len() as u64,
-            Outbound::Binary(b) => b.len() as u64,
+            Outbound::Binary(b) | Outbound::Pong(b) => b.len() as u64,
             Outbound::Ping => 0,
         }
     }
@@ -58,7 +60,7 @@ impl Outbound {
     fn cost(&self) -> usize {
         match self {
             Outbound::Text(text) => text.len() + ITEM_OVERHEAD,
-            Outbound::Binary(b) => b.len() + ITEM_OVERHEAD,
+            Outbound::Binary(b) | Outbound::Pong(b) => b.len() + ITEM_OVERHEAD,
             Outbound::Ping => ITEM_OVERHEAD,
         }
     }

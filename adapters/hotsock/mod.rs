@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::extract::{Query, State, WebSocketUpgrade};
+use crate::websocket::WebSocketUpgrade;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;

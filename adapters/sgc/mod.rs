@@ -19,7 +19,8 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::extract::{Query, State, WebSocketUpgrade};
+use crate::websocket::WebSocketUpgrade;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;

@@ -1,0 +1,446 @@
+//! A server-side WebSocket over an admitted TCP socket: messages read
+//! from the client, frames written to it.
+//!
+//! The reader and the writer share the socket by reference (tokio's
+//! `TcpStream` reads and writes through `&self`), so a connection needs no
+//! split, no lock and no boxed I/O. An idle connection holds no buffer: the
+//! reader allocates one while a frame is arriving and frees it once the
+//! frames in it are handled; the writer hands the kernel each frame's
+//! header and the shared payload (one `writev`), copying nothing.
+
+use std::io::{self, IoSlice};
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+
+use super::frame::{self, Header, MAX_SERVER_HEADER_BYTES, Violation, opcode};
+use crate::listener::Permit;
+use crate::outbox::Outbound;
+
+/// Bytes asked of the kernel per read when no larger frame is expected.
+/// Client frames are small (a subscribe, a publish).
+const READ_CHUNK: usize = 512;
+
+/// Most bytes reserved at once for a large frame's payload.
+const MAX_READ_CHUNK: usize = 64 * 1024;
+
+/// A message (or control frame) from the client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// A complete text message, valid UTF-8.
+    Text(String),
+    /// A complete binary message.
+    Binary(Vec<u8>),
+    /// A ping; the payload goes back in the pong.
+    Ping(Bytes),
+    /// A pong.
+    Pong,
+    /// A close frame (its code, if it had one).
+    Close(Option<u16>),
+}
+
+/// Why reading stopped.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The client closed the TCP connection without a close frame.
+    Eof,
+    /// The socket failed.
+    Io(io::Error),
+    /// A message longer than the limit.
+    TooBig,
+    /// A text message that is not UTF-8.
+    InvalidUtf8,
+    /// A frame that breaks RFC 6455.
+    Protocol(Violation),
+}
+
+impl From<Violation> for ReadError {
+    fn from(v: Violation) -> Self {
+        ReadError::Protocol(v)
+    }
+}
+
+/// Reads client frames and puts fragmented messages back together.
+#[derive(Debug)]
+pub struct MessageReader {
+    /// Bytes read and not yet handled; no allocation while idle.
+    buf: Vec<u8>,
+    /// A fragmented message so far: its opcode and payload.
+    fragments: Option<(u8, Vec<u8>)>,
+    /// Largest message (and frame) accepted.
+    max_message_bytes: usize,
+    /// The client's close frame has been read.
+    peer_closed: bool,
+}
+
+impl MessageReader {
+    /// A reader that starts with `already_read` (bytes the client sent
+    /// right after its upgrade request).
+    pub fn new(max_message_bytes: usize, already_read: &[u8]) -> Self {
+        MessageReader {
+            buf: already_read.to_vec(),
+            fragments: None,
+            max_message_bytes,
+            peer_closed: false,
+        }
+    }
+
+    /// Whether the client's close frame has been read (the client now
+    /// waits for the server to close the TCP connection).
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
+    /// The next message. Cancel-safe: what was read stays in the reader.
+    pub async fn read(&mut self, stream: &TcpStream) -> Result<Incoming, ReadError> {
+        loop {
+            if let Some(message) = self.parse()? {
+                return Ok(message);
+            }
+            let want = self.missing().clamp(READ_CHUNK, MAX_READ_CHUNK);
+            stream.readable().await.map_err(ReadError::Io)?;
+            self.buf.reserve(want);
+            match stream.try_read_buf(&mut self.buf) {
+                Ok(0) => return Err(ReadError::Eof),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(ReadError::Io(e)),
+            }
+        }
+    }
+
+    /// Bytes still missing from the frame that has begun.
+    fn missing(&self) -> usize {
+        match frame::parse_header(&self.buf) {
+            Ok(Some(h)) => (h.header_len as u64 + h.payload_len)
+                .saturating_sub(self.buf.len() as u64)
+                .try_into()
+                .unwrap_or(usize::MAX),
+            _ => 0,
+        }
+    }
+
+    /// Handles the complete frames in the buffer up to the first message.
+    fn parse(&mut self) -> Result<Option<Incoming>, ReadError> {
+        loop {
+            let Some(header) = frame::parse_header(&self.buf)? else {
+                return Ok(None);
+            };
+            let Some(mask) = header.mask else {
+                return Err("an unmasked client frame".into());
+            };
+            let so_far = self.fragments.as_ref().map_or(0, |(_, data)| data.len());
+            if !header.is_control()
+                && header.payload_len > (self.max_message_bytes.saturating_sub(so_far)) as u64
+            {
+                return Err(ReadError::TooBig);
+            }
+            // Within the limit, so it fits a usize.
+            let len = header.payload_len as usize;
+            let end = header.header_len + len;
+            if self.buf.len() < end {
+                return Ok(None);
+            }
+            let payload = &mut self.buf[header.header_len..end];
+            frame::apply_mask(payload, mask);
+            let message = self.handle(header, end)?;
+            self.buf.drain(..end);
+            if self.buf.is_empty() {
+                // An idle connection keeps no buffer.
+                self.buf = Vec::new();
+            }
+            if message.is_some() {
+                return Ok(message);
+            }
+        }
+    }
+
+    /// One unmasked frame, `self.buf[header.header_len..end]`: a message,
+    /// or None for a fragment that does not end one.
+    fn handle(&mut self, header: Header, end: usize) -> Result<Option<Incoming>, ReadError> {
+        let payload = &self.buf[header.header_len..end];
+        match header.opcode {
+            opcode::PING => Ok(Some(Incoming::Ping(Bytes::copy_from_slice(payload)))),
+            opcode::PONG => Ok(Some(Incoming::Pong)),
+            opcode::CLOSE => {
+                self.peer_closed = true;
+                close_of(payload).map(Some)
+            }
+            opcode::TEXT | opcode::BINARY => {
+                if self.fragments.is_some() {
+                    return Err("a new message began before the previous one ended".into());
+                }
+                if header.fin {
+                    complete(header.opcode, payload.to_vec()).map(Some)
+                } else {
+                    self.fragments = Some((header.opcode, payload.to_vec()));
+                    Ok(None)
+                }
+            }
+            opcode::CONTINUATION => {
+                let Some((_, data)) = self.fragments.as_mut() else {
+                    return Err("a continuation frame with nothing to continue".into());
+                };
+                data.extend_from_slice(payload);
+                if !header.fin {
+                    return Ok(None);
+                }
+                let Some((op, data)) = self.fragments.take() else {
+                    return Ok(None);
+                };
+                complete(op, data).map(Some)
+            }
+            _ => Err("reserved opcode".into()),
+        }
+    }
+}
+
+/// A close frame's payload as the message.
+fn close_of(payload: &[u8]) -> Result<Incoming, ReadError> {
+    match *payload {
+        [] => Ok(Incoming::Close(None)),
+        [_] => Err("a close frame with a one-byte payload".into()),
+        [high, low, ..] => {
+            if std::str::from_utf8(&payload[2..]).is_err() {
+                return Err(ReadError::InvalidUtf8);
+            }
+            Ok(Incoming::Close(Some(u16::from_be_bytes([high, low]))))
+        }
+    }
+}
+
+/// A whole message's payload as the message.
+fn complete(op: u8, data: Vec<u8>) -> Result<Incoming, ReadError> {
+    if op == opcode::TEXT {
+        String::from_utf8(data)
+            .map(Incoming::Text)
+            .map_err(|_| ReadError::InvalidUtf8)
+    } else {
+        Ok(Incoming::Binary(data))
+    }
+}
+
+/// The opcode and payload of an outgoing item.
+fn frame_of(item: &Outbound) -> (u8, &[u8]) {
+    match item {
+        Outbound::Text(text) => (opcode::TEXT, text.as_bytes()),
+        Outbound::Binary(data) => (opcode::BINARY, data),
+        Outbound::Ping => (opcode::PING, &[]),
+        Outbound::Pong(data) => (opcode::PONG, data),
+    }
+}
+
+/// Writes `items` as frames, in order, in as few system calls as the
+/// kernel allows (one when its buffer has room).
+pub async fn write_frames(stream: &TcpStream, items: &[Outbound]) -> io::Result<()> {
+    let mut heads = Vec::with_capacity(items.len() * MAX_SERVER_HEADER_BYTES);
+    let mut head_ends = Vec::with_capacity(items.len());
+    for item in items {
+        let (op, payload) = frame_of(item);
+        let mut head = [0u8; MAX_SERVER_HEADER_BYTES];
+        let n = frame::server_header(op, payload.len(), &mut head);
+        heads.extend_from_slice(&head[..n]);
+        head_ends.push(heads.len());
+    }
+    let mut slices = Vec::with_capacity(items.len() * 2);
+    let mut start = 0;
+    for (item, end) in items.iter().zip(head_ends) {
+        slices.push(IoSlice::new(&heads[start..end]));
+        start = end;
+        let (_, payload) = frame_of(item);
+        if !payload.is_empty() {
+            slices.push(IoSlice::new(payload));
+        }
+    }
+    write_all(stream, &mut slices).await
+}
+
+/// Writes a close frame with `code` and `reason` (cut to the 123 bytes a
+/// close frame has room for).
+pub async fn write_close(stream: &TcpStream, code: u16, reason: &str) -> io::Result<()> {
+    let mut cut = reason.len().min(frame::MAX_CONTROL_PAYLOAD - 2);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + cut);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..cut]);
+    let mut head = [0u8; MAX_SERVER_HEADER_BYTES];
+    let n = frame::server_header(opcode::CLOSE, payload.len(), &mut head);
+    write_all(
+        stream,
+        &mut [IoSlice::new(&head[..n]), IoSlice::new(&payload)],
+    )
+    .await
+}
+
+async fn write_all(stream: &TcpStream, slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    let mut rest = slices;
+    while !rest.is_empty() {
+        match stream.try_write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// An upgraded client connection: the socket, its reader, and its slot
+/// among the listener's open connections (given back when dropped).
+pub struct WebSocket {
+    stream: TcpStream,
+    reader: MessageReader,
+    _permit: Permit,
+}
+
+impl WebSocket {
+    pub(crate) fn new(stream: TcpStream, reader: MessageReader, permit: Permit) -> Self {
+        WebSocket {
+            stream,
+            reader,
+            _permit: permit,
+        }
+    }
+
+    /// The socket (for writing, and for the reader) and the reader.
+    pub fn parts(&mut self) -> (&TcpStream, &mut MessageReader) {
+        (&self.stream, &mut self.reader)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [7, 1, 200, 9];
+        let mut head = [0u8; MAX_SERVER_HEADER_BYTES];
+        let n = frame::server_header(0, payload.len(), &mut head);
+        let mut out = vec![first, head[1] | 0x80];
+        out.extend_from_slice(&head[2..n]);
+        out.extend_from_slice(&mask);
+        let mut body = payload.to_vec();
+        frame::apply_mask(&mut body, mask);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn reader_with(bytes: &[u8]) -> MessageReader {
+        MessageReader::new(1024, bytes)
+    }
+
+    #[test]
+    fn fragments_come_back_as_one_message_around_a_ping() {
+        let mut bytes = masked(0x01, b"hel");
+        bytes.extend(masked(0x89, b"p"));
+        bytes.extend(masked(0x80, "lo \u{e9}".as_bytes()));
+        let mut reader = reader_with(&bytes);
+        assert_eq!(
+            reader.parse().unwrap(),
+            Some(Incoming::Ping(Bytes::from_static(b"p")))
+        );
+        assert_eq!(
+            reader.parse().unwrap(),
+            Some(Incoming::Text("hello \u{e9}".into()))
+        );
+        assert_eq!(reader.parse().unwrap(), None);
+        assert_eq!(reader.buf.capacity(), 0, "an idle reader holds no buffer");
+    }
+
+    #[test]
+    fn a_frame_split_anywhere_waits_for_the_rest() {
+        let bytes = masked(0x82, &[1, 2, 3, 4, 5]);
+        for cut in 0..bytes.len() {
+            let mut reader = reader_with(&bytes[..cut]);
+            assert_eq!(reader.parse().unwrap(), None, "cut at {cut}");
+            reader.buf.extend_from_slice(&bytes[cut..]);
+            assert_eq!(
+                reader.parse().unwrap(),
+                Some(Incoming::Binary(vec![1, 2, 3, 4, 5]))
+            );
+        }
+    }
+
+    #[test]
+    fn limits_and_violations_end_reading() {
+        let too_big = masked(0x81, &[b'a'; 1025]);
+        assert!(matches!(
+            reader_with(&too_big).parse(),
+            Err(ReadError::TooBig)
+        ));
+        // Fragments add up against the limit.
+        let mut split = masked(0x01, &[b'a'; 600]);
+        split.extend(masked(0x80, &[b'a'; 600]));
+        assert!(matches!(
+            reader_with(&split).parse(),
+            Err(ReadError::TooBig)
+        ));
+        assert!(matches!(
+            reader_with(&masked(0x81, &[0xff])).parse(),
+            Err(ReadError::InvalidUtf8)
+        ));
+        let mut unmasked = masked(0x81, b"{}");
+        unmasked[1] &= 0x7f;
+        assert!(matches!(
+            reader_with(&unmasked).parse(),
+            Err(ReadError::Protocol(_))
+        ));
+        assert!(matches!(
+            reader_with(&masked(0x80, b"x")).parse(),
+            Err(ReadError::Protocol(_))
+        ));
+        let mut interleaved = masked(0x01, b"a");
+        interleaved.extend(masked(0x81, b"b"));
+        assert!(matches!(
+            reader_with(&interleaved).parse(),
+            Err(ReadError::Protocol(_))
+        ));
+        assert!(matches!(
+            reader_with(&masked(0x88, &[3])).parse(),
+            Err(ReadError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn a_close_frame_gives_its_code() {
+        let mut payload = 4001u16.to_be_bytes().to_vec();
+        payload.extend_from_slice(b"bye");
+        assert_eq!(
+            reader_with(&masked(0x88, &payload)).parse().unwrap(),
+            Some(Incoming::Close(Some(4001)))
+        );
+        let mut reader = reader_with(&masked(0x88, b""));
+        assert!(!reader.peer_closed());
+        assert_eq!(reader.parse().unwrap(), Some(Incoming::Close(None)));
+        assert!(reader.peer_closed());
+    }
+
+    #[tokio::test]
+    async fn messages_arrive_while_other_branches_keep_winning() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            for i in 0..5u8 {
+                tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+                c.write_all(&masked(0x81, &[b'0' + i])).await.unwrap();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        });
+        let (server, _) = listener.accept().await.unwrap();
+        let mut reader = MessageReader::new(1024, &[]);
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while got.len() < 5 && tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                m = reader.read(&server) => got.push(m.unwrap()),
+                _ = tokio::time::sleep(std::time::Duration::from_millis(1)) => {}
+            }
+        }
+        assert_eq!(got.len(), 5, "{got:?}");
+        client.await.unwrap();
+    }
+}
