@@ -200,7 +200,7 @@ impl FrameSink for &TcpStream {
         &'a mut self,
         items: &'a [Outbound],
     ) -> impl Future<Output = std::io::Result<()>> + Send + 'a {
-        crate::websocket::write_frames(self, items)
+        crate::websocket::FrameWrite::items(self, items)
     }
 }
 
@@ -427,7 +427,7 @@ async fn write_side(
             cfg.counters.bytes_sent.inc_by(item.payload_len());
             outbox.sent(&item);
         }
-        let _ = crate::websocket::write_close(stream, reason.code, &reason.reason).await;
+        let _ = crate::websocket::FrameWrite::close(stream, reason.code, &reason.reason).await;
     };
     let _ = timeout(Duration::from_secs(2), flush).await;
 }
@@ -472,8 +472,16 @@ async fn read_loop<S: Session>(
     // rare, both on the outbox's one signal) keeps the connection smaller.
     let signalled = outbox.closed_or_ordered();
     tokio::pin!(signalled);
-    let stopping = shutdown.wait();
-    tokio::pin!(stopping);
+    // A shutdown closes every outbox (`Presence::close_all`), which ends
+    // this loop through `signalled`: no future of its own per connection.
+    // A connection registered after that began closes here.
+    if shutdown.is_shutting_down() {
+        outbox.close(CloseReason::new(
+            close::GOING_AWAY,
+            crate::server::SHUTDOWN_REASON,
+        ));
+        return;
+    }
     loop {
         let timer = session.next_timer().map_or(next_ping, |t| t.min(next_ping));
         let mut flow = tokio::select! {
@@ -484,7 +492,6 @@ async fn read_loop<S: Session>(
                 signalled.set(outbox.closed_or_ordered());
                 obey(session, outbox.take_orders())
             }
-            _ = &mut stopping => Flow::Close(CloseReason::new(close::GOING_AWAY, "server shutting down")),
             _ = sleep_until(timer) => {
                 let now = Instant::now();
                 if now < next_ping {
@@ -541,7 +548,6 @@ async fn read_loop<S: Session>(
             let closed = outbox.closed();
             flow = tokio::select! {
                 _ = closed => return,
-                _ = &mut stopping => Flow::Close(CloseReason::new(close::GOING_AWAY, "server shutting down")),
                 _ = pending => session.on_resume(),
             };
         }

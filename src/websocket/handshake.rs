@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use hyper::upgrade::OnUpgrade;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
 
@@ -145,14 +145,11 @@ impl WebSocketUpgrade {
                     return;
                 }
             };
-            // The listener serves every client connection over `Admitted`.
-            let Ok(parts) = upgraded.downcast::<TokioIo<Admitted>>() else {
+            let Some(socket) = socket_of(upgraded, max_message_bytes) else {
                 tracing::error!("an upgraded connection was not a listener's TCP socket");
                 return;
             };
-            let (stream, permit) = parts.io.into_inner().into_parts();
-            let reader = MessageReader::new(max_message_bytes, &parts.read_buf);
-            start(WebSocket::new(stream, reader, permit)).await;
+            start(socket).await;
         });
         let mut response = (
             StatusCode::SWITCHING_PROTOCOLS,
@@ -171,6 +168,17 @@ impl WebSocketUpgrade {
         }
         response
     }
+}
+
+/// The upgraded connection's TCP socket, as a WebSocket. Not inline in the
+/// task: hyper's leftover bytes share its 8 KB read buffer, and holding
+/// them across the connection's await kept that buffer for its whole life.
+fn socket_of(upgraded: Upgraded, max_message_bytes: usize) -> Option<WebSocket> {
+    // The listener serves every client connection over `Admitted`.
+    let parts = upgraded.downcast::<TokioIo<Admitted>>().ok()?;
+    let reader = MessageReader::new(max_message_bytes, &parts.read_buf);
+    let (stream, permit) = parts.io.into_inner().into_parts();
+    Some(WebSocket::new(stream, reader, permit))
 }
 
 /// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`.

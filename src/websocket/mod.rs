@@ -16,4 +16,4 @@ mod handshake;
 mod socket;
 
 pub use handshake::WebSocketUpgrade;
-pub use socket::{Incoming, MessageReader, ReadError, WebSocket, write_close, write_frames};
+pub use socket::{FrameWrite, Incoming, MessageReader, ReadError, WebSocket};

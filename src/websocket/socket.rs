@@ -9,6 +9,8 @@
 //! header and the shared payload (one `writev`), copying nothing.
 
 use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
@@ -92,19 +94,39 @@ impl MessageReader {
     }
 
     /// The next message. Cancel-safe: what was read stays in the reader.
-    pub async fn read(&mut self, stream: &TcpStream) -> Result<Incoming, ReadError> {
+    /// A `poll_fn`, not an `async fn`: an idle connection waits here, and
+    /// the socket's own read-readiness slot costs its future nothing (an
+    /// `async fn` over `readable()` kept 200 bytes per connection).
+    pub fn read<'a>(
+        &'a mut self,
+        stream: &'a TcpStream,
+    ) -> impl Future<Output = Result<Incoming, ReadError>> + Send + 'a {
+        std::future::poll_fn(move |cx| self.poll_read(stream, cx))
+    }
+
+    fn poll_read(
+        &mut self,
+        stream: &TcpStream,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Incoming, ReadError>> {
         loop {
             if let Some(message) = self.parse()? {
-                return Ok(message);
+                return Poll::Ready(Ok(message));
             }
             let want = self.missing().clamp(READ_CHUNK, MAX_READ_CHUNK);
-            stream.readable().await.map_err(ReadError::Io)?;
+            ready!(stream.poll_read_ready(cx)).map_err(ReadError::Io)?;
             self.buf.reserve(want);
             match stream.try_read_buf(&mut self.buf) {
-                Ok(0) => return Err(ReadError::Eof),
+                Ok(0) => return Poll::Ready(Err(ReadError::Eof)),
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(ReadError::Io(e)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // A wake-up with nothing to read: an idle connection
+                    // keeps no buffer while it waits.
+                    if self.buf.is_empty() {
+                        self.buf = Vec::new();
+                    }
+                }
+                Err(e) => return Poll::Ready(Err(ReadError::Io(e))),
             }
         }
     }
@@ -230,61 +252,130 @@ fn frame_of(item: &Outbound) -> (u8, &[u8]) {
     }
 }
 
-/// Writes `items` as frames, in order, in as few system calls as the
-/// kernel allows (one when its buffer has room).
-pub async fn write_frames(stream: &TcpStream, items: &[Outbound]) -> io::Result<()> {
-    let mut heads = Vec::with_capacity(items.len() * MAX_SERVER_HEADER_BYTES);
-    let mut head_ends = Vec::with_capacity(items.len());
-    for item in items {
-        let (op, payload) = frame_of(item);
+/// Most slices handed to one `writev`.
+const MAX_SLICES: usize = 64;
+
+/// Writes frames, in order, in as few system calls as the kernel allows
+/// (one when its buffer has room): each frame's header and its payload,
+/// which stays where it is (a broadcast's is shared by every recipient).
+/// A future of its own, not an `async fn`: a connection's writer keeps
+/// this inline, and it needs no more than its progress.
+pub struct FrameWrite<'a> {
+    stream: &'a TcpStream,
+    /// The frames: their headers, then their payloads.
+    frames: Frames<'a>,
+    /// Bytes written so far.
+    written: usize,
+}
+
+/// What a [`FrameWrite`] writes.
+enum Frames<'a> {
+    /// Outgoing items, with their headers one after another.
+    Items(&'a [Outbound], Vec<u8>),
+    /// One frame already encoded whole (a close frame).
+    Encoded(Vec<u8>),
+}
+
+impl<'a> FrameWrite<'a> {
+    /// Writes `items` as frames.
+    pub fn items(stream: &'a TcpStream, items: &'a [Outbound]) -> Self {
+        let mut heads = Vec::with_capacity(items.len() * 4);
+        for item in items {
+            let (op, payload) = frame_of(item);
+            let mut head = [0u8; MAX_SERVER_HEADER_BYTES];
+            let n = frame::server_header(op, payload.len(), &mut head);
+            heads.extend_from_slice(&head[..n]);
+        }
+        FrameWrite {
+            stream,
+            frames: Frames::Items(items, heads),
+            written: 0,
+        }
+    }
+
+    /// Writes a close frame with `code` and `reason` (cut to the 123 bytes
+    /// a close frame has room for).
+    pub fn close(stream: &'a TcpStream, code: u16, reason: &str) -> Self {
+        let mut cut = reason.len().min(frame::MAX_CONTROL_PAYLOAD - 2);
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
         let mut head = [0u8; MAX_SERVER_HEADER_BYTES];
-        let n = frame::server_header(op, payload.len(), &mut head);
-        heads.extend_from_slice(&head[..n]);
-        head_ends.push(heads.len());
-    }
-    let mut slices = Vec::with_capacity(items.len() * 2);
-    let mut start = 0;
-    for (item, end) in items.iter().zip(head_ends) {
-        slices.push(IoSlice::new(&heads[start..end]));
-        start = end;
-        let (_, payload) = frame_of(item);
-        if !payload.is_empty() {
-            slices.push(IoSlice::new(payload));
+        let n = frame::server_header(opcode::CLOSE, 2 + cut, &mut head);
+        let mut encoded = Vec::with_capacity(n + 2 + cut);
+        encoded.extend_from_slice(&head[..n]);
+        encoded.extend_from_slice(&code.to_be_bytes());
+        encoded.extend_from_slice(&reason.as_bytes()[..cut]);
+        FrameWrite {
+            stream,
+            frames: Frames::Encoded(encoded),
+            written: 0,
         }
     }
-    write_all(stream, &mut slices).await
-}
 
-/// Writes a close frame with `code` and `reason` (cut to the 123 bytes a
-/// close frame has room for).
-pub async fn write_close(stream: &TcpStream, code: u16, reason: &str) -> io::Result<()> {
-    let mut cut = reason.len().min(frame::MAX_CONTROL_PAYLOAD - 2);
-    while !reason.is_char_boundary(cut) {
-        cut -= 1;
+    /// The slices still to write, skipping the `written` bytes, into
+    /// `out`; returns how many there are (at most [`MAX_SLICES`]).
+    fn remaining<'s>(&'s self, out: &mut [IoSlice<'s>; MAX_SLICES]) -> usize {
+        let mut skip = self.written;
+        let mut count = 0;
+        let mut push = |bytes: &'s [u8]| {
+            if count == MAX_SLICES || bytes.is_empty() {
+                return;
+            }
+            if skip >= bytes.len() {
+                skip -= bytes.len();
+                return;
+            }
+            out[count] = IoSlice::new(&bytes[skip..]);
+            skip = 0;
+            count += 1;
+        };
+        match &self.frames {
+            Frames::Encoded(bytes) => push(bytes),
+            Frames::Items(items, heads) => {
+                let mut at = 0;
+                for item in *items {
+                    let (_, payload) = frame_of(item);
+                    let head_len = header_len(payload.len());
+                    push(&heads[at..at + head_len]);
+                    at += head_len;
+                    push(payload);
+                }
+            }
+        }
+        count
     }
-    let mut payload = Vec::with_capacity(2 + cut);
-    payload.extend_from_slice(&code.to_be_bytes());
-    payload.extend_from_slice(&reason.as_bytes()[..cut]);
-    let mut head = [0u8; MAX_SERVER_HEADER_BYTES];
-    let n = frame::server_header(opcode::CLOSE, payload.len(), &mut head);
-    write_all(
-        stream,
-        &mut [IoSlice::new(&head[..n]), IoSlice::new(&payload)],
-    )
-    .await
 }
 
-async fn write_all(stream: &TcpStream, slices: &mut [IoSlice<'_>]) -> io::Result<()> {
-    let mut rest = slices;
-    while !rest.is_empty() {
-        match stream.try_write_vectored(rest) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut rest, n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable().await?,
-            Err(e) => return Err(e),
+/// Bytes of a server frame's header for a payload of `len` bytes.
+fn header_len(len: usize) -> usize {
+    match len {
+        0..126 => 2,
+        126..=0xffff => 4,
+        _ => 10,
+    }
+}
+
+impl Future for FrameWrite<'_> {
+    type Output = io::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let this = &*self;
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let count = this.remaining(&mut slices);
+            if count == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            ready!(this.stream.poll_write_ready(cx))?;
+            match this.stream.try_write_vectored(&slices[..count]) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
         }
     }
-    Ok(())
 }
 
 /// An upgraded client connection: the socket, its reader, and its slot
