@@ -161,6 +161,8 @@ struct QueueState {
     waker: Option<Waker>,
     sender_gone: bool,
     receiver_gone: bool,
+    /// The outbox was closed ([`Outbox::close`]); the writer is woken.
+    closed: bool,
     /// A frame that may not be held by `--write-delay` (anything but a
     /// broadcast: replies, errors, member lists) was queued since the
     /// writer last asked ([`OutboxReceiver::take_reply_queued`]).
@@ -330,6 +332,15 @@ impl Outbox {
             *slot = Some(reason);
         }
         self.closed.store(true, Ordering::Release);
+        // The writer learns it in `recv_open`, without a future of its own.
+        let writer = {
+            let mut state = self.queue.lock();
+            state.closed = true;
+            state.waker.take()
+        };
+        if let Some(waker) = writer {
+            waker.wake();
+        }
         self.signal.notify_waiters();
     }
 
@@ -441,10 +452,35 @@ impl OutboxReceiver {
         .await
     }
 
+    /// The next item, or None once the outbox is closed (even with items
+    /// queued: the caller decides what of them to flush) or its sender is
+    /// gone.
+    pub async fn recv_open(&mut self) -> Option<Outbound> {
+        poll_fn(|cx| {
+            let mut state = self.queue.lock();
+            if state.closed {
+                return Poll::Ready(None);
+            }
+            if let Some(item) = state.pop() {
+                if let Some(at) = state.popped_sample() {
+                    self.sample = Some(at);
+                }
+                return Poll::Ready(Some(item));
+            }
+            if state.sender_gone {
+                return Poll::Ready(None);
+            }
+            state.wait(cx, false);
+            Poll::Pending
+        })
+        .await
+    }
+
     /// `--write-delay`: waits up to `delay` for more broadcasts to join
     /// what the writer took, unless a frame other than a broadcast was
     /// queued since the last wait or is queued meanwhile (a client waiting
-    /// for a reply gets it at once). Returns at once for a zero delay.
+    /// for a reply gets it at once), or until the outbox is closed.
+    /// Returns at once for a zero delay.
     pub async fn hold_for_more(&mut self, delay: std::time::Duration) {
         if delay.is_zero() || self.take_reply_queued() {
             return;
@@ -467,7 +503,7 @@ impl OutboxReceiver {
     async fn reply_queued(&mut self) {
         poll_fn(|cx| {
             let mut state = self.queue.lock();
-            if state.reply_queued || state.sender_gone {
+            if state.reply_queued || state.sender_gone || state.closed {
                 return Poll::Ready(());
             }
             state.wait(cx, true);
@@ -580,6 +616,42 @@ mod tests {
             .expect("the push wakes the receiver");
         assert!(matches!(item, Some(Outbound::Text(b)) if b == "late"));
         assert!(push.await.unwrap());
+    }
+
+    /// The writer learns of a close in `recv_open` (no future of its own),
+    /// even with items still queued, and a write-delay wait ends with it.
+    #[tokio::test]
+    async fn a_close_wakes_the_writer_and_ends_its_waits() {
+        let (outbox, mut rx) = Outbox::new(1 << 20);
+        let outbox = Arc::new(outbox);
+        let closer = outbox.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            closer.close(CloseReason::new(1001, "bye"));
+        });
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv_open()).await;
+        assert!(matches!(waited, Ok(None)), "the close woke the writer");
+        assert!(
+            !outbox.push(Outbound::Ping),
+            "nothing is queued after a close"
+        );
+        let (outbox, mut rx) = Outbox::new(1 << 20);
+        outbox.push_deferrable(Outbound::Ping);
+        outbox.close(CloseReason::new(1001, "bye"));
+        assert!(
+            rx.recv_open().await.is_none(),
+            "closed first, queued or not"
+        );
+        assert!(
+            rx.try_recv().is_some(),
+            "what was queued is still there to flush"
+        );
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            rx.hold_for_more(std::time::Duration::from_secs(60)),
+        )
+        .await
+        .expect("a closed outbox holds nothing back");
     }
 
     /// A writer waiting out `--write-delay` is woken by a reply only:

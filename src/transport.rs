@@ -217,59 +217,43 @@ async fn write_loop<W: FrameSink>(
     outbox: &crate::outbox::Outbox,
     cfg: &TransportConfig,
 ) -> bool {
-    // Polled only when woken: the writer wakes for every delivery.
-    let closed = crate::woken::on_wake(outbox.closed());
-    tokio::pin!(closed);
     // Grows on demand: reserving WRITE_BATCH items up front cost every idle
     // connection 2.5 KB.
     let mut batch: Vec<Outbound> = Vec::new();
-    // Set once `closed` has completed: it must not be polled again.
-    let mut closing = false;
     loop {
-        tokio::select! {
-            biased;
-            _ = &mut closed => return false,
-            item = rx.recv() => match item {
-                Some(item) => batch.push(item),
-                None => return false,
-            },
+        // None once the outbox is closed: a close ends the wait (the
+        // outbox wakes the writer), with no future of its own.
+        match rx.recv_open().await {
+            Some(item) => batch.push(item),
+            None => return false,
         }
         fill(&mut batch, rx);
         // --write-delay: frames queued meanwhile share this write. A close
         // ends the wait early; what is held is still written. A reply (not
-        // a broadcast) is never held, nor frames with it.
+        // a broadcast) is never held, nor frames with it. Boxed: only a
+        // server with a write delay pays for its timer, and only while it
+        // waits.
+        let mut closing = false;
         if !cfg.write_delay.is_zero() && batch.len() < WRITE_BATCH {
-            tokio::select! {
-                biased;
-                _ = &mut closed => closing = true,
-                _ = rx.hold_for_more(cfg.write_delay) => {}
-            }
+            Box::pin(rx.hold_for_more(cfg.write_delay)).await;
+            closing = outbox.is_closed();
             fill(&mut batch, rx);
         }
         let result = {
             let write = sink.write(&batch);
             tokio::pin!(write);
-            // Most writes complete at once; only a blocked one needs the timers.
+            // Most writes complete at once; only a blocked one needs the
+            // timers, boxed so that an idle connection does not keep them.
             let first =
                 std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
             match first {
                 std::task::Poll::Ready(r) => Ok(r),
-                // `closed` completed during the write delay.
-                std::task::Poll::Pending if closing => {
-                    timeout(CLOSE_GRACE, &mut write).await.map_err(|_| ())
+                std::task::Poll::Pending => {
+                    let (result, closed) =
+                        Box::pin(finish_blocked_write(write.as_mut(), outbox, cfg, closing)).await;
+                    closing |= closed;
+                    result
                 }
-                std::task::Poll::Pending => tokio::select! {
-                    r = &mut write => Ok(r),
-                    _ = sleep(cfg.write_timeout) => Err(()),
-                    // Closed (e.g. as a slow consumer) while this write waits on a
-                    // peer that may never read again: give the write a moment, then
-                    // drop the peer rather than keep its members for the whole
-                    // write timeout.
-                    _ = &mut closed => {
-                        closing = true;
-                        timeout(CLOSE_GRACE, &mut write).await.map_err(|_| ())
-                    }
-                },
             }
         };
         for item in batch.drain(..) {
@@ -295,6 +279,30 @@ async fn write_loop<W: FrameSink>(
                 ));
                 return true;
             }
+        }
+    }
+}
+
+/// A write the kernel could not take at once: waits for it up to the
+/// write timeout, or, once the connection is closing (`closing`, or closed
+/// meanwhile, e.g. as a slow consumer), for a moment more, then gives up
+/// on a peer that may never read again rather than keep its members for
+/// the whole write timeout. Returns the write's result (`Err(())`: it did
+/// not complete in time) and whether the connection closed meanwhile.
+async fn finish_blocked_write<F: Future<Output = std::io::Result<()>>>(
+    mut write: std::pin::Pin<&mut F>,
+    outbox: &crate::outbox::Outbox,
+    cfg: &TransportConfig,
+    closing: bool,
+) -> (Result<std::io::Result<()>, ()>, bool) {
+    if closing {
+        return (timeout(CLOSE_GRACE, write).await.map_err(|_| ()), true);
+    }
+    tokio::select! {
+        r = &mut write => (Ok(r), false),
+        _ = sleep(cfg.write_timeout) => (Err(()), false),
+        _ = outbox.closed() => {
+            (timeout(CLOSE_GRACE, &mut write).await.map_err(|_| ()), true)
         }
     }
 }
