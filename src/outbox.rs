@@ -156,7 +156,7 @@ struct Queue {
 
 #[derive(Debug, Default)]
 struct QueueState {
-    items: VecDeque<Outbound>,
+    items: Items,
     /// The writer waiting in [`OutboxReceiver::recv`].
     waker: Option<Waker>,
     sender_gone: bool,
@@ -182,9 +182,58 @@ struct QueueState {
 /// to write: a clock read per 64 pushes, none per delivery otherwise.
 const SAMPLE_EVERY: u32 = 64;
 
-/// A drained queue whose capacity grew past this many items (a burst or a
-/// slow reader) gives its memory back.
-const SHRINK_ABOVE_ITEMS: usize = 64;
+/// The queued items: one inline (at a steady rate a connection rarely
+/// has more), more in a `VecDeque` that is freed once drained, so that an
+/// idle connection holds no queue memory (a kept `VecDeque` was 160 bytes
+/// per connection) and a connection at a steady rate allocates nothing.
+#[derive(Debug, Default)]
+enum Items {
+    #[default]
+    Empty,
+    One(Outbound),
+    Many(VecDeque<Outbound>),
+}
+
+impl Items {
+    fn push_back(&mut self, item: Outbound) {
+        *self = match std::mem::take(self) {
+            Items::Empty => Items::One(item),
+            Items::One(first) => {
+                let mut queue = VecDeque::with_capacity(4);
+                queue.push_back(first);
+                queue.push_back(item);
+                Items::Many(queue)
+            }
+            Items::Many(mut queue) => {
+                queue.push_back(item);
+                Items::Many(queue)
+            }
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Outbound> {
+        match std::mem::take(self) {
+            Items::Empty => None,
+            Items::One(item) => Some(item),
+            Items::Many(mut queue) => {
+                let item = queue.pop_front();
+                if !queue.is_empty() {
+                    *self = Items::Many(queue);
+                }
+                item
+            }
+        }
+    }
+
+    /// Bytes of queue memory held (not counting the items' payloads).
+    #[cfg(test)]
+    fn heap_capacity(&self) -> usize {
+        match self {
+            Items::Many(queue) => queue.capacity(),
+            _ => 0,
+        }
+    }
+}
 
 impl Queue {
     fn lock(&self) -> MutexGuard<'_, QueueState> {
@@ -224,11 +273,7 @@ impl QueueState {
     }
 
     fn pop(&mut self) -> Option<Outbound> {
-        let item = self.items.pop_front();
-        if self.items.is_empty() && self.items.capacity() > SHRINK_ABOVE_ITEMS {
-            self.items = VecDeque::new();
-        }
-        item
+        self.items.pop_front()
     }
 }
 
@@ -743,12 +788,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_drained_queue_gives_back_a_large_capacity() {
+    async fn a_drained_queue_gives_back_its_memory() {
         let (outbox, mut rx) = Outbox::new(1 << 20);
         for _ in 0..1000 {
             assert!(outbox.push_text(Utf8Bytes::from_static("x")));
         }
         while rx.try_recv().is_some() {}
-        assert_eq!(rx.queue.lock().items.capacity(), 0);
+        assert_eq!(rx.queue.lock().items.heap_capacity(), 0);
+        // One item at a time (a steady rate) needs no queue memory at all.
+        assert!(outbox.push_text(Utf8Bytes::from_static("x")));
+        assert_eq!(rx.queue.lock().items.heap_capacity(), 0);
+        assert!(outbox.push_text(Utf8Bytes::from_static("y")));
+        assert!(rx.queue.lock().items.heap_capacity() > 0);
+        assert!(matches!(rx.try_recv(), Some(Outbound::Text(t)) if t == "x"));
+        assert!(matches!(rx.try_recv(), Some(Outbound::Text(t)) if t == "y"));
+        assert_eq!(rx.queue.lock().items.heap_capacity(), 0);
     }
 }

@@ -158,4 +158,6 @@ mod socketio_order;
 #[cfg(feature = "hotsock")]
 mod webhooks_tls;
 #[cfg(feature = "hotsock")]
+mod websocket;
+#[cfg(feature = "hotsock")]
 mod write_delay;
