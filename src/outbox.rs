@@ -480,45 +480,33 @@ impl OutboxReceiver {
     /// The next queued item, or None when the sender is gone and the queue
     /// is empty. Cancel-safe: dropping the future loses no item.
     pub async fn recv(&mut self) -> Option<Outbound> {
-        poll_fn(|cx| {
-            let mut state = self.queue.lock();
-            if let Some(item) = state.pop() {
-                if let Some(at) = state.popped_sample() {
-                    self.sample = Some(at);
-                }
-                return Poll::Ready(Some(item));
-            }
-            if state.sender_gone {
-                return Poll::Ready(None);
-            }
-            state.wait(cx, false);
-            Poll::Pending
-        })
-        .await
+        poll_fn(|cx| self.poll_next(cx, false)).await
     }
 
     /// The next item, or None once the outbox is closed (even with items
     /// queued: the caller decides what of them to flush) or its sender is
     /// gone.
     pub async fn recv_open(&mut self) -> Option<Outbound> {
-        poll_fn(|cx| {
-            let mut state = self.queue.lock();
-            if state.closed {
-                return Poll::Ready(None);
+        poll_fn(|cx| self.poll_next(cx, true)).await
+    }
+
+    /// [`Self::recv`], and with `until_closed` [`Self::recv_open`].
+    fn poll_next(&mut self, cx: &Context<'_>, until_closed: bool) -> Poll<Option<Outbound>> {
+        let mut state = self.queue.lock();
+        if until_closed && state.closed {
+            return Poll::Ready(None);
+        }
+        if let Some(item) = state.pop() {
+            if let Some(at) = state.popped_sample() {
+                self.sample = Some(at);
             }
-            if let Some(item) = state.pop() {
-                if let Some(at) = state.popped_sample() {
-                    self.sample = Some(at);
-                }
-                return Poll::Ready(Some(item));
-            }
-            if state.sender_gone {
-                return Poll::Ready(None);
-            }
-            state.wait(cx, false);
-            Poll::Pending
-        })
-        .await
+            return Poll::Ready(Some(item));
+        }
+        if state.sender_gone {
+            return Poll::Ready(None);
+        }
+        state.wait(cx, false);
+        Poll::Pending
     }
 
     /// `--write-delay`: waits up to `delay` for more broadcasts to join
