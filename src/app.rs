@@ -8,6 +8,9 @@ use crate::presence::Presence;
 use crate::shutdown::ShutdownController;
 use crate::transport::TransportConfig;
 
+/// Each front end's shared transport settings, by protocol name.
+pub type ProtocolTransports = Vec<(&'static str, Arc<TransportConfig>)>;
+
 /// Settings every front end shares, resolved once at start (each front
 /// end keeps its own: see [`crate::frontends`]).
 #[derive(Clone, Debug)]
@@ -16,6 +19,28 @@ pub struct Settings {
     pub transport: TransportConfig,
     /// Bearer key of the HTTP API.
     pub api_key: String,
+    /// [`Settings::transport`] with each front end's counters, one copy
+    /// per front end shared by its connections.
+    pub transports: Arc<std::sync::Mutex<ProtocolTransports>>,
+}
+
+impl Settings {
+    /// The transport settings of `protocol`'s connections, with its
+    /// counters: one shared copy (a connection holds a pointer, where a
+    /// copy of its own was 128 bytes).
+    pub fn transport_for(&self, protocol: &'static str) -> Arc<TransportConfig> {
+        let mut cache = self.transports.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, transport)) = cache.iter().find(|(p, _)| *p == protocol) {
+            return transport.clone();
+        }
+        let mut transport = self.transport.clone();
+        if let Some(metrics) = &transport.metrics {
+            transport.counters = metrics.live().protocol(protocol);
+        }
+        let transport = Arc::new(transport);
+        cache.push((protocol, transport.clone()));
+        transport
+    }
 }
 
 /// Shared state, cheap to clone (axum router state).

@@ -302,6 +302,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
             .api_key
             .clone()
             .ok_or_else(|| "no API key configured (--api-key)".to_string())?,
+        transports: Arc::default(),
     };
     let policy = Arc::new(crate::policy::ChannelPolicy::new(config.policy()?));
     let services = crate::services::Services::new(config.services()?)?;

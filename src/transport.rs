@@ -54,7 +54,8 @@ pub struct TransportConfig {
     /// The server's metrics (None: not counted, e.g. in unit tests).
     pub metrics: Option<Arc<MetricsObserver>>,
     /// The byte and rate-limit counters of this connection's protocol,
-    /// taken once in [`run`] so that a frame costs an atomic add.
+    /// set once per front end ([`crate::app::Settings::transport_for`]) so
+    /// that a frame costs an atomic add.
     pub(crate) counters: ProtocolCounters,
 }
 
@@ -372,7 +373,7 @@ pub fn run<S: Session>(
     socket: WebSocket,
     outbox_rx: OutboxReceiver,
     session: S,
-    cfg: TransportConfig,
+    cfg: Arc<TransportConfig>,
     shutdown: Shutdown,
 ) -> impl Future<Output = ()> + Send + 'static {
     let mut socket = socket;
@@ -385,10 +386,6 @@ pub fn run<S: Session>(
         user = session.connection().user_id().as_deref().unwrap_or("-"),
         "connection opened"
     );
-    let mut cfg = cfg;
-    if let Some(metrics) = &cfg.metrics {
-        cfg.counters = metrics.live().protocol(session.connection().protocol());
-    }
     let mut outbox_rx = outbox_rx;
     let mut session = Some(session);
     let mut shutdown = shutdown;
@@ -445,7 +442,7 @@ pub fn run<S: Session>(
 }
 
 /// Writes the outbox until the connection closes, then, once the session
-/// is gone, what is still queued and the close frame.
+/// is gone, what is still queued and the close frame ([`finish_closing`]).
 async fn write_side(
     stream: &TcpStream,
     outbox_rx: &mut OutboxReceiver,
@@ -458,9 +455,22 @@ async fn write_side(
     if client_gone {
         return;
     }
+    // Boxed: the closing steps' timers and writes would otherwise be part
+    // of every connection's future for its whole life.
+    Box::pin(finish_closing(stream, outbox_rx, outbox, cfg, session_gone)).await;
+}
+
+/// Once the session is gone (its members removed), flushes what is
+/// already queued (e.g. a final error), then says why the connection
+/// closes. Bounded in time: a peer that stopped reading gets dropped.
+async fn finish_closing(
+    stream: &TcpStream,
+    outbox_rx: &mut OutboxReceiver,
+    outbox: &OutboxHandle,
+    cfg: &TransportConfig,
+    session_gone: tokio::sync::oneshot::Receiver<()>,
+) {
     let _ = timeout(CLOSE_GRACE, session_gone).await;
-    // Flush what is already queued (e.g. a final error), then say why we
-    // close. Bounded in time: a peer that stopped reading gets dropped.
     let reason = outbox
         .close_reason()
         .unwrap_or_else(|| CloseReason::new(close::NORMAL, "closing"));
@@ -468,6 +478,7 @@ async fn write_side(
     // that a client that reads again learns why (1013) instead of seeing
     // the connection drop.
     let slow = reason.code == crate::outbox::CLOSE_SLOW_CONSUMER;
+    let mut sink = stream;
     let flush = async {
         while let Some(item) = outbox_rx.try_recv().filter(|_| !slow) {
             if sink.write(std::slice::from_ref(&item)).await.is_err() {

@@ -121,7 +121,7 @@ async fn upgrade(
     conn.set_access(crate::policy::Access::authenticated(Some(
         claims.channels.clone(),
     )));
-    let transport = app.config.transport.clone();
+    let transport = app.config.transport_for(PROTOCOL);
     let shutdown = app.shutdown.handle();
     let verifier = app.verifier.clone();
     let single_use = app.single_use.clone();

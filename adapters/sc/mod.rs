@@ -297,7 +297,7 @@ fn upgrade(app: App, shared: Arc<ScShared>, ws: WebSocketUpgrade) -> Response {
             }
         };
     shared.ensure_ticker(&app);
-    let transport = app.config.transport.clone();
+    let transport = app.config.transport_for(PROTOCOL);
     let shutdown = app.shutdown.handle();
     // Not an async block: it would keep its own copy of the session for the
     // connection's lifetime; `run` holds everything in one allocation.

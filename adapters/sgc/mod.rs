@@ -330,7 +330,7 @@ async fn upgrade(
     if let Some(t) = &tracker {
         t.attach(conn.outbox_handle());
     }
-    let transport = app.config.transport.clone();
+    let transport = app.config.transport_for(PROTOCOL);
     let shutdown = app.shutdown.handle();
     // Not an async block: it would keep its own copy of the session for the
     // connection's lifetime; `run` holds everything in one allocation.
