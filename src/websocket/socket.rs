@@ -534,4 +534,49 @@ mod tests {
         assert_eq!(got.len(), 5, "{got:?}");
         client.await.unwrap();
     }
+
+    /// A message near the limit arrives in many reads (the reader reserves
+    /// at most 64 KiB at a time) and comes back whole; a pong, a text and
+    /// a large binary frame go out in order, each length in its form.
+    #[tokio::test]
+    async fn a_large_message_is_read_whole_and_frames_are_written_in_order() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let big: Vec<u8> = (0..120_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let mask = [9, 8, 7, 6];
+        let mut frame = vec![0x81, 0x80 | 127];
+        frame.extend_from_slice(&(big.len() as u64).to_be_bytes());
+        frame.extend_from_slice(&mask);
+        let mut body = big.clone();
+        frame::apply_mask(&mut body, mask);
+        frame.extend_from_slice(&body);
+        let client = tokio::spawn(async move {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            for chunk in frame.chunks(7_000) {
+                c.write_all(chunk).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            let mut got = vec![0u8; 2 + 2 + 5 + 2 + 8 + 70_000];
+            c.read_exact(&mut got).await.unwrap();
+            got
+        });
+        let (server, _) = listener.accept().await.unwrap();
+        let mut reader = MessageReader::new(128 * 1024, &[]);
+        let message = reader.read(&server).await.unwrap();
+        assert_eq!(message, Incoming::Text(String::from_utf8(big).unwrap()));
+        assert_eq!(reader.buf.capacity(), 0, "nothing kept after the message");
+        let items = [
+            Outbound::Pong(Bytes::from_static(b"hi")),
+            Outbound::Text("hello".into()),
+            Outbound::Binary(Bytes::from(vec![1u8; 70_000])),
+        ];
+        FrameWrite::items(&server, &items).await.unwrap();
+        let got = client.await.unwrap();
+        assert_eq!(&got[..4], &[0x8a, 2, b'h', b'i']);
+        assert_eq!(&got[4..11], &[0x81, 5, b'h', b'e', b'l', b'l', b'o']);
+        assert_eq!(&got[11..13], &[0x82, 127]);
+        assert_eq!(u64::from_be_bytes(got[13..21].try_into().unwrap()), 70_000);
+        assert!(got[21..].iter().all(|&b| b == 1));
+    }
 }
