@@ -212,72 +212,78 @@ const WRITE_BATCH: usize = 64;
 /// Frames that are already queued are written together with one flush, and
 /// a write that completes at once costs no timer. Returns true if the peer
 /// is gone (nothing more can be written).
-async fn write_loop<W: FrameSink>(
-    sink: &mut W,
-    rx: &mut OutboxReceiver,
-    outbox: &crate::outbox::Outbox,
-    cfg: &TransportConfig,
-) -> bool {
-    let mut batch = Batch::default();
-    loop {
-        // None once the outbox is closed: a close ends the wait (the
-        // outbox wakes the writer), with no future of its own.
-        match rx.recv_open().await {
-            Some(item) => batch.push(item),
-            None => return false,
-        }
-        fill(&mut batch, rx);
-        // --write-delay: frames queued meanwhile share this write. A close
-        // ends the wait early; what is held is still written. A reply (not
-        // a broadcast) is never held, nor frames with it. Boxed: only a
-        // server with a write delay pays for its timer, and only while it
-        // waits.
-        let mut closing = false;
-        if !cfg.write_delay.is_zero() && batch.len() < WRITE_BATCH {
-            Box::pin(rx.hold_for_more(cfg.write_delay)).await;
-            closing = outbox.is_closed();
+// Not an `async fn`: it would keep each argument twice (see `read_side`).
+#[allow(clippy::manual_async_fn)]
+fn write_loop<'a, W: FrameSink>(
+    sink: &'a mut W,
+    rx: &'a mut OutboxReceiver,
+    outbox: &'a crate::outbox::Outbox,
+    cfg: &'a TransportConfig,
+) -> impl Future<Output = bool> + 'a {
+    async move {
+        let mut batch = Batch::default();
+        loop {
+            // None once the outbox is closed: a close ends the wait (the
+            // outbox wakes the writer), with no future of its own.
+            match rx.recv_open().await {
+                Some(item) => batch.push(item),
+                None => return false,
+            }
             fill(&mut batch, rx);
-        }
-        let result = {
-            let write = sink.write(batch.as_slice());
-            tokio::pin!(write);
-            // Most writes complete at once; only a blocked one needs the
-            // timers, boxed so that an idle connection does not keep them.
-            let first =
-                std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
-            match first {
-                std::task::Poll::Ready(r) => Ok(r),
-                std::task::Poll::Pending => {
-                    let (result, closed) =
-                        Box::pin(finish_blocked_write(write.as_mut(), outbox, cfg, closing)).await;
-                    closing |= closed;
-                    result
+            // --write-delay: frames queued meanwhile share this write. A close
+            // ends the wait early; what is held is still written. A reply (not
+            // a broadcast) is never held, nor frames with it. Boxed: only a
+            // server with a write delay pays for its timer, and only while it
+            // waits.
+            let mut closing = false;
+            if !cfg.write_delay.is_zero() && batch.len() < WRITE_BATCH {
+                Box::pin(rx.hold_for_more(cfg.write_delay)).await;
+                closing = outbox.is_closed();
+                fill(&mut batch, rx);
+            }
+            let result = {
+                let write = sink.write(batch.as_slice());
+                tokio::pin!(write);
+                // Most writes complete at once; only a blocked one needs the
+                // timers, boxed so that an idle connection does not keep them.
+                let first =
+                    std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx)))
+                        .await;
+                match first {
+                    std::task::Poll::Ready(r) => Ok(r),
+                    std::task::Poll::Pending => {
+                        let (result, closed) =
+                            Box::pin(finish_blocked_write(write.as_mut(), outbox, cfg, closing))
+                                .await;
+                        closing |= closed;
+                        result
+                    }
                 }
+            };
+            for item in batch.as_slice() {
+                if matches!(result, Ok(Ok(()))) {
+                    cfg.counters.bytes_sent.inc_by(item.payload_len());
+                }
+                outbox.sent(item);
             }
-        };
-        for item in batch.as_slice() {
-            if matches!(result, Ok(Ok(()))) {
-                cfg.counters.bytes_sent.inc_by(item.payload_len());
+            batch = Batch::default();
+            // The sampled frame, if this batch had it, is written now.
+            if let (Ok(Ok(())), Some(queued)) = (&result, rx.take_sample()) {
+                cfg.counters
+                    .delivery
+                    .observe(queued.elapsed().as_secs_f64());
             }
-            outbox.sent(item);
-        }
-        batch = Batch::default();
-        // The sampled frame, if this batch had it, is written now.
-        if let (Ok(Ok(())), Some(queued)) = (&result, rx.take_sample()) {
-            cfg.counters
-                .delivery
-                .observe(queued.elapsed().as_secs_f64());
-        }
-        match result {
-            Ok(Ok(())) if closing => return false,
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return true,
-            Err(()) => {
-                outbox.close(CloseReason::new(
-                    crate::outbox::CLOSE_SLOW_CONSUMER,
-                    "client is not reading: a write did not complete in time",
-                ));
-                return true;
+            match result {
+                Ok(Ok(())) if closing => return false,
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return true,
+                Err(()) => {
+                    outbox.close(CloseReason::new(
+                        crate::outbox::CLOSE_SLOW_CONSUMER,
+                        "client is not reading: a write did not complete in time",
+                    ));
+                    return true;
+                }
             }
         }
     }
@@ -443,21 +449,25 @@ pub fn run<S: Session>(
 
 /// Writes the outbox until the connection closes, then, once the session
 /// is gone, what is still queued and the close frame ([`finish_closing`]).
-async fn write_side(
-    stream: &TcpStream,
-    outbox_rx: &mut OutboxReceiver,
-    outbox: &OutboxHandle,
-    cfg: &TransportConfig,
+// Not an `async fn`: it would keep each argument twice (see `read_side`).
+#[allow(clippy::manual_async_fn)]
+fn write_side<'a>(
+    stream: &'a TcpStream,
+    outbox_rx: &'a mut OutboxReceiver,
+    outbox: &'a OutboxHandle,
+    cfg: &'a TransportConfig,
     session_gone: tokio::sync::oneshot::Receiver<()>,
-) {
-    let mut sink = stream;
-    let client_gone = write_loop(&mut sink, outbox_rx, outbox, cfg).await;
-    if client_gone {
-        return;
+) -> impl Future<Output = ()> + 'a {
+    async move {
+        let mut sink = stream;
+        let client_gone = write_loop(&mut sink, outbox_rx, outbox, cfg).await;
+        if client_gone {
+            return;
+        }
+        // Boxed: the closing steps' timers and writes would otherwise be part
+        // of every connection's future for its whole life.
+        Box::pin(finish_closing(stream, outbox_rx, outbox, cfg, session_gone)).await;
     }
-    // Boxed: the closing steps' timers and writes would otherwise be part
-    // of every connection's future for its whole life.
-    Box::pin(finish_closing(stream, outbox_rx, outbox, cfg, session_gone)).await;
 }
 
 /// Once the session is gone (its members removed), flushes what is
@@ -495,126 +505,136 @@ async fn finish_closing(
 /// Reads frames into the session, runs its timers and the liveness pings,
 /// until either side closes. Then drops the session (ending its
 /// memberships) and tells the writer.
-async fn read_side<S: Session>(
-    stream: &TcpStream,
-    reader: &mut MessageReader,
-    session: &mut Option<S>,
-    outbox: &OutboxHandle,
-    cfg: &TransportConfig,
-    shutdown: &mut Shutdown,
+///
+/// This, [`read_loop`], [`write_side`] and [`write_loop`] return `async`
+/// blocks rather than being `async fn`s: an `async fn` keeps each argument
+/// twice in its future (see [`run`]), and these live in every connection's.
+#[allow(clippy::manual_async_fn)]
+fn read_side<'a, S: Session>(
+    stream: &'a TcpStream,
+    reader: &'a mut MessageReader,
+    session: &'a mut Option<S>,
+    outbox: &'a OutboxHandle,
+    cfg: &'a TransportConfig,
+    shutdown: &'a mut Shutdown,
     session_gone: tokio::sync::oneshot::Sender<()>,
-) {
-    if let Some(session) = session.as_mut() {
-        read_loop(stream, reader, session, outbox, cfg, shutdown).await;
+) -> impl Future<Output = ()> + 'a {
+    async move {
+        if let Some(session) = session.as_mut() {
+            read_loop(stream, reader, session, outbox, cfg, shutdown).await;
+        }
+        // Memberships end before the close frame goes out, so a peer that
+        // saw our close frame knows the others were told it left.
+        drop(session.take());
+        let _ = session_gone.send(());
     }
-    // Memberships end before the close frame goes out, so a peer that
-    // saw our close frame knows the others were told it left.
-    drop(session.take());
-    let _ = session_gone.send(());
 }
 
-async fn read_loop<S: Session>(
-    stream: &TcpStream,
-    reader: &mut MessageReader,
-    session: &mut S,
-    outbox: &OutboxHandle,
-    cfg: &TransportConfig,
-    shutdown: &mut Shutdown,
-) {
-    let conn_id = session.connection().id();
-    let mut limiter = RateLimiter::new(cfg.max_messages_per_second);
-    let mut last_heard = Instant::now();
-    // The next liveness ping shares the session's timer: a tokio
-    // `Interval` of its own kept a boxed timer per idle connection.
-    let mut next_ping = Instant::now() + cfg.ping_interval;
-    // Created once: re-creating them on every frame costs a waiter
-    // registration each time. One future for a close and an order (both
-    // rare, both on the outbox's one signal) keeps the connection smaller.
-    let signalled = outbox.closed_or_ordered();
-    tokio::pin!(signalled);
-    // A shutdown closes every outbox (`Presence::close_all`), which ends
-    // this loop through `signalled`: no future of its own per connection.
-    // A connection registered after that began closes here.
-    if shutdown.is_shutting_down() {
-        outbox.close(CloseReason::new(
-            close::GOING_AWAY,
-            crate::server::SHUTDOWN_REASON,
-        ));
-        return;
-    }
-    loop {
-        let timer = session.next_timer().map_or(next_ping, |t| t.min(next_ping));
-        let mut flow = tokio::select! {
-            _ = &mut signalled => {
-                if outbox.is_closed() {
-                    break;
-                }
-                signalled.set(outbox.closed_or_ordered());
-                obey(session, outbox.take_orders())
-            }
-            _ = sleep_until(timer) => {
-                let now = Instant::now();
-                if now < next_ping {
-                    session.on_timer(now)
-                } else if last_heard.elapsed() > cfg.idle_timeout {
-                    Flow::Close(CloseReason::new(close::GOING_AWAY, "no traffic from the client within the idle timeout"))
-                } else {
-                    // A session timer due at the same time fires on the
-                    // next turn (its deadline has passed).
-                    next_ping = now + cfg.ping_interval;
-                    outbox.push(Outbound::Ping);
-                    Flow::Continue
-                }
-            }
-            msg = reader.read(stream) => {
-                last_heard = Instant::now();
-                match msg {
-                    Err(e) => read_error(e, cfg.max_frame_bytes, conn_id),
-                    // Text and binary messages share one rate limit, and a
-                    // flood of either ends in the same policy close.
-                    Ok(msg @ (Incoming::Text(_) | Incoming::Binary(_))) => {
-                        let len = match &msg {
-                            Incoming::Text(text) => text.len(),
-                            Incoming::Binary(data) => data.len(),
-                            _ => 0,
-                        };
-                        cfg.counters.bytes_received.inc_by(len as u64);
-                        if limiter.allow(Instant::now()) {
-                            match &msg {
-                                Incoming::Text(text) => session.on_text(text),
-                                Incoming::Binary(data) => session.on_binary(data),
-                                _ => Flow::Continue,
-                            }
-                        } else {
-                            cfg.counters.rate_limited.inc();
-                            if limiter.flooding() || limiter.sustained_abuse(Instant::now()) {
-                                Flow::Close(CloseReason::new(close::POLICY, format!("message rate over {} per second for too long", cfg.max_messages_per_second)))
-                            } else {
-                                session.on_rate_limited(cfg.max_messages_per_second)
-                            }
-                        }
+#[allow(clippy::manual_async_fn)]
+fn read_loop<'a, S: Session>(
+    stream: &'a TcpStream,
+    reader: &'a mut MessageReader,
+    session: &'a mut S,
+    outbox: &'a OutboxHandle,
+    cfg: &'a TransportConfig,
+    shutdown: &'a mut Shutdown,
+) -> impl Future<Output = ()> + 'a {
+    async move {
+        let conn_id = session.connection().id();
+        let mut limiter = RateLimiter::new(cfg.max_messages_per_second);
+        let mut last_heard = Instant::now();
+        // The next liveness ping shares the session's timer: a tokio
+        // `Interval` of its own kept a boxed timer per idle connection.
+        let mut next_ping = Instant::now() + cfg.ping_interval;
+        // Created once: re-creating them on every frame costs a waiter
+        // registration each time. One future for a close and an order (both
+        // rare, both on the outbox's one signal) keeps the connection smaller.
+        let signalled = outbox.closed_or_ordered();
+        tokio::pin!(signalled);
+        // A shutdown closes every outbox (`Presence::close_all`), which ends
+        // this loop through `signalled`: no future of its own per connection.
+        // A connection registered after that began closes here.
+        if shutdown.is_shutting_down() {
+            outbox.close(CloseReason::new(
+                close::GOING_AWAY,
+                crate::server::SHUTDOWN_REASON,
+            ));
+            return;
+        }
+        loop {
+            let timer = session.next_timer().map_or(next_ping, |t| t.min(next_ping));
+            let mut flow = tokio::select! {
+                _ = &mut signalled => {
+                    if outbox.is_closed() {
+                        break;
                     }
-                    Ok(Incoming::Ping(payload)) => {
-                        outbox.push(Outbound::Pong(payload));
+                    signalled.set(outbox.closed_or_ordered());
+                    obey(session, outbox.take_orders())
+                }
+                _ = sleep_until(timer) => {
+                    let now = Instant::now();
+                    if now < next_ping {
+                        session.on_timer(now)
+                    } else if last_heard.elapsed() > cfg.idle_timeout {
+                        Flow::Close(CloseReason::new(close::GOING_AWAY, "no traffic from the client within the idle timeout"))
+                    } else {
+                        // A session timer due at the same time fires on the
+                        // next turn (its deadline has passed).
+                        next_ping = now + cfg.ping_interval;
+                        outbox.push(Outbound::Ping);
                         Flow::Continue
                     }
-                    Ok(Incoming::Pong) => Flow::Continue,
-                    Ok(Incoming::Close(_)) => Flow::Close(CloseReason::new(close::NORMAL, "client closed")),
                 }
-            }
-        };
-        while let Flow::Wait(pending) = flow {
-            // Orders wait for the pending step; only a close ends it.
-            let closed = outbox.closed();
-            flow = tokio::select! {
-                _ = closed => return,
-                _ = pending => session.on_resume(),
+                msg = reader.read(stream) => {
+                    last_heard = Instant::now();
+                    match msg {
+                        Err(e) => read_error(e, cfg.max_frame_bytes, conn_id),
+                        // Text and binary messages share one rate limit, and a
+                        // flood of either ends in the same policy close.
+                        Ok(msg @ (Incoming::Text(_) | Incoming::Binary(_))) => {
+                            let len = match &msg {
+                                Incoming::Text(text) => text.len(),
+                                Incoming::Binary(data) => data.len(),
+                                _ => 0,
+                            };
+                            cfg.counters.bytes_received.inc_by(len as u64);
+                            if limiter.allow(Instant::now()) {
+                                match &msg {
+                                    Incoming::Text(text) => session.on_text(text),
+                                    Incoming::Binary(data) => session.on_binary(data),
+                                    _ => Flow::Continue,
+                                }
+                            } else {
+                                cfg.counters.rate_limited.inc();
+                                if limiter.flooding() || limiter.sustained_abuse(Instant::now()) {
+                                    Flow::Close(CloseReason::new(close::POLICY, format!("message rate over {} per second for too long", cfg.max_messages_per_second)))
+                                } else {
+                                    session.on_rate_limited(cfg.max_messages_per_second)
+                                }
+                            }
+                        }
+                        Ok(Incoming::Ping(payload)) => {
+                            outbox.push(Outbound::Pong(payload));
+                            Flow::Continue
+                        }
+                        Ok(Incoming::Pong) => Flow::Continue,
+                        Ok(Incoming::Close(_)) => Flow::Close(CloseReason::new(close::NORMAL, "client closed")),
+                    }
+                }
             };
-        }
-        if let Flow::Close(reason) = flow {
-            tracing::debug!(conn = %conn_id, code = reason.code, reason = %reason.reason, "closing connection");
-            outbox.close(reason);
-            break;
+            while let Flow::Wait(pending) = flow {
+                // Orders wait for the pending step; only a close ends it.
+                let closed = outbox.closed();
+                flow = tokio::select! {
+                    _ = closed => return,
+                    _ = pending => session.on_resume(),
+                };
+            }
+            if let Flow::Close(reason) = flow {
+                tracing::debug!(conn = %conn_id, code = reason.code, reason = %reason.reason, "closing connection");
+                outbox.close(reason);
+                break;
+            }
         }
     }
 }
