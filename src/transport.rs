@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::response::Response;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
@@ -14,7 +13,7 @@ use crate::metrics::{MetricsObserver, ProtocolCounters};
 use crate::outbox::{CloseReason, Order, Outbound, OutboxReceiver};
 use crate::presence::{Connection, OutboxHandle};
 use crate::shutdown::Shutdown;
-use crate::websocket::{Incoming, MessageReader, ReadError, WebSocket, WebSocketUpgrade};
+use crate::websocket::{Incoming, MessageReader, ReadError, WebSocket};
 
 /// Close codes used by the transport (RFC 6455).
 pub mod close {
@@ -165,25 +164,6 @@ fn read_error(e: ReadError, limit: usize, conn: crate::ids::ConnId) -> Flow {
             Flow::Close(CloseReason::new(close::NORMAL, "connection error"))
         }
     }
-}
-
-/// Bytes the Socket.IO front end's WebSocket library (tungstenite,
-/// inside socketioxide) reads per syscall. It zeroes this much buffer on
-/// every read, and allocates it up front for every connection and keeps
-/// it: 512 bytes instead of its 128 KiB default. Client frames are small
-/// (a subscribe, a publish); a larger one is still read whole, in reads of
-/// this size, and clients are rate-limited (--max-messages-per-second).
-pub(crate) const READ_BUFFER_BYTES: usize = 512;
-
-/// Upgrades (`max_frame_bytes` for the largest message and frame) and
-/// hands the socket to `start`, which returns the connection's future
-/// (e.g. [`run`]'s). Every raw-WebSocket front end upgrades through this.
-pub fn upgrade<C, Fut>(ws: WebSocketUpgrade, max_frame_bytes: usize, start: C) -> Response
-where
-    C: FnOnce(WebSocket) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    ws.on_upgrade(max_frame_bytes, start)
 }
 
 /// Where the writer puts frames: the client's socket, or a test's
@@ -394,7 +374,6 @@ pub fn run<S: Session>(
     );
     let mut outbox_rx = outbox_rx;
     let mut session = Some(session);
-    let mut shutdown = shutdown;
     Box::pin(async move {
         let (stream, reader) = socket.parts();
         let (session_gone_tx, session_gone_rx) = tokio::sync::oneshot::channel::<()>();
@@ -408,7 +387,7 @@ pub fn run<S: Session>(
                 &mut session,
                 &outbox,
                 &cfg,
-                &mut shutdown,
+                &shutdown,
                 session_gone_tx,
             ),
             write_side(stream, &mut outbox_rx, &outbox, &cfg, session_gone_rx),
@@ -516,7 +495,7 @@ fn read_side<'a, S: Session>(
     session: &'a mut Option<S>,
     outbox: &'a OutboxHandle,
     cfg: &'a TransportConfig,
-    shutdown: &'a mut Shutdown,
+    shutdown: &'a Shutdown,
     session_gone: tokio::sync::oneshot::Sender<()>,
 ) -> impl Future<Output = ()> + 'a {
     async move {
@@ -537,7 +516,7 @@ fn read_loop<'a, S: Session>(
     session: &'a mut S,
     outbox: &'a OutboxHandle,
     cfg: &'a TransportConfig,
-    shutdown: &'a mut Shutdown,
+    shutdown: &'a Shutdown,
 ) -> impl Future<Output = ()> + 'a {
     async move {
         let conn_id = session.connection().id();

@@ -334,10 +334,8 @@ async fn upgrade(
     let shutdown = app.shutdown.handle();
     // Not an async block: it would keep its own copy of the session for the
     // connection's lifetime; `run` holds everything in one allocation.
-    crate::transport::upgrade(
-        ws.protocols([SUBPROTOCOL]),
-        transport.max_frame_bytes,
-        move |socket| {
+    ws.protocols([SUBPROTOCOL])
+        .on_upgrade(transport.max_frame_bytes, move |socket| {
             let mut session = session::SgcSession::new(
                 conn,
                 config,
@@ -348,8 +346,7 @@ async fn upgrade(
             );
             session.open();
             crate::transport::run(socket, outbox_rx, session, transport, shutdown)
-        },
-    )
+        })
 }
 
 #[cfg(test)]

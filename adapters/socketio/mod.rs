@@ -164,6 +164,11 @@ impl SocketIoConfig {
 
 /// See `routes`: socketioxide's own per-socket queue, in packets.
 const SOCKETIOXIDE_BUFFER: usize = 32;
+
+/// Bytes tungstenite (inside socketioxide) reads per syscall: it zeroes
+/// this much buffer on every read and keeps it for the socket's life, so
+/// 512 bytes instead of its 128 KiB default; clients are rate-limited.
+const WS_READ_BUFFER_BYTES: usize = 512;
 /// At shutdown, how long the Engine.IO connections stay open for the pumps
 /// to send their going-away errors.
 const PUMPS_GRACE: Duration = Duration::from_secs(1);
@@ -319,9 +324,10 @@ pub fn routes(app: &App, mut settings: SocketIoConfig) -> Router<App> {
         // buffer full: small, so a client that stops reading backs up into
         // the core outbox, which --outbox-bytes bounds.
         .max_buffer_size(SOCKETIOXIDE_BUFFER)
-        // Client frames are small; the raw-WebSocket front ends' read
-        // chunks (the default 4 KiB cost 3.5 KiB per idle socket).
-        .ws_read_buffer_size(crate::transport::READ_BUFFER_BYTES)
+        // Client frames are small: tungstenite allocates this read buffer
+        // up front for every socket and keeps it (the default 4 KiB cost
+        // 3.5 KiB per idle socket); a larger frame is still read whole.
+        .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
         .max_payload(cfg.max_ws_message_bytes as u64)
         .ws_max_message_size(cfg.max_ws_message_bytes)
         .ws_max_frame_size(cfg.max_ws_message_bytes)

@@ -137,6 +137,16 @@ pub fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
     }
 }
 
+/// Bytes of a server frame's header for a payload of `payload_len` bytes
+/// (the shortest length form: 7, 16 or 64 bits).
+pub fn server_header_len(payload_len: usize) -> usize {
+    match payload_len {
+        0..126 => 2,
+        126..=0xffff => 4,
+        _ => MAX_SERVER_HEADER_BYTES,
+    }
+}
+
 /// Writes the header of an unmasked, final server frame into `out` and
 /// returns its length.
 pub fn server_header(
@@ -145,18 +155,19 @@ pub fn server_header(
     out: &mut [u8; MAX_SERVER_HEADER_BYTES],
 ) -> usize {
     out[0] = 0x80 | opcode;
-    if payload_len < 126 {
-        out[1] = payload_len as u8;
-        2
-    } else if let Ok(len) = u16::try_from(payload_len) {
-        out[1] = 126;
-        out[2..4].copy_from_slice(&len.to_be_bytes());
-        4
-    } else {
-        out[1] = 127;
-        out[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
-        10
+    let len = server_header_len(payload_len);
+    match len {
+        2 => out[1] = payload_len as u8,
+        4 => {
+            out[1] = 126;
+            out[2..4].copy_from_slice(&(payload_len as u16).to_be_bytes());
+        }
+        _ => {
+            out[1] = 127;
+            out[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
+        }
     }
+    len
 }
 
 #[cfg(test)]

@@ -29,14 +29,19 @@ fn reject(status: StatusCode, why: &'static str) -> Response {
     crate::access::with_reason((status, why).into_response(), why)
 }
 
-/// Whether the comma-separated header `name` lists `token` (any case).
-fn lists(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|value| {
+/// The comma-separated tokens of a header's values.
+fn tokens<'h>(values: impl Iterator<Item = &'h HeaderValue>) -> impl Iterator<Item = &'h [u8]> {
+    values.flat_map(|value| {
         value
             .as_bytes()
             .split(|&b| b == b',')
-            .any(|part| part.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+            .map(<[u8]>::trim_ascii)
     })
+}
+
+/// Whether the comma-separated header `name` lists `token` (any case).
+fn lists(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    tokens(headers.get_all(name).iter()).any(|part| part.eq_ignore_ascii_case(token.as_bytes()))
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
@@ -112,12 +117,7 @@ impl WebSocketUpgrade {
         self.selected_protocol = supported
             .into_iter()
             .find(|name| {
-                self.offered_protocols.iter().any(|value| {
-                    value
-                        .as_bytes()
-                        .split(|&b| b == b',')
-                        .any(|offered| offered.trim_ascii() == name.as_bytes())
-                })
+                tokens(self.offered_protocols.iter()).any(|offered| offered == name.as_bytes())
             })
             .map(HeaderValue::from_static);
         self

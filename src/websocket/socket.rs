@@ -336,7 +336,7 @@ impl<'a> FrameWrite<'a> {
                 let mut at = 0;
                 for item in *items {
                     let (_, payload) = frame_of(item);
-                    let head_len = header_len(payload.len());
+                    let head_len = frame::server_header_len(payload.len());
                     push(&heads[at..at + head_len]);
                     at += head_len;
                     push(payload);
@@ -344,15 +344,6 @@ impl<'a> FrameWrite<'a> {
             }
         }
         count
-    }
-}
-
-/// Bytes of a server frame's header for a payload of `len` bytes.
-fn header_len(len: usize) -> usize {
-    match len {
-        0..126 => 2,
-        126..=0xffff => 4,
-        _ => 10,
     }
 }
 
