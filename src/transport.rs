@@ -139,6 +139,19 @@ pub trait Session: Send + 'static {
     fn on_timer(&mut self, _now: Instant) -> Flow {
         Flow::Continue
     }
+
+    /// The frame of the transport's liveness check, sent every ping
+    /// interval: a WebSocket ping, or a protocol's own (Engine.IO 4's `2`).
+    fn keepalive(&self) -> Outbound {
+        Outbound::Ping
+    }
+
+    /// The frames the client gets after what is queued and before the
+    /// close frame when the connection closes for `reason` (e.g. Socket.IO's
+    /// error event and Engine.IO close packet), even a slow consumer.
+    fn farewell(&self, _reason: &CloseReason) -> Vec<Outbound> {
+        Vec::new()
+    }
 }
 
 pub use crate::rate::RateLimiter;
@@ -376,7 +389,7 @@ pub fn run<S: Session>(
     let mut session = Some(session);
     Box::pin(async move {
         let (stream, reader) = socket.parts();
-        let (session_gone_tx, session_gone_rx) = tokio::sync::oneshot::channel::<()>();
+        let (session_gone_tx, session_gone_rx) = tokio::sync::oneshot::channel::<Vec<Outbound>>();
         // Called in place (not bound to locals first), so that each side's
         // future is stored once, inside the join. A delivery wakes only the
         // writer, a frame from the client only the reader.
@@ -435,7 +448,7 @@ fn write_side<'a>(
     outbox_rx: &'a mut OutboxReceiver,
     outbox: &'a OutboxHandle,
     cfg: &'a TransportConfig,
-    session_gone: tokio::sync::oneshot::Receiver<()>,
+    session_gone: tokio::sync::oneshot::Receiver<Vec<Outbound>>,
 ) -> impl Future<Output = ()> + 'a {
     async move {
         let mut sink = stream;
@@ -457,9 +470,13 @@ async fn finish_closing(
     outbox_rx: &mut OutboxReceiver,
     outbox: &OutboxHandle,
     cfg: &TransportConfig,
-    session_gone: tokio::sync::oneshot::Receiver<()>,
+    session_gone: tokio::sync::oneshot::Receiver<Vec<Outbound>>,
 ) {
-    let _ = timeout(CLOSE_GRACE, session_gone).await;
+    let farewell = timeout(CLOSE_GRACE, session_gone)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
     let reason = outbox
         .close_reason()
         .unwrap_or_else(|| CloseReason::new(close::NORMAL, "closing"));
@@ -475,6 +492,9 @@ async fn finish_closing(
             }
             cfg.counters.bytes_sent.inc_by(item.payload_len());
             outbox.sent(&item);
+        }
+        if !farewell.is_empty() && sink.write(&farewell).await.is_err() {
+            return;
         }
         let _ = crate::websocket::FrameWrite::close(stream, reason.code, &reason.reason).await;
     };
@@ -496,16 +516,20 @@ fn read_side<'a, S: Session>(
     outbox: &'a OutboxHandle,
     cfg: &'a TransportConfig,
     shutdown: &'a Shutdown,
-    session_gone: tokio::sync::oneshot::Sender<()>,
+    session_gone: tokio::sync::oneshot::Sender<Vec<Outbound>>,
 ) -> impl Future<Output = ()> + 'a {
     async move {
         if let Some(session) = session.as_mut() {
             read_loop(stream, reader, session, outbox, cfg, shutdown).await;
         }
+        let farewell = match (session.as_ref(), outbox.close_reason()) {
+            (Some(session), Some(reason)) => session.farewell(&reason),
+            _ => Vec::new(),
+        };
         // Memberships end before the close frame goes out, so a peer that
         // saw our close frame knows the others were told it left.
         drop(session.take());
-        let _ = session_gone.send(());
+        let _ = session_gone.send(farewell);
     }
 }
 
@@ -560,7 +584,7 @@ fn read_loop<'a, S: Session>(
                         // A session timer due at the same time fires on the
                         // next turn (its deadline has passed).
                         next_ping = now + cfg.ping_interval;
-                        outbox.push(Outbound::Ping);
+                        outbox.push(session.keepalive());
                         Flow::Continue
                     }
                 }

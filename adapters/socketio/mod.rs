@@ -12,6 +12,8 @@
 //! route and the adapter's config.
 
 pub mod auth;
+pub mod avaya;
+pub mod engine;
 pub mod polling_shim;
 pub mod session;
 pub mod sever;
@@ -173,7 +175,7 @@ const WS_READ_BUFFER_BYTES: usize = 512;
 /// to send their going-away errors.
 const PUMPS_GRACE: Duration = Duration::from_secs(1);
 
-fn codec() -> Arc<dyn Codec> {
+pub(crate) fn codec() -> Arc<dyn Codec> {
     // One codec instance for every Socket.IO connection, so broadcasts are
     // encoded once for all of them.
     static CODEC: OnceLock<Arc<dyn Codec>> = OnceLock::new();
@@ -366,12 +368,32 @@ pub fn routes(app: &App, mut settings: SocketIoConfig) -> Router<App> {
         pumps_done.drain(PUMPS_GRACE).await;
         closer.close().await;
     });
+    // rollcall's own Engine.IO for WebSockets opened straight away (see
+    // `engine.rs`), on the transport the other front ends share: its
+    // liveness check is the Engine.IO ping, and a client that sends
+    // nothing (not even a pong) for a ping interval and timeout is gone.
+    let mut transport = (*app.config.transport_for(PROTOCOL)).clone();
+    transport.ping_interval = cfg.settings.socketio_ping_interval;
+    transport.idle_timeout =
+        cfg.settings.socketio_ping_interval + cfg.settings.socketio_ping_timeout;
+    transport.max_frame_bytes = cfg.max_ws_message_bytes;
+    let transport = Arc::new(transport);
+    let engine_app = app.clone();
     // EIO3 WebSocket upgrades and polling POSTs go through the CONNECT
     // shims; everything else (EIO4) straight to socketioxide.
     let polling_limit = cfg.max_ws_message_bytes;
     let handle = move |req: Request<Body>| {
         let svc = svc.clone();
+        let (app, cfg, transport) = (engine_app.clone(), cfg.clone(), transport.clone());
         async move {
+            let version = engine::serves(req.uri().query().unwrap_or(""));
+            let req = match version.filter(|_| shim::is_websocket(&req)) {
+                Some(version) => match engine::accept(&app, &cfg, &transport, version, req).await {
+                    Ok(response) => return response,
+                    Err(req) => req,
+                },
+                None => req,
+            };
             let req = match polling_shim::is_eio3_polling_post(&req) {
                 true => polling_shim::rewrite_request(req, polling_limit).await,
                 false => req,

@@ -1,11 +1,11 @@
-//! One Socket.IO socket (one namespace of one client): its core connection,
-//! the Avaya event handlers, and the pump that emits the connection's
-//! outbox on the socketioxide socket.
+//! One socketioxide Socket.IO socket (one namespace of one client): its
+//! core connection, its Avaya state ([`Avaya`]), the event order, and the
+//! pump that emits the connection's outbox on the socketioxide socket.
 //!
 //! Every frame for the client, replies included, goes through the core
 //! outbox, so the client sees replies and channel events in one order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,45 +16,15 @@ use tokio::time::Instant;
 
 use super::SocketIoConfig;
 use super::auth::User;
-use super::wire::{self, PresenceAction, WireError, codes};
-use crate::ids;
-use crate::outbox::{Order, Outbound, OutboxReceiver};
-use crate::policy::{BackendRequest, Refusal};
-use crate::presence::{
-    ChannelMessage, Connection, MemberChange, MessageSender, SubscribeError, SubscribeOptions,
-    SubscriptionUpdate, UpdateSubscriptionError,
-};
-use crate::services::rpc::{RpcAnswer, RpcCall};
+use super::avaya::{Avaya, Held, lock};
+use super::wire::{self, Framing, WireError, codes};
+use crate::outbox::{Outbound, OutboxReceiver};
+use crate::presence::Connection;
+use crate::services::rpc::RpcCall;
 use crate::shutdown::Shutdown;
 
 /// Events that may wait behind one that waits for the channel check.
 const MAX_WAITING_EVENTS: usize = 256;
-
-/// An event put aside until the channel check answers its question.
-struct Held {
-    question: Box<BackendRequest>,
-    event: String,
-    payload: Value,
-}
-
-/// Per-channel state of this socket.
-#[derive(Debug)]
-struct Sub {
-    /// True while the user is a party (member) of the channel: from
-    /// SUBSCRIBE_CHANNEL until `party.leaves`.
-    party: bool,
-    /// The presence content last sent with `party.online`.
-    content: Option<Value>,
-    /// When the socket subscribed, RFC 3339 (`subscribeTime`).
-    since: String,
-}
-
-/// Counts events in one-second windows.
-#[derive(Debug)]
-struct RateWindow {
-    start: Instant,
-    count: u32,
-}
 
 /// The state of one socket, shared by its event handlers and its pump.
 #[derive(Debug)]
@@ -63,22 +33,12 @@ pub struct Session {
     conn: Mutex<Option<Connection>>,
     /// The outbox receiver until the pump takes it.
     outbox_rx: Mutex<Option<OutboxReceiver>>,
-    user: User,
-    /// The socket id, sent as `sessionId`.
-    sid: String,
-    /// The core connection id, sent as `dtsid`.
-    dtsid: String,
-    subs: Mutex<HashMap<String, Sub>>,
+    avaya: Avaya,
     /// Events that arrived while an earlier one waits for the channel
     /// check (None: nothing waits, events are handled as they come).
     waiting: Mutex<Option<VecDeque<(String, Value)>>>,
-    rate: Mutex<RateWindow>,
     config: Arc<SocketIoConfig>,
     gone: Notify,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Session {
@@ -90,19 +50,13 @@ impl Session {
         sid: String,
         config: Arc<SocketIoConfig>,
     ) -> Self {
-        let dtsid = conn.id().to_string();
+        // socketioxide writes the Socket.IO packet header itself.
+        let avaya = Avaya::new(&conn, user, sid, Framing::Bare, config.clone());
         Session {
             conn: Mutex::new(Some(conn)),
             outbox_rx: Mutex::new(Some(outbox_rx)),
-            user,
-            sid,
-            dtsid,
-            subs: Mutex::new(HashMap::new()),
+            avaya,
             waiting: Mutex::new(None),
-            rate: Mutex::new(RateWindow {
-                start: Instant::now(),
-                count: 0,
-            }),
             config,
             gone: Notify::new(),
         }
@@ -115,7 +69,7 @@ impl Session {
     }
 
     fn send(&self, frame: crate::outbox::Utf8Bytes) {
-        self.with_conn(|c| c.send_text(frame));
+        self.with_conn(|c| self.avaya.reply(c, frame));
     }
 
     /// The socket disconnected: leave every channel (others see
@@ -124,31 +78,14 @@ impl Session {
     pub fn close(&self) {
         let conn = lock(&self.conn).take();
         drop(conn);
-        lock(&self.subs).clear();
+        self.avaya.forget_channels();
         self.gone.notify_one();
     }
 
-    /// True if the event is within the rate limit; otherwise sends an
-    /// `error` and returns false.
+    /// True if the event is within the rate limit; otherwise the client
+    /// gets an `error`.
     fn admit(&self) -> bool {
-        let limit = self.config.max_events_per_second;
-        let mut rate = lock(&self.rate);
-        let now = Instant::now();
-        if now.duration_since(rate.start) >= Duration::from_secs(1) {
-            rate.start = now;
-            rate.count = 0;
-        }
-        rate.count += 1;
-        if rate.count > limit {
-            drop(rate);
-            self.config.counters.rate_limited.inc();
-            self.send(wire::error(&WireError::new(
-                codes::RATE_LIMITED,
-                format!("more than {limit} events per second; this event was dropped, slow down"),
-            )));
-            return false;
-        }
-        true
+        self.with_conn(|c| self.avaya.admit(c)).unwrap_or(false)
     }
 
     /// Handles one client event, in arrival order: at once (socketioxide
@@ -187,7 +124,7 @@ impl Session {
     /// callback, the answer is dropped). Without a backend, the unknown
     /// event's `error`.
     pub fn on_call(self: &Arc<Self>, event: String, payload: Value, ack: AckSender) {
-        let Some(rpc) = self.config.rpc.clone().filter(|r| r.answers(&event)) else {
+        let Some(rpc) = self.avaya.rpc_for(&event) else {
             return self.on_event(event, payload);
         };
         if !self.admit() {
@@ -197,40 +134,14 @@ impl Session {
             return;
         };
         tokio::spawn(async move {
-            let answer = match rpc.call(&call).await {
-                // Socket.IO has no server-set token: the client gets it
-                // to reconnect with.
-                RpcAnswer::Data {
-                    data,
-                    auth_token: Some(token),
-                } => serde_json::json!({ "data": data, "auth_token": token }),
-                RpcAnswer::Data { data, .. } => serde_json::json!({ "data": data }),
-                RpcAnswer::Error(why) => serde_json::json!({
-                    "error": {"code": codes::BACKEND_ERROR, "message": why}
-                }),
-            };
+            let answer = super::avaya::rpc_answer(&rpc, &call).await;
             let _ = ack.send(&answer);
         });
     }
 
-    /// Handles an event now; Some when the channel check must answer
-    /// first (the event is handed back with the question).
     fn try_handle(&self, event: String, payload: Value) -> Option<Held> {
-        let may_ask = matches!(
-            event.as_str(),
-            wire::client::SUBSCRIBE_CHANNEL
-                | wire::client::SEND_MESSAGE
-                | wire::client::SEND_MEDIA_SESSION_EVENTS
-        ) && self
-            .with_conn(|c| c.presence().policy().backend().is_some())
-            .unwrap_or(false);
-        let copy = may_ask.then(|| payload.clone());
-        let question = self.dispatch(&event, payload, false)?;
-        copy.map(|payload| Held {
-            question,
-            event,
-            payload,
-        })
+        self.with_conn(|c| self.avaya.try_handle(c, event, payload))
+            .flatten()
     }
 
     /// Asks the channel check, handles the held event again, then the
@@ -244,7 +155,7 @@ impl Session {
                 return;
             };
             pending.await;
-            self.dispatch(&held.event, held.payload, true);
+            self.with_conn(|c| self.avaya.dispatch(c, &held.event, held.payload, true));
             loop {
                 let next = {
                     let mut waiting = lock(&self.waiting);
@@ -262,370 +173,6 @@ impl Session {
                 }
             }
         }
-    }
-
-    /// Dispatches one client event; Some(question) when the backend check
-    /// must answer first (`last_try`: it just did, refuse instead).
-    fn dispatch(&self, event: &str, payload: Value, last_try: bool) -> Option<Box<BackendRequest>> {
-        match event {
-            wire::client::SUBSCRIBE_CHANNEL => return self.subscribe(&payload, last_try),
-            wire::client::SEND_MESSAGE => {
-                return self.send_message(payload, last_try, wire::Relay::Message);
-            }
-            wire::client::SEND_MEDIA_SESSION_EVENTS => {
-                return self.send_message(payload, last_try, wire::Relay::MediaSession);
-            }
-            wire::client::UNSUBSCRIBE_CHANNEL => self.unsubscribe(&payload),
-            wire::client::SEND_PRESENCE_EVENT => self.presence(&payload),
-            other => self.send(wire::error(&WireError::new(
-                codes::UNKNOWN_EVENT,
-                format!(
-                    "unknown event {other:?}; this server handles SUBSCRIBE_CHANNEL, UNSUBSCRIBE_CHANNEL, SEND_MESSAGE, SEND_PRESENCE_EVENT and SEND_MEDIA_SESSION_EVENTS"
-                ),
-            ))),
-        }
-        None
-    }
-
-    /// The member data: at subscribe (`announced` None) the same for every
-    /// socket of the user; after this socket's `party.online`, with its
-    /// session id and subscribe time.
-    fn member_info(&self, content: Option<&Value>, announced: Option<&str>) -> Arc<Value> {
-        let party = announced.map(|since| wire::Party {
-            session_id: &self.sid,
-            subscribe_time: since,
-        });
-        Arc::new(wire::member_info(
-            &self.user.profile,
-            content,
-            party.as_ref(),
-        ))
-    }
-
-    fn subscribe(&self, payload: &Value, last_try: bool) -> Option<Box<BackendRequest>> {
-        let channel = match wire::decode_channel(payload) {
-            Ok(c) => c,
-            Err(e) => {
-                self.send(wire::subscribe_failed(payload.get("channel"), &e));
-                return None;
-            }
-        };
-        let original = payload.get("channel");
-        let password = match wire::decode_password(payload) {
-            Ok(p) => p,
-            Err(e) => {
-                self.send(wire::subscribe_failed(original, &e));
-                return None;
-            }
-        };
-        self.with_conn(|conn| {
-            if conn.is_subscribed(&channel.id) {
-                // Idempotent: a repeated subscribe gets the same answer.
-                conn.send_text(wire::channel_subscribed(&channel, &self.dtsid, &self.sid));
-                return None;
-            }
-            let since = crate::time::rfc3339(std::time::SystemTime::now());
-            // `"announce": false` watches the topic without being a party
-            // until the socket sends its own `party.online`.
-            let announce = payload.get("announce").and_then(Value::as_bool) != Some(false);
-            let opts = SubscribeOptions {
-                member_info: announce.then(|| self.member_info(None, None)),
-                password,
-                presence_events: true,
-                receive_messages: true,
-                ..SubscribeOptions::default()
-            };
-            let result = conn.presence().subscribe(conn, &channel.id, opts, |_| {
-                conn.send_text(wire::channel_subscribed(&channel, &self.dtsid, &self.sid));
-            });
-            let err = match result {
-                Ok(_) => {
-                    lock(&self.subs).insert(
-                        channel.id.clone(),
-                        Sub {
-                            party: announce,
-                            content: None,
-                            since,
-                        },
-                    );
-                    return None;
-                }
-                Err(SubscribeError::Closed) => return None,
-                Err(SubscribeError::Refused(refusal)) => match refused(refusal, last_try) {
-                    Ok(req) => return Some(req),
-                    Err(err) => err,
-                },
-                Err(SubscribeError::InvalidChannel(why)) => {
-                    WireError::new(codes::INVALID_PARAMETERS, why)
-                }
-                Err(e @ SubscribeError::RateLimited { .. }) => {
-                    WireError::new(codes::RATE_LIMITED, e.to_string())
-                }
-                Err(e) => WireError::new(codes::LIMIT_REACHED, e.to_string()),
-            };
-            conn.send_text(wire::subscribe_failed(original, &err));
-            None
-        })
-        .flatten()
-    }
-
-    fn unsubscribe(&self, payload: &Value) {
-        let channel = match wire::decode_channel(payload) {
-            Ok(c) => c,
-            Err(e) => return self.send(wire::error(&e)),
-        };
-        self.with_conn(|conn| {
-            let left = conn.presence().unsubscribe(conn, &channel.id, |_| {
-                conn.send_text(wire::channel_unsubscribed(&channel));
-            });
-            lock(&self.subs).remove(&channel.id);
-            if !left {
-                conn.send_text(wire::error(&not_subscribed(
-                    &channel.id,
-                    "unsubscribe from",
-                )));
-            }
-        });
-    }
-
-    /// Carries out the server's order (see [`Order`]).
-    fn obey(&self, order: Order) {
-        match order {
-            Order::LeaveChannel { channel, reason } => {
-                if lock(&self.subs).remove(&*channel).is_none() {
-                    return;
-                }
-                self.with_conn(|conn| {
-                    conn.presence().unsubscribe(conn, &channel, |_| {
-                        conn.send_text(wire::channel_removed(&channel, &reason));
-                    });
-                });
-            }
-        }
-    }
-
-    /// SEND_MESSAGE and SEND_MEDIA_SESSION_EVENTS: checked like any client
-    /// publish, then relayed to the channel (`relay` says which frames).
-    fn send_message(
-        &self,
-        payload: Value,
-        last_try: bool,
-        relay: wire::Relay,
-    ) -> Option<Box<BackendRequest>> {
-        let topic_hint = payload
-            .get("topicId")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let msg = match wire::decode_send_message(payload) {
-            Ok(m) => m,
-            Err(e) => {
-                self.send(relay.failed(topic_hint.as_deref(), &e));
-                return None;
-            }
-        };
-        self.with_conn(|conn| {
-            if !conn.is_subscribed(&msg.topic_id) {
-                let err = not_subscribed(&msg.topic_id, "send messages to");
-                conn.send_text(relay.failed(Some(&msg.topic_id), &err));
-                return None;
-            }
-            // Asked before anything is sent, so a refused message reaches
-            // nobody, the sender's own copy included.
-            let presence = conn.presence();
-            let event = relay.core_event(&msg.category);
-            let grant = match presence.check_publish(conn, &msg.topic_id, &event, None) {
-                Ok(grant) => grant,
-                Err(refusal) => {
-                    return match refused(refusal, last_try) {
-                        Ok(req) => Some(req),
-                        Err(err) => {
-                            conn.send_text(relay.failed(Some(&msg.topic_id), &err));
-                            None
-                        }
-                    };
-                }
-            };
-            let id = ids::ulid();
-            let sender = wire::sender_json(Some(&self.user.user_id), &self.user.profile);
-            let created = crate::time::rfc3339(std::time::SystemTime::now());
-            let payload = wire::message_payload(&id, &msg, &sender, &created, None);
-            // The message as delivered, envelope included: every front end's
-            // client messages share one size and depth limit.
-            if let Err(why) = crate::names::check_message_data(&payload) {
-                let err = WireError::new(codes::TOO_LARGE, why);
-                conn.send_text(relay.failed(Some(&msg.topic_id), &err));
-                return None;
-            }
-            if payload.len() > self.config.max_payload_bytes {
-                let err = WireError::new(
-                    codes::TOO_LARGE,
-                    format!(
-                        "the message is {} bytes, more than the {} allowed; send a smaller message",
-                        payload.len(),
-                        self.config.max_payload_bytes
-                    ),
-                );
-                conn.send_text(relay.failed(Some(&msg.topic_id), &err));
-                return None;
-            }
-            let Ok(data) = serde_json::value::RawValue::from_string(payload.clone()) else {
-                return None;
-            };
-            let echo = msg.loopback.is_none();
-            // A message only for the backend reaches no subscriber: the
-            // sender still gets its MESSAGE_SENT here.
-            let backend_only = grant.forward == crate::policy::Forward::Only;
-            if !echo || backend_only {
-                // The sender's own copy carries its loopbackMetadata.
-                let own =
-                    wire::message_payload(&id, &msg, &sender, &created, msg.loopback.as_ref());
-                conn.send_text(relay.sent(&own));
-            }
-            let core_msg = ChannelMessage {
-                id,
-                channel: Arc::from(msg.topic_id.as_str()),
-                event,
-                data: Some(data),
-                sender: Some(MessageSender {
-                    conn: conn.id(),
-                    user_id: Some(self.user.user_id.clone()),
-                    info: conn.info(),
-                    echo,
-                }),
-            };
-            // Already checked above (with this protocol's own echo rule).
-            presence.publish_granted(conn, &core_msg, grant.forward);
-            None
-        })
-        .flatten()
-    }
-
-    fn presence(&self, payload: &Value) {
-        let topic_hint = payload
-            .get("topicId")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let ev = match wire::decode_presence(payload) {
-            Ok(ev) => ev,
-            Err(e) => return self.send(wire::presence_failed(topic_hint.as_deref(), &e)),
-        };
-        if let Some(content) = &ev.content {
-            let size = serde_json::to_string(content).map(|s| s.len()).unwrap_or(0);
-            if size > self.config.max_payload_bytes {
-                let err = WireError::new(
-                    codes::TOO_LARGE,
-                    format!(
-                        "the presence content is {size} bytes, more than the {} allowed",
-                        self.config.max_payload_bytes
-                    ),
-                );
-                return self.send(wire::presence_failed(Some(&ev.topic_id), &err));
-            }
-        }
-        self.with_conn(|conn| {
-            let channel = ev.topic_id.as_str();
-            let mut subs = lock(&self.subs);
-            let Some(sub) = subs
-                .get_mut(channel)
-                .filter(|_| conn.is_subscribed(channel))
-            else {
-                let err = not_subscribed(channel, "send presence events to");
-                conn.send_text(wire::presence_failed(Some(channel), &err));
-                return;
-            };
-            let presence = conn.presence();
-            match ev.action {
-                PresenceAction::RequestParties => {
-                    // The server answers for every party, whatever front end
-                    // it joined through; under the channel lock, so the
-                    // answer is in order with the channel's member events.
-                    let me = &*self.user.user_id;
-                    if !presence.members_shown(channel) {
-                        // The channel's rule hides its member list.
-                        return;
-                    }
-                    // Addressed to this socket only: `receivers` says so.
-                    let receivers =
-                        Value::Array(vec![wire::sender_json(Some(me), &self.user.profile)]);
-                    presence.with_members(channel, |members| {
-                        for m in members.iter().filter(|m| m.user_id != me) {
-                            conn.send_text(wire::presence_event(
-                                wire::category::PARTY_ONLINE,
-                                channel,
-                                m,
-                                Some(&receivers),
-                            ));
-                        }
-                    });
-                }
-                PresenceAction::Online => {
-                    if ev.content.is_some() {
-                        sub.content = ev.content.clone();
-                    }
-                    let info = self.member_info(sub.content.as_ref(), Some(&sub.since));
-                    let update = SubscriptionUpdate {
-                        member: Some((self.user.user_id.clone(), info.clone())),
-                        presence_events: true,
-                        receive_messages: true,
-                    };
-                    match presence.update_subscription(conn, channel, update) {
-                        Ok(MemberChange::Unchanged) => {
-                            // Nothing changed for others; confirm to the sender.
-                            let view = crate::presence::MemberView {
-                                user_id: &self.user.user_id,
-                                info: &info,
-                            };
-                            conn.send_text(wire::presence_event(
-                                wire::category::PARTY_ONLINE,
-                                channel,
-                                view,
-                                None,
-                            ));
-                            sub.party = true;
-                        }
-                        Ok(_) => sub.party = true,
-                        Err(e) => {
-                            sub.party = false;
-                            let err = update_error(&e);
-                            conn.send_text(wire::presence_failed(Some(channel), &err));
-                        }
-                    }
-                }
-                PresenceAction::Leaves => {
-                    if !sub.party {
-                        return;
-                    }
-                    let update = SubscriptionUpdate {
-                        member: None,
-                        presence_events: true,
-                        receive_messages: true,
-                    };
-                    match presence.update_subscription(conn, channel, update) {
-                        Ok(MemberChange::Removed) => sub.party = false,
-                        Ok(_) => {
-                            // Another socket of the same user keeps the user
-                            // present; confirm to the sender only.
-                            sub.party = false;
-                            let info = self.member_info(sub.content.as_ref(), Some(&sub.since));
-                            let view = crate::presence::MemberView {
-                                user_id: &self.user.user_id,
-                                info: &info,
-                            };
-                            conn.send_text(wire::presence_event(
-                                wire::category::PARTY_LEAVES,
-                                channel,
-                                view,
-                                None,
-                            ));
-                        }
-                        Err(e) => {
-                            let err = update_error(&e);
-                            conn.send_text(wire::presence_failed(Some(channel), &err));
-                        }
-                    }
-                }
-            }
-        });
     }
 
     /// Emits the connection's outbox on the socket until the socket goes
@@ -665,7 +212,7 @@ impl Session {
                     _ = &mut ordered => {
                         ordered.set(on_wake(outbox.ordered()));
                         for order in outbox.take_orders() {
-                            self.obey(order);
+                            self.with_conn(|c| self.avaya.obey(c, order));
                         }
                     }
                     item = rx.recv() => {
@@ -787,38 +334,5 @@ impl Session {
                 Err(_) => return true,
             }
         }
-    }
-}
-
-fn not_subscribed(channel: &str, what: &str) -> WireError {
-    WireError::new(
-        codes::SUBSCRIPTION_REQUIRED,
-        format!("subscribe to {channel:?} (SUBSCRIBE_CHANNEL) before you {what} it"),
-    )
-}
-
-fn update_error(e: &UpdateSubscriptionError) -> WireError {
-    match e {
-        UpdateSubscriptionError::NotSubscribed => {
-            WireError::new(codes::SUBSCRIPTION_REQUIRED, e.to_string())
-        }
-        _ => WireError::new(codes::LIMIT_REACHED, e.to_string()),
-    }
-}
-
-/// A policy refusal as this protocol's error, or the question to ask the
-/// backend check (unless it was just asked: then the refusal says so).
-fn refused(refusal: Refusal, last_try: bool) -> Result<Box<BackendRequest>, WireError> {
-    match refusal {
-        Refusal::Undecided(req) if !last_try => Ok(req),
-        Refusal::Undecided(req) => Err(WireError::new(
-            codes::FORBIDDEN,
-            format!(
-                "the channel check's answer about {} could not be used; try again",
-                req.channel
-            ),
-        )),
-        Refusal::Denied(why) => Err(WireError::new(codes::FORBIDDEN, why)),
-        Refusal::Invalid(why) => Err(WireError::new(codes::INVALID_PARAMETERS, why)),
     }
 }

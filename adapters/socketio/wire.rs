@@ -819,13 +819,82 @@ pub fn split_event(item: &str) -> Option<(String, Box<RawValue>)> {
     Some((event, payload))
 }
 
+/// How a socket's frames are laid out; also the codec flavor of its
+/// subscriptions, so a broadcast is rendered once per layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// `["EVENT",payload]`: socketioxide writes the packet header itself.
+    Bare = 0,
+    /// Whole Engine.IO message packets on namespace `/`:
+    /// `42["EVENT",payload]` (rollcall's own Engine.IO, `engine.rs`).
+    Root = 1,
+    /// Whole packets on `/chat`: `42/chat,["EVENT",payload]`.
+    Chat = 2,
+}
+
+impl Framing {
+    /// The layout of whole packets on namespace `nsp`, if it is served.
+    pub fn of_namespace(nsp: &str) -> Option<Framing> {
+        match nsp {
+            "/" | "" => Some(Framing::Root),
+            "/chat" => Some(Framing::Chat),
+            _ => None,
+        }
+    }
+
+    /// The codec flavor of this layout.
+    pub fn flavor(self) -> u8 {
+        self as u8
+    }
+
+    fn of_flavor(flavor: u8) -> Framing {
+        match flavor {
+            1 => Framing::Root,
+            2 => Framing::Chat,
+            _ => Framing::Bare,
+        }
+    }
+
+    /// What comes before `["EVENT",payload]`: the Engine.IO message type
+    /// (4), the Socket.IO EVENT type (2) and the namespace; the same for
+    /// Engine.IO 3 and 4 clients.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Framing::Bare => "",
+            Framing::Root => "42",
+            Framing::Chat => "42/chat,",
+        }
+    }
+
+    /// The namespace part of a packet: nothing for `/`, `/chat,` for
+    /// `/chat`.
+    pub fn namespace_part(self) -> &'static str {
+        match self {
+            Framing::Bare | Framing::Root => "",
+            Framing::Chat => "/chat,",
+        }
+    }
+
+    /// `bare` (`["EVENT",payload]`) in this layout.
+    pub fn frame(self, bare: Utf8Bytes) -> Utf8Bytes {
+        let prefix = self.prefix();
+        if prefix.is_empty() {
+            return bare;
+        }
+        let mut out = String::with_capacity(prefix.len() + bare.len());
+        out.push_str(prefix);
+        out.push_str(&bare);
+        Utf8Bytes::from(out)
+    }
+}
+
 /// Renders core events for Socket.IO connections, once per event for all
-/// of them.
+/// of them (and per [`Framing`]).
 #[derive(Debug, Default)]
 pub struct SocketIoCodec;
 
 impl crate::presence::Codec for SocketIoCodec {
-    fn encode(&self, event: &Event<'_>, _flavor: u8) -> Option<Outbound> {
+    fn encode(&self, event: &Event<'_>, flavor: u8) -> Option<Outbound> {
         let bytes = match event {
             Event::Member {
                 change,
@@ -852,7 +921,7 @@ impl crate::presence::Codec for SocketIoCodec {
             },
             Event::Direct(msg) => direct(msg)?,
         };
-        Some(Outbound::Text(bytes))
+        Some(Outbound::Text(Framing::of_flavor(flavor).frame(bytes)))
     }
 }
 

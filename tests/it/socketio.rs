@@ -908,3 +908,148 @@ async fn the_write_delay_holds_broadcasts_but_not_replies() {
     );
     srv.stop().await;
 }
+
+/// The close frame that ends `ws` (code and reason), skipping other frames.
+async fn close_of(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> (u16, String) {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("the connection ends within the timeout");
+        match msg {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (frame.code.into(), frame.reason.to_string());
+            }
+            Some(Ok(_)) => {}
+            other => panic!("ended without a close frame: {other:?}"),
+        }
+    }
+}
+
+/// A WebSocket opened straight away with the token in the query runs on
+/// rollcall's own Engine.IO: no upgrades offered, the server's `2` pings
+/// at the configured interval, and a client that answers nothing is closed
+/// with 1001 after the interval and timeout.
+#[tokio::test]
+async fn own_engine_pings_and_closes_a_silent_client() {
+    let srv = TestServer::start_with(|c| {
+        c.channels.open_channels = vec!["*".into()];
+        c.front_ends.socketio.socketio_ping_interval = Duration::from_millis(400);
+        c.front_ends.socketio.socketio_ping_timeout = Duration::from_millis(400);
+    })
+    .await;
+    let mut ws = Sio::open(&srv, &query(json!({"sub": "pia"})), 4).await;
+    let open = match ws.next().await {
+        Some(Ok(Message::Text(t))) => t.to_string(),
+        other => panic!("expected the open packet, got {other:?}"),
+    };
+    let handshake: Value = serde_json::from_str(&open[1..]).expect("open JSON");
+    assert_eq!(handshake["upgrades"], json!([]), "{open}");
+    assert_eq!(handshake["pingInterval"], 400, "{open}");
+    // Answered pings keep the connection open past the timeout.
+    let started = tokio::time::Instant::now();
+    let mut pings = 0;
+    while started.elapsed() < Duration::from_millis(2000) {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "2" => {
+                pings += 1;
+                ws.send(Message::Text("3".into())).await.expect("pong");
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => panic!("closed while answering: {frame:?}"),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("connection lost: {other:?}"),
+        }
+    }
+    assert!(pings >= 2, "{pings} pings in 2 s at a 400 ms interval");
+    // Silent from here on: closed as gone.
+    let (code, reason) = close_of(&mut ws).await;
+    assert_eq!(code, 1001, "{reason}");
+    assert!(reason.contains("idle"), "{reason}");
+    srv.stop().await;
+}
+
+/// On one connection: a DISCONNECT leaves the namespace and its channels,
+/// a CONNECT joins again; a second namespace, an unknown one and another
+/// token in `auth` are refused with CONNECT_ERRORs; a binary event closes
+/// the connection with 1003 and a malformed packet with 1007.
+#[tokio::test]
+async fn own_engine_namespaces_and_refusals() {
+    let srv = start().await;
+    let room = "presence.again";
+    let mut watcher = Sio::connected(&srv, &query(json!({"sub": "wat"})), 4).await;
+    watcher.subscribe(room).await;
+    let mut ada = Sio::connected(&srv, &query(json!({"sub": "ada"})), 4).await;
+    ada.subscribe(room).await;
+    let online = watcher.expect("PRESENCE_EVENT_RESPONSE").await;
+    assert_eq!(online["category"], "app.event.presence.party.online");
+    ada.send_raw("41/chat,").await;
+    let leaves = watcher.expect("PRESENCE_EVENT_RESPONSE").await;
+    assert_eq!(leaves["category"], "app.event.presence.party.leaves");
+    assert_eq!(leaves["sender"]["_id"], "ada");
+    ada.send_raw("40/chat,").await;
+    let ack = ada.raw().await;
+    assert!(ack.starts_with("40/chat,{\"sid\":"), "{ack}");
+    ada.subscribe(room).await;
+    let online = watcher.expect("PRESENCE_EVENT_RESPONSE").await;
+    assert_eq!(online["category"], "app.event.presence.party.online");
+
+    ada.send_raw("40").await;
+    let refused = ada.raw().await;
+    assert!(
+        refused.starts_with("44{") && refused.contains("/chat"),
+        "{refused}"
+    );
+    ada.send_raw("40/other,").await;
+    assert_eq!(
+        ada.raw().await,
+        r#"44/other,{"message":"Invalid namespace"}"#
+    );
+    let other = json!({"token": jwt(json!({"sub": "mallory"}))});
+    ada.send_raw(&format!("40/chat,{other}")).await;
+    let refused = ada.raw().await;
+    assert!(
+        refused.starts_with("44/chat,") && refused.contains("token"),
+        "{refused}"
+    );
+    // Still connected, as ada.
+    ada.emit(
+        "SEND_MESSAGE",
+        json!({"topicId": room, "content": {"bodyText": "hi"}}),
+    )
+    .await;
+    assert_eq!(ada.expect("MESSAGE_SENT").await["sender"]["_id"], "ada");
+
+    ada.send_raw(r#"451-/chat,["SEND_MESSAGE",{"_placeholder":true,"num":0}]"#)
+        .await;
+    let (code, reason) = close_of(&mut ada.ws).await;
+    assert_eq!(code, 1003, "{reason}");
+    assert!(reason.contains("binary"), "{reason}");
+
+    let mut eve = Sio::connected(&srv, &query(json!({"sub": "eve"})), 4).await;
+    eve.send_raw("hello").await;
+    let (code, reason) = close_of(&mut eve.ws).await;
+    assert_eq!(code, 1007, "{reason}");
+    assert!(reason.contains("Engine.IO"), "{reason}");
+    srv.stop().await;
+}
+
+/// An Engine.IO 3 client is connected to `/` without asking and may use
+/// it: events on `/` are answered on `/`.
+#[tokio::test]
+async fn own_engine_serves_the_implicit_root_namespace_of_eio3() {
+    let srv = start().await;
+    let ws = Sio::open(&srv, &query(json!({"sub": "root"})), 3).await;
+    let mut c = Sio {
+        ws,
+        eio: 3,
+        nsp: String::new(),
+    };
+    assert!(c.raw().await.starts_with("0{"));
+    assert_eq!(c.raw().await, "40");
+    c.send_raw(r#"42["SUBSCRIBE_CHANNEL",{"channel":{"_id":"rooted"}}]"#)
+        .await;
+    let reply = c.raw().await;
+    assert!(reply.starts_with(r#"42["CHANNEL_SUBSCRIBED","#), "{reply}");
+    c.send_raw("2").await;
+    assert_eq!(c.raw().await, "3");
+    srv.stop().await;
+}

@@ -1,0 +1,667 @@
+//! rollcall's own Engine.IO over WebSocket, for clients that open a
+//! WebSocket straight away (`transport=websocket` without a `sid`, e.g.
+//! socket.io-client with `transports: ['websocket']`) with their token in
+//! the query: the Avaya clients and most production deployments.
+//!
+//! Such a connection runs on the transport every raw-WebSocket front end
+//! shares (`crate::transport`): no Engine.IO or Socket.IO task of its own,
+//! broadcasts encoded once per namespace as whole packets
+//! (`42/chat,["MESSAGE_SENT",…]`) and written to every recipient without a
+//! copy. Long-polling clients, clients that upgrade from polling, and
+//! clients whose token is not in the query (a 4.x `auth` payload) or is
+//! refused, are served by socketioxide (`mod.rs`), which also says why a
+//! token is refused, in each protocol version's way.
+//!
+//! ```text
+//! GET /socket.io/?EIO=4&transport=websocket&tokenType=jwt&token=…
+//! < 0{"sid":"…","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1048576}
+//! > 40/chat,                      < 40/chat,{"sid":"…"}
+//! > 42/chat,["SUBSCRIBE_CHANNEL",{"channel":{"_id":"room"}}]
+//! < 42/chat,["CHANNEL_SUBSCRIBED",{…}]
+//! < 2 (every pingInterval)        > 3
+//! EIO=3: < 0{…} then 40 (the implicit "/"), > 40/chat?<query>, < 40/chat;
+//!        the client pings (> 2, < 3).
+//! ```
+//!
+//! One Engine.IO connection carries one namespace (`/chat` or `/`), one
+//! core connection.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::FromRequestParts;
+use axum::http::Request;
+use axum::response::Response;
+use serde_json::Value;
+
+use super::SocketIoConfig;
+use super::auth::{self, User};
+use super::avaya::Avaya;
+use super::wire::{self, Framing, WireError, codes};
+use crate::app::App;
+use crate::outbox::{CloseReason, Order, Outbound, Utf8Bytes};
+use crate::presence::{Connection, Identity};
+use crate::transport::{Flow, Session, TransportConfig, close};
+use crate::websocket::WebSocketUpgrade;
+
+/// The Engine.IO protocol revision a client speaks (`EIO=` in the query).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// socket.io-client 1.x and 2.x: the client pings, `/` is connected
+    /// implicitly, a namespace CONNECT carries the query.
+    V3,
+    /// socket.io-client 3.x and 4.x: the server pings, every namespace is
+    /// connected explicitly, a CONNECT carries the `auth` payload.
+    V4,
+}
+
+/// The Engine.IO version of a WebSocket request this module serves: a
+/// WebSocket opened without a session (`transport=websocket`, no `sid`)
+/// by an EIO 3 or 4 client.
+pub fn serves(query: &str) -> Option<Version> {
+    let mut version = None;
+    let mut websocket = false;
+    for pair in query.split('&') {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("EIO", "3") => version = Some(Version::V3),
+            ("EIO", "4") => version = Some(Version::V4),
+            ("transport", "websocket") => websocket = true,
+            ("sid", _) => return None,
+            _ => {}
+        }
+    }
+    version.filter(|_| websocket)
+}
+
+/// A token as a number: the connection remembers which token it was
+/// opened with without keeping the token.
+fn fingerprint(token: &str) -> u64 {
+    FINGERPRINT.hash_one(token)
+}
+
+/// One hasher for the process: fingerprints compare within it.
+static FINGERPRINT: std::sync::LazyLock<std::hash::RandomState> =
+    std::sync::LazyLock::new(std::hash::RandomState::new);
+
+/// The Engine.IO open packet: the session id (not used again: there is no
+/// polling to resume), no upgrades, the ping timings.
+fn open_packet(version: Version, config: &SocketIoConfig) -> String {
+    let mut open = serde_json::json!({
+        "sid": crate::ids::secret(20),
+        "upgrades": [],
+        "pingInterval": config.settings.socketio_ping_interval.as_millis() as u64,
+        "pingTimeout": config.settings.socketio_ping_timeout.as_millis() as u64,
+    });
+    if version == Version::V4 {
+        open["maxPayload"] = Value::from(config.max_ws_message_bytes as u64);
+    }
+    format!("0{open}")
+}
+
+/// The namespace's socket: waiting for the client's CONNECT, or connected.
+#[derive(Debug)]
+enum Socket {
+    /// No namespace connected yet; the user it will be for.
+    Waiting(User),
+    /// Connected to the namespace its Avaya state frames for.
+    Connected(Avaya),
+    /// Transitional (only while a CONNECT or DISCONNECT is handled).
+    Gone,
+}
+
+/// One Engine.IO connection: its Engine.IO and Socket.IO packets, and the
+/// Avaya events of its namespace.
+pub struct EngineSession {
+    conn: Connection,
+    version: Version,
+    socket: Socket,
+    /// The query token's fingerprint: a CONNECT whose `auth` carries
+    /// another token is refused (it would have been checked instead).
+    token: u64,
+    /// The event that waits for the channel check.
+    held: Option<(String, Value)>,
+    config: Arc<SocketIoConfig>,
+}
+
+/// What a client sent, as Engine.IO and Socket.IO packets.
+#[derive(Debug, PartialEq)]
+enum Packet<'a> {
+    /// Engine.IO close (`1`).
+    Close,
+    /// Engine.IO ping (`2`, `2probe`): answered with a pong.
+    Ping(&'a str),
+    /// Engine.IO pong, upgrade or noop (`3`, `5`, `6`): nothing to do.
+    Ignored,
+    /// Socket.IO CONNECT (`40`): namespace, then the EIO 4 `auth` payload
+    /// (EIO 3 sends the query instead, which the handshake already read).
+    Connect { nsp: &'a str, auth: &'a str },
+    /// Socket.IO DISCONNECT (`41`): the client leaves the namespace.
+    Disconnect { nsp: &'a str },
+    /// Socket.IO EVENT (`42`): namespace, acknowledgment id, JSON array.
+    Event {
+        nsp: &'a str,
+        ack: Option<u64>,
+        data: &'a str,
+    },
+    /// Socket.IO ACK (`43`) or CONNECT_ERROR (`44`): the server asks for no
+    /// acknowledgments, so there is nothing to do.
+    Answer,
+    /// Socket.IO BINARY_EVENT or BINARY_ACK (`45`, `46`).
+    Binary,
+}
+
+/// Why a text frame is not a packet this server reads.
+#[derive(Debug, PartialEq)]
+struct Malformed(&'static str);
+
+/// Parses one text frame.
+fn parse(text: &str) -> Result<Packet<'_>, Malformed> {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some('1') => Ok(Packet::Close),
+        Some('2') => Ok(Packet::Ping(&text[1..])),
+        Some('3' | '5' | '6') => Ok(Packet::Ignored),
+        Some('4') => parse_socketio(&text[1..]),
+        Some('0') => Err(Malformed(
+            "a client does not send the Engine.IO open packet",
+        )),
+        _ => Err(Malformed("not an Engine.IO packet")),
+    }
+}
+
+/// Parses a Socket.IO packet (what follows the Engine.IO message type).
+fn parse_socketio(text: &str) -> Result<Packet<'_>, Malformed> {
+    let kind = match text.as_bytes().first() {
+        Some(&b) if b.is_ascii_digit() => b as char,
+        Some(_) => return Err(Malformed("not a Socket.IO packet type")),
+        None => return Err(Malformed("an empty Engine.IO message")),
+    };
+    // After one ASCII byte: a character boundary.
+    let rest = &text[1..];
+    // `/nsp` up to a `,` (or an EIO 3 CONNECT's `?query`); `/` without one.
+    let (nsp, rest) = match rest.strip_prefix('/') {
+        Some(_) => {
+            let end = rest.find([',', '?']).unwrap_or(rest.len());
+            let after = &rest[end..];
+            let after = match after.strip_prefix('?') {
+                // The query: up to the packet's `,`, or the end.
+                Some(query) => query.find(',').map_or("", |i| &query[i..]),
+                None => after,
+            };
+            (&rest[..end], after.strip_prefix(',').unwrap_or(after))
+        }
+        None => ("/", rest),
+    };
+    match kind {
+        '0' => Ok(Packet::Connect { nsp, auth: rest }),
+        '1' => Ok(Packet::Disconnect { nsp }),
+        '2' => {
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            let ack = match digits {
+                0 => None,
+                _ => Some(
+                    rest[..digits]
+                        .parse()
+                        .map_err(|_| Malformed("an acknowledgment id out of range"))?,
+                ),
+            };
+            Ok(Packet::Event {
+                nsp,
+                ack,
+                data: &rest[digits..],
+            })
+        }
+        '3' | '4' => Ok(Packet::Answer),
+        '5' | '6' => Ok(Packet::Binary),
+        _ => Err(Malformed("not a Socket.IO packet type")),
+    }
+}
+
+/// The event name and first argument of an EVENT's JSON array (Avaya
+/// events carry one; a missing one is `null`, which the handlers refuse
+/// with the event's own error).
+fn event_of(data: &str) -> Option<(String, Value)> {
+    let Ok(Value::Array(args)) = serde_json::from_str::<Value>(data) else {
+        return None;
+    };
+    let mut args = args.into_iter();
+    let Some(Value::String(event)) = args.next() else {
+        return None;
+    };
+    Some((event, args.next().unwrap_or(Value::Null)))
+}
+
+/// Serves `req` (a WebSocket request [`serves`] chose) once the token in
+/// its query is verified and its core connection registered. Otherwise
+/// `req` comes back untouched: socketioxide then serves it, and refuses it
+/// in its protocol version's way with the reason.
+pub async fn accept(
+    app: &App,
+    config: &Arc<SocketIoConfig>,
+    transport: &Arc<TransportConfig>,
+    version: Version,
+    req: Request<Body>,
+) -> Result<Response, Request<Body>> {
+    let Ok(creds) = auth::credentials(req.uri().query(), None) else {
+        return Err(req);
+    };
+    let introspector = config.introspector.as_deref();
+    let Ok((user, access)) = auth::authenticate(&creds, &app.verifier, introspector).await else {
+        return Err(req);
+    };
+    let identity = Identity::user(user.user_id.clone(), user.profile.clone());
+    let Ok((conn, outbox_rx)) = app
+        .presence
+        .connect(identity, super::codec(), super::PROTOCOL)
+    else {
+        return Err(req);
+    };
+    conn.set_access(access);
+    let (mut parts, _body) = req.into_parts();
+    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(ws) => ws,
+        Err(refused) => return Ok(refused),
+    };
+    let session = EngineSession::new(conn, version, user, &creds.token, config.clone());
+    let transport = transport.clone();
+    let shutdown = app.shutdown.handle();
+    Ok(ws.on_upgrade(transport.max_frame_bytes, move |socket| {
+        crate::transport::run(socket, outbox_rx, session, transport, shutdown)
+    }))
+}
+
+impl EngineSession {
+    /// The session of an authenticated client; queues the Engine.IO open
+    /// packet (and, for EIO 3, the implicit connect of `/`).
+    pub fn new(
+        conn: Connection,
+        version: Version,
+        user: User,
+        token: &str,
+        config: Arc<SocketIoConfig>,
+    ) -> Self {
+        conn.send_text(open_packet(version, &config));
+        if version == Version::V3 {
+            conn.send_text("40");
+        }
+        EngineSession {
+            conn,
+            version,
+            socket: Socket::Waiting(user),
+            token: fingerprint(token),
+            held: None,
+            config,
+        }
+    }
+
+    /// Connects the namespace `nsp`; a second namespace or an unknown one
+    /// is refused with a CONNECT_ERROR.
+    fn connect(&mut self, nsp: &str, auth_payload: &str) {
+        let framing = Framing::of_namespace(nsp);
+        let refusal = match (&self.socket, framing) {
+            (_, None) => Some("Invalid namespace".to_string()),
+            (Socket::Connected(avaya), Some(f)) if avaya.framing() != f => Some(format!(
+                "this connection is on namespace {}; open another connection for {nsp}",
+                namespace_name(avaya.framing())
+            )),
+            _ => self.other_token(auth_payload),
+        };
+        if let Some(why) = refusal {
+            let body = serde_json::json!({ "message": why });
+            self.conn
+                .send_text(format!("44{}{body}", packet_namespace(nsp)));
+            return;
+        }
+        let Some(framing) = framing else { return };
+        self.bind(framing);
+        let ack = match self.version {
+            Version::V3 => format!("40{}", namespace_of(nsp)),
+            Version::V4 => {
+                let sid = match &self.socket {
+                    Socket::Connected(avaya) => avaya.session_id(),
+                    _ => "",
+                };
+                let body = serde_json::json!({ "sid": sid });
+                match framing {
+                    Framing::Chat => format!("40/chat,{body}"),
+                    _ => format!("40{body}"),
+                }
+            }
+        };
+        self.conn.send_text(ack);
+    }
+
+    /// Why a CONNECT's `auth` payload cannot be used: it carries a token
+    /// other than the query's, which was checked.
+    fn other_token(&self, auth_payload: &str) -> Option<String> {
+        let auth: Value = serde_json::from_str(auth_payload).ok()?;
+        let creds = auth::credentials(None, Some(&auth)).ok()?;
+        (fingerprint(&creds.token) != self.token).then(|| {
+            "the auth payload carries a token other than the query's; send one token, in the query or in auth".to_string()
+        })
+    }
+
+    /// Makes the socket one of namespace `framing` (nothing if it is).
+    fn bind(&mut self, framing: Framing) {
+        if let Socket::Waiting(_) = self.socket
+            && let Socket::Waiting(user) = std::mem::replace(&mut self.socket, Socket::Gone)
+        {
+            let sid = crate::ids::secret(20);
+            let avaya = Avaya::new(&self.conn, user, sid, framing, self.config.clone());
+            self.socket = Socket::Connected(avaya);
+        }
+    }
+
+    /// The client left the namespace: its channels end; it may connect
+    /// again on this connection.
+    fn disconnect(&mut self, nsp: &str) {
+        let Socket::Connected(avaya) = &self.socket else {
+            return;
+        };
+        if Framing::of_namespace(nsp) != Some(avaya.framing()) {
+            return;
+        }
+        let presence = self.conn.presence();
+        for channel in self.conn.channels() {
+            presence.unsubscribe(&self.conn, &channel, |_| {});
+        }
+        if let Socket::Connected(avaya) = std::mem::replace(&mut self.socket, Socket::Gone) {
+            self.socket = Socket::Waiting(avaya.into_user());
+        }
+    }
+
+    /// An EVENT on `nsp`: an Avaya event, or with `--rpc-url` a call the
+    /// backend answers through the acknowledgment.
+    fn event(&mut self, nsp: &str, ack: Option<u64>, data: &str) -> Flow {
+        // EIO 3 clients are connected to `/` without asking.
+        if self.version == Version::V3 && matches!(self.socket, Socket::Waiting(_)) && nsp == "/" {
+            self.bind(Framing::Root);
+        }
+        let Socket::Connected(avaya) = &self.socket else {
+            // A namespace the client never connected: ignored, as
+            // socket.io does.
+            return Flow::Continue;
+        };
+        if Framing::of_namespace(nsp) != Some(avaya.framing()) {
+            return Flow::Continue;
+        }
+        let Some((event, payload)) = event_of(data) else {
+            avaya.reply(
+                &self.conn,
+                wire::error(&WireError::new(
+                    codes::INVALID_PARAMETERS,
+                    "an event must be a JSON array [\"EVENT\", payload]",
+                )),
+            );
+            return Flow::Continue;
+        };
+        if let (Some(id), false) = (ack, wire::client::is_avaya(&event))
+            && let Some(rpc) = avaya.rpc_for(&event)
+        {
+            let call = crate::services::rpc::RpcCall::new(event, payload, &self.conn);
+            let outbox = self.conn.outbox_handle();
+            let head = format!("43{}{id}", avaya.framing().namespace_part());
+            tokio::spawn(async move {
+                let answer = super::avaya::rpc_answer(&rpc, &call).await;
+                outbox.push_text(Utf8Bytes::from(format!("{head}[{answer}]")));
+            });
+            return Flow::Continue;
+        }
+        match avaya.try_handle(&self.conn, event, payload) {
+            None => Flow::Continue,
+            Some(held) => {
+                let pending = self.conn.presence().consult(*held.question);
+                self.held = Some((held.event, held.payload));
+                Flow::Wait(pending)
+            }
+        }
+    }
+}
+
+/// `/chat` as a packet's namespace part before its `,`; `/` as nothing.
+fn namespace_of(nsp: &str) -> &str {
+    if nsp == "/" { "" } else { nsp }
+}
+
+/// A packet's namespace part with its `,`: `/chat,`; nothing for `/`.
+fn packet_namespace(nsp: &str) -> String {
+    match namespace_of(nsp) {
+        "" => String::new(),
+        nsp => format!("{nsp},"),
+    }
+}
+
+fn namespace_name(framing: Framing) -> &'static str {
+    match framing {
+        Framing::Chat => "/chat",
+        _ => "/",
+    }
+}
+
+impl Session for EngineSession {
+    fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn on_text(&mut self, text: &str) -> Flow {
+        match parse(text) {
+            Ok(Packet::Close) => Flow::Close(CloseReason::new(close::NORMAL, "client closed")),
+            Ok(Packet::Ping(probe)) => {
+                self.conn.send_text(format!("3{probe}"));
+                Flow::Continue
+            }
+            Ok(Packet::Ignored | Packet::Answer) => Flow::Continue,
+            Ok(Packet::Connect { nsp, auth }) => {
+                self.connect(nsp, auth);
+                Flow::Continue
+            }
+            Ok(Packet::Disconnect { nsp }) => {
+                self.disconnect(nsp);
+                Flow::Continue
+            }
+            Ok(Packet::Event { nsp, ack, data }) => self.event(nsp, ack, data),
+            Ok(Packet::Binary) => Flow::Close(CloseReason::new(
+                close::UNSUPPORTED,
+                "binary Socket.IO events are not supported; send JSON",
+            )),
+            Err(Malformed(why)) => Flow::Close(CloseReason::new(
+                close::INVALID_DATA,
+                format!("{why}; this server speaks Engine.IO 3 and 4"),
+            )),
+        }
+    }
+
+    fn on_rate_limited(&mut self, limit: u32) -> Flow {
+        if let Socket::Connected(avaya) = &self.socket {
+            avaya.rate_limited(&self.conn, limit);
+        }
+        Flow::Continue
+    }
+
+    fn on_removed(&mut self, channel: &str, reason: &str) -> Flow {
+        if let Socket::Connected(avaya) = &self.socket {
+            let order = Order::LeaveChannel {
+                channel: channel.into(),
+                reason: reason.into(),
+            };
+            avaya.obey(&self.conn, order);
+        }
+        Flow::Continue
+    }
+
+    fn on_resume(&mut self) -> Flow {
+        if let (Some((event, payload)), Socket::Connected(avaya)) = (self.held.take(), &self.socket)
+        {
+            avaya.dispatch(&self.conn, &event, payload, true);
+        }
+        Flow::Continue
+    }
+
+    fn keepalive(&self) -> Outbound {
+        match self.version {
+            // Engine.IO 4 clients expect the server's ping packet and
+            // close a connection that sends none.
+            Version::V4 => Outbound::Text(Utf8Bytes::from_static("2")),
+            // Engine.IO 3 clients ping themselves; the WebSocket ping
+            // finds a dead peer.
+            Version::V3 => Outbound::Ping,
+        }
+    }
+
+    /// When the server closes: the `connection.closing` error event, then
+    /// the Engine.IO close packet. socket.io-client then reports
+    /// "transport close" and reconnects (a namespace DISCONNECT would tell
+    /// it not to).
+    fn farewell(&self, reason: &CloseReason) -> Vec<Outbound> {
+        if reason.code == close::NORMAL {
+            return Vec::new();
+        }
+        let mut frames = Vec::with_capacity(2);
+        if let Socket::Connected(avaya) = &self.socket {
+            let err = WireError::new(codes::CLOSING, reason.reason.to_string());
+            let event = avaya.framing().frame(wire::error(&err));
+            frames.push(Outbound::Text(event));
+        }
+        frames.push(Outbound::Text(Utf8Bytes::from_static("1")));
+        frames
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serves_websockets_opened_without_a_session() {
+        assert_eq!(
+            serves("EIO=4&transport=websocket&token=x"),
+            Some(Version::V4)
+        );
+        assert_eq!(
+            serves("token=x&transport=websocket&EIO=3"),
+            Some(Version::V3)
+        );
+        assert_eq!(serves("EIO=4&transport=websocket&sid=abc"), None);
+        assert_eq!(serves("EIO=4&transport=polling"), None);
+        assert_eq!(serves("EIO=5&transport=websocket"), None);
+        assert_eq!(serves("transport=websocket"), None);
+    }
+
+    #[test]
+    fn parses_the_packets_clients_send() {
+        assert_eq!(parse("1"), Ok(Packet::Close));
+        assert_eq!(parse("2"), Ok(Packet::Ping("")));
+        assert_eq!(parse("2probe"), Ok(Packet::Ping("probe")));
+        assert_eq!(parse("3"), Ok(Packet::Ignored));
+        assert_eq!(parse("6"), Ok(Packet::Ignored));
+        assert_eq!(parse("40"), Ok(Packet::Connect { nsp: "/", auth: "" }));
+        assert_eq!(
+            parse("40{\"token\":\"t\"}"),
+            Ok(Packet::Connect {
+                nsp: "/",
+                auth: "{\"token\":\"t\"}"
+            })
+        );
+        assert_eq!(
+            parse("40/chat,"),
+            Ok(Packet::Connect {
+                nsp: "/chat",
+                auth: ""
+            })
+        );
+        assert_eq!(
+            parse("40/chat,{\"a\":1}"),
+            Ok(Packet::Connect {
+                nsp: "/chat",
+                auth: "{\"a\":1}"
+            })
+        );
+        // EIO 3: the query after the namespace, with or without a comma.
+        assert_eq!(
+            parse("40/chat?tokenType=jwt&token=a.b.c"),
+            Ok(Packet::Connect {
+                nsp: "/chat",
+                auth: ""
+            })
+        );
+        assert_eq!(
+            parse("40/chat?tokenType=jwt&token=a.b.c,"),
+            Ok(Packet::Connect {
+                nsp: "/chat",
+                auth: ""
+            })
+        );
+        assert_eq!(parse("41/chat,"), Ok(Packet::Disconnect { nsp: "/chat" }));
+        assert_eq!(parse("41"), Ok(Packet::Disconnect { nsp: "/" }));
+        assert_eq!(
+            parse("42/chat,[\"E\",{}]"),
+            Ok(Packet::Event {
+                nsp: "/chat",
+                ack: None,
+                data: "[\"E\",{}]"
+            })
+        );
+        assert_eq!(
+            parse("42/chat,17[\"E\"]"),
+            Ok(Packet::Event {
+                nsp: "/chat",
+                ack: Some(17),
+                data: "[\"E\"]"
+            })
+        );
+        assert_eq!(
+            parse("423[\"E\",1]"),
+            Ok(Packet::Event {
+                nsp: "/",
+                ack: Some(3),
+                data: "[\"E\",1]"
+            })
+        );
+        assert_eq!(parse("43/chat,1[]"), Ok(Packet::Answer));
+        assert_eq!(
+            parse("451-[\"E\",{\"_placeholder\":true,\"num\":0}]"),
+            Ok(Packet::Binary)
+        );
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_packet() {
+        for bad in [
+            "",
+            "0{}",
+            "x",
+            "4",
+            "47",
+            "4é",
+            "é",
+            "42/chat,99999999999999999999999[\"E\"]",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        // Whatever follows a valid start, multi-byte characters included,
+        // parses without a panic.
+        for start in ["4", "40", "42", "42/", "40/chat?", "42/chat,1"] {
+            for tail in ["é", "/é,", "?é", "1é[", "€,€", "/chat?é,é"] {
+                let _ = parse(&format!("{start}{tail}"));
+            }
+        }
+    }
+
+    #[test]
+    fn reads_an_events_name_and_first_argument() {
+        assert_eq!(
+            event_of("[\"SEND_MESSAGE\",{\"a\":1},2]"),
+            Some(("SEND_MESSAGE".into(), serde_json::json!({"a": 1})))
+        );
+        assert_eq!(
+            event_of("[\"SEND_MESSAGE\"]"),
+            Some(("SEND_MESSAGE".into(), Value::Null))
+        );
+        assert_eq!(event_of("[1,2]"), None);
+        assert_eq!(event_of("{}"), None);
+        assert_eq!(event_of("[\"E\""), None);
+    }
+}
