@@ -11,6 +11,7 @@
 pub mod access;
 pub mod app;
 pub mod auth;
+pub mod channel_map;
 pub mod cluster;
 pub mod config;
 pub mod conformance;

@@ -35,50 +35,8 @@ struct Subscription {
     alias: Option<String>,
 }
 
-/// The session's subscriptions by channel name. A vector, not a
-/// `HashMap`: a hash map's smallest table holds four entries (340 bytes
-/// here) where most connections have one or two subscriptions; the number
-/// is capped (`--max-channels-per-connection`), so a lookup stays short.
-#[derive(Default)]
-struct Subscriptions(Vec<(String, Subscription)>);
-
-impl Subscriptions {
-    fn contains_key(&self, channel: &str) -> bool {
-        self.get(channel).is_some()
-    }
-
-    fn get(&self, channel: &str) -> Option<&Subscription> {
-        self.0.iter().find(|(c, _)| c == channel).map(|(_, s)| s)
-    }
-
-    fn get_mut(&mut self, channel: &str) -> Option<&mut Subscription> {
-        self.0
-            .iter_mut()
-            .find(|(c, _)| c == channel)
-            .map(|(_, s)| s)
-    }
-
-    /// Adds or replaces the subscription to `channel`, growing by one
-    /// entry at a time.
-    fn insert(&mut self, channel: String, sub: Subscription) {
-        match self.get_mut(&channel) {
-            Some(existing) => *existing = sub,
-            None => {
-                self.0.reserve_exact(1);
-                self.0.push((channel, sub));
-            }
-        }
-    }
-
-    fn remove(&mut self, channel: &str) -> Option<Subscription> {
-        let at = self.0.iter().position(|(c, _)| c == channel)?;
-        Some(self.0.swap_remove(at).1)
-    }
-
-    fn values_mut(&mut self) -> impl Iterator<Item = &mut Subscription> {
-        self.0.iter_mut().map(|(_, s)| s)
-    }
-}
+/// The session's subscriptions by channel name.
+type Subscriptions = crate::channel_map::ChannelMap<Subscription>;
 
 /// A Hotsock session.
 pub struct HotsockSession {

@@ -8,7 +8,6 @@
 //! for socketioxide's sockets, `engine.rs` for rollcall's own WebSocket
 //! Engine.IO. Each handler takes the core connection it acts for.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use tokio::time::Instant;
 use super::SocketIoConfig;
 use super::auth::User;
 use super::wire::{self, Framing, PresenceAction, WireError, codes};
+use crate::channel_map::ChannelMap;
 use crate::ids;
 use crate::outbox::{Order, Utf8Bytes};
 use crate::policy::{BackendRequest, Refusal};
@@ -67,7 +67,7 @@ pub struct Avaya {
     /// How this socket's frames are laid out (and the codec flavor of its
     /// subscriptions).
     framing: Framing,
-    subs: Mutex<HashMap<String, Sub>>,
+    subs: Mutex<ChannelMap<Sub>>,
     rate: Mutex<RateWindow>,
     config: Arc<SocketIoConfig>,
 }
@@ -93,7 +93,7 @@ impl Avaya {
             sid,
             dtsid: conn.id().to_string(),
             framing,
-            subs: Mutex::new(HashMap::new()),
+            subs: Mutex::new(ChannelMap::default()),
             rate: Mutex::new(RateWindow {
                 start: Instant::now(),
                 count: 0,
@@ -327,7 +327,7 @@ impl Avaya {
     pub fn obey(&self, conn: &Connection, order: Order) {
         match order {
             Order::LeaveChannel { channel, reason } => {
-                if lock(&self.subs).remove(&*channel).is_none() {
+                if lock(&self.subs).remove(&channel).is_none() {
                     return;
                 }
                 {

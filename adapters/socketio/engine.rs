@@ -119,8 +119,9 @@ pub struct EngineSession {
     /// The query token's fingerprint: a CONNECT whose `auth` carries
     /// another token is refused (it would have been checked instead).
     token: u64,
-    /// The event that waits for the channel check.
-    held: Option<(String, Value)>,
+    /// The event that waits for the channel check (boxed: most
+    /// connections never wait).
+    held: Option<Box<(String, Value)>>,
     config: Arc<SocketIoConfig>,
 }
 
@@ -414,7 +415,7 @@ impl EngineSession {
             None => Flow::Continue,
             Some(held) => {
                 let pending = self.conn.presence().consult(*held.question);
-                self.held = Some((held.event, held.payload));
+                self.held = Some(Box::new((held.event, held.payload)));
                 Flow::Wait(pending)
             }
         }
@@ -493,8 +494,8 @@ impl Session for EngineSession {
     }
 
     fn on_resume(&mut self) -> Flow {
-        if let (Some((event, payload)), Socket::Connected(avaya)) = (self.held.take(), &self.socket)
-        {
+        if let (Some(held), Socket::Connected(avaya)) = (self.held.take(), &self.socket) {
+            let (event, payload) = *held;
             avaya.dispatch(&self.conn, &event, payload, true);
         }
         Flow::Continue
