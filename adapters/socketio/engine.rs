@@ -512,22 +512,26 @@ impl Session for EngineSession {
         }
     }
 
-    /// When the server closes: the `connection.closing` error event, then
-    /// the Engine.IO close packet. socket.io-client then reports
-    /// "transport close" and reconnects (a namespace DISCONNECT would tell
-    /// it not to).
+    /// When the server closes: the `connection.closing` error event with
+    /// the reason, then, for a server going away (shutdown, drain), the
+    /// Engine.IO close packet: socket.io-client reports "transport close"
+    /// and reconnects, to another node; for any other reason (an
+    /// operator's disconnect, a slow consumer), the namespace DISCONNECT:
+    /// "io server disconnect", which it does not retry.
     fn farewell(&self, reason: &CloseReason) -> Vec<Outbound> {
         if reason.code == close::NORMAL {
             return Vec::new();
         }
-        let mut frames = Vec::with_capacity(2);
-        if let Socket::Connected(avaya) = &self.socket {
-            let err = WireError::new(codes::CLOSING, reason.reason.to_string());
-            let event = avaya.framing().frame(wire::error(&err));
-            frames.push(Outbound::Text(event));
-        }
-        frames.push(Outbound::Text(Utf8Bytes::from_static("1")));
-        frames
+        let Socket::Connected(avaya) = &self.socket else {
+            return vec![Outbound::Text(Utf8Bytes::from_static("1"))];
+        };
+        let err = WireError::new(codes::CLOSING, reason.reason.to_string());
+        let event = avaya.framing().frame(wire::error(&err));
+        let last = match reason.code {
+            close::GOING_AWAY => Utf8Bytes::from_static("1"),
+            _ => Utf8Bytes::from(format!("41{}", avaya.framing().namespace_part())),
+        };
+        vec![Outbound::Text(event), Outbound::Text(last)]
     }
 }
 
