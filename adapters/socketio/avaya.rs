@@ -226,6 +226,16 @@ impl Avaya {
         None
     }
 
+    /// Confirms a presence event (`category`) to this socket only, when
+    /// it changed nothing the others see.
+    fn confirm(&self, conn: &Connection, category: &str, channel: &str, info: &Value) {
+        let view = crate::presence::MemberView {
+            user_id: &self.user.user_id,
+            info,
+        };
+        self.reply(conn, wire::presence_event(category, channel, view, None));
+    }
+
     fn subscribe(
         &self,
         conn: &Connection,
@@ -509,19 +519,7 @@ impl Avaya {
                     match presence.update_subscription(conn, channel, update) {
                         Ok(MemberChange::Unchanged) => {
                             // Nothing changed for others; confirm to the sender.
-                            let view = crate::presence::MemberView {
-                                user_id: &self.user.user_id,
-                                info: &info,
-                            };
-                            self.reply(
-                                conn,
-                                wire::presence_event(
-                                    wire::category::PARTY_ONLINE,
-                                    channel,
-                                    view,
-                                    None,
-                                ),
-                            );
+                            self.confirm(conn, wire::category::PARTY_ONLINE, channel, &info);
                             sub.party = true;
                         }
                         Ok(_) => sub.party = true,
@@ -548,19 +546,7 @@ impl Avaya {
                             // present; confirm to the sender only.
                             sub.party = false;
                             let info = self.member_info(sub.content.as_ref(), Some(&sub.since));
-                            let view = crate::presence::MemberView {
-                                user_id: &self.user.user_id,
-                                info: &info,
-                            };
-                            self.reply(
-                                conn,
-                                wire::presence_event(
-                                    wire::category::PARTY_LEAVES,
-                                    channel,
-                                    view,
-                                    None,
-                                ),
-                            );
+                            self.confirm(conn, wire::category::PARTY_LEAVES, channel, &info);
                         }
                         Err(e) => {
                             let err = update_error(&e);

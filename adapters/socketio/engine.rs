@@ -285,9 +285,14 @@ impl EngineSession {
         config: Arc<SocketIoConfig>,
     ) -> Self {
         conn.send_text(open_packet(version, &config));
-        if version == Version::V3 {
-            conn.send_text("40");
-        }
+        match version {
+            // `/` is connected without asking.
+            Version::V3 => conn.send_text("40"),
+            // The first ping at once, as socketioxide sends it: the
+            // client's pong shows it is there, and the wire is the same
+            // whichever Engine.IO serves it.
+            Version::V4 => conn.send_text("2"),
+        };
         EngineSession {
             conn,
             version,
