@@ -52,8 +52,9 @@ pub struct User {
     /// The user id (`sub`, `user_id`, `uid`, `username` or `anonymous_id`).
     pub user_id: Arc<str>,
     /// Display fields shown to others: `displayname`, `username`,
-    /// `picture_url`, `type` (`user` or `anonymous`).
-    pub profile: Value,
+    /// `picture_url`, `type` (`user` or `anonymous`). Shared with the core
+    /// connection's identity (one copy per connection).
+    pub profile: Arc<Value>,
 }
 
 /// Decodes `%XX` escapes and `+` (a space) in a query component (an
@@ -152,7 +153,7 @@ pub fn identify(claims: &Map<String, Value>) -> Result<User, String> {
     }
     Ok(User {
         user_id: Arc::from(user_id),
-        profile: Value::Object(profile),
+        profile: Arc::new(Value::Object(profile)),
     })
 }
 
@@ -392,7 +393,7 @@ mod tests {
         let u = identify(&m(json!({"username":"d","name":"Dee","picture":"p.png"}))).unwrap();
         assert_eq!(&*u.user_id, "d");
         assert_eq!(
-            u.profile,
+            *u.profile,
             json!({"type":"user","displayname":"Dee","username":"d","picture_url":"p.png"})
         );
         // Avaya's anonymous token (spec §4.1).

@@ -253,7 +253,10 @@ pub async fn accept(
     let Ok((user, access)) = auth::authenticate(&creds, &app.verifier, introspector).await else {
         return Err(req);
     };
-    let identity = Identity::user(user.user_id.clone(), user.profile.clone());
+    let identity = Identity {
+        user_id: Some(user.user_id.clone()),
+        info: user.profile.clone(),
+    };
     let Ok((conn, outbox_rx)) = app
         .presence
         .connect(identity, super::codec(), super::PROTOCOL)

@@ -197,7 +197,10 @@ async fn authenticate(
         Err(e) => Err(e),
     };
     let (user, access) = checked.inspect_err(|_| app.metrics.live().auth_failure(PROTOCOL))?;
-    let identity = Identity::user(user.user_id.clone(), user.profile.clone());
+    let identity = Identity {
+        user_id: Some(user.user_id.clone()),
+        info: user.profile.clone(),
+    };
     let (conn, rx) = app
         .presence
         .connect(identity, codec(), PROTOCOL)
