@@ -195,12 +195,12 @@ impl HotsockClaims {
         }
 
         let channels = match (present(map, "channels"), ordered) {
-            (None, _) => ChannelRules::default(),
+            (None, _) => std::sync::Arc::new(ChannelRules::default()),
             (Some(Value::Object(_)), Some(entries)) => {
-                ChannelRules::from_entries(entries.iter().map(|(k, v)| (k.as_str(), v)))?
+                ChannelRules::shared(entries.iter().map(|(k, v)| (k.as_str(), v)))?
             }
             (Some(Value::Object(obj)), None) => {
-                ChannelRules::from_entries(obj.iter().map(|(k, v)| (k.as_str(), v)))?
+                ChannelRules::shared(obj.iter().map(|(k, v)| (k.as_str(), v)))?
             }
             (Some(other), _) => {
                 return Err(AuthError::invalid_claims(format!(
@@ -238,7 +238,7 @@ impl HotsockClaims {
             scope,
             uid,
             umd,
-            channels: std::sync::Arc::new(channels),
+            channels,
             connection_id: opt_string(map, "connectionId", "")?,
             keep_alive: opt_bool(map, "keepAlive", "")?.unwrap_or(false),
             heartbeat_timeout,

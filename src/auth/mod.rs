@@ -45,7 +45,7 @@ pub fn access_from_claims(
 ) -> Result<crate::policy::Access, AuthError> {
     let grants = match claims.get("channels") {
         None | Some(serde_json::Value::Null) => None,
-        Some(value) => Some(std::sync::Arc::new(ChannelRules::from_json(value)?)),
+        Some(value) => Some(ChannelRules::shared_json(value)?),
     };
     Ok(crate::policy::Access::authenticated(grants))
 }
