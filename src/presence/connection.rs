@@ -1,7 +1,6 @@
 //! A connection as the core sees it: identity, codec, outbox, and the set
 //! of channels it is subscribed to.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -11,6 +10,11 @@ use super::Presence;
 use super::types::{Codec, Identity};
 use crate::ids::ConnId;
 use crate::outbox::{CloseReason, Outbox};
+
+/// A connection's channels and the member key it holds in each (None: a
+/// subscriber only). A vector: most connections have one or two, and a
+/// `HashMap`'s smallest table was 150 bytes per connection.
+pub(crate) type Subscriptions = crate::channel_map::ChannelMap<Option<Arc<str>>, Arc<str>>;
 
 /// The part of a connection shared between its session and the core.
 pub struct ConnShared {
@@ -23,7 +27,7 @@ pub struct ConnShared {
     pub(crate) protocol: &'static str,
     pub(crate) outbox: Outbox,
     /// Channel name -> member key held there (if a member).
-    pub(crate) subs: Mutex<HashMap<Arc<str>, Option<Arc<str>>>>,
+    pub(crate) subs: Mutex<Subscriptions>,
     pub(crate) closing: AtomicBool,
     /// Its front end can close it only together with every other
     /// connection (a Socket.IO polling client): a drain leaves it for the
@@ -57,7 +61,7 @@ impl std::fmt::Debug for ConnShared {
 }
 
 impl ConnShared {
-    pub(crate) fn subs(&self) -> MutexGuard<'_, HashMap<Arc<str>, Option<Arc<str>>>> {
+    pub(crate) fn subs(&self) -> MutexGuard<'_, Subscriptions> {
         self.subs.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -461,7 +461,7 @@ impl Presence {
             codec,
             protocol,
             outbox,
-            subs: Mutex::new(HashMap::new()),
+            subs: Mutex::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             closes_with_server: std::sync::atomic::AtomicBool::new(false),
             flavor: std::sync::atomic::AtomicU8::new(0),
