@@ -127,7 +127,7 @@ pub struct EngineSession {
 
 /// What a client sent, as Engine.IO and Socket.IO packets.
 #[derive(Debug, PartialEq)]
-enum Packet<'a> {
+pub enum Packet<'a> {
     /// Engine.IO close (`1`).
     Close,
     /// Engine.IO ping (`2`, `2probe`): answered with a pong.
@@ -154,10 +154,10 @@ enum Packet<'a> {
 
 /// Why a text frame is not a packet this server reads.
 #[derive(Debug, PartialEq)]
-struct Malformed(&'static str);
+pub struct Malformed(pub &'static str);
 
 /// Parses one text frame.
-fn parse(text: &str) -> Result<Packet<'_>, Malformed> {
+pub fn parse(text: &str) -> Result<Packet<'_>, Malformed> {
     let mut chars = text.chars();
     match chars.next() {
         Some('1') => Ok(Packet::Close),
@@ -224,7 +224,7 @@ fn parse_socketio(text: &str) -> Result<Packet<'_>, Malformed> {
 /// The event name and first argument of an EVENT's JSON array (Avaya
 /// events carry one; a missing one is `null`, which the handlers refuse
 /// with the event's own error).
-fn event_of(data: &str) -> Option<(String, Value)> {
+pub fn event_of(data: &str) -> Option<(String, Value)> {
     let Ok(Value::Array(args)) = serde_json::from_str::<Value>(data) else {
         return None;
     };

@@ -172,6 +172,43 @@ fn socketio_accepts(d: &[u8]) -> bool {
         || decode_presence(p).is_ok()
 }
 
+/// The text frames of rollcall's own Engine.IO (`adapters/socketio/engine.rs`).
+#[cfg(feature = "socketio")]
+#[test]
+fn fuzz_socketio_engine_packets() {
+    let mut corpus = bytes_of(suite_corpus("socketio").texts.clone());
+    corpus.extend(bytes_of([
+        "2",
+        "2probe",
+        "3",
+        "1",
+        "40",
+        "40/chat,",
+        "40/chat,{\"token\":\"t\",\"tokenType\":\"jwt\"}",
+        "40/chat?tokenType=jwt&token=a.b.c",
+        "40/chat?tokenType=jwt&token=a.b.c,",
+        "41/chat,",
+        "42/chat,[\"SEND_MESSAGE\",{\"topicId\":\"t\"}]",
+        "42/chat,17[\"whoami\",null]",
+        "42[\"SUBSCRIBE_CHANNEL\",{\"channel\":{\"_id\":\"t\"}}]",
+        "43/chat,1[]",
+        "451-/chat,[\"E\",{\"_placeholder\":true,\"num\":0}]",
+    ]));
+    run(Target {
+        name: "socketio_engine_packets",
+        check: checks::socketio_engine_packet,
+        corpus,
+        dict: dict(&[
+            "40", "41", "42", "43", "45", "/chat", "/chat,", "?", ",", "[", "]", "2probe",
+        ]),
+        max_len: 4_096,
+        generator: None,
+        accepts: |d| {
+            std::str::from_utf8(d).is_ok_and(|t| rollcall::socketio::engine::parse(t).is_ok())
+        },
+    });
+}
+
 #[cfg(feature = "socketio")]
 #[test]
 fn fuzz_socketio_payloads() {

@@ -352,6 +352,36 @@ pub fn socketio_payload(data: &[u8]) {
     }
 }
 
+/// rollcall's own Engine.IO reads any text frame without a panic; what it
+/// takes apart are slices of the frame (the namespace starts with `/`, an
+/// event's data ends the frame), and an event's arguments come out only
+/// from a JSON array that starts with a string.
+#[cfg(feature = "socketio")]
+pub fn socketio_engine_packet(data: &[u8]) {
+    use rollcall::socketio::engine::{Packet, event_of, parse};
+    let text = text(data);
+    let Ok(packet) = parse(&text) else {
+        return;
+    };
+    match packet {
+        Packet::Connect { nsp, auth } => {
+            assert!(nsp.starts_with('/'), "{nsp:?} from {text:?}");
+            assert!(text.ends_with(auth), "{auth:?} from {text:?}");
+        }
+        Packet::Disconnect { nsp } => assert!(nsp.starts_with('/'), "{nsp:?}"),
+        Packet::Event { nsp, data, .. } => {
+            assert!(nsp.starts_with('/'), "{nsp:?} from {text:?}");
+            assert!(text.ends_with(data), "{data:?} from {text:?}");
+            if let Some((event, _)) = event_of(data) {
+                let value: Value = serde_json::from_str(data).expect("event_of read JSON");
+                assert_eq!(value[0].as_str(), Some(event.as_str()));
+            }
+        }
+        Packet::Ping(probe) => assert!(text.ends_with(probe)),
+        Packet::Close | Packet::Ignored | Packet::Answer | Packet::Binary => {}
+    }
+}
+
 #[cfg(feature = "socketio")]
 fn socketio_decoders(p: &Value) {
     use std::sync::Arc;
