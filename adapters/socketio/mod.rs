@@ -6,10 +6,14 @@
 //! io.connect("http://HOST:PORT/chat", {query: "tokenType=jwt&token=<JWT>", transports: ["websocket"]})
 //! ```
 //!
-//! socketioxide runs Engine.IO and Socket.IO; `shim.rs` fixes the 1.x/2.x
-//! namespace CONNECT, `auth.rs` checks tokens, `wire.rs` holds the Avaya
-//! payloads and the codec, `session.rs` runs one socket. This file is the
-//! route and the adapter's config.
+//! `engine.rs` is rollcall's own Engine.IO, for WebSockets opened straight
+//! away with the token in the query (on the shared transport); socketioxide
+//! runs everything else (long-polling, upgrades, `auth`-payload tokens,
+//! refusals), with `shim.rs` fixing the 1.x/2.x namespace CONNECT and
+//! `session.rs` running one of its sockets. Both run the Avaya events of
+//! `avaya.rs`; `auth.rs` checks tokens, `wire.rs` holds the Avaya payloads
+//! and the codec. This file is the route, which picks the Engine.IO, and the
+//! adapter's config.
 
 pub mod auth;
 pub mod avaya;
