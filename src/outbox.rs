@@ -378,15 +378,21 @@ impl Outbox {
         }
         self.closed.store(true, Ordering::Release);
         // The writer learns it in `recv_open`, without a future of its own.
-        let writer = {
+        self.tell_writer(|state| state.closed = true);
+        self.signal.notify_waiters();
+    }
+
+    /// Marks the queue's state (closed, sender gone) and wakes the writer,
+    /// outside the lock so that it does not wait on it.
+    fn tell_writer(&self, mark: impl FnOnce(&mut QueueState)) {
+        let waker = {
             let mut state = self.queue.lock();
-            state.closed = true;
+            mark(&mut state);
             state.waker.take()
         };
-        if let Some(waker) = writer {
+        if let Some(waker) = waker {
             waker.wake();
         }
-        self.signal.notify_waiters();
     }
 
     /// Gives the session an order (see [`Order`]); false if the connection
@@ -465,14 +471,7 @@ impl Outbox {
 
 impl Drop for Outbox {
     fn drop(&mut self) {
-        let waker = {
-            let mut state = self.queue.lock();
-            state.sender_gone = true;
-            state.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        self.tell_writer(|state| state.sender_gone = true);
     }
 }
 

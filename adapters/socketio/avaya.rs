@@ -9,10 +9,8 @@
 //! Engine.IO. Each handler takes the core connection it acts for.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::Value;
-use tokio::time::Instant;
 
 use super::SocketIoConfig;
 use super::auth::User;
@@ -49,26 +47,16 @@ struct Sub {
     since: String,
 }
 
-/// Counts events in one-second windows.
-#[derive(Debug)]
-struct RateWindow {
-    start: Instant,
-    count: u32,
-}
-
 /// The Avaya state of one socket.
 #[derive(Debug)]
 pub struct Avaya {
     user: User,
     /// The socket id, sent as `sessionId`.
     sid: String,
-    /// The core connection id, sent as `dtsid`.
-    dtsid: String,
     /// How this socket's frames are laid out (and the codec flavor of its
     /// subscriptions).
     framing: Framing,
     subs: Mutex<ChannelMap<Sub>>,
-    rate: Mutex<RateWindow>,
     config: Arc<SocketIoConfig>,
 }
 
@@ -91,13 +79,8 @@ impl Avaya {
         Avaya {
             user,
             sid,
-            dtsid: conn.id().to_string(),
             framing,
             subs: Mutex::new(ChannelMap::default()),
-            rate: Mutex::new(RateWindow {
-                start: Instant::now(),
-                count: 0,
-            }),
             config,
         }
     }
@@ -125,25 +108,6 @@ impl Avaya {
     /// The socket is gone: its channel state goes with it.
     pub fn forget_channels(&self) {
         lock(&self.subs).clear();
-    }
-
-    /// True if the event is within the rate limit; otherwise sends an
-    /// `error` and returns false.
-    pub fn admit(&self, conn: &Connection) -> bool {
-        let limit = self.config.max_events_per_second;
-        let mut rate = lock(&self.rate);
-        let now = Instant::now();
-        if now.duration_since(rate.start) >= Duration::from_secs(1) {
-            rate.start = now;
-            rate.count = 0;
-        }
-        rate.count += 1;
-        if rate.count > limit {
-            drop(rate);
-            self.rate_limited(conn, limit);
-            return false;
-        }
-        true
     }
 
     /// Tells the client an event over the rate of `limit` per second was
@@ -257,61 +221,59 @@ impl Avaya {
                 return None;
             }
         };
-        {
-            if conn.is_subscribed(&channel.id) {
-                // Idempotent: a repeated subscribe gets the same answer.
-                self.reply(
-                    conn,
-                    wire::channel_subscribed(&channel, &self.dtsid, &self.sid),
+        if conn.is_subscribed(&channel.id) {
+            // Idempotent: a repeated subscribe gets the same answer.
+            self.reply(
+                conn,
+                wire::channel_subscribed(&channel, &conn.id().to_string(), &self.sid),
+            );
+            return None;
+        }
+        let since = crate::time::rfc3339(std::time::SystemTime::now());
+        // `"announce": false` watches the topic without being a party
+        // until the socket sends its own `party.online`.
+        let announce = payload.get("announce").and_then(Value::as_bool) != Some(false);
+        let opts = SubscribeOptions {
+            member_info: announce.then(|| self.member_info(None, None)),
+            password,
+            presence_events: true,
+            receive_messages: true,
+            flavor: self.framing.flavor(),
+            ..SubscribeOptions::default()
+        };
+        let result = conn.presence().subscribe(conn, &channel.id, opts, |_| {
+            self.reply(
+                conn,
+                wire::channel_subscribed(&channel, &conn.id().to_string(), &self.sid),
+            );
+        });
+        let err = match result {
+            Ok(_) => {
+                lock(&self.subs).insert(
+                    channel.id.clone(),
+                    Sub {
+                        party: announce,
+                        content: None,
+                        since,
+                    },
                 );
                 return None;
             }
-            let since = crate::time::rfc3339(std::time::SystemTime::now());
-            // `"announce": false` watches the topic without being a party
-            // until the socket sends its own `party.online`.
-            let announce = payload.get("announce").and_then(Value::as_bool) != Some(false);
-            let opts = SubscribeOptions {
-                member_info: announce.then(|| self.member_info(None, None)),
-                password,
-                presence_events: true,
-                receive_messages: true,
-                flavor: self.framing.flavor(),
-                ..SubscribeOptions::default()
-            };
-            let result = conn.presence().subscribe(conn, &channel.id, opts, |_| {
-                self.reply(
-                    conn,
-                    wire::channel_subscribed(&channel, &self.dtsid, &self.sid),
-                );
-            });
-            let err = match result {
-                Ok(_) => {
-                    lock(&self.subs).insert(
-                        channel.id.clone(),
-                        Sub {
-                            party: announce,
-                            content: None,
-                            since,
-                        },
-                    );
-                    return None;
-                }
-                Err(SubscribeError::Closed) => return None,
-                Err(SubscribeError::Refused(refusal)) => match refused(refusal, last_try) {
-                    Ok(req) => return Some(req),
-                    Err(err) => err,
-                },
-                Err(SubscribeError::InvalidChannel(why)) => {
-                    WireError::new(codes::INVALID_PARAMETERS, why)
-                }
-                Err(e @ SubscribeError::RateLimited { .. }) => {
-                    WireError::new(codes::RATE_LIMITED, e.to_string())
-                }
-                Err(e) => WireError::new(codes::LIMIT_REACHED, e.to_string()),
-            };
-            self.reply(conn, wire::subscribe_failed(original, &err));
-            None
-        }
+            Err(SubscribeError::Closed) => return None,
+            Err(SubscribeError::Refused(refusal)) => match refused(refusal, last_try) {
+                Ok(req) => return Some(req),
+                Err(err) => err,
+            },
+            Err(SubscribeError::InvalidChannel(why)) => {
+                WireError::new(codes::INVALID_PARAMETERS, why)
+            }
+            Err(e @ SubscribeError::RateLimited { .. }) => {
+                WireError::new(codes::RATE_LIMITED, e.to_string())
+            }
+            Err(e) => WireError::new(codes::LIMIT_REACHED, e.to_string()),
+        };
+        self.reply(conn, wire::subscribe_failed(original, &err));
+        None
     }
 
     fn unsubscribe(&self, conn: &Connection, payload: &Value) {
@@ -319,17 +281,15 @@ impl Avaya {
             Ok(c) => c,
             Err(e) => return self.reply(conn, wire::error(&e)),
         };
-        {
-            let left = conn.presence().unsubscribe(conn, &channel.id, |_| {
-                self.reply(conn, wire::channel_unsubscribed(&channel));
-            });
-            lock(&self.subs).remove(&channel.id);
-            if !left {
-                self.reply(
-                    conn,
-                    wire::error(&not_subscribed(&channel.id, "unsubscribe from")),
-                );
-            }
+        let left = conn.presence().unsubscribe(conn, &channel.id, |_| {
+            self.reply(conn, wire::channel_unsubscribed(&channel));
+        });
+        lock(&self.subs).remove(&channel.id);
+        if !left {
+            self.reply(
+                conn,
+                wire::error(&not_subscribed(&channel.id, "unsubscribe from")),
+            );
         }
     }
 
@@ -340,11 +300,9 @@ impl Avaya {
                 if lock(&self.subs).remove(&channel).is_none() {
                     return;
                 }
-                {
-                    conn.presence().unsubscribe(conn, &channel, |_| {
-                        self.reply(conn, wire::channel_removed(&channel, &reason));
-                    });
-                }
+                conn.presence().unsubscribe(conn, &channel, |_| {
+                    self.reply(conn, wire::channel_removed(&channel, &reason));
+                });
             }
         }
     }
@@ -369,80 +327,77 @@ impl Avaya {
                 return None;
             }
         };
-        {
-            if !conn.is_subscribed(&msg.topic_id) {
-                let err = not_subscribed(&msg.topic_id, "send messages to");
-                self.reply(conn, relay.failed(Some(&msg.topic_id), &err));
-                return None;
-            }
-            // Asked before anything is sent, so a refused message reaches
-            // nobody, the sender's own copy included.
-            let presence = conn.presence();
-            let event = relay.core_event(&msg.category);
-            let grant = match presence.check_publish(conn, &msg.topic_id, &event, None) {
-                Ok(grant) => grant,
-                Err(refusal) => {
-                    return match refused(refusal, last_try) {
-                        Ok(req) => Some(req),
-                        Err(err) => {
-                            self.reply(conn, relay.failed(Some(&msg.topic_id), &err));
-                            None
-                        }
-                    };
-                }
-            };
-            let id = ids::ulid();
-            let sender = wire::sender_json(Some(&self.user.user_id), &self.user.profile);
-            let created = crate::time::rfc3339(std::time::SystemTime::now());
-            let payload = wire::message_payload(&id, &msg, &sender, &created, None);
-            // The message as delivered, envelope included: every front end's
-            // client messages share one size and depth limit.
-            if let Err(why) = crate::names::check_message_data(&payload) {
-                let err = WireError::new(codes::TOO_LARGE, why);
-                self.reply(conn, relay.failed(Some(&msg.topic_id), &err));
-                return None;
-            }
-            if payload.len() > self.config.max_payload_bytes {
-                let err = WireError::new(
-                    codes::TOO_LARGE,
-                    format!(
-                        "the message is {} bytes, more than the {} allowed; send a smaller message",
-                        payload.len(),
-                        self.config.max_payload_bytes
-                    ),
-                );
-                self.reply(conn, relay.failed(Some(&msg.topic_id), &err));
-                return None;
-            }
-            let Ok(data) = serde_json::value::RawValue::from_string(payload.clone()) else {
-                return None;
-            };
-            let echo = msg.loopback.is_none();
-            // A message only for the backend reaches no subscriber: the
-            // sender still gets its MESSAGE_SENT here.
-            let backend_only = grant.forward == crate::policy::Forward::Only;
-            if !echo || backend_only {
-                // The sender's own copy carries its loopbackMetadata.
-                let own =
-                    wire::message_payload(&id, &msg, &sender, &created, msg.loopback.as_ref());
-                self.reply(conn, relay.sent(&own));
-            }
-            let core_msg = ChannelMessage {
-                id,
-                channel: Arc::from(msg.topic_id.as_str()),
-                event,
-                data: Some(data),
-                sender: Some(MessageSender {
-                    conn: conn.id(),
-                    user_id: Some(self.user.user_id.clone()),
-                    info: conn.info(),
-                    echo,
-                }),
-            };
-            // Already checked above (with this protocol's own echo rule).
-            presence.publish_granted(conn, &core_msg, grant.forward);
-            None
+        if !conn.is_subscribed(&msg.topic_id) {
+            let err = not_subscribed(&msg.topic_id, "send messages to");
+            self.reply(conn, relay.failed(Some(&msg.topic_id), &err));
+            return None;
         }
+        // Asked before anything is sent, so a refused message reaches
+        // nobody, the sender's own copy included.
+        let presence = conn.presence();
+        let event = relay.core_event(&msg.category);
+        let grant = match presence.check_publish(conn, &msg.topic_id, &event, None) {
+            Ok(grant) => grant,
+            Err(refusal) => {
+                return match refused(refusal, last_try) {
+                    Ok(req) => Some(req),
+                    Err(err) => {
+                        self.reply(conn, relay.failed(Some(&msg.topic_id), &err));
+                        None
+                    }
+                };
+            }
+        };
+        let id = ids::ulid();
+        let sender = wire::sender_json(Some(&self.user.user_id), &self.user.profile);
+        let created = crate::time::rfc3339(std::time::SystemTime::now());
+        let payload = wire::message_payload(&id, &msg, &sender, &created, None);
+        // The message as delivered, envelope included: every front end's
+        // client messages share one size and depth limit.
+        if let Err(why) = crate::names::check_message_data(&payload) {
+            let err = WireError::new(codes::TOO_LARGE, why);
+            self.reply(conn, relay.failed(Some(&msg.topic_id), &err));
+            return None;
+        }
+        if payload.len() > self.config.max_payload_bytes {
+            let err = WireError::new(
+                codes::TOO_LARGE,
+                format!(
+                    "the message is {} bytes, more than the {} allowed; send a smaller message",
+                    payload.len(),
+                    self.config.max_payload_bytes
+                ),
+            );
+            self.reply(conn, relay.failed(Some(&msg.topic_id), &err));
+            return None;
+        }
+        let Ok(data) = serde_json::value::RawValue::from_string(payload.clone()) else {
+            return None;
+        };
+        let echo = msg.loopback.is_none();
+        // A message only for the backend reaches no subscriber: the
+        // sender still gets its MESSAGE_SENT here.
+        let backend_only = grant.forward == crate::policy::Forward::Only;
+        if !echo || backend_only {
+            // The sender's own copy carries its loopbackMetadata.
+            let own = wire::message_payload(&id, &msg, &sender, &created, msg.loopback.as_ref());
+            self.reply(conn, relay.sent(&own));
+        }
+        let core_msg = ChannelMessage {
+            id,
+            channel: Arc::from(msg.topic_id.as_str()),
+            event,
+            data: Some(data),
+            sender: Some(MessageSender {
+                conn: conn.id(),
+                user_id: Some(self.user.user_id.clone()),
+                info: conn.info(),
+                echo,
+            }),
+        };
+        // Already checked above (with this protocol's own echo rule).
+        presence.publish_granted(conn, &core_msg, grant.forward);
+        None
     }
 
     fn presence(&self, conn: &Connection, payload: &Value) {
@@ -467,91 +422,88 @@ impl Avaya {
                 return self.reply(conn, wire::presence_failed(Some(&ev.topic_id), &err));
             }
         }
-        {
-            let channel = ev.topic_id.as_str();
-            let mut subs = lock(&self.subs);
-            let Some(sub) = subs
-                .get_mut(channel)
-                .filter(|_| conn.is_subscribed(channel))
-            else {
-                let err = not_subscribed(channel, "send presence events to");
-                self.reply(conn, wire::presence_failed(Some(channel), &err));
-                return;
-            };
-            let presence = conn.presence();
-            match ev.action {
-                PresenceAction::RequestParties => {
-                    // The server answers for every party, whatever front end
-                    // it joined through; under the channel lock, so the
-                    // answer is in order with the channel's member events.
-                    let me = &*self.user.user_id;
-                    if !presence.members_shown(channel) {
-                        // The channel's rule hides its member list.
-                        return;
-                    }
-                    // Addressed to this socket only: `receivers` says so.
-                    let receivers =
-                        Value::Array(vec![wire::sender_json(Some(me), &self.user.profile)]);
-                    presence.with_members(channel, |members| {
-                        for m in members.iter().filter(|m| m.user_id != me) {
-                            self.reply(
-                                conn,
-                                wire::presence_event(
-                                    wire::category::PARTY_ONLINE,
-                                    channel,
-                                    m,
-                                    Some(&receivers),
-                                ),
-                            );
-                        }
-                    });
+        let channel = ev.topic_id.as_str();
+        let mut subs = lock(&self.subs);
+        let Some(sub) = subs
+            .get_mut(channel)
+            .filter(|_| conn.is_subscribed(channel))
+        else {
+            let err = not_subscribed(channel, "send presence events to");
+            self.reply(conn, wire::presence_failed(Some(channel), &err));
+            return;
+        };
+        let presence = conn.presence();
+        match ev.action {
+            PresenceAction::RequestParties => {
+                // The server answers for every party, whatever front end
+                // it joined through; under the channel lock, so the
+                // answer is in order with the channel's member events.
+                let me = &*self.user.user_id;
+                if !presence.members_shown(channel) {
+                    // The channel's rule hides its member list.
+                    return;
                 }
-                PresenceAction::Online => {
-                    if ev.content.is_some() {
-                        sub.content = ev.content.clone();
+                // Addressed to this socket only: `receivers` says so.
+                let receivers = Value::Array(vec![wire::sender_json(Some(me), &self.user.profile)]);
+                presence.with_members(channel, |members| {
+                    for m in members.iter().filter(|m| m.user_id != me) {
+                        self.reply(
+                            conn,
+                            wire::presence_event(
+                                wire::category::PARTY_ONLINE,
+                                channel,
+                                m,
+                                Some(&receivers),
+                            ),
+                        );
                     }
-                    let info = self.member_info(sub.content.as_ref(), Some(&sub.since));
-                    let update = SubscriptionUpdate {
-                        member: Some((self.user.user_id.clone(), info.clone())),
-                        presence_events: true,
-                        receive_messages: true,
-                    };
-                    match presence.update_subscription(conn, channel, update) {
-                        Ok(MemberChange::Unchanged) => {
-                            // Nothing changed for others; confirm to the sender.
-                            self.confirm(conn, wire::category::PARTY_ONLINE, channel, &info);
-                            sub.party = true;
-                        }
-                        Ok(_) => sub.party = true,
-                        Err(e) => {
-                            sub.party = false;
-                            let err = update_error(&e);
-                            self.reply(conn, wire::presence_failed(Some(channel), &err));
-                        }
+                });
+            }
+            PresenceAction::Online => {
+                if ev.content.is_some() {
+                    sub.content = ev.content.clone();
+                }
+                let info = self.member_info(sub.content.as_ref(), Some(&sub.since));
+                let update = SubscriptionUpdate {
+                    member: Some((self.user.user_id.clone(), info.clone())),
+                    presence_events: true,
+                    receive_messages: true,
+                };
+                match presence.update_subscription(conn, channel, update) {
+                    Ok(MemberChange::Unchanged) => {
+                        // Nothing changed for others; confirm to the sender.
+                        self.confirm(conn, wire::category::PARTY_ONLINE, channel, &info);
+                        sub.party = true;
+                    }
+                    Ok(_) => sub.party = true,
+                    Err(e) => {
+                        sub.party = false;
+                        let err = update_error(&e);
+                        self.reply(conn, wire::presence_failed(Some(channel), &err));
                     }
                 }
-                PresenceAction::Leaves => {
-                    if !sub.party {
-                        return;
+            }
+            PresenceAction::Leaves => {
+                if !sub.party {
+                    return;
+                }
+                let update = SubscriptionUpdate {
+                    member: None,
+                    presence_events: true,
+                    receive_messages: true,
+                };
+                match presence.update_subscription(conn, channel, update) {
+                    Ok(MemberChange::Removed) => sub.party = false,
+                    Ok(_) => {
+                        // Another socket of the same user keeps the user
+                        // present; confirm to the sender only.
+                        sub.party = false;
+                        let info = self.member_info(sub.content.as_ref(), Some(&sub.since));
+                        self.confirm(conn, wire::category::PARTY_LEAVES, channel, &info);
                     }
-                    let update = SubscriptionUpdate {
-                        member: None,
-                        presence_events: true,
-                        receive_messages: true,
-                    };
-                    match presence.update_subscription(conn, channel, update) {
-                        Ok(MemberChange::Removed) => sub.party = false,
-                        Ok(_) => {
-                            // Another socket of the same user keeps the user
-                            // present; confirm to the sender only.
-                            sub.party = false;
-                            let info = self.member_info(sub.content.as_ref(), Some(&sub.since));
-                            self.confirm(conn, wire::category::PARTY_LEAVES, channel, &info);
-                        }
-                        Err(e) => {
-                            let err = update_error(&e);
-                            self.reply(conn, wire::presence_failed(Some(channel), &err));
-                        }
+                    Err(e) => {
+                        let err = update_error(&e);
+                        self.reply(conn, wire::presence_failed(Some(channel), &err));
                     }
                 }
             }

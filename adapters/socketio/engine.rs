@@ -41,7 +41,7 @@ use super::avaya::Avaya;
 use super::wire::{self, Framing, WireError, codes};
 use crate::app::App;
 use crate::outbox::{CloseReason, Order, Outbound, Utf8Bytes};
-use crate::presence::{Connection, Identity};
+use crate::presence::Connection;
 use crate::transport::{Flow, Session, TransportConfig, close};
 use crate::websocket::WebSocketUpgrade;
 
@@ -253,17 +253,9 @@ pub async fn accept(
     let Ok((user, access)) = auth::authenticate(&creds, &app.verifier, introspector).await else {
         return Err(req);
     };
-    let identity = Identity {
-        user_id: Some(user.user_id.clone()),
-        info: user.profile.clone(),
-    };
-    let Ok((conn, outbox_rx)) = app
-        .presence
-        .connect(identity, super::codec(), super::PROTOCOL)
-    else {
+    let Ok((conn, outbox_rx)) = super::register(app, &user, access) else {
         return Err(req);
     };
-    conn.set_access(access);
     let (mut parts, _body) = req.into_parts();
     let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(ws) => ws,
@@ -309,38 +301,38 @@ impl EngineSession {
     /// Connects the namespace `nsp`; a second namespace or an unknown one
     /// is refused with a CONNECT_ERROR.
     fn connect(&mut self, nsp: &str, auth_payload: &str) {
-        let framing = Framing::of_namespace(nsp);
-        let refusal = match (&self.socket, framing) {
-            (_, None) => Some("Invalid namespace".to_string()),
-            (Socket::Connected(avaya), Some(f)) if avaya.framing() != f => Some(format!(
+        let Some(framing) = Framing::of_namespace(nsp) else {
+            return self.refuse_connect(nsp, "Invalid namespace".into());
+        };
+        let refusal = match &self.socket {
+            Socket::Connected(avaya) if avaya.framing() != framing => Some(format!(
                 "this connection is on namespace {}; open another connection for {nsp}",
-                namespace_name(avaya.framing())
+                avaya.framing().namespace()
             )),
             _ => self.other_token(auth_payload),
         };
         if let Some(why) = refusal {
-            let body = serde_json::json!({ "message": why });
-            self.conn
-                .send_text(format!("44{}{body}", packet_namespace(nsp)));
-            return;
+            return self.refuse_connect(nsp, why);
         }
-        let Some(framing) = framing else { return };
         self.bind(framing);
-        let ack = match self.version {
-            Version::V3 => format!("40{}", namespace_of(nsp)),
-            Version::V4 => {
-                let sid = match &self.socket {
-                    Socket::Connected(avaya) => avaya.session_id(),
-                    _ => "",
-                };
-                let body = serde_json::json!({ "sid": sid });
-                match framing {
-                    Framing::Chat => format!("40/chat,{body}"),
-                    _ => format!("40{body}"),
-                }
+        let ack = match (&self.socket, self.version) {
+            (Socket::Connected(avaya), Version::V4) => {
+                let body = serde_json::json!({ "sid": avaya.session_id() });
+                format!("40{}{body}", framing.namespace_part())
             }
+            _ => format!("40{}", namespace_of(nsp)),
         };
         self.conn.send_text(ack);
+    }
+
+    /// A CONNECT_ERROR for namespace `nsp`, saying `why`.
+    fn refuse_connect(&self, nsp: &str, why: String) {
+        let body = serde_json::json!({ "message": why });
+        let nsp = match namespace_of(nsp) {
+            "" => String::new(),
+            nsp => format!("{nsp},"),
+        };
+        self.conn.send_text(format!("44{nsp}{body}"));
     }
 
     /// Why a CONNECT's `auth` payload cannot be used: it carries a token
@@ -433,21 +425,6 @@ impl EngineSession {
 /// `/chat` as a packet's namespace part before its `,`; `/` as nothing.
 fn namespace_of(nsp: &str) -> &str {
     if nsp == "/" { "" } else { nsp }
-}
-
-/// A packet's namespace part with its `,`: `/chat,`; nothing for `/`.
-fn packet_namespace(nsp: &str) -> String {
-    match namespace_of(nsp) {
-        "" => String::new(),
-        nsp => format!("{nsp},"),
-    }
-}
-
-fn namespace_name(framing: Framing) -> &'static str {
-    match framing {
-        Framing::Chat => "/chat",
-        _ => "/",
-    }
 }
 
 impl Session for EngineSession {

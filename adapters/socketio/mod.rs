@@ -39,7 +39,8 @@ use socketioxide::{SocketIo, TransportType};
 
 use crate::app::App;
 use crate::frontends::FrontEnd;
-use crate::presence::{Codec, Identity};
+use crate::outbox::OutboxReceiver;
+use crate::presence::{Codec, ConnectError, Connection, Identity};
 use crate::shutdown::ShutdownController;
 
 /// The protocol name used in logs and listings.
@@ -179,11 +180,28 @@ const WS_READ_BUFFER_BYTES: usize = 512;
 /// to send their going-away errors.
 const PUMPS_GRACE: Duration = Duration::from_secs(1);
 
-pub(crate) fn codec() -> Arc<dyn Codec> {
+fn codec() -> Arc<dyn Codec> {
     // One codec instance for every Socket.IO connection, so broadcasts are
     // encoded once for all of them.
     static CODEC: OnceLock<Arc<dyn Codec>> = OnceLock::new();
     CODEC.get_or_init(|| Arc::new(wire::SocketIoCodec)).clone()
+}
+
+/// Registers the core connection of an authenticated `user`, with the
+/// grants its token carries (`access`); its profile is the identity's
+/// member data, one value for both.
+fn register(
+    app: &App,
+    user: &auth::User,
+    access: crate::policy::Access,
+) -> Result<(Connection, OutboxReceiver), ConnectError> {
+    let identity = Identity {
+        user_id: Some(user.user_id.clone()),
+        info: user.profile.clone(),
+    };
+    let (conn, rx) = app.presence.connect(identity, codec(), PROTOCOL)?;
+    conn.set_access(access);
+    Ok((conn, rx))
 }
 
 /// Checks the handshake token, registers the core connection and stores
@@ -201,15 +219,7 @@ async fn authenticate(
         Err(e) => Err(e),
     };
     let (user, access) = checked.inspect_err(|_| app.metrics.live().auth_failure(PROTOCOL))?;
-    let identity = Identity {
-        user_id: Some(user.user_id.clone()),
-        info: user.profile.clone(),
-    };
-    let (conn, rx) = app
-        .presence
-        .connect(identity, codec(), PROTOCOL)
-        .map_err(|e| format!("not authorized: {e}"))?;
-    conn.set_access(access);
+    let (conn, rx) = register(app, &user, access).map_err(|e| format!("not authorized: {e}"))?;
     // Without a switch (polling, or upgraded from polling) socketioxide
     // can close this client only with all the others.
     if s.req_parts().extensions.get::<sever::Sever>().is_none() {

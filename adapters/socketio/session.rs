@@ -26,6 +26,13 @@ use crate::shutdown::Shutdown;
 /// Events that may wait behind one that waits for the channel check.
 const MAX_WAITING_EVENTS: usize = 256;
 
+/// Counts events in one-second windows.
+#[derive(Debug)]
+struct RateWindow {
+    start: Instant,
+    count: u32,
+}
+
 /// The state of one socket, shared by its event handlers and its pump.
 #[derive(Debug)]
 pub struct Session {
@@ -37,6 +44,7 @@ pub struct Session {
     /// Events that arrived while an earlier one waits for the channel
     /// check (None: nothing waits, events are handled as they come).
     waiting: Mutex<Option<VecDeque<(String, Value)>>>,
+    rate: Mutex<RateWindow>,
     config: Arc<SocketIoConfig>,
     gone: Notify,
 }
@@ -57,6 +65,10 @@ impl Session {
             outbox_rx: Mutex::new(Some(outbox_rx)),
             avaya,
             waiting: Mutex::new(None),
+            rate: Mutex::new(RateWindow {
+                start: Instant::now(),
+                count: 0,
+            }),
             config,
             gone: Notify::new(),
         }
@@ -83,9 +95,27 @@ impl Session {
     }
 
     /// True if the event is within the rate limit; otherwise the client
-    /// gets an `error`.
+    /// gets an `error`. (Sockets of rollcall's own Engine.IO are limited
+    /// by the transport, per frame.)
     fn admit(&self) -> bool {
-        self.with_conn(|c| self.avaya.admit(c)).unwrap_or(false)
+        let limit = self.config.max_events_per_second;
+        let over = {
+            let mut rate = lock(&self.rate);
+            let now = Instant::now();
+            if now.duration_since(rate.start) >= Duration::from_secs(1) {
+                rate.start = now;
+                rate.count = 0;
+            }
+            rate.count += 1;
+            rate.count > limit
+        };
+        self.with_conn(|c| {
+            if over {
+                self.avaya.rate_limited(c, limit);
+            }
+            !over
+        })
+        .unwrap_or(false)
     }
 
     /// Handles one client event, in arrival order: at once (socketioxide

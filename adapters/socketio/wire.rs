@@ -866,6 +866,14 @@ impl Framing {
         }
     }
 
+    /// The namespace's name.
+    pub fn namespace(self) -> &'static str {
+        match self {
+            Framing::Chat => "/chat",
+            Framing::Bare | Framing::Root => "/",
+        }
+    }
+
     /// The namespace part of a packet: nothing for `/`, `/chat,` for
     /// `/chat`.
     pub fn namespace_part(self) -> &'static str {
