@@ -644,7 +644,7 @@ fn read_loop<'a, S: Session>(
 
 /// Hands the server's orders to the session, stopping at the first that
 /// ends the connection or waits.
-fn obey<S: Session>(session: &mut S, orders: Vec<Order>) -> Flow {
+pub(crate) fn obey<S: Session>(session: &mut S, orders: Vec<Order>) -> Flow {
     for order in orders {
         let flow = match order {
             Order::LeaveChannel { channel, reason } => session.on_removed(&channel, &reason),

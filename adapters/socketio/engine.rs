@@ -7,10 +7,11 @@
 //! shares (`crate::transport`): no Engine.IO or Socket.IO task of its own,
 //! broadcasts encoded once per namespace as whole packets
 //! (`42/chat,["MESSAGE_SENT",…]`) and written to every recipient without a
-//! copy. Long-polling clients, clients that upgrade from polling, and
-//! clients whose token is not in the query (a 4.x `auth` payload) or is
-//! refused, are served by socketioxide (`mod.rs`), which also says why a
-//! token is refused, in each protocol version's way.
+//! copy. Long-polling clients and the upgrade from polling are
+//! `polling.rs`'s, which runs this module's [`EngineSession`]; clients whose
+//! token is not in the query (a 4.x `auth` payload) or is refused are
+//! served by socketioxide (`mod.rs`), which also says why a token is
+//! refused, in each protocol version's way.
 //!
 //! ```text
 //! GET /socket.io/?EIO=4&transport=websocket&tokenType=jwt&token=…
@@ -84,12 +85,13 @@ fn fingerprint(token: &str) -> u64 {
 static FINGERPRINT: std::sync::LazyLock<std::hash::RandomState> =
     std::sync::LazyLock::new(std::hash::RandomState::new);
 
-/// The Engine.IO open packet: the session id (not used again: there is no
-/// polling to resume), no upgrades, the ping timings.
-fn open_packet(version: Version, config: &SocketIoConfig) -> String {
+/// The Engine.IO open packet: the session id (a WebSocket opened straight
+/// away never uses it again; a polling client sends it with every request),
+/// the transports the client may upgrade to, the ping timings.
+fn open_packet(version: Version, config: &SocketIoConfig, sid: &str, upgrades: &[&str]) -> String {
     let mut open = serde_json::json!({
-        "sid": crate::ids::secret(20),
-        "upgrades": [],
+        "sid": sid,
+        "upgrades": upgrades,
         "pingInterval": config.settings.socketio_ping_interval.as_millis() as u64,
         "pingTimeout": config.settings.socketio_ping_timeout.as_millis() as u64,
     });
@@ -270,8 +272,8 @@ pub async fn accept(
 }
 
 impl EngineSession {
-    /// The session of an authenticated client; queues the Engine.IO open
-    /// packet (and, for EIO 3, the implicit connect of `/`).
+    /// The session of an authenticated client that opened a WebSocket
+    /// straight away; queues the Engine.IO open packet (no upgrades).
     pub fn new(
         conn: Connection,
         version: Version,
@@ -279,7 +281,23 @@ impl EngineSession {
         token: &str,
         config: Arc<SocketIoConfig>,
     ) -> Self {
-        conn.send_text(open_packet(version, &config));
+        let sid = crate::ids::secret(20);
+        Self::opened(conn, version, user, token, config, &sid, &[])
+    }
+
+    /// The session of an authenticated client, known to it as `sid`;
+    /// queues the Engine.IO open packet offering `upgrades` (and, for EIO 3,
+    /// the implicit connect of `/`).
+    pub fn opened(
+        conn: Connection,
+        version: Version,
+        user: User,
+        token: &str,
+        config: Arc<SocketIoConfig>,
+        sid: &str,
+        upgrades: &[&str],
+    ) -> Self {
+        conn.send_text(open_packet(version, &config, sid, upgrades));
         match version {
             // `/` is connected without asking.
             Version::V3 => conn.send_text("40"),

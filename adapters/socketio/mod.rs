@@ -6,11 +6,13 @@
 //! io.connect("http://HOST:PORT/chat", {query: "tokenType=jwt&token=<JWT>", transports: ["websocket"]})
 //! ```
 //!
-//! `engine.rs` is rollcall's own Engine.IO, for WebSockets opened straight
-//! away with the token in the query (on the shared transport); socketioxide
-//! runs everything else (long-polling, upgrades, `auth`-payload tokens,
-//! refusals), with `shim.rs` fixing the 1.x/2.x namespace CONNECT and
-//! `session.rs` running one of its sockets. Both run the Avaya events of
+//! rollcall's own Engine.IO serves every client whose token is in the
+//! query: `engine.rs` WebSockets opened straight away (on the shared
+//! transport), `polling.rs` long-polling and the upgrade from it (after
+//! which the session runs on the shared transport too). socketioxide runs
+//! the rest (`auth`-payload tokens, refusals), with `shim.rs` and
+//! `polling_shim.rs` fixing the 1.x/2.x namespace CONNECT and `session.rs`
+//! running one of its sockets. Both run the Avaya events of
 //! `avaya.rs`; `auth.rs` checks tokens, `wire.rs` holds the Avaya payloads
 //! and the codec. This file is the route, which picks the Engine.IO, and the
 //! adapter's config.
@@ -18,6 +20,7 @@
 pub mod auth;
 pub mod avaya;
 pub mod engine;
+pub mod polling;
 pub mod polling_shim;
 pub mod session;
 pub mod sever;
@@ -90,6 +93,8 @@ pub struct SocketIoConfig {
     pub counters: crate::metrics::ProtocolCounters,
     /// The server's metrics (set in [`routes`]; None in unit tests).
     pub metrics: Option<Arc<crate::metrics::MetricsObserver>>,
+    /// The long-polling sessions of rollcall's own Engine.IO, by `sid`.
+    pub polling: Arc<polling::Sessions>,
 }
 
 impl Default for SocketIoConfig {
@@ -105,6 +110,7 @@ impl Default for SocketIoConfig {
             rpc: None,
             counters: Default::default(),
             metrics: None,
+            polling: Default::default(),
         }
     }
 }
@@ -403,6 +409,21 @@ pub fn routes(app: &App, mut settings: SocketIoConfig) -> Router<App> {
         let svc = svc.clone();
         let (app, cfg, transport) = (engine_app.clone(), cfg.clone(), transport.clone());
         async move {
+            let query = req.uri().query().unwrap_or("");
+            // A request of one of rollcall's own polling sessions (a GET, a
+            // POST, or the WebSocket it upgrades to).
+            if let Some(session) = polling::sid_of(query).and_then(|sid| cfg.polling.get(sid)) {
+                return polling::serve(&app, &cfg, &transport, session, req).await;
+            }
+            let req = match polling::serves(req.method(), query) {
+                Some(version) => {
+                    match polling::handshake(&app, &cfg, &transport, version, req).await {
+                        Ok(response) => return response,
+                        Err(req) => req,
+                    }
+                }
+                None => req,
+            };
             let version = engine::serves(req.uri().query().unwrap_or(""));
             let req = match version.filter(|_| shim::is_websocket(&req)) {
                 Some(version) => match engine::accept(&app, &cfg, &transport, version, req).await {

@@ -155,6 +155,8 @@ mod socketio;
 mod socketio_node;
 #[cfg(all(feature = "socketio", feature = "hotsock"))]
 mod socketio_order;
+#[cfg(feature = "socketio")]
+mod socketio_polling;
 #[cfg(feature = "hotsock")]
 mod webhooks_tls;
 #[cfg(feature = "hotsock")]
