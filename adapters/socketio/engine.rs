@@ -35,13 +35,16 @@ use axum::extract::FromRequestParts;
 use axum::http::Request;
 use axum::response::Response;
 use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::time::{Duration, Instant};
 
 use super::SocketIoConfig;
 use super::auth::{self, User};
 use super::avaya::Avaya;
 use super::wire::{self, Framing, WireError, codes};
 use crate::app::App;
-use crate::outbox::{CloseReason, Order, Outbound, Utf8Bytes};
+use crate::outbox::{CloseReason, Order, Outbound, OutboxReceiver, Utf8Bytes};
+use crate::policy::{Access, Pending};
 use crate::presence::Connection;
 use crate::transport::{Flow, Session, TransportConfig, close};
 use crate::websocket::WebSocketUpgrade;
@@ -104,6 +107,9 @@ fn open_packet(version: Version, config: &SocketIoConfig, sid: &str, upgrades: &
 /// The namespace's socket: waiting for the client's CONNECT, or connected.
 #[derive(Debug)]
 enum Socket {
+    /// An Engine.IO 4 client with no token in the query: its CONNECT's
+    /// `auth` payload must bring one in time.
+    Anonymous(Box<Stranger>),
     /// No namespace connected yet; the user it will be for.
     Waiting(User),
     /// Connected to the namespace its Avaya state frames for.
@@ -121,10 +127,99 @@ pub struct EngineSession {
     /// The query token's fingerprint: a CONNECT whose `auth` carries
     /// another token is refused (it would have been checked instead).
     token: u64,
-    /// The event that waits for the channel check (boxed: most
-    /// connections never wait).
-    held: Option<Box<(String, Value)>>,
+    /// What waits for a backend (boxed: most connections never wait).
+    held: Option<Box<Held>>,
     config: Arc<SocketIoConfig>,
+}
+
+/// What a session put aside until a backend answers.
+enum Held {
+    /// An event waiting for the channel check.
+    Event(String, Value),
+    /// A CONNECT to `nsp` whose `auth` token is being checked.
+    Connect {
+        nsp: String,
+        token: u64,
+        outcome: oneshot::Receiver<Result<(User, Access), String>>,
+    },
+}
+
+/// A client that has not signed in yet.
+#[derive(Debug)]
+struct Stranger {
+    /// When it must have sent a CONNECT with its token.
+    deadline: Instant,
+    /// Where it connected from and the request path, for the access log
+    /// line of a refusal.
+    client: Option<std::net::SocketAddr>,
+    path: String,
+}
+
+/// How long a client without a query token has to CONNECT a namespace
+/// with its `auth` token (socket.io's `connectTimeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Who a new Engine.IO connection is for: the core connection registered
+/// for it, and its user if the query's token said (Engine.IO 4 clients
+/// may send theirs in the CONNECT's `auth` payload instead).
+pub(super) struct Admitted {
+    conn: Connection,
+    socket: Socket,
+    token: u64,
+}
+
+/// Admits a connection to rollcall's own Engine.IO: a verified token in
+/// the query, or (Engine.IO 4) no token there at all; with the queue of
+/// what is sent to it. None: socketioxide serves it, which refuses a bad
+/// query token in each protocol version's way with the reason.
+pub(super) fn admit<'a>(
+    app: &'a App,
+    config: &'a SocketIoConfig,
+    version: Version,
+    req: &'a Request<Body>,
+) -> impl Future<Output = Option<(Admitted, OutboxReceiver)>> + Send + 'a {
+    // Not the request itself in the future: a body is not `Sync`.
+    let query = req.uri().query().unwrap_or("");
+    let client = crate::access::client(req.extensions());
+    let path = req.uri().path();
+    admit_from(app, config, version, query, client, path)
+}
+
+async fn admit_from(
+    app: &App,
+    config: &SocketIoConfig,
+    version: Version,
+    query: &str,
+    client: Option<std::net::SocketAddr>,
+    path: &str,
+) -> Option<(Admitted, OutboxReceiver)> {
+    let has_token = query.split('&').any(|pair| pair.starts_with("token="));
+    if !has_token && version == Version::V4 {
+        let (conn, outbox_rx) = super::register_anonymous(app).ok()?;
+        let stranger = Stranger {
+            deadline: Instant::now() + CONNECT_TIMEOUT,
+            client,
+            path: path.to_string(),
+        };
+        let admitted = Admitted {
+            conn,
+            socket: Socket::Anonymous(Box::new(stranger)),
+            token: 0,
+        };
+        return Some((admitted, outbox_rx));
+    }
+    let creds = auth::credentials(Some(query), None).ok()?;
+    let introspector = config.introspector.as_deref();
+    let (user, access) = auth::authenticate(&creds, &app.verifier, introspector)
+        .await
+        .ok()?;
+    let (conn, outbox_rx) = super::register(app, &user, access).ok()?;
+    let admitted = Admitted {
+        conn,
+        socket: Socket::Waiting(user),
+        token: fingerprint(&creds.token),
+    };
+    Some((admitted, outbox_rx))
 }
 
 /// What a client sent, as Engine.IO and Socket.IO packets.
@@ -248,14 +343,7 @@ pub async fn accept(
     version: Version,
     req: Request<Body>,
 ) -> Result<Response, Request<Body>> {
-    let Ok(creds) = auth::credentials(req.uri().query(), None) else {
-        return Err(req);
-    };
-    let introspector = config.introspector.as_deref();
-    let Ok((user, access)) = auth::authenticate(&creds, &app.verifier, introspector).await else {
-        return Err(req);
-    };
-    let Ok((conn, outbox_rx)) = super::register(app, &user, access) else {
+    let Some((admitted, outbox_rx)) = admit(app, config, version, &req).await else {
         return Err(req);
     };
     let (mut parts, _body) = req.into_parts();
@@ -263,7 +351,8 @@ pub async fn accept(
         Ok(ws) => ws,
         Err(refused) => return Ok(refused),
     };
-    let session = EngineSession::new(conn, version, user, &creds.token, config.clone());
+    let sid = crate::ids::secret(20);
+    let session = EngineSession::opened(admitted, version, config.clone(), &sid, &[]);
     let transport = transport.clone();
     let shutdown = app.shutdown.handle();
     Ok(ws.on_upgrade(transport.max_frame_bytes, move |socket| {
@@ -272,31 +361,21 @@ pub async fn accept(
 }
 
 impl EngineSession {
-    /// The session of an authenticated client that opened a WebSocket
-    /// straight away; queues the Engine.IO open packet (no upgrades).
-    pub fn new(
-        conn: Connection,
+    /// The session of an admitted client, known to it as `sid`; queues the
+    /// Engine.IO open packet offering `upgrades` (and, for EIO 3, the
+    /// implicit connect of `/`).
+    pub(super) fn opened(
+        admitted: Admitted,
         version: Version,
-        user: User,
-        token: &str,
-        config: Arc<SocketIoConfig>,
-    ) -> Self {
-        let sid = crate::ids::secret(20);
-        Self::opened(conn, version, user, token, config, &sid, &[])
-    }
-
-    /// The session of an authenticated client, known to it as `sid`;
-    /// queues the Engine.IO open packet offering `upgrades` (and, for EIO 3,
-    /// the implicit connect of `/`).
-    pub fn opened(
-        conn: Connection,
-        version: Version,
-        user: User,
-        token: &str,
         config: Arc<SocketIoConfig>,
         sid: &str,
         upgrades: &[&str],
     ) -> Self {
+        let Admitted {
+            conn,
+            socket,
+            token,
+        } = admitted;
         conn.send_text(open_packet(version, &config, sid, upgrades));
         match version {
             // `/` is connected without asking.
@@ -309,19 +388,24 @@ impl EngineSession {
         EngineSession {
             conn,
             version,
-            socket: Socket::Waiting(user),
-            token: fingerprint(token),
+            socket,
+            token,
             held: None,
             config,
         }
     }
 
     /// Connects the namespace `nsp`; a second namespace or an unknown one
-    /// is refused with a CONNECT_ERROR.
-    fn connect(&mut self, nsp: &str, auth_payload: &str) {
+    /// is refused with a CONNECT_ERROR. A client without a query token is
+    /// signed in with its `auth` payload's first.
+    fn connect(&mut self, nsp: &str, auth_payload: &str) -> Flow {
         let Some(framing) = Framing::of_namespace(nsp) else {
-            return self.refuse_connect(nsp, "Invalid namespace".into());
+            self.refuse_connect(nsp, "Invalid namespace".into());
+            return Flow::Continue;
         };
+        if let Socket::Anonymous(_) = self.socket {
+            return self.sign_in(nsp, auth_payload);
+        }
         let refusal = match &self.socket {
             Socket::Connected(avaya) if avaya.framing() != framing => Some(format!(
                 "this connection is on namespace {}; open another connection for {nsp}",
@@ -330,7 +414,8 @@ impl EngineSession {
             _ => self.other_token(auth_payload),
         };
         if let Some(why) = refusal {
-            return self.refuse_connect(nsp, why);
+            self.refuse_connect(nsp, why);
+            return Flow::Continue;
         }
         self.bind(framing);
         let ack = match (&self.socket, self.version) {
@@ -341,6 +426,77 @@ impl EngineSession {
             _ => format!("40{}", namespace_of(nsp)),
         };
         self.conn.send_text(ack);
+        Flow::Continue
+    }
+
+    /// A CONNECT from a client without a query token: the token of its
+    /// `auth` payload is checked (an OAuth token by the introspection
+    /// endpoint, so the session waits), then [`Self::signed_in`].
+    fn sign_in(&mut self, nsp: &str, auth_payload: &str) -> Flow {
+        let auth: Option<Value> = serde_json::from_str(auth_payload).ok();
+        let creds = match auth::credentials(None, auth.as_ref()) {
+            Ok(creds) => creds,
+            Err(why) => {
+                self.refuse_sign_in(nsp, why);
+                return Flow::Continue;
+            }
+        };
+        let Some(verifier) = self.config.verifier.clone() else {
+            self.refuse_sign_in(nsp, "not authorized: this server checks no tokens".into());
+            return Flow::Continue;
+        };
+        let config = self.config.clone();
+        let (answer, outcome) = oneshot::channel();
+        let token = fingerprint(&creds.token);
+        let check = async move {
+            let introspector = config.introspector.as_deref();
+            let _ = answer.send(auth::authenticate(&creds, &verifier, introspector).await);
+        };
+        let nsp = nsp.to_string();
+        self.held = Some(Box::new(Held::Connect {
+            nsp,
+            token,
+            outcome,
+        }));
+        Flow::Wait(Pending::new(check))
+    }
+
+    /// The `auth` token of a CONNECT to `nsp` was checked: the connection
+    /// becomes the user's and the CONNECT goes on, or it is refused (the
+    /// client may try again).
+    fn signed_in(&mut self, nsp: &str, token: u64, checked: Result<(User, Access), String>) {
+        let (user, access) = match checked {
+            Ok(signed) => signed,
+            Err(why) => return self.refuse_sign_in(nsp, why),
+        };
+        let presence = self.conn.presence();
+        if let Err(e) = presence.set_user(&self.conn, Some(user.user_id.clone())) {
+            return self.refuse_sign_in(nsp, format!("not authorized: {e}"));
+        }
+        presence.set_connection_info(&self.conn, user.profile.clone(), false);
+        self.conn.set_access(access);
+        self.token = token;
+        self.socket = Socket::Waiting(user);
+        self.connect(nsp, "");
+    }
+
+    /// A refused sign-in: counted, logged with the reason, and the
+    /// CONNECT_ERROR saying it.
+    fn refuse_sign_in(&self, nsp: &str, why: String) {
+        if let Some(metrics) = &self.config.metrics {
+            metrics.live().auth_failure(super::PROTOCOL);
+        }
+        if let Socket::Anonymous(stranger) = &self.socket {
+            tracing::info!(
+                target: crate::access::TARGET,
+                path = %stranger.path,
+                namespace = %nsp,
+                client = stranger.client.map(tracing::field::display),
+                reason = %why,
+                "socket.io connect refused"
+            );
+        }
+        self.refuse_connect(nsp, why);
     }
 
     /// A CONNECT_ERROR for namespace `nsp`, saying `why`.
@@ -433,7 +589,7 @@ impl EngineSession {
             None => Flow::Continue,
             Some(held) => {
                 let pending = self.conn.presence().consult(*held.question);
-                self.held = Some(Box::new((held.event, held.payload)));
+                self.held = Some(Box::new(Held::Event(held.event, held.payload)));
                 Flow::Wait(pending)
             }
         }
@@ -458,10 +614,7 @@ impl Session for EngineSession {
                 Flow::Continue
             }
             Ok(Packet::Ignored | Packet::Answer) => Flow::Continue,
-            Ok(Packet::Connect { nsp, auth }) => {
-                self.connect(nsp, auth);
-                Flow::Continue
-            }
+            Ok(Packet::Connect { nsp, auth }) => self.connect(nsp, auth),
             Ok(Packet::Disconnect { nsp }) => {
                 self.disconnect(nsp);
                 Flow::Continue
@@ -497,11 +650,48 @@ impl Session for EngineSession {
     }
 
     fn on_resume(&mut self) -> Flow {
-        if let (Some(held), Socket::Connected(avaya)) = (self.held.take(), &self.socket) {
-            let (event, payload) = *held;
-            avaya.dispatch(&self.conn, &event, payload, true);
+        match self.held.take().map(|held| *held) {
+            Some(Held::Event(event, payload)) => {
+                if let Socket::Connected(avaya) = &self.socket {
+                    avaya.dispatch(&self.conn, &event, payload, true);
+                }
+            }
+            Some(Held::Connect {
+                nsp,
+                token,
+                mut outcome,
+            }) => {
+                let checked = outcome.try_recv().unwrap_or_else(|_| {
+                    Err("not authorized: the token could not be checked; try again".into())
+                });
+                self.signed_in(&nsp, token, checked);
+            }
+            None => {}
         }
         Flow::Continue
+    }
+
+    /// A client without a query token must CONNECT with one in time.
+    fn next_timer(&self) -> Option<Instant> {
+        match &self.socket {
+            Socket::Anonymous(stranger) if self.held.is_none() => Some(stranger.deadline),
+            _ => None,
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant) -> Flow {
+        match &self.socket {
+            Socket::Anonymous(stranger) if now >= stranger.deadline && self.held.is_none() => {
+                Flow::Close(CloseReason::new(
+                    close::POLICY,
+                    format!(
+                        "no namespace CONNECT with a token within {} s; send auth: {{token, tokenType}} or the token in the query",
+                        CONNECT_TIMEOUT.as_secs()
+                    ),
+                ))
+            }
+            _ => Flow::Continue,
+        }
     }
 
     fn keepalive(&self) -> Outbound {

@@ -95,6 +95,9 @@ pub struct SocketIoConfig {
     pub metrics: Option<Arc<crate::metrics::MetricsObserver>>,
     /// The long-polling sessions of rollcall's own Engine.IO, by `sid`.
     pub polling: Arc<polling::Sessions>,
+    /// Checks the tokens clients send in a CONNECT's `auth` payload (set
+    /// in [`routes`]).
+    pub verifier: Option<crate::auth::JwtVerifier>,
 }
 
 impl Default for SocketIoConfig {
@@ -111,6 +114,7 @@ impl Default for SocketIoConfig {
             counters: Default::default(),
             metrics: None,
             polling: Default::default(),
+            verifier: None,
         }
     }
 }
@@ -208,6 +212,16 @@ fn register(
     let (conn, rx) = app.presence.connect(identity, codec(), PROTOCOL)?;
     conn.set_access(access);
     Ok((conn, rx))
+}
+
+/// Registers the core connection of a client that has not said who it is
+/// yet (its token comes with its namespace CONNECT).
+fn register_anonymous(app: &App) -> Result<(Connection, OutboxReceiver), ConnectError> {
+    let identity = Identity {
+        user_id: None,
+        info: Arc::new(Value::Null),
+    };
+    app.presence.connect(identity, codec(), PROTOCOL)
 }
 
 /// Checks the handshake token, registers the core connection and stores
@@ -341,6 +355,7 @@ fn malformed(e: &dyn std::fmt::Display) -> Value {
 pub fn routes(app: &App, mut settings: SocketIoConfig) -> Router<App> {
     settings.counters = app.metrics.live().protocol(PROTOCOL);
     settings.metrics = Some(app.metrics.clone());
+    settings.verifier = Some(app.verifier.clone());
     let cfg = Arc::new(settings);
     let (svc, io) = SocketIo::builder()
         .ping_interval(cfg.settings.socketio_ping_interval)

@@ -33,7 +33,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use super::SocketIoConfig;
-use super::auth;
 use super::engine::{EngineSession, Version};
 use crate::app::App;
 use crate::outbox::{CloseReason, Outbound, OutboxReceiver, Utf8Bytes};
@@ -191,26 +190,11 @@ pub async fn handshake(
     version: Version,
     req: Request<Body>,
 ) -> Result<Response, Request<Body>> {
-    let Ok(creds) = auth::credentials(req.uri().query(), None) else {
-        return Err(req);
-    };
-    let introspector = config.introspector.as_deref();
-    let Ok((user, access)) = auth::authenticate(&creds, &app.verifier, introspector).await else {
-        return Err(req);
-    };
-    let Ok((conn, outbox_rx)) = super::register(app, &user, access) else {
+    let Some((admitted, outbox_rx)) = super::engine::admit(app, config, version, &req).await else {
         return Err(req);
     };
     let sid = crate::ids::secret(20);
-    let session = EngineSession::opened(
-        conn,
-        version,
-        user,
-        &creds.token,
-        config.clone(),
-        &sid,
-        &["websocket"],
-    );
+    let session = EngineSession::opened(admitted, version, config.clone(), &sid, &["websocket"]);
     let (requests, inbox) = mpsc::channel(REQUESTS_QUEUED);
     let handle = Handle { requests };
     config.polling.insert(sid.clone(), handle.clone());

@@ -1032,6 +1032,66 @@ async fn own_engine_namespaces_and_refusals() {
     srv.stop().await;
 }
 
+/// A 4.x client with its token only in the CONNECT's `auth` payload (the
+/// way socket.io recommends) runs on the own engine: a refused token gets
+/// a CONNECT_ERROR with the reason and the client may try again on the
+/// same connection; signed in, it is a party like any other.
+#[tokio::test]
+async fn own_engine_signs_in_with_the_auth_payload() {
+    let srv = start().await;
+    let room = "presence.authed";
+    let mut watcher = Sio::connected(&srv, &query(json!({"sub": "wat"})), 4).await;
+    watcher.subscribe(room).await;
+
+    let ws = Sio::open(&srv, "tokenType=jwt", 4).await;
+    let mut c = Sio {
+        ws,
+        eio: 4,
+        nsp: "/chat".into(),
+    };
+    assert!(c.raw().await.starts_with("0{"));
+    c.send_raw("40/chat,{}").await;
+    let refused = c.raw().await;
+    assert!(
+        refused.starts_with("44/chat,") && refused.contains("no token"),
+        "{refused}"
+    );
+    c.send_raw(r#"40/chat,{"token":"not.a.jwt"}"#).await;
+    let refused = c.raw().await;
+    assert!(
+        refused.starts_with("44/chat,") && refused.contains("not authorized"),
+        "{refused}"
+    );
+    // Events before a namespace is connected are not handled.
+    c.emit(
+        "SUBSCRIBE_CHANNEL",
+        json!({"channel": {"type": "topic", "_id": room}}),
+    )
+    .await;
+    let auth = json!({"token": jwt(json!({"sub": "authy", "name": "Authy"})), "tokenType": "jwt"});
+    c.send_raw(&format!("40/chat,{auth}")).await;
+    let ack = c.raw().await;
+    assert!(ack.starts_with("40/chat,{\"sid\":"), "{ack}");
+    c.subscribe(room).await;
+    let online = watcher.expect("PRESENCE_EVENT_RESPONSE").await;
+    assert_eq!(online["category"], "app.event.presence.party.online");
+    assert_eq!(online["sender"]["_id"], "authy");
+    // Another token on the same connection is refused.
+    let other = json!({"token": jwt(json!({"sub": "mallory"}))});
+    c.send_raw(&format!("40/chat,{other}")).await;
+    let refused = c.raw().await;
+    assert!(refused.starts_with("44/chat,"), "{refused}");
+    c.emit(
+        "SEND_MESSAGE",
+        json!({"topicId": room, "content": {"bodyText": "signed"}}),
+    )
+    .await;
+    assert_eq!(c.expect("MESSAGE_SENT").await["sender"]["_id"], "authy");
+    let members = srv.channel(room).await;
+    assert!(members.to_string().contains("authy"), "{members}");
+    srv.stop().await;
+}
+
 /// An Engine.IO 3 client is connected to `/` without asking and may use
 /// it: events on `/` are answered on `/`.
 #[tokio::test]

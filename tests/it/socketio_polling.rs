@@ -380,3 +380,26 @@ async fn polling_session_of_a_silent_client_ends() {
     assert_eq!(status, 400);
     srv.stop().await;
 }
+
+/// A polling 4.x client with its token in the CONNECT's `auth` payload
+/// (socket.io-client's defaults with `auth: {token}`) is signed in on the
+/// own engine.
+#[tokio::test]
+async fn polling_client_signs_in_with_the_auth_payload() {
+    let srv = TestServer::start_open().await;
+    let (c, _) = Poller::open(&srv, "tokenType=jwt", 4).await;
+    let mut claims = json!({ "sub": "paula" });
+    let auth = json!({ "token": sign(&mut claims) });
+    assert_eq!(c.post(&[&format!("40/chat,{auth}")]).await.0, 200);
+    let ack = c.until("40/chat").await;
+    assert!(ack.starts_with("40/chat,{\"sid\":"), "{ack}");
+    c.emit(
+        "SUBSCRIBE_CHANNEL",
+        json!({"channel": {"type": "topic", "_id": "presence.paula"}}),
+    )
+    .await;
+    c.expect("CHANNEL_SUBSCRIBED").await;
+    let members = srv.channel("presence.paula").await;
+    assert!(members.to_string().contains("paula"), "{members}");
+    srv.stop().await;
+}
