@@ -107,8 +107,9 @@ fn open_packet(version: Version, config: &SocketIoConfig, sid: &str, upgrades: &
 /// The namespace's socket: waiting for the client's CONNECT, or connected.
 #[derive(Debug)]
 enum Socket {
-    /// An Engine.IO 4 client with no token in the query: its CONNECT's
-    /// `auth` payload must bring one in time.
+    /// A client that has not signed in: an Engine.IO 4 client with no
+    /// token in the query, whose CONNECT's `auth` payload must bring one in
+    /// time, or a client whose token was refused.
     Anonymous(Box<Stranger>),
     /// No namespace connected yet; the user it will be for.
     Waiting(User),
@@ -153,6 +154,8 @@ struct Stranger {
     /// line of a refusal.
     client: Option<std::net::SocketAddr>,
     path: String,
+    /// Why its query's token was refused: every CONNECT is refused so.
+    refusal: Option<Box<str>>,
 }
 
 /// How long a client without a query token has to CONNECT a namespace
@@ -194,30 +197,41 @@ async fn admit_from(
     path: &str,
 ) -> Option<(Admitted, OutboxReceiver)> {
     let has_token = query.split('&').any(|pair| pair.starts_with("token="));
-    if !has_token && version == Version::V4 {
-        let (conn, outbox_rx) = super::register_anonymous(app).ok()?;
-        let stranger = Stranger {
-            deadline: Instant::now() + CONNECT_TIMEOUT,
-            client,
-            path: path.to_string(),
-        };
-        let admitted = Admitted {
-            conn,
-            socket: Socket::Anonymous(Box::new(stranger)),
-            token: 0,
-        };
-        return Some((admitted, outbox_rx));
-    }
-    let creds = auth::credentials(Some(query), None).ok()?;
-    let introspector = config.introspector.as_deref();
-    let (user, access) = auth::authenticate(&creds, &app.verifier, introspector)
-        .await
-        .ok()?;
-    let (conn, outbox_rx) = super::register(app, &user, access).ok()?;
+    // Without a token in the query an Engine.IO 4 client signs in with its
+    // CONNECT's `auth` payload; any other client without a good one is
+    // refused at its CONNECT, with the reason.
+    let refusal = match auth::credentials(Some(query), None) {
+        Err(_) if !has_token && version == Version::V4 => None,
+        Err(why) => Some(why),
+        Ok(creds) => {
+            let introspector = config.introspector.as_deref();
+            match auth::authenticate(&creds, &app.verifier, introspector).await {
+                Err(why) => Some(why),
+                Ok((user, access)) => match super::register(app, &user, access) {
+                    Ok((conn, outbox_rx)) => {
+                        let admitted = Admitted {
+                            conn,
+                            socket: Socket::Waiting(user),
+                            token: fingerprint(&creds.token),
+                        };
+                        return Some((admitted, outbox_rx));
+                    }
+                    Err(e) => Some(format!("not authorized: {e}")),
+                },
+            }
+        }
+    };
+    let (conn, outbox_rx) = super::register_anonymous(app).ok()?;
+    let stranger = Stranger {
+        deadline: Instant::now() + CONNECT_TIMEOUT,
+        client,
+        path: path.to_string(),
+        refusal: refusal.map(String::into_boxed_str),
+    };
     let admitted = Admitted {
         conn,
-        socket: Socket::Waiting(user),
-        token: fingerprint(&creds.token),
+        socket: Socket::Anonymous(Box::new(stranger)),
+        token: 0,
     };
     Some((admitted, outbox_rx))
 }
@@ -377,22 +391,34 @@ impl EngineSession {
             token,
         } = admitted;
         conn.send_text(open_packet(version, &config, sid, upgrades));
-        match version {
-            // `/` is connected without asking.
-            Version::V3 => conn.send_text("40"),
-            // The first ping at once, as socketioxide sends it: the
-            // client's pong shows it is there, and the wire is the same
-            // whichever Engine.IO serves it.
-            Version::V4 => conn.send_text("2"),
-        };
-        EngineSession {
+        let session = EngineSession {
             conn,
             version,
             socket,
             token,
             held: None,
             config,
+        };
+        match version {
+            // `/` is connected without asking (or refused so, with the
+            // reason: 1.x/2.x clients emit `error`).
+            Version::V3 => match &session.socket {
+                Socket::Anonymous(stranger) => {
+                    let why = stranger.refusal.as_deref().unwrap_or("not authorized");
+                    session.refuse_sign_in("/", why.to_string());
+                }
+                _ => {
+                    session.conn.send_text("40");
+                }
+            },
+            // The first ping at once, as socketioxide sends it: the
+            // client's pong shows it is there, and the wire is the same
+            // whichever Engine.IO serves it.
+            Version::V4 => {
+                session.conn.send_text("2");
+            }
         }
+        session
     }
 
     /// Connects the namespace `nsp`; a second namespace or an unknown one
@@ -403,7 +429,11 @@ impl EngineSession {
             self.refuse_connect(nsp, "Invalid namespace".into());
             return Flow::Continue;
         };
-        if let Socket::Anonymous(_) = self.socket {
+        if let Socket::Anonymous(stranger) = &self.socket {
+            if let Some(why) = &stranger.refusal {
+                self.refuse_sign_in(nsp, why.to_string());
+                return Flow::Continue;
+            }
             return self.sign_in(nsp, auth_payload);
         }
         let refusal = match &self.socket {

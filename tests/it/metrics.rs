@@ -665,8 +665,9 @@ async fn refused_tokens_socketio_bytes_and_close_codes_are_counted() {
     })
     .await;
     assert!(counted, "{:?}", scrape(srv.addr).await.get(limited));
-    // Closes by code: a client that leaves (1000), an operator's kick
-    // (4100).
+    // Closes by code: two clients that leave (1000: the one refused
+    // above, whose Engine.IO connection was open until it left, and this
+    // one), an operator's kick (4100).
     client.close().await;
     let mut kicked = Peer::connect(&srv, Proto::Hotsock, Some(json!({"uid": "kicked"})))
         .await
@@ -681,7 +682,7 @@ async fn refused_tokens_socketio_bytes_and_close_codes_are_counted() {
         &[
             (
                 "rollcall_closes_total{protocol=\"socketio\",code=\"1000\"}",
-                1.0,
+                2.0,
             ),
             (
                 "rollcall_closes_total{protocol=\"hotsock\",code=\"4100\"}",
