@@ -31,9 +31,8 @@ const MAX_LOGGED_ADDRESSES: usize = 10_000;
 /// or made room for by reading) for this long is aborted by the kernel
 /// (TCP_USER_TIMEOUT, which Linux also applies to a zero receive window).
 /// The front ends give up on such a client after their own 10 s write
-/// timeout; this frees the socket and its buffers even where a writer
-/// is stuck inside a library (socketioxide's Engine.IO writer waits on
-/// the socket with no deadline of its own).
+/// timeout; this frees the socket and its buffers even if a writer were
+/// stuck with no deadline of its own.
 pub const UNACKNOWLEDGED_DATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// File descriptors kept free for everything but client sockets (Redis,
 /// webhooks, files) when the connection cap is derived from the limit.

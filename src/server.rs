@@ -125,9 +125,7 @@ impl RunningServer {
     /// node keeps serving for `drain.grace` (a load balancer stops sending
     /// it clients), then closes its WebSocket clients a few at a time over
     /// `drain.spread` (so they do not all reconnect to the other nodes at
-    /// the same instant), then stops as [`Self::shutdown`] does (Socket.IO
-    /// polling clients are closed there: socketioxide closes their
-    /// Engine.IO connection only with all the others).
+    /// the same instant), then stops as [`Self::shutdown`] does.
     pub async fn drain_and_shutdown(self, drain: Drain) {
         self.app.shutdown.draining.begin();
         tracing::info!(

@@ -4,9 +4,8 @@
 //! core connection's outbox, so the client sees replies and channel events
 //! in one order.
 //!
-//! Independent of which Engine.IO runs the socket: `session.rs` drives it
-//! for socketioxide's sockets, `engine.rs` for rollcall's own WebSocket
-//! Engine.IO. Each handler takes the core connection it acts for.
+//! `engine.rs` drives it, whichever transport the client is on. Each
+//! handler takes the core connection it acts for.
 
 use std::sync::{Arc, Mutex};
 
@@ -103,11 +102,6 @@ impl Avaya {
     /// Queues `frame` (`["EVENT",payload]`) for this socket only.
     pub fn reply(&self, conn: &Connection, frame: Utf8Bytes) {
         conn.send_text(self.framing.frame(frame));
-    }
-
-    /// The socket is gone: its channel state goes with it.
-    pub fn forget_channels(&self) {
-        lock(&self.subs).clear();
     }
 
     /// Tells the client an event over the rate of `limit` per second was

@@ -1,17 +1,16 @@
-//! rollcall's own Engine.IO over WebSocket, for clients that open a
-//! WebSocket straight away (`transport=websocket` without a `sid`, e.g.
-//! socket.io-client with `transports: ['websocket']`) with their token in
-//! the query: the Avaya clients and most production deployments.
+//! rollcall's Engine.IO connection: its Engine.IO and Socket.IO packets,
+//! its namespace, who it is (a token in the query, or in the CONNECT's
+//! `auth` payload), for every client. A WebSocket opened straight away
+//! (`transport=websocket` without a `sid`, e.g. socket.io-client with
+//! `transports: ['websocket']`) is served here; long-polling and the
+//! upgrade from it are `polling.rs`'s, which runs this module's
+//! [`EngineSession`] too.
 //!
-//! Such a connection runs on the transport every raw-WebSocket front end
-//! shares (`crate::transport`): no Engine.IO or Socket.IO task of its own,
-//! broadcasts encoded once per namespace as whole packets
+//! On a WebSocket a connection runs on the transport every raw-WebSocket
+//! front end shares (`crate::transport`): no Engine.IO or Socket.IO task of
+//! its own, broadcasts encoded once per namespace as whole packets
 //! (`42/chat,["MESSAGE_SENT",…]`) and written to every recipient without a
-//! copy. Long-polling clients and the upgrade from polling are
-//! `polling.rs`'s, which runs this module's [`EngineSession`]; clients whose
-//! token is not in the query (a 4.x `auth` payload) or is refused are
-//! served by socketioxide (`mod.rs`), which also says why a token is
-//! refused, in each protocol version's way.
+//! copy.
 //!
 //! ```text
 //! GET /socket.io/?EIO=4&transport=websocket&tokenType=jwt&token=…
@@ -58,24 +57,6 @@ pub enum Version {
     /// socket.io-client 3.x and 4.x: the server pings, every namespace is
     /// connected explicitly, a CONNECT carries the `auth` payload.
     V4,
-}
-
-/// The Engine.IO version of a WebSocket request this module serves: a
-/// WebSocket opened without a session (`transport=websocket`, no `sid`)
-/// by an EIO 3 or 4 client.
-pub fn serves(query: &str) -> Option<Version> {
-    let mut version = None;
-    let mut websocket = false;
-    for pair in query.split('&') {
-        match pair.split_once('=').unwrap_or((pair, "")) {
-            ("EIO", "3") => version = Some(Version::V3),
-            ("EIO", "4") => version = Some(Version::V4),
-            ("transport", "websocket") => websocket = true,
-            ("sid", _) => return None,
-            _ => {}
-        }
-    }
-    version.filter(|_| websocket)
 }
 
 /// A token as a number: the connection remembers which token it was
@@ -162,6 +143,16 @@ struct Stranger {
 /// with its `auth` token (socket.io's `connectTimeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
 
+/// The answer when no core connection can be made for a client.
+pub(super) fn server_busy() -> Response {
+    super::route::engine_error(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        3,
+        "Bad request",
+        "the server cannot take this connection now; try again",
+    )
+}
+
 /// Who a new Engine.IO connection is for: the core connection registered
 /// for it, and its user if the query's token said (Engine.IO 4 clients
 /// may send theirs in the CONNECT's `auth` payload instead).
@@ -172,9 +163,9 @@ pub(super) struct Admitted {
 }
 
 /// Admits a connection to rollcall's own Engine.IO: a verified token in
-/// the query, or (Engine.IO 4) no token there at all; with the queue of
-/// what is sent to it. None: socketioxide serves it, which refuses a bad
-/// query token in each protocol version's way with the reason.
+/// the query, or (Engine.IO 4) no token there at all, or a refused one
+/// (refused at its CONNECT with the reason); with the queue of what is
+/// sent to it. None: no core connection could be made.
 pub(super) fn admit<'a>(
     app: &'a App,
     config: &'a SocketIoConfig,
@@ -346,32 +337,32 @@ pub fn event_of(data: &str) -> Option<(String, Value)> {
     Some((event, args.next().unwrap_or(Value::Null)))
 }
 
-/// Serves `req` (a WebSocket request [`serves`] chose) once the token in
-/// its query is verified and its core connection registered. Otherwise
-/// `req` comes back untouched: socketioxide then serves it, and refuses it
-/// in its protocol version's way with the reason.
+/// Serves `req`, a WebSocket opened straight away: the connection is
+/// admitted (signed in, or waiting for its CONNECT's token, or refused at
+/// its CONNECT with the reason) and runs on the shared transport.
 pub async fn accept(
     app: &App,
     config: &Arc<SocketIoConfig>,
     transport: &Arc<TransportConfig>,
     version: Version,
     req: Request<Body>,
-) -> Result<Response, Request<Body>> {
-    let Some((admitted, outbox_rx)) = admit(app, config, version, &req).await else {
-        return Err(req);
-    };
+) -> Response {
     let (mut parts, _body) = req.into_parts();
     let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(ws) => ws,
-        Err(refused) => return Ok(refused),
+        Err(refused) => return refused,
+    };
+    let req = Request::from_parts(parts, Body::empty());
+    let Some((admitted, outbox_rx)) = admit(app, config, version, &req).await else {
+        return server_busy();
     };
     let sid = crate::ids::secret(20);
     let session = EngineSession::opened(admitted, version, config.clone(), &sid, &[]);
     let transport = transport.clone();
     let shutdown = app.shutdown.handle();
-    Ok(ws.on_upgrade(transport.max_frame_bytes, move |socket| {
+    ws.on_upgrade(transport.max_frame_bytes, move |socket| {
         crate::transport::run(socket, outbox_rx, session, transport, shutdown)
-    }))
+    })
 }
 
 impl EngineSession {
@@ -411,9 +402,9 @@ impl EngineSession {
                     session.conn.send_text("40");
                 }
             },
-            // The first ping at once, as socketioxide sends it: the
-            // client's pong shows it is there, and the wire is the same
-            // whichever Engine.IO serves it.
+            // The first ping at once (as socketioxide, which served these
+            // clients before, sent it): the client's pong shows it is
+            // there.
             Version::V4 => {
                 session.conn.send_text("2");
             }
@@ -761,22 +752,6 @@ impl Session for EngineSession {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn serves_websockets_opened_without_a_session() {
-        assert_eq!(
-            serves("EIO=4&transport=websocket&token=x"),
-            Some(Version::V4)
-        );
-        assert_eq!(
-            serves("token=x&transport=websocket&EIO=3"),
-            Some(Version::V3)
-        );
-        assert_eq!(serves("EIO=4&transport=websocket&sid=abc"), None);
-        assert_eq!(serves("EIO=4&transport=polling"), None);
-        assert_eq!(serves("EIO=5&transport=websocket"), None);
-        assert_eq!(serves("transport=websocket"), None);
-    }
 
     #[test]
     fn parses_the_packets_clients_send() {

@@ -41,38 +41,9 @@ use crate::shutdown::Shutdown;
 use crate::transport::{Flow, Session, TransportConfig, close};
 use crate::websocket::{FrameWrite, Incoming, WebSocket, WebSocketUpgrade};
 
-/// The Engine.IO version of a polling handshake this module serves: a GET
-/// with `transport=polling`, no `sid`, and no JSONP callback (`j=`).
-pub fn serves(method: &Method, query: &str) -> Option<Version> {
-    if method != Method::GET {
-        return None;
-    }
-    let mut version = None;
-    let mut polling = false;
-    for pair in query.split('&') {
-        match pair.split_once('=').unwrap_or((pair, "")) {
-            ("EIO", "3") => version = Some(Version::V3),
-            ("EIO", "4") => version = Some(Version::V4),
-            ("transport", "polling") => polling = true,
-            ("sid" | "j", _) => return None,
-            _ => {}
-        }
-    }
-    version.filter(|_| polling)
-}
-
-/// The `sid` of a request for a session that exists.
-pub fn sid_of(query: &str) -> Option<&str> {
-    query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("sid="))
-        .filter(|sid| !sid.is_empty())
-}
-
 /// The polling sessions of this front end, by `sid`. A session leaves the
-/// table when it ends or upgrades; a request for a `sid` not here goes to
-/// socketioxide (whose sessions they may be, or which answers "Session ID
-/// unknown").
+/// table when it ends or upgrades; a request for a `sid` not here gets
+/// Engine.IO's "Session ID unknown".
 #[derive(Debug, Default)]
 pub struct Sessions {
     by_sid: Mutex<HashMap<String, Handle>>,
@@ -157,14 +128,7 @@ impl IntoResponse for Reply {
 
 /// Engine.IO's error answer: `{"code":3,"message":"Bad request"}` and why.
 fn bad_request(status: StatusCode, why: &'static str) -> Response {
-    let body = serde_json::json!({ "code": 3, "message": "Bad request", "reason": why });
-    crate::access::with_reason((status, axum::Json(body)).into_response(), why)
-}
-
-/// Engine.IO's answer for a session that has ended meanwhile.
-fn session_unknown() -> Response {
-    let body = serde_json::json!({ "code": 1, "message": "Session ID unknown" });
-    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+    super::route::engine_error(status, 3, "Bad request", why)
 }
 
 /// Requests a session's channel holds: a GET, a POST and a probe at most,
@@ -178,20 +142,18 @@ const POLL_BYTES: usize = 1024 * 1024;
 /// packets (the reason) before it is gone.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-/// Opens a polling session for `req` (a handshake [`serves`] chose) once
-/// the token in its query is verified and its core connection registered,
-/// and answers with the open packet. Otherwise `req` comes back untouched:
-/// socketioxide then serves it, and refuses it in its protocol version's
-/// way with the reason.
+/// Opens a polling session for `req`, a handshake (the connection is
+/// admitted: signed in, or waiting for its CONNECT's token, or refused at
+/// its CONNECT with the reason), and answers with the open packet.
 pub async fn handshake(
     app: &App,
     config: &Arc<SocketIoConfig>,
     transport: &Arc<TransportConfig>,
     version: Version,
     req: Request<Body>,
-) -> Result<Response, Request<Body>> {
+) -> Response {
     let Some((admitted, outbox_rx)) = super::engine::admit(app, config, version, &req).await else {
-        return Err(req);
+        return super::engine::server_busy();
     };
     let sid = crate::ids::secret(20);
     let session = EngineSession::opened(admitted, version, config.clone(), &sid, &["websocket"]);
@@ -209,7 +171,7 @@ pub async fn handshake(
     };
     tokio::spawn(driver.run(session, outbox_rx));
     // The open packet is queued: this first GET takes it.
-    Ok(poll(&handle).await)
+    poll(&handle).await
 }
 
 /// Serves a request for the polling session `handle`: a GET, a POST, or
@@ -221,7 +183,7 @@ pub async fn serve(
     handle: Handle,
     req: Request<Body>,
 ) -> Response {
-    if super::shim::is_websocket(&req) {
+    if super::route::is_upgrade(&req) {
         return upgrade(app, transport, handle, req).await;
     }
     match *req.method() {
@@ -250,11 +212,12 @@ pub async fn serve(
                 .await
                 .is_err()
             {
-                return session_unknown();
+                return super::route::session_unknown();
             }
-            answer
-                .await
-                .map_or_else(|_| session_unknown(), IntoResponse::into_response)
+            answer.await.map_or_else(
+                |_| super::route::session_unknown(),
+                IntoResponse::into_response,
+            )
         }
         _ => bad_request(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -267,11 +230,12 @@ pub async fn serve(
 async fn poll(handle: &Handle) -> Response {
     let (reply, answer) = oneshot::channel();
     if handle.requests.send(ToDriver::Poll(reply)).await.is_err() {
-        return session_unknown();
+        return super::route::session_unknown();
     }
-    answer
-        .await
-        .map_or_else(|_| session_unknown(), IntoResponse::into_response)
+    answer.await.map_or_else(
+        |_| super::route::session_unknown(),
+        IntoResponse::into_response,
+    )
 }
 
 /// The WebSocket a polling session upgrades to: the probe, then the
@@ -721,30 +685,6 @@ pub fn decode(version: Version, body: &str) -> Option<Vec<&str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn serves_polling_handshakes_only() {
-        let get = Method::GET;
-        assert_eq!(
-            serves(&get, "EIO=4&transport=polling&token=x"),
-            Some(Version::V4)
-        );
-        assert_eq!(
-            serves(&get, "EIO=3&transport=polling&t=Nx"),
-            Some(Version::V3)
-        );
-        assert_eq!(serves(&get, "EIO=4&transport=polling&sid=abc"), None);
-        assert_eq!(serves(&get, "EIO=3&transport=polling&j=0"), None);
-        assert_eq!(serves(&get, "EIO=4&transport=websocket"), None);
-        assert_eq!(serves(&Method::POST, "EIO=4&transport=polling"), None);
-    }
-
-    #[test]
-    fn sid_is_read_from_the_query() {
-        assert_eq!(sid_of("EIO=4&transport=polling&sid=abc&t=1"), Some("abc"));
-        assert_eq!(sid_of("EIO=4&sid="), None);
-        assert_eq!(sid_of("EIO=4"), None);
-    }
 
     #[test]
     fn payloads_in_each_framing() {

@@ -24,8 +24,8 @@
 //! ```
 //!
 //! Core events reach a Socket.IO connection as one text item in its
-//! outbox holding `["EVENT",payload]` (see [`split_event`]); the session's
-//! pump emits it on the socketioxide socket.
+//! outbox holding the whole packet, `42/chat,["EVENT",payload]` (see
+//! [`Framing`]), rendered once for every connection of its namespace.
 
 use crate::outbox::Utf8Bytes;
 use serde::Serialize;
@@ -784,34 +784,6 @@ pub fn direct(msg: &DirectMessage) -> Option<Utf8Bytes> {
     Some(frame(&msg.event, &data))
 }
 
-/// An outbox item split for socketioxide's `emit`.
-pub type Split = (String, Box<RawValue>);
-
-/// [`split_event`], parsed once per broadcast rather than once per
-/// recipient: a broadcast reaches every recipient's outbox as the same
-/// shared `Utf8Bytes`, so each pump thread remembers the last item it split,
-/// by address. The cache holds a clone of that `Utf8Bytes`, so its memory
-/// cannot be freed and reused for another item while it is remembered:
-/// the same address is the same bytes.
-pub fn split_shared(item: &Utf8Bytes) -> Option<std::sync::Arc<Split>> {
-    use std::cell::RefCell;
-    use std::sync::Arc;
-    thread_local! {
-        static LAST: RefCell<Option<(Utf8Bytes, Arc<Split>)>> = const { RefCell::new(None) };
-    }
-    let hit = LAST.with_borrow(|last| {
-        last.as_ref()
-            .filter(|(seen, _)| seen.as_ptr() == item.as_ptr() && seen.len() == item.len())
-            .map(|(_, split)| split.clone())
-    });
-    if hit.is_some() {
-        return hit;
-    }
-    let split = Arc::new(split_event(item)?);
-    LAST.set(Some((item.clone(), split.clone())));
-    Some(split)
-}
-
 /// Splits an outbox item `["EVENT",payload]` into the event name and the
 /// raw payload, or None if it is not in that form.
 pub fn split_event(item: &str) -> Option<(String, Box<RawValue>)> {
@@ -823,13 +795,11 @@ pub fn split_event(item: &str) -> Option<(String, Box<RawValue>)> {
 /// subscriptions, so a broadcast is rendered once per layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {
-    /// `["EVENT",payload]`: socketioxide writes the packet header itself.
-    Bare = 0,
     /// Whole Engine.IO message packets on namespace `/`:
-    /// `42["EVENT",payload]` (rollcall's own Engine.IO, `engine.rs`).
-    Root = 1,
+    /// `42["EVENT",payload]`.
+    Root = 0,
     /// Whole packets on `/chat`: `42/chat,["EVENT",payload]`.
-    Chat = 2,
+    Chat = 1,
 }
 
 impl Framing {
@@ -849,9 +819,8 @@ impl Framing {
 
     fn of_flavor(flavor: u8) -> Framing {
         match flavor {
-            1 => Framing::Root,
-            2 => Framing::Chat,
-            _ => Framing::Bare,
+            1 => Framing::Chat,
+            _ => Framing::Root,
         }
     }
 
@@ -860,7 +829,6 @@ impl Framing {
     /// Engine.IO 3 and 4 clients.
     pub fn prefix(self) -> &'static str {
         match self {
-            Framing::Bare => "",
             Framing::Root => "42",
             Framing::Chat => "42/chat,",
         }
@@ -870,7 +838,7 @@ impl Framing {
     pub fn namespace(self) -> &'static str {
         match self {
             Framing::Chat => "/chat",
-            Framing::Bare | Framing::Root => "/",
+            Framing::Root => "/",
         }
     }
 
@@ -878,7 +846,7 @@ impl Framing {
     /// `/chat`.
     pub fn namespace_part(self) -> &'static str {
         match self {
-            Framing::Bare | Framing::Root => "",
+            Framing::Root => "",
             Framing::Chat => "/chat,",
         }
     }
@@ -886,9 +854,6 @@ impl Framing {
     /// `bare` (`["EVENT",payload]`) in this layout.
     pub fn frame(self, bare: Utf8Bytes) -> Utf8Bytes {
         let prefix = self.prefix();
-        if prefix.is_empty() {
-            return bare;
-        }
         let mut out = String::with_capacity(prefix.len() + bare.len());
         out.push_str(prefix);
         out.push_str(&bare);
@@ -941,11 +906,33 @@ mod tests {
     use crate::ids::ConnId;
     use crate::presence::{Codec, MessageSender};
 
+    /// The `["EVENT",payload]` of a packet the codec rendered on `/`
+    /// (flavor 0).
     fn text(o: Option<Outbound>) -> Value {
         match o {
-            Some(Outbound::Text(b)) => serde_json::from_str(&b).unwrap(),
+            Some(Outbound::Text(b)) => {
+                let bare = b.strip_prefix("42").expect("an EVENT packet on /");
+                serde_json::from_str(bare).unwrap()
+            }
             other => panic!("expected text, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn each_namespace_gets_whole_packets() {
+        let msg = DirectMessage {
+            id: "1".into(),
+            event: "note".into(),
+            data: None,
+        };
+        let root = SocketIoCodec.encode(&Event::Direct(&msg), Framing::Root.flavor());
+        let chat = SocketIoCodec.encode(&Event::Direct(&msg), Framing::Chat.flavor());
+        let frame = |o: Option<Outbound>| match o {
+            Some(Outbound::Text(t)) => t.to_string(),
+            other => panic!("expected text, got {other:?}"),
+        };
+        assert_eq!(frame(root), r#"42["note",null]"#);
+        assert_eq!(frame(chat), r#"42/chat,["note",null]"#);
     }
 
     #[test]
@@ -1198,25 +1185,6 @@ mod tests {
             ..msg
         };
         assert!(SocketIoCodec.encode(&Event::Direct(&msg), 0).is_none());
-    }
-
-    #[test]
-    fn a_shared_item_is_split_once_per_thread() {
-        let item = Utf8Bytes::from_static(r#"["MESSAGE_SENT",{"_id":"1"}]"#);
-        let first = split_shared(&item).expect("splits");
-        let again = split_shared(&item.clone()).expect("splits");
-        assert!(
-            std::sync::Arc::ptr_eq(&first, &again),
-            "the same bytes reuse the split"
-        );
-        assert_eq!(first.0, "MESSAGE_SENT");
-        assert_eq!(first.1.get(), r#"{"_id":"1"}"#);
-        // Equal content at another address is split again, correctly.
-        let other = Utf8Bytes::from(r#"["MESSAGE_SENT",{"_id":"2"}]"#.to_string());
-        let third = split_shared(&other).expect("splits");
-        assert!(!std::sync::Arc::ptr_eq(&first, &third));
-        assert_eq!(third.1.get(), r#"{"_id":"2"}"#);
-        assert!(split_shared(&Utf8Bytes::from_static("not json")).is_none());
     }
 
     #[test]

@@ -29,10 +29,6 @@ pub struct ConnShared {
     /// Channel name -> member key held there (if a member).
     pub(crate) subs: Mutex<Subscriptions>,
     pub(crate) closing: AtomicBool,
-    /// Its front end can close it only together with every other
-    /// connection (a Socket.IO polling client): a drain leaves it for the
-    /// end instead of closing it during the spread.
-    pub(crate) closes_with_server: AtomicBool,
     /// Codec flavor for events not tied to a subscription (direct messages,
     /// invitations); 0 unless the adapter sets it.
     pub(crate) flavor: AtomicU8,
@@ -215,14 +211,6 @@ impl Connection {
     /// if a secret was already set.
     pub fn set_secret(&self, secret: &str) -> bool {
         self.shared.secret.set(Box::from(secret)).is_ok()
-    }
-
-    /// Marks the connection as one its front end can close only together
-    /// with all the others (see `Presence::closable_one_by_one`).
-    pub fn set_closes_with_server(&self) {
-        self.shared
-            .closes_with_server
-            .store(true, Ordering::Release);
     }
 
     /// True while the connection's user is hidden by the visibility

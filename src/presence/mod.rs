@@ -463,7 +463,6 @@ impl Presence {
             outbox,
             subs: Mutex::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
-            closes_with_server: std::sync::atomic::AtomicBool::new(false),
             flavor: std::sync::atomic::AtomicU8::new(0),
             hidden: std::sync::atomic::AtomicBool::new(false),
             access: Mutex::new(crate::policy::Access::anonymous()),
@@ -1017,18 +1016,10 @@ impl Presence {
         }
     }
 
-    /// This node's open connections that can be closed one at a time (a
-    /// drain closes them over its spread; the others close with the
-    /// server: see `Connection::set_closes_with_server`).
+    /// This node's open connections (a drain closes them one at a time
+    /// over its spread).
     pub fn closable_one_by_one(&self) -> Vec<ConnId> {
-        lock(&self.inner.conns)
-            .values()
-            .filter(|c| {
-                !c.closes_with_server
-                    .load(std::sync::atomic::Ordering::Acquire)
-            })
-            .map(|c| c.id)
-            .collect()
+        lock(&self.inner.conns).values().map(|c| c.id).collect()
     }
 
     /// Closes every connection of `user_id` on this node with `reason`.

@@ -83,8 +83,7 @@ async fn a_socketio_client_that_stops_reading_is_dropped_at_its_outbox_limit() {
         "dropped only after {dropped_after:?}: the 10 s write timeout, not the outbox limit"
     );
     // Its connection is gone too, not held until it reads again: the
-    // kernel aborts it (TCP_USER_TIMEOUT) when nothing is taken for 10 s,
-    // which also frees socketioxide's writer, stuck on the full socket.
+    // kernel aborts it (TCP_USER_TIMEOUT) when nothing is taken for 10 s.
     let server_addr = srv.addr;
     let gone = eventually(Duration::from_secs(40), || async move {
         !server_side_open(server_addr, client_addr)

@@ -297,43 +297,6 @@ fn fuzz_socketio_payloads() {
     });
 }
 
-/// A WebSocket frame as a client sends it, with a chosen (possibly
-/// non-minimal) length encoding.
-#[cfg(feature = "socketio")]
-fn ws_frame(b0: u8, payload: &[u8], mask: Option<[u8; 4]>, long_form: u8) -> Vec<u8> {
-    let mut out = vec![b0];
-    let bit = if mask.is_some() { 0x80 } else { 0 };
-    let len = payload.len();
-    match long_form {
-        1 if len <= usize::from(u16::MAX) => {
-            out.push(bit | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        2 => {
-            out.push(bit | 127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-        _ if len < 126 => out.push(bit | len as u8),
-        _ if len <= usize::from(u16::MAX) => {
-            out.push(bit | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(bit | 127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    let mut p = payload.to_vec();
-    if let Some(m) = mask {
-        out.extend_from_slice(&m);
-        for (i, b) in p.iter_mut().enumerate() {
-            *b ^= m[i & 3];
-        }
-    }
-    out.extend_from_slice(&p);
-    out
-}
-
 #[cfg(feature = "socketio")]
 fn eio3_packets() -> Vec<String> {
     let mut p = suite_corpus("socketio").texts.clone();
@@ -353,71 +316,6 @@ fn eio3_packets() -> Vec<String> {
         .map(|s| s.to_string()),
     );
     p
-}
-
-#[cfg(feature = "socketio")]
-fn eio3_stream(rng: &mut StdRng, packets: &[String]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for _ in 0..rng.random_range(1..5) {
-        let mut payload = pick(rng, packets).as_bytes().to_vec();
-        match rng.random_range(0..10) {
-            0 => payload.truncate(rng.random_range(0..6)),
-            1 => {
-                // Around the 16 KiB inspection limit.
-                let n = rng.random_range(16 * 1024 - 40..16 * 1024 + 8);
-                payload = format!("40/chat?token={}", "t".repeat(n)).into_bytes();
-            }
-            2 => payload.extend_from_slice(wild_string(rng, &[], 30).as_bytes()),
-            _ => {}
-        }
-        let opcode = *pick(rng, &[1, 1, 1, 1, 1, 2, 0, 8, 9, 10]);
-        let fin = rng.random_bool(0.9);
-        let b0 = (if fin { 0x80 } else { 0 }) | opcode | (rng.random_range(0..8u8) << 4) & 0x70;
-        let b0 = if rng.random_bool(0.8) { b0 & 0x8f } else { b0 };
-        let mask = rng.random_bool(0.85).then(|| rng.random());
-        let form = if rng.random_bool(0.2) {
-            rng.random_range(1..3)
-        } else {
-            0
-        };
-        out.extend(ws_frame(b0, &payload, mask, form));
-    }
-    if rng.random_bool(0.15) {
-        let n = rng.random_range(0..=out.len());
-        out.truncate(n);
-    }
-    out
-}
-
-#[cfg(feature = "socketio")]
-#[test]
-fn fuzz_socketio_eio3_connect_stream() {
-    let packets = eio3_packets();
-    let mut corpus: Vec<Vec<u8>> = packets
-        .iter()
-        .map(|p| ws_frame(0x81, p.as_bytes(), Some([1, 2, 3, 4]), 0))
-        .collect();
-    corpus.extend(packets.iter().map(|p| p.as_bytes().to_vec()));
-    run(Target {
-        name: "socketio_eio3_connect_stream",
-        check: checks::socketio_eio3_stream,
-        corpus,
-        dict: dict(&[
-            "40/",
-            "40/chat?",
-            "?",
-            ",",
-            "\u{81}",
-            "\u{7e}\u{ff}\u{ff}",
-            "&",
-        ]),
-        max_len: 40_000,
-        generator: Some(|rng, _| {
-            static PACKETS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-            eio3_stream(rng, PACKETS.get_or_init(eio3_packets))
-        }),
-        accepts: |d| checks::rewrite_model(d) != d,
-    });
 }
 
 #[cfg(feature = "socketio")]
@@ -482,7 +380,8 @@ fn fuzz_socketio_polling_payloads() {
             polling_payload(rng, PACKETS.get_or_init(eio3_packets))
         }),
         accepts: |d| {
-            rollcall::socketio::polling_shim::rewrite_text_payload(&checks::text(d)).is_some()
+            use rollcall::socketio::{engine::Version, polling::decode};
+            decode(Version::V3, &checks::text(d)).is_some()
         },
     });
 }
@@ -1586,7 +1485,6 @@ fn every_check_survives_fixed_hostile_inputs() {
     #[cfg(feature = "socketio")]
     all.extend([
         ("socketio_payload", checks::socketio_payload as fn(&[u8])),
-        ("socketio_eio3_stream", checks::socketio_eio3_stream),
         ("socketio_polling", checks::socketio_polling),
         ("socketio_auth", checks::socketio_auth),
     ]);

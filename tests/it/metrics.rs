@@ -635,7 +635,7 @@ async fn refused_tokens_socketio_bytes_and_close_codes_are_counted() {
     assert_eq!(reply["rid"], cid, "{reply}");
     assert!(reply["error"].is_object(), "{reply}");
     // A Socket.IO client's events in and out are counted too, and its
-    // first frame timed from queue to socketioxide.
+    // first frame timed from queue to socket.
     let mut client = Peer::connect(&srv, Proto::SocketIo, Some(json!({"uid": "sio"})))
         .await
         .expect("socket.io");

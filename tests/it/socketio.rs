@@ -852,9 +852,9 @@ async fn media_session_events_are_relayed_to_the_topic() {
     srv.stop().await;
 }
 
-/// `--write-delay` on Socket.IO: broadcasts wait (in order) so that
-/// socketioxide writes them together; a reply is never held and ends the
-/// wait of what is queued before it.
+/// `--write-delay` on Socket.IO: broadcasts wait (in order) so that they
+/// are written together; a reply is never held and ends the wait of what
+/// is queued before it.
 #[tokio::test]
 async fn the_write_delay_holds_broadcasts_but_not_replies() {
     const DELAY: Duration = Duration::from_secs(3);

@@ -1,8 +1,8 @@
 //! Socket.IO events of one socket are handled in the order they were sent:
 //! one sender's messages reach every subscriber in that order, and every
 //! request gets its reply, also when the next one follows at once.
-//! (socketioxide runs each event's handler in a task of its own; rollcall
-//! queues them per socket.)
+//! (socketioxide, which served these clients before, ran each event's
+//! handler in a task of its own, and reordered them.)
 
 use std::time::Duration;
 

@@ -387,14 +387,12 @@ impl Peer {
         })
     }
 
-    /// Socket.IO: waits until the server handles this socket's events.
-    /// socketioxide sends the namespace connect's acknowledgment and then
-    /// spawns rollcall's connect handler, which registers the event
-    /// handlers; an event that arrives in between is dropped without an
-    /// answer (under load, a few in a hundred connections that emit at
-    /// once). A probe event is answered with `unknown.event` once the
-    /// handlers are in place; late answers to earlier probes are skipped by
-    /// [`Peer::next_within`].
+    /// Socket.IO: checks that the server handles this socket's events: a
+    /// probe event is answered with `unknown.event`. (On socketioxide,
+    /// which served these clients before, an event sent right after the
+    /// connect acknowledgment could be dropped; the own engine handles
+    /// events in order from the first, so the first probe is answered.)
+    /// Late answers to earlier probes are skipped by [`Peer::next_within`].
     async fn socketio_ready(&mut self) {
         for _ in 0..50 {
             self.emit(PROBE, json!({})).await;

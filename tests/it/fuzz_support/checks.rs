@@ -472,7 +472,9 @@ fn socketio_decoders(p: &Value) {
             };
             match SocketIoCodec.encode(&Event::Message(&msg), 0) {
                 Some(Outbound::Text(bytes)) => {
-                    let (event, raw) = split_event(&bytes).expect("codec output splits");
+                    // Flavor 0: a whole EVENT packet on `/`.
+                    let bare = bytes.strip_prefix("42").expect("an EVENT packet");
+                    let (event, raw) = split_event(bare).expect("codec output splits");
                     assert_eq!(event, server::MESSAGE_SENT);
                     assert_eq!(raw.get(), payload, "own payload not passed byte for byte");
                 }
@@ -527,206 +529,41 @@ fn socketio_decoders(p: &Value) {
     assert!(sender_json(Some("u"), p).is_object());
 }
 
-/// The EIO3 CONNECT shim (`adapters/socketio/shim.rs`): `strip_connect_query`
-/// on the raw bytes, and the [`ConnectRewrite`] stream filter over the bytes
-/// as a client's WebSocket byte stream, read in several chunk sizes: the
-/// output must equal an independent model (rewrite whole small masked or
-/// unmasked text frames whose payload is a `40/…?` CONNECT, pass every
-/// other byte through) whatever the chunking.
-///
-/// [`ConnectRewrite`]: rollcall::socketio::shim::ConnectRewrite
-#[cfg(feature = "socketio")]
-pub fn socketio_eio3_stream(data: &[u8]) {
-    check_strip(data);
-    let want = rewrite_model(data);
-    let sizes: &[(usize, usize)] = if data.len() <= 2048 {
-        &[(1, 5), (3, 8192), (64, 1), (usize::MAX, 8192)]
-    } else {
-        &[(97, 8192), (4096, 13), (usize::MAX, 8192)]
-    };
-    for &(chunk, read) in sizes {
-        let got = run_rewrite(data, chunk, read);
-        assert!(
-            got == want,
-            "ConnectRewrite (chunks of {chunk}, reads of {read}) output differs from the model:\n got {:?}\nwant {:?}",
-            got.escape_ascii().to_string(),
-            want.escape_ascii().to_string()
-        );
-    }
-}
-
-#[cfg(feature = "socketio")]
-fn check_strip(packet: &[u8]) {
-    use rollcall::socketio::shim::strip_connect_query;
-    let nsp_end = packet
-        .iter()
-        .position(|&b| b == b',')
-        .unwrap_or(packet.len());
-    let q = packet[..nsp_end].iter().position(|&b| b == b'?');
-    match (strip_connect_query(packet), q) {
-        (Some(out), Some(q)) if packet.starts_with(b"40/") => {
-            assert_eq!(out, [&packet[..q], &packet[nsp_end..]].concat());
-        }
-        (None, None) => {}
-        (None, Some(_)) => assert!(!packet.starts_with(b"40/")),
-        (got, _) => panic!("strip_connect_query({packet:?}) = {got:?}"),
-    }
-}
-
-/// What the EIO3 filter should output for `data` (module doc of shim.rs).
-#[cfg(feature = "socketio")]
-pub fn rewrite_model(data: &[u8]) -> Vec<u8> {
-    use rollcall::socketio::shim::{MAX_INSPECTED_FRAME, strip_connect_query};
-    let mut out = Vec::with_capacity(data.len());
-    let mut rest = data;
-    while !rest.is_empty() {
-        if rest.len() < 2 {
-            out.extend_from_slice(rest);
-            break;
-        }
-        let masked = rest[1] & 0x80 != 0;
-        let (len, at) = match rest[1] & 0x7f {
-            126 if rest.len() >= 4 => (u64::from(u16::from_be_bytes([rest[2], rest[3]])), 4),
-            127 if rest.len() >= 10 => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&rest[2..10]);
-                (u64::from_be_bytes(b), 10)
-            }
-            126 | 127 => {
-                out.extend_from_slice(rest);
-                break;
-            }
-            n => (u64::from(n), 2),
-        };
-        let header_len = at + if masked { 4 } else { 0 };
-        if rest.len() < header_len || ((rest.len() - header_len) as u64) < len {
-            // A truncated header or payload passes through as received.
-            out.extend_from_slice(rest);
-            break;
-        }
-        let len = len as usize;
-        let mask = masked.then(|| [rest[at], rest[at + 1], rest[at + 2], rest[at + 3]]);
-        let frame = &rest[..header_len + len];
-        let fin = rest[0] & 0x80 != 0;
-        let text = rest[0] & 0x0f == 1;
-        let mut rewritten = None;
-        if fin && text && (4..=MAX_INSPECTED_FRAME).contains(&len) {
-            let mut payload = frame[header_len..].to_vec();
-            unmask(&mut payload, mask);
-            if let Some(mut new) = strip_connect_query(&payload) {
-                unmask(&mut new, mask);
-                let mut f = vec![rest[0]];
-                let bit = if masked { 0x80 } else { 0 };
-                if new.len() < 126 {
-                    f.push(bit | new.len() as u8);
-                } else {
-                    f.push(bit | 126);
-                    f.extend_from_slice(&(new.len() as u16).to_be_bytes());
-                }
-                if let Some(m) = mask {
-                    f.extend_from_slice(&m);
-                }
-                f.extend_from_slice(&new);
-                rewritten = Some(f);
-            }
-        }
-        match rewritten {
-            Some(f) => out.extend_from_slice(&f),
-            None => out.extend_from_slice(frame),
-        }
-        rest = &rest[header_len + len..];
-    }
-    out
-}
-
-#[cfg(feature = "socketio")]
-fn unmask(data: &mut [u8], mask: Option<[u8; 4]>) {
-    if let Some(m) = mask {
-        for (i, b) in data.iter_mut().enumerate() {
-            *b ^= m[i & 3];
-        }
-    }
-}
-
-/// Runs the EIO3 filter over `data` delivered `chunk` bytes at a time and
-/// read `read` bytes at a time.
-#[cfg(feature = "socketio")]
-pub fn run_rewrite(data: &[u8], chunk: usize, read: usize) -> Vec<u8> {
-    use std::pin::Pin;
-    use std::task::{Context, Poll, Waker};
-
-    use rollcall::socketio::shim::ConnectRewrite;
-    use tokio::io::{AsyncRead, ReadBuf};
-
-    struct Chunks<'a> {
-        data: &'a [u8],
-        chunk: usize,
-    }
-    impl AsyncRead for Chunks<'_> {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            _cx: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            let n = self.chunk.min(self.data.len()).min(buf.remaining());
-            let (head, tail) = self.data.split_at(n);
-            buf.put_slice(head);
-            self.data = tail;
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    let mut filter = ConnectRewrite::new(Chunks { data, chunk });
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut out = Vec::with_capacity(data.len());
-    let mut buf = vec![0u8; read];
-    for _ in 0..=2 * data.len() + 4 {
-        let mut rb = ReadBuf::new(&mut buf);
-        match Pin::new(&mut filter).poll_read(&mut cx, &mut rb) {
-            Poll::Ready(Ok(())) if rb.filled().is_empty() => return out,
-            Poll::Ready(Ok(())) => out.extend_from_slice(rb.filled()),
-            Poll::Ready(Err(e)) => panic!("ConnectRewrite failed on in-memory input: {e}"),
-            Poll::Pending => panic!("ConnectRewrite returned Pending on in-memory input"),
-        }
-    }
-    panic!(
-        "ConnectRewrite did not reach the end of a {} byte input",
-        data.len()
-    );
-}
-
-/// The EIO3 polling shim (`adapters/socketio/polling_shim.rs`
-/// `rewrite_text_payload`): a rewritten payload was and is well-formed
-/// (`<utf-16 length>:<packet>`…), has the same packets with only CONNECT
-/// queries stripped, and rewriting it again changes nothing.
+/// rollcall's own Engine.IO polling payloads (`adapters/socketio/polling.rs`
+/// `decode`): never a panic; Engine.IO 3 payloads split as an independent
+/// model splits them (lengths in UTF-16 units), into packets an
+/// independent encoder writes so that they decode the same again;
+/// Engine.IO 4 packets joined with `\x1e` are the body.
 #[cfg(feature = "socketio")]
 pub fn socketio_polling(data: &[u8]) {
-    use rollcall::socketio::polling_shim::rewrite_text_payload;
-    use rollcall::socketio::shim::strip_connect_query;
+    use rollcall::socketio::engine::Version;
+    use rollcall::socketio::polling::decode;
 
     let text = text(data);
-    let Some(out) = rewrite_text_payload(&text) else {
-        return;
-    };
-    let before = polling_packets(&text).expect("a payload that was rewritten is well-formed");
-    let after = polling_packets(&out).expect("the rewritten payload is well-formed");
-    assert_eq!(before.len(), after.len(), "packet count changed: {out:?}");
-    let mut changed = false;
-    for (b, a) in before.iter().zip(&after) {
-        match strip_connect_query(b.as_bytes()) {
-            Some(s) => {
-                assert_eq!(a.as_bytes(), s.as_slice());
-                changed = true;
-            }
-            None => assert_eq!(a, b),
-        }
+    if let Some(packets) = decode(Version::V3, &text) {
+        assert_eq!(
+            Some(packets.clone()),
+            polling_packets(&text),
+            "the model splits {text:?} otherwise"
+        );
+        let again: String = packets
+            .iter()
+            .map(|p| format!("{}:{p}", p.encode_utf16().count()))
+            .collect();
+        assert_eq!(
+            decode(Version::V3, &again),
+            Some(packets.clone()),
+            "EIO3 packets do not decode the same once encoded again ({again:?})"
+        );
+        assert!(packets.iter().all(|p| !p.is_empty()), "{packets:?}");
     }
-    assert!(changed, "rewritten although no packet changed: {text:?}");
-    assert_eq!(
-        rewrite_text_payload(&out),
-        None,
-        "rewriting is not idempotent"
-    );
+    if let Some(packets) = decode(Version::V4, &text) {
+        assert_eq!(packets.join("\x1e"), text, "EIO4 packets do not join back");
+        assert!(
+            packets.iter().all(|p| !p.is_empty() && !p.starts_with('b')),
+            "{packets:?}"
+        );
+    }
 }
 
 /// Splits an EIO3 text payload into packets (lengths in UTF-16 units).
