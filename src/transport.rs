@@ -601,20 +601,11 @@ fn read_loop<'a, S: Session>(
                                 _ => 0,
                             };
                             cfg.counters.bytes_received.inc_by(len as u64);
-                            if limiter.allow(Instant::now()) {
-                                match &msg {
-                                    Incoming::Text(text) => session.on_text(text),
-                                    Incoming::Binary(data) => session.on_binary(data),
-                                    _ => Flow::Continue,
-                                }
-                            } else {
-                                cfg.counters.rate_limited.inc();
-                                if limiter.flooding() || limiter.sustained_abuse(Instant::now()) {
-                                    Flow::Close(CloseReason::new(close::POLICY, format!("message rate over {} per second for too long", cfg.max_messages_per_second)))
-                                } else {
-                                    session.on_rate_limited(cfg.max_messages_per_second)
-                                }
-                            }
+                            within_rate(&mut limiter, cfg, session, |session| match &msg {
+                                Incoming::Text(text) => session.on_text(text),
+                                Incoming::Binary(data) => session.on_binary(data),
+                                _ => Flow::Continue,
+                            })
                         }
                         Ok(Incoming::Ping(payload)) => {
                             outbox.push(Outbound::Pong(payload));
@@ -639,6 +630,34 @@ fn read_loop<'a, S: Session>(
                 break;
             }
         }
+    }
+}
+
+/// One client message through the message-rate limit: handled by
+/// `handle`, or, over the limit, dropped (the session tells its client),
+/// and a flood or a sustained excess closes the connection. Every
+/// transport (WebSocket, Engine.IO long-polling) counts client messages
+/// here.
+pub(crate) fn within_rate<S: Session>(
+    limiter: &mut RateLimiter,
+    cfg: &TransportConfig,
+    session: &mut S,
+    handle: impl FnOnce(&mut S) -> Flow,
+) -> Flow {
+    if limiter.allow(Instant::now()) {
+        return handle(session);
+    }
+    cfg.counters.rate_limited.inc();
+    if limiter.flooding() || limiter.sustained_abuse(Instant::now()) {
+        Flow::Close(CloseReason::new(
+            close::POLICY,
+            format!(
+                "message rate over {} per second for too long",
+                cfg.max_messages_per_second
+            ),
+        ))
+    } else {
+        session.on_rate_limited(cfg.max_messages_per_second)
     }
 }
 

@@ -30,7 +30,6 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::FromRequestParts;
 use axum::http::Request;
 use axum::response::Response;
 use serde_json::Value;
@@ -46,7 +45,6 @@ use crate::outbox::{CloseReason, Order, Outbound, OutboxReceiver, Utf8Bytes};
 use crate::policy::{Access, Pending};
 use crate::presence::Connection;
 use crate::transport::{Flow, Session, TransportConfig, close};
-use crate::websocket::WebSocketUpgrade;
 
 /// The Engine.IO protocol revision a client speaks (`EIO=` in the query).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -347,12 +345,10 @@ pub async fn accept(
     version: Version,
     req: Request<Body>,
 ) -> Response {
-    let (mut parts, _body) = req.into_parts();
-    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(ws) => ws,
+    let (ws, req) = match super::route::websocket_of(req).await {
+        Ok(upgrade) => upgrade,
         Err(refused) => return refused,
     };
-    let req = Request::from_parts(parts, Body::empty());
     let Some((admitted, outbox_rx)) = admit(app, config, version, &req).await else {
         return server_busy();
     };

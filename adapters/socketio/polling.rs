@@ -25,7 +25,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::FromRequestParts;
 use axum::http::{Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
@@ -39,7 +38,7 @@ use crate::outbox::{CloseReason, Outbound, OutboxReceiver, Utf8Bytes};
 use crate::rate::RateLimiter;
 use crate::shutdown::Shutdown;
 use crate::transport::{Flow, Session, TransportConfig, close};
-use crate::websocket::{FrameWrite, Incoming, WebSocket, WebSocketUpgrade};
+use crate::websocket::{FrameWrite, Incoming, WebSocket};
 
 /// The polling sessions of this front end, by `sid`. A session leaves the
 /// table when it ends or upgrades; a request for a `sid` not here gets
@@ -246,9 +245,8 @@ async fn upgrade(
     handle: Handle,
     req: Request<Body>,
 ) -> Response {
-    let (mut parts, _body) = req.into_parts();
-    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(ws) => ws,
+    let ws = match super::route::websocket_of(req).await {
+        Ok((ws, _)) => ws,
         Err(refused) => return refused,
     };
     let transport = transport.clone();
@@ -468,22 +466,9 @@ impl Driver {
             }
         };
         for packet in packets {
-            let mut flow = if limiter.allow(Instant::now()) {
+            let mut flow = crate::transport::within_rate(limiter, cfg, session, |session| {
                 session.on_text(packet)
-            } else {
-                cfg.counters.rate_limited.inc();
-                if limiter.flooding() || limiter.sustained_abuse(Instant::now()) {
-                    Flow::Close(CloseReason::new(
-                        close::POLICY,
-                        format!(
-                            "message rate over {} per second for too long",
-                            cfg.max_messages_per_second
-                        ),
-                    ))
-                } else {
-                    session.on_rate_limited(cfg.max_messages_per_second)
-                }
-            };
+            });
             while let Flow::Wait(pending) = flow {
                 flow = tokio::select! {
                     _ = outbox.closed() => return Flow::Continue,

@@ -134,6 +134,17 @@ impl<'a> Route<'a> {
     }
 }
 
+/// The WebSocket upgrade `req` asks for, and the request without its body;
+/// or the refusal of a request that is not a valid upgrade.
+pub async fn websocket_of(
+    req: Request<Body>,
+) -> Result<(crate::websocket::WebSocketUpgrade, Request<Body>), Response> {
+    use axum::extract::FromRequestParts;
+    let (mut parts, _body) = req.into_parts();
+    let ws = crate::websocket::WebSocketUpgrade::from_request_parts(&mut parts, &()).await?;
+    Ok((ws, Request::from_parts(parts, Body::empty())))
+}
+
 /// Whether `req` asks for a WebSocket upgrade.
 pub fn is_upgrade(req: &Request<Body>) -> bool {
     req.headers()

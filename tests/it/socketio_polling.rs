@@ -139,6 +139,17 @@ impl Poller {
         assert_eq!(status, 200, "{body}");
     }
 
+    /// Subscribes to the topic `room` and waits for the answer.
+    async fn subscribe(&self, room: &str) {
+        self.emit(
+            "SUBSCRIBE_CHANNEL",
+            json!({"channel": {"type": "topic", "_id": room}}),
+        )
+        .await;
+        let subscribed = self.expect("CHANNEL_SUBSCRIBED").await;
+        assert_eq!(subscribed["channel"]["_id"], room);
+    }
+
     /// The payload of the next `event` on `/chat`.
     async fn expect(&self, event: &str) -> Value {
         let head = format!("42/chat,[\"{event}\"");
@@ -162,13 +173,7 @@ async fn polling_clients_of_both_versions_subscribe_and_receive() {
             assert_eq!(handshake[1], "40", "{handshake:?}");
         }
         c.connect_chat(&q).await;
-        c.emit(
-            "SUBSCRIBE_CHANNEL",
-            json!({"channel": {"type": "topic", "_id": room}}),
-        )
-        .await;
-        let subscribed = c.expect("CHANNEL_SUBSCRIBED").await;
-        assert_eq!(subscribed["channel"]["_id"], room);
+        c.subscribe(room).await;
         let text = format!("héllo 😀 from {eio}");
         c.emit(
             "SEND_MESSAGE",
@@ -207,12 +212,7 @@ async fn polling_upgrades_to_a_websocket_without_losing_order() {
     let q = query("upton");
     let (c, _) = Poller::open(&srv, &q, 4).await;
     c.connect_chat(&q).await;
-    c.emit(
-        "SUBSCRIBE_CHANNEL",
-        json!({"channel": {"type": "topic", "_id": room}}),
-    )
-    .await;
-    c.expect("CHANNEL_SUBSCRIBED").await;
+    c.subscribe(room).await;
 
     let held = {
         let (addr, path) = (c.addr, c.path.clone());
@@ -317,12 +317,7 @@ async fn polling_refuses_overlaps_garbage_and_oversized_payloads() {
     let q = query("big");
     let (c, _) = Poller::open(&srv, &q, 4).await;
     c.connect_chat(&q).await;
-    c.emit(
-        "SUBSCRIBE_CHANNEL",
-        json!({"channel": {"type": "topic", "_id": room}}),
-    )
-    .await;
-    c.expect("CHANNEL_SUBSCRIBED").await;
+    c.subscribe(room).await;
     let huge = format!("42/chat,[\"SEND_MESSAGE\",\"{}\"]", "x".repeat(2 << 20));
     let (status, body) = c.post(&[&huge]).await;
     assert_eq!(status, 413, "{body}");
@@ -356,12 +351,7 @@ async fn polling_session_of_a_silent_client_ends() {
     let q = query("quiet");
     let (c, _) = Poller::open(&srv, &q, 4).await;
     c.connect_chat(&q).await;
-    c.emit(
-        "SUBSCRIBE_CHANNEL",
-        json!({"channel": {"type": "topic", "_id": room}}),
-    )
-    .await;
-    c.expect("CHANNEL_SUBSCRIBED").await;
+    c.subscribe(room).await;
     // Polling (and answering pings) for longer than the timeout.
     let started = tokio::time::Instant::now();
     while started.elapsed() < Duration::from_millis(1500) {
@@ -393,12 +383,7 @@ async fn polling_client_signs_in_with_the_auth_payload() {
     assert_eq!(c.post(&[&format!("40/chat,{auth}")]).await.0, 200);
     let ack = c.until("40/chat").await;
     assert!(ack.starts_with("40/chat,{\"sid\":"), "{ack}");
-    c.emit(
-        "SUBSCRIBE_CHANNEL",
-        json!({"channel": {"type": "topic", "_id": "presence.paula"}}),
-    )
-    .await;
-    c.expect("CHANNEL_SUBSCRIBED").await;
+    c.subscribe("presence.paula").await;
     let members = srv.channel("presence.paula").await;
     assert!(members.to_string().contains("paula"), "{members}");
     srv.stop().await;
