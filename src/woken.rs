@@ -60,8 +60,6 @@ pin_project_lite::pin_project! {
         done: bool,
         side: Arc<Side>,
         waker: Waker,
-        // The task waker `side` registered last.
-        registered: Option<Waker>,
     }
 }
 
@@ -73,7 +71,6 @@ pub fn on_wake<F: Future>(inner: F) -> OnWake<F> {
         done: false,
         waker: futures_util::task::waker(side.clone()),
         side,
-        registered: None,
     }
 }
 
@@ -85,24 +82,17 @@ impl<F: Future> Future for OnWake<F> {
         if *this.done {
             return Poll::Pending;
         }
-        // Taken before registering: a wake-up in between leaves the flag
-        // set (one spare poll later), and the poll below sees what it
-        // announced. The task's waker is registered again only when a
-        // wake-up used it or the task is new: registering costs atomic
-        // operations on every poll.
-        let ready = this.side.take_ready();
-        let task = cx.waker();
-        let new_task = !this
-            .registered
-            .as_ref()
-            .is_some_and(|last| last.will_wake(task));
-        if ready || new_task {
-            this.side.task.register(task);
-        }
-        if new_task {
-            *this.registered = Some(task.clone());
-        }
-        if !ready {
+        // The task's waker is registered on every poll, before the flag
+        // is taken: a wake-up takes the registered waker, so one that came
+        // between a poll's taking of the flag and its end (its store seen,
+        // its wake not yet) would otherwise leave nothing registered, and
+        // the next wake-up of this side would wake nobody. A connection's
+        // reader then slept until its writer was woken: a client that sent
+        // a request and got no delivery waited forever (one in 1,000
+        // Socket.IO subscribers under load). `register` does not clone a
+        // waker that wakes the same task.
+        this.side.task.register(cx.waker());
+        if !this.side.take_ready() {
             return Poll::Pending;
         }
         let value = std::task::ready!(this.inner.poll(&mut Context::from_waker(this.waker)));
@@ -231,6 +221,44 @@ mod tests {
             reader_polls.load(Ordering::Relaxed) <= 3,
             "reader polled {} times",
             reader_polls.load(Ordering::Relaxed)
+        );
+    }
+
+    /// A waker that counts its wake-ups.
+    struct CountingWaker(AtomicUsize);
+
+    impl ArcWake for CountingWaker {
+        fn wake_by_ref(arc_self: &Arc<Self>) {
+            arc_self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The interleaving that lost wake-ups: a side's wake-up marks it
+    /// ready, a poll takes the mark, then the wake-up wakes the task
+    /// (taking the registered waker), and a spurious poll follows. A later
+    /// wake-up of the side must still wake the task.
+    #[test]
+    fn a_wake_up_racing_a_poll_leaves_the_task_registered() {
+        let task = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let task_waker = futures_util::task::waker(task.clone());
+        let mut cx = Context::from_waker(&task_waker);
+        let mut side = std::pin::pin!(on_wake(std::future::pending::<()>()));
+        assert!(side.as_mut().poll(&mut cx).is_pending());
+        let inner_waker = side.waker.clone();
+        let shared = side.side.clone();
+        // The first half of a wake-up: the mark.
+        shared.ready.store(true, Ordering::Release);
+        assert!(side.as_mut().poll(&mut cx).is_pending());
+        // The second half: the task is woken, and polled for nothing.
+        shared.task.wake();
+        assert!(side.as_mut().poll(&mut cx).is_pending());
+        let before = task.0.load(Ordering::SeqCst);
+        // The side's next wake-up (its socket became readable).
+        inner_waker.wake_by_ref();
+        assert_eq!(
+            task.0.load(Ordering::SeqCst),
+            before + 1,
+            "the wake-up reached no task"
         );
     }
 
