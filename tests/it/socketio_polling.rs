@@ -388,3 +388,29 @@ async fn polling_client_signs_in_with_the_auth_payload() {
     assert!(members.to_string().contains("paula"), "{members}");
     srv.stop().await;
 }
+
+/// A server that shuts down tells a polling client why in the GET it
+/// holds: the `connection.closing` error and the Engine.IO close packet
+/// `1`, after which socket.io-client reconnects (to another node).
+#[tokio::test]
+async fn a_server_shutting_down_answers_the_held_get_with_the_reason() {
+    let srv = TestServer::start_open().await;
+    let q = query("leaving");
+    let (c, _) = Poller::open(&srv, &q, 4).await;
+    c.connect_chat(&q).await;
+    c.subscribe("presence.leaving").await;
+    let held = {
+        let (addr, path) = (c.addr, c.path.clone());
+        tokio::spawn(async move { http_raw(addr, "GET", &path, "", b"").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    srv.stop().await;
+    let (status, body) = held.await.expect("held GET");
+    assert_eq!(status, 200, "{body}");
+    let last = packets(4, &text_of(&body));
+    assert!(
+        last.iter().any(|p| p.contains("connection.closing")),
+        "{last:?}"
+    );
+    assert_eq!(last.last().map(String::as_str), Some("1"), "{last:?}");
+}
