@@ -557,11 +557,7 @@ fn read_loop<'a, S: Session>(
         // A shutdown closes every outbox (`Presence::close_all`), which ends
         // this loop through `signalled`: no future of its own per connection.
         // A connection registered after that began closes here.
-        if shutdown.is_shutting_down() {
-            outbox.close(CloseReason::new(
-                close::GOING_AWAY,
-                crate::server::SHUTDOWN_REASON,
-            ));
+        if closed_for_shutdown(shutdown, outbox) {
             return;
         }
         loop {
@@ -631,6 +627,19 @@ fn read_loop<'a, S: Session>(
             }
         }
     }
+}
+
+/// Closes a connection registered after the server's shutdown began (the
+/// shutdown closed every outbox it knew of); true if it did.
+pub(crate) fn closed_for_shutdown(shutdown: &Shutdown, outbox: &OutboxHandle) -> bool {
+    if !shutdown.is_shutting_down() {
+        return false;
+    }
+    outbox.close(CloseReason::new(
+        close::GOING_AWAY,
+        crate::server::SHUTDOWN_REASON,
+    ));
+    true
 }
 
 /// One client message through the message-rate limit: handled by

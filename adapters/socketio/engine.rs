@@ -104,8 +104,9 @@ pub struct EngineSession {
     conn: Connection,
     version: Version,
     socket: Socket,
-    /// The query token's fingerprint: a CONNECT whose `auth` carries
-    /// another token is refused (it would have been checked instead).
+    /// The fingerprint of the token the connection signed in with (in the
+    /// query or a CONNECT's `auth`; 0 before): a CONNECT whose `auth`
+    /// carries another token is refused.
     token: u64,
     /// What waits for a backend (boxed: most connections never wait).
     held: Option<Box<Held>>,
@@ -140,16 +141,6 @@ struct Stranger {
 /// How long a client without a query token has to CONNECT a namespace
 /// with its `auth` token (socket.io's `connectTimeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
-
-/// The answer when no core connection can be made for a client.
-pub(super) fn server_busy() -> Response {
-    super::route::engine_error(
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        3,
-        "Bad request",
-        "the server cannot take this connection now; try again",
-    )
-}
 
 /// Who a new Engine.IO connection is for: the core connection registered
 /// for it, and its user if the query's token said (Engine.IO 4 clients
@@ -350,7 +341,7 @@ pub async fn accept(
         Err(refused) => return refused,
     };
     let Some((admitted, outbox_rx)) = admit(app, config, version, &req).await else {
-        return server_busy();
+        return super::route::server_busy();
     };
     let sid = crate::ids::secret(20);
     let session = EngineSession::opened(admitted, version, config.clone(), &sid, &[]);

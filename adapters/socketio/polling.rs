@@ -62,16 +62,6 @@ impl Sessions {
         self.lock().remove(sid);
     }
 
-    /// How many sessions poll now (not counting upgraded ones).
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether no session polls now.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Handle>> {
         // The map is never left half-changed: a panic elsewhere does not
         // make it unusable.
@@ -152,7 +142,7 @@ pub async fn handshake(
     req: Request<Body>,
 ) -> Response {
     let Some((admitted, outbox_rx)) = super::engine::admit(app, config, version, &req).await else {
-        return super::engine::server_busy();
+        return super::route::server_busy();
     };
     let sid = crate::ids::secret(20);
     let session = EngineSession::opened(admitted, version, config.clone(), &sid, &["websocket"]);
@@ -204,19 +194,7 @@ pub async fn serve(
                     );
                 }
             };
-            let (reply, answer) = oneshot::channel();
-            if handle
-                .requests
-                .send(ToDriver::Data(body, reply))
-                .await
-                .is_err()
-            {
-                return super::route::session_unknown();
-            }
-            answer.await.map_or_else(
-                |_| super::route::session_unknown(),
-                IntoResponse::into_response,
-            )
+            ask(&handle, |reply| ToDriver::Data(body, reply)).await
         }
         _ => bad_request(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -227,8 +205,17 @@ pub async fn serve(
 
 /// A GET: waits for the driver's payload.
 async fn poll(handle: &Handle) -> Response {
+    ask(handle, ToDriver::Poll).await
+}
+
+/// Sends the driver `request` (made with the channel of its reply) and
+/// answers with that reply; a session that ended meanwhile is unknown.
+async fn ask(
+    handle: &Handle,
+    request: impl FnOnce(oneshot::Sender<Reply>) -> ToDriver,
+) -> Response {
     let (reply, answer) = oneshot::channel();
-    if handle.requests.send(ToDriver::Poll(reply)).await.is_err() {
+    if handle.requests.send(request(reply)).await.is_err() {
         return super::route::session_unknown();
     }
     answer.await.map_or_else(
@@ -323,11 +310,7 @@ impl Driver {
     ) -> Option<(EngineSession, OutboxReceiver)> {
         let outbox = session.connection().outbox_handle();
         let cfg = self.transport.clone();
-        if self.shutdown.is_shutting_down() {
-            outbox.close(CloseReason::new(
-                close::GOING_AWAY,
-                crate::server::SHUTDOWN_REASON,
-            ));
+        if crate::transport::closed_for_shutdown(&self.shutdown, &outbox) {
             return Some((session, rx));
         }
         let mut limiter = RateLimiter::new(cfg.max_messages_per_second);
@@ -597,7 +580,7 @@ impl Payload {
                 }
             }
             Version::V3 => {
-                let units: usize = packet.chars().map(char::len_utf16).sum();
+                let units = packet.encode_utf16().count();
                 self.text.push_str(&units.to_string());
                 self.text.push(':');
             }

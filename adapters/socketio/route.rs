@@ -66,6 +66,16 @@ pub fn session_unknown() -> Response {
     .into_response()
 }
 
+/// The answer when no core connection can be made for a client.
+pub fn server_busy() -> Response {
+    engine_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        3,
+        "Bad request",
+        "the server cannot take this connection now; try again",
+    )
+}
+
 impl<'a> Route<'a> {
     /// Reads the request's query (`EIO`, `transport`, `sid`, `j`) and
     /// headers as engine.io does.
