@@ -39,6 +39,9 @@ pub enum Outbound {
     /// recipient (checking a 1,000-member list for each of 1,000 members
     /// was 15 % of the server's CPU in a join storm).
     Text(Utf8Bytes),
+    /// A large text frame of a broadcast, one for all its recipients (see
+    /// [`SharedText`]).
+    Shared(Arc<SharedText>),
     /// A binary frame.
     Binary(Bytes),
     /// A WebSocket ping (liveness check).
@@ -47,11 +50,58 @@ pub enum Outbound {
     Pong(Bytes),
 }
 
+/// A broadcast's text frame shared by its recipients, with its
+/// permessage-deflate form, made once by the first writer whose
+/// connection negotiated the extension and then sent to each of them.
+#[derive(Debug)]
+pub struct SharedText {
+    text: Utf8Bytes,
+    deflated: std::sync::OnceLock<Option<Bytes>>,
+}
+
+impl SharedText {
+    /// The frame's text.
+    pub fn text(&self) -> &Utf8Bytes {
+        &self.text
+    }
+
+    /// The compressed payload, if compressing makes it shorter.
+    pub fn deflated(&self) -> Option<&Bytes> {
+        self.deflated
+            .get_or_init(|| crate::websocket::deflate::compress(self.text.as_bytes()))
+            .as_ref()
+    }
+}
+
 impl Outbound {
+    /// `frame` as a broadcast's frame: shared with its compressed form
+    /// when it is long enough to be sent compressed.
+    pub fn broadcast(frame: Outbound) -> Outbound {
+        match frame {
+            Outbound::Text(text) if crate::websocket::deflate::worth_compressing(text.len()) => {
+                Outbound::Shared(Arc::new(SharedText {
+                    text,
+                    deflated: std::sync::OnceLock::new(),
+                }))
+            }
+            other => other,
+        }
+    }
+
+    /// The text of a text frame.
+    pub fn text(&self) -> Option<&Utf8Bytes> {
+        match self {
+            Outbound::Text(text) => Some(text),
+            Outbound::Shared(shared) => Some(&shared.text),
+            Outbound::Binary(_) | Outbound::Ping | Outbound::Pong(_) => None,
+        }
+    }
+
     /// Bytes of payload (a ping has none), for the byte counters.
     pub fn payload_len(&self) -> u64 {
         match self {
             Outbound::Text(text) => text.len() as u64,
+            Outbound::Shared(shared) => shared.text.len() as u64,
             Outbound::Binary(b) | Outbound::Pong(b) => b.len() as u64,
             Outbound::Ping => 0,
         }
@@ -60,6 +110,7 @@ impl Outbound {
     fn cost(&self) -> usize {
         match self {
             Outbound::Text(text) => text.len() + ITEM_OVERHEAD,
+            Outbound::Shared(shared) => shared.text.len() + ITEM_OVERHEAD,
             Outbound::Binary(b) | Outbound::Pong(b) => b.len() + ITEM_OVERHEAD,
             Outbound::Ping => ITEM_OVERHEAD,
         }
@@ -580,7 +631,7 @@ impl Drop for OutboxReceiver {
 pub(crate) fn drain_text(rx: &mut OutboxReceiver) -> Vec<String> {
     let mut out = Vec::new();
     while let Some(item) = rx.try_recv() {
-        if let Outbound::Text(b) = item {
+        if let Some(b) = item.text() {
             out.push(b.to_string());
         }
     }

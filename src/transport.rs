@@ -50,12 +50,26 @@ pub struct TransportConfig {
     /// How long the writer holds a frame for more to share its write
     /// (`--write-delay`; zero: written at once).
     pub write_delay: Duration,
+    /// Offer permessage-deflate to clients that ask for it
+    /// (`--websocket-compression`): large frames go out compressed, each
+    /// broadcast compressed once.
+    pub compression: bool,
     /// The server's metrics (None: not counted, e.g. in unit tests).
     pub metrics: Option<Arc<MetricsObserver>>,
     /// The byte and rate-limit counters of this connection's protocol,
     /// set once per front end ([`crate::app::Settings::transport_for`]) so
     /// that a frame costs an atomic add.
     pub(crate) counters: ProtocolCounters,
+}
+
+impl TransportConfig {
+    /// What a WebSocket upgrade accepts under this configuration.
+    pub fn websocket(&self) -> crate::websocket::Options {
+        crate::websocket::Options {
+            max_message_bytes: self.max_frame_bytes,
+            compression: self.compression,
+        }
+    }
 }
 
 impl Default for TransportConfig {
@@ -67,6 +81,7 @@ impl Default for TransportConfig {
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
             write_delay: Duration::ZERO,
+            compression: false,
             metrics: None,
             counters: ProtocolCounters::default(),
         }
@@ -189,12 +204,19 @@ pub(crate) trait FrameSink {
     ) -> impl Future<Output = std::io::Result<()>> + Send + 'a;
 }
 
-impl FrameSink for &TcpStream {
+/// A client's socket, and whether its frames may go out compressed.
+#[derive(Clone, Copy)]
+pub(crate) struct SocketSink<'s> {
+    pub stream: &'s TcpStream,
+    pub compression: bool,
+}
+
+impl FrameSink for SocketSink<'_> {
     fn write<'a>(
         &'a mut self,
         items: &'a [Outbound],
     ) -> impl Future<Output = std::io::Result<()>> + Send + 'a {
-        crate::websocket::FrameWrite::items(self, items)
+        crate::websocket::FrameWrite::items(self.stream, items, self.compression)
     }
 }
 
@@ -389,6 +411,10 @@ pub fn run<S: Session>(
     let mut session = Some(session);
     Box::pin(async move {
         let (stream, reader) = socket.parts();
+        let sink = SocketSink {
+            stream,
+            compression: reader.compression(),
+        };
         let (session_gone_tx, session_gone_rx) = tokio::sync::oneshot::channel::<Vec<Outbound>>();
         // Called in place (not bound to locals first), so that each side's
         // future is stored once, inside the join. A delivery wakes only the
@@ -403,7 +429,7 @@ pub fn run<S: Session>(
                 &shutdown,
                 session_gone_tx,
             ),
-            write_side(stream, &mut outbox_rx, &outbox, &cfg, session_gone_rx),
+            write_side(sink, &mut outbox_rx, &outbox, &cfg, session_gone_rx),
         )
         .await;
         let reason = outbox.close_reason();
@@ -444,21 +470,21 @@ pub fn run<S: Session>(
 // Not an `async fn`: it would keep each argument twice (see `read_side`).
 #[allow(clippy::manual_async_fn)]
 fn write_side<'a>(
-    stream: &'a TcpStream,
+    sink: SocketSink<'a>,
     outbox_rx: &'a mut OutboxReceiver,
     outbox: &'a OutboxHandle,
     cfg: &'a TransportConfig,
     session_gone: tokio::sync::oneshot::Receiver<Vec<Outbound>>,
 ) -> impl Future<Output = ()> + 'a {
     async move {
-        let mut sink = stream;
+        let mut sink = sink;
         let client_gone = write_loop(&mut sink, outbox_rx, outbox, cfg).await;
         if client_gone {
             return;
         }
         // Boxed: the closing steps' timers and writes would otherwise be part
         // of every connection's future for its whole life.
-        Box::pin(finish_closing(stream, outbox_rx, outbox, cfg, session_gone)).await;
+        Box::pin(finish_closing(sink, outbox_rx, outbox, cfg, session_gone)).await;
     }
 }
 
@@ -466,7 +492,7 @@ fn write_side<'a>(
 /// already queued (e.g. a final error), then says why the connection
 /// closes. Bounded in time: a peer that stopped reading gets dropped.
 async fn finish_closing(
-    stream: &TcpStream,
+    sink: SocketSink<'_>,
     outbox_rx: &mut OutboxReceiver,
     outbox: &OutboxHandle,
     cfg: &TransportConfig,
@@ -484,7 +510,7 @@ async fn finish_closing(
     // that a client that reads again learns why (1013) instead of seeing
     // the connection drop.
     let slow = reason.code == crate::outbox::CLOSE_SLOW_CONSUMER;
-    let mut sink = stream;
+    let mut sink = sink;
     let flush = async {
         while let Some(item) = outbox_rx.try_recv().filter(|_| !slow) {
             if sink.write(std::slice::from_ref(&item)).await.is_err() {
@@ -496,7 +522,7 @@ async fn finish_closing(
         if !farewell.is_empty() && sink.write(&farewell).await.is_err() {
             return;
         }
-        let _ = crate::websocket::FrameWrite::close(stream, reason.code, &reason.reason).await;
+        let _ = crate::websocket::FrameWrite::close(sink.stream, reason.code, &reason.reason).await;
     };
     let _ = timeout(Duration::from_secs(2), flush).await;
 }

@@ -128,7 +128,7 @@ async fn upgrade(
     let rpc = app.services.rpc().cloned();
     // Not an async block: it would keep its own copy of the session for the
     // connection's lifetime; `run` holds everything in one allocation.
-    ws.on_upgrade(transport.max_frame_bytes, move |socket| {
+    ws.on_upgrade(transport.websocket(), move |socket| {
         let secret = crate::ids::secret(20);
         // Lets the client act on its connection over HTTP (leases, privacy).
         conn.set_secret(&secret);

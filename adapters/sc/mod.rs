@@ -301,7 +301,7 @@ fn upgrade(app: App, shared: Arc<ScShared>, ws: WebSocketUpgrade) -> Response {
     let shutdown = app.shutdown.handle();
     // Not an async block: it would keep its own copy of the session for the
     // connection's lifetime; `run` holds everything in one allocation.
-    ws.on_upgrade(transport.max_frame_bytes, move |socket| {
+    ws.on_upgrade(transport.websocket(), move |socket| {
         let session = session::ScSession::new(conn, shared, transport.max_messages_per_second);
         crate::transport::run(socket, outbox_rx, session, transport, shutdown)
     })

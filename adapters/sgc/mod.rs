@@ -335,7 +335,7 @@ async fn upgrade(
     // Not an async block: it would keep its own copy of the session for the
     // connection's lifetime; `run` holds everything in one allocation.
     ws.protocols([SUBPROTOCOL])
-        .on_upgrade(transport.max_frame_bytes, move |socket| {
+        .on_upgrade(transport.websocket(), move |socket| {
             let mut session = session::SgcSession::new(
                 conn,
                 config,

@@ -974,7 +974,7 @@ impl Drop for SgcSession {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::{Outbound, OutboxReceiver};
+    use crate::outbox::OutboxReceiver;
     use crate::presence::{Identity, Limits, Presence};
     use crate::sgc::policy::SgcHooks;
     use serde_json::{Value, json};
@@ -1038,8 +1038,8 @@ mod tests {
     fn frames(rx: &mut OutboxReceiver) -> Vec<Value> {
         let mut out = Vec::new();
         while let Some(item) = rx.try_recv() {
-            if let Outbound::Text(b) = item {
-                out.push(serde_json::from_str(&b).unwrap());
+            if let Some(b) = item.text() {
+                out.push(serde_json::from_str(b).unwrap());
             }
         }
         out

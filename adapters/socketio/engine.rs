@@ -347,7 +347,7 @@ pub async fn accept(
     let session = EngineSession::opened(admitted, version, config.clone(), &sid, &[]);
     let transport = transport.clone();
     let shutdown = app.shutdown.handle();
-    ws.on_upgrade(transport.max_frame_bytes, move |socket| {
+    ws.on_upgrade(transport.websocket(), move |socket| {
         crate::transport::run(socket, outbox_rx, session, transport, shutdown)
     })
 }

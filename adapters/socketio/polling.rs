@@ -238,7 +238,7 @@ async fn upgrade(
     };
     let transport = transport.clone();
     let shutdown = app.shutdown.handle();
-    ws.on_upgrade(transport.max_frame_bytes, move |mut socket| async move {
+    ws.on_upgrade(transport.websocket(), move |mut socket| async move {
         let probed = timeout(transport.idle_timeout, probe(&mut socket, &handle)).await;
         match probed {
             Ok(Some((session, outbox_rx))) => {
@@ -259,7 +259,7 @@ async fn probe(socket: &mut WebSocket, handle: &Handle) -> Option<(EngineSession
         match reader.read(stream).await.ok()? {
             Incoming::Text(text) if text == "2probe" => {
                 let pong = [Outbound::Text(Utf8Bytes::from_static("3probe"))];
-                FrameWrite::items(stream, &pong).await.ok()?;
+                FrameWrite::items(stream, &pong, false).await.ok()?;
                 handle.requests.send(ToDriver::Probed).await.ok()?;
             }
             Incoming::Text(text) if text == "5" => {
@@ -268,7 +268,7 @@ async fn probe(socket: &mut WebSocket, handle: &Handle) -> Option<(EngineSession
                 return answer.await.ok();
             }
             Incoming::Ping(payload) => {
-                FrameWrite::items(stream, &[Outbound::Pong(payload)])
+                FrameWrite::items(stream, &[Outbound::Pong(payload)], false)
                     .await
                     .ok()?;
             }
@@ -476,7 +476,7 @@ impl Driver {
         let mut payload = Payload::new(self.version);
         let mut next = Some(first);
         while let Some(item) = next.take() {
-            if let Outbound::Text(text) = &item {
+            if let Some(text) = item.text() {
                 payload.push(text);
                 self.transport
                     .counters
@@ -509,13 +509,13 @@ impl Driver {
         let slow = reason.code == crate::outbox::CLOSE_SLOW_CONSUMER;
         let mut payload = Payload::new(self.version);
         while let Some(item) = rx.try_recv().filter(|_| !slow) {
-            if let Outbound::Text(text) = &item {
+            if let Some(text) = item.text() {
                 payload.push(text);
             }
             outbox.sent(&item);
         }
         for item in &farewell {
-            if let Outbound::Text(text) = item {
+            if let Some(text) = item.text() {
                 payload.push(text);
             }
         }

@@ -403,6 +403,11 @@ async fn http_publish(stream: &mut TcpStream, addr: SocketAddr, body: &str) {
 }
 
 /// A Hotsock client of `uid`, connected, not subscribed (the join storm).
+/// The path and query of a Hotsock connection of `uid`.
+pub fn hotsock_path(uid: &str) -> String {
+    format!("/hotsock?token={}", token(Protocol::Hotsock, uid))
+}
+
 pub async fn hotsock_client(addr: SocketAddr, uid: &str) -> Ws {
     let mut ws = open(&format!(
         "ws://{addr}/hotsock?token={}",
@@ -418,14 +423,8 @@ pub async fn hotsock_client(addr: SocketAddr, uid: &str) -> Ws {
 
 /// Subscribes a Hotsock client to a presence channel and reads until its
 /// member list holds `members`; the list is counted, not parsed (each
-/// client receives megabytes of lists in a storm). `record` keeps every
-/// frame received.
-pub async fn hotsock_join_until(
-    ws: &mut Ws,
-    channel: &str,
-    members: usize,
-    mut record: Option<&mut Vec<String>>,
-) {
+/// client receives megabytes of lists in a storm).
+pub async fn hotsock_join_until(ws: &mut Ws, channel: &str, members: usize) {
     send(ws, json!({"event":"hotsock.subscribe","channel":channel})).await;
     // A member is at least `{"uid":"m0000","umd":null},` (27 bytes):
     // shorter lists are not worth counting.
@@ -434,9 +433,6 @@ pub async fn hotsock_join_until(
         let text = next_text(Protocol::Hotsock, ws)
             .await
             .unwrap_or_else(|| panic!("Hotsock connection ended"));
-        if let Some(frames) = record.as_deref_mut() {
-            frames.push(text.clone());
-        }
         if text.len() < long_enough || !text.contains("\"members\":") {
             continue;
         }

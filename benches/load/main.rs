@@ -46,6 +46,7 @@ mod common;
 
 mod clients;
 mod cluster;
+mod deflate_client;
 mod peers;
 
 use std::time::{Duration, Instant};
@@ -295,25 +296,19 @@ async fn storm(name: String, server: Server, clients: usize) -> Figures {
     let start = Instant::now();
     let joiners: Vec<_> = conns
         .into_iter()
-        .enumerate()
-        .map(|(i, mut ws)| {
+        .map(|mut ws| {
             tokio::spawn(async move {
-                // The first client keeps what it receives (see `deflated`).
-                let mut frames = Vec::new();
-                let record = (i == 0).then_some(&mut frames);
-                clients::hotsock_join_until(&mut ws, "presence.bench-storm", clients, record).await;
-                (Instant::now(), ws, frames)
+                clients::hotsock_join_until(&mut ws, "presence.bench-storm", clients).await;
+                (Instant::now(), ws)
             })
         })
         .collect();
     let mut last = start;
     let mut keep = Vec::new();
-    let mut frames = Vec::new();
     for joiner in joiners {
-        let (at, ws, received) = joiner.await.expect("joiner");
+        let (at, ws) = joiner.await.expect("joiner");
         last = last.max(at);
         keep.push(ws);
-        frames.extend(received);
     }
     let seconds = (last - start).as_secs_f64();
     let server_cpu = server.usage().cpu() - usage0.cpu();
@@ -322,35 +317,61 @@ async fn storm(name: String, server: Server, clients: usize) -> Figures {
         seconds * 1000.0,
         peers::steal_percent(steal0, peers::cpu_ticks()),
     );
-    println!("{name}: {}", deflated(&frames));
     Figures {
         seconds,
         ..Figures::default()
     }
 }
 
-/// What permessage-deflate could save in a join storm: the frames one
-/// client received, each compressed alone (raw deflate, level 1, as with
-/// `no_context_takeover`, so that one compressed frame could go to every
-/// recipient), and the CPU that takes. A measurement only: rollcall does
-/// not offer the extension (tungstenite has none).
-fn deflated(frames: &[String]) -> String {
-    let bytes: usize = frames.iter().map(String::len).sum();
-    let started = Instant::now();
-    let compressed: usize = frames
-        .iter()
-        .map(|f| miniz_oxide::deflate::compress_to_vec(f.as_bytes(), 1).len())
-        .sum();
-    let took = started.elapsed();
-    format!(
-        "permessage-deflate estimate: {} frames, {:.1} MB; deflated one by one at level 1: {:.2} MB ({:.1} %), {:.0} ms of CPU ({:.1} µs per KB)",
-        frames.len(),
-        bytes as f64 / 1e6,
-        compressed as f64 / 1e6,
-        compressed as f64 * 100.0 / bytes.max(1) as f64,
-        took.as_secs_f64() * 1e3,
-        took.as_secs_f64() * 1e6 / (bytes.max(1) as f64 / 1024.0),
-    )
+/// The storm with permessage-deflate: rollcall run with
+/// `--websocket-compression`, every client offering the extension (as
+/// browsers do). Prints the time, the server's CPU and the bytes the
+/// clients received on the wire against the frames' own size.
+async fn storm_deflate(server: Server, clients: usize) {
+    let mut conns = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let mut ws = deflate_client::DeflateWs::connect(
+            server.addr,
+            &clients::hotsock_path(&format!("m{i:04}")),
+        )
+        .await;
+        while !ws.next_text().await.contains("hotsock.connected") {}
+        conns.push(ws);
+    }
+    let usage0 = server.usage();
+    let start = Instant::now();
+    let joiners: Vec<_> = conns
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let (wire0, bytes0) = (ws.wire_bytes, ws.message_bytes);
+                ws.hotsock_join_until("presence.bench-storm", clients).await;
+                (
+                    Instant::now(),
+                    ws.wire_bytes - wire0,
+                    ws.message_bytes - bytes0,
+                    ws,
+                )
+            })
+        })
+        .collect();
+    let (mut last, mut wire, mut plain, mut keep) = (start, 0, 0, Vec::new());
+    for joiner in joiners {
+        let (at, w, p, ws) = joiner.await.expect("joiner");
+        last = last.max(at);
+        wire += w;
+        plain += p;
+        keep.push(ws);
+    }
+    let seconds = (last - start).as_secs_f64();
+    let server_cpu = server.usage().cpu() - usage0.cpu();
+    println!(
+        "storm-deflate Hotsock rollcall --websocket-compression: {clients} clients joined; every member list complete after {:.0} ms, server CPU {server_cpu:.2} s; the clients received {:.1} MB on the wire for {:.1} MB of frames ({:.1} %)",
+        seconds * 1000.0,
+        wire as f64 / 1e6,
+        plain as f64 / 1e6,
+        wire as f64 * 100.0 / plain.max(1) as f64,
+    );
 }
 
 /// The table of ratios, rollcall / Node peer (below 1 is better, except
@@ -506,6 +527,11 @@ fn main() {
                 )
                 .await,
             );
+            storm_deflate(
+                Server::rollcall(&["--outbox-bytes", "67108864", "--websocket-compression"]),
+                1000,
+            )
+            .await;
         }
         if wants("sio-10k") {
             let load = Load {

@@ -174,6 +174,12 @@ pub struct LimitSettings {
     /// requests are never held. 0 writes each frame at once.
     #[arg(long, default_value = "0s", value_parser = write_delay)]
     pub write_delay: Duration,
+    /// Offer permessage-deflate to WebSocket clients that ask for it (browsers, Node's ws):
+    /// frames of 512 bytes and more go out compressed, each broadcast compressed once for all
+    /// its recipients; no compression context is kept between messages. Off by default: it
+    /// costs CPU, and a compressed frame's length says something about its content.
+    #[arg(long)]
+    pub websocket_compression: bool,
 }
 
 /// Who may subscribe and publish where, on every front end (full rules:
@@ -421,6 +427,7 @@ impl Config {
             ping_interval: self.limits.ping_interval,
             idle_timeout: self.limits.idle_timeout,
             write_delay: self.limits.write_delay,
+            compression: self.limits.websocket_compression,
             ..TransportConfig::default()
         }
     }

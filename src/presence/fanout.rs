@@ -23,7 +23,7 @@ impl EncodeCache {
         if let Some((_, frame)) = self.entries.iter().find(|(k, _)| *k == key) {
             return frame.clone();
         }
-        let frame = conn.codec.encode(event, flavor);
+        let frame = conn.codec.encode(event, flavor).map(Outbound::broadcast);
         self.entries.push((key, frame.clone()));
         frame
     }
@@ -39,7 +39,10 @@ impl EncodeCache {
         if let Some((_, frame)) = self.entries.iter().find(|(k, _)| *k == key) {
             return frame.clone();
         }
-        let frame = conn.codec.encode_invitation(event, flavor);
+        let frame = conn
+            .codec
+            .encode_invitation(event, flavor)
+            .map(Outbound::broadcast);
         self.entries.push((key, frame.clone()));
         frame
     }

@@ -496,7 +496,7 @@ mod tests {
     fn texts(rx: &mut OutboxReceiver) -> Vec<String> {
         let mut out = Vec::new();
         while let Some(item) = rx.try_recv() {
-            if let Outbound::Text(b) = item {
+            if let Some(b) = item.text() {
                 out.push(b.to_string());
             }
         }

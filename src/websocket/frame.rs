@@ -31,6 +31,8 @@ pub const MAX_SERVER_HEADER_BYTES: usize = 10;
 pub struct Header {
     /// The last frame of its message.
     pub fin: bool,
+    /// RSV1: the message is compressed (permessage-deflate; its first frame).
+    pub compressed: bool,
     /// One of [`opcode`]'s values.
     pub opcode: u8,
     /// The masking key; `None` for an unmasked frame.
@@ -58,7 +60,8 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<Header>, Violation> {
     let [first, second, ..] = *buf else {
         return Ok(None);
     };
-    if first & 0x70 != 0 {
+    // RSV1 is permessage-deflate's (the reader checks it was negotiated).
+    if first & 0x30 != 0 {
         return Err("reserved bits set without a negotiated extension");
     }
     let fin = first & 0x80 != 0;
@@ -107,6 +110,7 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<Header>, Violation> {
     };
     let header = Header {
         fin,
+        compressed: first & 0x40 != 0,
         opcode,
         mask,
         payload_len,
@@ -118,6 +122,9 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<Header>, Violation> {
         }
         if payload_len > MAX_CONTROL_PAYLOAD as u64 {
             return Err("a control frame longer than 125 bytes");
+        }
+        if header.compressed {
+            return Err("a compressed control frame");
         }
     }
     Ok(Some(header))
@@ -154,7 +161,17 @@ pub fn server_header(
     payload_len: usize,
     out: &mut [u8; MAX_SERVER_HEADER_BYTES],
 ) -> usize {
-    out[0] = 0x80 | opcode;
+    server_header_with(opcode, false, payload_len, out)
+}
+
+/// [`server_header`] of a frame whose payload is `compressed` (RSV1).
+pub fn server_header_with(
+    opcode: u8,
+    compressed: bool,
+    payload_len: usize,
+    out: &mut [u8; MAX_SERVER_HEADER_BYTES],
+) -> usize {
+    out[0] = 0x80 | if compressed { 0x40 } else { 0 } | opcode;
     let len = server_header_len(payload_len);
     match len {
         2 => out[1] = payload_len as u8,
@@ -220,6 +237,14 @@ mod tests {
     #[test]
     fn violations_are_named() {
         assert!(parse_header(&[0xf1, 0x80]).is_err(), "reserved bits");
+        assert!(parse_header(&[0xa1, 0x80]).is_err(), "RSV2");
+        assert!(parse_header(&[0xc9, 0x00]).is_err(), "compressed ping");
+        assert!(
+            parse_header(&[0xc1, 0x80, 0, 0, 0, 0])
+                .unwrap()
+                .unwrap()
+                .compressed
+        );
         assert!(parse_header(&[0x83, 0x80]).is_err(), "reserved opcode");
         assert!(parse_header(&[0x09, 0x00]).is_err(), "fragmented ping");
         assert!(parse_header(&[0x89, 0x7e, 0, 126]).is_err(), "long ping");

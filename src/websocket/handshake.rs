@@ -10,11 +10,21 @@ use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
 
+use super::deflate;
 use super::socket::{MessageReader, WebSocket};
 use crate::listener::Admitted;
 
 /// The GUID a server appends to the client's key (RFC 6455 §1.3).
 const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// What a connection accepts ([`crate::transport::TransportConfig::websocket`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Largest message (and frame) a client may send.
+    pub max_message_bytes: usize,
+    /// Accept a client's permessage-deflate offer.
+    pub compression: bool,
+}
 
 /// A checked WebSocket upgrade request; [`WebSocketUpgrade::on_upgrade`]
 /// answers it.
@@ -22,6 +32,9 @@ pub struct WebSocketUpgrade {
     key: HeaderValue,
     offered_protocols: Vec<HeaderValue>,
     selected_protocol: Option<HeaderValue>,
+    /// The answer to the client's permessage-deflate offer, if it made one
+    /// the server can accept (used only if the server compresses).
+    deflate_response: Option<HeaderValue>,
     on_upgrade: OnUpgrade,
 }
 
@@ -100,10 +113,17 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
             .iter()
             .cloned()
             .collect();
+        let deflate_response = deflate::accept(
+            parts
+                .headers
+                .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+                .iter(),
+        );
         Ok(WebSocketUpgrade {
             key,
             offered_protocols,
             selected_protocol: None,
+            deflate_response,
             on_upgrade,
         })
     }
@@ -125,16 +145,20 @@ impl WebSocketUpgrade {
 
     /// Answers 101 and, once the client has the answer, hands the socket
     /// to `start`, whose future is the connection's task. Messages over
-    /// `max_message_bytes` end the connection.
+    /// the transport's `max_frame_bytes` end the connection; with its
+    /// `compression`, a client that offers permessage-deflate gets it.
     ///
     /// `start` is boxed: the task holds it until the upgrade completes, and
     /// a callback that captured the session's parts would otherwise keep
     /// their space for the connection's whole life.
-    pub fn on_upgrade<C, Fut>(self, max_message_bytes: usize, start: C) -> Response
+    pub fn on_upgrade<C, Fut>(self, options: Options, start: C) -> Response
     where
         C: FnOnce(WebSocket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        let max_message_bytes = options.max_message_bytes;
+        let deflate_response = self.deflate_response.filter(|_| options.compression);
+        let compression = deflate_response.is_some();
         let start = Box::new(start);
         let on_upgrade = self.on_upgrade;
         tokio::spawn(async move {
@@ -145,7 +169,7 @@ impl WebSocketUpgrade {
                     return;
                 }
             };
-            let Some(socket) = socket_of(upgraded, max_message_bytes) else {
+            let Some(socket) = socket_of(upgraded, max_message_bytes, compression) else {
                 tracing::error!("an upgraded connection was not a listener's TCP socket");
                 return;
             };
@@ -166,6 +190,9 @@ impl WebSocketUpgrade {
         if let Some(protocol) = self.selected_protocol {
             headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
         }
+        if let Some(extension) = deflate_response {
+            headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, extension);
+        }
         response
     }
 }
@@ -173,10 +200,11 @@ impl WebSocketUpgrade {
 /// The upgraded connection's TCP socket, as a WebSocket. Not inline in the
 /// task: hyper's leftover bytes share its 8 KB read buffer, and holding
 /// them across the connection's await kept that buffer for its whole life.
-fn socket_of(upgraded: Upgraded, max_message_bytes: usize) -> Option<WebSocket> {
+fn socket_of(upgraded: Upgraded, max_message_bytes: usize, compression: bool) -> Option<WebSocket> {
     // The listener serves every client connection over `Admitted`.
     let parts = upgraded.downcast::<TokioIo<Admitted>>().ok()?;
-    let reader = MessageReader::new(max_message_bytes, &parts.read_buf);
+    let reader =
+        MessageReader::new(max_message_bytes, &parts.read_buf).with_compression(compression);
     let (stream, permit) = parts.io.into_inner().into_parts();
     Some(WebSocket::new(stream, reader, permit))
 }

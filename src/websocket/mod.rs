@@ -1,6 +1,7 @@
 //! rollcall's own server-side WebSocket (RFC 6455) for the raw front ends:
-//! the upgrade handshake ([`WebSocketUpgrade`]), framing ([`frame`]) and
-//! the connection ([`WebSocket`]).
+//! the upgrade handshake ([`WebSocketUpgrade`]), framing ([`frame`]),
+//! permessage-deflate without context takeover (`deflate`, when the server
+//! runs with `--websocket-compression`) and the connection ([`WebSocket`]).
 //!
 //! Why not tungstenite: a connection's state is most of what an idle
 //! client costs, and tungstenite's (its context, buffers, the split's lock
@@ -11,9 +12,10 @@
 //! a frame's payload (shared by every recipient of a broadcast) goes to
 //! the kernel as it is.
 
+pub(crate) mod deflate;
 pub mod frame;
 mod handshake;
 mod socket;
 
-pub use handshake::WebSocketUpgrade;
+pub use handshake::{Options, WebSocketUpgrade};
 pub use socket::{FrameWrite, Incoming, MessageReader, ReadError, WebSocket};

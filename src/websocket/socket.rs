@@ -15,6 +15,7 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use tokio::net::TcpStream;
 
+use super::deflate::{self, InflateError};
 use super::frame::{self, Header, MAX_SERVER_HEADER_BYTES, Violation, opcode};
 use crate::listener::Permit;
 use crate::outbox::Outbound;
@@ -67,12 +68,15 @@ impl From<Violation> for ReadError {
 pub struct MessageReader {
     /// Bytes read and not yet handled; no allocation while idle.
     buf: Vec<u8>,
-    /// A fragmented message so far: its opcode and payload.
-    fragments: Option<(u8, Vec<u8>)>,
-    /// Largest message (and frame) accepted.
+    /// A fragmented message so far: its opcode, whether it is compressed,
+    /// and its payload.
+    fragments: Option<(u8, bool, Vec<u8>)>,
+    /// Largest message (and frame) accepted, compressed or not.
     max_message_bytes: usize,
     /// The client's close frame has been read.
     peer_closed: bool,
+    /// permessage-deflate was negotiated: messages may come compressed.
+    compression: bool,
 }
 
 impl MessageReader {
@@ -84,7 +88,20 @@ impl MessageReader {
             fragments: None,
             max_message_bytes,
             peer_closed: false,
+            compression: false,
         }
+    }
+
+    /// Accepts compressed messages (permessage-deflate was negotiated).
+    pub(crate) fn with_compression(mut self, compression: bool) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Whether permessage-deflate was negotiated on this connection (the
+    /// writer then compresses large frames).
+    pub fn compression(&self) -> bool {
+        self.compression
     }
 
     /// Whether the client's close frame has been read (the client now
@@ -151,7 +168,7 @@ impl MessageReader {
             let Some(mask) = header.mask else {
                 return Err("an unmasked client frame".into());
             };
-            let so_far = self.fragments.as_ref().map_or(0, |(_, data)| data.len());
+            let so_far = self.fragments.as_ref().map_or(0, |(_, _, data)| data.len());
             if !header.is_control()
                 && header.payload_len > (self.max_message_bytes.saturating_sub(so_far)) as u64
             {
@@ -192,25 +209,32 @@ impl MessageReader {
                 if self.fragments.is_some() {
                     return Err("a new message began before the previous one ended".into());
                 }
+                if header.compressed && !self.compression {
+                    return Err("a compressed frame without negotiated permessage-deflate".into());
+                }
                 if header.fin {
-                    complete(header.opcode, payload.to_vec()).map(Some)
+                    self.complete(header.opcode, header.compressed, payload.to_vec())
+                        .map(Some)
                 } else {
-                    self.fragments = Some((header.opcode, payload.to_vec()));
+                    self.fragments = Some((header.opcode, header.compressed, payload.to_vec()));
                     Ok(None)
                 }
             }
             opcode::CONTINUATION => {
-                let Some((_, data)) = self.fragments.as_mut() else {
+                if header.compressed {
+                    return Err("RSV1 set on a continuation frame".into());
+                }
+                let Some((_, _, data)) = self.fragments.as_mut() else {
                     return Err("a continuation frame with nothing to continue".into());
                 };
                 data.extend_from_slice(payload);
                 if !header.fin {
                     return Ok(None);
                 }
-                let Some((op, data)) = self.fragments.take() else {
+                let Some((op, compressed, data)) = self.fragments.take() else {
                     return Ok(None);
                 };
-                complete(op, data).map(Some)
+                self.complete(op, compressed, data).map(Some)
             }
             _ => Err("reserved opcode".into()),
         }
@@ -231,6 +255,24 @@ fn close_of(payload: &[u8]) -> Result<Incoming, ReadError> {
     }
 }
 
+impl MessageReader {
+    /// A whole message's payload (`compressed`: as sent, to inflate) as
+    /// the message.
+    fn complete(&self, op: u8, compressed: bool, data: Vec<u8>) -> Result<Incoming, ReadError> {
+        let data = if compressed {
+            deflate::inflate(&data, self.max_message_bytes).map_err(|e| match e {
+                InflateError::TooBig => ReadError::TooBig,
+                InflateError::Corrupt => {
+                    ReadError::Protocol("a compressed message that does not inflate")
+                }
+            })?
+        } else {
+            data
+        };
+        complete(op, data)
+    }
+}
+
 /// A whole message's payload as the message.
 fn complete(op: u8, data: Vec<u8>) -> Result<Incoming, ReadError> {
     if op == opcode::TEXT {
@@ -242,10 +284,11 @@ fn complete(op: u8, data: Vec<u8>) -> Result<Incoming, ReadError> {
     }
 }
 
-/// The opcode and payload of an outgoing item.
+/// The opcode and payload of an outgoing item, as it is queued.
 fn frame_of(item: &Outbound) -> (u8, &[u8]) {
     match item {
         Outbound::Text(text) => (opcode::TEXT, text.as_bytes()),
+        Outbound::Shared(shared) => (opcode::TEXT, shared.text().as_bytes()),
         Outbound::Binary(data) => (opcode::BINARY, data),
         Outbound::Ping => (opcode::PING, &[]),
         Outbound::Pong(data) => (opcode::PONG, data),
@@ -270,25 +313,57 @@ pub struct FrameWrite<'a> {
 
 /// What a [`FrameWrite`] writes.
 enum Frames<'a> {
-    /// Outgoing items, with their headers one after another.
-    Items(&'a [Outbound], Vec<u8>),
+    /// Outgoing items, with their headers one after another, and the
+    /// compressed payloads of those sent compressed (none when
+    /// permessage-deflate is off, or no frame was worth it).
+    Items(&'a [Outbound], Vec<u8>, Vec<Option<Bytes>>),
     /// One frame already encoded whole (a close frame).
     Encoded(Vec<u8>),
 }
 
+/// The compressed payload of `item`, if it goes out compressed: a
+/// broadcast's is made once for all its recipients, a frame of this
+/// connection's own (a reply) here.
+fn compressed_of(item: &Outbound) -> Option<Bytes> {
+    match item {
+        Outbound::Shared(shared) => shared.deflated().cloned(),
+        Outbound::Text(text) => deflate::compress(text.as_bytes()),
+        Outbound::Binary(data) => deflate::compress(data),
+        Outbound::Ping | Outbound::Pong(_) => None,
+    }
+}
+
+/// The payload of item `i` as it goes out (compressed, or as queued).
+fn payload_of<'p>(items: &'p [Outbound], compressed: &'p [Option<Bytes>], i: usize) -> &'p [u8] {
+    match compressed.get(i) {
+        Some(Some(packed)) => packed,
+        _ => frame_of(&items[i]).1,
+    }
+}
+
 impl<'a> FrameWrite<'a> {
-    /// Writes `items` as frames.
-    pub fn items(stream: &'a TcpStream, items: &'a [Outbound]) -> Self {
+    /// Writes `items` as frames; with `compression` (permessage-deflate
+    /// negotiated), the large ones compressed.
+    pub fn items(stream: &'a TcpStream, items: &'a [Outbound], compression: bool) -> Self {
+        let mut compressed = Vec::new();
+        if compression {
+            compressed = items.iter().map(compressed_of).collect();
+            if compressed.iter().all(Option::is_none) {
+                compressed = Vec::new();
+            }
+        }
         let mut heads = Vec::with_capacity(items.len() * 4);
-        for item in items {
-            let (op, payload) = frame_of(item);
+        for (i, item) in items.iter().enumerate() {
+            let op = frame_of(item).0;
+            let packed = matches!(compressed.get(i), Some(Some(_)));
             let mut head = [0u8; MAX_SERVER_HEADER_BYTES];
-            let n = frame::server_header(op, payload.len(), &mut head);
+            let len = payload_of(items, &compressed, i).len();
+            let n = frame::server_header_with(op, packed, len, &mut head);
             heads.extend_from_slice(&head[..n]);
         }
         FrameWrite {
             stream,
-            frames: Frames::Items(items, heads),
+            frames: Frames::Items(items, heads, compressed),
             written: 0,
         }
     }
@@ -332,10 +407,10 @@ impl<'a> FrameWrite<'a> {
         };
         match &self.frames {
             Frames::Encoded(bytes) => push(bytes),
-            Frames::Items(items, heads) => {
+            Frames::Items(items, heads, compressed) => {
                 let mut at = 0;
-                for item in *items {
-                    let (_, payload) = frame_of(item);
+                for i in 0..items.len() {
+                    let payload = payload_of(items, compressed, i);
                     let head_len = frame::server_header_len(payload.len());
                     push(&heads[at..at + head_len]);
                     at += head_len;
@@ -562,7 +637,7 @@ mod tests {
             Outbound::Text("hello".into()),
             Outbound::Binary(Bytes::from(vec![1u8; 70_000])),
         ];
-        FrameWrite::items(&server, &items).await.unwrap();
+        FrameWrite::items(&server, &items, false).await.unwrap();
         let got = client.await.unwrap();
         assert_eq!(&got[..4], &[0x8a, 2, b'h', b'i']);
         assert_eq!(&got[4..11], &[0x81, 5, b'h', b'e', b'l', b'l', b'o']);

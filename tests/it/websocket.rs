@@ -255,3 +255,224 @@ async fn a_client_close_is_answered_and_the_connection_ends_at_once() {
     );
     assert!(srv.member_uids("presence.room").await.is_empty());
 }
+
+// permessage-deflate (`--websocket-compression`).
+
+/// A browser's offer.
+const DEFLATE_OFFER: &str =
+    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
+
+/// A masked client frame of any length; `first` carries FIN, RSV1 and the
+/// opcode.
+fn long_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x11, 0x5a, 0xc3, 0x08];
+    let mut out = vec![first];
+    match payload.len() {
+        len @ 0..126 => out.push(0x80 | len as u8),
+        len @ 126..=0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// `data` as a client's compressed message payload: raw DEFLATE, sync
+/// flushed, the 00 00 ff ff tail removed (RFC 7692 §7.2.1).
+fn deflate(data: &[u8]) -> Vec<u8> {
+    use miniz_oxide::deflate::core::{
+        CompressorOxide, TDEFLFlush, compress, create_comp_flags_from_zip_params,
+    };
+    let mut compressor = CompressorOxide::new(create_comp_flags_from_zip_params(6, -15, 0));
+    let mut out = vec![0u8; data.len() + 64];
+    let (_, read, wrote) = compress(&mut compressor, data, &mut out, TDEFLFlush::Sync);
+    assert_eq!(read, data.len());
+    out.truncate(wrote);
+    assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+    out.truncate(wrote - 4);
+    out
+}
+
+/// A server's compressed payload, inflated as a client does.
+fn inflate(payload: &[u8]) -> String {
+    let mut input = payload.to_vec();
+    input.extend_from_slice(&[0, 0, 0xff, 0xff, 0x03, 0x00]);
+    String::from_utf8(miniz_oxide::inflate::decompress_to_vec(&input).expect("inflates"))
+        .expect("UTF-8")
+}
+
+/// Opens `/hotsock` for `uid` with `extra` headers; the response head.
+async fn open_as(
+    srv: &TestServer,
+    uid: &str,
+    umd: serde_json::Value,
+    extra: &str,
+) -> (TcpStream, String) {
+    let token = srv.token(user(uid, umd));
+    let mut stream = TcpStream::connect(srv.addr).await.expect("connect");
+    let headers = format!("{GOOD_HEADERS}{extra}");
+    stream
+        .write_all(request(srv, "GET", &token, &headers).as_bytes())
+        .await
+        .expect("write");
+    let head = response_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    (stream, head.to_ascii_lowercase())
+}
+
+/// The next text message, inflated if it came compressed; and whether it
+/// did.
+async fn next_text(stream: &mut TcpStream) -> (String, bool) {
+    loop {
+        let (first, payload) = next_frame(stream).await.expect("a frame");
+        match first {
+            0x81 => return (String::from_utf8(payload).expect("UTF-8"), false),
+            0xc1 => return (inflate(&payload), true),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn with_compression_large_frames_go_out_compressed_and_compressed_messages_are_read() {
+    let srv = TestServer::start_with(|c| c.limits.websocket_compression = true).await;
+    let bio = "a presence channel member with a long biography ".repeat(18);
+    let (mut ann, head) = open_as(&srv, "ann", json!({"bio": bio}), DEFLATE_OFFER).await;
+    assert!(
+        head.contains(
+            "sec-websocket-extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        ),
+        "{head}"
+    );
+    // A client that does not offer it gets plain frames on the same server.
+    let mut bob = srv.connect(user("bob", json!({"bio": bio}))).await;
+
+    // Frames over 512 bytes go out compressed (the greeting, with the
+    // member data), small replies as they are.
+    let (connected, compressed) = next_text(&mut ann).await;
+    assert!(
+        compressed && connected.contains("hotsock.connected"),
+        "{connected}"
+    );
+    ann.write_all(&long_frame(0x81, br#"{"event":"hotsock.ping"}"#))
+        .await
+        .expect("ping");
+    let (pong, compressed) = next_text(&mut ann).await;
+    assert!(pong.contains("hotsock.pong") && !compressed, "{pong}");
+    ann.write_all(&long_frame(0x81, SUBSCRIBE))
+        .await
+        .expect("subscribe");
+    let (subscribed, compressed) = next_text(&mut ann).await;
+    assert!(compressed, "a member list of {} bytes", subscribed.len());
+    let subscribed: serde_json::Value = serde_json::from_str(&subscribed).expect("JSON");
+    assert_eq!(subscribed["event"], "hotsock.subscribed");
+    assert_eq!(subscribed["data"]["members"][0]["umd"]["bio"], bio);
+
+    bob.send(json!({"event":"hotsock.subscribe","channel":"presence.room"}))
+        .await;
+    bob.expect("hotsock.subscribed").await;
+    let (added, compressed) = next_text(&mut ann).await;
+    assert!(
+        compressed && added.contains("hotsock.memberAdded"),
+        "{added}"
+    );
+
+    // A compressed client message, in two fragments (RSV1 on the first
+    // only), reaches bob whole and uncompressed.
+    let text = "compressed on the way in ".repeat(200);
+    let message =
+        json!({"channel":"presence.room","event":"chat","data":{"text": text}}).to_string();
+    let packed = deflate(message.as_bytes());
+    assert!(packed.len() < message.len() / 4);
+    let (first, second) = packed.split_at(packed.len() / 2);
+    let mut frames = long_frame(0x41, first);
+    frames.extend(long_frame(0x80, second));
+    ann.write_all(&frames).await.expect("message");
+    let got = bob.expect("chat").await;
+    assert_eq!(got["data"]["text"], text);
+    // bob's large message reaches ann compressed.
+    bob.send(json!({"channel":"presence.room","event":"chat","data":{"text": text}}))
+        .await;
+    let (chat, compressed) = next_text(&mut ann).await;
+    let chat: serde_json::Value = serde_json::from_str(&chat).expect("JSON");
+    assert!(compressed);
+    assert_eq!(chat["data"]["text"], text);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn compression_is_off_by_default_and_bad_compressed_frames_close_the_connection() {
+    // Off: the offer is not answered, and a frame with RSV1 is a protocol
+    // error.
+    let srv = TestServer::start().await;
+    let (mut plain, head) = open_as(&srv, "ann", json!(null), DEFLATE_OFFER).await;
+    assert!(!head.contains("sec-websocket-extensions"), "{head}");
+    plain
+        .write_all(&long_frame(0xc1, &deflate(SUBSCRIBE)))
+        .await
+        .expect("write");
+    let (first, payload) = loop {
+        let (first, payload) = next_frame(&mut plain).await.expect("a close frame");
+        if first == 0x88 {
+            break (first, payload);
+        }
+    };
+    assert_eq!(first, 0x88);
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1002);
+    srv.stop().await;
+
+    // On: a message that inflates past --max-frame-bytes is refused (1009),
+    // and one that is not DEFLATE is a protocol error (1002).
+    let srv = TestServer::start_with(|c| {
+        c.limits.websocket_compression = true;
+        c.limits.max_frame_bytes = 64 * 1024;
+    })
+    .await;
+    for (payload, code) in [
+        (deflate(&vec![b' '; 200_000]), 1009u16),
+        (vec![0xff, 0xfe, 0xfd, 0xfc], 1002),
+    ] {
+        let (mut ann, _) = open_as(&srv, "ann", json!(null), DEFLATE_OFFER).await;
+        ann.write_all(&long_frame(0xc1, &payload))
+            .await
+            .expect("write");
+        let close = loop {
+            let (first, payload) = next_frame(&mut ann).await.expect("a close frame");
+            if first == 0x88 {
+                break payload;
+            }
+        };
+        let why = String::from_utf8_lossy(&close[2..]).into_owned();
+        assert_eq!(u16::from_be_bytes([close[0], close[1]]), code, "{why}");
+    }
+    srv.stop().await;
+}
+
+/// Node's ws (browsers offer the same) negotiates permessage-deflate,
+/// reads the compressed frames and sends compressed messages that arrive
+/// intact (conformance/node/deflate-client.js).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_ws_clients_talk_compressed() {
+    let srv = TestServer::start_with(|c| c.limits.websocket_compression = true).await;
+    let bio = "member data that makes the member lists large ".repeat(22);
+    let tokens: Vec<String> = ["ann", "bob", "cy"]
+        .iter()
+        .map(|uid| srv.token(user(uid, json!({"bio": bio}))))
+        .collect();
+    let url = format!("ws://{}", srv.addr);
+    run_node_script(
+        "conformance/node/deflate-client.js",
+        &[
+            "--url", &url, "--ann", &tokens[0], "--bob", &tokens[1], "--cy", &tokens[2],
+        ],
+        Duration::from_secs(30),
+    )
+    .await;
+    srv.stop().await;
+}
