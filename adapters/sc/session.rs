@@ -19,7 +19,7 @@
 //! that goes away for any reason (close, kill, kick, failed re-auth) leaves
 //! no ghost.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use super::ScShared;
 use super::wire::{self, Cid, Frame, Packet, Request, SOCKET_INBOX, ScError, TokenArg};
+use crate::channel_map::ChannelMap;
 use crate::outbox::CloseReason;
 use crate::policy::{Access, BackendRequest, Refusal};
 use crate::presence::{
@@ -79,8 +80,9 @@ pub struct ScSession {
     handshake_deadline: Option<Instant>,
     version: Version,
     auth: Option<Auth>,
-    /// SC channel names this socket is subscribed to.
-    subs: BTreeSet<String>,
+    /// SC channel names this socket is subscribed to (a vector: most
+    /// sockets have one or two, and a B-tree's first node is 280 bytes).
+    subs: ChannelMap<()>,
     /// Packets put aside until the channel check answers (the first one
     /// asked the question).
     held: VecDeque<Packet>,
@@ -108,7 +110,7 @@ impl ScSession {
             handshake_deadline: Some(now + cfg.handshake_timeout),
             version: Version::Unknown,
             auth: None,
-            subs: BTreeSet::new(),
+            subs: ChannelMap::default(),
             held: VecDeque::new(),
             asking: None,
             call: CallSlot::default(),
@@ -159,8 +161,8 @@ impl ScSession {
     /// subscriptions (see the module doc).
     fn sync(&self, name: &str) -> Result<(), String> {
         let presence = self.conn.presence();
-        let receive_messages = self.subs.contains(name);
-        let presence_events = self.subs.contains(&wire::presence_channel(name));
+        let receive_messages = self.subs.contains_key(name);
+        let presence_events = self.subs.contains_key(&wire::presence_channel(name));
         let member = match (
             receive_messages,
             wire::presence_target(name),
@@ -217,7 +219,7 @@ impl ScSession {
     }
 
     fn sync_all(&self) {
-        for channel in &self.subs {
+        for channel in self.subs.keys() {
             if wire::presence_target(channel).is_none()
                 && let Err(e) = self.sync(channel)
             {
@@ -294,7 +296,7 @@ impl ScSession {
     fn kick_out_refused(&mut self) {
         let refused: Vec<(String, String)> = self
             .subs
-            .iter()
+            .keys()
             .filter_map(|c| match self.may_subscribe(c) {
                 Ok(()) => None,
                 Err(Refusal::Denied(why) | Refusal::Invalid(why)) => Some((c.clone(), why)),
@@ -409,7 +411,7 @@ impl ScSession {
     }
 
     fn subscribe(&mut self, channel: String, cid: Option<&Cid>) {
-        if self.subs.contains(&channel) {
+        if self.subs.contains_key(&channel) {
             return self.reply_ok(cid);
         }
         // Before anything is published or joined: a refused subscribe
@@ -445,7 +447,7 @@ impl ScSession {
             Some(_) => self.publish_packet(&channel, anonymous_join),
             None => self.publish_packet(&wire::presence_channel(&channel), anonymous_join),
         }
-        self.subs.insert(channel.clone());
+        self.subs.insert(channel.clone(), ());
         let result = Self::core_channels(&channel).try_for_each(|name| self.sync(name));
         match result {
             Ok(()) => {
@@ -470,7 +472,7 @@ impl ScSession {
     }
 
     fn unsubscribe(&mut self, channel: &str, cid: Option<&Cid>) {
-        if !self.subs.remove(channel) {
+        if self.subs.remove(channel).is_none() {
             return self.reply_error(
                 cid,
                 &ScError::broker(format!(
@@ -540,7 +542,7 @@ impl ScSession {
             .and_then(|d| serde_json::from_str::<wire::PongPacket>(d.get()).ok())
             .filter(|p| p.kind == "pong")
             .map(|p| p.channel)
-            .filter(|c| self.subs.contains(&wire::presence_channel(c)));
+            .filter(|c| self.subs.contains_key(&wire::presence_channel(c)));
         let Some(tracked) = tracked else {
             return self.reply_error(
                 cid,
@@ -841,7 +843,7 @@ impl Session for ScSession {
         // `channel` itself and its `presence>` feed both read the channel.
         let ended: Vec<(String, String)> = self
             .subs
-            .iter()
+            .keys()
             .filter(|c| Self::core_channels(c).any(|core| core == channel))
             .map(|c| (c.clone(), reason.to_string()))
             .collect();
@@ -894,7 +896,7 @@ impl Session for ScSession {
 
 impl Drop for ScSession {
     fn drop(&mut self) {
-        for channel in &self.subs {
+        for channel in self.subs.keys() {
             if let Some(target) = wire::presence_target(channel) {
                 self.shared.unwatch(target);
             }

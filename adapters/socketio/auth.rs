@@ -151,9 +151,19 @@ pub fn identify(claims: &Map<String, Value>) -> Result<User, String> {
     if let Some(p) = text("picture_url").or_else(|| text("picture")) {
         profile.insert("picture_url".into(), Value::from(p));
     }
+    // A token with no display claims has one of two profiles: share it
+    // (a one-entry JSON object is a 640-byte B-tree node per connection).
+    let profile = if profile.len() == 1 {
+        static PLAIN: std::sync::LazyLock<[Arc<Value>; 2]> = std::sync::LazyLock::new(|| {
+            ["user", "anonymous"].map(|kind| Arc::new(serde_json::json!({ "type": kind })))
+        });
+        PLAIN[usize::from(kind == "anonymous")].clone()
+    } else {
+        Arc::new(Value::Object(profile))
+    };
     Ok(User {
         user_id: Arc::from(user_id),
-        profile: Arc::new(Value::Object(profile)),
+        profile,
     })
 }
 
