@@ -60,7 +60,9 @@ pub struct Subscriber {
     pub hidden: bool,
     /// While hidden: the membership (key, data) the subscription would
     /// hold if the user were visible, restored when they become visible.
-    pub hidden_member: Option<(Arc<str>, Arc<Value>)>,
+    /// Boxed: few users hide, and every subscription would keep the room
+    /// (in the channel's table, with its spare room, about twice over).
+    pub hidden_member: Option<Box<(Arc<str>, Arc<Value>)>>,
 }
 
 /// Budget limits applied when members join or change.

@@ -49,6 +49,7 @@ impl Presence {
                 if list.len() >= limit {
                     return Err(ConnectError::TooManyConnections { limit });
                 }
+                list.reserve_exact(1);
                 list.push(shared.id);
             }
             if let Some(old) = &*current {

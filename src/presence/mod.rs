@@ -451,6 +451,9 @@ impl Presence {
             if list.len() >= limit {
                 return Err(ConnectError::TooManyConnections { limit });
             }
+            // Exactly: most users have one connection (a push would make
+            // room for four).
+            list.reserve_exact(1);
             list.push(id);
         }
         let (outbox, rx) = Outbox::new(self.inner.limits.outbox_bytes);
@@ -629,7 +632,10 @@ impl Presence {
         // A hidden user subscribes without a presence; the membership is
         // kept aside for when they become visible.
         let hidden_member = match hidden {
-            true => member_key.take().zip(opts.member_info.clone()),
+            true => member_key
+                .take()
+                .zip(opts.member_info.clone())
+                .map(Box::new),
             false => None,
         };
         ch.insert_subscriber(

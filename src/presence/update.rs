@@ -129,7 +129,7 @@ impl Presence {
                 .is_some_and(|(key, _)| !self.is_user_visible(Some(key)));
             if member_hidden || shared.hidden.load(std::sync::atomic::Ordering::Acquire) {
                 sub.hidden = true;
-                sub.hidden_member = update.member;
+                sub.hidden_member = update.member.map(Box::new);
                 let old = sub.member_key.take();
                 let mut change = MemberChange::Unchanged;
                 if let Some(old) = old {

@@ -144,7 +144,7 @@ impl Presence {
                 fanout::member_event(ch, change, &key, entry.as_ref(), None);
             }
             if let Some(sub) = ch.subscribers.get_mut(&conn.id) {
-                sub.hidden_member = Some((key, info));
+                sub.hidden_member = Some(Box::new((key, info)));
             }
             conn.subs().insert(name, None);
             return true;
@@ -152,14 +152,15 @@ impl Presence {
         let kept = sub
             .hidden_member
             .as_ref()
-            .is_some_and(|(k, _)| &**k == user_id);
+            .is_some_and(|member| &*member.0 == user_id);
         if !sub.hidden || !(kept || (own && sub.hidden_member.is_none())) {
             return false;
         }
         sub.hidden = false;
-        let Some((key, info)) = sub.hidden_member.take() else {
+        let Some(member) = sub.hidden_member.take() else {
             return true;
         };
+        let (key, info) = *member;
         let budget = self.budget(ch);
         match ch.add_presence(&key, origin, info, budget) {
             Ok(change) => {
@@ -196,8 +197,8 @@ impl Presence {
         let mut guard = self.lock_channel(&ch);
         match guard.subscribers.get_mut(&conn.id()) {
             Some(sub) if sub.hidden => match &mut sub.hidden_member {
-                Some((_, data)) => {
-                    *data = info;
+                Some(member) => {
+                    member.1 = info;
                     Ok(MemberChange::Unchanged)
                 }
                 None => Err(UpdateError::NotSubscribed),

@@ -193,13 +193,14 @@ impl Rpc {
 #[derive(Debug, Default)]
 pub struct CallSlot {
     pending: Option<crate::policy::Pending>,
-    answer: std::sync::Arc<std::sync::Mutex<Option<RpcAnswer>>>,
+    /// Made by the first call: most sessions never make one.
+    answer: Option<std::sync::Arc<std::sync::Mutex<Option<RpcAnswer>>>>,
 }
 
 impl CallSlot {
     /// Starts `call`; the reader gets the wait from [`CallSlot::take_pending`].
     pub fn start(&mut self, rpc: std::sync::Arc<Rpc>, call: RpcCall) {
-        let landing = self.answer.clone();
+        let landing = self.answer.get_or_insert_default().clone();
         self.pending = Some(crate::policy::Pending::new(async move {
             let answer = rpc.call(&call).await;
             *landing.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
@@ -213,6 +214,10 @@ impl CallSlot {
 
     /// The answer, once the call is done.
     pub fn take_answer(&mut self) -> Option<RpcAnswer> {
-        self.answer.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.answer
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 }

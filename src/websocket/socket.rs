@@ -69,8 +69,9 @@ pub struct MessageReader {
     /// Bytes read and not yet handled; no allocation while idle.
     buf: Vec<u8>,
     /// A fragmented message so far: its opcode, whether it is compressed,
-    /// and its payload.
-    fragments: Option<(u8, bool, Vec<u8>)>,
+    /// and its payload (boxed: few clients fragment, and every idle
+    /// connection would keep the room).
+    fragments: Option<Box<(u8, bool, Vec<u8>)>>,
     /// Largest message (and frame) accepted, compressed or not.
     max_message_bytes: usize,
     /// The client's close frame has been read.
@@ -168,7 +169,7 @@ impl MessageReader {
             let Some(mask) = header.mask else {
                 return Err("an unmasked client frame".into());
             };
-            let so_far = self.fragments.as_ref().map_or(0, |(_, _, data)| data.len());
+            let so_far = self.fragments.as_ref().map_or(0, |f| f.2.len());
             if !header.is_control()
                 && header.payload_len > (self.max_message_bytes.saturating_sub(so_far)) as u64
             {
@@ -216,7 +217,11 @@ impl MessageReader {
                     self.complete(header.opcode, header.compressed, payload.to_vec())
                         .map(Some)
                 } else {
-                    self.fragments = Some((header.opcode, header.compressed, payload.to_vec()));
+                    self.fragments = Some(Box::new((
+                        header.opcode,
+                        header.compressed,
+                        payload.to_vec(),
+                    )));
                     Ok(None)
                 }
             }
@@ -224,16 +229,17 @@ impl MessageReader {
                 if header.compressed {
                     return Err("RSV1 set on a continuation frame".into());
                 }
-                let Some((_, _, data)) = self.fragments.as_mut() else {
+                let Some(fragments) = self.fragments.as_mut() else {
                     return Err("a continuation frame with nothing to continue".into());
                 };
-                data.extend_from_slice(payload);
+                fragments.2.extend_from_slice(payload);
                 if !header.fin {
                     return Ok(None);
                 }
-                let Some((op, compressed, data)) = self.fragments.take() else {
+                let Some(fragments) = self.fragments.take() else {
                     return Ok(None);
                 };
+                let (op, compressed, data) = *fragments;
                 self.complete(op, compressed, data).map(Some)
             }
             _ => Err("reserved opcode".into()),
