@@ -8,11 +8,16 @@
 // declines the extension gets the same messages uncompressed. Prints a
 // PASS or FAIL line per check and exits 1 on any FAIL.
 //
+// Then two socket.io-client 4.8 sockets (whose Node transport is ws, with
+// perMessageDeflate on) do the same over Socket.IO: a large SEND_MESSAGE
+// goes in compressed and comes back to both.
+//
 //   node conformance/node/deflate-client.js --url ws://127.0.0.1:4000 --ann JWT --bob JWT --cy JWT
 'use strict';
 
 const path = require('path');
 const WebSocket = require(path.join(__dirname, '..', 'node_modules', 'ws'));
+const { io } = require(path.join(__dirname, '..', 'node_modules', 'socket.io-client'));
 
 function arg(name) {
   const i = process.argv.indexOf('--' + name);
@@ -73,6 +78,56 @@ async function main() {
   check(toBob.data.text === text, 'a compressed message from ws arrives intact (compressed again)');
   check(toCy.data.text === text, 'and intact, uncompressed, to a client without the extension');
   for (const c of [ann, bob, cy]) c.ws.close(1000);
+  await socketIo();
+}
+
+// A socket.io-client socket on /chat and its events, in order.
+function sioClient(token) {
+  const socket = io(arg('url').replace(/^ws/, 'http') + '/chat', {
+    query: 'tokenType=jwt&token=' + token,
+    transports: ['websocket'],
+    reconnection: false,
+  });
+  const seen = [];
+  const waiting = [];
+  socket.onAny((event, data) => {
+    const i = waiting.findIndex((w) => w.event === event && w.pred(data));
+    if (i >= 0) waiting.splice(i, 1)[0].resolve(data);
+    else seen.push({ event, data });
+  });
+  const next = (event, pred = () => true) => {
+    const i = seen.findIndex((s) => s.event === event && pred(s.data));
+    if (i >= 0) return Promise.resolve(seen.splice(i, 1)[0].data);
+    return new Promise((resolve) => waiting.push({ event, pred, resolve }));
+  };
+  const connected = new Promise((resolve, reject) => {
+    socket.on('connect', resolve);
+    socket.on('connect_error', reject);
+  });
+  return { socket, next, connected };
+}
+
+async function socketIo() {
+  const a = sioClient(arg('ann'));
+  const b = sioClient(arg('bob'));
+  await Promise.all([a.connected, b.connected]);
+  const extensions = a.socket.io.engine.transport.ws.extensions;
+  check(extensions.includes('permessage-deflate'), 'socket.io-client negotiated permessage-deflate: ' + extensions);
+  const topic = 'presence.deflate-topic';
+  for (const c of [a, b]) {
+    c.socket.emit('SUBSCRIBE_CHANNEL', { channel: { type: 'topic', _id: topic } });
+    await c.next('CHANNEL_SUBSCRIBED');
+  }
+  const bodyText = 'a socket.io message ws compresses on its way in '.repeat(60);
+  a.socket.emit('SEND_MESSAGE', { category: 'chat', topicId: topic, content: { bodyText } });
+  const [toA, toB] = await Promise.all([
+    a.next('MESSAGE_SENT', (d) => d.content && d.content.bodyText === bodyText),
+    b.next('MESSAGE_SENT', (d) => d.content && d.content.bodyText === bodyText),
+  ]);
+  check(toA.content.bodyText === bodyText && toB.content.bodyText === bodyText,
+    'a large Socket.IO message, compressed both ways, reaches both sockets intact');
+  a.socket.disconnect();
+  b.socket.disconnect();
 }
 
 const timer = setTimeout(() => {

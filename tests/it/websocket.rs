@@ -454,9 +454,10 @@ async fn compression_is_off_by_default_and_bad_compressed_frames_close_the_conne
     srv.stop().await;
 }
 
-/// Node's ws (browsers offer the same) negotiates permessage-deflate,
-/// reads the compressed frames and sends compressed messages that arrive
-/// intact (conformance/node/deflate-client.js).
+/// Node's ws (browsers offer the same) and socket.io-client 4.8 (on ws)
+/// negotiate permessage-deflate, read the compressed frames and send
+/// compressed messages that arrive intact, on Hotsock and on Socket.IO
+/// (conformance/node/deflate-client.js).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_ws_clients_talk_compressed() {
     let srv = TestServer::start_with(|c| c.limits.websocket_compression = true).await;
