@@ -178,7 +178,7 @@ pub struct LimitSettings {
     /// frames of 512 bytes and more go out compressed, each broadcast compressed once for all
     /// its recipients; no compression context is kept between messages. Off by default: it
     /// costs CPU, and a compressed frame's length says something about its content.
-    #[arg(long)]
+    #[arg(long, default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub websocket_compression: bool,
 }
 

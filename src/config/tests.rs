@@ -220,3 +220,13 @@ fn every_front_end_setting_is_read_from_its_section() {
     from_toml(&text).unwrap_or_else(|e| panic!("{text}\n{e}"));
     assert!(checked > 0 || crate::frontends::COMPILED.is_empty());
 }
+
+#[test]
+fn websocket_compression_is_off_by_default_and_set_in_the_file() {
+    assert!(!Config::default().limits.websocket_compression);
+    assert!(!Config::default().transport().compression);
+    let cfg = from_toml("websocket-compression = true").unwrap();
+    assert!(cfg.transport().compression);
+    let cfg = from_toml("[limits]\nwebsocket-compression = false").unwrap();
+    assert!(!cfg.transport().compression);
+}
