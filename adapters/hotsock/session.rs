@@ -44,7 +44,13 @@ pub struct HotsockSession {
     /// The connection's user id (fixed for Hotsock: it comes from the
     /// connect token).
     uid: Option<Arc<str>>,
-    claims: HotsockClaims,
+    /// The connect token's `channels` grants. Only these and the heartbeat
+    /// timeout outlive the connect: the token's `umd` lives in the core
+    /// connection (a JSON object is a 640-byte B-tree node; it was kept
+    /// twice), its uid in `uid`.
+    channels: Arc<ChannelRules>,
+    /// The token's `heartbeatTimeout`, in seconds.
+    heartbeat_timeout: Option<u64>,
     verifier: JwtVerifier,
     single_use: Arc<SingleUseGuard>,
     config: Arc<HotsockSettings>,
@@ -80,7 +86,8 @@ impl HotsockSession {
         HotsockSession {
             uid: conn.user_id(),
             conn,
-            claims,
+            channels: claims.channels,
+            heartbeat_timeout: claims.heartbeat_timeout,
             verifier,
             single_use,
             expires_at: now + config.connection_lifetime,
@@ -108,7 +115,7 @@ impl HotsockSession {
             },
         );
         self.conn.send_text(frame);
-        for channel in self.claims.channels.auto_subscribe_channels() {
+        for channel in self.channels.auto_subscribe_channels() {
             // Granted by the token's own autoSubscribe key: nothing to ask.
             let _ = self.subscribe(&channel, None, true);
         }
@@ -130,7 +137,7 @@ impl HotsockSession {
 
     /// Resolves an alias from the connect token to the real channel name.
     fn resolve(&self, name: &str) -> (String, Option<String>) {
-        match self.claims.channels.alias_for(name) {
+        match self.channels.alias_for(name) {
             Some(real) if real != name => (real, Some(name.to_string())),
             _ => (name.to_string(), None),
         }
@@ -154,7 +161,7 @@ impl HotsockSession {
             }
             ClientFrame::Pong => {}
             ClientFrame::Heartbeat => {
-                if let Some(secs) = self.claims.heartbeat_timeout {
+                if let Some(secs) = self.heartbeat_timeout {
                     self.heartbeat_deadline = Some(Instant::now() + Duration::from_secs(secs));
                 }
             }
@@ -548,8 +555,7 @@ impl Session for HotsockSession {
                 "Going away: the connection reached its maximum lifetime; reconnect",
             ));
         }
-        if let (Some(deadline), Some(secs)) =
-            (self.heartbeat_deadline, self.claims.heartbeat_timeout)
+        if let (Some(deadline), Some(secs)) = (self.heartbeat_deadline, self.heartbeat_timeout)
             && now >= deadline
         {
             return Flow::Close(CloseReason::new(
