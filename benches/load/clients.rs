@@ -426,19 +426,23 @@ pub async fn hotsock_client(addr: SocketAddr, uid: &str) -> Ws {
 /// client receives megabytes of lists in a storm).
 pub async fn hotsock_join_until(ws: &mut Ws, channel: &str, members: usize) {
     send(ws, json!({"event":"hotsock.subscribe","channel":channel})).await;
-    // A member is at least `{"uid":"m0000","umd":null},` (27 bytes):
-    // shorter lists are not worth counting.
-    let long_enough = members * 27;
     loop {
         let text = next_text(Protocol::Hotsock, ws)
             .await
             .unwrap_or_else(|| panic!("Hotsock connection ended"));
-        if text.len() < long_enough || !text.contains("\"members\":") {
-            continue;
-        }
-        let list = text.split("\"members\":").nth(1).unwrap_or("");
-        if list.matches("\"uid\":").count() >= members {
+        if lists_members(&text, members) {
             return;
         }
     }
+}
+
+/// Whether a Hotsock frame carries a member list of at least `members`.
+pub fn lists_members(text: &str, members: usize) -> bool {
+    // A member is at least `{"uid":"m0000","umd":null},` (27 bytes):
+    // shorter lists are not worth counting.
+    if text.len() < members * 27 || !text.contains("\"members\":") {
+        return false;
+    }
+    let list = text.split("\"members\":").nth(1).unwrap_or("");
+    list.matches("\"uid\":").count() >= members
 }

@@ -104,16 +104,6 @@ impl DeflateWs {
     pub async fn hotsock_join_until(&mut self, channel: &str, members: usize) {
         self.send_text(&json!({"event":"hotsock.subscribe","channel":channel}).to_string())
             .await;
-        let long_enough = members * 27;
-        loop {
-            let text = self.next_text().await;
-            if text.len() < long_enough || !text.contains("\"members\":") {
-                continue;
-            }
-            let list = text.split("\"members\":").nth(1).unwrap_or("");
-            if list.matches("\"uid\":").count() >= members {
-                return;
-            }
-        }
+        while !crate::clients::lists_members(&self.next_text().await, members) {}
     }
 }

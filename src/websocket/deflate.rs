@@ -22,7 +22,7 @@ const NAME: &str = "permessage-deflate";
 
 /// Payloads shorter than this go out uncompressed: small frames (a
 /// subscribe reply, a message) shrink little for the CPU it costs.
-pub const MIN_COMPRESSED_BYTES: usize = 512;
+const MIN_COMPRESSED_BYTES: usize = 512;
 
 /// The tail a sync flush leaves, which the sender removes and the
 /// receiver puts back (RFC 7692 §7.2.1 and §7.2.2).
@@ -69,7 +69,7 @@ fn accept_offer(offer: &str) -> Option<HeaderValue> {
         match (name.to_ascii_lowercase().as_str(), value) {
             ("server_no_context_takeover" | "client_no_context_takeover", None) => {}
             ("client_max_window_bits", None) => {}
-            ("client_max_window_bits", Some(bits)) if window_bits(bits).is_some() => {}
+            ("client_max_window_bits", Some(bits)) if valid_window_bits(bits) => {}
             ("server_max_window_bits", Some("15")) => {
                 response.push_str("; server_max_window_bits=15")
             }
@@ -79,10 +79,11 @@ fn accept_offer(offer: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(&response).ok()
 }
 
-/// A window size parameter's value (8 to 15).
-fn window_bits(value: &str) -> Option<u8> {
-    let bits: u8 = value.parse().ok()?;
-    (8..=15).contains(&bits).then_some(bits)
+/// Whether a window size parameter's value is one RFC 7692 allows (8 to 15).
+fn valid_window_bits(value: &str) -> bool {
+    value
+        .parse::<u8>()
+        .is_ok_and(|bits| (8..=15).contains(&bits))
 }
 
 thread_local! {
