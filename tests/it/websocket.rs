@@ -477,3 +477,60 @@ async fn real_ws_clients_talk_compressed() {
     .await;
     srv.stop().await;
 }
+
+/// Every front end's WebSocket negotiates permessage-deflate when the
+/// server compresses, and reads (inflates) compressed frames only then:
+/// with it on, a compressed frame that is not DEFLATE is refused for that
+/// reason; with it off, any frame with RSV1 is refused as unnegotiated.
+#[tokio::test]
+async fn every_front_end_negotiates_compression_only_when_it_is_on() {
+    let paths = [
+        ("/hotsock?token=TOKEN", ""),
+        ("/socket.io/?EIO=4&transport=websocket", ""),
+        ("/socketcluster/", ""),
+        ("/sgc", "Sec-WebSocket-Protocol: presence.esegece.com\r\n"),
+    ];
+    for on in [true, false] {
+        let srv = TestServer::start_with(|c| c.limits.websocket_compression = on).await;
+        let token = srv.token(user("raw", json!(null)));
+        for (path, extra) in paths {
+            let path = path.replace("TOKEN", &token);
+            let mut stream = TcpStream::connect(srv.addr).await.expect("connect");
+            let head = format!(
+                "GET {path} HTTP/1.1\r\nHost: {}\r\n{GOOD_HEADERS}{DEFLATE_OFFER}{extra}\r\n",
+                srv.addr
+            );
+            stream.write_all(head.as_bytes()).await.expect("write");
+            let head = response_head(&mut stream).await.to_ascii_lowercase();
+            assert!(head.starts_with("http/1.1 101"), "{path}: {head}");
+            assert_eq!(
+                head.contains("sec-websocket-extensions: permessage-deflate"),
+                on,
+                "{path}: {head}"
+            );
+            stream
+                .write_all(&long_frame(0xc1, &[0xff, 0xfe, 0xfd]))
+                .await
+                .expect("write");
+            let close = loop {
+                let (first, payload) = next_frame(&mut stream).await.expect("a close frame");
+                if first == 0x88 {
+                    break payload;
+                }
+            };
+            let why = String::from_utf8_lossy(&close[2..]).into_owned();
+            assert_eq!(
+                u16::from_be_bytes([close[0], close[1]]),
+                1002,
+                "{path}: {why}"
+            );
+            let expected = if on {
+                "does not inflate"
+            } else {
+                "without negotiated permessage-deflate"
+            };
+            assert!(why.contains(expected), "{path} (compression {on}): {why}");
+        }
+        srv.stop().await;
+    }
+}
