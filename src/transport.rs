@@ -47,8 +47,8 @@ pub struct TransportConfig {
     /// A single write that takes longer than this means the peer stopped
     /// reading: the connection is dropped.
     pub write_timeout: Duration,
-    /// How long the writer holds a frame for more to share its write
-    /// (`--write-delay`; zero: written at once).
+    /// How long the writer of a busy connection holds a broadcast for more
+    /// to share its write (`--write-delay`; zero: written at once).
     pub write_delay: Duration,
     /// Offer permessage-deflate to clients that ask for it
     /// (`--websocket-compression`): large frames go out compressed, each
@@ -80,7 +80,7 @@ impl Default for TransportConfig {
             ping_interval: Duration::from_secs(25),
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
-            write_delay: Duration::ZERO,
+            write_delay: Duration::from_millis(10),
             compression: false,
             metrics: None,
             counters: ProtocolCounters::default(),
@@ -223,6 +223,11 @@ impl FrameSink for SocketSink<'_> {
 /// Most frames written in one flush.
 const WRITE_BATCH: usize = 64;
 
+/// A connection written to less than this many write delays ago is busy:
+/// its next broadcasts wait up to the delay to share a write. With the
+/// default 10 ms, a connection that gets 25 frames a second or more.
+const BUSY_WRITES_WITHIN: u32 = 4;
+
 /// Writes queued frames until the outbox is closed or the peer is gone.
 /// Frames that are already queued are written together with one flush, and
 /// a write that completes at once costs no timer. Returns true if the peer
@@ -237,6 +242,10 @@ fn write_loop<'a, W: FrameSink>(
 ) -> impl Future<Output = bool> + 'a {
     async move {
         let mut batch = Batch::default();
+        // When this connection was last written to: a connection written to
+        // within BUSY_WRITES_WITHIN write delays is busy, and only a busy
+        // connection's broadcasts are held.
+        let mut last_write: Option<Instant> = None;
         loop {
             // None once the outbox is closed: a close ends the wait (the
             // outbox wakes the writer), with no future of its own.
@@ -245,13 +254,17 @@ fn write_loop<'a, W: FrameSink>(
                 None => return false,
             }
             fill(&mut batch, rx);
-            // --write-delay: frames queued meanwhile share this write. A close
-            // ends the wait early; what is held is still written. A reply (not
-            // a broadcast) is never held, nor frames with it. Boxed: only a
-            // server with a write delay pays for its timer, and only while it
-            // waits.
+            // --write-delay: on a busy connection, frames queued meanwhile
+            // share this write; a quiet connection's frame goes at once. A
+            // close ends the wait early; what is held is still written. A
+            // reply (not a broadcast) is never held, nor frames with it.
+            // Boxed: a connection pays for the timer only while it waits.
             let mut closing = false;
-            if !cfg.write_delay.is_zero() && batch.len() < WRITE_BATCH {
+            let now = Instant::now();
+            let busy = last_write.is_some_and(|at| {
+                now.saturating_duration_since(at) < cfg.write_delay * BUSY_WRITES_WITHIN
+            });
+            if busy && batch.len() < WRITE_BATCH {
                 Box::pin(rx.hold_for_more(cfg.write_delay)).await;
                 closing = outbox.is_closed();
                 fill(&mut batch, rx);
@@ -282,6 +295,9 @@ fn write_loop<'a, W: FrameSink>(
                 outbox.sent(item);
             }
             batch = Batch::default();
+            if !cfg.write_delay.is_zero() {
+                last_write = Some(Instant::now());
+            }
             // The sampled frame, if this batch had it, is written now.
             if let (Ok(Ok(())), Some(queued)) = (&result, rx.take_sample()) {
                 cfg.counters
@@ -818,25 +834,39 @@ mod tests {
         }
     }
 
+    fn broadcast() -> Outbound {
+        Outbound::Text(Utf8Bytes::from_static("{}"))
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn frames_queued_during_the_write_delay_share_one_write() {
+    async fn a_busy_connections_frames_share_a_write_and_a_quiet_ones_go_at_once() {
         let (outbox, mut rx) = Outbox::new(1 << 20);
         let mut sink = Flushes::default();
         let cfg = delayed(20);
         let publisher = async {
-            for _ in 0..3 {
-                outbox.push_deferrable(Outbound::Text(Utf8Bytes::from_static("{}")));
+            // Quiet: the first frame is written at once. Then the
+            // connection is busy: the next three share one write, 20 ms
+            // after the first of them.
+            for _ in 0..4 {
+                outbox.push_deferrable(broadcast());
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            // After the first write: a write of its own.
-            tokio::time::sleep(Duration::from_millis(40)).await;
-            outbox.push_deferrable(Outbound::Text(Utf8Bytes::from_static("{}")));
+            // Quiet again (nothing written for more than four delays):
+            // at once.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            outbox.push_deferrable(broadcast());
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert_eq!(
+                outbox.queued_bytes(),
+                0,
+                "a quiet connection's frame was held"
+            );
             tokio::time::sleep(Duration::from_millis(40)).await;
             outbox.close(CloseReason::new(close::NORMAL, "done"));
         };
         let (gone, ()) = tokio::join!(write_loop(&mut sink, &mut rx, &outbox, &cfg), publisher);
         assert!(!gone);
-        assert_eq!(sink.flushed, vec![3, 1]);
+        assert_eq!(sink.flushed, vec![1, 3, 1]);
         assert_eq!(outbox.queued_bytes(), 0);
     }
 
@@ -844,10 +874,10 @@ mod tests {
     async fn without_a_write_delay_each_frame_is_written_at_once() {
         let (outbox, mut rx) = Outbox::new(1 << 20);
         let mut sink = Flushes::default();
-        let cfg = TransportConfig::default();
+        let cfg = delayed(0);
         let publisher = async {
             for _ in 0..3 {
-                outbox.push_deferrable(Outbound::Text(Utf8Bytes::from_static("{}")));
+                outbox.push_deferrable(broadcast());
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             outbox.close(CloseReason::new(close::NORMAL, "done"));
@@ -862,16 +892,20 @@ mod tests {
         let (outbox, mut rx) = Outbox::new(1 << 20);
         let mut sink = Flushes::default();
         let cfg = delayed(1000);
-        outbox.push_deferrable(Outbound::Text(Utf8Bytes::from_static("{}")));
-        outbox.push_deferrable(Outbound::Text(Utf8Bytes::from_static("{}")));
+        let started = Instant::now();
         let closer = async {
+            // The first frame makes the connection busy; the next two are
+            // held until the close.
+            outbox.push_deferrable(broadcast());
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            outbox.push_deferrable(broadcast());
+            outbox.push_deferrable(broadcast());
             tokio::time::sleep(Duration::from_millis(10)).await;
             outbox.close(CloseReason::new(close::GOING_AWAY, "bye"));
         };
-        let started = Instant::now();
         let (gone, ()) = tokio::join!(write_loop(&mut sink, &mut rx, &outbox, &cfg), closer);
         assert!(!gone, "the caller still sends the close frame");
-        assert_eq!(sink.flushed, vec![2]);
+        assert_eq!(sink.flushed, vec![1, 2]);
         assert_eq!(outbox.queued_bytes(), 0);
         assert!(
             started.elapsed() < Duration::from_millis(100),
@@ -889,8 +923,11 @@ mod tests {
             // A reply alone: written at once.
             outbox.push_text(Utf8Bytes::from_static("{}"));
             tokio::time::sleep(Duration::from_millis(10)).await;
+            // Busy: a reply on its own is still written at once.
+            outbox.push_text(Utf8Bytes::from_static("{}"));
+            tokio::time::sleep(Duration::from_millis(10)).await;
             // A broadcast is held until a reply comes, then both go.
-            outbox.push_deferrable(Outbound::Text(Utf8Bytes::from_static("{}")));
+            outbox.push_deferrable(broadcast());
             tokio::time::sleep(Duration::from_millis(10)).await;
             outbox.push_text(Utf8Bytes::from_static("{}"));
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -898,7 +935,7 @@ mod tests {
         };
         let (gone, ()) = tokio::join!(write_loop(&mut sink, &mut rx, &outbox, &cfg), client);
         assert!(!gone);
-        assert_eq!(sink.flushed, vec![1, 2]);
+        assert_eq!(sink.flushed, vec![1, 1, 2]);
         assert!(started.elapsed() < Duration::from_millis(100));
     }
 }

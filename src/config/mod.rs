@@ -168,11 +168,12 @@ pub struct LimitSettings {
     /// Close a peer silent for this long.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
-    /// Hold a connection's broadcast frames (channel events, messages) up to this long so
-    /// that several go out in one write: fewer system calls and wake-ups per message, at
-    /// most this much more latency (e.g. 10ms; at most 1s). Replies to a client's own
-    /// requests are never held. 0 writes each frame at once.
-    #[arg(long, default_value = "0s", value_parser = write_delay)]
+    /// On a busy connection (written to within the last four delays), hold broadcast frames
+    /// (channel events, messages) up to this long so that several go out in one write: fewer
+    /// system calls per message, at most this much more latency. A quiet connection's frames,
+    /// and replies to a client's own requests, go at once. 0 writes every frame at once; at
+    /// most 1s.
+    #[arg(long, default_value = "10ms", value_parser = write_delay)]
     pub write_delay: Duration,
     /// Offer permessage-deflate to WebSocket clients that ask for it (browsers, Node's ws):
     /// frames of 512 bytes and more go out compressed, each broadcast compressed once for all

@@ -137,11 +137,20 @@ fn bad_values_name_the_key_and_the_file_and_say_why() {
 }
 
 #[test]
-fn the_write_delay_is_off_by_default_and_at_most_a_second() {
-    assert_eq!(Config::default().limits.write_delay, Duration::ZERO);
-    let cfg = from_toml("write-delay = \"10ms\"").unwrap();
-    assert_eq!(cfg.limits.write_delay, Duration::from_millis(10));
-    assert_eq!(cfg.transport().write_delay, Duration::from_millis(10));
+fn the_write_delay_is_10ms_by_default_can_be_off_and_is_at_most_a_second() {
+    assert_eq!(
+        Config::default().limits.write_delay,
+        Duration::from_millis(10)
+    );
+    assert_eq!(
+        Config::default().transport().write_delay,
+        TransportConfig::default().write_delay
+    );
+    let cfg = from_toml("write-delay = \"0s\"").unwrap();
+    assert_eq!(cfg.limits.write_delay, Duration::ZERO);
+    assert_eq!(cfg.transport().write_delay, Duration::ZERO);
+    let cfg = from_toml("write-delay = \"25ms\"").unwrap();
+    assert_eq!(cfg.transport().write_delay, Duration::from_millis(25));
     let err = from_toml("write-delay = \"2s\"").unwrap_err().to_string();
     assert!(err.contains("write-delay = \"2s\""), "{err}");
     assert!(err.contains("at most 1s"), "{err}");

@@ -57,3 +57,25 @@ async fn broadcasts_are_held_together_in_order_and_replies_are_not() {
     );
     srv.stop().await;
 }
+
+/// Only a busy connection's broadcasts are held: one that has been written
+/// nothing for four delays gets its next broadcast at once.
+#[tokio::test]
+async fn a_quiet_connections_broadcast_is_not_held() {
+    const DELAY: Duration = Duration::from_secs(2);
+    let srv = TestServer::start_with(|c| {
+        c.channels.open_channels = vec!["*".into()];
+        c.limits.write_delay = DELAY;
+    })
+    .await;
+    let mut ann = srv.connect(user("ann", json!(null))).await;
+    ann.join("room").await;
+    // The subscribe reply was the last write: busy for four delays.
+    tokio::time::sleep(DELAY * 4 + Duration::from_millis(500)).await;
+    let published = Instant::now();
+    srv.publish("room", "chat", json!({"i": 0})).await;
+    let frame = ann.next_within(DELAY - Duration::from_millis(500)).await;
+    assert_eq!(frame["event"], "chat", "{frame}");
+    assert!(published.elapsed() < DELAY, "{:?}", published.elapsed());
+    srv.stop().await;
+}
