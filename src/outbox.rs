@@ -218,9 +218,10 @@ struct QueueState {
     /// broadcast: replies, errors, member lists) was queued since the
     /// writer last asked ([`OutboxReceiver::take_reply_queued`]).
     reply_queued: bool,
-    /// `waker` is the write delay's ([`OutboxReceiver::reply_queued`]):
-    /// only such a frame wakes it.
-    wake_for_replies_only: bool,
+    /// Nonzero while `waker` is the write delay's
+    /// ([`OutboxReceiver::reply_or_enough_queued`]): only such a frame
+    /// wakes it, or a broadcast that makes the queue this long.
+    hold_until_len: u8,
     /// Items pushed and popped (wrapping), for the delivery-latency
     /// sample: one item in [`SAMPLE_EVERY`] carries a queue time.
     pushed: u32,
@@ -259,6 +260,14 @@ impl Items {
                 queue.push_back(item);
                 Items::Many(queue)
             }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Items::Empty => 0,
+            Items::One(_) => 1,
+            Items::Many(queue) => queue.len(),
         }
     }
 
@@ -313,10 +322,11 @@ impl QueueState {
         }
     }
 
-    /// Registers the writer's waker: woken by the next push, or with
-    /// `replies_only` by the next push that is not a broadcast.
-    fn wait(&mut self, cx: &Context<'_>, replies_only: bool) {
-        self.wake_for_replies_only = replies_only;
+    /// Registers the writer's waker: woken by the next push, or with a
+    /// nonzero `hold_until_len` by the next push that is not a broadcast
+    /// or that makes the queue that long.
+    fn wait(&mut self, cx: &Context<'_>, hold_until_len: u8) {
+        self.hold_until_len = hold_until_len;
         match &mut self.waker {
             Some(w) if w.will_wake(cx.waker()) => {}
             slot => *slot = Some(cx.waker().clone()),
@@ -390,7 +400,10 @@ impl Outbox {
             }
             state.push(item);
             state.reply_queued |= !deferrable;
-            match deferrable && state.wake_for_replies_only {
+            let held = deferrable
+                && state.hold_until_len > 0
+                && state.items.len() < usize::from(state.hold_until_len);
+            match held {
                 true => None,
                 false => state.waker.take(),
             }
@@ -555,21 +568,22 @@ impl OutboxReceiver {
         if state.sender_gone {
             return Poll::Ready(None);
         }
-        state.wait(cx, false);
+        state.wait(cx, 0);
         Poll::Pending
     }
 
-    /// `--write-delay`: waits up to `delay` for more broadcasts to join
+    /// `--write-delay`: waits up to `delay` for `more` broadcasts to join
     /// what the writer took, unless a frame other than a broadcast was
     /// queued since the last wait or is queued meanwhile (a client waiting
     /// for a reply gets it at once), or until the outbox is closed.
-    /// Returns at once for a zero delay.
-    pub async fn hold_for_more(&mut self, delay: std::time::Duration) {
-        if delay.is_zero() || self.take_reply_queued() {
+    /// Returns at once for a zero delay or `more`.
+    pub async fn hold_for_more(&mut self, delay: std::time::Duration, more: usize) {
+        let more = u8::try_from(more).unwrap_or(u8::MAX);
+        if delay.is_zero() || more == 0 || self.take_reply_queued() {
             return;
         }
         tokio::select! {
-            _ = self.reply_queued() => {}
+            _ = self.reply_or_enough_queued(more) => {}
             _ = tokio::time::sleep(delay) => {}
         }
     }
@@ -580,16 +594,20 @@ impl OutboxReceiver {
         std::mem::take(&mut self.queue.lock().reply_queued)
     }
 
-    /// Completes when a frame other than a broadcast is queued (or the
-    /// sender is gone); broadcasts queued meanwhile do not wake the
-    /// writer.
-    async fn reply_queued(&mut self) {
+    /// Completes when a frame other than a broadcast is queued, or `more`
+    /// frames are (or the sender is gone); fewer broadcasts queued
+    /// meanwhile do not wake the writer.
+    async fn reply_or_enough_queued(&mut self, more: u8) {
         poll_fn(|cx| {
             let mut state = self.queue.lock();
-            if state.reply_queued || state.sender_gone || state.closed {
+            if state.reply_queued
+                || state.sender_gone
+                || state.closed
+                || state.items.len() >= usize::from(more)
+            {
                 return Poll::Ready(());
             }
-            state.wait(cx, true);
+            state.wait(cx, more);
             Poll::Pending
         })
         .await
@@ -731,16 +749,17 @@ mod tests {
         );
         tokio::time::timeout(
             std::time::Duration::from_secs(5),
-            rx.hold_for_more(std::time::Duration::from_secs(60)),
+            rx.hold_for_more(std::time::Duration::from_secs(60), 8),
         )
         .await
         .expect("a closed outbox holds nothing back");
     }
 
-    /// A writer waiting out `--write-delay` is woken by a reply only:
-    /// broadcasts queued meanwhile cost it no wake-up.
+    /// A writer waiting out `--write-delay` is woken by a reply, or by
+    /// the broadcast that makes enough to write: broadcasts queued before
+    /// that cost it no wake-up.
     #[test]
-    fn only_a_reply_wakes_a_writer_waiting_for_one() {
+    fn only_a_reply_or_enough_broadcasts_wake_a_writer_waiting_for_more() {
         use std::future::Future;
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::task::{Context, Wake, Waker};
@@ -758,7 +777,8 @@ mod tests {
         outbox.push_deferrable(broadcast());
         assert!(!rx.take_reply_queued());
         {
-            let mut wait = std::pin::pin!(rx.reply_queued());
+            // One queued; waiting for five.
+            let mut wait = std::pin::pin!(rx.reply_or_enough_queued(5));
             assert!(wait.as_mut().poll(&mut cx).is_pending());
             outbox.push_deferrable(broadcast());
             assert_eq!(count.0.load(Ordering::SeqCst), 0, "a broadcast woke it");
@@ -768,13 +788,26 @@ mod tests {
         }
         assert!(rx.take_reply_queued());
         assert!(!rx.take_reply_queued(), "taking the mark clears it");
+        while rx.try_recv().is_some() {}
+        {
+            // Three broadcasts wake a writer waiting for three, on the third.
+            let mut wait = std::pin::pin!(rx.reply_or_enough_queued(3));
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+            outbox.push_deferrable(broadcast());
+            outbox.push_deferrable(broadcast());
+            assert_eq!(count.0.load(Ordering::SeqCst), 1, "woken too early");
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+            outbox.push_deferrable(broadcast());
+            assert_eq!(count.0.load(Ordering::SeqCst), 2);
+            assert!(wait.as_mut().poll(&mut cx).is_ready());
+        }
         // Waiting in recv again, any push wakes the writer.
         while rx.try_recv().is_some() {}
         {
             let mut next = std::pin::pin!(rx.recv());
             assert!(next.as_mut().poll(&mut cx).is_pending());
             outbox.push_deferrable(broadcast());
-            assert_eq!(count.0.load(Ordering::SeqCst), 2);
+            assert_eq!(count.0.load(Ordering::SeqCst), 3);
         }
     }
 

@@ -169,8 +169,8 @@ pub struct LimitSettings {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
     /// On a busy connection (written to within the last four delays), hold broadcast frames
-    /// (channel events, messages) up to this long so that several go out in one write: fewer
-    /// system calls per message, at most this much more latency. A quiet connection's frames,
+    /// (channel events, messages) up to this long, or until 8 wait, so that several go out in
+    /// one write: fewer system calls per message, at most this much more latency. A quiet connection's frames,
     /// and replies to a client's own requests, go at once. 0 writes every frame at once; at
     /// most 1s.
     #[arg(long, default_value = "10ms", value_parser = write_delay)]
