@@ -263,15 +263,14 @@ fn write_loop<'a, W: FrameSink>(
             fill(&mut batch, rx);
             // --write-delay: on a busy connection, frames queued meanwhile
             // (up to HELD_WRITE_FRAMES) share this write; a quiet
-            // connection's frame goes at once. A
-            // close ends the wait early; what is held is still written. A
-            // reply (not a broadcast) is never held, nor frames with it.
-            // Boxed: a connection pays for the timer only while it waits.
+            // connection's frame goes at once. A close ends the wait early;
+            // what is held is still written. A reply (not a broadcast) is
+            // never held, nor frames with it. Boxed: a connection pays for
+            // the timer only while it waits. Without a delay `last_write`
+            // stays None: no clock read.
             let mut closing = false;
-            let now = Instant::now();
-            let busy = last_write.is_some_and(|at| {
-                now.saturating_duration_since(at) < cfg.write_delay * BUSY_WRITES_WITHIN
-            });
+            let busy =
+                last_write.is_some_and(|at| at.elapsed() < cfg.write_delay * BUSY_WRITES_WITHIN);
             if busy && batch.len() < HELD_WRITE_FRAMES {
                 let more = HELD_WRITE_FRAMES - batch.len();
                 Box::pin(rx.hold_for_more(cfg.write_delay, more)).await;
